@@ -1,0 +1,738 @@
+"""The calling-card options: ONE table, and everything derived from it.
+
+Every option of CALLING_CARD_OPTIONS.md is declared once in `OPTIONS` (name =
+the cardd.yaml key under `calling_card:`, value type, default, one-line help,
+CLD tokens). The daemon's own settings are declared the same way in
+`DAEMON_OPTIONS`. From these two tables come:
+
+- `CardOptions` and `DaemonSettings`, frozen dataclasses with one attribute
+  per option;
+- config loading and its error messages (cardd.config);
+- CLD token parsing, `parse_cld` (grammar and synonyms: DESIGN.md "Decisions");
+- cardd.yaml itself, `render_yaml()` (`python -m cardd.options > cardd.yaml`;
+  a test proves the committed file is exactly that).
+
+Money is never a float here: `MinimumBalance` holds a Decimal, and the config
+loader reads YAML floats as Decimal.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import string
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from types import MappingProxyType
+from typing import Any
+
+from cardd.errors import ConfigError
+
+__all__ = [
+    "BadValue", "CardOptions", "CldTokens", "DAEMON_OPTIONS", "DaemonSettings",
+    "MinimumBalance", "OPTIONS", "OPTIONS_BY_NAME", "Option", "SECTIONS", "parse_cld", "render_yaml",
+]
+
+
+# --- value types ---------------------------------------------------------------
+
+class BadValue(ValueError):
+    """A value does not fit its option. `expected` says what would."""
+
+    def __init__(self, expected: str, got: Any):
+        self.expected = expected
+        self.got = got
+        super().__init__(f"expected {expected}, got {show_value(got)}")
+
+
+def show_value(value: Any) -> str:
+    """A value as the operator wrote it in YAML, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(show_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "a mapping"
+    return str(value)
+
+
+class Kind:
+    """How one option's value is checked, converted and written back to YAML.
+
+    `convert` takes what YAML produced (or a built-in default) and returns the
+    value cardd uses, or raises BadValue. `base_dir` is the directory of the
+    YAML file, for relative paths.
+    """
+
+    expected = "a value"
+    annotation: Any = object
+    token_expected = ""  # what a CLD value token must look like, when it differs from `expected`
+
+    def __init__(self, *, optional: bool = False):
+        self.optional = optional
+
+    def describe(self) -> str:
+        return self.expected + (", or null" if self.optional else "")
+
+    def convert(self, raw: Any, base_dir: str | None = None) -> Any:
+        if raw is None:
+            if self.optional:
+                return None
+            raise BadValue(self.describe(), raw)
+        return self._convert(raw, base_dir)
+
+    def _convert(self, raw: Any, base_dir: str | None) -> Any:
+        return raw
+
+    def from_token(self, text: str) -> Any:
+        """The value of a CLD value-prefix token (`topupext5` -> "5")."""
+        return self.convert(text)
+
+    def to_yaml(self, value: Any) -> str:
+        return "null" if value is None else self._to_yaml(value)
+
+    def _to_yaml(self, value: Any) -> str:
+        return json.dumps(value)
+
+
+class BoolKind(Kind):
+    expected = "true or false"
+    annotation = bool
+
+    def _convert(self, raw: Any, base_dir: str | None) -> bool:
+        if not isinstance(raw, bool):
+            raise BadValue(self.describe(), raw)
+        return raw
+
+    def _to_yaml(self, value: bool) -> str:
+        return "true" if value else "false"
+
+
+class IntKind(Kind):
+    annotation = int
+
+    def __init__(self, lo: int, hi: int, unit: str = "", *, optional: bool = False):
+        super().__init__(optional=optional)
+        self.lo, self.hi, self.unit = lo, hi, unit
+        self.expected = f"a whole number from {lo} to {hi}" + (f" ({unit})" if unit else "")
+        self.token_expected = f"digits of a whole number from {lo} to {hi}"
+        self.annotation = int | None if optional else int
+
+    def _convert(self, raw: Any, base_dir: str | None) -> int:
+        # bool is an int subclass in Python; `true` is never a number here.
+        if isinstance(raw, bool) or not isinstance(raw, int) or not self.lo <= raw <= self.hi:
+            raise BadValue(self.describe(), raw)
+        return raw
+
+    def from_token(self, text: str) -> int:
+        if not text.isdigit():
+            raise BadValue(self.describe(), text)
+        return self.convert(int(text))
+
+    def _to_yaml(self, value: int) -> str:
+        return str(value)
+
+
+class SecondsKind(Kind):
+    """A time span in seconds that may have a fraction (timeouts, grace times)."""
+
+    annotation = float
+
+    def __init__(self, lo: float, hi: float, *, lo_open: bool = False):
+        super().__init__()
+        self.lo, self.hi, self.lo_open = lo, hi, lo_open
+        above = "above" if lo_open else "from"
+        self.expected = f"a number of seconds {above} {lo:g} to {hi:g}"
+
+    def _convert(self, raw: Any, base_dir: str | None) -> float:
+        if isinstance(raw, bool) or not isinstance(raw, (int, Decimal, float)):
+            raise BadValue(self.describe(), raw)
+        value = float(raw)
+        too_low = value <= self.lo if self.lo_open else value < self.lo
+        if value != value or too_low or value > self.hi:
+            raise BadValue(self.describe(), raw)
+        return value
+
+    def _to_yaml(self, value: float) -> str:
+        return f"{value:g}"
+
+
+class StrKind(Kind):
+    annotation = str
+
+    def __init__(self, pattern: str | None = None, what: str = "a string", *, optional: bool = False):
+        super().__init__(optional=optional)
+        self.pattern = re.compile(pattern) if pattern else None
+        self.expected = what
+        self.annotation = str | None if optional else str
+
+    def _convert(self, raw: Any, base_dir: str | None) -> str:
+        if not isinstance(raw, str) or (self.pattern and not self.pattern.fullmatch(raw)):
+            raise BadValue(self.describe(), raw)
+        return raw
+
+
+class ChoiceKind(StrKind):
+    def __init__(self, *choices: str):
+        super().__init__("|".join(re.escape(c) for c in choices), "one of " + ", ".join(choices))
+
+
+class HostPortKind(StrKind):
+    """`host:port` (IPv6 as `[::1]:port`); with port_optional, also `host`."""
+
+    def __init__(self, *, allow_empty: bool = False, port_optional: bool = False):
+        port = r"(:(?P<port>[0-9]{1,5}))" + ("?" if port_optional else "")
+        pattern = r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)" + port
+        what = "host or host:port" if port_optional else "host:port such as \"127.0.0.1:8084\""
+        super().__init__(pattern + ("|" if allow_empty else ""), what + (", or \"\"" if allow_empty else ""))
+
+    def _convert(self, raw: Any, base_dir: str | None) -> str:
+        value = super()._convert(raw, base_dir)
+        match = self.pattern.fullmatch(value) if self.pattern else None
+        if match and match.group("port") and int(match.group("port")) > 65535:
+            raise BadValue(self.describe(), raw)
+        return value
+
+
+class DialStringKind(StrKind):
+    expected = "a dial string with {number} (and optionally {proxy}), alternatives separated by |"
+
+    def __init__(self) -> None:
+        super().__init__(None, self.expected)
+
+    def _convert(self, raw: Any, base_dir: str | None) -> str:
+        value = super()._convert(raw, base_dir)
+        for alternative in value.split("|"):
+            try:
+                names = {name for _, name, _, _ in string.Formatter().parse(alternative) if name is not None}
+            except ValueError:
+                raise BadValue(self.describe(), raw) from None
+            if "number" not in names or not names <= {"number", "proxy"}:
+                raise BadValue(self.describe(), raw)
+        return value
+
+
+class DigitsKind(StrKind):
+    """A menu extension: digits, quoted in YAML (an unquoted 010 would be octal 8)."""
+
+    def __init__(self) -> None:
+        super().__init__(r"[0-9]{1,10}", "a quoted string of 1 to 10 digits such as \"5\"", optional=True)
+        self.token_expected = "1 to 10 digits"
+
+
+class RegexKind(Kind):
+    expected = "a regular expression (a string that compiles)"
+    annotation = re.Pattern | None
+
+    def _convert(self, raw: Any, base_dir: str | None) -> re.Pattern[str]:
+        if isinstance(raw, re.Pattern):
+            return raw
+        if not isinstance(raw, str) or raw == "":
+            raise BadValue(self.describe(), raw)
+        try:
+            return re.compile(raw)
+        except re.error as exc:
+            raise BadValue(f"{self.describe()} ({exc})", raw) from None
+
+    def _to_yaml(self, value: re.Pattern[str]) -> str:
+        return json.dumps(value.pattern)
+
+
+class PathKind(Kind):
+    """A file or directory; relative paths are relative to the YAML file."""
+
+    def __init__(self, *, optional: bool = False, allow_empty: bool = False):
+        super().__init__(optional=optional)
+        self.allow_empty = allow_empty
+        self.expected = "a path" + (" or \"\"" if allow_empty else "")
+        self.annotation = str | None if optional else str
+
+    def _convert(self, raw: Any, base_dir: str | None) -> str:
+        if not isinstance(raw, str) or (raw == "" and not self.allow_empty) or "\0" in raw:
+            raise BadValue(self.describe(), raw)
+        if raw == "":
+            return raw
+        path = os.path.expanduser(raw)
+        if base_dir is not None and not os.path.isabs(path):
+            path = os.path.normpath(os.path.join(base_dir, path))
+        return path
+
+
+class MoneyKind(Kind):
+    expected = "an amount with an optional currency, such as \"2 USD\" or 2"
+    annotation = "MinimumBalance | None"
+
+    def _convert(self, raw: Any, base_dir: str | None) -> MinimumBalance:
+        try:
+            return MinimumBalance.parse(raw)
+        except ValueError:
+            raise BadValue(self.describe(), raw) from None
+
+    def _to_yaml(self, value: MinimumBalance) -> str:
+        return json.dumps(str(value))
+
+
+_LANGUAGE = re.compile(r"[a-z]{2}")
+
+
+class LanguagesKind(Kind):
+    expected = "a list of distinct two-letter language codes such as [en, es] (menu order)"
+    annotation = tuple[str, ...]
+
+    def _convert(self, raw: Any, base_dir: str | None) -> tuple[str, ...]:
+        if not isinstance(raw, (list, tuple)) or not all(isinstance(x, str) and _LANGUAGE.fullmatch(x) for x in raw):
+            raise BadValue(self.describe(), raw)
+        if len(set(raw)) != len(raw):
+            raise BadValue(self.describe(), raw)
+        return tuple(raw)
+
+    def _to_yaml(self, value: tuple[str, ...]) -> str:
+        return "[" + ", ".join(value) + "]"
+
+
+# --- MinimumBalance ------------------------------------------------------------
+
+_AMOUNT = re.compile(r"[+-]?[0-9]+(\.[0-9]{1,5})?")
+_CURRENCY = re.compile(r"[A-Za-z]{3}")
+
+
+@dataclass(frozen=True)
+class MinimumBalance:
+    """A balance limit: "2 USD" applies to cards in USD only, a bare 2 to every currency."""
+
+    amount: Decimal
+    currency: str | None = None
+
+    @classmethod
+    def parse(cls, value: str | int | Decimal | MinimumBalance) -> MinimumBalance:
+        """Parse "2 USD", "2.50", 2 or Decimal("2.5"); floats are refused (money is never float).
+
+        At most 5 decimal places, as balances hold. The currency is an ISO 4217 code, upper-cased.
+        """
+        if isinstance(value, MinimumBalance):
+            return value
+        if isinstance(value, bool) or isinstance(value, float):
+            raise ValueError(f"not an amount: {value!r}")
+        if isinstance(value, int):
+            return cls(Decimal(value))
+        if isinstance(value, Decimal):
+            if not value.is_finite() or value.as_tuple().exponent < -5:  # type: ignore[operator]
+                raise ValueError(f"not an amount with at most 5 decimals: {value}")
+            return cls(value)
+        if not isinstance(value, str):
+            raise ValueError(f"not an amount: {value!r}")
+        parts = value.split()
+        if not 1 <= len(parts) <= 2 or not _AMOUNT.fullmatch(parts[0]):
+            raise ValueError(f"not an amount: {value!r}")
+        currency = None
+        if len(parts) == 2:
+            if not _CURRENCY.fullmatch(parts[1]):
+                raise ValueError(f"not a currency code: {parts[1]!r}")
+            currency = parts[1].upper()
+        try:
+            return cls(Decimal(parts[0]), currency)
+        except InvalidOperation:  # pragma: no cover - the regex admits only valid decimals
+            raise ValueError(f"not an amount: {value!r}") from None
+
+    def applies_to(self, currency: str) -> bool:
+        """Whether this limit applies to a card in `currency`."""
+        return self.currency is None or self.currency == currency.upper()
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.currency}" if self.currency else str(self.amount)
+
+
+# --- the tables ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its cardd.yaml key, value type, default, help and CLD tokens.
+
+    cld_on / cld_off are flag tokens setting a bool option to true / false
+    (synonyms are simply more tokens); cld_value_prefix is a token taking a
+    value (`topupext` + `5`). `section` groups options in cardd.yaml as in the spec.
+    """
+
+    name: str
+    type: Kind
+    default: Any
+    help: str
+    section: str
+    cld_on: tuple[str, ...] = ()
+    cld_off: tuple[str, ...] = ()
+    cld_value_prefix: str | None = None
+
+    @property
+    def tokens(self) -> tuple[str, ...]:
+        """Every CLD token of this option, for docs (`<prefix><value>` for value tokens)."""
+        extra = (f"{self.cld_value_prefix}<value>",) if self.cld_value_prefix else ()
+        return self.cld_on + self.cld_off + extra
+
+
+BOOL = BoolKind()
+COUNT = IntKind(1, 20)
+DIGITS = IntKind(1, 32, "digits")
+EXTENSION = DigitsKind()
+PROMPT_ID = IntKind(1, 2**31 - 1, "ivr_prompts id", optional=True)
+SCRIPT = PathKind(optional=True)
+
+BASIC = "Basic"
+TRUSTED_CLI = "Trusted CLI"
+PASSWORD = "Password change"
+BILLING = "Billing"
+SCRIPTS = "Custom scripts"
+HOT_DIAL = "Hot dial and smart dial"
+TOPUP = "Top-up"
+BLACKLIST = "Black list"
+PROMPTS = "Prompts and languages"
+SECTIONS = (BASIC, TRUSTED_CLI, PASSWORD, BILLING, SCRIPTS, HOT_DIAL, TOPUP, BLACKLIST, PROMPTS)
+
+O = Option
+OPTIONS: tuple[Option, ...] = (
+    # Basic
+    O("announce_balance", BOOL, True, "say the balance after a successful identification", BASIC,
+      cld_on=("playbalance",), cld_off=("noplaybalance", "nobalance")),
+    O("normal_calls_allowed", BOOL, True, "if false only service codes (menu extensions) work", BASIC,
+      cld_off=("nodial",)),
+    O("disconnect_on_failure", BOOL, False,
+      "end the session after a failed call attempt; else say it failed and ask again", BASIC),
+    O("allow_empty_pin", BOOL, True, "accounts with an empty PIN may be used", BASIC),
+    O("preserve_original_cli", BOOL, False, "call out with the caller's CLI instead of the card's username",
+      BASIC, cld_on=("keepcli",), cld_off=("nokeepcli",)),
+    O("max_call_duration", IntKind(1, 86400, "seconds"), 3600, "cap of any call, seconds", BASIC),
+    O("card_number_length", DIGITS, 10, "most digits in a card number", BASIC),
+    O("min_card_number_length", IntKind(1, 32, "digits", optional=True), None,
+      "fewest digits in a card number (null: no minimum)", BASIC),
+    O("card_entry_attempts", COUNT, 3, "tries to enter card number or PIN", BASIC),
+    O("wrong_destinations", COUNT, 3, "failed call attempts in a row before the session ends", BASIC),
+    O("input_timeouts", COUNT, 3, "input time-outs before the session ends", BASIC),
+    O("min_call_duration", IntKind(0, 86400, "seconds"), 10,
+      "if the computed max duration is below this (seconds), say \"insufficient funds\"", BASIC),
+    O("no_seconds_in_duration", BOOL, False,
+      "do not say seconds when announcing a duration (ignored under a minute)", BASIC),
+    O("no_hours_in_duration", BOOL, False, "say minutes only, never hours", BASIC),
+    O("announce_duration", BOOL, True, "say the max duration before dialling", BASIC,
+      cld_off=("noplayduration", "noduration")),
+    O("call_several_destinations", BOOL, True, "more than one call attempt per session", BASIC,
+      cld_off=("noredial",)),
+    O("outbound_proxy", HostPortKind(allow_empty=True, port_optional=True), "",
+      "where this instance's outbound calls go, host:port (\"\": daemon.outbound_proxy)", BASIC),
+    O("disconnect_warning_time", IntKind(0, 3600, "seconds"), 60,
+      "seconds before the forced hangup at which the disconnect warning plays (0: none)", BASIC),
+    O("play_plan_minutes_only", BOOL, False,
+      "announce service-plan minutes only (the real limit stays plan minutes + tariff duration)", BASIC,
+      cld_on=("planminutes",)),
+    O("destination_completion_regex", RegexKind(optional=True), None,
+      "treat the destination as complete as soon as the digits match it (null: wait for # or time-out)", BASIC),
+    O("own_accounts_only", BOOL, False, "only accounts of the customer who owns this instance may use it",
+      BASIC),
+    O("early_media", BOOL, False, "keep early media until the destination answers", BASIC,
+      cld_on=("earlymedia",)),
+    # Trusted CLI
+    O("cli_registration", BOOL, True, "CLI registration sub-application enabled", TRUSTED_CLI,
+      cld_off=("noclireg",)),
+    O("cli_registration_ext", EXTENSION, None, "menu extension of CLI registration (null: none)", TRUSTED_CLI,
+      cld_value_prefix="cliregext"),
+    O("auto_cli_registration", BOOL, False, "after a card is entered, add the caller's CLI to its trusted CLIs",
+      TRUSTED_CLI),
+    O("silent_auto_cli_registration", BOOL, True, "if false, ask the caller before registering", TRUSTED_CLI),
+    O("trusted_cli_auth", BOOL, False, "a CLI mapping is trusted: no PIN asked", TRUSTED_CLI,
+      cld_on=("trustcli",)),
+    O("min_valid_cli_length", DIGITS, 6, "shortest CLI that auto-registration accepts", TRUSTED_CLI),
+    O("cli_auth_only", BOOL, False, "only callers with a CLI mapping get in (exit at once if no mapping)",
+      TRUSTED_CLI, cld_on=("nocardenter", "climaponly")),
+    O("cli_as_card_number", BOOL, False, "try the CLI as the card number first", TRUSTED_CLI,
+      cld_on=("trycliauth", "cliauth"), cld_off=("nocliauth",)),
+    O("voip_login_as_card_number", BOOL, False, "look the card up by authname instead of username", TRUSTED_CLI),
+    # Password change
+    O("password_change", BOOL, True, "password change sub-application enabled", PASSWORD,
+      cld_off=("nochpass",)),
+    O("password_change_ext", EXTENSION, None, "menu extension of password change (null: none)", PASSWORD,
+      cld_value_prefix="chpassext"),
+    # Billing
+    O("balance_threshold", MoneyKind(optional=True), None,
+      "below it the card number is asked even after a CLI authentication (null: = minimum_balance)", BILLING),
+    O("minimum_balance", MoneyKind(optional=True), None,
+      "below it the card is unusable; \"2 USD\" applies to USD cards only, a bare 2 to any (null: none)",
+      BILLING),
+    O("ignore_connect_fee", BOOL, False, "leave the connect fee out of the duration computation", BILLING),
+    O("say_negative_balance_as_zero", BOOL, True, "say \"zero\" for a negative balance, else \"minus N\"",
+      BILLING),
+    O("say_no_card_on_low_balance", BOOL, True, "say \"wrong card number\" instead of \"no balance left\"",
+      BILLING),
+    # Custom scripts
+    O("destination_check_script", SCRIPT, None,
+      "Python file with check_destination(cli, translated_cli, cld, translated_cld, username, original_cli)"
+      " -> bool (null: none)", SCRIPTS),
+    O("duration_script", SCRIPT, None,
+      "program printing the duration to announce (only the announcement changes; null: none)", SCRIPTS),
+    # Hot dial and smart dial
+    O("direct_hot_dial", BOOL, False, "single-digit destinations from the main menu are hot-dial keys",
+      HOT_DIAL, cld_on=("directhotdial",)),
+    O("hot_dial", BOOL, True, "hot dial sub-application (dial and edit) enabled", HOT_DIAL,
+      cld_off=("nohotdial",)),
+    O("hot_dial_ext", EXTENSION, None, "menu extension of hot dial (null: none)", HOT_DIAL,
+      cld_value_prefix="hotdialext"),
+    O("hot_dial_edit_ext", EXTENSION, None, "menu extension of hot dial edit (null: none)", HOT_DIAL,
+      cld_value_prefix="hotdialeditext"),
+    O("limit_hot_keys", BOOL, False, "only keys 1, 2, 3 may be hot-dial keys", HOT_DIAL),
+    O("smart_dial_exclusive", BOOL, False,
+      "a smart-dial DID belongs to one account (else shared, resolved by CLI)", HOT_DIAL),
+    # Top-up
+    O("topup", BOOL, True, "top-up sub-application enabled", TOPUP, cld_off=("notopup",)),
+    O("topup_card_length", DIGITS, 10, "most digits of a top-up (voucher) number", TOPUP),
+    O("topup_ext", EXTENSION, None, "menu extension of top-up (null: none)", TOPUP, cld_value_prefix="topupext"),
+    O("topup_only", BOOL, False, "the instance runs the top-up sub-application only", TOPUP, cld_on=("topup",)),
+    # Black list
+    O("blacklist", BOOL, False, "black list enabled", BLACKLIST),
+    O("blacklist_attempts", IntKind(1, 100), 3,
+      "wrong card numbers in a row that blacklist the caller's CLI (entries under 4 digits never count)",
+      BLACKLIST),
+    # Prompts and languages
+    O("use_word_pin", BOOL, False,
+      "say \"PIN\" instead of \"card number\" everywhere; the separate password check is off", PROMPTS),
+    O("suppress_pound_phrase", BOOL, False, "leave out \"followed by the pound key\"", PROMPTS),
+    O("custom_greeting", BOOL, False, "play custom_greeting_file before the language menu", PROMPTS),
+    O("custom_greeting_file", PathKind(optional=True), None,
+      "language-independent greeting file (path as FreeSWITCH sees it; null: none)", PROMPTS),
+    O("early_greeting_prompt", PROMPT_ID, None, "ivr_prompts id played before the language menu (not localised)",
+      PROMPTS, cld_value_prefix="greet"),
+    O("late_greeting_prompt", PROMPT_ID, None, "ivr_prompts id played after the language menu (localised)",
+      PROMPTS, cld_value_prefix="lgreet"),
+    O("languages", LanguagesKind(), (),
+      "language menu, in order ([]: default_language only); two-letter CLD tokens replace it", PROMPTS),
+    O("default_language", StrKind(r"[a-z]{2}", "a two-letter language code such as en"), "en",
+      "fallback language", PROMPTS),
+    O("fallback_to_default_language", BOOL, False,
+      "after the wrong-attempt limit in the language menu, continue in the default language", PROMPTS),
+)
+
+DAEMON = "daemon"
+DAEMON_OPTIONS: tuple[Option, ...] = (
+    O("listen", HostPortKind(), "127.0.0.1:8084", "ESL address FreeSWITCH's socket app connects to", DAEMON),
+    O("dsn", StrKind(), "", "PostgreSQL DSN (\"\": embedded PostgreSQL under data_dir)", DAEMON),
+    O("data_dir", PathKind(), "var", "data directory (relative to this file)", DAEMON),
+    O("metrics_listen", HostPortKind(), "127.0.0.1:9108", "Prometheus exporter address", DAEMON),
+    O("log_level", ChoiceKind("debug", "info", "warning", "error", "critical"), "info", "log level", DAEMON),
+    O("log_format", ChoiceKind("text", "json"), "text", "log line format", DAEMON),
+    O("sounds_dir", PathKind(allow_empty=True), "",
+      "prompt audio, as FreeSWITCH sees it too (\"\": the sounds/ directory beside the cardd package)", DAEMON),
+    O("outbound_proxy", HostPortKind(allow_empty=True, port_optional=True), "",
+      "where outbound calls go, host:port (required for calls; also a command-line flag)", DAEMON),
+    O("dial_string", DialStringKind(), "sofia/external/{number}@{proxy}",
+      "outbound dial string: {number} and {proxy} placeholders, | for failover", DAEMON),
+    O("shutdown_grace", SecondsKind(0, 86400), 30.0, "seconds calls may finish after SIGTERM", DAEMON),
+    O("esl_reply_timeout", SecondsKind(0, 600, lo_open=True), 10.0, "seconds to wait for a FreeSWITCH reply",
+      DAEMON),
+    O("reservation_margin", IntKind(0, 86400, "seconds"), 120,
+      "seconds a reservation outlives its granted duration before the orphan check", DAEMON),
+    O("pool_size", IntKind(1, 1000), 10, "database connections in the pool", DAEMON),
+    O("inbound_esl", HostPortKind(), "127.0.0.1:8021", "FreeSWITCH's inbound ESL address (orphan checks)", DAEMON),
+    O("inbound_esl_password", StrKind(), "ClueCon", "FreeSWITCH's inbound ESL password", DAEMON),
+)
+del O
+
+OPTIONS_BY_NAME: Mapping[str, Option] = MappingProxyType({o.name: o for o in OPTIONS})
+DAEMON_OPTIONS_BY_NAME: Mapping[str, Option] = MappingProxyType({o.name: o for o in DAEMON_OPTIONS})
+
+
+def _dataclass_from(name: str, table: tuple[Option, ...], doc: str) -> type:
+    cls = dataclasses.make_dataclass(
+        name,
+        [(o.name, o.type.annotation, dataclasses.field(default=o.default)) for o in table],
+        frozen=True,
+        namespace={"__doc__": doc, "__module__": __name__},
+    )
+    return cls
+
+
+CardOptions = _dataclass_from(
+    "CardOptions", OPTIONS,
+    "The calling-card options of one call, one attribute per entry of OPTIONS.\n\n"
+    "Built by cardd.config.Settings.call_options, where balance_threshold (when unset),\n"
+    "outbound_proxy (when empty) and languages (when empty) are already resolved.",
+)
+DaemonSettings = _dataclass_from(
+    "DaemonSettings", DAEMON_OPTIONS,
+    "The `daemon:` section of cardd.yaml, one attribute per entry of DAEMON_OPTIONS;\n"
+    "data_dir and sounds_dir are absolute after cardd.config.load_settings.",
+)
+
+
+# --- CLD tokens ------------------------------------------------------------------
+
+MAX_CLD_LENGTH = 256
+INSTANCE_NAME = re.compile(r"[a-z][a-z0-9_-]*")
+_PRINTABLE_ASCII = re.compile(r"[!-~]+")  # no spaces, no control characters
+
+
+def _token_index() -> tuple[dict[str, tuple[Option, Any]], tuple[tuple[str, Option], ...]]:
+    flags: dict[str, tuple[Option, Any]] = {}
+    prefixes: dict[str, Option] = {}
+    for option in OPTIONS:
+        for token, value in [(t, True) for t in option.cld_on] + [(t, False) for t in option.cld_off]:
+            if token in flags:
+                raise RuntimeError(f"CLD token {token!r} declared twice")
+            flags[token] = (option, value)
+        if option.cld_value_prefix:
+            prefixes[option.cld_value_prefix] = option
+    # Longest prefix first, so a prefix that begins another can never steal its tokens.
+    ordered = tuple(sorted(prefixes.items(), key=lambda item: -len(item[0])))
+    return flags, ordered
+
+
+FLAG_TOKENS, VALUE_PREFIXES = _token_index()
+
+
+@dataclass(frozen=True)
+class CldTokens:
+    """What a CLD (`<instance>[.<token>...]`) says.
+
+    overrides: option name -> value (the later of two conflicting tokens won);
+    sources: option name -> the token that set it;
+    describe: (token, what it did), in CLD order, for `cardd check-cld`.
+    """
+
+    cld: str
+    instance: str
+    languages: tuple[str, ...]
+    overrides: Mapping[str, Any]
+    sources: Mapping[str, str]
+    unknown_tokens: tuple[str, ...]
+    describe: tuple[tuple[str, str], ...]
+
+
+def parse_cld(cld: str) -> CldTokens:
+    """Parse a CLD-rewrite string such as `cc.en.es.noplaybalance.topupext5`.
+
+    Malformed CLDs raise ConfigError (the dialplan is configuration): empty,
+    longer than MAX_CLD_LENGTH, anything but printable ASCII without spaces,
+    an instance name not matching [a-z][a-z0-9_-]*, an empty token (`cc..en`,
+    `cc.`). A well-formed token that is not known, or a value token with a bad
+    value (`topupextx`), is returned in unknown_tokens for the caller to log
+    and count; the call goes on with the rest. Tokens are case-sensitive:
+    `EN` is unknown, not a language.
+    """
+    if not isinstance(cld, str) or cld == "":
+        raise ConfigError("CLD is empty: expected <instance>[.<token>...] such as \"cc.en.noplaybalance\"")
+    if len(cld) > MAX_CLD_LENGTH:
+        raise ConfigError(f"CLD is {len(cld)} characters long: at most {MAX_CLD_LENGTH} are accepted")
+    if not cld.isascii() or not _PRINTABLE_ASCII.fullmatch(cld):
+        raise ConfigError(f"CLD {cld!r}: only printable ASCII without spaces is allowed")
+    instance, *tokens = cld.split(".")
+    if not INSTANCE_NAME.fullmatch(instance):
+        raise ConfigError(f"CLD {cld!r}: instance name {instance!r} must match [a-z][a-z0-9_-]*")
+    for position, token in enumerate(tokens, 1):
+        if token == "":
+            raise ConfigError(f"CLD {cld!r}: token {position} is empty (two dots in a row, or a dot at an end)")
+
+    languages: list[str] = []
+    overrides: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    unknown: list[str] = []
+    describe: list[tuple[str, str]] = []
+
+    def set_option(token: str, option: Option, value: Any) -> None:
+        effect = f"{option.name} = {option.type.to_yaml(value)}"
+        if option.name in sources:
+            before = sources[option.name]
+            effect += f" (repeats {before!r})" if overrides[option.name] == value else f" (overrides {before!r})"
+        overrides[option.name] = value
+        sources[option.name] = token
+        describe.append((token, effect))
+
+    for token in tokens:
+        if token in FLAG_TOKENS:
+            option, value = FLAG_TOKENS[token]
+            set_option(token, option, value)
+            continue
+        prefix_option = next(((p, o) for p, o in VALUE_PREFIXES if token.startswith(p)), None)
+        if prefix_option is not None:
+            prefix, option = prefix_option
+            try:
+                value = option.type.from_token(token[len(prefix):])
+            except BadValue:
+                unknown.append(token)
+                expected = option.type.token_expected or option.type.expected
+                describe.append((token, f"unknown: bad value for {prefix}<value>, expected {expected}"))
+            else:
+                set_option(token, option, value)
+            continue
+        if _LANGUAGE.fullmatch(token):
+            if token in languages:
+                describe.append((token, "language already listed, ignored"))
+            else:
+                languages.append(token)
+                describe.append((token, f"language {token}, menu position {len(languages)}"))
+            continue
+        unknown.append(token)
+        describe.append((token, "unknown token, ignored"))
+
+    return CldTokens(
+        cld=cld,
+        instance=instance,
+        languages=tuple(languages),
+        overrides=MappingProxyType(overrides),
+        sources=MappingProxyType(sources),
+        unknown_tokens=tuple(unknown),
+        describe=tuple(describe),
+    )
+
+
+# --- cardd.yaml ----------------------------------------------------------------
+
+_YAML_HEADER = """\
+# cardd configuration: every option with its built-in default and a one-line comment.
+# Generated from the tables in cardd/options.py: python -m cardd.options > cardd.yaml
+# (a test checks this file against them). Relative paths are relative to this file.
+#
+# Calling-card option precedence, lowest first: built-in default < calling_card <
+# instances.<name> < CLD tokens of the DID (the dialplan rewrites the access number to
+# <instance>[.<token>...], e.g. cc.en.es.noplaybalance.topupext5; see README).
+"""
+
+_YAML_INSTANCES = """\
+# Instances: the first part of the rewritten CLD. Each takes `customer` (who owns it, for
+# own_accounts_only), `languages` and any calling_card option, overriding calling_card.
+# A CLD naming an instance not listed here gets the calling_card settings, with a warning.
+instances:
+  cc:
+    languages: [en]
+  ccsp:
+    languages: [es, en]
+    default_language: es
+"""
+
+
+def _yaml_entry(option: Option, value: Any) -> list[str]:
+    comment = option.help
+    if option.tokens:
+        comment += "; CLD: " + ", ".join(option.tokens)
+    return [f"  # {comment}", f"  {option.name}: {option.type.to_yaml(value)}"]
+
+
+def render_yaml() -> str:
+    """The text of cardd.yaml: both tables with their defaults and help, plus example instances."""
+    lines = [_YAML_HEADER, "daemon:"]
+    for option in DAEMON_OPTIONS:
+        lines += _yaml_entry(option, option.default)
+    lines += ["", "calling_card:"]
+    for section in SECTIONS:
+        lines.append(f"  # ---- {section} ----")
+        for option in OPTIONS:
+            if option.section == section:
+                lines += _yaml_entry(option, option.default)
+    lines += ["", _YAML_INSTANCES]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_yaml())
