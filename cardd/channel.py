@@ -1,0 +1,190 @@
+"""Channel: what the IVR may do to a call.
+
+The only place that knows FreeSWITCH application names, their argument
+syntax and the variables they leave behind. The IVR calls play(), collect(),
+bridge(); it never builds an ESL string.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass
+
+from cardd.errors import CallGone, ProtocolError
+from cardd.esl.session import EslSession
+
+log = logging.getLogger(__name__)
+
+_SAFE_ARG = re.compile(r"^[^\s'{}\[\],|]*$")
+PLAYBACK_TIMEOUT = 600.0
+# Room for a prompt before the digit timers start (pagd's prompt is not timed).
+PROMPT_ALLOWANCE = 120.0
+# How long after the bridge returns we wait for B's CHANNEL_HANGUP_COMPLETE
+# (it trails A's bridge completion when B hung up first: capture 14).
+LEG_END_WAIT = 5.0
+
+
+def _arg(value: str, what: str) -> str:
+    """One word of an application argument; quote it when it has spaces."""
+    if "'" in value or "\n" in value:
+        raise ProtocolError(f"{what} cannot be passed to FreeSWITCH: {value!r}", peer=False)
+    return f"'{value}'" if (" " in value or not value) else value
+
+
+def dial_var(value: str) -> str:
+    """A value inside a dial string's {...}: single-quoted when it holds , or space."""
+    if "'" in value or "\n" in value or "}" in value:
+        raise ProtocolError(f"dial-string value not allowed: {value!r}", peer=False)
+    return f"'{value}'" if re.search(r"[,\s]", value) else value
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What play_and_get_digits left behind (capture facts 13 and 30)."""
+    digits: str | None          # present only on a match
+    invalid: str | None         # the last input that failed the regex
+    terminator: str | None
+    result: str | None          # success | failure | timeout (not to be trusted alone)
+
+    @property
+    def timed_out(self) -> bool:
+        return self.digits is None and not self.invalid and not self.terminator
+
+
+@dataclass(frozen=True)
+class BridgeOutcome:
+    answered: bool
+    cause: str                 # B's cause (last_bridge_hangup_cause), or the failure
+    dialstatus: str | None
+    billmsec: int | None       # from B's CHANNEL_HANGUP_COMPLETE
+    fallback_msec: int | None  # unbridge time - B's answer time, seen on A
+
+
+class Channel:
+    def __init__(self, session: EslSession):
+        self.session = session
+        self._bridge_ready = False
+
+    # -- who is calling ----------------------------------------------------------
+
+    @property
+    def uuid(self) -> str:
+        return self.session.uuid or ""
+
+    def _data(self, name: str, default: str = "") -> str:
+        return self.session.session_data.get(name, default) or default
+
+    @property
+    def cli(self) -> str:
+        return self._data("Caller-Caller-ID-Number")
+
+    @property
+    def cld(self) -> str:
+        return self._data("Caller-Destination-Number")
+
+    @property
+    def rdnis(self) -> str:
+        return self._data("Caller-RDNIS") or self._data("variable_rdnis")
+
+    @property
+    def hung_up(self) -> bool:
+        return self.session.a_hungup or self.session.closed
+
+    # -- applications ----------------------------------------------------------
+
+    def answer(self) -> None:
+        self.session.execute("answer", timeout=30)
+
+    def play(self, sound: str) -> str:
+        """playback; returns FILE PLAYED / FILE NOT FOUND / PLAYBACK ERROR."""
+        done = self.session.execute("playback", _arg(sound, "sound"), timeout=PLAYBACK_TIMEOUT)
+        return done.get("Application-Response", "")
+
+    def set(self, name: str, value: str) -> None:
+        self.session.execute("set", f"{name}={value}", timeout=10)
+
+    def collect(self, prompt: str, invalid_prompt: str, *, min_digits: int, max_digits: int,
+                tries: int = 1, timeout_ms: int = 5000, terminators: str = "#",
+                regex: str = r"\d+", digit_timeout_ms: int = 3000,
+                var: str = "cardd_digits") -> Collected:
+        """play_and_get_digits with all 11 arguments spelled out.
+
+        The prompt is the sentence that precedes the entry, so digits typed
+        over it are collected (capture 18)."""
+        args = " ".join([
+            str(min_digits), str(max_digits), str(tries), str(timeout_ms),
+            _arg(terminators or "#", "terminators"), _arg(prompt, "prompt"),
+            _arg(invalid_prompt, "invalid prompt"), var, _arg(regex, "regex"),
+            str(digit_timeout_ms), "''",
+        ])
+        waits = tries * (timeout_ms + max_digits * digit_timeout_ms) / 1000.0
+        done = self.session.execute("play_and_get_digits", args,
+                                    timeout=waits + PROMPT_ALLOWANCE * tries)
+        return Collected(
+            digits=done.variable(var),
+            invalid=done.variable(var + "_invalid"),
+            terminator=done.variable("read_terminator_used"),
+            result=done.variable("read_result"),
+        )
+
+    def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
+        if self.hung_up:
+            return
+        try:
+            self.session.execute("hangup", cause, timeout=10)
+        except CallGone:
+            pass
+
+    # -- the outgoing leg ------------------------------------------------------
+
+    def bridge(self, endpoint: str, *, leg_uuid: str, variables: dict[str, str],
+               ringback: str | None, max_seconds: int, originate_timeout: int) -> BridgeOutcome:
+        """Dial B with cardd's uuid for it and wait for the bridge to end.
+
+        `##` from the caller hangs B up, ringing or answered, and hands the
+        call back (captures 12, 17). The bridge is sent without event-lock so
+        the warning broadcast is not held back."""
+        if not self._bridge_ready:
+            self.set("continue_on_fail", "true")
+            self.set("hangup_after_bridge", "false")
+            self._bridge_ready = True
+        if ringback:
+            self.set("ringback", ringback)
+        self.session.add_leg(leg_uuid)
+        self.session.execute("bind_digit_action",
+                             "ccbreak,##,exec[H]:hangup,NORMAL_CLEARING,self,peer", timeout=10)
+        self.session.execute("digit_action_set_realm", "ccbreak", timeout=10)
+        all_vars = {"origination_uuid": leg_uuid, "originate_timeout": str(originate_timeout),
+                    **variables}
+        dial = "{" + ",".join(f"{k}={dial_var(v)}" for k, v in all_vars.items()) + "}" + endpoint
+        done = self.session.execute("bridge", dial, event_lock=False,
+                                    timeout=originate_timeout + max_seconds + 120)
+        b_end = self.session.wait_leg_end(leg_uuid, LEG_END_WAIT)
+        if not self.hung_up:
+            try:
+                self.session.execute("clear_digit_action", "ccbreak", timeout=10)
+            except CallGone:
+                pass
+        return _outcome(done, b_end)
+
+
+def _outcome(done, b_end) -> BridgeOutcome:
+    # bridge_hangup_cause is set only when a bridge happened (README fact 9).
+    bridged_cause = done.variable("bridge_hangup_cause")
+    cause = bridged_cause or done.variable("last_bridge_hangup_cause") \
+        or done.variable("originate_failed_cause") or "UNKNOWN"
+    billmsec = None
+    if b_end is not None:
+        raw = b_end.variable("billmsec")
+        billmsec = int(raw) if raw and raw.isdigit() else None
+    fallback = None
+    answered_us = done.get("Other-Leg-Channel-Answered-Time")
+    ended_us = done.get("Event-Date-Timestamp")
+    if answered_us and ended_us and answered_us.isdigit() and ended_us.isdigit() and int(answered_us):
+        fallback = max(0, math.ceil((int(ended_us) - int(answered_us)) / 1000))
+    answered = bool(bridged_cause) or bool(billmsec)
+    return BridgeOutcome(answered=answered, cause=cause,
+                         dialstatus=done.variable("DIALSTATUS"),
+                         billmsec=billmsec, fallback_msec=fallback)
