@@ -1,0 +1,1 @@
+"""Billing: pure tariff arithmetic (rating) and the SQL transactions that move money (ledger)."""
