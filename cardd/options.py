@@ -470,8 +470,8 @@ OPTIONS: tuple[Option, ...] = (
       BILLING),
     # Custom scripts
     O("destination_check_script", SCRIPT, None,
-      "Python file with check_destination(cli, translated_cli, cld, translated_cld, username, original_cli)"
-      " -> bool (null: none)", SCRIPTS),
+      "Python file: check_destination(cli, translated_cli, cld, translated_cld, username, original_cli) -> bool",
+      SCRIPTS),
     O("duration_script", SCRIPT, None,
       "program printing the duration to announce (only the announcement changes; null: none)", SCRIPTS),
     # Hot dial and smart dial
