@@ -128,7 +128,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", default=HERE, help="sounds directory (default: next to this script)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     manifest_path = os.path.join(args.out, "manifest.json")
     jobs = load_jobs(CATALOGUE, set(args.lang) if args.lang else None)
@@ -181,4 +180,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     sys.exit(main())
