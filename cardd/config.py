@@ -16,7 +16,7 @@ import dataclasses
 import difflib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -195,6 +195,15 @@ class CallOptions:
     sources: dict[str, str] = field(default_factory=dict)
     tokens: CldTokens | None = None
     warnings: list[str] = field(default_factory=list)
+
+    def pick_languages(self, has_prompts: Callable[[str], bool]) -> tuple[list[str], list[str]]:
+        """(menu languages that have prompts, languages skipped); the caller warns about the skipped ones.
+
+        When none of them has prompts the menu is default_language alone, so a call always has a language.
+        """
+        kept = [lang for lang in self.languages if has_prompts(lang)]
+        skipped = [lang for lang in self.languages if lang not in kept]
+        return (kept or [self.options.default_language]), skipped
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ from cardd.errors import ConfigError
 
 __all__ = [
     "BadValue", "CardOptions", "CldTokens", "DAEMON_OPTIONS", "DaemonSettings",
-    "MinimumBalance", "OPTIONS", "OPTIONS_BY_NAME", "Option", "SECTIONS", "parse_cld", "render_yaml",
+    "MinimumBalance", "OPTIONS", "OPTIONS_BY_NAME", "Option", "SECTIONS", "TranslationRule", "parse_cld",
+    "render_yaml", "translate",
 ]
 
 
@@ -283,19 +284,77 @@ class MoneyKind(Kind):
 _LANGUAGE = re.compile(r"[a-z]{2}")
 
 
+_NORWEGIAN = " (YAML reads an unquoted no as false: write \"no\")"
+
+
+class LanguageKind(StrKind):
+    def __init__(self) -> None:
+        super().__init__(r"[a-z]{2}", "a two-letter language code such as en")
+
+    def _convert(self, raw: Any, base_dir: str | None) -> str:
+        if raw is False:
+            raise BadValue(self.describe() + _NORWEGIAN, raw)
+        return super()._convert(raw, base_dir)
+
+
 class LanguagesKind(Kind):
     expected = "a list of distinct two-letter language codes such as [en, es] (menu order)"
     annotation = tuple[str, ...]
 
     def _convert(self, raw: Any, base_dir: str | None) -> tuple[str, ...]:
         if not isinstance(raw, (list, tuple)) or not all(isinstance(x, str) and _LANGUAGE.fullmatch(x) for x in raw):
-            raise BadValue(self.describe(), raw)
+            hint = _NORWEGIAN if isinstance(raw, (list, tuple)) and False in raw else ""
+            raise BadValue(self.describe() + hint, raw)
         if len(set(raw)) != len(raw):
             raise BadValue(self.describe(), raw)
         return tuple(raw)
 
     def _to_yaml(self, value: tuple[str, ...]) -> str:
         return "[" + ", ".join(value) + "]"
+
+
+@dataclass(frozen=True)
+class TranslationRule:
+    """Number translation: where `pattern` matches, the first match is replaced (re.sub template)."""
+
+    pattern: re.Pattern[str]
+    replace: str
+
+
+def translate(number: str, rules: tuple[TranslationRule, ...]) -> str:
+    """Apply the first rule whose pattern matches anywhere in `number`; no match leaves it as it is."""
+    for rule in rules:
+        if rule.pattern.search(number):
+            return rule.pattern.sub(rule.replace, number, count=1)
+    return number
+
+
+class TranslationKind(Kind):
+    expected = "a list of {match: <regex>, replace: <re.sub template>} rules, the first match applies"
+    annotation = tuple[TranslationRule, ...]
+
+    def _convert(self, raw: Any, base_dir: str | None) -> tuple[TranslationRule, ...]:
+        if not isinstance(raw, (list, tuple)):
+            raise BadValue(self.describe(), raw)
+        rules = []
+        for item in raw:
+            if isinstance(item, TranslationRule):
+                rules.append(item)
+                continue
+            if not isinstance(item, dict) or set(item) != {"match", "replace"} or not all(
+                    isinstance(v, str) for v in item.values()) or item["match"] == "":
+                raise BadValue(self.describe(), raw)
+            try:
+                pattern = re.compile(item["match"])
+                pattern.sub(item["replace"], "")  # checks the template's group references now, not mid-call
+            except (re.error, IndexError) as exc:
+                raise BadValue(f"{self.describe()} ({exc})", item["match"]) from None
+            rules.append(TranslationRule(pattern, item["replace"]))
+        return tuple(rules)
+
+    def _to_yaml(self, value: tuple[TranslationRule, ...]) -> str:
+        return "[" + ", ".join(
+            f"{{match: {json.dumps(r.pattern.pattern)}, replace: {json.dumps(r.replace)}}}" for r in value) + "]"
 
 
 # --- MinimumBalance ------------------------------------------------------------
@@ -393,7 +452,8 @@ HOT_DIAL = "Hot dial and smart dial"
 TOPUP = "Top-up"
 BLACKLIST = "Black list"
 PROMPTS = "Prompts and languages"
-SECTIONS = (BASIC, TRUSTED_CLI, PASSWORD, BILLING, SCRIPTS, HOT_DIAL, TOPUP, BLACKLIST, PROMPTS)
+TRANSLATION = "Number translation"
+SECTIONS = (BASIC, TRUSTED_CLI, PASSWORD, BILLING, SCRIPTS, HOT_DIAL, TOPUP, BLACKLIST, PROMPTS, TRANSLATION)
 
 O = Option
 OPTIONS: tuple[Option, ...] = (
@@ -509,10 +569,17 @@ OPTIONS: tuple[Option, ...] = (
       PROMPTS, cld_value_prefix="lgreet"),
     O("languages", LanguagesKind(), (),
       "language menu, in order ([]: default_language only); two-letter CLD tokens replace it", PROMPTS),
-    O("default_language", StrKind(r"[a-z]{2}", "a two-letter language code such as en"), "en",
+    O("default_language", LanguageKind(), "en",
       "fallback language", PROMPTS),
     O("fallback_to_default_language", BOOL, False,
       "after the wrong-attempt limit in the language menu, continue in the default language", PROMPTS),
+    # Number translation (DESIGN.md operator expectations; not in the reference option list)
+    O("cli_translation", TranslationKind(), (),
+      "CLI rewrite rules applied before rating and dialling, e.g. [{match: \"^0\", replace: \"44\"}]",
+      TRANSLATION),
+    O("cld_translation", TranslationKind(), (),
+      "destination rewrite rules applied before rating and dialling, e.g. [{match: \"^00\", replace: \"\"}]",
+      TRANSLATION),
 )
 
 DAEMON = "daemon"
@@ -621,7 +688,9 @@ def parse_cld(cld: str) -> CldTokens:
     and count; the call goes on with the rest. Tokens are case-sensitive:
     `EN` is unknown, not a language.
     """
-    if not isinstance(cld, str) or cld == "":
+    if not isinstance(cld, str):
+        raise ConfigError(f"CLD must be text, got {type(cld).__name__}")
+    if cld == "":
         raise ConfigError("CLD is empty: expected <instance>[.<token>...] such as \"cc.en.noplaybalance\"")
     if len(cld) > MAX_CLD_LENGTH:
         raise ConfigError(f"CLD is {len(cld)} characters long: at most {MAX_CLD_LENGTH} are accepted")

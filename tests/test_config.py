@@ -12,7 +12,7 @@ import pytest
 
 from cardd.config import REPO_SOUNDS_DIR, describe_cld, format_settings, load_settings
 from cardd.errors import ConfigError
-from cardd.options import OPTIONS, MinimumBalance
+from cardd.options import OPTIONS, MinimumBalance, TranslationRule
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -96,6 +96,9 @@ SAMPLES = {
     "languages": ("[es, en]", ("es", "en")),
     "default_language": ("es", "es"),
     "fallback_to_default_language": ("true", True),
+    "cli_translation": ('[{match: "^0", replace: "44"}]', (TranslationRule(re.compile("^0"), "44"),)),
+    "cld_translation": ("[{match: '^00', replace: ''}, {match: '^011', replace: ''}]",
+                        (TranslationRule(re.compile("^00"), ""), TranslationRule(re.compile("^011"), ""))),
 }
 
 
@@ -235,6 +238,10 @@ def test_unknown_keys_are_errors_with_a_hint(tmp_path, text, fragment):
     ("languages", "[en, en]", "distinct"),
     ("languages", "en", "a list of distinct two-letter language codes"),
     ("default_language", "EN", 'expected a two-letter language code such as en, got "EN"'),
+    ("default_language", "no", 'YAML reads an unquoted no as false: write "no"'),
+    ("languages", "[en, no]", "YAML reads an unquoted no as false"),
+    ("cld_translation", "[{match: '^0', replace: '\\1'}]", "invalid group reference 1"),
+    ("cld_translation", "[{match: '^0'}]", "the first match applies, got [a mapping]"),
     ("early_greeting_prompt", "0", "ivr_prompts id"),
     ("outbound_proxy", '"a b"', "expected host or host:port"),
     ("outbound_proxy", '"host:70000"', "got \"host:70000\""),
@@ -440,3 +447,10 @@ def test_format_settings_round_trips_every_option(tmp_path):
     again = load_settings(write(tmp_path, format_settings(first), "effective.yaml"))
     assert again.call_options("cc").options == first.call_options("cc").options
     assert again.call_options("zz").options == first.call_options("zz").options
+
+
+def test_pick_languages_skips_those_without_prompts_and_never_leaves_none():
+    settings = load_settings(None)
+    call = settings.call_options("cc.fr.es.de")
+    assert call.pick_languages(lambda lang: lang != "es") == (["fr", "de"], ["es"])
+    assert call.pick_languages(lambda lang: False) == (["en"], ["fr", "es", "de"])

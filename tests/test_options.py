@@ -18,12 +18,16 @@ from cardd.options import (
     OPTIONS_BY_NAME,
     SECTIONS,
     VALUE_PREFIXES,
+    BadValue,
     BoolKind,
     CardOptions,
     DaemonSettings,
     MinimumBalance,
+    TranslationKind,
+    TranslationRule,
     parse_cld,
     render_yaml,
+    translate,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,6 +65,8 @@ SPEC_DEFAULTS = {
     "use_word_pin": False, "suppress_pound_phrase": False, "custom_greeting": False,
     "custom_greeting_file": None, "early_greeting_prompt": None, "late_greeting_prompt": None,
     "languages": (), "default_language": "en", "fallback_to_default_language": False,
+    # Number translation: DESIGN.md "operator expectations", not in the reference option list
+    "cli_translation": (), "cld_translation": (),
 }
 
 # Every flag token of the spec: token -> (option, value it sets).
@@ -263,6 +269,7 @@ def test_describe_lists_every_token_in_cld_order():
     ("cc.en es", "printable ASCII"),
     ("cc.é", "printable ASCII"),
     ("cc.\x00", "printable ASCII"),
+    (None, "CLD must be text, got NoneType"),
     ("cc." + "a" * 300, "at most 256"),
 ])
 def test_malformed_cld_raises_config_error_saying_what_is_wrong(cld, fragment):
@@ -340,3 +347,36 @@ def test_cardd_yaml_comments_every_option_with_its_help_and_tokens():
         assert line in text, option.name
         for token in option.cld_on + option.cld_off:
             assert token in text
+
+
+# --- number translation ------------------------------------------------------------
+
+def rules(*pairs: tuple[str, str]) -> tuple[TranslationRule, ...]:
+    return TranslationKind().convert([{"match": m, "replace": r} for m, r in pairs])
+
+
+def test_translate_applies_the_first_matching_rule_only():
+    table = rules(("^00", ""), ("^0", "44"), ("^", "1"))
+    assert translate("0049301234", table) == "49301234"
+    assert translate("07700900123", table) == "447700900123"
+    assert translate("5551234", table) == "15551234"
+    assert translate("0049", ()) == "0049"
+
+
+def test_translate_supports_group_references():
+    assert translate("011441234", rules((r"^011(\d+)", r"\1"))) == "441234"
+
+
+@pytest.mark.parametrize("raw", [
+    "^0", [{"match": "^0"}], [{"match": "^0", "replace": "1", "extra": 1}], [{"match": "", "replace": "1"}],
+    [{"match": "(", "replace": ""}], [{"match": "^0", "replace": r"\1"}], [{"match": 0, "replace": ""}],
+])
+def test_bad_translation_rules_are_refused(raw):
+    with pytest.raises(BadValue):
+        TranslationKind().convert(raw)
+
+
+def test_translation_rules_render_as_yaml_that_reads_back():
+    table = rules(("^00", ""), (r"^(\d)", r"44\1"))
+    text = TranslationKind().to_yaml(table)
+    assert TranslationKind().convert(yaml.safe_load(text)) == table
