@@ -1,0 +1,368 @@
+"""The bridge application: dial-string parsing, originate, and the bridged call.
+
+Event order follows the captures: README facts 8, 9, 21 (B's lifecycle),
+24 (broadcasts), 26 (A ends mid-bridge), 28 (`##` while ringing).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cardd.sim import apps
+from cardd.sim.caller import Callee
+from cardd.sim.channel import Leg, Profile
+
+if TYPE_CHECKING:
+    from cardd.sim.switch import SimCall
+
+# Causes for which a failed bridge does not hang A up without continue_on_fail.
+_NO_HANGUP = ("NO_ANSWER", "NO_USER_RESPONSE", "ORIGINATOR_CANCEL")
+_DIALSTATUS = {"USER_BUSY": "BUSY", "NO_ANSWER": "NOANSWER", "NO_USER_RESPONSE": "NOANSWER",
+               "NORMAL_TEMPORARY_FAILURE": "NORMAL_TEMPORARY_FAILURE", "SUCCESS": "SUCCESS",
+               "CALL_REJECTED": "BUSY", "UNALLOCATED_NUMBER": "INVALIDARGS"}
+
+
+def split_vars(body: str) -> list[tuple[str, str]]:
+    """`k=v,k2='a b'` -> pairs; single quotes protect commas and spaces."""
+    out, cur, quoted = [], [], False
+    for ch in body + ",":
+        if ch == "'":
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            item = "".join(cur).strip()
+            if item:
+                k, _, v = item.partition("=")
+                out.append((k.strip(), v))
+            cur = []
+        else:
+            cur.append(ch)
+    return out
+
+
+def _split_top(text: str, sep: str) -> list[str]:
+    """Split on `sep` outside {}, [] and quotes."""
+    parts, cur, depth, quoted = [], [], 0, False
+    for ch in text:
+        if ch == "'":
+            quoted = not quoted
+        elif not quoted and ch in "{[":
+            depth += 1
+        elif not quoted and ch in "}]":
+            depth -= 1
+        if ch == sep and depth == 0 and not quoted:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return [p.strip() for p in parts if p.strip()]
+
+
+@dataclass
+class DialLeg:
+    vars: list[tuple[str, str]]
+    endpoint: str
+
+    @property
+    def number(self) -> str:
+        return endpoint_number(self.endpoint)
+
+
+def parse_dial_string(text: str) -> tuple[list[tuple[str, str]], list[list[DialLeg]]]:
+    """-> (global {} vars, failover groups (`|`) of parallel legs (`,`))."""
+    text = text.strip()
+    gvars: list[tuple[str, str]] = []
+    if text.startswith("{"):
+        end = _closing(text, 0, "{", "}")
+        gvars = split_vars(text[1:end])
+        text = text[end + 1:]
+    groups = []
+    for group in _split_top(text, "|"):
+        legs = []
+        for item in _split_top(group, ","):
+            lvars: list[tuple[str, str]] = []
+            while item.startswith("["):
+                end = _closing(item, 0, "[", "]")
+                lvars += split_vars(item[1:end])
+                item = item[end + 1:].strip()
+            legs.append(DialLeg(lvars, item))
+        groups.append(legs)
+    return gvars, groups
+
+
+def _closing(text: str, start: int, open_: str, close: str) -> int:
+    quoted = False
+    for i in range(start + 1, len(text)):
+        ch = text[i]
+        if ch == "'":
+            quoted = not quoted
+        elif ch == close and not quoted:
+            return i
+    return len(text) - 1
+
+
+def endpoint_number(endpoint: str) -> str:
+    """sofia/gateway/gw/NUM, sofia/external/NUM@host, user/NUM@dom -> NUM."""
+    parts = endpoint.split("/")
+    last = parts[-1] if parts else endpoint
+    if len(parts) >= 4 and parts[1] == "gateway":
+        last = parts[3]
+    return re.split(r"[@;]", last, maxsplit=1)[0]
+
+
+def app_bridge(call: SimCall, a: Leg, arg: str, r: apps.Running) -> str:
+    gvars, groups = parse_dial_string(arg)
+    gdict = dict(gvars)
+    attempt = call.bridge_index
+    call.bridge_index += 1
+    entry = call.caller.bridge_digits[attempt] if attempt < len(call.caller.bridge_digits) else None
+    state = apps.BridgeState(a=a, lock=r.lock)
+    call.bridge = state
+    if entry:
+        apps.type_digits(call, a, entry[1], entry[0], call.caller.digit_interval)
+    result_cause = "NORMAL_TEMPORARY_FAILURE"
+    b: Leg | None = None
+    try:
+        for group in groups or [[]]:
+            if not group:
+                continue
+            # Parallel legs: the first leg of the group is dialled (a
+            # simplification: the simulator rings one callee per group).
+            dl = group[0]
+            lvars = gvars + dl.vars
+            callee = _callee(call, dl)
+            b, cause = originate(call, a, state, dl, lvars, callee, gdict)
+            if cause == "SUCCESS":
+                break
+            result_cause = cause
+            if not a.alive:
+                break
+        if b is not None and state.answered:
+            return talk(call, a, b, state, dict(lvars), gdict)
+        return _failed(call, a, b, result_cause)
+    finally:
+        call.bridge = None
+        for fn in state.deferred:
+            fn()
+
+
+def _callee(call: SimCall, dl: DialLeg) -> Callee:
+    from cardd.sim.switch import callee_for
+    return callee_for(call, dl.endpoint, dl.number)
+
+
+def _new_b(call: SimCall, a: Leg, dl: DialLeg, lvars: list[tuple[str, str]]) -> Leg:
+    v = dict(lvars)
+    b_uuid = v.get("origination_uuid") or apps.new_uuid()
+    name = dl.endpoint
+    now = call.us()
+    ap = a.profile
+    prof = Profile(direction="outbound", username=ap.username,
+                   cid_name=v.get("origination_caller_id_name", ap.cid_name),
+                   cid_number=v.get("origination_caller_id_number", ap.cid_number),
+                   orig_cid_name=ap.cid_name, orig_cid_number=ap.cid_number,
+                   callee_name="Outbound Call", callee_number=dl.number,
+                   network_addr=ap.network_addr, ani=ap.ani, destination=dl.number,
+                   uuid=b_uuid, context=ap.context, channel_name=name)
+    prof.times["Profile-Created-Time"] = now
+    prof.times["Channel-Created-Time"] = now
+    b = Leg(call.identity, prof, name=name, direction="outbound", call_uuid=a.uuid,
+            hit_dialplan=False)
+    b.created_us = now
+    other = copy.copy(ap)
+    other.callee_name = None
+    b.other_type = "originator"
+    b.other_profile = other
+    b.other_times = dict.fromkeys(other.times, 0)
+    call.legs[b_uuid] = b
+    sid = str(call.switch.next_session_id())
+    for k, val in (("direction", "outbound"), ("is_outbound", "true"), ("uuid", b_uuid),
+                   ("session_id", sid), ("channel_name", name),
+                   ("sip_destination_url", f"sip:{dl.number}"), ("max_forwards", "69"),
+                   ("originator", a.uuid), ("signal_bond", a.uuid), ("call_uuid", a.uuid)):
+        b.set_var(k, val)
+    for k, val in lvars:
+        b.set_var(k, val)
+    for k, val in (("originate_early_media", "true"), ("originating_leg_uuid", a.uuid),
+                   ("originate_endpoint", name.split("/")[0])):
+        b.set_var(k, val)
+    return b
+
+
+def originate(call: SimCall, a: Leg, state: apps.BridgeState, dl: DialLeg,
+              lvars: list[tuple[str, str]], callee: Callee, gdict: dict[str, str]
+              ) -> tuple[Leg, str]:
+    b = _new_b(call, a, dl, lvars)
+    state.b = b
+    call.transcript.add(call.rel(), "B", "dial", number=dl.number, endpoint=dl.endpoint,
+                        uuid=b.uuid, outcome=callee.outcome)
+    b.set_state("CS_INIT", 1)
+    call.fire(b, "CHANNEL_STATE", variables=False)
+    b.set_state("CS_INIT", 2)
+    call.fire(b, "CHANNEL_CREATE")
+    b.set_state("CS_ROUTING", 2)
+    call.fire(b, "CHANNEL_STATE", variables=False)
+    b.set_state("CS_CONSUME_MEDIA", 7)
+    call.fire(b, "CHANNEL_STATE", variables=False)
+    timeout = float(dict(lvars).get("originate_timeout") or gdict.get("originate_timeout") or 60)
+    gone = lambda: not b.alive or not a.alive  # noqa: E731
+
+    if callee.outcome == "unreachable":
+        apps.wait_until(call, a, 0.02, gone)
+        return _fail_b(call, b, "NORMAL_TEMPORARY_FAILURE")
+    if callee.outcome == "busy":
+        if apps.wait_until(call, a, min(callee.busy_after, timeout), gone):
+            return _interrupted(call, a, b)
+        return _fail_b(call, b, "USER_BUSY")
+    # 180 Ringing: CHANNEL_PROGRESS.
+    b.progress_us = call.us()
+    b.profile.times["Channel-Progress-Time"] = b.progress_us
+    b.other_times["Channel-Progress-Time"] = b.progress_us
+    b.call_state = "RINGING"
+    call.fire(b, "CHANNEL_PROGRESS")
+    a.progress_us = a.progress_us or b.progress_us
+    a.profile.times["Channel-Progress-Time"] = a.progress_us
+    ring = timeout if callee.outcome == "no_answer" else min(callee.answer_after, timeout)
+    if apps.wait_until(call, a, ring, gone):
+        return _interrupted(call, a, b)
+    if callee.outcome == "no_answer" or callee.answer_after > timeout:
+        b.sip_disposition = "send_cancel"
+        return _fail_b(call, b, "NO_ANSWER")
+    # 200 OK
+    b.has_codec = True
+    apps.mark_answered(call, b)
+    b.set_var("endpoint_disposition", "ANSWER")
+    state.answered = True
+    call.transcript.add(call.rel(), "B", "answer", uuid=b.uuid)
+    for name, value in list(b.vars.items()):
+        if name.startswith("execute_on_answer"):
+            app, _, app_arg = value.partition(" ")
+            apps.execute(call, b, apps.Pending(app, app_arg, apps.new_uuid(), True))
+    if callee.talk is not None:
+        call.clock.call_later(callee.talk, lambda: _callee_bye(call, b))
+    return b, "SUCCESS"
+
+
+def _callee_bye(call: SimCall, b: Leg) -> None:
+    if b.alive:
+        b.hangup_remote = True
+        apps.hangup_b(call, b, "NORMAL_CLEARING")
+
+
+def _fail_b(call: SimCall, b: Leg, cause: str) -> tuple[Leg, str]:
+    apps.hangup_b(call, b, cause)
+    apps.finish_b(call, b)
+    apps.destroy_b(call, b)
+    return b, cause
+
+
+def _interrupted(call: SimCall, a: Leg, b: Leg) -> tuple[Leg, str]:
+    """Ringing ended early: `##` hung B up (fact 28), or the caller left."""
+    if b.alive:
+        b.sip_disposition = "send_cancel"
+        apps.hangup_b(call, b, "ORIGINATOR_CANCEL" if not a.alive else "NORMAL_CLEARING")
+    if b.sip_disposition is None:
+        b.sip_disposition = "send_cancel"
+    cause = b.hangup_cause or "NORMAL_CLEARING"
+    apps.finish_b(call, b)
+    apps.destroy_b(call, b)
+    return b, cause
+
+
+def _failed(call: SimCall, a: Leg, b: Leg | None, cause: str) -> str:
+    if b is not None:
+        a.set_var("originate_causes", f"{b.uuid};{cause}")
+    a.set_var("originate_disposition", cause)
+    a.set_var("DIALSTATUS", _DIALSTATUS.get(cause, cause))
+    a.set_var("originate_failed_cause", cause)
+    a.set_var("last_bridge_hangup_cause", cause)
+    call.transcript.bridges.append(_outcome(call, b, cause, answered=False))
+    call.transcript.add(call.rel(), "A", "bridge", outcome=cause)
+    cof = (a.get_var("continue_on_fail") or "").lower()
+    if a.alive and cof not in ("true", "yes", "1", "on") and cause not in cof.split(","):
+        if cause not in _NO_HANGUP:
+            call.hangup_a(cause, remote=False)
+    return "_none_"
+
+
+def _outcome(call: SimCall, b: Leg | None, disposition: str, *, answered: bool):
+    from cardd.sim.transcript import BridgeOutcome
+    if b is None:
+        return BridgeOutcome("", "", "", disposition, False)
+    bill_us = (b.hangup_us - b.answered_us) if (answered and b.answered_us and b.hangup_us) else 0
+    return BridgeOutcome(
+        b_uuid=b.uuid, number=b.profile.destination, dial_string=b.name,
+        disposition=disposition, answered=answered, b_hangup_cause=b.hangup_cause,
+        answer_epoch_us=b.answered_us, end_epoch_us=b.hangup_us,
+        billsec=(b.hangup_us // 1_000_000 - b.answered_us // 1_000_000) if bill_us else 0,
+        billmsec=bill_us // 1000)
+
+
+def talk(call: SimCall, a: Leg, b: Leg, state: apps.BridgeState, lvars: dict[str, str],
+         gdict: dict[str, str]) -> str:
+    now = call.us()
+    # A learns its partner (Other-Leg-* headers from CHANNEL_BRIDGE on).
+    a.set_var("originated_legs", f"{b.uuid};Outbound Call;{b.profile.destination}")
+    a.set_var("originate_disposition", "SUCCESS")
+    a.set_var("DIALSTATUS", "SUCCESS")
+    a.set_var("originate_causes", f"{b.uuid};NONE")
+    a.set_var("last_bridge_to", b.uuid)
+    a.set_var("bridge_channel", b.name)
+    a.set_var("bridge_uuid", b.uuid)
+    a.set_var("signal_bond", b.uuid)
+    a.set_var("last_sent_callee_id_name", "Outbound Call")
+    a.set_var("last_sent_callee_id_number", b.profile.destination)
+    a.profile.callee_name = "Outbound Call"
+    a.profile.callee_number = b.profile.destination
+    a.bridged_us = now
+    a.profile.times["Channel-Bridged-Time"] = now
+    a.other_type = "originatee"
+    a.other_profile = copy.copy(b.profile)
+    a.other_profile.logical_direction = "inbound"
+    a.other_times = dict(b.profile.times)
+    b.set_var("call_uuid", a.uuid)
+    b.set_var("bridge_to", a.uuid)
+    b.set_var("last_bridge_to", a.uuid)
+    b.set_var("bridge_channel", a.name)
+    b.set_var("bridge_uuid", a.uuid)
+    b.set_var("signal_bond", a.uuid)
+    b.set_var("last_sent_callee_id_name", a.profile.cid_name)
+    b.set_var("last_sent_callee_id_number", b.profile.cid_number)
+    b.bridged_us = now
+    b.profile.times["Channel-Bridged-Time"] = now
+    b.other_times = dict(b.other_times or {})
+    bridge_hdrs = [("Bridge-A-Unique-ID", a.uuid), ("Bridge-B-Unique-ID", b.uuid)]
+    call.fire(a, "CHANNEL_BRIDGE", pre=bridge_hdrs)
+    b.set_state("CS_EXCHANGE_MEDIA")
+    call.fire(b, "CHANNEL_STATE", variables=False)
+    call.transcript.add(call.rel(), "A", "bridged", uuid=b.uuid)
+    if call.caller.hangup_after_talk is not None:
+        call.a_timers.append(call.clock.call_later(
+            call.caller.hangup_after_talk,
+            lambda: call.hangup_a("NORMAL_CLEARING", remote=True)))
+    apps.wait_until(call, a, 10 ** 9, lambda: not a.alive or not b.alive)
+    a_first = not a.alive and b.alive
+    if a_first:
+        # Fact 26: B goes down completely before A's UNBRIDGE.
+        apps.hangup_b(call, b, "NORMAL_CLEARING")
+        b.set_var("last_bridge_hangup_cause", a.hangup_cause)
+        apps.finish_b(call, b)
+    cause = b.hangup_cause or "NORMAL_CLEARING"
+    a.set_var("last_bridge_hangup_cause", cause)
+    a.set_var("bridge_hangup_cause", cause)
+    call.fire(a, "CHANNEL_UNBRIDGE", pre=bridge_hdrs)
+    call.transcript.bridges.append(_outcome(call, b, "SUCCESS", answered=True))
+    out = call.transcript.bridges[-1]
+    call.transcript.add(call.rel(), "A", "bridge", outcome="SUCCESS", b_cause=cause,
+                        billsec=out.billsec, billmsec=out.billmsec)
+    if not a_first:
+        # Fact 14: B's teardown comes after A's bridge completion; the
+        # completion itself is emitted by apps.execute when we return.
+        call.post_complete.append(lambda: (apps.finish_b(call, b), apps.destroy_b(call, b)))
+    hab = (a.get_var("hangup_after_bridge") or "").lower() in ("true", "yes", "1", "on")
+    if hab and a.alive:
+        call.post_complete.append(lambda: call.hangup_a("NORMAL_CLEARING", remote=False))
+    return "_none_"

@@ -1,0 +1,166 @@
+"""Clocks for the simulator: real time, or a virtual clock that jumps.
+
+The virtual clock lets a test bridge a 3000-second call in a few
+milliseconds: when nothing has happened on a call for a short real-time quiet
+period (no command read, nothing runnable), time jumps straight to the next
+timer. Each simulated call owns its own clock, so thousands of calls advance
+independently instead of waiting for one global quiet moment.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Callable
+
+import gevent
+import gevent.event
+
+log = logging.getLogger(__name__)
+
+
+class Timer:
+    """A scheduled callback; cancel() makes it a no-op."""
+
+    __slots__ = ("due", "fn", "cancelled")
+
+    def __init__(self, due: float, fn: Callable[[], None]):
+        self.due = due
+        self.fn = fn
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Clock:
+    """Real time. now() is epoch seconds (float)."""
+
+    virtual = False
+
+    def __init__(self, start: float | None = None):
+        # Offset lets a replay pin the epoch even in real time.
+        self._offset = 0.0 if start is None else start - time.time()
+
+    def now(self) -> float:
+        return time.time() + self._offset
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> Timer:
+        timer = Timer(self.now() + delay, fn)
+        g = gevent.spawn_later(max(delay, 0.0), self._fire, timer)
+        g.name = "sim-timer"
+        return timer
+
+    @staticmethod
+    def _fire(timer: Timer) -> None:
+        if not timer.cancelled:
+            timer.fn()
+
+    def sleep(self, delay: float) -> None:
+        gevent.sleep(max(delay, 0.0))
+
+    def wait(self, event: gevent.event.Event, timeout: float | None) -> bool:
+        """Wait for `event` at most `timeout` seconds; True when it was set."""
+        return bool(event.wait(timeout))
+
+    def touch(self) -> None:
+        """Mark activity (meaningful for the virtual clock only)."""
+
+    def stop(self) -> None:
+        """Release resources (meaningful for the virtual clock only)."""
+
+
+class VirtualClock(Clock):
+    """Virtual time that jumps to the next timer when the call is quiet.
+
+    `quiet` is the real time with no activity before a jump; `busy_quiet` is
+    used instead while `expect_command` is set (the daemon is expected to
+    answer soon, e.g. it is between two apps, so jumping would race it).
+    """
+
+    virtual = True
+
+    def __init__(self, start: float | None = None, *, quiet: float = 0.003,
+                 idle_quiet: float = 0.05):
+        self._now = time.time() if start is None else start
+        self._heap: list[tuple[float, int, Timer]] = []
+        self._seq = itertools.count()
+        self._activity = False
+        self._driver: gevent.Greenlet | None = None
+        self._stopped = False
+        self.quiet = quiet
+        self.idle_quiet = idle_quiet
+        # Set by the simulator when no app runs on the call: the daemon is
+        # thinking (database, rating) and time should not race ahead of it.
+        self.idle = False
+
+    def now(self) -> float:
+        return self._now
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> Timer:
+        timer = Timer(self._now + max(delay, 0.0), fn)
+        heapq.heappush(self._heap, (timer.due, next(self._seq), timer))
+        if self._driver is None and not self._stopped:
+            self._driver = gevent.spawn(self._drive)
+            self._driver.name = "sim-clock"
+        return timer
+
+    def sleep(self, delay: float) -> None:
+        if delay <= 0:
+            gevent.sleep(0)
+            return
+        ev = gevent.event.Event()
+        self.call_later(delay, ev.set)
+        ev.wait()
+
+    def wait(self, event: gevent.event.Event, timeout: float | None) -> bool:
+        if event.is_set():
+            return True
+        if timeout is None:
+            event.wait()
+            return True
+        timer = self.call_later(timeout, event.set)
+        event.wait()
+        fired_by_timer = not timer.cancelled and self._now >= timer.due
+        timer.cancel()
+        # The timer is what set it when virtual time reached the deadline and
+        # nobody else did; callers re-check their own condition anyway.
+        return not fired_by_timer
+
+    def touch(self) -> None:
+        self._activity = True
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._heap.clear()
+        if self._driver is not None and self._driver is not gevent.getcurrent():
+            self._driver.kill(block=False)
+        self._driver = None
+
+    def _drive(self) -> None:
+        try:
+            while self._heap and not self._stopped:
+                # Let everything runnable run, then require a quiet period.
+                self._activity = False
+                gevent.sleep(self.idle_quiet if self.idle else self.quiet)
+                if self._activity or self._stopped:
+                    continue
+                while self._heap and self._heap[0][2].cancelled:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    break
+                due, _, timer = heapq.heappop(self._heap)
+                if due > self._now:
+                    self._now = due
+                timer.fn()
+                # Fire every other timer due at the same instant together.
+                while self._heap and self._heap[0][0] <= self._now:
+                    _, _, t = heapq.heappop(self._heap)
+                    if not t.cancelled:
+                        t.fn()
+        finally:
+            self._driver = None
+            if self._heap and not self._stopped:
+                self._driver = gevent.spawn(self._drive)

@@ -1,0 +1,596 @@
+"""The simulated FreeSWITCH: connects to the daemon like the `socket`
+dialplan app does and serves its outbound Event Socket commands.
+
+    switch = Switch()
+    call = switch.call("127.0.0.1", 8084, Caller(cli="15551234567",
+                       destination="cc.en", digits=["1234#", "5678#"]),
+                       {"442071234567": Callee(talk=60)})
+    transcript = call.wait(30)
+"""
+
+from __future__ import annotations
+
+import logging
+import socket as pysocket
+from collections.abc import Callable, Mapping
+
+import gevent
+import gevent.event
+import gevent.queue
+from gevent import socket
+
+from cardd.esl.protocol import (DISCONNECT_BODY, FrameParser, encode_api_response,
+                                encode_event, encode_reply, url_encode)
+from cardd.errors import ProtocolError
+from cardd.sim import apps
+from cardd.sim.caller import Callee, Caller
+from cardd.sim.channel import Identity, Leg, Profile, hangup_cause_name, new_uuid
+from cardd.sim.clock import Clock, VirtualClock
+from cardd.sim.transcript import Transcript
+
+log = logging.getLogger(__name__)
+
+# Virtual seconds between a sendmsg's +OK and its CHANNEL_EXECUTE (captured: ~20 ms).
+EXEC_LATENCY = 0.02
+
+
+class Switch:
+    """A FreeSWITCH box. `virtual_clock=True` makes timers jump (see clock.py)."""
+
+    def __init__(self, *, virtual_clock: bool = True, hostname: str = "fs1",
+                 core_uuid: str | None = None, ipv4: str = "192.0.2.2",
+                 ipv6: str = "2001:db8::2", sound_prefix: str | None = None,
+                 quiet: float = 0.003, idle_quiet: float = 0.05,
+                 start_epoch: float | None = None, socket_data: str | None = None):
+        self.virtual_clock = virtual_clock
+        self.identity = Identity(core_uuid or new_uuid(), hostname, ipv4, ipv6, sequence=400)
+        self.sound_prefix = sound_prefix
+        self.quiet = quiet
+        self.idle_quiet = idle_quiet
+        self.start_epoch = start_epoch
+        self.socket_data = socket_data
+        self.calls: list[SimCall] = []
+        self._session_id = 0
+
+    def next_session_id(self) -> int:
+        self._session_id += 1
+        return self._session_id
+
+    def new_clock(self, start: float | None = None) -> Clock:
+        start = self.start_epoch if start is None else start
+        if self.virtual_clock:
+            return VirtualClock(start, quiet=self.quiet, idle_quiet=self.idle_quiet)
+        return Clock(start)
+
+    def call(self, host: str, port: int, caller: Caller | None = None,
+             callees: Callee | Mapping[str, Callee | list[Callee]] | None = None, *,
+             a_uuid: str | None = None, linger_default: bool = False) -> SimCall:
+        """Start a call: connect to the daemon and serve it (in a greenlet)."""
+        call = SimCall(self, caller or Caller(), callees, a_uuid=a_uuid)
+        # Connect now so an unreachable daemon raises OSError here.
+        sock = socket.create_connection((host, port))
+        g = gevent.spawn(call.serve, sock)
+        g.name = f"sim-call-{call.a.uuid[:8]}"
+        call._greenlets.append(g)
+        return call
+
+
+class SimCall:
+    """One outbound-socket session: the caller's A leg and its B legs."""
+
+    def __init__(self, switch: Switch, caller: Caller,
+                 callees: Callee | Mapping[str, Callee | list[Callee]] | None, *,
+                 a_uuid: str | None = None, clock: Clock | None = None,
+                 a_leg: Leg | None = None):
+        self.switch = switch
+        self.identity = switch.identity
+        self.caller = caller
+        self.callees = callees
+        self.clock = clock or switch.new_clock()
+        self.t0 = self.clock.now()
+        self.transcript = Transcript()
+        self.a = a_leg or self._new_a_leg(a_uuid or new_uuid())
+        self.transcript.a_uuid = self.a.uuid
+        self.legs: dict[str, Leg] = {self.a.uuid: self.a}
+        # subscription state (mod_event_socket listener)
+        self.myevents = False
+        self.event_names: set[str] = set()
+        self.event_all = False
+        self.filters: list[tuple[str, str]] = []
+        self.linger: bool = False
+        self.linger_time: int = -1
+        self.connected = False
+        self.closed = gevent.event.Event()
+        self.done = gevent.event.Event()
+        # execution state of the A leg
+        self.queue: gevent.queue.Queue = gevent.queue.Queue()
+        self.current_app: apps.Running | None = None
+        self.last_response = "_none_"
+        self.app_counts: dict[str, int] = {}
+        self.digits_index = 0
+        self.playback_index = 0
+        self.bridge_index = 0
+        self.digit_bindings: dict[str, list[tuple[str, str, str, str, str]]] = {}
+        self.digit_realm: str | None = None
+        self.digit_buffer = ""
+        self.bridge: apps.BridgeState | None = None
+        self.a_timers: list = []
+        self.teardown_started = False
+        self.parked_once = False
+        self.emit_park = True
+        self.sched_id = 0
+        # uuid_recv_dtmf in the captures gives APP; a real phone's RFC 2833 gives RTP.
+        self.dtmf_source = "RTP"
+        # run after the current A app's EXECUTE_COMPLETE (B's teardown, fact 14)
+        self.post_complete: list = []
+        self.broadcast_during_bridge = False
+        # output buffer: emission never blocks, so events keep their order
+        self._out = bytearray()
+        self._out_ready = gevent.event.Event()
+        self._sock: socket.socket | None = None
+        self._greenlets: list[gevent.Greenlet] = []
+        self.on_event: Callable[[list[tuple[str, str]]], None] | None = None
+
+    # --- set-up -------------------------------------------------------------
+    def _new_a_leg(self, a_uuid: str) -> Leg:
+        c = self.caller
+        now_us = int(self.clock.now() * 1_000_000)
+        name = f"sofia/external/{c.cli}@127.0.0.1:5060"
+        prof = Profile(direction="inbound", username=c.cli, cid_name=c.name or c.cli,
+                       cid_number=c.cli, destination=c.destination, uuid=a_uuid,
+                       context="cardd", channel_name=name, rdnis=c.rdnis)
+        prof.times["Profile-Created-Time"] = now_us
+        prof.times["Channel-Created-Time"] = now_us
+        leg = Leg(self.identity, prof, name=name, direction="inbound")
+        leg.created_us = now_us
+        leg.set_state("CS_EXECUTE")
+        leg.call_state = "RINGING"
+        leg.has_codec = True
+        sid = str(self.switch.next_session_id())
+        socket_data = self.switch.socket_data or "127.0.0.1:8084 async full"
+        for k, v in (("direction", "inbound"), ("uuid", a_uuid), ("session_id", sid),
+                     ("sip_from_user", c.cli), ("sip_from_port", "5060"),
+                     ("sip_from_uri", f"{c.cli}@127.0.0.1:5060"),
+                     ("sip_from_host", "127.0.0.1"), ("channel_name", name),
+                     ("sip_call_id", f"{sid}-{a_uuid[:8]}@127.0.0.1"),
+                     ("sip_network_ip", "127.0.0.1"), ("sip_network_port", "5060"),
+                     ("sip_invite_stamp", str(now_us)), ("sofia_profile_name", "external"),
+                     ("sip_req_user", c.rdnis or c.destination), ("sip_to_user", c.rdnis or c.destination),
+                     ("read_codec", "PCMU"), ("read_rate", "8000"), ("write_codec", "PCMU"),
+                     ("write_rate", "8000"), ("dtmf_type", "rfc2833"),
+                     ("endpoint_disposition", "RECEIVED"), ("call_uuid", a_uuid),
+                     ("current_application_data", socket_data),
+                     ("current_application", "socket"), ("socket_host", "127.0.0.1")):
+            leg.set_var(k, v)
+        if c.rdnis:
+            leg.set_var("rdnis", c.rdnis)
+        return leg
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def rel(self) -> float:
+        return self.clock.now() - self.t0
+
+    def us(self) -> int:
+        return int(round(self.clock.now() * 1_000_000))
+
+    def serve(self, sock) -> None:
+        """Serve one connected socket (already connected to the daemon)."""
+        self._sock = sock
+        try:
+            sock.setsockopt(pysocket.IPPROTO_TCP, pysocket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        self.connected = True
+        self.transcript.add(self.rel(), "A", "connect", uuid=self.a.uuid,
+                            cli=self.caller.cli, destination=self.caller.destination)
+        writer = gevent.spawn(self._writer)
+        runner = gevent.spawn(self._runner)
+        self._greenlets += [writer, runner]
+        if self.caller.hangup_after is not None:
+            self.a_timers.append(self.clock.call_later(
+                self.caller.hangup_after, lambda: self.hangup_a("NORMAL_CLEARING", remote=True)))
+        try:
+            self._reader()
+        finally:
+            self._close_socket("daemon-close")
+
+    # --- output -------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        if self._sock is None or not self.connected:
+            return
+        self._out += data
+        self._out_ready.set()
+        self.clock.touch()
+
+    def _writer(self) -> None:
+        while True:
+            self._out_ready.wait()
+            self._out_ready.clear()
+            if self._out:
+                data = bytes(self._out)
+                del self._out[:]
+                try:
+                    self._sock.sendall(data)
+                except OSError:
+                    self.connected = False
+                    return
+            if not self.connected and not self._out:
+                return
+
+    def subscribed(self, headers: list[tuple[str, str]], name: str) -> bool:
+        uid = None
+        for k, v in headers:
+            if k == "Unique-ID":
+                uid = v
+                break
+        if self.myevents:
+            # myevents: only the controlled channel's events (README fact 12).
+            return uid == self.a.uuid and (self.event_all or not self.event_names
+                                           or name in self.event_names or True)
+        if not (self.event_all or name in self.event_names):
+            return False
+        if self.filters:
+            hd = dict(headers)
+            return any(hd.get(h) == v for h, v in self.filters)
+        return True
+
+    def emit(self, leg: Leg, headers: list[tuple[str, str]]) -> None:
+        name = headers[0][1]
+        if self.on_event is not None:
+            self.on_event(headers)
+        if self.connected and self.subscribed(headers, name):
+            self.send(encode_event(headers))
+
+    def fire(self, leg: Leg, name: str, **kw) -> None:
+        self.emit(leg, leg.event(name, self.now(), **kw))
+
+    # --- input --------------------------------------------------------------
+    def _reader(self) -> None:
+        parser = FrameParser(commands=True)
+        sock = self._sock
+        while True:
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                return
+            self.clock.touch()
+            parser.feed(data)
+            try:
+                for frame in parser:
+                    self.handle_command(frame.headers.raw)
+                    if not self.connected:
+                        return
+            except ProtocolError as exc:
+                self.transcript.errors.append(f"protocol error: {exc}")
+                return
+
+    def handle_command(self, raw: dict[str, str]) -> None:
+        cmd = raw.get("Command", "")
+        self.clock.touch()
+        verb, _, rest = cmd.partition(" ")
+        verb = verb.lower()
+        handler = getattr(self, "cmd_" + verb, None)
+        if handler is None:
+            self.send(encode_reply("-ERR command not found"))
+            return
+        handler(rest.strip(), raw)
+
+    def cmd_connect(self, rest: str, raw) -> None:
+        headers = self.a.data_headers(self.now())
+        text = "".join(f"{k}: {url_encode(v)}\n" for k, v in headers)
+        text += ("Content-Type: command/reply\nReply-Text: %2BOK%0A\n"
+                 "Socket-Mode: async\nControl: full\n\n")
+        self.send(text.encode("utf-8"))
+
+    def cmd_myevents(self, rest: str, raw) -> None:
+        if self.myevents:
+            self.send(encode_reply("-ERR aready enabled."))
+            return
+        self.myevents = True
+        self.send(encode_reply("+OK Events Enabled"))
+        self._maybe_park()
+
+    def cmd_event(self, rest: str, raw) -> None:
+        parts = rest.split()
+        if parts and parts[0].lower() in ("plain", "json", "xml"):
+            fmt = parts.pop(0).lower()
+        else:
+            fmt = "plain"
+        for name in parts:
+            if name.upper() == "ALL":
+                self.event_all = True
+            else:
+                self.event_names.add(name.upper())
+        self.send(encode_reply(f"+OK event listener enabled {fmt}"))
+        self._maybe_park()
+
+    def cmd_filter(self, rest: str, raw) -> None:
+        header, _, value = rest.partition(" ")
+        if header.lower() == "delete":
+            self.filters = [f for f in self.filters if f[1] != value and f[0] != value]
+            self.send(encode_reply(f"+OK filter deleted. [{value}]"))
+            return
+        self.filters.append((header, value))
+        self.send(encode_reply(f"+OK filter added. [{header}]=[{value}]"))
+
+    def cmd_linger(self, rest: str, raw) -> None:
+        self.linger = True
+        if rest.strip().lstrip("-").isdigit():
+            self.linger_time = int(rest)
+            self.send(encode_reply(f"+OK will linger {self.linger_time} seconds"))
+        else:
+            self.linger_time = -1
+            self.send(encode_reply("+OK will linger"))
+
+    def cmd_nolinger(self, rest: str, raw) -> None:
+        self.linger = False
+        self.send(encode_reply("+OK will not linger"))
+
+    def cmd_noevents(self, rest: str, raw) -> None:
+        self.myevents = False
+        self.event_names.clear()
+        self.event_all = False
+        self.send(encode_reply("+OK no longer listening for events"))
+
+    def cmd_getvar(self, rest: str, raw) -> None:
+        value = self.a.get_var(rest.strip()) if self.a.alive else None
+        self.send(encode_reply(value if value is not None else "-ERR command not found"))
+
+    def cmd_exit(self, rest: str, raw) -> None:
+        self.send(encode_reply("+OK bye"))
+        self.transcript.closed_by = self.transcript.closed_by or "exit"
+        self._disconnect()
+
+    def cmd_sendmsg(self, rest: str, raw) -> None:
+        self.send(encode_reply("+OK"))
+        hd = {k.lower(): v for k, v in raw.items()}
+        target = rest.strip() or self.a.uuid
+        command = hd.get("call-command", "").lower()
+        if not self.a.alive or target != self.a.uuid:
+            # The channel is gone (10a): +OK, and nothing follows.
+            return
+        if command == "execute":
+            app = hd.get("execute-app-name", "")
+            arg = hd.get("execute-app-arg", "")
+            if "content-length" in hd and not arg:
+                arg = ""
+            loops = int(hd.get("loops", "1") or 1)
+            lock = hd.get("event-lock", "").lower() in ("true", "1", "yes")
+            ev_uuid = raw.get("Event-UUID") or hd.get("event-uuid") or new_uuid()
+            self.queue.put(apps.Pending(app, arg, ev_uuid, lock, loops))
+            self._maybe_park()
+        elif command == "hangup":
+            cause = hd.get("hangup-cause", "NORMAL_CLEARING")
+            self.clock.call_later(EXEC_LATENCY, lambda: self.hangup_a(cause, remote=False))
+        elif command == "unicast" or command == "nomedia":
+            return
+
+    def cmd_api(self, rest: str, raw) -> None:
+        self.send(encode_api_response(self.api(rest)))
+
+    def cmd_bgapi(self, rest: str, raw) -> None:
+        job = raw.get("Job-UUID") or new_uuid()
+        self.send(encode_reply(f"+OK Job-UUID: {job}", {"Job-UUID": job}))
+        body = self.api(rest)
+        if self.event_all or "BACKGROUND_JOB" in self.event_names:
+            hdrs = [("Event-Name", "BACKGROUND_JOB"), ("Core-UUID", self.identity.core_uuid),
+                    ("Job-UUID", job), ("Job-Command", rest.partition(" ")[0]),
+                    ("Job-Command-Arg", rest.partition(" ")[2])]
+            self.send(encode_event(hdrs, body.encode("utf-8")))
+
+    def api(self, line: str) -> str:
+        cmd, _, args = line.strip().partition(" ")
+        argv = args.split(" ") if args else []
+        self.transcript.add(self.rel(), "A", "api", command=line.strip())
+        leg = self.legs.get(argv[0]) if argv else None
+        if leg is not None and not leg.alive:
+            leg = None
+        if cmd == "uuid_getvar":
+            if leg is None:
+                return "-ERR No such channel!\n"
+            value = leg.get_var(argv[1]) if len(argv) > 1 else None
+            return value if value is not None else "_undef_"
+        if cmd == "uuid_setvar":
+            if leg is None:
+                return "-ERR No such channel!\n"
+            if len(argv) < 2:
+                return "-USAGE: <uuid> <var> [value]\n"
+            leg.set_var(argv[1], " ".join(argv[2:]) or None)
+            return "+OK\n"
+        if cmd == "uuid_exists":
+            return "true" if leg is not None else "false"
+        if cmd == "uuid_kill":
+            if leg is None:
+                return "-ERR No such channel!\n"
+            cause = argv[1] if len(argv) > 1 else "NORMAL_CLEARING"
+            cause = hangup_cause_name(cause)
+            if leg is self.a:
+                self.clock.call_later(0, lambda: self.hangup_a(cause, remote=False))
+            else:
+                self.clock.call_later(0, lambda: apps.hangup_b(self, leg, cause))
+            return "+OK\n"
+        if cmd == "uuid_dump":
+            if leg is None:
+                return "-ERR No such channel!\n"
+            return "".join(f"{k}: {url_encode(v)}\n" for k, v in leg.data_headers(self.now()))
+        if cmd == "status":
+            return "UP 0 years, 0 days\nFreeSWITCH (simulated) is ready\n"
+        return f"-ERR {cmd} Command not found!\n"
+
+    def _maybe_park(self) -> None:
+        """CHANNEL_PARK of the socket app's park loop: once, on the first
+        command after the subscription (its presence is timing-dependent)."""
+        if self.parked_once or not self.emit_park:
+            return
+        if not (self.myevents or self.event_all or "CHANNEL_PARK" in self.event_names):
+            return
+        self.parked_once = True
+        self.fire(self.a, "CHANNEL_PARK")
+
+    # --- execution ----------------------------------------------------------
+    def _runner(self) -> None:
+        while True:
+            self.clock.idle = True
+            item = self.queue.get()
+            self.clock.idle = False
+            if item is None:
+                break
+            if not self.a.alive:
+                break
+            self.clock.sleep(EXEC_LATENCY)
+            if not self.a.alive:
+                break
+            for _ in range(max(item.loops, 1)):
+                apps.execute(self, self.a, item)
+                if not self.a.alive:
+                    break
+            if not self.a.alive:
+                break
+        self.teardown_a()
+
+    def hangup_a(self, cause: str, *, remote: bool) -> None:
+        """The caller hung up (remote=True) or the switch hung A up."""
+        a = self.a
+        if not a.alive:
+            return
+        a.alive = False
+        a.hangup_remote = remote
+        a.hangup_cause = cause
+        a.answer_state = "hangup"
+        a.state_number = 10
+        a.hangup_us = self.us()
+        a.profile.times["Channel-Hangup-Time"] = a.hangup_us
+        self.transcript.hangup_cause = cause
+        self.transcript.add(self.rel(), "A", "hangup", cause=cause,
+                            by="caller" if remote else "switch")
+        for t in self.a_timers:
+            t.cancel()
+        self.fire(a, "CHANNEL_HANGUP")
+        if not self.linger:
+            self.send_disconnect()
+        elif self.bridge is None and self.current_app is None:
+            # linger notice position varies (README fact 17); emitted in teardown.
+            pass
+        a.wake.set()
+        if self.current_app is None:
+            self.queue.put(None)
+
+    def teardown_a(self) -> None:
+        if self.teardown_started:
+            return
+        self.teardown_started = True
+        a = self.a
+        if a.alive:
+            self.hangup_a("NORMAL_CLEARING", remote=False)
+        a.set_var("current_loop", None)
+        a.set_var("total_loops", None)
+        self.fire(a, "CHANNEL_UNPARK")
+        sock_data = self.switch.socket_data or "127.0.0.1:8084 async full"
+        self.fire(a, "CHANNEL_EXECUTE_COMPLETE", post=[
+            ("Application", "socket"), ("Application-Data", sock_data),
+            ("Application-Response", self.last_response), ("Application-UUID", new_uuid())])
+        a.set_state("CS_HANGUP")
+        self.fire(a, "CHANNEL_STATE", variables=False)
+        a.set_state("CS_REPORTING")
+        self.fire(a, "CHANNEL_STATE", variables=False)
+        a.call_state = "HANGUP"
+        apps.set_cdr_vars(self, a)
+        self.fire(a, "CHANNEL_HANGUP_COMPLETE", pre=[("Hangup-Cause", a.hangup_cause)])
+        for leg in list(self.legs.values()):
+            if leg is not a and leg.pending_destroy:
+                apps.destroy_b(self, leg)
+        if self.linger and self.connected:
+            self.send_linger_notice()
+            if self.linger_time >= 0:
+                self.clock.call_later(self.linger_time + 0.1, self._linger_expired)
+        self._finish()
+
+    def _linger_expired(self) -> None:
+        if self.connected:
+            self.transcript.closed_by = "linger-timeout"
+            self._disconnect()
+
+    def send_linger_notice(self) -> None:
+        if getattr(self, "_linger_sent", False):
+            return
+        self._linger_sent = True
+        self.send((f"Content-Type: text/disconnect-notice\nControlled-Session-UUID: {self.a.uuid}\n"
+                   f"Content-Disposition: linger\nChannel-Name: {self.a.name}\n"
+                   f"Linger-Time: {self.linger_time}\nContent-Length: 0\n\n").encode("utf-8"))
+
+    def send_disconnect(self) -> None:
+        self.send((f"Content-Type: text/disconnect-notice\nControlled-Session-UUID: {self.a.uuid}\n"
+                   f"Content-Disposition: disconnect\nContent-Length: {len(DISCONNECT_BODY)}\n\n"
+                   ).encode("utf-8") + DISCONNECT_BODY)
+        self.connected = False
+        self._out_ready.set()
+
+    def _disconnect(self) -> None:
+        if not self.connected:
+            return
+        self.send_disconnect()
+
+    def _close_socket(self, why: str) -> None:
+        self.connected = False
+        self._out_ready.set()
+        self.closed.set()
+        if self.transcript.closed_by is None:
+            self.transcript.closed_by = why
+        # The daemon's socket closing changes nothing for the call (16): it
+        # goes on until it ends by itself; the dialplan then hangs A up.
+        if self._sock is not None:
+            gevent.spawn(self._shutdown_sock)
+        if self.a.alive and self.current_app is None and self.bridge is None:
+            self.hangup_a("NORMAL_CLEARING", remote=False)
+
+    def _shutdown_sock(self) -> None:
+        # let the writer flush what is queued
+        for _ in range(100):
+            if not self._out:
+                break
+            gevent.sleep(0.001)
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+    def _finish(self) -> None:
+        self.done.set()
+
+    # --- results ------------------------------------------------------------
+    def wait(self, timeout: float | None = None) -> Transcript:
+        """Wait until the call has ended and the daemon has let go of the
+        socket (exit, close, or linger expiry); returns the transcript."""
+        with gevent.Timeout(timeout, TimeoutError(f"call {self.a.uuid} still running")):
+            self.done.wait()
+            self.closed.wait()
+        self.clock.stop()
+        return self.transcript
+
+    @property
+    def a_uuid(self) -> str:
+        return self.a.uuid
+
+
+def callee_for(call: SimCall, endpoint: str, number: str) -> Callee:
+    spec = call.callees
+    if spec is None:
+        return Callee()
+    if isinstance(spec, Callee):
+        return spec
+    for key in (endpoint, number):
+        if key in spec:
+            value = spec[key]
+            if isinstance(value, list):
+                return value.pop(0) if len(value) > 1 else value[0]
+            return value
+    if "*" in spec:
+        value = spec["*"]
+        return value[0] if isinstance(value, list) else value
+    return Callee(outcome="unreachable")
+
+
