@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +38,14 @@ MANIFEST = os.path.join(HERE, "manifest.json")
 
 #: espeak-ng voice per catalogue language (es-419: Latin American Spanish, the usual calling-card audience).
 VOICES: dict[str, str] = {"en": "en-us", "es": "es-419", "fr": "fr-fr"}
+#: Respellings for espeak-ng where its reading of the catalogue text is wrong (it spells "PIN" letter by letter
+#: and reads the loanwords of some currencies the English way). The catalogue keeps the proper spelling for
+#: transcripts; only the audio uses these.
+SAY_AS: dict[str, dict[str, str]] = {
+    "en": {"PIN": "pin", "paise": "pie-say", "centime": "sahnteem", "centimes": "sahnteems"},
+    "es": {"PIN": "pin"},
+    "fr": {"PIN": "pine", "pence": "pènse", "paisa": "païssa", "paisas": "païssas"},
+}
 #: words per minute; a little slower than espeak's 175 for the telephone
 SPEED = 150
 #: bump when the pipeline changes in a way the arguments below do not show
@@ -62,8 +71,15 @@ class Job:
     def pad(self) -> str:
         return PAD_SENTENCE if self.text.rstrip().endswith((".", "?", "!")) else PAD_WORD
 
+    def spoken(self) -> str:
+        """The text as espeak-ng should read it (SAY_AS respellings applied to whole words)."""
+        text = self.text
+        for word, say in SAY_AS.get(self.lang, {}).items():
+            text = re.sub(rf"\b{re.escape(word)}\b", say, text)
+        return text
+
     def espeak_args(self, wav: str) -> list[str]:
-        return ["espeak-ng", "-v", VOICES[self.lang], "-s", str(SPEED), "-w", wav, "--", self.text]
+        return ["espeak-ng", "-v", VOICES[self.lang], "-s", str(SPEED), "-w", wav, "--", self.spoken()]
 
     def sox_args(self, src: str, dst: str) -> list[str]:
         return ["sox", src, "-r", "8000", "-b", "16", "-c", "1", "-e", "signed-integer", dst,

@@ -291,3 +291,10 @@ def test_every_variant_the_pickers_return_is_in_the_catalogue():
                        prompts_mod.invalid_card_prompt(use_word_pin=a),
                        prompts_mod.low_balance_prompt(use_word_pin=a, say_no_card_on_low_balance=b)}
     assert picked - set(CATALOGUE) == set()
+
+
+def test_render_respells_only_whole_words_for_espeak():
+    render = _load_render()
+    job = render.Job("fr", "enter_pin_word", "Votre code PIN, PINS.")
+    assert job.spoken() == "Votre code pine, PINS."
+    assert job.text == "Votre code PIN, PINS."  # transcripts keep the catalogue spelling
