@@ -10,7 +10,8 @@ CLD tokens). The daemon's own settings are declared the same way in
 - config loading and its error messages (cardd.config);
 - CLD token parsing, `parse_cld` (grammar and synonyms: DESIGN.md "Decisions");
 - cardd.yaml itself, `render_yaml()` (`python -m cardd.options > cardd.yaml`;
-  a test proves the committed file is exactly that).
+  a test proves the committed file is exactly that);
+- the Markdown option reference, `render_docs()` (`python -m cardd.options --docs`).
 
 Money is never a float here: `MinimumBalance` holds a Decimal, and the config
 loader reads YAML floats as Decimal.
@@ -35,7 +36,7 @@ from cardd.errors import ConfigError
 __all__ = [
     "BadValue", "CardOptions", "CldTokens", "DAEMON_OPTIONS", "DaemonSettings",
     "MinimumBalance", "OPTIONS", "OPTIONS_BY_NAME", "Option", "SECTIONS", "TranslationRule", "parse_cld",
-    "render_yaml", "translate",
+    "render_docs", "render_yaml", "translate",
 ]
 
 
@@ -803,5 +804,18 @@ def render_yaml() -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+def render_docs() -> str:
+    """A Markdown reference of every calling-card option, per section, for the README or docs."""
+    lines = ["| option | value | default | CLD tokens | meaning |", "|---|---|---|---|---|"]
+    for section in SECTIONS:
+        lines.append(f"| **{section}** | | | | |")
+        for o in OPTIONS:
+            if o.section == section:
+                tokens = ", ".join(f"`{t}`" for t in o.tokens)
+                cells = [f"`{o.name}`", o.type.describe(), f"`{o.type.to_yaml(o.default)}`", tokens, o.help]
+                lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
-    sys.stdout.write(render_yaml())
+    sys.stdout.write(render_docs() if sys.argv[1:] == ["--docs"] else render_yaml())

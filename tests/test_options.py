@@ -26,6 +26,7 @@ from cardd.options import (
     TranslationKind,
     TranslationRule,
     parse_cld,
+    render_docs,
     render_yaml,
     translate,
 )
@@ -380,3 +381,11 @@ def test_translation_rules_render_as_yaml_that_reads_back():
     table = rules(("^00", ""), (r"^(\d)", r"44\1"))
     text = TranslationKind().to_yaml(table)
     assert TranslationKind().convert(yaml.safe_load(text)) == table
+
+
+def test_docs_list_every_option_with_its_tokens():
+    docs = render_docs()
+    for option in OPTIONS:
+        row = next(line for line in docs.splitlines() if line.startswith(f"| `{option.name}` |"))
+        assert all(f"`{t}`" in row for t in option.tokens)
+        assert row.count(" | ") == 4  # no stray | inside a cell
