@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -416,14 +417,31 @@ def load_settings(path: str | None) -> Settings:
 
 # --- text for `cardd check-config` and `cardd check-cld` --------------------------------
 
+_DSN_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*(@)")
+_DSN_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
+
+
+def _masked(option: Option, value: Any) -> Any:
+    """check-config output gets pasted into tickets: never print a password."""
+    if option.name == "dsn" and value:
+        return _DSN_KEYWORD_PASSWORD.sub(r"\1***", _DSN_URL_PASSWORD.sub(r"\1***\2", value))
+    if option.name == "inbound_esl_password" and value != option.default:
+        return "***"
+    return value
+
+
 def _option_lines(table: tuple[Option, ...], values: Any, sources: Mapping[str, str], indent: str) -> list[str]:
-    rows = [(f"{indent}{o.name}: {o.type.to_yaml(getattr(values, o.name))}", sources.get(o.name, "")) for o in table]
+    rows = [(f"{indent}{o.name}: {o.type.to_yaml(_masked(o, getattr(values, o.name)))}", sources.get(o.name, ""))
+            for o in table]
     width = max(len(left) for left, _ in rows) + 2
     return [f"{left:<{width}}# {source}" if source else left for left, source in rows]
 
 
 def format_settings(settings: Settings) -> str:
-    """The effective settings as YAML text, each value commented with where it came from."""
+    """The effective settings as YAML text (`cardd check-config`), each value commented with its source.
+
+    It loads back to the same settings, except that passwords (in the DSN, inbound_esl_password) show as ***.
+    """
     origin = settings.path or _BUILT_IN
     lines = [f"# effective cardd settings from {origin}"]
     daemon_sources: dict[str, str] = {}

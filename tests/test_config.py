@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import textwrap
@@ -454,3 +455,16 @@ def test_pick_languages_skips_those_without_prompts_and_never_leaves_none():
     call = settings.call_options("cc.fr.es.de")
     assert call.pick_languages(lambda lang: lang != "es") == (["fr", "de"], ["es"])
     assert call.pick_languages(lambda lang: False) == (["en"], ["fr", "es", "de"])
+
+
+@pytest.mark.parametrize("dsn, shown", [
+    ("postgresql://cardd:s3cret@db:5432/cardd", "postgresql://cardd:***@db:5432/cardd"),
+    ("host=db user=cardd password=s3cret dbname=cardd", "host=db user=cardd password=*** dbname=cardd"),
+    ("host=db password = 'a b\\'c' dbname=x", "host=db password = *** dbname=x"),
+    ("postgresql://cardd@db/cardd", "postgresql://cardd@db/cardd"),
+])
+def test_format_settings_never_prints_passwords(tmp_path, dsn, shown):
+    settings = load_settings(None).with_daemon(dsn=dsn, inbound_esl_password="hunter2")
+    text = format_settings(settings)
+    assert f"  dsn: {json.dumps(shown)}" in text
+    assert "hunter2" not in text and 'inbound_esl_password: "***"' in text
