@@ -125,6 +125,8 @@ def _unknown_key(key: str, known: list[str], section: str) -> str:
         option, value = FLAG_TOKENS[key]
         hint = f"{option.name}: {'true' if value else 'false'}"
         return f"{problem}; {key!r} is a CLD token, the cardd.yaml setting is `{hint}`"
+    if section in ("calling_card", "daemon") and key in INSTANCE_ONLY_KEYS:
+        return f"{problem}; {key!r} belongs under instances.<name>:"
     if section != "daemon" and key in DAEMON_OPTIONS_BY_NAME and key not in OPTIONS_BY_NAME:
         return f"{problem}; {key!r} belongs under daemon:"
     if section == "daemon" and key in OPTIONS_BY_NAME and key not in DAEMON_OPTIONS_BY_NAME:

@@ -211,6 +211,8 @@ def test_misspelt_key_names_file_line_key_and_suggests_the_right_one(tmp_path):
      "the cardd.yaml setting is `announce_balance: false`"),
     ("instances:\n  cc:\n    max_call_duraton: 5\n",
      ":3: instances.cc.max_call_duraton: unknown key 'max_call_duraton'; did you mean 'max_call_duration'?"),
+    ("calling_card:\n  customer: acme\n", "calling_card.customer: unknown key 'customer'; 'customer' belongs "
+                                           "under instances.<name>:"),
     ("calling_card:\n  zzzzzz: 1\n", "calling_card.zzzzzz: unknown key 'zzzzzz'; see cardd.yaml for every key"),
 ])
 def test_unknown_keys_are_errors_with_a_hint(tmp_path, text, fragment):
