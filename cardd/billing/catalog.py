@@ -1,0 +1,177 @@
+"""Operator writes: tariffs, rates, cards. Used by `cardd` admin commands and test fixtures.
+
+Each function is one short transaction on a pooled connection. Balances are
+only ever moved by ledger rows (the schema's trigger applies them).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg import errors
+from psycopg_pool import ConnectionPool
+
+from cardd.billing.pins import hash_pin
+from cardd.errors import CarddError
+from cardd.money import check_currency, money
+
+log = logging.getLogger(__name__)
+
+
+class CatalogError(CarddError):
+    """An operator write was refused (unknown tariff, duplicate card number, bad value)."""
+
+
+@dataclass(frozen=True)
+class CardSummary:
+    id: int
+    username: str
+    balance: Decimal
+    available: Decimal
+    currency: str
+    status: str
+    tariff: str
+    open_reservations: int
+
+
+def create_tariff(pool: ConnectionPool, name: str, currency: str) -> int:
+    check_currency(currency)
+    try:
+        with pool.connection() as conn, conn.transaction():
+            row = conn.execute(
+                "INSERT INTO tariffs (name, currency) VALUES (%s, %s) RETURNING id", (name, currency)
+            ).fetchone()
+    except errors.UniqueViolation:
+        raise CatalogError(f"tariff {name!r} already exists") from None
+    except errors.CheckViolation as exc:
+        raise CatalogError(f"bad tariff: {exc.diag.message_primary}") from None
+    assert row is not None
+    return int(row[0])
+
+
+def tariff_id(conn: psycopg.Connection[Any], name: str) -> tuple[int, str]:
+    row = conn.execute("SELECT id, currency FROM tariffs WHERE name = %s", (name,)).fetchone()
+    if row is None:
+        raise CatalogError(f"unknown tariff {name!r}")
+    return int(row[0]), str(row[1])
+
+
+def add_rate(
+    pool: ConnectionPool,
+    tariff: str,
+    prefix: str,
+    *,
+    price_1: Decimal | str,
+    interval_1: int,
+    price_n: Decimal | str,
+    interval_n: int,
+    connect_fee: Decimal | str = "0",
+    free_seconds: int = 0,
+    grace: int = 0,
+    forbidden: bool = False,
+    replace: bool = False,
+) -> int:
+    """Add (or with replace=True, update) the rate of `prefix` in a tariff. Returns the rate id."""
+    values = {
+        "prefix": prefix,
+        "price_1": money(price_1),
+        "interval_1": interval_1,
+        "price_n": money(price_n),
+        "interval_n": interval_n,
+        "connect_fee": money(connect_fee),
+        "free_seconds": free_seconds,
+        "grace": grace,
+        "forbidden": forbidden,
+    }
+    conflict = (
+        "ON CONFLICT (tariff_id, prefix) DO UPDATE SET price_1 = EXCLUDED.price_1,"
+        " interval_1 = EXCLUDED.interval_1, price_n = EXCLUDED.price_n, interval_n = EXCLUDED.interval_n,"
+        " connect_fee = EXCLUDED.connect_fee, free_seconds = EXCLUDED.free_seconds,"
+        " grace = EXCLUDED.grace, forbidden = EXCLUDED.forbidden"
+        if replace
+        else ""
+    )
+    try:
+        with pool.connection() as conn, conn.transaction():
+            tid, _ = tariff_id(conn, tariff)
+            row = conn.execute(
+                "INSERT INTO rates (tariff_id, prefix, price_1, interval_1, price_n, interval_n,"
+                " connect_fee, free_seconds, grace, forbidden) VALUES (%(tariff_id)s, %(prefix)s,"
+                " %(price_1)s, %(interval_1)s, %(price_n)s, %(interval_n)s, %(connect_fee)s,"
+                " %(free_seconds)s, %(grace)s, %(forbidden)s) " + conflict + " RETURNING id",
+                {"tariff_id": tid, **values},
+            ).fetchone()
+    except errors.UniqueViolation:
+        raise CatalogError(f"tariff {tariff!r} already has a rate for prefix {prefix!r}") from None
+    except errors.CheckViolation as exc:
+        raise CatalogError(f"bad rate for prefix {prefix!r}: {exc.diag.constraint_name}") from None
+    assert row is not None
+    return int(row[0])
+
+
+def create_card(
+    pool: ConnectionPool,
+    number: str,
+    *,
+    tariff: str,
+    currency: str,
+    pin: str = "",
+    balance: Decimal | str = "0",
+    authname: str | None = None,
+    status: str = "active",
+    max_concurrent_calls: int | None = None,
+    expires_at: datetime | None = None,
+    service_plan_id: int | None = None,
+    customer_id: int | None = None,
+) -> int:
+    """Create a card; its starting balance is an 'initial' ledger row. Returns the account id."""
+    check_currency(currency)
+    amount = money(balance)
+    pin_hash = hash_pin(pin) if pin else None
+    try:
+        with pool.connection() as conn, conn.transaction():
+            tid, tariff_currency = tariff_id(conn, tariff)
+            if tariff_currency != currency:
+                raise CatalogError(
+                    f"tariff {tariff!r} is in {tariff_currency}; a {currency} card cannot use it"
+                )
+            row = conn.execute(
+                "INSERT INTO accounts (username, authname, pin_hash, currency, status, tariff_id,"
+                " max_concurrent_calls, expires_at, service_plan_id, customer_id)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                (number, authname, pin_hash, currency, status, tid, max_concurrent_calls, expires_at,
+                 service_plan_id, customer_id),
+            ).fetchone()
+            assert row is not None
+            account_id = int(row[0])
+            if amount != 0:
+                conn.execute(
+                    "INSERT INTO ledger (account_id, amount, kind, reference) VALUES (%s, %s, 'initial', %s)",
+                    (account_id, amount, "card created"),
+                )
+    except errors.UniqueViolation as exc:
+        what = "VoIP login" if "authname" in (exc.diag.constraint_name or "") else "card number"
+        raise CatalogError(f"{what} already exists: {authname if what == 'VoIP login' else number}") from None
+    except errors.CheckViolation as exc:
+        raise CatalogError(f"bad card {number!r}: {exc.diag.constraint_name}") from None
+    log.info("card %s created (%s %s)", number, amount, currency)
+    return account_id
+
+
+def list_cards(pool: ConnectionPool, *, limit: int = 1000) -> list[CardSummary]:
+    with pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT a.id, a.username, a.balance,"
+            "       a.balance - coalesce(r.reserved, 0), a.currency, a.status, t.name, coalesce(r.n, 0)"
+            "  FROM accounts a JOIN tariffs t ON t.id = a.tariff_id"
+            "  LEFT JOIN (SELECT account_id, sum(amount) AS reserved, count(*) AS n FROM reservations"
+            "              WHERE status = 'open' GROUP BY account_id) r ON r.account_id = a.id"
+            " ORDER BY a.username LIMIT %s",
+            (limit,),
+        ).fetchall()
+    return [CardSummary(int(r[0]), r[1], r[2], r[3], r[4].strip(), r[5], r[6], int(r[7])) for r in rows]

@@ -1,0 +1,508 @@
+"""Money-moving SQL transactions: cards, reservations (grant), settlement, CDRs.
+
+Every method is one short transaction on a pooled connection: lock the account
+row, compute, write, commit. Lock order is always account, then reservation,
+so grant and settle never deadlock each other. Balances move only through
+ledger rows (the schema's trigger applies them), so the balance always equals
+the sum of its ledger.
+
+Reservations, settlements and CDRs are keyed by the attempt's B-leg UUID: a
+settlement repeated (a retry, a journal replay, the orphan checker racing the
+call's own hangup) returns the first CDR and charges nothing more.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg import errors
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from cardd.billing.pins import check_pin
+from cardd.billing.rating import Rate, billed_seconds, call_cost, max_duration, plan_seconds_used
+from cardd.errors import (
+    CardBlocked,
+    CardExpired,
+    CardNotFound,
+    ForbiddenDestination,
+    InsufficientFunds,
+    NoRate,
+    TooManyCalls,
+)
+from cardd.money import money
+
+log = logging.getLogger(__name__)
+
+UuidLike = uuid.UUID | str
+
+
+class ReservationNotFound(LookupError):
+    """settle() was asked about a B-leg UUID that was never granted."""
+
+
+@dataclass(frozen=True)
+class Card:
+    id: int
+    username: str
+    authname: str | None
+    pin_hash: str | None
+    balance: Decimal
+    currency: str
+    status: str
+    tariff_id: int
+    customer_id: int | None
+    service_plan_id: int | None
+    plan_suspended: bool
+    minutes_plan: bool
+    expires_at: datetime | None
+    max_concurrent_calls: int | None
+    language: str | None
+
+    @property
+    def has_pin(self) -> bool:
+        return self.pin_hash is not None
+
+    def __repr__(self) -> str:
+        # Never print the PIN hash in logs or tracebacks.
+        return f"Card(id={self.id}, username={self.username!r}, status={self.status!r})"
+
+
+@dataclass(frozen=True)
+class Grant:
+    b_uuid: uuid.UUID
+    a_uuid: uuid.UUID
+    card_id: int
+    rate: Rate
+    duration_s: int        # the hard limit for sched_hangup, plan seconds included
+    plan_seconds: int      # of duration_s, how many are service-plan seconds
+    reserved: Decimal      # the most the call can cost
+    available: Decimal     # available credit before this reservation
+    currency: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Cdr:
+    b_uuid: uuid.UUID
+    a_uuid: uuid.UUID
+    account_id: int
+    username: str
+    currency: str
+    cli: str
+    cld: str
+    translated_cli: str
+    translated_cld: str
+    rate_id: int | None
+    rate_prefix: str
+    started_at: datetime
+    answered_at: datetime | None
+    ended_at: datetime
+    granted_seconds: int
+    billed_seconds: int
+    plan_seconds_used: int
+    cost: Decimal
+    hangup_cause: str
+    estimated: bool
+
+
+@dataclass(frozen=True)
+class OpenReservation:
+    b_uuid: uuid.UUID
+    a_uuid: uuid.UUID
+    account_id: int
+    amount: Decimal
+    duration_s: int
+    cld: str
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    id: int
+    account_id: int
+    amount: Decimal
+    kind: str
+    b_uuid: uuid.UUID | None
+    reference: str
+    balance_after: Decimal
+    created_at: datetime
+
+
+_CARD_SQL = (
+    "SELECT a.id, a.username, a.authname, a.pin_hash, a.balance, a.currency, a.status, a.tariff_id,"
+    "       a.customer_id, a.service_plan_id, coalesce(sp.suspended, false) AS plan_suspended,"
+    "       coalesce(sp.minutes_plan, false) AS minutes_plan, a.expires_at, a.max_concurrent_calls,"
+    "       a.language"
+    "  FROM accounts a LEFT JOIN service_plans sp ON sp.id = a.service_plan_id"
+)
+
+_CDR_COLUMNS = (
+    "b_uuid, a_uuid, account_id, username, currency, cli, cld, translated_cli, translated_cld, rate_id,"
+    " rate_prefix, started_at, answered_at, ended_at, granted_seconds, billed_seconds, plan_seconds_used,"
+    " cost, hangup_cause, estimated"
+)
+
+
+def number_prefixes(number: str) -> list[str]:
+    """Every prefix of a number, '' included: the keys the longest-prefix lookup probes."""
+    return [number[:i] for i in range(len(number) + 1)]
+
+
+def _card(row: dict[str, Any]) -> Card:
+    return Card(**{**row, "currency": row["currency"].strip()})
+
+
+def _cdr(row: dict[str, Any]) -> Cdr:
+    return Cdr(**{**row, "currency": row["currency"].strip()})
+
+
+def _uuid(value: UuidLike) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def find_rate(conn: psycopg.Connection[Any], tariff_id: int, number: str) -> Rate | None:
+    """The longest-prefix rate of a tariff for a number (one index probe per prefix length)."""
+    row = conn.execute(
+        "SELECT id, prefix, price_1, interval_1, price_n, interval_n, connect_fee, free_seconds, grace,"
+        "       forbidden"
+        "  FROM rates WHERE tariff_id = %s AND prefix = ANY(%s)"
+        " ORDER BY length(prefix) DESC LIMIT 1",
+        (tariff_id, number_prefixes(number)),
+    ).fetchone()
+    if row is None:
+        return None
+    return Rate(
+        prefix=row[1], price_1=row[2], interval_1=row[3], price_n=row[4], interval_n=row[5],
+        connect_fee=row[6], free_seconds=row[7], grace=row[8], forbidden=row[9], rate_id=row[0],
+    )
+
+
+class Ledger:
+    """Cards, reservations, settlements and CDRs over a psycopg ConnectionPool."""
+
+    def __init__(self, pool: ConnectionPool):
+        self.pool = pool
+
+    # --- cards -------------------------------------------------------------
+
+    def find_card(self, number: str, *, by_authname: bool = False) -> Card | None:
+        column = "a.authname" if by_authname else "a.username"
+        with self.pool.connection() as conn:
+            row = conn.cursor(row_factory=dict_row).execute(
+                f"{_CARD_SQL} WHERE {column} = %s", (number,)
+            ).fetchone()
+        return _card(row) if row else None
+
+    def get_card(self, card_id: int) -> Card:
+        with self.pool.connection() as conn:
+            row = conn.cursor(row_factory=dict_row).execute(
+                f"{_CARD_SQL} WHERE a.id = %s", (card_id,)
+            ).fetchone()
+        if row is None:
+            raise CardNotFound(f"no card with id {card_id}")
+        return _card(row)
+
+    def verify_pin(self, card: Card, pin: str) -> bool:
+        """Constant-time PIN check against the card's salted scrypt hash."""
+        return check_pin(pin, card.pin_hash)
+
+    def available_credit(self, card_id: int) -> Decimal:
+        """Balance minus open reservations: what the card may still spend."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT a.balance - coalesce((SELECT sum(amount) FROM reservations r"
+                "                             WHERE r.account_id = a.id AND r.status = 'open'), 0)"
+                "  FROM accounts a WHERE a.id = %s",
+                (card_id,),
+            ).fetchone()
+        if row is None:
+            raise CardNotFound(f"no card with id {card_id}")
+        return money(row[0])
+
+    # --- before the bridge -------------------------------------------------
+
+    def grant(
+        self,
+        card_id: int,
+        *,
+        a_uuid: UuidLike,
+        b_uuid: UuidLike,
+        destination: str,
+        cli: str = "",
+        translated_destination: str | None = None,
+        translated_cli: str | None = None,
+        ignore_connect_fee: bool = False,
+        max_call_duration: int | None = 3600,
+        min_call_duration: int = 10,
+        margin_s: int = 120,
+    ) -> Grant:
+        """Reserve the most a call to `destination` can cost, in one transaction.
+
+        Rating uses the translated destination when given. Raises CardNotFound,
+        CardBlocked, CardExpired, TooManyCalls, NoRate, ForbiddenDestination,
+        InsufficientFunds (granted duration below max(min_call_duration, 1)).
+        """
+        a_id, b_id = _uuid(a_uuid), _uuid(b_uuid)
+        number = translated_destination if translated_destination is not None else destination
+        t_cli = translated_cli if translated_cli is not None else cli
+        with self.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            acct = cur.execute(
+                "SELECT a.id, a.balance, a.currency, a.status, a.tariff_id, a.expires_at, a.valid_days,"
+                "       a.max_concurrent_calls, a.service_plan_id, coalesce(sp.suspended, true) AS plan_off,"
+                "       now() AS now"
+                "  FROM accounts a LEFT JOIN service_plans sp ON sp.id = a.service_plan_id"
+                " WHERE a.id = %s FOR UPDATE OF a",
+                (card_id,),
+            ).fetchone()
+            if acct is None:
+                raise CardNotFound(f"no card with id {card_id}")
+            now: datetime = acct["now"]
+            if acct["status"] in ("blocked", "closed"):
+                raise CardBlocked(f"card {card_id} is {acct['status']}")
+            if acct["expires_at"] is not None and acct["expires_at"] <= now:
+                raise CardExpired(f"card {card_id} expired at {acct['expires_at']}")
+
+            held = cur.execute(
+                "SELECT count(*) AS n, coalesce(sum(amount), 0) AS amount FROM reservations"
+                " WHERE account_id = %s AND status = 'open'",
+                (card_id,),
+            ).fetchone()
+            assert held is not None
+            limit = acct["max_concurrent_calls"]
+            if limit is not None and held["n"] >= limit:
+                raise TooManyCalls(f"card {card_id} already has {held['n']} of {limit} calls up")
+
+            rate = find_rate(conn, acct["tariff_id"], number)
+            if rate is None:
+                raise NoRate(f"no rate for {number!r} in tariff {acct['tariff_id']}")
+            if rate.forbidden:
+                raise ForbiddenDestination(f"{number!r} matches forbidden prefix {rate.prefix!r}")
+
+            plan_prefix, plan_left = None, 0
+            if acct["service_plan_id"] is not None and not acct["plan_off"]:
+                plan_prefix, plan_left = self._plan_seconds_left(conn, card_id, acct["service_plan_id"], number)
+
+            available = money(acct["balance"] - held["amount"])
+            duration = max_duration(
+                rate, available, ignore_connect_fee=ignore_connect_fee, plan_seconds=plan_left,
+                max_call_duration=max_call_duration,
+            )
+            if duration < max(min_call_duration, 1):
+                raise InsufficientFunds(
+                    f"card {card_id}: {available} {acct['currency']} buys {duration} s to {number!r},"
+                    f" minimum {min_call_duration} s"
+                )
+            plan_s = min(plan_left, duration)
+            reserved = call_cost(rate, duration, plan_seconds=plan_s)
+            expires_at = now + timedelta(seconds=duration + margin_s)
+
+            if acct["status"] == "new":
+                # Activation on first use: the validity period starts now.
+                cur.execute(
+                    "UPDATE accounts SET status = 'active', first_used_at = now(),"
+                    "       expires_at = CASE WHEN valid_days IS NULL THEN expires_at"
+                    "                         ELSE now() + valid_days * interval '1 day' END"
+                    " WHERE id = %s",
+                    (card_id,),
+                )
+            try:
+                cur.execute(
+                    "INSERT INTO reservations (b_uuid, a_uuid, account_id, amount, duration_s, plan_seconds,"
+                    " plan_prefix, cli, cld, translated_cli, translated_cld, rate_id, rate_prefix, price_1,"
+                    " interval_1, price_n, interval_n, connect_fee, free_seconds, grace, expires_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (b_id, a_id, card_id, reserved, duration, plan_s, plan_prefix, cli, destination, t_cli,
+                     number, rate.rate_id, rate.prefix, rate.price_1, rate.interval_1, rate.price_n,
+                     rate.interval_n, rate.connect_fee, rate.free_seconds, rate.grace, expires_at),
+                )
+            except errors.UniqueViolation:
+                raise ValueError(f"B-leg UUID {b_id} was already granted") from None
+        log.info(
+            "grant b=%s card=%s dest=%s prefix=%s duration=%ss plan=%ss reserved=%s available=%s",
+            b_id, card_id, number, rate.prefix, duration, plan_s, reserved, available,
+        )
+        return Grant(
+            b_uuid=b_id, a_uuid=a_id, card_id=card_id, rate=rate, duration_s=duration, plan_seconds=plan_s,
+            reserved=reserved, available=available, currency=acct["currency"].strip(), expires_at=expires_at,
+        )
+
+    def _plan_seconds_left(
+        self, conn: psycopg.Connection[Any], card_id: int, plan_id: int, number: str
+    ) -> tuple[str | None, int]:
+        """Plan seconds still free for this destination: plan minutes − used − held by open calls."""
+        row = conn.execute(
+            "SELECT prefix, minutes FROM service_plan_minutes WHERE plan_id = %s AND prefix = ANY(%s)"
+            " ORDER BY length(prefix) DESC LIMIT 1",
+            (plan_id, number_prefixes(number)),
+        ).fetchone()
+        if row is None:
+            return None, 0
+        prefix, minutes = row
+        used = conn.execute(
+            "SELECT coalesce((SELECT used_seconds FROM account_plan_usage WHERE account_id = %s AND prefix = %s), 0)"
+            "     + coalesce((SELECT sum(plan_seconds) FROM reservations"
+            "                  WHERE account_id = %s AND plan_prefix = %s AND status = 'open'), 0)",
+            (card_id, prefix, card_id, prefix),
+        ).fetchone()
+        assert used is not None
+        return prefix, max(0, minutes * 60 - int(used[0]))
+
+    # --- after the hangup --------------------------------------------------
+
+    def settle(
+        self,
+        b_uuid: UuidLike,
+        *,
+        billmsec: int | None,
+        hangup_cause: str,
+        answered_at: datetime | None = None,
+        ended_at: datetime | None = None,
+        estimated: bool = False,
+    ) -> Cdr:
+        """Bill a call attempt once: cost, ledger debit, reservation closed, CDR. Idempotent.
+
+        billed seconds = min(ceil(billmsec / 1000), granted duration); billmsec
+        None or 0 = unanswered, a CDR with cost 0. estimated=True with billmsec
+        None bills the whole granted duration (the orphan rule) and marks the CDR.
+        """
+        b_id = _uuid(b_uuid)
+        with self.pool.connection() as conn, conn.transaction():
+            cur = conn.cursor(row_factory=dict_row)
+            head = cur.execute("SELECT account_id FROM reservations WHERE b_uuid = %s", (b_id,)).fetchone()
+            if head is None:
+                done = self._cdr(cur, b_id)
+                if done is not None:
+                    return done
+                raise ReservationNotFound(f"no reservation for B-leg {b_id}")
+            acct = cur.execute(
+                "SELECT username, currency, now() AS now FROM accounts WHERE id = %s FOR UPDATE",
+                (head["account_id"],),
+            ).fetchone()
+            assert acct is not None
+            res = cur.execute("SELECT * FROM reservations WHERE b_uuid = %s FOR UPDATE", (b_id,)).fetchone()
+            assert res is not None
+            if res["status"] == "settled":
+                done = self._cdr(cur, b_id)
+                assert done is not None, "a settled reservation always has its CDR"
+                log.info("settle b=%s: already settled, nothing charged", b_id)
+                return done
+
+            rate = Rate(
+                prefix=res["rate_prefix"], price_1=res["price_1"], interval_1=res["interval_1"],
+                price_n=res["price_n"], interval_n=res["interval_n"], connect_fee=res["connect_fee"],
+                free_seconds=res["free_seconds"], grace=res["grace"], rate_id=res["rate_id"],
+            )
+            if billmsec is None and estimated:
+                billed = res["duration_s"]
+            else:
+                # sched_hangup fires on whole seconds and may overshoot: never bill past the grant.
+                billed = min(billed_seconds(billmsec), res["duration_s"])
+            cost = call_cost(rate, billed, plan_seconds=res["plan_seconds"])
+            plan_used = plan_seconds_used(billed, res["plan_seconds"])
+            ended = ended_at or acct["now"]
+            answered = answered_at
+            if answered is None and billed > 0:
+                answered = ended - timedelta(milliseconds=billmsec if billmsec else billed * 1000)
+
+            if plan_used and res["plan_prefix"] is not None:
+                cur.execute(
+                    "INSERT INTO account_plan_usage (account_id, prefix, used_seconds) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (account_id, prefix)"
+                    " DO UPDATE SET used_seconds = account_plan_usage.used_seconds + EXCLUDED.used_seconds",
+                    (res["account_id"], res["plan_prefix"], plan_used),
+                )
+            if cost > 0:
+                cur.execute(
+                    "INSERT INTO ledger (account_id, amount, kind, b_uuid, reference)"
+                    " VALUES (%s, %s, 'call', %s, %s)",
+                    (res["account_id"], -cost, b_id, res["translated_cld"]),
+                )
+            cur.execute(
+                "UPDATE reservations SET status = 'settled', settled_at = now() WHERE b_uuid = %s", (b_id,)
+            )
+            row = cur.execute(
+                f"INSERT INTO cdrs ({_CDR_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                " %s, %s, %s, %s, %s, %s, %s, %s)"
+                f" RETURNING {_CDR_COLUMNS}",
+                (b_id, res["a_uuid"], res["account_id"], acct["username"], acct["currency"], res["cli"],
+                 res["cld"], res["translated_cli"], res["translated_cld"], res["rate_id"], res["rate_prefix"],
+                 res["created_at"], answered, ended, res["duration_s"], billed, plan_used, cost,
+                 hangup_cause or "", estimated),
+            ).fetchone()
+            assert row is not None
+        log.info("settle b=%s billed=%ss cost=%s cause=%s", b_id, billed, cost, hangup_cause)
+        return _cdr(row)
+
+    @staticmethod
+    def _cdr(cur: psycopg.Cursor[Any], b_id: uuid.UUID) -> Cdr | None:
+        row = cur.execute(f"SELECT {_CDR_COLUMNS} FROM cdrs WHERE b_uuid = %s", (b_id,)).fetchone()
+        return _cdr(row) if row else None
+
+    # --- reading -----------------------------------------------------------
+
+    def cdrs_for(self, card_id: int, *, limit: int = 20) -> list[Cdr]:
+        """The card's CDRs, newest first."""
+        with self.pool.connection() as conn:
+            rows = conn.cursor(row_factory=dict_row).execute(
+                f"SELECT {_CDR_COLUMNS} FROM cdrs WHERE account_id = %s ORDER BY id DESC LIMIT %s",
+                (card_id, limit),
+            ).fetchall()
+        return [_cdr(r) for r in rows]
+
+    def cdr(self, b_uuid: UuidLike) -> Cdr | None:
+        with self.pool.connection() as conn:
+            return self._cdr(conn.cursor(row_factory=dict_row), _uuid(b_uuid))
+
+    def open_reservations(self, card_id: int | None = None, *, expired_only: bool = False) -> list[OpenReservation]:
+        """Open reservations of a card (or of every card); expired_only for the orphan check."""
+        where = ["status = 'open'"]
+        params: list[Any] = []
+        if card_id is not None:
+            where.append("account_id = %s")
+            params.append(card_id)
+        if expired_only:
+            where.append("expires_at <= now()")
+        with self.pool.connection() as conn:
+            rows = conn.cursor(row_factory=dict_row).execute(
+                "SELECT b_uuid, a_uuid, account_id, amount, duration_s, cld, created_at, expires_at"
+                f"  FROM reservations WHERE {' AND '.join(where)} ORDER BY created_at",
+                params,
+            ).fetchall()
+        return [OpenReservation(**r) for r in rows]
+
+    def ledger_entries(self, card_id: int) -> list[LedgerEntry]:
+        with self.pool.connection() as conn:
+            rows = conn.cursor(row_factory=dict_row).execute(
+                "SELECT id, account_id, amount, kind, b_uuid, reference, balance_after, created_at"
+                "  FROM ledger WHERE account_id = %s ORDER BY id",
+                (card_id,),
+            ).fetchall()
+        return [LedgerEntry(**r) for r in rows]
+
+    # --- operator money ----------------------------------------------------
+
+    def adjust(self, card_id: int, amount: Decimal | str, *, kind: str = "adjustment", reference: str = "") -> Decimal:
+        """Credit (positive) or debit (negative) a card through a ledger row; returns the new balance."""
+        value = money(amount)
+        if value == 0:
+            raise ValueError("an adjustment of 0 changes nothing")
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                row = conn.execute(
+                    "INSERT INTO ledger (account_id, amount, kind, reference) VALUES (%s, %s, %s, %s)"
+                    " RETURNING balance_after",
+                    (card_id, value, kind, reference),
+                ).fetchone()
+        except errors.ForeignKeyViolation:
+            raise CardNotFound(f"no card with id {card_id}") from None
+        assert row is not None
+        return money(row[0])

