@@ -1,0 +1,150 @@
+"""cardd.db: migrations, the embedded server, gevent cooperation, schema constraints."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from cardd.db import Database, find_migrations
+from cardd.errors import DatabaseUnavailable
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_python(code: str, *, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env=env, timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture
+def empty_dsn(pg_server):
+    """A database with no schema at all (not cloned from the migrated template)."""
+    name = f"cardd_empty_{os.getpid()}_{time.monotonic_ns()}"
+    with psycopg.connect(pg_server.admin_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield pg_server.dsn_for(name)
+    pg_server.drop_database(name)
+
+
+def test_migrate_is_versioned_and_idempotent(empty_dsn):
+    with Database(empty_dsn) as db:
+        assert db.migrate() == [m.version for m in find_migrations()]
+        assert db.migrate() == []
+        assert db.schema_version() == find_migrations()[-1].version
+
+
+def test_two_processes_migrating_at_once_both_succeed(empty_dsn):
+    code = f"""
+        from cardd.db import Database
+        with Database({empty_dsn!r}) as db:
+            print(db.migrate())
+    """
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(3)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
+    printed = sorted(out.strip() for out, _ in outs)
+    assert printed == ["[1]", "[]", "[]"]
+    with psycopg.connect(empty_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] == 1
+
+
+def test_misnamed_migration_file_is_an_error(tmp_path):
+    (tmp_path / "001_init.sql").write_text("SELECT 1;")
+    (tmp_path / "2_oops.sql").write_text("SELECT 1;")
+    with pytest.raises(ValueError, match="NNN_name.sql"):
+        find_migrations(tmp_path)
+
+
+def test_unreachable_dsn_raises_database_unavailable(tmp_path):
+    db = Database(f"postgresql://nobody@/nodb?host={tmp_path}", pool_timeout=1.0)
+    with pytest.raises(DatabaseUnavailable):
+        db.start()
+
+
+def test_pool_is_cooperative_under_gevent_monkey_patching(pg_server):
+    # A fresh interpreter, patched first thing, as `cardd serve` is.
+    result = run_python(f"""
+        from gevent import monkey
+        monkey.patch_all()
+        import time, gevent
+        from cardd.db import Database
+
+        db = Database({pg_server.admin_dsn!r}, pool_size=10, pool_min_size=10).start()
+        ticks = []
+        def ticker():
+            while True:
+                ticks.append(time.monotonic())
+                gevent.sleep(0.01)
+        def query():
+            with db.pool.connection() as conn:
+                conn.execute("SELECT pg_sleep(0.2)")
+        t = gevent.spawn(ticker)
+        start = time.monotonic()
+        gevent.joinall([gevent.spawn(query) for _ in range(20)], raise_error=True)
+        elapsed = time.monotonic() - start
+        t.kill()
+        gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+        print(f"{{elapsed:.3f}} {{max(gaps):.3f}} {{len(ticks)}}")
+        db.close()
+    """)
+    assert result.returncode == 0, result.stderr
+    elapsed, max_gap, n_ticks = result.stdout.split()
+    # 20 queries of 0.2 s on 10 connections: ~0.4 s when they overlap, 4 s when serial.
+    assert float(elapsed) < 1.5
+    # Other greenlets kept running while queries waited on the socket.
+    assert float(max_gap) < 0.15 and int(n_ticks) >= 20
+
+
+def test_embedded_server_is_reused_across_restarts_and_stopped_by_close(tmp_path):
+    data_dir = tmp_path / "var"
+    result = run_python(f"""
+        from cardd.db import Database
+        db = Database("", {str(data_dir)!r})
+        db.migrate()
+        with db.pool.connection() as conn:
+            conn.execute("INSERT INTO customers (name) VALUES ('kept')")
+        db.close()
+        print("closed")
+    """)
+    assert result.returncode == 0, result.stderr
+    pgdata = data_dir / "pg"
+    assert (pgdata / "PG_VERSION").exists()
+    assert not (pgdata / "postmaster.pid").exists(), "close() stops the embedded server"
+    # A daemon killed with SIGKILL left its pid behind; the next start must not inherit it.
+    (pgdata / ".handle_pids.json").write_text(json.dumps([2**22 + 12345]))
+    result = run_python(f"""
+        from cardd.db import Database
+        with Database("", {str(data_dir)!r}) as db:
+            print(db.migrate())
+            with db.pool.connection() as conn:
+                print(conn.execute("SELECT name FROM customers").fetchone()[0])
+    """)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[]", "kept"]
+    assert not (pgdata / "postmaster.pid").exists()
+
+
+@pytest.mark.parametrize("sql", [
+    "INSERT INTO tariffs (name, currency) VALUES ('x', 'usd')",
+    "INSERT INTO rates (tariff_id, prefix, price_1, interval_1, price_n, interval_n)"
+    " SELECT id, '1', 0.1, 0, 0.1, 1 FROM tariffs",
+    "INSERT INTO rates (tariff_id, prefix, price_1, interval_1, price_n, interval_n)"
+    " SELECT id, '1', -0.1, 1, 0.1, 1 FROM tariffs",
+    "INSERT INTO rates (tariff_id, prefix, price_1, interval_1, price_n, interval_n)"
+    " SELECT id, '1a', 0.1, 1, 0.1, 1 FROM tariffs",
+    "INSERT INTO accounts (username, currency, tariff_id) SELECT '77', 'EUR', id FROM tariffs",
+    "INSERT INTO accounts (username, currency, tariff_id, status) SELECT '77', 'USD', id, 'odd' FROM tariffs",
+])
+def test_schema_rejects_bad_rows(database, demo_data, sql):
+    with pytest.raises((psycopg.errors.CheckViolation, psycopg.errors.ForeignKeyViolation)):
+        with database.pool.connection() as conn:
+            conn.execute(sql)
