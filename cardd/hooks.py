@@ -1,0 +1,472 @@
+"""Operator-supplied custom scripts: the destination check and the duration script.
+
+Both are optional (path None = no-op) and both are failure-tolerant in the way
+CALLING_CARD_OPTIONS.md "Custom scripts" asks:
+
+* DestinationCheck: a Python file defining
+  `check_destination(cli, translated_cli, cld, translated_cld, username, original_cli) -> bool`.
+  A script that cannot be loaded is disabled (calls go on without it, as in the
+  reference product) -- logged once per change of the file and reported through
+  `on_load_error`. A script that loads but misbehaves while running (exception,
+  non-bool, too slow) means "prohibited": we fail closed, because the operator
+  wrote it to stop calls.
+* DurationScript: a program printing the duration to ANNOUNCE. It never changes
+  the real limit, so any failure falls back to the computed duration.
+
+Callbacks get `(path, reason)` where reason is a short fixed word (see the
+`LOAD_*`, `RUN_*` and `DURATION_*` constants) so the daemon can use it as a
+metric label without unbounded cardinality. A callback that raises is logged and
+ignored: a broken metric must not break a call.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from types import ModuleType
+from typing import Any, Callable
+
+import gevent
+from gevent import subprocess
+
+log = logging.getLogger(__name__)
+
+ErrorCallback = Callable[[str, str], None]
+Clock = Callable[[], float]
+
+FUNCTION_NAME = "check_destination"
+
+# Reasons a destination check script is disabled (on_load_error).
+LOAD_MISSING = "missing"
+LOAD_UNREADABLE = "unreadable"
+LOAD_SYNTAX = "syntax"
+LOAD_EXCEPTION = "exception"
+LOAD_TIMEOUT = "timeout"
+LOAD_NO_FUNCTION = "no_function"
+
+# Reasons a call was prohibited by a misbehaving script (on_run_error).
+RUN_EXCEPTION = "exception"
+RUN_NOT_BOOL = "not_bool"
+RUN_TIMEOUT = "timeout"
+
+# Reasons the duration script's answer was not used (on_error).
+DURATION_START_FAILED = "start_failed"
+DURATION_TIMEOUT = "timeout"
+DURATION_EXIT_STATUS = "exit_status"
+DURATION_BAD_OUTPUT = "bad_output"
+DURATION_NEGATIVE = "negative"
+
+DEFAULT_TIMEOUT = 2.0
+DEFAULT_CHECK_INTERVAL = 1.0
+
+_MAX_LOGGED_OUTPUT = 200  # characters of a script's output quoted in a log line
+_INTEGER = re.compile(r"[+-]?[0-9]+", re.ASCII)
+
+
+def _report(callback: ErrorCallback | None, path: str, reason: str) -> None:
+    if callback is None:
+        return
+    try:
+        callback(path, reason)
+    except Exception:
+        log.exception("error callback for script %s failed", path)
+
+
+def _short(text: str | bytes) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    text = text.strip()
+    return text if len(text) <= _MAX_LOGGED_OUTPUT else text[:_MAX_LOGGED_OUTPUT] + "..."
+
+
+# --- destination check -------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Stamp:
+    """What identifies one version of a file without reading it.
+
+    ctime is included besides mtime because tools like `cp -p` or `touch -r`
+    can bring back an old mtime, but nobody can set ctime.
+    """
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> _Stamp:
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class _LoadError(Exception):
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class DestinationCheck:
+    """The operator's destination check, reloaded when its file changes.
+
+    Cheap on the hot path: the file is stat()ed at most once per
+    `check_interval` seconds (per instance; share one instance per path), and
+    only read and executed again when its stamp changed.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None,
+        *,
+        on_load_error: ErrorCallback | None = None,
+        on_run_error: ErrorCallback | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        check_interval: float = DEFAULT_CHECK_INTERVAL,
+        clock: Clock = time.monotonic,
+    ):
+        self.path = os.fspath(path) if path is not None else None
+        self.timeout = timeout
+        self.check_interval = check_interval
+        self._on_load_error = on_load_error
+        self._on_run_error = on_run_error
+        self._clock = clock
+        self._function: Callable[..., Any] | None = None
+        # None until the first look; afterwards the stamp of the version we last
+        # tried (or None while the file is missing), so one change = one load.
+        self._stamp: _Stamp | None = None
+        self._looked = False
+        self._next_look = float("-inf")
+        self._generation = 0
+        if self.path is not None:
+            # Load now so a broken script is reported when the daemon starts,
+            # not on the first call.
+            self._refresh()
+
+    @property
+    def enabled(self) -> bool:
+        """True when a script is loaded and will be consulted."""
+        return self._function is not None
+
+    def allowed(
+        self,
+        *,
+        call_uuid: str,
+        cli: str,
+        translated_cli: str,
+        cld: str,
+        translated_cld: str,
+        username: str,
+        original_cli: str,
+    ) -> bool:
+        """May this call go to this destination? True when no script is in force."""
+        if self.path is None:
+            return True
+        self._refresh()
+        function = self._function
+        if function is None:
+            return True
+        # Positional, in the documented order, so the script's parameter names do
+        # not matter.
+        args = (cli, translated_cli, cld, translated_cld, username, original_cli)
+        return self._run(function, args, call_uuid)
+
+    # -- running --
+
+    def _run(self, function: Callable[..., Any], args: tuple[str, ...], call_uuid: str) -> bool:
+        started = time.monotonic()
+        timer = gevent.Timeout(self.timeout)
+        timer.start()
+        try:
+            result = function(*args)
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise  # somebody else's deadline (e.g. the call's): not ours to judge
+            return self._prohibit(call_uuid, RUN_TIMEOUT, "took longer than %.3g s", self.timeout)
+        except (Exception, SystemExit) as exc:
+            # SystemExit too: a script calling sys.exit() must not end the greenlet.
+            log.error("call %s: destination check script %s raised %s: %s; call prohibited",
+                      call_uuid, self.path, type(exc).__name__, exc,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
+            _report(self._on_run_error, self.path or "", RUN_EXCEPTION)
+            return False
+        finally:
+            timer.close()
+        # A script that blocks without yielding to gevent (CPU loop, unpatched
+        # sleep) cannot be interrupted; at least its answer does not count.
+        elapsed = time.monotonic() - started
+        if elapsed > self.timeout:
+            return self._prohibit(call_uuid, RUN_TIMEOUT,
+                                  "blocked for %.3g s (limit %.3g s) without yielding",
+                                  elapsed, self.timeout)
+        if not isinstance(result, bool):
+            return self._prohibit(call_uuid, RUN_NOT_BOOL, "returned %s, not a bool",
+                                  type(result).__name__)
+        if not result:
+            log.info("call %s: destination check script %s prohibited the call", call_uuid, self.path)
+        return result
+
+    def _prohibit(self, call_uuid: str, reason: str, what: str, *args: Any) -> bool:
+        log.error("call %s: destination check script %s " + what + "; call prohibited",
+                  call_uuid, self.path, *args)
+        _report(self._on_run_error, self.path or "", reason)
+        return False
+
+    # -- loading --
+
+    def _refresh(self) -> None:
+        assert self.path is not None
+        now = self._clock()
+        if now < self._next_look:
+            return
+        # Set before loading so concurrent greenlets keep using the current
+        # version instead of loading the same file twice.
+        self._next_look = now + self.check_interval
+        try:
+            stamp: _Stamp | None = _Stamp.of(os.stat(self.path))
+        except OSError:
+            stamp = None
+        if self._looked and stamp == self._stamp:
+            return
+        self._looked = True
+        self._stamp = stamp
+        self._load()
+
+    def _load(self) -> None:
+        assert self.path is not None
+        had_function = self._function is not None
+        # Disabled while the new version loads, and stays so if it fails: the
+        # spec says a load error disables the script, it does not keep the old one.
+        self._function = None
+        try:
+            function, stamp = self._import()
+        except _LoadError as exc:
+            log.error("destination check script %s disabled (%s): %s", self.path, exc.reason, exc)
+            _report(self._on_load_error, self.path, exc.reason)
+            return
+        # The stamp of what we actually read, so a write racing the load is seen
+        # at the next look.
+        self._stamp = stamp
+        self._function = function
+        self._generation += 1
+        log.info("destination check script %s %s", self.path, "reloaded" if had_function else "loaded")
+
+    def _import(self) -> tuple[Callable[..., Any], _Stamp]:
+        assert self.path is not None
+        try:
+            with open(self.path, "rb") as f:
+                stamp = _Stamp.of(os.fstat(f.fileno()))
+                source = f.read()
+        except FileNotFoundError as exc:
+            raise _LoadError(LOAD_MISSING, f"file not found: {exc.filename}") from None
+        except OSError as exc:
+            raise _LoadError(LOAD_UNREADABLE, str(exc)) from None
+        module = self._new_module()
+        try:
+            # compile() from the bytes we read rather than spec.loader.exec_module():
+            # the import system's .pyc cache keys on whole-second mtimes and would
+            # write __pycache__ into the operator's directory.
+            code = compile(source, self.path, "exec", dont_inherit=True)
+        except (SyntaxError, ValueError) as exc:
+            raise _LoadError(LOAD_SYNTAX, str(exc)) from None
+        self._exec(code, module)
+        function = getattr(module, FUNCTION_NAME, None)
+        if not callable(function):
+            raise _LoadError(LOAD_NO_FUNCTION, f"no function {FUNCTION_NAME}() defined")
+        return function, stamp
+
+    def _new_module(self) -> ModuleType:
+        assert self.path is not None
+        # A fresh namespace per load, never put in sys.modules: the script cannot
+        # shadow or be shadowed by a real module, and old globals do not leak
+        # into the new version.
+        name = f"cardd_destination_check_{id(self):x}_{self._generation}"
+        spec = importlib.util.spec_from_file_location(name, self.path)
+        if spec is None:
+            raise _LoadError(LOAD_UNREADABLE, "not loadable as a Python file")
+        return importlib.util.module_from_spec(spec)
+
+    def _exec(self, code: Any, module: ModuleType) -> None:
+        timer = gevent.Timeout(self.timeout)
+        timer.start()
+        try:
+            exec(code, module.__dict__)
+        except gevent.Timeout as exc:
+            if exc is not timer:
+                raise
+            raise _LoadError(LOAD_TIMEOUT, f"loading took longer than {self.timeout:.3g} s") from None
+        except (Exception, SystemExit) as exc:
+            raise _LoadError(LOAD_EXCEPTION, f"{type(exc).__name__}: {exc}") from None
+        finally:
+            timer.close()
+
+
+# --- duration script ---------------------------------------------------------
+
+class DurationScript:
+    """The operator's program choosing the duration to announce.
+
+    argv: username, balance, cli, cld, max_duration_s, tariff id, translated
+    cli, translated cld. stdout: an integer number of seconds. Only the
+    announcement uses it; the real limit stays `max_duration_s`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        on_error: ErrorCallback | None = None,
+    ):
+        self.path = os.fspath(path) if path is not None else None
+        self.timeout = timeout
+        self._on_error = on_error
+
+    def announced(
+        self,
+        *,
+        call_uuid: str,
+        username: str,
+        balance: Decimal,
+        cli: str,
+        cld: str,
+        max_duration_s: int,
+        tariff_id: Any,
+        translated_cli: str,
+        translated_cld: str,
+    ) -> int:
+        """Seconds to announce; `max_duration_s` when there is no script or it fails."""
+        if self.path is None:
+            return max_duration_s
+        argv = [
+            self.path,
+            _arg(username),
+            # format "f": plain digits even for Decimal('1E+2'); never via float.
+            format(balance, "f"),
+            _arg(cli),
+            _arg(cld),
+            str(int(max_duration_s)),
+            _arg(tariff_id),
+            _arg(translated_cli),
+            _arg(translated_cld),
+        ]
+        try:
+            seconds = self._run(argv, call_uuid)
+        except _ScriptFailed as exc:
+            log.error("call %s: duration script %s failed (%s): %s; announcing the computed %d s",
+                      call_uuid, self.path, exc.reason, exc, max_duration_s)
+            _report(self._on_error, self.path, exc.reason)
+            return max_duration_s
+        log.debug("call %s: duration script says %d s (real limit %d s)",
+                  call_uuid, seconds, max_duration_s)
+        return seconds
+
+    def _run(self, argv: list[str], call_uuid: str) -> int:
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                close_fds=True,
+                # Own process group, so a timeout kills whatever the script forked too.
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise _ScriptFailed(DURATION_START_FAILED, str(exc)) from None
+        try:
+            out, err = proc.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            _kill(proc)
+            raise _ScriptFailed(DURATION_TIMEOUT, f"no answer within {self.timeout:.3g} s; killed") from None
+        except BaseException:
+            _kill(proc)  # the call greenlet was killed: do not leave the child behind
+            raise
+        if err:
+            log.warning("call %s: duration script %s wrote to stderr: %s", call_uuid, self.path, _short(err))
+        if proc.returncode != 0:
+            raise _ScriptFailed(DURATION_EXIT_STATUS, f"exit status {proc.returncode}")
+        return _parse_seconds(out)
+
+
+def _arg(value: Any) -> str:
+    # A value the call does not have (no translation, no tariff) is an empty
+    # argument, so the positions of the others never shift.
+    return "" if value is None else str(value)
+
+
+class _ScriptFailed(Exception):
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def _parse_seconds(out: bytes) -> int:
+    text = out.decode("ascii", "replace").strip()
+    if not _INTEGER.fullmatch(text):
+        raise _ScriptFailed(DURATION_BAD_OUTPUT, f"output is not an integer: {_short(out)!r}")
+    seconds = int(text)
+    if seconds < 0:
+        raise _ScriptFailed(DURATION_NEGATIVE, f"negative duration {seconds}")
+    return seconds
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass  # already gone
+    try:
+        # Reap it so no zombie is left; SIGKILL makes this quick.
+        proc.communicate(timeout=1.0)
+    except Exception:
+        log.warning("duration script pid %d did not go away after SIGKILL", proc.pid)
+
+
+# --- one instance per path ---------------------------------------------------
+
+class ScriptHooks:
+    """Hands out one DestinationCheck / DurationScript per path.
+
+    Per-call options can name different scripts (instances, CLD tokens), but the
+    once-per-second stat and the loaded module should be shared by every call
+    using the same file.
+    """
+
+    def __init__(
+        self,
+        *,
+        on_load_error: ErrorCallback | None = None,
+        on_run_error: ErrorCallback | None = None,
+        on_duration_error: ErrorCallback | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        clock: Clock = time.monotonic,
+    ):
+        self._on_load_error = on_load_error
+        self._on_run_error = on_run_error
+        self._on_duration_error = on_duration_error
+        self._timeout = timeout
+        self._clock = clock
+        self._checks: dict[str | None, DestinationCheck] = {}
+        self._durations: dict[str | None, DurationScript] = {}
+
+    def destination_check(self, path: str | None) -> DestinationCheck:
+        check = self._checks.get(path)
+        if check is None:
+            check = DestinationCheck(path, on_load_error=self._on_load_error,
+                                     on_run_error=self._on_run_error,
+                                     timeout=self._timeout, clock=self._clock)
+            self._checks[path] = check
+        return check
+
+    def duration_script(self, path: str | None) -> DurationScript:
+        script = self._durations.get(path)
+        if script is None:
+            script = DurationScript(path, timeout=self._timeout, on_error=self._on_duration_error)
+            self._durations[path] = script
+        return script
