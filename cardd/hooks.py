@@ -240,12 +240,14 @@ class DestinationCheck:
     def _load(self) -> None:
         assert self.path is not None
         had_function = self._function is not None
-        # Disabled while the new version loads, and stays so if it fails: the
-        # spec says a load error disables the script, it does not keep the old one.
-        self._function = None
+        # The old version stays in force while the new one loads (loading may
+        # yield to other calls, which must not slip through unchecked); a failed
+        # load then disables the script, as the spec says, rather than keeping
+        # the old version.
         try:
             function, stamp = self._import()
         except _LoadError as exc:
+            self._function = None
             log.error("destination check script %s disabled (%s): %s", self.path, exc.reason, exc)
             _report(self._on_load_error, self.path, exc.reason)
             return

@@ -400,3 +400,18 @@ def test_script_hooks_share_one_instance_per_path(tmp_path):
     assert hub.duration_script(path) is hub.duration_script(path)
     assert hub.destination_check(None).allowed(**CALL) is True
     assert load_errors.reasons == [hooks.LOAD_MISSING]
+
+
+def test_calls_during_a_reload_still_use_the_old_version(tmp_path):
+    # Loading may yield (here: the new version sleeps at import time); a call
+    # arriving meanwhile must not go unchecked.
+    import gevent
+    clock = FakeClock()
+    script = write(tmp_path / "check.py", PREFIX_44_FORBIDDEN)
+    check = DestinationCheck(str(script), clock=clock)
+    write(script, "import gevent\ngevent.sleep(0.1)\n" + textwrap.dedent(PREFIX_44_FORBIDDEN), bump=2)
+    clock.now += 1
+    reloading = gevent.spawn(check.allowed, **CALL)
+    gevent.sleep(0.01)
+    assert check.allowed(**CALL) is False  # checked by the old version
+    assert reloading.get(timeout=2) is False
