@@ -1,0 +1,261 @@
+"""Operator sub-commands: db, tariff, rate, card. Mounted by cardd/cli.py via add_parsers().
+
+Every handler is `run_*(args, settings) -> int`; settings is a cardd.config.Settings
+(only settings.daemon.dsn and settings.daemon.data_dir are used). A refused
+write (unknown tariff, duplicate card number) prints one line on stderr and
+returns 2; bad amounts or currencies are refused by argparse (also exit 2).
+Each command migrates first, so they work on a fresh machine's embedded database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from decimal import Decimal
+from typing import Any, Iterator
+
+from cardd.billing import catalog
+from cardd.billing.ledger import Ledger
+from cardd.db import Database
+from cardd.money import check_currency, format_money, parse_amount
+
+log = logging.getLogger(__name__)
+
+
+def _amount(text: str) -> Decimal:
+    try:
+        return parse_amount(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad amount {text!r}: {exc}") from None
+
+
+def _non_negative_amount(text: str) -> Decimal:
+    value = _amount(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"bad amount {text!r}: must not be negative")
+    return value
+
+
+def _currency(text: str) -> str:
+    try:
+        return check_currency(text.upper())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seconds(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _digits(what: str):
+    def parse(text: str) -> str:
+        if not text.isdigit() and not (what == "prefix" and text == ""):
+            raise argparse.ArgumentTypeError(f"a {what} is digits only, got {text!r}")
+        return text
+    return parse
+
+
+def add_parsers(subparsers: Any) -> None:
+    """Register `db`, `tariff`, `rate` and `card` on the cli's sub-parsers."""
+    db = subparsers.add_parser("db", help="database administration")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    mig = db_sub.add_parser("migrate", help="apply pending schema migrations")
+    mig.set_defaults(func=run_db_migrate)
+
+    tariff = subparsers.add_parser("tariff", help="tariffs")
+    t_sub = tariff.add_subparsers(dest="tariff_command", required=True)
+    t_add = t_sub.add_parser("add", help="create a tariff")
+    t_add.add_argument("name")
+    t_add.add_argument("--currency", type=_currency, required=True, help="ISO code, e.g. USD")
+    t_add.set_defaults(func=run_tariff_add)
+    t_list = t_sub.add_parser("list", help="list tariffs with their rate counts")
+    t_list.set_defaults(func=run_tariff_list)
+
+    rate = subparsers.add_parser("rate", help="tariff rates")
+    r_sub = rate.add_subparsers(dest="rate_command", required=True)
+    r_add = r_sub.add_parser("add", help="add a rate (prices per minute, intervals in seconds)")
+    r_add.add_argument("--tariff", required=True)
+    r_add.add_argument("prefix", type=_digits("prefix"), help="destination prefix (longest match wins)")
+    r_add.add_argument("--price-1", type=_non_negative_amount, required=True, help="per minute, first interval")
+    r_add.add_argument("--interval-1", type=_seconds(1), required=True, help="first interval, seconds")
+    r_add.add_argument("--price-n", type=_non_negative_amount, required=True, help="per minute, next intervals")
+    r_add.add_argument("--interval-n", type=_seconds(1), required=True, help="next intervals, seconds")
+    r_add.add_argument("--connect-fee", type=_non_negative_amount, default=Decimal(0))
+    r_add.add_argument("--free-seconds", type=_seconds(0), default=0)
+    r_add.add_argument("--grace", type=_seconds(0), default=0, help="calls this short are free")
+    r_add.add_argument("--forbidden", action="store_true", help="calls to this prefix are refused")
+    r_add.add_argument("--replace", action="store_true", help="update the prefix's rate if it exists")
+    r_add.set_defaults(func=run_rate_add)
+    r_list = r_sub.add_parser("list", help="list a tariff's rates")
+    r_list.add_argument("--tariff", required=True)
+    r_list.set_defaults(func=run_rate_list)
+
+    card = subparsers.add_parser("card", help="calling cards")
+    c_sub = card.add_subparsers(dest="card_command", required=True)
+    c_add = c_sub.add_parser("add", help="create a card")
+    c_add.add_argument("number", type=_digits("card number"))
+    c_add.add_argument("--pin", default="", help="PIN (digits); empty = no PIN")
+    c_add.add_argument("--balance", type=_amount, default=Decimal(0))
+    c_add.add_argument("--currency", type=_currency, required=True)
+    c_add.add_argument("--tariff", required=True)
+    c_add.add_argument("--authname", default=None, help="VoIP login that may be used as the card number")
+    c_add.add_argument("--max-calls", type=_seconds(1), default=None, help="simultaneous calls allowed")
+    c_add.set_defaults(func=run_card_add)
+    c_show = c_sub.add_parser("show", help="balance, available credit, open reservations, last CDRs")
+    c_show.add_argument("number")
+    c_show.add_argument("--cdrs", type=_seconds(0), default=10, help="how many CDRs to show")
+    c_show.set_defaults(func=run_card_show)
+    c_list = c_sub.add_parser("list", help="list cards")
+    c_list.set_defaults(func=run_card_list)
+    c_adj = c_sub.add_parser("adjust", help="credit (positive) or debit (negative) a card, as a ledger row")
+    c_adj.add_argument("number")
+    c_adj.add_argument("amount", type=_amount)
+    c_adj.add_argument("--reference", default="operator adjustment")
+    c_adj.set_defaults(func=run_card_adjust)
+
+
+@contextlib.contextmanager
+def _database(settings: Any) -> Iterator[Database]:
+    db = Database(settings.daemon.dsn, settings.daemon.data_dir, pool_size=2)
+    try:
+        db.migrate()
+        yield db
+    finally:
+        db.close()
+
+
+def _refused(message: str) -> int:
+    print(f"cardd: {message}", file=sys.stderr)
+    return 2
+
+
+def run_db_migrate(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        print(f"schema at version {db.schema_version()}")
+    return 0
+
+
+def run_tariff_add(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        try:
+            tid = catalog.create_tariff(db.pool, args.name, args.currency)
+        except catalog.CatalogError as exc:
+            return _refused(str(exc))
+    print(f"tariff {args.name} ({args.currency}) created, id {tid}")
+    return 0
+
+
+def run_tariff_list(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db, db.pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT t.name, t.currency, count(r.id) FROM tariffs t LEFT JOIN rates r ON r.tariff_id = t.id"
+            " GROUP BY t.id ORDER BY t.name"
+        ).fetchall()
+    for name, currency, n in rows:
+        print(f"{name}\t{currency}\t{n} rates")
+    return 0
+
+
+def run_rate_add(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        try:
+            catalog.add_rate(
+                db.pool, args.tariff, args.prefix, price_1=args.price_1, interval_1=args.interval_1,
+                price_n=args.price_n, interval_n=args.interval_n, connect_fee=args.connect_fee,
+                free_seconds=args.free_seconds, grace=args.grace, forbidden=args.forbidden,
+                replace=args.replace,
+            )
+        except catalog.CatalogError as exc:
+            return _refused(str(exc))
+    print(f"rate {args.prefix or '(default)'} in tariff {args.tariff}: {args.price_1}/min"
+          f" {args.interval_1}s then {args.price_n}/min {args.interval_n}s"
+          + (" FORBIDDEN" if args.forbidden else ""))
+    return 0
+
+
+def run_rate_list(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db, db.pool.connection() as conn:
+        found = conn.execute("SELECT id FROM tariffs WHERE name = %s", (args.tariff,)).fetchone()
+        if found is None:
+            return _refused(f"unknown tariff {args.tariff!r}")
+        rows = conn.execute(
+            "SELECT prefix, price_1, interval_1, price_n, interval_n, connect_fee, free_seconds, grace, forbidden"
+            "  FROM rates WHERE tariff_id = %s ORDER BY prefix",
+            (found[0],),
+        ).fetchall()
+    print("prefix\tprice_1\tint_1\tprice_n\tint_n\tfee\tfree\tgrace\tforbidden")
+    for row in rows:
+        print("\t".join(str(v) for v in row))
+    return 0
+
+
+def run_card_add(args: argparse.Namespace, settings: Any) -> int:
+    if args.pin and not args.pin.isdigit():
+        return _refused(f"a PIN is digits only, got {args.pin!r}")
+    with _database(settings) as db:
+        try:
+            cid = catalog.create_card(
+                db.pool, args.number, tariff=args.tariff, currency=args.currency, pin=args.pin,
+                balance=args.balance, authname=args.authname, max_concurrent_calls=args.max_calls,
+            )
+        except catalog.CatalogError as exc:
+            return _refused(str(exc))
+    print(f"card {args.number} created, id {cid}, balance {format_money(args.balance, args.currency)}")
+    return 0
+
+
+def run_card_show(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        ledger = Ledger(db.pool)
+        card = ledger.find_card(args.number)
+        if card is None:
+            return _refused(f"no card {args.number!r}")
+        available = ledger.available_credit(card.id)
+        reservations = ledger.open_reservations(card.id)
+        cdrs = ledger.cdrs_for(card.id, limit=args.cdrs)
+    print(f"card       {card.username} (id {card.id}), {card.status}"
+          + (f", expires {card.expires_at:%Y-%m-%d %H:%M}" if card.expires_at else ""))
+    print(f"balance    {format_money(card.balance, card.currency)}")
+    print(f"available  {format_money(available, card.currency)}")
+    print(f"open reservations: {len(reservations)}")
+    for r in reservations:
+        print(f"  {r.b_uuid}  {format_money(r.amount)}  {r.duration_s} s to {r.cld}"
+              f"  expires {r.expires_at:%Y-%m-%d %H:%M:%S}")
+    print(f"last CDRs: {len(cdrs)}")
+    for c in cdrs:
+        print(f"  {c.ended_at:%Y-%m-%d %H:%M:%S}  {c.cld:<16} {c.billed_seconds:>6} s  {format_money(c.cost)}"
+              f"  {c.hangup_cause}" + ("  (estimated)" if c.estimated else ""))
+    return 0
+
+
+def run_card_list(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        cards = catalog.list_cards(db.pool)
+    print("card\tstatus\tbalance\tavailable\tcurrency\ttariff\topen calls")
+    for c in cards:
+        print(f"{c.username}\t{c.status}\t{format_money(c.balance)}\t{format_money(c.available)}\t{c.currency}"
+              f"\t{c.tariff}\t{c.open_reservations}")
+    return 0
+
+
+def run_card_adjust(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        ledger = Ledger(db.pool)
+        card = ledger.find_card(args.number)
+        if card is None:
+            return _refused(f"no card {args.number!r}")
+        if args.amount == 0:
+            return _refused("an adjustment of 0 changes nothing")
+        balance = ledger.adjust(card.id, args.amount, reference=args.reference)
+    print(f"card {card.username}: balance {format_money(balance, card.currency)}")
+    return 0
