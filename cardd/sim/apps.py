@@ -192,8 +192,11 @@ def execute(call: SimCall, leg: Leg, item: Pending, *, private: bool = False) ->
     if leg is call.a and not private:
         leg.set_var("current_loop", "1")
         leg.set_var("total_loops", str(item.loops))
-    leg.set_var("current_application_data", arg or None)
+    # switch_core_session_exec: name, data (deleted when empty), response
+    # cleared; after CHANNEL_EXECUTE the name is set once more (moving it last).
     leg.set_var("current_application", app)
+    leg.set_var("current_application_data", arg or None)
+    leg.set_var("current_application_response", None)
     running = Running(app, arg, item.event_uuid, item.lock)
     prev = call.current_app if leg is call.a else None
     if leg is call.a:
@@ -208,10 +211,10 @@ def execute(call: SimCall, leg: Leg, item: Pending, *, private: bool = False) ->
     if arg:
         app_hdrs.append(("Application-Data", arg))
     call.fire(leg, "CHANNEL_EXECUTE", post=app_hdrs + [("Application-UUID", item.event_uuid)])
-    # switch_core_session_exec clears the response variable before the app
-    # and reports whatever it holds afterwards, so a broadcast playing on A
-    # during a bridge leaks FILE PLAYED into the bridge's completion (fact 24).
-    leg.set_var("current_application_response", None)
+    leg.set_var("current_application", app)
+    # The completion reports whatever the response variable holds then, so a
+    # broadcast playing on A during a bridge leaks FILE PLAYED into the
+    # bridge's completion (fact 24).
     fn = APPS.get(app.lower())
     if fn is None:
         call.transcript.errors.append(f"unknown application {app!r}")
@@ -221,6 +224,10 @@ def execute(call: SimCall, leg: Leg, item: Pending, *, private: bool = False) ->
     leg.last_app = (app, arg)
     call.fire(leg, "CHANNEL_EXECUTE_COMPLETE", post=app_hdrs + [
         ("Application-Response", response), ("Application-UUID", item.event_uuid)])
+    if leg is call.a and not private:
+        # switch_ivr.c parse_execute drops its loop counters after the app.
+        leg.set_var("current_loop", None)
+        leg.set_var("total_loops", None)
     if leg is call.a:
         call.current_app = prev
         call.last_response = response
@@ -256,8 +263,55 @@ def mark_answered(call: SimCall, leg: Leg) -> None:
     leg.profile.times["Channel-Answered-Time"] = leg.answered_us
     leg.answer_state = "answered"
     leg.has_codec = True
+    if leg is call.a:
+        _sofia_answer_vars(call, leg)
     call.fire(leg, "CHANNEL_ANSWER")
     leg.call_state = "ACTIVE"
+    if leg is call.a and leg.get_var("endpoint_disposition") is not None:
+        leg.set_var("endpoint_disposition", "ANSWER")
+    if leg is call.a:
+        call.clock.call_later(0.02, lambda: _sofia_ack_vars(call, leg))
+
+
+def _sofia_answer_vars(call: SimCall, leg: Leg) -> None:
+    """What mod_sofia sets when it answers an inbound call (the 200 OK's SDP)."""
+    rnd = call.random
+    ip = leg.get_var("sip_local_network_addr") or "127.0.0.1"
+    sess = rnd.randrange(1_000_000_000, 2_000_000_000)
+    port = rnd.randrange(16384, 32768, 2)
+    sdp = (f"v=0\r\no=FreeSWITCH {sess} {sess + 1} IN IP4 {ip}\r\ns=FreeSWITCH\r\n"
+           f"c=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 101\r\n"
+           f"a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+           f"a=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n")
+    for k, v in (("rtp_local_sdp_str", sdp), ("local_media_ip", ip),
+                 ("local_media_port", str(port)), ("advertised_media_ip", ip),
+                 ("rtp_use_timer_name", "soft"), ("rtp_use_pt", "0"),
+                 ("rtp_use_ssrc", str(rnd.randrange(1, 2 ** 32))),
+                 ("rtp_2833_send_payload", "101"), ("rtp_2833_recv_payload", "101")):
+        leg.set_var(k, v)
+    for k in ("remote_media_ip", "remote_media_port"):
+        v = leg.get_var(k)
+        if v is not None:
+            leg.set_var(k, v)
+
+
+def _sofia_ack_vars(call: SimCall, leg: Leg) -> None:
+    """The caller's ACK to our 200 OK: mod_sofia re-reads the dialog."""
+    if not leg.alive:
+        return
+    leg.set_var("endpoint_disposition", "ANSWER")
+    tag = "".join(call.random.choice("ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz0123456789")
+                  for _ in range(13))
+    leg.set_var("sip_to_tag", tag)
+    for k in ("sip_from_tag", "sip_cseq", "sip_call_id", "sip_full_via", "sip_full_from",
+              "sip_full_to"):
+        v = leg.get_var(k)
+        if k == "sip_cseq":
+            v = v or "1"
+        if k == "sip_full_to" and v is not None and ";tag=" not in v:
+            v = f"{v};tag={tag}"
+        if v is not None:
+            leg.set_var(k, v)
 
 
 def app_playback(call: SimCall, leg: Leg, arg: str, r: Running) -> str:
@@ -570,7 +624,6 @@ def hangup_b(call: SimCall, b: Leg, cause: str, *, events_only: bool = False) ->
     b.answer_state = "hangup"
     b.state_number = 10
     b.hangup_us = call.us()
-    b.profile.times["Channel-Hangup-Time"] = b.hangup_us
     call.fire(b, "CHANNEL_HANGUP")
     b.wake.set()
     call.a.wake.set()
@@ -581,8 +634,9 @@ def finish_b(call: SimCall, b: Leg) -> None:
     b.set_state("CS_HANGUP")
     call.fire(b, "CHANNEL_STATE", variables=False)
     b.set_state("CS_REPORTING")
-    call.fire(b, "CHANNEL_STATE", variables=False)
     b.call_state = "HANGUP"
+    b.profile.times["Channel-Hangup-Time"] = b.hangup_us
+    call.fire(b, "CHANNEL_STATE", variables=False)
     set_cdr_vars(call, b)
     call.fire(b, "CHANNEL_HANGUP_COMPLETE", pre=[("Hangup-Cause", b.hangup_cause or "")])
     b.pending_destroy = True

@@ -206,6 +206,10 @@ class Leg:
         if value is not None and value != "":
             self.vars[name] = value
 
+    def replace_var(self, name: str, value: str) -> None:
+        """Change a value where it stands (some mod_sofia updates do)."""
+        self.vars[name] = value
+
     def get_var(self, name: str) -> str | None:
         return self.vars.get(name)
 

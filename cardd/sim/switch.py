@@ -11,6 +11,7 @@ dialplan app does and serves its outbound Event Socket commands.
 from __future__ import annotations
 
 import logging
+import random
 import socket as pysocket
 from collections.abc import Callable, Mapping
 
@@ -119,6 +120,7 @@ class SimCall:
         self.parked_once = False
         self.emit_park = True
         self.sched_id = 0
+        self.random = random.Random(a_uuid or (a_leg.uuid if a_leg else None))
         # uuid_recv_dtmf in the captures gives APP; a real phone's RFC 2833 gives RTP.
         self.dtmf_source = "RTP"
         # run after the current A app's EXECUTE_COMPLETE (B's teardown, fact 14)
@@ -463,7 +465,6 @@ class SimCall:
         a.answer_state = "hangup"
         a.state_number = 10
         a.hangup_us = self.us()
-        a.profile.times["Channel-Hangup-Time"] = a.hangup_us
         self.transcript.hangup_cause = cause
         self.transcript.add(self.rel(), "A", "hangup", cause=cause,
                             by="caller" if remote else "switch")
@@ -496,8 +497,11 @@ class SimCall:
         a.set_state("CS_HANGUP")
         self.fire(a, "CHANNEL_STATE", variables=False)
         a.set_state("CS_REPORTING")
-        self.fire(a, "CHANNEL_STATE", variables=False)
+        # The profile's hangup time and the HANGUP call state show from
+        # CS_REPORTING on (captured).
         a.call_state = "HANGUP"
+        a.profile.times["Channel-Hangup-Time"] = a.hangup_us
+        self.fire(a, "CHANNEL_STATE", variables=False)
         apps.set_cdr_vars(self, a)
         self.fire(a, "CHANNEL_HANGUP_COMPLETE", pre=[("Hangup-Cause", a.hangup_cause)])
         for leg in list(self.legs.values()):
