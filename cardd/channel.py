@@ -45,12 +45,14 @@ class Collected:
     """What play_and_get_digits left behind (capture facts 13 and 30)."""
     digits: str | None          # present only on a match
     invalid: str | None         # the last input that failed the regex
-    terminator: str | None
+    keys_pressed: int           # DTMF events during the collection
     result: str | None          # success | failure | timeout (not to be trusted alone)
 
     @property
     def timed_out(self) -> bool:
-        return self.digits is None and not self.invalid and not self.terminator
+        """Nothing typed at all. read_terminator_used cannot tell: FreeSWITCH
+        never clears it, so it still holds an earlier question's #."""
+        return self.digits is None and not self.keys_pressed
 
 
 @dataclass(frozen=True)
@@ -120,12 +122,13 @@ class Channel:
             str(digit_timeout_ms), "''",
         ])
         waits = tries * (timeout_ms + max_digits * digit_timeout_ms) / 1000.0
+        keys_before = self.session.dtmf_count
         done = self.session.execute("play_and_get_digits", args,
                                     timeout=waits + PROMPT_ALLOWANCE * tries)
         return Collected(
             digits=done.variable(var),
             invalid=done.variable(var + "_invalid"),
-            terminator=done.variable("read_terminator_used"),
+            keys_pressed=self.session.dtmf_count - keys_before,
             result=done.variable("read_result"),
         )
 

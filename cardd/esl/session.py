@@ -58,6 +58,9 @@ class EslSession(OutboundSession):
         self._on_protocol_error = on_protocol_error
         self.a_hungup = False
         self.hangup_cause: str | None = None
+        # DTMF events seen on A: tells "typed nothing" from "typed only #",
+        # which play_and_get_digits reports alike (captures 04, 19).
+        self.dtmf_count = 0
         self.closed = False
         super().__init__(address, sock)
 
@@ -223,7 +226,9 @@ class EslSession(OutboundSession):
             if waiter is not None:
                 waiter.set(event)
         elif leg == self.uuid:
-            if name == "CHANNEL_HANGUP":
+            if name == "DTMF":
+                self.dtmf_count += 1
+            elif name == "CHANNEL_HANGUP":
                 self.a_hungup = True
                 self.hangup_cause = event.get("Hangup-Cause")
             elif name == "CHANNEL_HANGUP_COMPLETE":

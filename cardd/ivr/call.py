@@ -1,0 +1,81 @@
+"""What a call flow holds while it runs: the channel, the options in force,
+the language, and the two ways to speak (a sentence, or a question).
+
+Sentences are queued, not played at once: the next question plays them as
+the prompt of its play_and_get_digits, so a caller who knows the drill can
+type over them (capture 18; a plain playback would drop the digits: 19).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from cardd.channel import Channel, Collected
+
+log = logging.getLogger(__name__)
+
+
+class CallLog(logging.LoggerAdapter):
+    """Every line of a call carries its UUID."""
+
+    def process(self, msg, kwargs):
+        return f"[{self.extra['uuid']}] {msg}", kwargs
+
+
+@dataclass
+class Call:
+    channel: Channel
+    options: object            # cardd.options.CardOptions
+    lang: str
+    services: "Services"
+    instance: str = ""
+    pending: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.log = CallLog(log, {"uuid": self.channel.uuid})
+
+    # -- speaking ------------------------------------------------------------------
+
+    def queue(self, *ids: str) -> None:
+        """Add prompt ids to the sentence the caller hears next."""
+        self.pending.extend(ids)
+
+    def flush(self) -> None:
+        """Play what is queued now (nothing to type over follows)."""
+        if self.pending and not self.channel.hung_up:
+            sound = self.services.prompts.sentence(self.lang, self.pending)
+            self.pending = []
+            self.channel.play(sound)
+
+    def ask(self, *ids: str, min_digits: int, max_digits: int, regex: str,
+            timeout_ms: int = 5000, digit_timeout_ms: int = 3000,
+            terminators: str = "#") -> Collected:
+        """One play_and_get_digits whose prompt is the queued sentence + ids.
+
+        It accepts one digit more than `max_digits` (the regex holds the real
+        bounds): play_and_get_digits returns as soon as it has max digits, and
+        the pound key that ends a full-length entry would then land in the
+        next question as an empty entry (capture 19)."""
+        prompts = self.services.prompts
+        sound = prompts.sentence(self.lang, self.pending + list(ids))
+        self.pending = []
+        return self.channel.collect(
+            sound, prompts.path("invalid_input", self.lang),
+            min_digits=min_digits, max_digits=max_digits + 1, tries=1,
+            timeout_ms=timeout_ms, terminators=terminators, regex=regex,
+            digit_timeout_ms=digit_timeout_ms)
+
+    def goodbye(self, *ids: str) -> None:
+        self.queue(*ids, "goodbye")
+        self.flush()
+        self.channel.hangup()
+
+
+@dataclass
+class Services:
+    """Long-lived things every call uses (one set per daemon)."""
+    settings: object           # cardd.config.Settings
+    prompts: object            # cardd.prompts.Prompts
+    ledger: object             # cardd.billing.ledger.Ledger
+    metrics: object            # cardd.metrics.Metrics

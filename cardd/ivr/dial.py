@@ -1,0 +1,105 @@
+"""One call attempt: rate the destination, reserve, bridge with a hard
+hangup timer and a warning, then settle — keyed by the B leg's UUID."""
+
+from __future__ import annotations
+
+import re
+import uuid as uuidlib
+
+from cardd import speech
+from cardd.errors import ForbiddenDestination, InsufficientFunds, NoRate, TooManyCalls
+from cardd.ivr.call import Call
+
+# US ringback, played to the caller while B rings (no dead silence).
+RINGBACK = "%(2000,4000,440,480)"
+ORIGINATE_TIMEOUT = 60
+_CLI = re.compile(r"^\+?\d{1,20}$")
+
+# Outcomes that are the callee's doing, told apart for the caller.
+_FAILURE_PROMPTS = {"USER_BUSY": "destination_busy", "NO_ANSWER": "no_answer",
+                    "NO_USER_RESPONSE": "no_answer"}
+
+
+def place_call(call: Call, card, number: str) -> bool:
+    """Dial `number` for `card`. True when the callee answered."""
+    opts = call.options
+    ledger = call.services.ledger
+    b_uuid = str(uuidlib.uuid4())
+    cli = _outgoing_cli(call, card)
+    try:
+        grant = ledger.grant(card.id, a_uuid=call.channel.uuid, b_uuid=b_uuid,
+                             destination=number, cli=call.channel.cli,
+                             ignore_connect_fee=opts.ignore_connect_fee,
+                             max_call_duration=opts.max_call_duration,
+                             min_call_duration=opts.min_call_duration,
+                             margin_s=call.services.settings.daemon.reservation_margin)
+    except ForbiddenDestination:
+        call.queue("destination_forbidden")
+        return False
+    except NoRate:
+        call.queue("destination_unavailable")
+        return False
+    except InsufficientFunds:
+        call.queue("insufficient_funds")
+        return False
+    except TooManyCalls:
+        call.queue("card_in_use")
+        return False
+    call.log.info("dialling %s for %d s (reserved %s)", number, grant.duration_s, grant.reserved)
+    if opts.announce_duration:
+        shown = grant.plan_seconds if opts.play_plan_minutes_only and grant.plan_seconds else grant.duration_s
+        call.queue(*speech.talk_time_ids(shown, call.lang, no_seconds=opts.no_seconds_in_duration,
+                                         no_hours=opts.no_hours_in_duration))
+    call.flush()
+    outcome = None
+    try:
+        outcome = call.channel.bridge(
+            _endpoint(call, number), leg_uuid=b_uuid,
+            variables=_leg_variables(call, cli, grant.duration_s),
+            ringback=None if opts.early_media else RINGBACK,
+            max_seconds=grant.duration_s, originate_timeout=ORIGINATE_TIMEOUT)
+    finally:
+        # Without an outcome (the socket died mid-bridge) the reservation
+        # stays open for the orphan check: it is never silently released.
+        if outcome is not None:
+            billmsec = outcome.billmsec if outcome.billmsec is not None else outcome.fallback_msec
+            ledger.settle(b_uuid, billmsec=billmsec if outcome.answered else 0,
+                          hangup_cause=outcome.cause)
+    call.services.metrics.bridges.labels("answered" if outcome.answered else "failed").inc()
+    call.log.info("attempt %s ended %s (billmsec %s)", b_uuid, outcome.cause, outcome.billmsec)
+    if not outcome.answered and not call.channel.hung_up:
+        call.queue(_FAILURE_PROMPTS.get(outcome.cause, "call_failed"))
+    return outcome.answered
+
+
+def _outgoing_cli(call: Call, card) -> str:
+    """The caller's own CLI when asked to keep it (and it is a number), else
+    the card's number."""
+    if call.options.preserve_original_cli and _CLI.match(call.channel.cli or ""):
+        return call.channel.cli
+    return card.username
+
+
+def _endpoint(call: Call, number: str) -> str:
+    daemon = call.services.settings.daemon
+    proxy = call.options.outbound_proxy  # already falls back to daemon.outbound_proxy
+    # `|` in the template is FreeSWITCH's failover between gateways.
+    return "|".join(part.format(number=number, proxy=proxy)
+                    for part in daemon.dial_string.split("|"))
+
+
+def _leg_variables(call: Call, cli: str, seconds: int) -> dict[str, str]:
+    """Variables of the B leg. The timers run on B (execute_on_answer inside
+    the dial string), so they bound the call even if cardd dies (capture 16);
+    `bleg` makes the warning play to the caller (capture 14)."""
+    opts = call.options
+    variables = {"origination_caller_id_number": cli,
+                 "execute_on_answer_1": f"sched_hangup +{seconds} ALLOTTED_TIMEOUT"}
+    warn_at = seconds - opts.disconnect_warning_time
+    if opts.disconnect_warning_time > 0 and warn_at >= 1:
+        warning = call.services.prompts.sentence(
+            call.lang, speech.disconnect_warning_ids(opts.disconnect_warning_time, call.lang))
+        variables["execute_on_answer_2"] = f"sched_broadcast +{warn_at} playback::{warning} bleg"
+    if not opts.early_media:
+        variables["ignore_early_media"] = "true"
+    return variables

@@ -1,0 +1,119 @@
+"""The main loop of a calling-card call, as the call-flow chart reads:
+greeting -> identify -> balance -> destination -> dial -> bill -> again."""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+
+from cardd import speech
+from cardd.channel import Channel
+from cardd.errors import CallGone, ConfigError, DatabaseUnavailable
+from cardd.ivr.call import Call, CallLog, Services
+from cardd.ivr.dial import place_call
+from cardd.ivr.identify import InputTimeouts, identify
+
+# The longest destination a caller can enter (E.164 is 15; room for prefixes).
+MAX_DESTINATION_DIGITS = 24
+
+
+def run(channel: Channel, services: Services) -> None:
+    """The IVR for one call, from answer to hangup."""
+    call = _call_for(channel, services)
+    outcome = "caller_hung_up"
+    try:
+        channel.answer()
+        outcome = _serve(call)
+    except CallGone:
+        outcome = "caller_hung_up"
+        raise
+    except (psycopg.Error, DatabaseUnavailable) as exc:
+        # The caller hears why and the call ends politely; the money side is
+        # safe because every change is one transaction.
+        outcome = "service_unavailable"
+        services.metrics.db_errors.labels("call").inc()
+        call.log.error("database failure: %s", exc)
+        call.pending = []
+        call.goodbye("service_unavailable")
+    finally:
+        services.metrics.calls.labels(outcome).inc()
+
+
+def _call_for(channel: Channel, services: Services) -> Call:
+    """The options in force for this call, from its CLD string. A malformed
+    CLD is the dialplan's mistake, not the caller's: the call goes on with
+    the calling_card settings, and the operator is told."""
+    settings = services.settings
+    log = CallLog(logging.getLogger(__name__), {"uuid": channel.uuid})
+    try:
+        call_options = settings.call_options(channel.cld)
+    except ConfigError as exc:
+        log.error("malformed CLD %r (%s): using the calling_card settings", channel.cld, exc)
+        services.metrics.unknown_cld_tokens.inc()
+        call_options = settings.call_options("default")
+    for token in call_options.unknown_tokens:
+        services.metrics.unknown_cld_tokens.inc()
+        log.warning("unknown CLD token %r in %r", token, channel.cld)
+    for warning in call_options.warnings:
+        log.warning("%s", warning)
+    languages, skipped = call_options.pick_languages(services.prompts.has_language)
+    for lang in skipped:
+        log.warning("language %r has no prompts: skipped", lang)
+    return Call(channel=channel, options=call_options.options, lang=languages[0],
+                services=services, instance=call_options.instance)
+
+
+def _serve(call: Call) -> str:
+    opts = call.options
+    call.queue("welcome")
+    timeouts = InputTimeouts(call)
+    card = identify(call, timeouts)
+    if card is None:
+        return "auth_failed"
+    _announce_balance(call, card)
+    failures = 0
+    answered_any = False
+    while True:
+        entry = call.ask(call.services.prompts.destination_prompt(opts),
+                         min_digits=1, max_digits=MAX_DESTINATION_DIGITS,
+                         regex=r"^\d+$",
+                         timeout_ms=10000)
+        if entry.digits is None:
+            if entry.timed_out:
+                if timeouts.silent():
+                    call.goodbye()
+                    return "input_timeout"
+                continue
+            call.queue("invalid_destination")
+            failures += 1
+        elif not opts.normal_calls_allowed:
+            call.queue("invalid_destination")
+            failures += 1
+        elif place_call(call, card, entry.digits):
+            answered_any = True
+            failures = 0
+            if not opts.call_several_destinations:
+                break
+        else:
+            failures += 1
+            if opts.disconnect_on_failure:
+                break
+        if call.channel.hung_up:
+            return "bridged" if answered_any else "caller_hung_up"
+        if failures >= opts.wrong_destinations:
+            break
+    call.goodbye()
+    return "bridged" if answered_any else "failed"
+
+
+def _announce_balance(call: Call, card) -> None:
+    # Not with a minutes plan or a suspended plan: the money balance is not
+    # what the caller is spending then.
+    if not call.options.announce_balance or card.minutes_plan or card.plan_suspended:
+        return
+    available = call.services.ledger.available_credit(card.id)
+    if available == 0:
+        return
+    call.queue(*speech.balance_ids(available, card.currency, call.lang,
+                                   negative_as_zero=call.options.say_negative_balance_as_zero))

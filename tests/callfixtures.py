@@ -1,0 +1,82 @@
+"""cardd running in-process on a test database, and simulated calls to it."""
+
+from __future__ import annotations
+
+import pytest
+
+from cardd.config import load_settings
+from cardd.daemon import Daemon
+from cardd.metrics import Metrics
+from cardd.prompts import Prompts
+from cardd.sim import Switch
+
+PROXY = "198.51.100.7:5060"
+
+
+def make_settings(**daemon):
+    base = {"listen": "127.0.0.1:0", "outbound_proxy": PROXY, "shutdown_grace": 5}
+    base.update(daemon)
+    return load_settings(None).with_daemon(**base)
+
+
+class Cardd:
+    """A started daemon plus a way to call it."""
+
+    def __init__(self, daemon: Daemon):
+        self.daemon = daemon
+        self.metrics = daemon.metrics
+        self.prompts = Prompts(daemon.settings.daemon.sounds_dir)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.daemon.server.address[:2]
+
+    def call(self, caller, callees=None, *, timeout: float = 30.0):
+        """Place one call and return its transcript."""
+        return self.dial(caller, callees).wait(timeout)
+
+    def dial(self, caller, callees=None, switch: Switch | None = None):
+        """Start a call and return the SimCall (for concurrent calls)."""
+        host, port = self.address
+        return (switch or Switch()).call(host, port, caller, callees)
+
+    def heard(self, transcript) -> list[str]:
+        """The prompt ids the caller heard, in order."""
+        out = []
+        for path in transcript.prompts:
+            found = self.prompts.id_for_path(path)
+            out.append(found[1] if found else path)
+        return out
+
+    def metric(self, name: str, **labels) -> float:
+        value = self.metrics.registry.get_sample_value(name, labels or None)
+        return value or 0.0
+
+
+def start_cardd(database, settings=None) -> Cardd:
+    daemon = Daemon(settings or make_settings(), database=database, metrics=Metrics(),
+                    serve_metrics=False)
+    daemon.start()
+    return Cardd(daemon)
+
+
+@pytest.fixture
+def cardd(database):
+    running = start_cardd(database)
+    yield running
+    running.daemon.stop()
+
+
+@pytest.fixture
+def cardd_with():
+    """cardd with settings of the test's choosing: cardd_with(database, **daemon)."""
+    started = []
+
+    def start(database, settings=None, **daemon):
+        running = start_cardd(database, settings or make_settings(**daemon))
+        started.append(running)
+        return running
+
+    yield start
+    for running in started:
+        running.daemon.stop()
