@@ -105,7 +105,14 @@ def play(call: SimCall, leg: Leg, path: str, *, barge: bool = False) -> tuple[st
         start = call.now()
         stopped = wait_until(call, leg, secs, lambda: (
             not leg.alive or (barge and bool(leg.collector)) or leg.playback_stopped))
-        played += call.now() - start
+        part_played = call.now() - start
+        played += part_played
+        # switch_ivr_play_file, after each file it played
+        samples = int(round(part_played * 8000))
+        leg.set_var("playback_last_offset_pos", str(samples))
+        leg.set_var("playback_seconds", str(samples // 8000))
+        leg.set_var("playback_ms", str(samples // 8))
+        leg.set_var("playback_samples", str(samples))
         if stopped:
             if not leg.alive:
                 return "hangup", played
@@ -155,6 +162,7 @@ def receive_dtmf(call: SimCall, leg: Leg, digit: str) -> None:
 
 
 def _deliver_dtmf(call: SimCall, leg: Leg, digit: str) -> None:
+    leg.digits_dialed += digit
     call.fire(leg, "DTMF", variables=False, post=[
         ("DTMF-Digit", digit), ("DTMF-Duration", "2000"), ("DTMF-Source", call.dtmf_source)])
     if leg.collector is not None:
@@ -333,12 +341,6 @@ def app_playback(call: SimCall, leg: Leg, arg: str, r: Running) -> str:
         response = "PLAYBACK ERROR"
     else:
         response = "FILE PLAYED"
-    if status != "notfound":
-        samples = int(secs * 8000)
-        leg.set_var("playback_last_offset_pos", str(samples))
-        leg.set_var("playback_seconds", str(int(secs)))
-        leg.set_var("playback_ms", str(int(secs * 1000)))
-        leg.set_var("playback_samples", str(samples))
     leg.set_var("current_application_response", response)
     return None
 
@@ -468,6 +470,9 @@ def app_read(call: SimCall, leg: Leg, arg: str, r: Running) -> str:
 def app_say(call: SimCall, leg: Leg, arg: str, r: Running) -> str:
     # No sound pack: completes at once with _none_ (captures 06, 06a).
     call.transcript.add(call.rel(), _tag(call, leg), "say", text=arg)
+    if call.switch.say_sound_prefix:
+        # switch_ivr_say swaps sound_prefix in and back out: it ends up last.
+        leg.set_var("sound_prefix", leg.get_var("sound_prefix") or call.switch.say_sound_prefix)
     return "_none_"
 
 
@@ -667,7 +672,7 @@ def set_cdr_vars(call: SimCall, leg: Leg) -> None:
     sv = leg.set_var
     sv("hangup_cause", cause)
     sv("hangup_cause_q850", str(q850(cause)))
-    sv("digits_dialed", "none")
+    sv("digits_dialed", leg.digits_dialed or "none")
     sv("start_stamp", _stamp(created))
     sv("profile_start_stamp", _stamp(created))
     if answered:

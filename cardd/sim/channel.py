@@ -199,6 +199,7 @@ class Leg:
         self.playback_stopped = False
         self.last_app: tuple[str, str] | None = None
         self.sip_disposition: str | None = None
+        self.digits_dialed = ""
 
     # --- variables ----------------------------------------------------------
     def set_var(self, name: str, value: str | None) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import gevent
+import gevent.event
 from gevent import socket
 
 from cardd.esl.protocol import FrameParser, parse_header_block, url_decode
@@ -107,6 +108,7 @@ class Scenario:
     b_bye_after_answer: float | None = None
     close_at: float | None = None         # the daemon closes its socket (16)
     emit_park: bool = True
+    say_sound_prefix: str | None = None   # a `languages` section configured (06)
 
 
 class Replayer:
@@ -118,13 +120,16 @@ class Replayer:
         self.scenario = scenario
         self.frames: list[bytes] = []
         self.frame_times: list[float] = []
+        self._counted = 0
+        self._frame_ev = gevent.event.Event()
 
     def run(self, timeout: float = 20.0) -> list[bytes]:
         recs = self.records
         first_recv = next(r for r in recs if r.kind == "RECV")
         idn, leg, epoch0, sock_data = seed_from_connect(first_recv.data, first_recv.t)
         switch = Switch(core_uuid=idn.core_uuid, hostname=idn.hostname, ipv4=idn.ipv4,
-                        ipv6=idn.ipv6, socket_data=sock_data)
+                        ipv6=idn.ipv6, socket_data=sock_data,
+                        say_sound_prefix=self.scenario.say_sound_prefix)
         switch.identity = idn
         switch._session_id = int(leg.vars.get("session_id", "1"))
         clock = VirtualClock(epoch0, quiet=0.002, idle_quiet=0.002)
@@ -164,13 +169,16 @@ class Replayer:
             if not data:
                 return
             parser.feed(data)
-            start = len(parser._buf)  # noqa: F841  (kept simple: frames are whole)
             while True:
                 frame = parser.next_frame()
                 if frame is None:
                     break
-                self.frames.append(_frame_bytes(frame))
+                data = _frame_bytes(frame)
+                self.frames.append(data)
                 self.frame_times.append(clock.now())
+                if not _position_free(data):
+                    self._counted += 1
+                self._frame_ev.set()
 
     def _drive(self, sock, call: SimCall, clock: VirtualClock, epoch0: float) -> None:
         recv_before = 0
@@ -181,9 +189,11 @@ class Replayer:
             elif r.kind == "SENT":
                 # React like the listener did: after the frames it had seen,
                 # and not before the moment it sent.
-                while sum(1 for f in self.frames if not _position_free(f)) < recv_before:
-                    call.clock.touch()
-                    clock.sleep(0.001)
+                while self._counted < recv_before:
+                    # Blocked on the switch, not on time: the clock may jump.
+                    self._frame_ev.clear()
+                    if self._counted < recv_before:
+                        self._frame_ev.wait()
                 delay = epoch0 + r.t - clock.now()
                 if delay > 0:
                     clock.sleep(delay)
@@ -272,8 +282,12 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 _MASK_ALWAYS = {"Event-Date-Local", "Event-Date-GMT", "Event-Date-Timestamp", "Event-Sequence",
                 "Content-Length"}
 # Values that are clocks: compared as zero / non-zero only.
-_TIMEISH = re.compile(r"(-Time$|-Last-Hold$|-Hold-Accum$|epoch$|_stamp$|sec$|msec$|usec$|"
-                      r"duration$|_ms$|^variable_sip_invite_stamp$|^variable_playback_)")
+_TIMEISH = re.compile(r"(-Time$|-Last-Hold$|-Hold-Accum$|epoch$|_stamp$|msec$|usec$|"
+                      r"^variable_mduration$|^variable_uduration$|_ms$|"
+                      r"^variable_sip_invite_stamp$|^variable_playback_)")
+# Whole-second differences: zero or not depends on where second boundaries fall.
+_SECONDS = re.compile(r"^variable_(duration|billsec|progresssec|answersec|waitsec|"
+                      r"progress_mediasec|flow_billsec|playback_seconds)$")
 # SIP/RTP identities and negotiation results: random per call in FreeSWITCH.
 _VOLATILE = re.compile(r"^variable_(session_id|local_media_port|rtp_use_ssrc|rtp_local_sdp_str|"
                        r"switch_m_sdp|switch_r_sdp|sip_call_id|sip_.*tag|sip_cseq|sip_full_.*|"
@@ -295,7 +309,7 @@ class Normalizer:
     def value(self, name: str, value: str) -> str:
         if name in _MASK_ALWAYS:
             return "*"
-        if _VOLATILE.match(name):
+        if _VOLATILE.match(name) or _SECONDS.match(name):
             return "V"
         if _TIMEISH.search(name) and re.fullmatch(r"-?[\d.]+", value or "0"):
             return "0" if float(value or 0) == 0 else "T"

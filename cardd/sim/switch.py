@@ -42,7 +42,8 @@ class Switch:
                  core_uuid: str | None = None, ipv4: str = "192.0.2.2",
                  ipv6: str = "2001:db8::2", sound_prefix: str | None = None,
                  quiet: float = 0.003, idle_quiet: float = 0.05,
-                 start_epoch: float | None = None, socket_data: str | None = None):
+                 start_epoch: float | None = None, socket_data: str | None = None,
+                 say_sound_prefix: str | None = None):
         self.virtual_clock = virtual_clock
         self.identity = Identity(core_uuid or new_uuid(), hostname, ipv4, ipv6, sequence=400)
         self.sound_prefix = sound_prefix
@@ -50,6 +51,8 @@ class Switch:
         self.idle_quiet = idle_quiet
         self.start_epoch = start_epoch
         self.socket_data = socket_data
+        # With a `languages` section, say sets sound_prefix (capture 06; 06a: none).
+        self.say_sound_prefix = say_sound_prefix
         self.calls: list[SimCall] = []
         self._session_id = 0
 
@@ -120,6 +123,7 @@ class SimCall:
         self.parked_once = False
         self.emit_park = True
         self.sched_id = 0
+        self._closing = False
         self.random = random.Random(a_uuid or (a_leg.uuid if a_leg else None))
         # uuid_recv_dtmf in the captures gives APP; a real phone's RFC 2833 gives RTP.
         self.dtmf_source = "RTP"
@@ -532,6 +536,10 @@ class SimCall:
                    ).encode("utf-8") + DISCONNECT_BODY)
         self.connected = False
         self._out_ready.set()
+        # FreeSWITCH closes the socket right after this notice.
+        if self._sock is not None and not self._closing:
+            self._closing = True
+            gevent.spawn(self._shutdown_sock)
 
     def _disconnect(self) -> None:
         if not self.connected:
@@ -546,7 +554,8 @@ class SimCall:
             self.transcript.closed_by = why
         # The daemon's socket closing changes nothing for the call (16): it
         # goes on until it ends by itself; the dialplan then hangs A up.
-        if self._sock is not None:
+        if self._sock is not None and not self._closing:
+            self._closing = True
             gevent.spawn(self._shutdown_sock)
         if self.a.alive and self.current_app is None and self.bridge is None:
             self.hangup_a("NORMAL_CLEARING", remote=False)
@@ -558,9 +567,14 @@ class SimCall:
                 break
             gevent.sleep(0.001)
         try:
+            self._sock.shutdown(pysocket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
             self._sock.close()
         except OSError:
             pass
+        self.closed.set()
 
     def _finish(self) -> None:
         self.done.set()
