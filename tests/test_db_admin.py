@@ -1,6 +1,7 @@
 """Operator sub-commands (cardd db/tariff/rate/card) against a real database."""
 
 import argparse
+import logging
 import uuid
 from decimal import Decimal
 from types import SimpleNamespace
@@ -100,7 +101,18 @@ def test_bad_amounts_and_values_are_refused_by_the_parser_with_exit_2(argv, caps
     assert "error:" in capsys.readouterr().err
 
 
-def test_cli_main_mounts_the_admin_commands(dsn, tmp_path, capsys):
+@pytest.fixture
+def restore_logging():
+    # cli.main() configures the root logger (basicConfig force=True) on pytest's captured
+    # stderr, which is closed after this test; put the root logger back as it was.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_cli_main_mounts_the_admin_commands(dsn, tmp_path, capsys, restore_logging):
     config = tmp_path / "cardd.yaml"
     config.write_text(f"daemon:\n  dsn: \"{dsn}\"\n")
     assert cli.main(["-c", str(config), "tariff", "add", "x", "--currency", "EUR"]) == 0
