@@ -193,11 +193,16 @@ def digit_action(call: SimCall, bind: tuple[str, str, str, str, str, str]) -> No
 
 # --- execution -------------------------------------------------------------------
 
-def execute(call: SimCall, leg: Leg, item: Pending, *, private: bool = False) -> str:
-    """Run one app with CHANNEL_EXECUTE / CHANNEL_EXECUTE_COMPLETE around it."""
+def execute(call: SimCall, leg: Leg, item: Pending, *, private: bool = False,
+            loops: bool = True) -> str:
+    """Run one app with CHANNEL_EXECUTE / CHANNEL_EXECUTE_COMPLETE around it.
+
+    `loops`: the execute came through switch_ivr.c parse_execute (sendmsg,
+    broadcasts), which keeps current_loop/total_loops around the app;
+    execute_on_answer runs the app directly, without them."""
     app = item.app
     arg = item.arg
-    if leg is call.a and not private:
+    if loops:
         leg.set_var("current_loop", "1")
         leg.set_var("total_loops", str(item.loops))
     # switch_core_session_exec: name, data (deleted when empty), response
@@ -232,7 +237,7 @@ def execute(call: SimCall, leg: Leg, item: Pending, *, private: bool = False) ->
     leg.last_app = (app, arg)
     call.fire(leg, "CHANNEL_EXECUTE_COMPLETE", post=app_hdrs + [
         ("Application-Response", response), ("Application-UUID", item.event_uuid)])
-    if leg is call.a and not private:
+    if loops:
         # switch_ivr.c parse_execute drops its loop counters after the app.
         leg.set_var("current_loop", None)
         leg.set_var("total_loops", None)
@@ -274,7 +279,9 @@ def mark_answered(call: SimCall, leg: Leg) -> None:
     if leg is call.a:
         _sofia_answer_vars(call, leg)
     call.fire(leg, "CHANNEL_ANSWER")
-    leg.call_state = "ACTIVE"
+    # An outbound leg shows ACTIVE only once bridged (captured).
+    if leg is call.a:
+        leg.call_state = "ACTIVE"
     if leg is call.a and leg.get_var("endpoint_disposition") is not None:
         leg.set_var("endpoint_disposition", "ANSWER")
     if leg is call.a:
@@ -524,8 +531,6 @@ def app_sched_hangup(call: SimCall, leg: Leg, arg: str, r: Running) -> str:
         return "_none_"
     cause = hangup_cause_name(a[1]) if len(a) > 1 else "ALLOTTED_TIMEOUT"
     delay = _sched_delay(call, a[0])
-    call.sched_id += 1
-    leg.set_var("last_sched_id", str(call.sched_id))
     target = leg
     if leg is call.a:
         call.a_timers.append(call.clock.call_later(

@@ -104,6 +104,14 @@ def _closing(text: str, start: int, open_: str, close: str) -> int:
     return len(text) - 1
 
 
+def _sip_url(endpoint: str) -> str:
+    """sofia/<profile>/<user@host> -> sip:user@host; a gateway keeps its name."""
+    parts = endpoint.split("/")
+    if len(parts) >= 4 and parts[1] == "gateway":
+        return f"sip:{parts[3]}@{parts[2]}"
+    return "sip:" + parts[-1]
+
+
 def endpoint_number(endpoint: str) -> str:
     """sofia/gateway/gw/NUM, sofia/external/NUM@host, user/NUM@dom -> NUM."""
     parts = endpoint.split("/")
@@ -181,7 +189,7 @@ def _new_b(call: SimCall, a: Leg, dl: DialLeg, lvars: list[tuple[str, str]]) -> 
     sid = str(call.switch.next_session_id())
     for k, val in (("direction", "outbound"), ("is_outbound", "true"), ("uuid", b_uuid),
                    ("session_id", sid), ("channel_name", name),
-                   ("sip_destination_url", f"sip:{dl.number}"), ("max_forwards", "69"),
+                   ("sip_destination_url", _sip_url(dl.endpoint)), ("max_forwards", "69"),
                    ("originator", a.uuid), ("signal_bond", a.uuid), ("call_uuid", a.uuid)):
         b.set_var(k, val)
     for k, val in lvars:
@@ -221,8 +229,11 @@ def originate(call: SimCall, a: Leg, state: apps.BridgeState, dl: DialLeg,
     b.progress_us = call.us()
     b.profile.times["Channel-Progress-Time"] = b.progress_us
     b.other_times["Channel-Progress-Time"] = b.progress_us
-    b.call_state = "RINGING"
     call.fire(b, "CHANNEL_PROGRESS")
+    b.call_state = "RINGING"
+    # ring_ready reaches A with the callee's identity
+    a.profile.callee_name = "Outbound Call"
+    a.profile.callee_number = b.profile.destination
     a.progress_us = a.progress_us or b.progress_us
     a.profile.times["Channel-Progress-Time"] = a.progress_us
     ring = timeout if callee.outcome == "no_answer" else min(callee.answer_after, timeout)
@@ -240,7 +251,8 @@ def originate(call: SimCall, a: Leg, state: apps.BridgeState, dl: DialLeg,
     for name, value in list(b.vars.items()):
         if name.startswith("execute_on_answer"):
             app, _, app_arg = value.partition(" ")
-            apps.execute(call, b, apps.Pending(app, app_arg, apps.new_uuid(), True))
+            apps.execute(call, b, apps.Pending(app, app_arg, apps.new_uuid(), True),
+                         loops=False)
     if callee.talk is not None:
         call.clock.call_later(callee.talk, lambda: _callee_bye(call, b))
     return b, "SUCCESS"
@@ -272,13 +284,29 @@ def _interrupted(call: SimCall, a: Leg, b: Leg) -> tuple[Leg, str]:
     return b, cause
 
 
+# SIP response of a failed INVITE per cause (mod_sofia): status, phrase.
+_SIP_FAILURE = {"USER_BUSY": ("486", "Busy Here"),
+                "NORMAL_TEMPORARY_FAILURE": ("503", "Service Unavailable")}
+
+
 def _failed(call: SimCall, a: Leg, b: Leg | None, cause: str) -> str:
+    """A's variables after a failed originate, in FreeSWITCH's order (10, 10b)."""
     if b is not None:
-        a.set_var("originate_causes", f"{b.uuid};{cause}")
+        a.set_var("originate_signal_bond", b.uuid)
+        a.push_var("originated_legs", f"{b.uuid};Outbound Call;{b.profile.destination}")
+    sip = _SIP_FAILURE.get(cause) if b is not None and b.sip_disposition != "send_cancel" else None
+    if sip:
+        a.set_var("sip_invite_failure_status", sip[0])
+        a.set_var("sip_invite_failure_phrase", sip[1])
+        a.set_var("sip_hangup_phrase", sip[1])
+    a.set_var("last_bridge_hangup_cause", cause)
+    if sip:
+        a.set_var("last_bridge_proto_specific_hangup_cause", f"sip:{sip[0]}")
     a.set_var("originate_disposition", cause)
     a.set_var("DIALSTATUS", _DIALSTATUS.get(cause, cause))
+    if b is not None:
+        a.push_var("originate_causes", f"{b.uuid};{cause}")
     a.set_var("originate_failed_cause", cause)
-    a.set_var("last_bridge_hangup_cause", cause)
     call.transcript.bridges.append(_outcome(call, b, cause, answered=False))
     call.transcript.add(call.rel(), "A", "bridge", outcome=cause)
     cof = (a.get_var("continue_on_fail") or "").lower()
@@ -304,17 +332,16 @@ def _outcome(call: SimCall, b: Leg | None, disposition: str, *, answered: bool):
 def talk(call: SimCall, a: Leg, b: Leg, state: apps.BridgeState, lvars: dict[str, str],
          gdict: dict[str, str]) -> str:
     now = call.us()
-    # A learns its partner (Other-Leg-* headers from CHANNEL_BRIDGE on).
-    a.set_var("originated_legs", f"{b.uuid};Outbound Call;{b.profile.destination}")
+    # A's variables at the bridge, in FreeSWITCH's order (09, 14).
+    a.push_var("originated_legs", f"{b.uuid};Outbound Call;{b.profile.destination}")
+    a.set_var("switch_m_sdp", b.get_var("switch_r_sdp") or "")
+    a.set_var("video_media_flow", "inactive")
+    a.set_var("text_media_flow", "inactive")
+    a.set_var("audio_media_flow", "sendrecv")
     a.set_var("originate_disposition", "SUCCESS")
     a.set_var("DIALSTATUS", "SUCCESS")
-    a.set_var("originate_causes", f"{b.uuid};NONE")
-    a.set_var("last_bridge_to", b.uuid)
-    a.set_var("bridge_channel", b.name)
-    a.set_var("bridge_uuid", b.uuid)
+    a.push_var("originate_causes", f"{b.uuid};NONE")
     a.set_var("signal_bond", b.uuid)
-    a.set_var("last_sent_callee_id_name", "Outbound Call")
-    a.set_var("last_sent_callee_id_number", b.profile.destination)
     a.profile.callee_name = "Outbound Call"
     a.profile.callee_number = b.profile.destination
     a.bridged_us = now
@@ -323,6 +350,16 @@ def talk(call: SimCall, a: Leg, b: Leg, state: apps.BridgeState, lvars: dict[str
     a.other_profile = copy.copy(b.profile)
     a.other_profile.logical_direction = "inbound"
     a.other_times = dict(b.profile.times)
+    b.bridged_us = now
+    b.profile.times["Channel-Bridged-Time"] = now
+    bridge_hdrs = [("Bridge-A-Unique-ID", a.uuid), ("Bridge-B-Unique-ID", b.uuid)]
+    call.fire(a, "CHANNEL_BRIDGE", pre=bridge_hdrs)
+    a.set_var("last_bridge_to", b.uuid)
+    a.set_var("bridge_channel", b.name)
+    a.set_var("bridge_uuid", b.uuid)
+    a.set_var("signal_bond", b.uuid)
+    a.set_var("last_sent_callee_id_name", "Outbound Call")
+    a.set_var("last_sent_callee_id_number", b.profile.destination)
     b.set_var("call_uuid", a.uuid)
     b.set_var("bridge_to", a.uuid)
     b.set_var("last_bridge_to", a.uuid)
@@ -331,11 +368,7 @@ def talk(call: SimCall, a: Leg, b: Leg, state: apps.BridgeState, lvars: dict[str
     b.set_var("signal_bond", a.uuid)
     b.set_var("last_sent_callee_id_name", a.profile.cid_name)
     b.set_var("last_sent_callee_id_number", b.profile.cid_number)
-    b.bridged_us = now
-    b.profile.times["Channel-Bridged-Time"] = now
-    b.other_times = dict(b.other_times or {})
-    bridge_hdrs = [("Bridge-A-Unique-ID", a.uuid), ("Bridge-B-Unique-ID", b.uuid)]
-    call.fire(a, "CHANNEL_BRIDGE", pre=bridge_hdrs)
+    b.call_state = "ACTIVE"
     b.set_state("CS_EXCHANGE_MEDIA")
     call.fire(b, "CHANNEL_STATE", variables=False)
     call.transcript.add(call.rel(), "A", "bridged", uuid=b.uuid)
@@ -351,7 +384,11 @@ def talk(call: SimCall, a: Leg, b: Leg, state: apps.BridgeState, lvars: dict[str
         b.set_var("last_bridge_hangup_cause", a.hangup_cause)
         apps.finish_b(call, b)
     cause = b.hangup_cause or "NORMAL_CLEARING"
+    if b.hangup_remote:
+        a.set_var("sip_hangup_phrase", "OK")
     a.set_var("last_bridge_hangup_cause", cause)
+    if b.hangup_remote:
+        a.set_var("last_bridge_proto_specific_hangup_cause", "sip:200")
     a.set_var("bridge_hangup_cause", cause)
     call.fire(a, "CHANNEL_UNBRIDGE", pre=bridge_hdrs)
     call.transcript.bridges.append(_outcome(call, b, "SUCCESS", answered=True))

@@ -211,6 +211,16 @@ class Leg:
         """Change a value where it stands (some mod_sofia updates do)."""
         self.vars[name] = value
 
+    def push_var(self, name: str, value: str) -> None:
+        """Append to an array variable in place (ARRAY::a|:b), as
+        switch_channel_add_variable_var_check with SWITCH_STACK_PUSH does."""
+        old = self.vars.get(name)
+        if old is None:
+            self.vars[name] = value
+        else:
+            base = old if old.startswith("ARRAY::") else "ARRAY::" + old
+            self.vars[name] = f"{base}|:{value}"
+
     def get_var(self, name: str) -> str | None:
         return self.vars.get(name)
 

@@ -325,6 +325,10 @@ class Normalizer:
         if ct == "text/event-plain":
             ev = [(k, self.value(k, v)) for k, v in _pairs(body.partition(b"\n\n")[0])]
             out["event"] = ev
+        elif body.startswith(b"Event-Name: "):
+            # uuid_dump: an event's header block as the api body
+            out["event"] = [(k, self.value(k, v)) for k, v in _pairs(body.rstrip(b"\n"))]
+            out["body"] = "<dump>" if body.endswith(b"\n\n") else "<dump without blank line>"
         elif body:
             out["body"] = _UUID.sub(self.uuid, body.decode("utf-8", "replace"))
         return out
@@ -335,7 +339,7 @@ class Normalizer:
 # simulator's events is tolerated, nothing else is.
 UNMODELLED = re.compile(
     r"^variable_(sip_.*|rtp_.*|switch_.*_sdp|local_media_ip|advertised_media_ip|"
-    r"remote_media_.*|remote_.*_media_flow|.*_media_flow|ep_codec_string|"
+    r"remote_media_.*|remote_.*_media_flow|.*_media_flow|ep_codec_string|local_media_port|"
     r"originator_codec|sofia_profile_.*|recovery_profile_name|max_forwards|"
     r"endpoint_disposition|write_codec|write_rate|read_codec|read_rate|"
     r"original_read_codec|original_read_rate|dtmf_type|DP_MATCH)$")

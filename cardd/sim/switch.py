@@ -422,7 +422,9 @@ class SimCall:
         if cmd == "uuid_dump":
             if leg is None:
                 return "-ERR No such channel!\n"
-            return "".join(f"{k}: {url_encode(v)}\n" for k, v in leg.data_headers(self.now()))
+            hdrs = leg.event("CHANNEL_DATA", self.now(),
+                             calling=("mod_commands.c", "uuid_dump_function", "6468"))
+            return "".join(f"{k}: {url_encode(v)}\n" for k, v in hdrs) + "\n"
         if cmd == "status":
             return "UP 0 years, 0 days\nFreeSWITCH (simulated) is ready\n"
         return f"-ERR {cmd} Command not found!\n"
