@@ -253,3 +253,19 @@ def test_fifty_concurrent_calls_on_one_card_never_overspend(database, ledger):
     assert balance == D("3.00") - charged == total
     assert balance >= 0
     assert ledger.open_reservations(demo.card_id) == []
+
+
+def test_real_cdr_corrects_an_estimated_settlement_by_a_refund_once(ledger, database, demo_data):
+    g = grant(ledger, demo_data.card_id, "12125550000", max_call_duration=120)
+    est = ledger.settle(g.b_uuid, billmsec=None, hangup_cause="ORPHAN", estimated=True)
+    assert est.cost == D("1.20000")
+    # the call really lasted 70.2 s: 0.60 + 11 * 0.01 = 0.71; refund 0.49
+    real = ledger.settle(g.b_uuid, billmsec=70_200, hangup_cause="NORMAL_CLEARING")
+    assert (real.billed_seconds, real.cost, real.estimated) == (71, D("0.71000"), False)
+    again = ledger.settle(g.b_uuid, billmsec=70_200, hangup_cause="NORMAL_CLEARING")
+    assert again == real
+    kinds = [(e.kind, e.amount) for e in ledger.ledger_entries(demo_data.card_id)]
+    assert kinds == [("initial", D("10.00000")), ("call", D("-1.20000")), ("refund", D("0.49000"))]
+    assert ledger.get_card(demo_data.card_id).balance == D("9.29000")
+    balance, total = ledger_sum(database, demo_data.card_id)
+    assert balance == total

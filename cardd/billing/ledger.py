@@ -372,7 +372,9 @@ class Ledger:
 
         billed seconds = min(ceil(billmsec / 1000), granted duration); billmsec
         None or 0 = unanswered, a CDR with cost 0. estimated=True with billmsec
-        None bills the whole granted duration (the orphan rule) and marks the CDR.
+        None bills the whole granted duration (the orphan rule) and marks the CDR;
+        a later settle() with the real figures (estimated=False) corrects that CDR
+        and refunds the difference, once.
         """
         b_id = _uuid(b_uuid)
         with self.pool.connection() as conn, conn.transaction():
@@ -390,12 +392,6 @@ class Ledger:
             assert acct is not None
             res = cur.execute("SELECT * FROM reservations WHERE b_uuid = %s FOR UPDATE", (b_id,)).fetchone()
             assert res is not None
-            if res["status"] == "settled":
-                done = self._cdr(cur, b_id)
-                assert done is not None, "a settled reservation always has its CDR"
-                log.info("settle b=%s: already settled, nothing charged", b_id)
-                return done
-
             rate = Rate(
                 prefix=res["rate_prefix"], price_1=res["price_1"], interval_1=res["interval_1"],
                 price_n=res["price_n"], interval_n=res["interval_n"], connect_fee=res["connect_fee"],
@@ -412,6 +408,17 @@ class Ledger:
             answered = answered_at
             if answered is None and billed > 0:
                 answered = ended - timedelta(milliseconds=billmsec if billmsec else billed * 1000)
+
+            if res["status"] == "settled":
+                done = self._cdr(cur, b_id)
+                assert done is not None, "a settled reservation always has its CDR"
+                if done.estimated and not estimated:
+                    return self._correct_estimate(
+                        cur, res, done, billed=billed, cost=cost, plan_used=plan_used,
+                        answered=answered, ended=ended, hangup_cause=hangup_cause,
+                    )
+                log.info("settle b=%s: already settled, nothing charged", b_id)
+                return done
 
             if plan_used and res["plan_prefix"] is not None:
                 cur.execute(
@@ -440,6 +447,42 @@ class Ledger:
             ).fetchone()
             assert row is not None
         log.info("settle b=%s billed=%ss cost=%s cause=%s", b_id, billed, cost, hangup_cause)
+        return _cdr(row)
+
+    @staticmethod
+    def _correct_estimate(
+        cur: psycopg.Cursor[Any], res: dict[str, Any], done: Cdr, *, billed: int, cost: Decimal,
+        plan_used: int, answered: datetime | None, ended: datetime, hangup_cause: str,
+    ) -> Cdr:
+        """The real CDR of an orphan settled at its reserved amount arrived: refund the difference.
+
+        The estimate billed the whole granted duration, the most the call could
+        cost, so the correction is never a further charge.
+        """
+        refund = done.cost - cost
+        if refund > 0:
+            cur.execute(
+                "INSERT INTO ledger (account_id, amount, kind, b_uuid, reference)"
+                " VALUES (%s, %s, 'refund', %s, %s)",
+                (res["account_id"], refund, res["b_uuid"], "estimated call corrected by its CDR"),
+            )
+        else:
+            cost, billed, plan_used = done.cost, done.billed_seconds, done.plan_seconds_used
+        if res["plan_prefix"] is not None and done.plan_seconds_used != plan_used:
+            cur.execute(
+                "UPDATE account_plan_usage SET used_seconds = greatest(0, used_seconds - %s)"
+                " WHERE account_id = %s AND prefix = %s",
+                (done.plan_seconds_used - plan_used, res["account_id"], res["plan_prefix"]),
+            )
+        row = cur.execute(
+            "UPDATE cdrs SET billed_seconds = %s, plan_seconds_used = %s, cost = %s, answered_at = %s,"
+            "       ended_at = %s, hangup_cause = %s, estimated = false"
+            f" WHERE b_uuid = %s RETURNING {_CDR_COLUMNS}",
+            (billed, plan_used, cost, answered, ended, hangup_cause or done.hangup_cause, res["b_uuid"]),
+        ).fetchone()
+        assert row is not None
+        log.info("settle b=%s: estimate %s corrected to %s, refunded %s", res["b_uuid"], done.cost, cost,
+                 max(refund, Decimal(0)))
         return _cdr(row)
 
     @staticmethod
