@@ -7,7 +7,7 @@ import gevent
 import pytest
 
 from cardd.billing import catalog
-from cardd.billing.ledger import Ledger, ReservationNotFound
+from cardd.billing.ledger import ReservationNotFound
 from cardd.billing.pins import hash_pin
 from cardd.errors import (
     CardBlocked,
