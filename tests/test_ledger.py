@@ -7,7 +7,7 @@ import gevent
 import pytest
 
 from cardd.billing import catalog
-from cardd.billing.ledger import ReservationNotFound
+from cardd.billing.ledger import Ledger, ReservationNotFound
 from cardd.billing.pins import hash_pin
 from cardd.errors import (
     CardBlocked,
@@ -269,3 +269,26 @@ def test_real_cdr_corrects_an_estimated_settlement_by_a_refund_once(ledger, data
     assert ledger.get_card(demo_data.card_id).balance == D("9.29000")
     balance, total = ledger_sum(database, demo_data.card_id)
     assert balance == total
+
+
+def test_a_lost_database_is_database_unavailable(private_pg_server):
+    from cardd.db import Database
+    from cardd.errors import DatabaseUnavailable
+
+    db = Database(private_pg_server.dsn, pool_timeout=1.0)
+    db.migrate()
+    demo = create_demo_data(db.pool)
+    ledger = Ledger(db.pool)
+    g = grant(ledger, demo.card_id)
+    private_pg_server.stop()
+    try:
+        with pytest.raises(DatabaseUnavailable):
+            ledger.settle(g.b_uuid, billmsec=31_000, hangup_cause="NORMAL_CLEARING")
+        with pytest.raises(DatabaseUnavailable):
+            ledger.available_credit(demo.card_id)
+        # back up: the same call settles once, as the journal replay will do it
+        private_pg_server.start()
+        cdr = ledger.settle(g.b_uuid, billmsec=31_000, hangup_cause="NORMAL_CLEARING")
+        assert cdr.cost == D("0.13600")
+    finally:
+        db.close()

@@ -13,12 +13,13 @@ call's own hangup) returns the first CDR and charges nothing more.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import psycopg
 from psycopg import errors
@@ -31,6 +32,7 @@ from cardd.errors import (
     CardBlocked,
     CardExpired,
     CardNotFound,
+    DatabaseUnavailable,
     ForbiddenDestination,
     InsufficientFunds,
     NoRate,
@@ -41,6 +43,22 @@ from cardd.money import money
 log = logging.getLogger(__name__)
 
 UuidLike = uuid.UUID | str
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _database_errors(fn: _F) -> _F:
+    """A lost server, a refused connection or a pool checkout past its deadline is
+    DatabaseUnavailable to callers (psycopg_pool.PoolTimeout is an OperationalError);
+    the transaction was rolled back, so the call may be retried or journalled."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 class ReservationNotFound(LookupError):
@@ -193,6 +211,7 @@ class Ledger:
 
     # --- cards -------------------------------------------------------------
 
+    @_database_errors
     def find_card(self, number: str, *, by_authname: bool = False) -> Card | None:
         column = "a.authname" if by_authname else "a.username"
         with self.pool.connection() as conn:
@@ -201,6 +220,7 @@ class Ledger:
             ).fetchone()
         return _card(row) if row else None
 
+    @_database_errors
     def get_card(self, card_id: int) -> Card:
         with self.pool.connection() as conn:
             row = conn.cursor(row_factory=dict_row).execute(
@@ -214,6 +234,7 @@ class Ledger:
         """Constant-time PIN check against the card's salted scrypt hash."""
         return check_pin(pin, card.pin_hash)
 
+    @_database_errors
     def available_credit(self, card_id: int) -> Decimal:
         """Balance minus open reservations: what the card may still spend."""
         with self.pool.connection() as conn:
@@ -229,6 +250,7 @@ class Ledger:
 
     # --- before the bridge -------------------------------------------------
 
+    @_database_errors
     def grant(
         self,
         card_id: int,
@@ -358,6 +380,7 @@ class Ledger:
 
     # --- after the hangup --------------------------------------------------
 
+    @_database_errors
     def settle(
         self,
         b_uuid: UuidLike,
@@ -492,6 +515,7 @@ class Ledger:
 
     # --- reading -----------------------------------------------------------
 
+    @_database_errors
     def cdrs_for(self, card_id: int, *, limit: int = 20) -> list[Cdr]:
         """The card's CDRs, newest first."""
         with self.pool.connection() as conn:
@@ -501,10 +525,12 @@ class Ledger:
             ).fetchall()
         return [_cdr(r) for r in rows]
 
+    @_database_errors
     def cdr(self, b_uuid: UuidLike) -> Cdr | None:
         with self.pool.connection() as conn:
             return self._cdr(conn.cursor(row_factory=dict_row), _uuid(b_uuid))
 
+    @_database_errors
     def open_reservations(self, card_id: int | None = None, *, expired_only: bool = False) -> list[OpenReservation]:
         """Open reservations of a card (or of every card); expired_only for the orphan check."""
         where = ["status = 'open'"]
@@ -522,6 +548,7 @@ class Ledger:
             ).fetchall()
         return [OpenReservation(**r) for r in rows]
 
+    @_database_errors
     def ledger_entries(self, card_id: int) -> list[LedgerEntry]:
         with self.pool.connection() as conn:
             rows = conn.cursor(row_factory=dict_row).execute(
@@ -533,6 +560,7 @@ class Ledger:
 
     # --- operator money ----------------------------------------------------
 
+    @_database_errors
     def adjust(self, card_id: int, amount: Decimal | str, *, kind: str = "adjustment", reference: str = "") -> Decimal:
         """Credit (positive) or debit (negative) a card through a ledger row; returns the new balance."""
         value = money(amount)
