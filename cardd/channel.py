@@ -68,6 +68,9 @@ class Channel:
     def __init__(self, session: EslSession):
         self.session = session
         self._bridge_ready = False
+        # The B leg of the last bridge actually sent: from then on that leg
+        # may exist in FreeSWITCH, whatever happens to this socket.
+        self.dialled_leg: str | None = None
 
     # -- who is calling ----------------------------------------------------------
 
@@ -162,6 +165,7 @@ class Channel:
         all_vars = {"origination_uuid": leg_uuid, "originate_timeout": str(originate_timeout),
                     **variables}
         dial = "{" + ",".join(f"{k}={dial_var(v)}" for k, v in all_vars.items()) + "}" + endpoint
+        self.dialled_leg = leg_uuid
         done = self.session.execute("bridge", dial, event_lock=False,
                                     timeout=originate_timeout + max_seconds + 120)
         b_end = self.session.wait_leg_end(leg_uuid, LEG_END_WAIT)

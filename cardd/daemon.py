@@ -10,6 +10,7 @@ import logging
 from cardd.billing.ledger import Ledger
 from cardd.db import Database
 from cardd.demo import ensure_demo_data
+from cardd.hooks import ScriptHooks
 from cardd.ivr import session as ivr
 from cardd.ivr.call import Services
 from cardd.metrics import Metrics
@@ -43,8 +44,13 @@ class Daemon:
         ledger = Ledger(self.database.pool)
         if demo:
             ensure_demo_data(self.database.pool)
+        m = self.metrics
+        hooks = ScriptHooks(
+            on_load_error=lambda path, reason: m.script_load_errors.labels(reason).inc(),
+            on_run_error=lambda path, reason: m.destination_check_errors.labels(reason).inc(),
+            on_duration_error=lambda path, reason: m.duration_script_errors.labels(reason).inc())
         services = Services(settings=self.settings, prompts=Prompts(d.sounds_dir),
-                            ledger=ledger, metrics=self.metrics)
+                            ledger=ledger, metrics=m, hooks=hooks)
         if self._serve_metrics:
             host, port = parse_address(d.metrics_listen)
             self.metrics.serve(host, port)

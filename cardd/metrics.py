@@ -25,6 +25,15 @@ class Metrics:
         self.esl_errors = Counter("cardd_esl_protocol_errors_total", "Malformed ESL input", registry=r)
         self.unknown_cld_tokens = Counter("cardd_unknown_cld_tokens_total",
                                           "CLD tokens cardd did not know", registry=r)
+        self.script_load_errors = Counter("cardd_script_load_errors_total",
+                                          "Custom scripts that failed to load (and are off)",
+                                          ["reason"], registry=r)
+        self.destination_check_errors = Counter("cardd_destination_check_errors_total",
+                                                "Destination-check runs that failed (call refused)",
+                                                ["reason"], registry=r)
+        self.duration_script_errors = Counter("cardd_duration_script_errors_total",
+                                              "Duration-script runs that failed (computed duration said)",
+                                              ["reason"], registry=r)
         self.setup_seconds = Histogram("cardd_call_setup_seconds",
                                        "From connect to bridge", registry=r)
 

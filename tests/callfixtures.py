@@ -13,10 +13,16 @@ from cardd.sim import Switch
 PROXY = "198.51.100.7:5060"
 
 
-def make_settings(**daemon):
+def make_settings(yaml_text: str | None = None, *, tmp_path=None, **daemon):
+    """Settings for a test: built-in defaults, or a cardd.yaml written from
+    `yaml_text`; the daemon listens on an ephemeral port."""
+    path = None
+    if yaml_text is not None:
+        path = tmp_path / "cardd.yaml"
+        path.write_text(yaml_text)
     base = {"listen": "127.0.0.1:0", "outbound_proxy": PROXY, "shutdown_grace": 5}
     base.update(daemon)
-    return load_settings(None).with_daemon(**base)
+    return load_settings(str(path) if path else None).with_daemon(**base)
 
 
 class Cardd:
@@ -72,8 +78,8 @@ def cardd_with():
     """cardd with settings of the test's choosing: cardd_with(database, **daemon)."""
     started = []
 
-    def start(database, settings=None, **daemon):
-        running = start_cardd(database, settings or make_settings(**daemon))
+    def start(database, yaml_text=None, *, tmp_path=None, **daemon):
+        running = start_cardd(database, make_settings(yaml_text, tmp_path=tmp_path, **daemon))
         started.append(running)
         return running
 

@@ -79,3 +79,4 @@ class Services:
     prompts: object            # cardd.prompts.Prompts
     ledger: object             # cardd.billing.ledger.Ledger
     metrics: object            # cardd.metrics.Metrics
+    hooks: object              # cardd.hooks.ScriptHooks

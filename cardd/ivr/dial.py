@@ -9,11 +9,13 @@ import uuid as uuidlib
 from cardd import speech
 from cardd.errors import ForbiddenDestination, InsufficientFunds, NoRate, TooManyCalls
 from cardd.ivr.call import Call
+from cardd.options import translate
 
 # US ringback, played to the caller while B rings (no dead silence).
 RINGBACK = "%(2000,4000,440,480)"
 ORIGINATE_TIMEOUT = 60
 _CLI = re.compile(r"^\+?\d{1,20}$")
+_DIALLABLE = re.compile(r"^\+?[0-9*#]{1,32}$")
 
 # Outcomes that are the callee's doing, told apart for the caller.
 _FAILURE_PROMPTS = {"USER_BUSY": "destination_busy", "NO_ANSWER": "no_answer",
@@ -23,12 +25,30 @@ _FAILURE_PROMPTS = {"USER_BUSY": "destination_busy", "NO_ANSWER": "no_answer",
 def place_call(call: Call, card, number: str) -> bool:
     """Dial `number` for `card`. True when the callee answered."""
     opts = call.options
-    ledger = call.services.ledger
+    services = call.services
+    ledger = services.ledger
     b_uuid = str(uuidlib.uuid4())
-    cli = _outgoing_cli(call, card)
+    caller_cli = call.channel.cli
+    # Operators' number rules (national -> E.164 and the like) apply before
+    # rating and dialling; the CDR keeps both forms.
+    dialled = translate(number, opts.cld_translation)
+    translated_cli = translate(caller_cli, opts.cli_translation)
+    if not _DIALLABLE.match(dialled):
+        # A translation rule could produce anything; only digits may reach
+        # the dial string, so no rule (or caller) can add a parameter to it.
+        call.log.warning("translation of %s gave %r: not diallable", number, dialled)
+        call.queue("invalid_destination")
+        return False
+    if not services.hooks.destination_check(opts.destination_check_script).allowed(
+            call_uuid=call.channel.uuid, cli=caller_cli, translated_cli=translated_cli,
+            cld=number, translated_cld=dialled, username=card.username, original_cli=caller_cli):
+        call.log.info("destination %s refused by the destination check", number)
+        call.queue("destination_forbidden")
+        return False
     try:
         grant = ledger.grant(card.id, a_uuid=call.channel.uuid, b_uuid=b_uuid,
-                             destination=number, cli=call.channel.cli,
+                             destination=number, translated_destination=dialled,
+                             cli=caller_cli, translated_cli=translated_cli,
                              ignore_connect_fee=opts.ignore_connect_fee,
                              max_call_duration=opts.max_call_duration,
                              min_call_duration=opts.min_call_duration,
@@ -45,27 +65,37 @@ def place_call(call: Call, card, number: str) -> bool:
     except TooManyCalls:
         call.queue("card_in_use")
         return False
-    call.log.info("dialling %s for %d s (reserved %s)", number, grant.duration_s, grant.reserved)
+    call.log.info("dialling %s for %d s (reserved %s)", dialled, grant.duration_s, grant.reserved)
     if opts.announce_duration:
         shown = grant.plan_seconds if opts.play_plan_minutes_only and grant.plan_seconds else grant.duration_s
+        # The script changes only what is said; the hangup timer stays the grant.
+        shown = services.hooks.duration_script(opts.duration_script).announced(
+            call_uuid=call.channel.uuid, username=card.username, balance=grant.available,
+            cli=caller_cli, cld=number, max_duration_s=shown, tariff_id=card.tariff_id,
+            translated_cli=translated_cli, translated_cld=dialled)
         call.queue(*speech.talk_time_ids(shown, call.lang, no_seconds=opts.no_seconds_in_duration,
                                          no_hours=opts.no_hours_in_duration))
     call.flush()
     outcome = None
     try:
         outcome = call.channel.bridge(
-            _endpoint(call, number), leg_uuid=b_uuid,
-            variables=_leg_variables(call, cli, grant.duration_s),
+            _endpoint(call, dialled), leg_uuid=b_uuid,
+            variables=_leg_variables(call, _outgoing_cli(call, card), grant.duration_s),
             ringback=None if opts.early_media else RINGBACK,
             max_seconds=grant.duration_s, originate_timeout=ORIGINATE_TIMEOUT)
     finally:
-        # Without an outcome (the socket died mid-bridge) the reservation
-        # stays open for the orphan check: it is never silently released.
+        if outcome is None and call.channel.dialled_leg != b_uuid:
+            # Nothing was dialled (the caller hung up first): nothing to pay.
+            ledger.settle(b_uuid, billmsec=0, hangup_cause="NOT_DIALLED")
+        # With a bridge sent but no outcome (the socket died mid-bridge) the
+        # reservation stays open for the orphan check: never silently released.
         if outcome is not None:
             billmsec = outcome.billmsec if outcome.billmsec is not None else outcome.fallback_msec
-            ledger.settle(b_uuid, billmsec=billmsec if outcome.answered else 0,
-                          hangup_cause=outcome.cause)
-    call.services.metrics.bridges.labels("answered" if outcome.answered else "failed").inc()
+            cdr = ledger.settle(b_uuid, billmsec=billmsec if outcome.answered else 0,
+                                hangup_cause=outcome.cause)
+            services.metrics.billed_seconds.labels(cdr.currency).inc(cdr.billed_seconds)
+            services.metrics.revenue.labels(cdr.currency).inc(float(cdr.cost))
+    services.metrics.bridges.labels("answered" if outcome.answered else "failed").inc()
     call.log.info("attempt %s ended %s (billmsec %s)", b_uuid, outcome.cause, outcome.billmsec)
     if not outcome.answered and not call.channel.hung_up:
         call.queue(_FAILURE_PROMPTS.get(outcome.cause, "call_failed"))
