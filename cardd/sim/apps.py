@@ -183,6 +183,8 @@ def digit_action(call: SimCall, bind: tuple[str, str, str, str, str, str]) -> No
         target = br.b
     kind, _, app = action.partition(":")
     if kind.startswith("exec"):
+        if exec_leg == "peer":
+            target.set_var("last_matching_digits", _digits)
         if target is call.a:
             call.queue.put(Pending(app, value, new_uuid(), True))
         else:
@@ -634,6 +636,8 @@ def hangup_b(call: SimCall, b: Leg, cause: str, *, events_only: bool = False) ->
     b.answer_state = "hangup"
     b.state_number = 10
     b.hangup_us = call.us()
+    if b.bridged_us and call.a.alive:
+        b.set_var("last_bridge_role", "originatee")
     call.fire(b, "CHANNEL_HANGUP")
     b.wake.set()
     call.a.wake.set()
@@ -656,6 +660,7 @@ def destroy_b(call: SimCall, b: Leg) -> None:
     if not b.pending_destroy:
         return
     b.pending_destroy = False
+    b.call_uuid = b.uuid
     b.set_state("CS_DESTROY")
     call.fire(b, "CHANNEL_STATE", variables=False)
 
@@ -714,23 +719,24 @@ def set_cdr_vars(call: SimCall, leg: Leg) -> None:
     sv("answersec", str((answered // 1_000_000 - created // 1_000_000) if answered else 0))
     sv("waitsec", str((leg.bridged_us // 1_000_000 - created // 1_000_000) if leg.bridged_us else 0))
     sv("progress_mediasec", "0")
-    sv("flow_billsec", str(end // 1_000_000 - created // 1_000_000))
+    flow_us = dur_us if answered else 0
+    sv("flow_billsec", str(end // 1_000_000 - created // 1_000_000 if answered else 0))
     sv("mduration", str(dur_us // 1000))
     sv("billmsec", str(bill_us // 1000))
     sv("progressmsec", str(prog_us // 1000))
     sv("answermsec", str(ans_us // 1000))
     sv("waitmsec", str((leg.bridged_us - created) // 1000 if leg.bridged_us else 0))
     sv("progress_mediamsec", "0")
-    sv("flow_billmsec", str(dur_us // 1000))
+    sv("flow_billmsec", str(flow_us // 1000))
     sv("uduration", str(dur_us))
     sv("billusec", str(bill_us))
     sv("progressusec", str(prog_us))
     sv("answerusec", str(ans_us))
     sv("waitusec", str(leg.bridged_us - created if leg.bridged_us else 0))
     sv("progress_mediausec", "0")
-    sv("flow_billusec", str(dur_us))
-    disp = leg.sip_disposition or ("recv_bye" if leg.hangup_remote else "send_bye")
-    sv("sip_hangup_disposition", disp)
+    sv("flow_billusec", str(flow_us))
+    if leg.get_var("sip_hangup_disposition") is None:
+        sv("sip_hangup_disposition", leg.sip_disposition or "send_bye")
 
 
 from cardd.sim.bridge import app_bridge  # noqa: E402  (bridge uses the helpers above)

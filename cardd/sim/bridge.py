@@ -164,7 +164,8 @@ def _callee(call: SimCall, dl: DialLeg) -> Callee:
 
 def _new_b(call: SimCall, a: Leg, dl: DialLeg, lvars: list[tuple[str, str]]) -> Leg:
     v = dict(lvars)
-    b_uuid = v.get("origination_uuid") or apps.new_uuid()
+    b_uuid = v.get("origination_uuid") or (call.b_uuids.pop(0) if call.b_uuids
+                                           else apps.new_uuid())
     name = dl.endpoint
     now = call.us()
     ap = a.profile
@@ -225,7 +226,9 @@ def originate(call: SimCall, a: Leg, state: apps.BridgeState, dl: DialLeg,
         if apps.wait_until(call, a, min(callee.busy_after, timeout), gone):
             return _interrupted(call, a, b)
         return _fail_b(call, b, "USER_BUSY")
-    # 180 Ringing: CHANNEL_PROGRESS.
+    # 180 Ringing: CHANNEL_PROGRESS, a moment after the INVITE went out.
+    if apps.wait_until(call, a, 0.02, gone):
+        return _interrupted(call, a, b)
     b.progress_us = call.us()
     b.profile.times["Channel-Progress-Time"] = b.progress_us
     b.other_times["Channel-Progress-Time"] = b.progress_us
@@ -245,7 +248,7 @@ def originate(call: SimCall, a: Leg, state: apps.BridgeState, dl: DialLeg,
     # 200 OK
     b.has_codec = True
     apps.mark_answered(call, b)
-    b.set_var("endpoint_disposition", "ANSWER")
+    b.set_var("endpoint_disposition", "ANSWER")  # right after the ANSWER event (14)
     state.answered = True
     call.transcript.add(call.rel(), "B", "answer", uuid=b.uuid)
     for name, value in list(b.vars.items()):
@@ -354,20 +357,17 @@ def talk(call: SimCall, a: Leg, b: Leg, state: apps.BridgeState, lvars: dict[str
     b.profile.times["Channel-Bridged-Time"] = now
     bridge_hdrs = [("Bridge-A-Unique-ID", a.uuid), ("Bridge-B-Unique-ID", b.uuid)]
     call.fire(a, "CHANNEL_BRIDGE", pre=bridge_hdrs)
-    a.set_var("last_bridge_to", b.uuid)
-    a.set_var("bridge_channel", b.name)
-    a.set_var("bridge_uuid", b.uuid)
-    a.set_var("signal_bond", b.uuid)
-    a.set_var("last_sent_callee_id_name", "Outbound Call")
-    a.set_var("last_sent_callee_id_number", b.profile.destination)
-    b.set_var("call_uuid", a.uuid)
-    b.set_var("bridge_to", a.uuid)
-    b.set_var("last_bridge_to", a.uuid)
-    b.set_var("bridge_channel", a.name)
-    b.set_var("bridge_uuid", a.uuid)
-    b.set_var("signal_bond", a.uuid)
-    b.set_var("last_sent_callee_id_name", a.profile.cid_name)
-    b.set_var("last_sent_callee_id_number", b.profile.cid_number)
+    # Set by the bridge threads right after CHANNEL_BRIDGE (seen on the next events).
+    for k, v in (("bridge_to", b.uuid), ("last_bridge_to", b.uuid), ("bridge_channel", b.name),
+                 ("bridge_uuid", b.uuid), ("signal_bond", b.uuid),
+                 ("last_sent_callee_id_name", "Outbound Call"),
+                 ("last_sent_callee_id_number", b.profile.destination)):
+        a.set_var(k, v)
+    for k, v in (("call_uuid", a.uuid), ("bridge_to", a.uuid), ("last_bridge_to", a.uuid),
+                 ("bridge_channel", a.name), ("bridge_uuid", a.uuid), ("signal_bond", a.uuid),
+                 ("last_sent_callee_id_name", a.profile.cid_name),
+                 ("last_sent_callee_id_number", b.profile.cid_number)):
+        b.set_var(k, v)
     b.call_state = "ACTIVE"
     b.set_state("CS_EXCHANGE_MEDIA")
     call.fire(b, "CHANNEL_STATE", variables=False)
@@ -379,17 +379,28 @@ def talk(call: SimCall, a: Leg, b: Leg, state: apps.BridgeState, lvars: dict[str
     apps.wait_until(call, a, 10 ** 9, lambda: not a.alive or not b.alive)
     a_first = not a.alive and b.alive
     if a_first:
-        # Fact 26: B goes down completely before A's UNBRIDGE.
-        apps.hangup_b(call, b, "NORMAL_CLEARING")
+        # Fact 26: B goes down completely before A's UNBRIDGE (15, 20).
+        b.set_var("bridge_to", None)
+        if a.hangup_remote:
+            b.set_var("sip_hangup_phrase", "OK")
         b.set_var("last_bridge_hangup_cause", a.hangup_cause)
+        if a.hangup_remote:
+            b.set_var("last_bridge_proto_specific_hangup_cause", "sip:200")
+        apps.hangup_b(call, b, "NORMAL_CLEARING")
         apps.finish_b(call, b)
-    cause = b.hangup_cause or "NORMAL_CLEARING"
-    if b.hangup_remote:
-        a.set_var("sip_hangup_phrase", "OK")
-    a.set_var("last_bridge_hangup_cause", cause)
-    if b.hangup_remote:
-        a.set_var("last_bridge_proto_specific_hangup_cause", "sip:200")
+        cause = b.hangup_cause or "NORMAL_CLEARING"
+    else:
+        cause = b.hangup_cause or "NORMAL_CLEARING"
+        if b.hangup_remote:
+            a.set_var("sip_hangup_phrase", "OK")
+        a.set_var("last_bridge_hangup_cause", cause)
+        if b.hangup_remote:
+            a.set_var("last_bridge_proto_specific_hangup_cause", "sip:200")
+        # B's side of the bridge ends first: its call uuid is its own again.
+        b.call_uuid = b.uuid
+        b.set_var("bridge_to", None)
     a.set_var("bridge_hangup_cause", cause)
+    a.set_var("bridge_to", None)
     call.fire(a, "CHANNEL_UNBRIDGE", pre=bridge_hdrs)
     call.transcript.bridges.append(_outcome(call, b, "SUCCESS", answered=True))
     out = call.transcript.bridges[-1]
@@ -398,8 +409,18 @@ def talk(call: SimCall, a: Leg, b: Leg, state: apps.BridgeState, lvars: dict[str
     if not a_first:
         # Fact 14: B's teardown comes after A's bridge completion; the
         # completion itself is emitted by apps.execute when we return.
-        call.post_complete.append(lambda: (apps.finish_b(call, b), apps.destroy_b(call, b)))
+        def b_done() -> None:
+            b.set_var("call_uuid", b.uuid)
+            apps.finish_b(call, b)
+            apps.destroy_b(call, b)
+        call.post_complete.append(b_done)
     hab = (a.get_var("hangup_after_bridge") or "").lower() in ("true", "yes", "1", "on")
+    pab = (a.get_var("park_after_bridge") or "").lower() in ("true", "yes", "1", "on")
     if hab and a.alive:
         call.post_complete.append(lambda: call.hangup_a("NORMAL_CLEARING", remote=False))
+    elif pab and a.alive:
+        # The socket app itself returns and the channel parks; the socket
+        # keeps working (09b).
+        a.state_number = 6  # CS_PARK requested before the bridge completes
+        call.post_complete.insert(0, call.park_after_bridge)
     return "_none_"

@@ -109,6 +109,7 @@ class Scenario:
     close_at: float | None = None         # the daemon closes its socket (16)
     emit_park: bool = True
     say_sound_prefix: str | None = None   # a `languages` section configured (06)
+    b_uuids: list[str] = field(default_factory=list)  # B uuids FreeSWITCH picked
 
 
 class Replayer:
@@ -137,6 +138,7 @@ class Replayer:
         call = SimCall(switch, Caller(cli=leg.profile.cid_number), _CalleeQueue(callees),
                        clock=clock, a_leg=leg)
         call.dtmf_source = "APP"
+        call.b_uuids = list(self.scenario.b_uuids)
         call.emit_park = self.scenario.emit_park
         self.call = call
         ours, theirs = socket.socketpair(pysocket.AF_UNIX, pysocket.SOCK_STREAM)
@@ -270,10 +272,24 @@ def _frame_bytes(frame) -> bytes:
 
 
 def _position_free(frame: bytes) -> bool:
-    """Frames whose presence or position depends on timing in FreeSWITCH."""
-    head = frame[:400]
+    """Frames whose presence or position depends on timing in FreeSWITCH:
+    CHANNEL_PARK (README fact 7), the linger notice (fact 17) and B's
+    CS_DESTROY (fact 26)."""
+    head = frame[:1200]
     return (b"Event-Name: CHANNEL_PARK\n" in head
-            or b"Content-Disposition: linger" in head)
+            or b"Content-Disposition: linger" in head
+            or b"Channel-State: CS_DESTROY\n" in head)
+
+
+def _floating(frames: list[bytes]) -> list[str]:
+    """The position-free frames that must still be there (all but PARK)."""
+    out = []
+    for f in frames:
+        if b"Content-Disposition: linger" in f[:300]:
+            out.append("linger notice")
+        elif b"Channel-State: CS_DESTROY\n" in f[:1200]:
+            out.append("CS_DESTROY")
+    return sorted(out)
 
 
 # --- comparison -------------------------------------------------------------------
@@ -282,12 +298,14 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 _MASK_ALWAYS = {"Event-Date-Local", "Event-Date-GMT", "Event-Date-Timestamp", "Event-Sequence",
                 "Content-Length"}
 # Values that are clocks: compared as zero / non-zero only.
-_TIMEISH = re.compile(r"(-Time$|-Last-Hold$|-Hold-Accum$|epoch$|_stamp$|msec$|usec$|"
+_TIMEISH = re.compile(r"(-Time$|-Last-Hold$|-Hold-Accum$|epoch$|_stamp$|"
+                      r"^variable_(bill|answer|flow_bill)[mu]sec$|"
                       r"^variable_mduration$|^variable_uduration$|_ms$|"
                       r"^variable_sip_invite_stamp$|^variable_playback_)")
 # Whole-second differences: zero or not depends on where second boundaries fall.
 _SECONDS = re.compile(r"^variable_(duration|billsec|progresssec|answersec|waitsec|"
-                      r"progress_mediasec|flow_billsec|playback_seconds)$")
+                      r"progress_mediasec|flow_billsec|playback_seconds|"
+                      r"(progress|wait|progress_media)[mu]sec)$")
 # SIP/RTP identities and negotiation results: random per call in FreeSWITCH.
 _VOLATILE = re.compile(r"^variable_(session_id|local_media_port|rtp_use_ssrc|rtp_local_sdp_str|"
                        r"switch_m_sdp|switch_r_sdp|sip_call_id|sip_.*tag|sip_cseq|sip_full_.*|"
@@ -358,10 +376,9 @@ def compare(expected: list[bytes], actual: list[bytes]) -> list[str]:
     problems: list[str] = []
     exp = [f for f in expected if not _position_free(f)]
     act = [f for f in actual if not _position_free(f)]
-    n_exp_linger = sum(1 for f in expected if b"Content-Disposition: linger" in f[:300])
-    n_act_linger = sum(1 for f in actual if b"Content-Disposition: linger" in f[:300])
-    if n_exp_linger != n_act_linger:
-        problems.append(f"linger notices: expected {n_exp_linger}, got {n_act_linger}")
+    if _floating(expected) != _floating(actual):
+        problems.append(f"position-free frames: expected {_floating(expected)}, "
+                        f"got {_floating(actual)}")
     ne, na = Normalizer(), Normalizer()
     for i in range(max(len(exp), len(act))):
         if i >= len(exp):

@@ -124,6 +124,9 @@ class SimCall:
         self.emit_park = True
         self.sched_id = 0
         self._closing = False
+        self.socket_app_done = False
+        # uuids for B legs without origination_uuid (a replay seeds them)
+        self.b_uuids: list[str] = []
         self.random = random.Random(a_uuid or (a_leg.uuid if a_leg else None))
         # uuid_recv_dtmf in the captures gives APP; a real phone's RFC 2833 gives RTP.
         self.dtmf_source = "RTP"
@@ -476,7 +479,17 @@ class SimCall:
                             by="caller" if remote else "switch")
         for t in self.a_timers:
             t.cancel()
+        if remote:
+            # mod_sofia on the caller's BYE (11, 15)
+            a.set_var("sip_term_status", "200")
+            a.set_var("proto_specific_hangup_cause", "sip:200")
+            a.set_var("sip_term_cause", "16")
+        if self.bridge is not None and self.bridge.answered and self.bridge.b is not None \
+                and self.bridge.b.alive:
+            a.set_var("last_bridge_role", "originator")
         self.fire(a, "CHANNEL_HANGUP")
+        if remote:
+            a.set_var("sip_hangup_disposition", "recv_bye")
         if not self.linger:
             self.send_disconnect()
         elif self.bridge is None and self.current_app is None:
@@ -495,11 +508,7 @@ class SimCall:
             self.hangup_a("NORMAL_CLEARING", remote=False)
         a.set_var("current_loop", None)
         a.set_var("total_loops", None)
-        self.fire(a, "CHANNEL_UNPARK")
-        sock_data = self.switch.socket_data or "127.0.0.1:8084 async full"
-        self.fire(a, "CHANNEL_EXECUTE_COMPLETE", post=[
-            ("Application", "socket"), ("Application-Data", sock_data),
-            ("Application-Response", self.last_response), ("Application-UUID", new_uuid())])
+        self._socket_app_complete()
         a.set_state("CS_HANGUP")
         self.fire(a, "CHANNEL_STATE", variables=False)
         a.set_state("CS_REPORTING")
@@ -518,6 +527,25 @@ class SimCall:
             if self.linger_time >= 0:
                 self.clock.call_later(self.linger_time + 0.1, self._linger_expired)
         self._finish()
+
+    def park_after_bridge(self) -> None:
+        a = self.a
+        self._socket_app_complete()
+        a.set_state("CS_PARK")
+        self.fire(a, "CHANNEL_STATE", variables=False)
+        self.fire(a, "CHANNEL_PARK")
+
+    def _socket_app_complete(self) -> None:
+        """CHANNEL_UNPARK and the socket app's own EXECUTE_COMPLETE (once)."""
+        a = self.a
+        self.fire(a, "CHANNEL_UNPARK")
+        if self.socket_app_done:
+            return
+        self.socket_app_done = True
+        sock_data = self.switch.socket_data or "127.0.0.1:8084 async full"
+        self.fire(a, "CHANNEL_EXECUTE_COMPLETE", post=[
+            ("Application", "socket"), ("Application-Data", sock_data),
+            ("Application-Response", self.last_response), ("Application-UUID", new_uuid())])
 
     def _linger_expired(self) -> None:
         if self.connected:
