@@ -127,7 +127,10 @@ class Replayer:
     def run(self, timeout: float = 20.0) -> list[bytes]:
         recs = self.records
         first_recv = next(r for r in recs if r.kind == "RECV")
-        idn, leg, epoch0, sock_data = seed_from_connect(first_recv.data, first_recv.t)
+        first_sent = next(r for r in recs if r.kind == "SENT")
+        # t=0 is pinned so that the connect command arrives at the very
+        # microsecond of the captured reply's Event-Date-Timestamp.
+        idn, leg, epoch0, sock_data = seed_from_connect(first_recv.data, first_sent.t)
         switch = Switch(core_uuid=idn.core_uuid, hostname=idn.hostname, ipv4=idn.ipv4,
                         ipv6=idn.ipv6, socket_data=sock_data,
                         say_sound_prefix=self.scenario.say_sound_prefix)
@@ -226,6 +229,27 @@ class Replayer:
         if self.scenario.caller_bye_at is not None:
             clock.call_later(epoch0 + self.scenario.caller_bye_at - clock.now(),
                              lambda: call.hangup_a("NORMAL_CLEARING", remote=True))
+
+
+def fs_chosen_uuids(records: list[Record]) -> list[str]:
+    """B-leg uuids FreeSWITCH picked itself (no origination_uuid), in order
+    of first appearance: part of the capture's identities, like the A uuid."""
+    first = next(r for r in records if r.kind == "RECV")
+    a_uuid = dict(_pairs(first.data))["Unique-ID"]
+    seen: list[str] = []
+    sent = ""  # uuids the daemon chose (origination_uuid) come first in SENT
+    for r in records:
+        if r.kind == "SENT":
+            sent += r.data.decode("utf-8", "replace")
+        if r.kind != "RECV" or b"text/event-plain" not in r.data[:60]:
+            continue
+        for k, v in _pairs(r.data.partition(b"\n\n")[2].partition(b"\n\n")[0]):
+            if k in ("Other-Leg-Unique-ID", "Unique-ID", "variable_originate_causes",
+                     "variable_originated_legs", "variable_originate_signal_bond"):
+                for u in _UUID.findall(v):
+                    if u != a_uuid and u not in sent and u not in seen:
+                        seen.append(u)
+    return seen
 
 
 def _inject_dtmf(call: SimCall, digits: str) -> None:
