@@ -5,7 +5,6 @@ from gevent import monkey
 monkey.patch_all()  # first: psycopg, sockets and the pool must all cooperate
 
 import argparse  # noqa: E402
-import dataclasses  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
@@ -115,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = config_mod.load_settings(_config_path(args.config))
         if getattr(args, "outbound_proxy", None):
-            settings = dataclasses.replace(settings, daemon=dataclasses.replace(
-                settings.daemon, outbound_proxy=args.outbound_proxy))
+            settings = settings.with_daemon(outbound_proxy=args.outbound_proxy)
         setup_logging(settings.daemon.log_level, settings.daemon.log_format)
         if args.check_config:
             return cmd_check_config(args, settings)

@@ -58,6 +58,9 @@ class Daemon:
                                  functools.partial(ivr.run, services=services),
                                  metrics=self.metrics, reply_timeout=d.esl_reply_timeout)
         self.server.start()
+        if not d.outbound_proxy and "{proxy}" in d.dial_string:
+            log.warning("daemon.outbound_proxy is empty: calls cannot be dialled until it is set "
+                        "(cardd.yaml, or serve --outbound-proxy HOST:PORT)")
         host, port = self.server.address[:2]
         log.info("ready: FreeSWITCH outbound socket on %s:%d, metrics on %s, database %s",
                  host, port, d.metrics_listen if self._serve_metrics else "(off)",

@@ -7,7 +7,9 @@ import re
 import uuid as uuidlib
 
 from cardd import speech
-from cardd.errors import ForbiddenDestination, InsufficientFunds, NoRate, TooManyCalls
+from cardd.errors import (
+    CardBlocked, CardExpired, ForbiddenDestination, InsufficientFunds, NoRate, TooManyCalls,
+)
 from cardd.ivr.call import Call
 from cardd.options import translate
 
@@ -20,6 +22,14 @@ _DIALLABLE = re.compile(r"^\+?[0-9*#]{1,32}$")
 # Outcomes that are the callee's doing, told apart for the caller.
 _FAILURE_PROMPTS = {"USER_BUSY": "destination_busy", "NO_ANSWER": "no_answer",
                     "NO_USER_RESPONSE": "no_answer"}
+
+
+class CardRefused(Exception):
+    """The card cannot be used any more in this session; `prompt` says why."""
+
+    def __init__(self, prompt: str):
+        super().__init__(prompt)
+        self.prompt = prompt
 
 
 def place_call(call: Call, card, number: str) -> bool:
@@ -65,6 +75,9 @@ def place_call(call: Call, card, number: str) -> bool:
     except TooManyCalls:
         call.queue("card_in_use")
         return False
+    except (CardBlocked, CardExpired) as exc:
+        # Blocked or expired by the operator since the caller identified.
+        raise CardRefused("card_blocked" if isinstance(exc, CardBlocked) else "card_expired") from exc
     call.log.info("dialling %s for %d s (reserved %s)", dialled, grant.duration_s, grant.reserved)
     if opts.announce_duration:
         shown = grant.plan_seconds if opts.play_plan_minutes_only and grant.plan_seconds else grant.duration_s

@@ -11,7 +11,7 @@ from cardd import speech
 from cardd.channel import Channel
 from cardd.errors import CallGone, ConfigError, DatabaseUnavailable
 from cardd.ivr.call import Call, CallLog, Services
-from cardd.ivr.dial import place_call
+from cardd.ivr.dial import CardRefused, place_call
 from cardd.ivr.identify import InputTimeouts, identify
 
 # The longest destination a caller can enter (E.164 is 15; room for prefixes).
@@ -25,6 +25,8 @@ def run(channel: Channel, services: Services) -> None:
     try:
         channel.answer()
         outcome = _serve(call)
+    except _SessionOver:
+        outcome = "card_refused"
     except CallGone:
         outcome = "caller_hung_up"
         raise
@@ -90,7 +92,7 @@ def _serve(call: Call) -> str:
         elif not opts.normal_calls_allowed:
             call.queue("invalid_destination")
             failures += 1
-        elif place_call(call, card, entry.digits):
+        elif _dial(call, card, entry.digits):
             answered_any = True
             failures = 0
             if not opts.call_several_destinations:
@@ -105,6 +107,18 @@ def _serve(call: Call) -> str:
             break
     call.goodbye()
     return "bridged" if answered_any else "failed"
+
+
+def _dial(call: Call, card, number: str) -> bool:
+    try:
+        return place_call(call, card, number)
+    except CardRefused as refused:
+        call.goodbye(refused.prompt)
+        raise _SessionOver from None
+
+
+class _SessionOver(Exception):
+    """The session ended inside a step; the main loop has nothing more to do."""
 
 
 def _announce_balance(call: Call, card) -> None:
