@@ -53,7 +53,6 @@ class Switch:
         self.socket_data = socket_data
         # With a `languages` section, say sets sound_prefix (capture 06; 06a: none).
         self.say_sound_prefix = say_sound_prefix
-        self.calls: list[SimCall] = []
         self._session_id = 0
 
     def next_session_id(self) -> int:
@@ -460,6 +459,11 @@ class SimCall:
                 if not self.a.alive:
                     break
             if not self.a.alive:
+                break
+            if self._sock is not None and not self.connected and self.queue.empty():
+                # The daemon's socket is gone and the app returned: the socket
+                # app ends and the dialplan has nothing left (capture 16).
+                self.hangup_a("NORMAL_CLEARING", remote=False)
                 break
         self.teardown_a()
 

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 
 import gevent
+import gevent.event
 import gevent.queue
 from gevent.server import StreamServer
 
@@ -88,6 +89,8 @@ class ToyDaemon:
         self.flow = flow
         self.conns: list[ToyConn] = []
         self.errors: list[BaseException] = []
+        self.finished = 0
+        self._finished_ev = gevent.event.Event()
         self.server = StreamServer(("127.0.0.1", 0), self._handle)
         self.server.start()
 
@@ -108,6 +111,15 @@ class ToyDaemon:
                 sock.close()
             except OSError:
                 pass
+            self.finished += 1
+            self._finished_ev.set()
+
+    def join(self, n: int = 1, timeout: float = 30) -> None:
+        """Wait until `n` connections' flows have returned."""
+        with gevent.Timeout(timeout):
+            while self.finished < n:
+                self._finished_ev.clear()
+                self._finished_ev.wait()
 
     def stop(self) -> None:
         self.server.stop()
