@@ -617,3 +617,12 @@ def test_transcript_text_shows_catalogue_text_for_prompt_paths(tmp_path):
 def test_unreachable_daemon_raises_oserror():
     with pytest.raises(OSError):
         Switch().call("127.0.0.1", 1, Caller())
+
+
+@pytest.mark.parametrize("value", ["plain", "a b", "100%", "%41%4", "%zz", "sip:1@2;x=y",
+                                   "v=0\r\no=x", "ünï", "{k='a b'}", "", "tone_stream://%(1,0,2)"])
+def test_fast_event_encoding_is_byte_identical_to_protocol(value):
+    from cardd.esl.protocol import encode_event
+    from cardd.sim.wire import encode_event as fast
+    headers = [("Event-Name", "CHANNEL_EXECUTE"), ("Application-Data", value)]
+    assert fast(headers) == fast(headers) == encode_event(headers)

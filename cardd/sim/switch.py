@@ -21,9 +21,9 @@ import gevent.queue
 from gevent import socket
 
 from cardd.esl.protocol import (DISCONNECT_BODY, FrameParser, encode_api_response,
-                                encode_event, encode_reply, url_encode)
+                                encode_event, encode_reply)
 from cardd.errors import ProtocolError
-from cardd.sim import apps
+from cardd.sim import apps, wire
 from cardd.sim.caller import Callee, Caller
 from cardd.sim.channel import Identity, Leg, Profile, hangup_cause_name, new_uuid
 from cardd.sim.clock import Clock, VirtualClock
@@ -249,7 +249,7 @@ class SimCall:
         if self.on_event is not None:
             self.on_event(headers)
         if self.connected and self.subscribed(headers, name):
-            self.send(encode_event(headers))
+            self.send(wire.encode_event(headers))
 
     def fire(self, leg: Leg, name: str, **kw) -> None:
         self.emit(leg, leg.event(name, self.now(), **kw))
@@ -289,7 +289,7 @@ class SimCall:
 
     def cmd_connect(self, rest: str, raw) -> None:
         headers = self.a.data_headers(self.now())
-        text = "".join(f"{k}: {url_encode(v)}\n" for k, v in headers)
+        text = "".join(f"{k}: {wire.encode_value(v)}\n" for k, v in headers)
         text += ("Content-Type: command/reply\nReply-Text: %2BOK%0A\n"
                  "Socket-Mode: async\nControl: full\n\n")
         self.send(text.encode("utf-8"))
@@ -426,7 +426,7 @@ class SimCall:
                 return "-ERR No such channel!\n"
             hdrs = leg.event("CHANNEL_DATA", self.now(),
                              calling=("mod_commands.c", "uuid_dump_function", "6468"))
-            return "".join(f"{k}: {url_encode(v)}\n" for k, v in hdrs) + "\n"
+            return "".join(f"{k}: {wire.encode_value(v)}\n" for k, v in hdrs) + "\n"
         if cmd == "status":
             return "UP 0 years, 0 days\nFreeSWITCH (simulated) is ready\n"
         return f"-ERR {cmd} Command not found!\n"
