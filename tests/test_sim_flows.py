@@ -626,3 +626,29 @@ def test_fast_event_encoding_is_byte_identical_to_protocol(value):
     from cardd.sim.wire import encode_event as fast
     headers = [("Event-Name", "CHANNEL_EXECUTE"), ("Application-Data", value)]
     assert fast(headers) == fast(headers) == encode_event(headers)
+
+
+def test_linger_notice_can_come_right_after_channel_hangup():
+    def flow(conn, out):
+        a = start(conn)
+        conn.execute("answer")
+        finish(conn, a)
+
+    out = run(flow, early_linger_notice=True, park_event=False)
+    kinds = [f.headers.get("Content-Disposition") or f.event().name
+             for f in out["conn"].frames if f.content_type != "command/reply"]
+    assert kinds[kinds.index("CHANNEL_HANGUP") + 1] == "linger"
+    assert "CHANNEL_PARK" not in kinds
+
+
+def test_real_time_clock_runs_a_short_flow():
+    def flow(conn, out):
+        a = start(conn)
+        conn.execute("answer")
+        out["p"] = conn.execute("playback", "tone_stream://%(200,0,440)")
+        finish(conn, a)
+
+    began = time.monotonic()
+    out = run(flow, virtual_clock=False)
+    assert out["p"].get("Application-Response") == "FILE PLAYED"
+    assert 0.2 <= time.monotonic() - began < 3

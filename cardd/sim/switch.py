@@ -43,7 +43,8 @@ class Switch:
                  ipv6: str = "2001:db8::2", sound_prefix: str | None = None,
                  quiet: float = 0.003, idle_quiet: float = 0.05,
                  start_epoch: float | None = None, socket_data: str | None = None,
-                 say_sound_prefix: str | None = None):
+                 say_sound_prefix: str | None = None, early_linger_notice: bool = False,
+                 park_event: bool = True):
         self.virtual_clock = virtual_clock
         self.identity = Identity(core_uuid or new_uuid(), hostname, ipv4, ipv6, sequence=400)
         self.sound_prefix = sound_prefix
@@ -53,6 +54,11 @@ class Switch:
         self.socket_data = socket_data
         # With a `languages` section, say sets sound_prefix (capture 06; 06a: none).
         self.say_sound_prefix = say_sound_prefix
+        # Timing-dependent in FreeSWITCH (README facts 7, 17): the linger
+        # notice right after CHANNEL_HANGUP instead of after HANGUP_COMPLETE,
+        # and whether the socket app's CHANNEL_PARK is seen.
+        self.early_linger_notice = early_linger_notice
+        self.park_event = park_event
         self._session_id = 0
 
     def next_session_id(self) -> int:
@@ -120,7 +126,7 @@ class SimCall:
         self.a_timers: list = []
         self.teardown_started = False
         self.parked_once = False
-        self.emit_park = True
+        self.emit_park = switch.park_event
         self.sched_id = 0
         self._closing = False
         self.socket_app_done = False
@@ -496,9 +502,8 @@ class SimCall:
             a.set_var("sip_hangup_disposition", "recv_bye")
         if not self.linger:
             self.send_disconnect()
-        elif self.bridge is None and self.current_app is None:
-            # linger notice position varies (README fact 17); emitted in teardown.
-            pass
+        elif self.switch.early_linger_notice:
+            self.send_linger_notice()
         a.wake.set()
         if self.current_app is None:
             self.queue.put(None)
