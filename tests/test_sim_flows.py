@@ -652,3 +652,19 @@ def test_real_time_clock_runs_a_short_flow():
     out = run(flow, virtual_clock=False)
     assert out["p"].get("Application-Response") == "FILE PLAYED"
     assert 0.2 <= time.monotonic() - began < 3
+
+
+def test_a_finished_callee_leaves_no_timer_to_jump_the_clock():
+    dial = f"{{origination_uuid={B},execute_on_answer='sched_hangup +3000 ALLOTTED_TIMEOUT'}}" \
+           "sofia/external/1000@x"
+
+    def flow(conn, out):
+        a = start(conn)
+        conn.execute("answer")
+        out["b"] = conn.execute("bridge", dial, lock=False)
+        gevent.sleep(0.3)  # the daemon thinks (database) with nothing running
+        out["next"] = conn.execute("set", "x=1")
+        finish(conn, a)
+
+    out = run(flow, callees=Callee(answer_after=1, talk=10))
+    assert ts(out["next"]) - ts(out["b"]) < 1.0

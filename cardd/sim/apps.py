@@ -538,7 +538,8 @@ def app_sched_hangup(call: SimCall, leg: Leg, arg: str, r: Running) -> str:
         call.a_timers.append(call.clock.call_later(
             delay, lambda: call.hangup_a(cause, remote=False)))
     else:
-        call.clock.call_later(delay, lambda: hangup_b(call, target, cause) if target.alive else None)
+        target.timers.append(call.clock.call_later(
+            delay, lambda: hangup_b(call, target, cause) if target.alive else None))
     return "_none_"
 
 
@@ -569,6 +570,8 @@ def app_sched_broadcast(call: SimCall, leg: Leg, arg: str, r: Running) -> str:
     timer = call.clock.call_later(delay, fire)
     if leg is call.a:
         call.a_timers.append(timer)
+    else:
+        leg.timers.append(timer)
     return "_none_"
 
 
@@ -636,6 +639,9 @@ def hangup_b(call: SimCall, b: Leg, cause: str, *, events_only: bool = False) ->
     b.answer_state = "hangup"
     b.state_number = 10
     b.hangup_us = call.us()
+    # A dead leg's timers must not make the virtual clock jump later on.
+    for t in b.timers:
+        t.cancel()
     if b.bridged_us and call.a.alive:
         b.set_var("last_bridge_role", "originatee")
     call.fire(b, "CHANNEL_HANGUP")

@@ -257,7 +257,7 @@ def originate(call: SimCall, a: Leg, state: apps.BridgeState, dl: DialLeg,
             apps.execute(call, b, apps.Pending(app, app_arg, apps.new_uuid(), True),
                          loops=False)
     if callee.talk is not None:
-        call.clock.call_later(callee.talk, lambda: _callee_bye(call, b))
+        b.timers.append(call.clock.call_later(callee.talk, lambda: _callee_bye(call, b)))
     return b, "SUCCESS"
 
 

@@ -200,6 +200,7 @@ class Leg:
         self.last_app: tuple[str, str] | None = None
         self.sip_disposition: str | None = None
         self.digits_dialed = ""
+        self.timers: list = []  # clock timers that die with this leg
 
     # --- variables ----------------------------------------------------------
     def set_var(self, name: str, value: str | None) -> None:
