@@ -24,10 +24,21 @@ CALL_TIMEOUT = 120.0
 class KeyboardDigits(Sequence):
     """Digits typed at the keyboard, asked for when cardd asks the caller.
 
-    input() runs in gevent's thread pool so the simulated switch keeps
-    serving the call while the operator thinks."""
+    Before asking, it prints what happened since the last question (the
+    prompt being played, above all). input() runs in gevent's thread pool so
+    the simulated switch keeps serving the call while the operator thinks."""
+
+    def __init__(self, catalogue: dict):
+        self.catalogue = catalogue
+        self.call = None
+        self._shown = 0
 
     def __getitem__(self, index):
+        if self.call is not None:
+            lines = self.call.transcript.text(self.catalogue).splitlines()
+            for line in lines[self._shown:]:
+                print(line)
+            self._shown = len(lines)
         line = gevent.get_hub().threadpool.apply(input, ("digits (Enter = stay silent)> ",))
         return line.strip() or None
 
@@ -37,8 +48,11 @@ class KeyboardDigits(Sequence):
 
 def place_call(args, settings) -> int:
     host, port = parse_address(args.server or settings.daemon.listen)
+    catalogue = _catalogue(settings.daemon.sounds_dir)
+    keyboard = None
+    digits: Sequence
     if args.digits is None and sys.stdin.isatty():
-        digits: Sequence = KeyboardDigits()
+        digits = keyboard = KeyboardDigits(catalogue)
     else:
         digits = [None if d == "-" else d for d in (args.digits or [])]
     caller = Caller(cli=args.cli, destination=args.cld, rdnis=args.did or None, digits=digits)
@@ -49,9 +63,11 @@ def place_call(args, settings) -> int:
     except OSError as exc:
         print(f"cardd call: cannot reach cardd at {host}:{port}: {exc}", file=sys.stderr)
         return 2
-    transcript = call.wait(None if args.real_time else CALL_TIMEOUT)
-    catalogue = _catalogue(settings.daemon.sounds_dir)
-    sys.stdout.write(transcript.text(catalogue))
+    if keyboard is not None:
+        keyboard.call = call
+    transcript = call.wait(None if keyboard or args.real_time else CALL_TIMEOUT)
+    lines = transcript.text(catalogue).splitlines(keepends=True)
+    sys.stdout.writelines(lines[keyboard._shown if keyboard else 0:])
     for bridge in transcript.bridges:
         print(f"bridge to {bridge.number}: {bridge.disposition}, billsec {bridge.billsec} "
               f"(billmsec {bridge.billmsec})")
