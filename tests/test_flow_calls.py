@@ -305,3 +305,16 @@ def test_fifty_simultaneous_calls_on_one_card_never_overspend(cardd, database, l
         assert cdr.billed_seconds <= cdr.granted_seconds
     refused = sum("insufficient_funds" in cardd.heard(t) for t in transcripts)
     assert refused + len(granted) == 50
+
+
+def test_caller_hanging_up_during_the_duration_announcement_releases_the_reservation(
+        cardd, demo_data, ledger):
+    # The reservation is made before "you can talk for …"; the caller leaves
+    # during that playback, so nothing is dialled and nothing is owed.
+    caller = card_caller(demo_data, UK_MOBILE + "#", hangup_at=("playback", 1))
+    t = cardd.call(caller)
+    assert bridge_args(t) == []
+    assert ledger.open_reservations() == []
+    (cdr,) = ledger.cdrs_for(demo_data.card_id)
+    assert (cdr.billed_seconds, cdr.cost) == (0, Decimal("0"))
+    assert balance(ledger, demo_data) == Decimal("10.00000")
