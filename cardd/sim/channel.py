@@ -85,7 +85,7 @@ class Profile:
     __slots__ = ("direction", "logical_direction", "username", "dialplan", "cid_name",
                  "cid_number", "orig_cid_name", "orig_cid_number", "callee_name",
                  "callee_number", "network_addr", "ani", "destination", "uuid", "source",
-                 "context", "channel_name", "times", "rdnis")
+                 "context", "channel_name", "times", "rdnis", "transfer_source", "index")
 
     def __init__(self, **kw):
         self.direction = kw.get("direction", "inbound")
@@ -106,6 +106,8 @@ class Profile:
         self.context = kw.get("context", "public")
         self.channel_name = kw.get("channel_name", "")
         self.rdnis = kw.get("rdnis")
+        self.transfer_source = kw.get("transfer_source")
+        self.index = kw.get("index", "1")
         self.times = dict.fromkeys(_TIME_FIELDS, 0)
 
     def headers(self, prefix: str, *, index: bool = True,
@@ -121,13 +123,17 @@ class Profile:
             out.append((p + "Callee-ID-Name", self.callee_name))
             out.append((p + "Callee-ID-Number", self.callee_number or ""))
         out += [(p + "Network-Addr", self.network_addr), (p + "ANI", self.ani),
-                (p + "Destination-Number", self.destination)]
+                (p + "Destination-Number", self.destination),
+                (p + "Unique-ID", self.uuid), (p + "Source", self.source)]
+        # switch_caller_profile_event_set_data order (switch_caller.c)
+        if self.transfer_source:
+            out.append((p + "Transfer-Source", self.transfer_source))
+        out.append((p + "Context", self.context))
         if self.rdnis:
             out.append((p + "RDNIS", self.rdnis))
-        out += [(p + "Unique-ID", self.uuid), (p + "Source", self.source),
-                (p + "Context", self.context), (p + "Channel-Name", self.channel_name)]
+        out.append((p + "Channel-Name", self.channel_name))
         if index:
-            out.append((p + "Profile-Index", "1"))
+            out.append((p + "Profile-Index", self.index))
         t = self.times if times is None else times
         out += [(p + name, str(t[name])) for name in _TIME_FIELDS]
         out += [(p + "Screen-Bit", "true"), (p + "Privacy-Hide-Name", "false"),

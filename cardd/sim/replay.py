@@ -11,6 +11,7 @@ identity of the call) is used to produce the simulator's output.
 
 from __future__ import annotations
 
+import random
 import re
 import socket as pysocket
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from cardd.sim import apps
 from cardd.sim.caller import Callee, Caller
 from cardd.sim.channel import Identity, Leg, Profile
 from cardd.sim.clock import VirtualClock
+from cardd.sim.sofia import SofiaSetup, inbound_leg
 from cardd.sim.switch import SimCall, Switch
 
 _RECORD = re.compile(rb"@@ (\w+) (\d+) t=([\d.]+) len=(\d+)\n")
@@ -112,10 +114,23 @@ class Scenario:
     b_uuids: list[str] = field(default_factory=list)  # B uuids FreeSWITCH picked
 
 
-class Replayer:
-    """Feeds a capture's SENT records to a seeded SimCall over a socketpair."""
+# The captures' setup (README "Setup used"): sipp calls 8084 on the sofia
+# profile `lo`, whose dialplan runs `socket 127.0.0.1:8084 async full`.
+CAPTURE_SETUP = SofiaSetup(profile="lo", ip="127.0.0.1", port=5080, caller_ip="127.0.0.1",
+                           caller_port=5090, caller_media_port=6100, context="public",
+                           socket_data="127.0.0.1:8084 async full")
+CAPTURE_CALLER = ("15555550100", "8084")
 
-    def __init__(self, path: str | Path, scenario: Scenario):
+
+class Replayer:
+    """Feeds a capture's SENT records to a seeded SimCall over a socketpair.
+
+    fresh=True: the A leg is not taken from the connect reply but built by
+    the simulator's own channel model (cardd.sim.sofia) from the capture's
+    setup; only identities (uuids, Core-UUID, host, clock) are seeded."""
+
+    def __init__(self, path: str | Path, scenario: Scenario, *, fresh: bool = False):
+        self.fresh = fresh
         self.path = Path(path)
         self.records = read_capture(self.path)
         self.scenario = scenario
@@ -136,6 +151,13 @@ class Replayer:
                         say_sound_prefix=self.scenario.say_sound_prefix)
         switch.identity = idn
         switch._session_id = int(leg.vars.get("session_id", "1"))
+        if self.fresh:
+            rnd = random.Random(leg.uuid)
+            switch._session_id = rnd.randrange(1, 100)
+            leg = inbound_leg(idn, CAPTURE_SETUP, uuid=leg.uuid, cli=CAPTURE_CALLER[0],
+                              destination=CAPTURE_CALLER[1],
+                              now_us=int((epoch0 + first_sent.t) * 1e6) - 20_000,
+                              session_id=switch.next_session_id(), rnd=rnd)
         clock = VirtualClock(epoch0, quiet=0.002, idle_quiet=0.002)
         callees = list(self.scenario.callees)
         call = SimCall(switch, Caller(cli=leg.profile.cid_number), _CalleeQueue(callees),
@@ -460,10 +482,10 @@ def _diff_frame(e: dict, a: dict) -> str:
     return ""
 
 
-def replay(path: str | Path, scenario: Scenario, timeout: float = 20.0
-           ) -> tuple[list[bytes], list[bytes]]:
+def replay(path: str | Path, scenario: Scenario, timeout: float = 20.0, *,
+           fresh: bool = False) -> tuple[list[bytes], list[bytes]]:
     """-> (the capture's RECV frames, the simulator's frames)."""
-    r = Replayer(path, scenario)
+    r = Replayer(path, scenario, fresh=fresh)
     actual = r.run(timeout)
     expected = [rec.data for rec in r.records if rec.kind == "RECV"]
     return expected, actual

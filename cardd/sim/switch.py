@@ -23,9 +23,9 @@ from gevent import socket
 from cardd.esl.protocol import (DISCONNECT_BODY, FrameParser, encode_api_response,
                                 encode_event, encode_reply)
 from cardd.errors import ProtocolError
-from cardd.sim import apps, wire
+from cardd.sim import apps, sofia, wire
 from cardd.sim.caller import Callee, Caller
-from cardd.sim.channel import Identity, Leg, Profile, hangup_cause_name, new_uuid
+from cardd.sim.channel import Identity, Leg, hangup_cause_name, new_uuid
 from cardd.sim.clock import Clock, VirtualClock
 from cardd.sim.transcript import Transcript
 
@@ -44,14 +44,21 @@ class Switch:
                  quiet: float = 0.003, idle_quiet: float = 0.05,
                  start_epoch: float | None = None, socket_data: str | None = None,
                  say_sound_prefix: str | None = None, early_linger_notice: bool = False,
-                 park_event: bool = True):
+                 park_event: bool = True, sofia_setup: "sofia.SofiaSetup | None" = None,
+                 context: str | None = None, dialplan_vars: dict[str, str] | None = None):
         self.virtual_clock = virtual_clock
         self.identity = Identity(core_uuid or new_uuid(), hostname, ipv4, ipv6, sequence=400)
         self.sound_prefix = sound_prefix
         self.quiet = quiet
         self.idle_quiet = idle_quiet
         self.start_epoch = start_epoch
-        self.socket_data = socket_data
+        self.sofia = sofia_setup or sofia.SofiaSetup(
+            socket_data=socket_data or "127.0.0.1:8084 async full")
+        self.socket_data = self.sofia.socket_data
+        # A call transferred to its CLD string runs in cardd's context;
+        # dialplan_vars: what the access number's extension `set` before that.
+        self.context = context
+        self.dialplan_vars = dict(dialplan_vars or {})
         # With a `languages` section, say sets sound_prefix (capture 06; 06a: none).
         self.say_sound_prefix = say_sound_prefix
         # Timing-dependent in FreeSWITCH (README facts 7, 17): the linger
@@ -148,37 +155,13 @@ class SimCall:
     # --- set-up -------------------------------------------------------------
     def _new_a_leg(self, a_uuid: str) -> Leg:
         c = self.caller
-        now_us = int(self.clock.now() * 1_000_000)
-        name = f"sofia/external/{c.cli}@127.0.0.1:5060"
-        prof = Profile(direction="inbound", username=c.cli, cid_name=c.name or c.cli,
-                       cid_number=c.cli, destination=c.destination, uuid=a_uuid,
-                       context="cardd", channel_name=name, rdnis=c.rdnis)
-        prof.times["Profile-Created-Time"] = now_us
-        prof.times["Channel-Created-Time"] = now_us
-        leg = Leg(self.identity, prof, name=name, direction="inbound")
-        leg.created_us = now_us
-        leg.set_state("CS_EXECUTE")
-        leg.call_state = "RINGING"
-        leg.has_codec = True
-        sid = str(self.switch.next_session_id())
-        socket_data = self.switch.socket_data or "127.0.0.1:8084 async full"
-        for k, v in (("direction", "inbound"), ("uuid", a_uuid), ("session_id", sid),
-                     ("sip_from_user", c.cli), ("sip_from_port", "5060"),
-                     ("sip_from_uri", f"{c.cli}@127.0.0.1:5060"),
-                     ("sip_from_host", "127.0.0.1"), ("channel_name", name),
-                     ("sip_call_id", f"{sid}-{a_uuid[:8]}@127.0.0.1"),
-                     ("sip_network_ip", "127.0.0.1"), ("sip_network_port", "5060"),
-                     ("sip_invite_stamp", str(now_us)), ("sofia_profile_name", "external"),
-                     ("sip_req_user", c.rdnis or c.destination), ("sip_to_user", c.rdnis or c.destination),
-                     ("read_codec", "PCMU"), ("read_rate", "8000"), ("write_codec", "PCMU"),
-                     ("write_rate", "8000"), ("dtmf_type", "rfc2833"),
-                     ("endpoint_disposition", "RECEIVED"), ("call_uuid", a_uuid),
-                     ("current_application_data", socket_data),
-                     ("current_application", "socket"), ("socket_host", "127.0.0.1")):
-            leg.set_var(k, v)
-        if c.rdnis:
-            leg.set_var("rdnis", c.rdnis)
-        return leg
+        sw = self.switch
+        # The channel was created (INVITE) a moment before the socket app ran.
+        return sofia.inbound_leg(
+            self.identity, sw.sofia, uuid=a_uuid, cli=c.cli, destination=c.destination,
+            now_us=int(self.clock.now() * 1_000_000) - 20_000,
+            session_id=sw.next_session_id(), rnd=random.Random(a_uuid), cid_name=c.name,
+            rdnis=c.rdnis, context=sw.context, dialplan_vars=sw.dialplan_vars)
 
     def now(self) -> float:
         return self.clock.now()
