@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from cardd import admin
     admin.add_parsers(sub)
+    from cardd import prompt_admin
+    prompt_admin.add_parsers(sub)
     return parser
 
 

@@ -12,6 +12,7 @@ from cardd.channel import Channel
 from cardd.errors import CallGone, ConfigError, DatabaseUnavailable
 from cardd.ivr.call import Call, CallLog, Services
 from cardd.ivr.dial import CardRefused, place_call
+from cardd.ivr.greeting import greet
 from cardd.ivr.identify import InputTimeouts, identify
 
 # The longest destination a caller can enter (E.164 is 15; room for prefixes).
@@ -20,11 +21,12 @@ MAX_DESTINATION_DIGITS = 24
 
 def run(channel: Channel, services: Services) -> None:
     """The IVR for one call, from answer to hangup."""
-    call = _call_for(channel, services)
+    call, languages = _call_for(channel, services)
     outcome = "caller_hung_up"
     try:
         channel.answer()
-        outcome = _serve(call)
+        # Greetings and the language menu set call.lang; None: the call ended there.
+        outcome = "no_language" if greet(call, languages) is None else _serve(call)
     except _SessionOver:
         outcome = "card_refused"
     except CallGone:
@@ -42,7 +44,7 @@ def run(channel: Channel, services: Services) -> None:
         services.metrics.calls.labels(outcome).inc()
 
 
-def _call_for(channel: Channel, services: Services) -> Call:
+def _call_for(channel: Channel, services: Services) -> tuple[Call, list[str]]:
     """The options in force for this call, from its CLD string. A malformed
     CLD is the dialplan's mistake, not the caller's: the call goes on with
     the calling_card settings, and the operator is told."""
@@ -63,7 +65,7 @@ def _call_for(channel: Channel, services: Services) -> Call:
     for lang in skipped:
         log.warning("language %r has no prompts: skipped", lang)
     return Call(channel=channel, options=call_options.options, lang=languages[0],
-                services=services, instance=call_options.instance)
+                services=services, instance=call_options.instance), languages
 
 
 def _serve(call: Call) -> str:

@@ -1,0 +1,247 @@
+"""Operator prompts (ivr_prompts): `cardd prompt create|update|list`, and the lookups the IVR makes.
+
+As operators know it from the reference product's prompt utility:
+
+    cardd prompt create FILE NAME DESCRIPTION     -> prints the new prompt's id
+    cardd prompt update ID --audio FILE --lang th -> adds or replaces the Thai recording
+    cardd prompt update ID --audio FILE           -> replaces the prompt's default recording
+    cardd prompt list
+
+Any audio sox reads is converted to the telephony format (8 kHz, 16-bit, mono wav) and stored under
+daemon.sounds_dir as custom/<id>/default.wav or custom/<id>/<lang>.wav; the database keeps the path relative to
+sounds_dir, so a FreeSWITCH that mounts the same directory elsewhere only needs another sounds_dir. A greeting
+prompt is an id in cardd.yaml (early_greeting_prompt, late_greeting_prompt) or a CLD token (greet<id>,
+lgreet<id>).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from cardd.db import Database
+
+log = logging.getLogger(__name__)
+
+CUSTOM_DIR = "custom"
+DEFAULT_AUDIO = "default"
+# sox's own conversion is fast; a minute guards against a pathological input.
+SOX_TIMEOUT_S = 60
+_LANG = re.compile(r"^[a-z]{2}$")
+
+
+class PromptError(Exception):
+    """An operator's request that cannot be done; the message says why."""
+
+
+@dataclass(frozen=True)
+class OperatorPrompt:
+    id: int
+    name: str
+    description: str
+    default_path: str | None          # relative to sounds_dir (or absolute)
+    audio: dict[str, str]             # lang -> path
+
+
+# --- lookups (the IVR and the commands) -------------------------------------------------------------------------
+
+def get_prompt(pool: Any, prompt_id: int) -> OperatorPrompt | None:
+    """The prompt with its recordings, or None when no such id exists."""
+    with pool.connection() as conn:
+        row = conn.execute("SELECT id, name, description, default_path FROM ivr_prompts WHERE id = %s",
+                           (prompt_id,)).fetchone()
+        if row is None:
+            return None
+        audio = dict(conn.execute("SELECT lang, path FROM ivr_prompt_audio WHERE prompt_id = %s ORDER BY lang",
+                                  (prompt_id,)).fetchall())
+    return OperatorPrompt(id=row[0], name=row[1], description=row[2], default_path=row[3], audio=audio)
+
+
+def list_prompts(pool: Any) -> list[OperatorPrompt]:
+    with pool.connection() as conn:
+        rows = conn.execute("SELECT id, name, description, default_path FROM ivr_prompts ORDER BY id").fetchall()
+        audio: dict[int, dict[str, str]] = {}
+        for prompt_id, lang, path in conn.execute(
+                "SELECT prompt_id, lang, path FROM ivr_prompt_audio ORDER BY prompt_id, lang"):
+            audio.setdefault(prompt_id, {})[lang] = path
+    return [OperatorPrompt(id=r[0], name=r[1], description=r[2], default_path=r[3], audio=audio.get(r[0], {}))
+            for r in rows]
+
+
+def resolve(sounds_dir: str, path: str) -> str:
+    """The absolute path FreeSWITCH plays for a stored path."""
+    return os.path.join(sounds_dir, path)
+
+
+# --- conversion -------------------------------------------------------------------------------------------------
+
+def convert(source: str, target: str) -> None:
+    """Convert any audio sox reads to 8 kHz 16-bit mono wav at `target`, atomically: a call playing the old
+    recording never reads a half-written file."""
+    sox = shutil.which("sox")
+    if sox is None:
+        raise PromptError("sox is not installed (Debian: apt-get install sox); cardd needs it to convert "
+                          "prompts to 8 kHz 16-bit mono wav")
+    if not os.path.isfile(source):
+        raise PromptError(f"{source}: no such file")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".wav", prefix=".converting-", dir=os.path.dirname(target))
+    os.close(fd)
+    try:
+        # -V1: errors only. --no-dither keeps the output reproducible.
+        cmd = [sox, "-V1", source, "-r", "8000", "-b", "16", "-c", "1", "-e", "signed-integer",
+               "--no-dither", tmp]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=SOX_TIMEOUT_S, check=False)
+        except subprocess.TimeoutExpired:
+            raise PromptError(f"{source}: sox did not finish in {SOX_TIMEOUT_S} s") from None
+        if done.returncode != 0:
+            reason = " ".join(done.stderr.split()) or f"sox exit status {done.returncode}"
+            raise PromptError(f"{source}: not audio sox can read ({reason})")
+        if os.path.getsize(tmp) <= 44:
+            raise PromptError(f"{source}: no audio in it")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _relative_path(prompt_id: int, lang: str | None) -> str:
+    return os.path.join(CUSTOM_DIR, str(prompt_id), f"{lang or DEFAULT_AUDIO}.wav")
+
+
+# --- operations -------------------------------------------------------------------------------------------------
+
+def create_prompt(pool: Any, sounds_dir: str, source: str, name: str, description: str) -> int:
+    """A new prompt whose default recording is `source`; its id. Nothing is stored when the audio is bad."""
+    if not name.strip():
+        raise PromptError("a prompt needs a name")
+    with pool.connection() as conn, conn.transaction():
+        if conn.execute("SELECT 1 FROM ivr_prompts WHERE name = %s", (name,)).fetchone():
+            raise PromptError(f"a prompt named {name!r} already exists")
+        (prompt_id,) = conn.execute("INSERT INTO ivr_prompts (name, description) VALUES (%s, %s) RETURNING id",
+                                    (name, description)).fetchone()
+        rel = _relative_path(prompt_id, None)
+        # Converted inside the transaction: a file sox cannot read leaves no row behind.
+        convert(source, resolve(sounds_dir, rel))
+        conn.execute("UPDATE ivr_prompts SET default_path = %s WHERE id = %s", (rel, prompt_id))
+    log.info("prompt %s (%s) created from %s", prompt_id, name, source)
+    return prompt_id
+
+
+def update_prompt(pool: Any, sounds_dir: str, prompt_id: int, *, audio: str | None = None,
+                  lang: str | None = None, name: str | None = None, description: str | None = None) -> None:
+    """Add or replace a recording (a language's, or the default one without `lang`), rename, re-describe."""
+    if lang is not None and not _LANG.match(lang):
+        raise PromptError(f"bad language {lang!r}: a two-letter code such as th")
+    if lang is not None and audio is None:
+        raise PromptError("--lang needs --audio")
+    if audio is None and name is None and description is None:
+        raise PromptError("nothing to update: give --audio FILE [--lang xx], --name or --description")
+    with pool.connection() as conn, conn.transaction():
+        if not conn.execute("SELECT 1 FROM ivr_prompts WHERE id = %s FOR UPDATE", (prompt_id,)).fetchone():
+            raise PromptError(f"no prompt {prompt_id}")
+        if name is not None:
+            if conn.execute("SELECT 1 FROM ivr_prompts WHERE name = %s AND id <> %s",
+                            (name, prompt_id)).fetchone():
+                raise PromptError(f"a prompt named {name!r} already exists")
+            conn.execute("UPDATE ivr_prompts SET name = %s WHERE id = %s", (name, prompt_id))
+        if description is not None:
+            conn.execute("UPDATE ivr_prompts SET description = %s WHERE id = %s", (description, prompt_id))
+        if audio is not None:
+            rel = _relative_path(prompt_id, lang)
+            convert(audio, resolve(sounds_dir, rel))
+            if lang is None:
+                conn.execute("UPDATE ivr_prompts SET default_path = %s WHERE id = %s", (rel, prompt_id))
+            else:
+                conn.execute(
+                    "INSERT INTO ivr_prompt_audio (prompt_id, lang, path) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (prompt_id, lang) DO UPDATE SET path = EXCLUDED.path, updated_at = now()",
+                    (prompt_id, lang, rel))
+    log.info("prompt %s updated", prompt_id)
+
+
+# --- the commands -----------------------------------------------------------------------------------------------
+
+def _prompt_id(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"a prompt id is a positive number, got {text!r}")
+    return int(text)
+
+
+def add_parsers(subparsers: Any) -> None:
+    """Register `prompt create|update|list` on the cli's sub-parsers."""
+    prompt = subparsers.add_parser("prompt", help="operator prompts (greetings)")
+    sub = prompt.add_subparsers(dest="prompt_command", required=True)
+    create = sub.add_parser("create", help="create a prompt from an audio file; prints its id")
+    create.add_argument("file", help="any audio file sox reads")
+    create.add_argument("name", help="a unique name")
+    create.add_argument("description", nargs="?", default="", help="what it says, for operators")
+    create.set_defaults(func=run_prompt_create)
+    update = sub.add_parser("update", help="add or replace a recording, rename, re-describe")
+    update.add_argument("id", type=_prompt_id)
+    update.add_argument("--audio", metavar="FILE", help="any audio file sox reads")
+    update.add_argument("--lang", help="the recording's language (two letters); without it, the default audio")
+    update.add_argument("--name")
+    update.add_argument("--description")
+    update.set_defaults(func=run_prompt_update)
+    listing = sub.add_parser("list", help="list prompts and their languages")
+    listing.set_defaults(func=run_prompt_list)
+
+
+@contextlib.contextmanager
+def _database(settings: Any) -> Iterator[Database]:
+    db = Database(settings.daemon.dsn, settings.daemon.data_dir, pool_size=2)
+    try:
+        # Like the other operator commands: works on a fresh machine's embedded database.
+        db.migrate()
+        yield db
+    finally:
+        db.close()
+
+
+def _refused(exc: PromptError) -> int:
+    print(f"cardd: {exc}", file=sys.stderr)
+    return 2
+
+
+def run_prompt_create(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        try:
+            prompt_id = create_prompt(db.pool, settings.daemon.sounds_dir, args.file, args.name,
+                                      args.description)
+        except PromptError as exc:
+            return _refused(exc)
+    print(prompt_id)
+    return 0
+
+
+def run_prompt_update(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        try:
+            update_prompt(db.pool, settings.daemon.sounds_dir, args.id, audio=args.audio, lang=args.lang,
+                          name=args.name, description=args.description)
+        except PromptError as exc:
+            return _refused(exc)
+    return 0
+
+
+def run_prompt_list(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        prompts = list_prompts(db.pool)
+    print("id\tname\tlanguages\tdefault audio\tdescription")
+    for p in prompts:
+        langs = ",".join(p.audio) or "-"
+        default = "yes" if p.default_path else "no"
+        print(f"{p.id}\t{p.name}\t{langs}\t{default}\t{p.description}")
+    return 0
