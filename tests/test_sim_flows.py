@@ -668,3 +668,62 @@ def test_a_finished_callee_leaves_no_timer_to_jump_the_clock():
 
     out = run(flow, callees=Callee(answer_after=1, talk=10))
     assert ts(out["next"]) - ts(out["b"]) < 1.0
+
+
+def test_inbound_socket_authenticates_answers_uuid_exists_and_observes_calls():
+    from gevent import socket
+
+    from cardd.esl.protocol import FrameParser
+
+    switch = Switch()
+    inbound = switch.listen_inbound(password="ClueCon")
+    seen = {}
+
+    def flow(conn, out):
+        a = start(conn)
+        conn.execute("answer")
+        seen["a"] = a
+        seen["ready"].set()
+        seen["go"].wait()
+        finish(conn, a)
+
+    seen["ready"], seen["go"] = gevent.event.Event(), gevent.event.Event()
+    daemon = ToyDaemon(lambda conn: flow(conn, {}))
+    sock = socket.create_connection(inbound.address)
+    parser = FrameParser()
+
+    def frames(n):
+        got = []
+        while len(got) < n:
+            parser.feed(sock.recv(65536))
+            got += list(parser)
+        return got
+
+    def ask(text, n=1):
+        sock.sendall(text.encode() + b"\n\n")
+        return frames(n)
+
+    try:
+        assert frames(1)[0].content_type == "auth/request"
+        call = switch.call("127.0.0.1", daemon.port, Caller(), None)
+        seen["ready"].wait(10)
+        a = seen["a"]
+        assert ask("api uuid_exists x")[0].reply_text == "-ERR command not found"  # before auth
+        assert ask("auth ClueCon")[0].reply_text == "+OK accepted"
+        assert ask(f"api uuid_exists {a}")[0].body == b"true"
+        assert ask(f"filter Unique-ID {a}")[0].reply_text == f"+OK filter added. [Unique-ID]=[{a}]"
+        assert ask("event plain CHANNEL_HANGUP_COMPLETE")[0].reply_text == \
+            "+OK event listener enabled plain"
+        seen["go"].set()
+        hc = frames(1)[0].event()
+        assert (hc.name, hc.unique_id) == ("CHANNEL_HANGUP_COMPLETE", a)
+        call.wait(10)
+        assert ask(f"api uuid_exists {a}")[0].body == b"false"
+        bye, notice = ask("exit", 2)
+        assert bye.reply_text == "+OK bye"
+        assert notice.content_type == "text/disconnect-notice"
+        assert "Controlled-Session-UUID" not in notice.headers
+    finally:
+        sock.close()
+        inbound.stop()
+        daemon.stop()

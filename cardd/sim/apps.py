@@ -669,6 +669,7 @@ def destroy_b(call: SimCall, b: Leg) -> None:
     b.call_uuid = b.uuid
     b.set_state("CS_DESTROY")
     call.fire(b, "CHANNEL_STATE", variables=False)
+    call.switch.unregister(b)
 
 
 def _stamp(us: int) -> str:

@@ -187,6 +187,7 @@ def _new_b(call: SimCall, a: Leg, dl: DialLeg, lvars: list[tuple[str, str]]) -> 
     b.other_profile = other
     b.other_times = dict.fromkeys(other.times, 0)
     call.legs[b_uuid] = b
+    call.switch.register(call, b)
     sid = str(call.switch.next_session_id())
     for k, val in (("direction", "outbound"), ("is_outbound", "true"), ("uuid", b_uuid),
                    ("session_id", sid), ("channel_name", name),

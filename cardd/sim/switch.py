@@ -67,6 +67,67 @@ class Switch:
         self.early_linger_notice = early_linger_notice
         self.park_event = park_event
         self._session_id = 0
+        self._legs: dict[str, tuple[SimCall, Leg]] = {}
+        self.inbound: list = []  # inbound ESL listeners (cardd.sim.inbound)
+
+    # --- the switch's channels (api commands reach every call) ---------------
+    def register(self, call: SimCall, leg: Leg) -> None:
+        self._legs[leg.uuid] = (call, leg)
+
+    def unregister(self, leg: Leg) -> None:
+        self._legs.pop(leg.uuid, None)
+
+    def find(self, uuid: str) -> tuple[SimCall, Leg] | None:
+        found = self._legs.get(uuid)
+        return found if found is not None and found[1].alive else None
+
+    def api(self, line: str) -> str:
+        """An api command (outbound `api`, `bgapi`, or the inbound socket)."""
+        cmd, _, args = line.strip().partition(" ")
+        argv = args.split(" ") if args else []
+        found = self.find(argv[0]) if argv else None
+        call, leg = found if found else (None, None)
+        if cmd == "uuid_getvar":
+            if leg is None:
+                return "-ERR No such channel!\n"
+            value = leg.get_var(argv[1]) if len(argv) > 1 else None
+            return value if value is not None else "_undef_"
+        if cmd == "uuid_setvar":
+            if leg is None:
+                return "-ERR No such channel!\n"
+            if len(argv) < 2:
+                return "-USAGE: <uuid> <var> [value]\n"
+            leg.set_var(argv[1], " ".join(argv[2:]) or None)
+            return "+OK\n"
+        if cmd == "uuid_exists":
+            return "true" if leg is not None else "false"
+        if cmd == "uuid_kill":
+            if leg is None:
+                return "-ERR No such channel!\n"
+            cause = hangup_cause_name(argv[1] if len(argv) > 1 else "NORMAL_CLEARING")
+            if leg is call.a:
+                call.clock.call_later(0, lambda: call.hangup_a(cause, remote=False))
+            else:
+                call.clock.call_later(0, lambda: apps.hangup_b(call, leg, cause))
+            return "+OK\n"
+        if cmd == "uuid_dump":
+            if leg is None:
+                return "-ERR No such channel!\n"
+            hdrs = leg.event("CHANNEL_DATA", call.now(),
+                             calling=("mod_commands.c", "uuid_dump_function", "6468"))
+            return "".join(f"{k}: {wire.encode_value(v)}\n" for k, v in hdrs) + "\n"
+        if cmd == "show" and argv[:1] == ["channels"] and argv[1:2] == ["count"]:
+            n = sum(1 for _, lg in self._legs.values() if lg.alive)
+            return f"\n{n} total.\n"
+        if cmd == "status":
+            return "UP 0 years, 0 days\nFreeSWITCH (simulated) is ready\n"
+        return f"-ERR {cmd} Command not found!\n"
+
+    def listen_inbound(self, host: str = "127.0.0.1", port: int = 0,
+                       password: str = "ClueCon"):
+        """Serve the inbound Event Socket (as FreeSWITCH's port 8021 does)."""
+        from cardd.sim.inbound import InboundServer
+        return InboundServer(self, host, port, password)
 
     def next_session_id(self) -> int:
         self._session_id += 1
@@ -108,6 +169,7 @@ class SimCall:
         self.a = a_leg or self._new_a_leg(a_uuid or new_uuid())
         self.transcript.a_uuid = self.a.uuid
         self.legs: dict[str, Leg] = {self.a.uuid: self.a}
+        switch.register(self, self.a)
         # subscription state (mod_event_socket listener)
         self.myevents = False
         self.event_names: set[str] = set()
@@ -237,6 +299,8 @@ class SimCall:
         name = headers[0][1]
         if self.on_event is not None:
             self.on_event(headers)
+        for listener in self.switch.inbound:
+            listener.offer(name, headers)
         if self.connected and self.subscribed(headers, name):
             self.send(wire.encode_event(headers))
 
@@ -380,45 +444,8 @@ class SimCall:
             self.send(encode_event(hdrs, body.encode("utf-8")))
 
     def api(self, line: str) -> str:
-        cmd, _, args = line.strip().partition(" ")
-        argv = args.split(" ") if args else []
         self.transcript.add(self.rel(), "A", "api", command=line.strip())
-        leg = self.legs.get(argv[0]) if argv else None
-        if leg is not None and not leg.alive:
-            leg = None
-        if cmd == "uuid_getvar":
-            if leg is None:
-                return "-ERR No such channel!\n"
-            value = leg.get_var(argv[1]) if len(argv) > 1 else None
-            return value if value is not None else "_undef_"
-        if cmd == "uuid_setvar":
-            if leg is None:
-                return "-ERR No such channel!\n"
-            if len(argv) < 2:
-                return "-USAGE: <uuid> <var> [value]\n"
-            leg.set_var(argv[1], " ".join(argv[2:]) or None)
-            return "+OK\n"
-        if cmd == "uuid_exists":
-            return "true" if leg is not None else "false"
-        if cmd == "uuid_kill":
-            if leg is None:
-                return "-ERR No such channel!\n"
-            cause = argv[1] if len(argv) > 1 else "NORMAL_CLEARING"
-            cause = hangup_cause_name(cause)
-            if leg is self.a:
-                self.clock.call_later(0, lambda: self.hangup_a(cause, remote=False))
-            else:
-                self.clock.call_later(0, lambda: apps.hangup_b(self, leg, cause))
-            return "+OK\n"
-        if cmd == "uuid_dump":
-            if leg is None:
-                return "-ERR No such channel!\n"
-            hdrs = leg.event("CHANNEL_DATA", self.now(),
-                             calling=("mod_commands.c", "uuid_dump_function", "6468"))
-            return "".join(f"{k}: {wire.encode_value(v)}\n" for k, v in hdrs) + "\n"
-        if cmd == "status":
-            return "UP 0 years, 0 days\nFreeSWITCH (simulated) is ready\n"
-        return f"-ERR {cmd} Command not found!\n"
+        return self.switch.api(line)
 
     def _maybe_park(self) -> None:
         """CHANNEL_PARK of the socket app's park loop: once, on the first
@@ -514,6 +541,7 @@ class SimCall:
         for leg in list(self.legs.values()):
             if leg is not a and leg.pending_destroy:
                 apps.destroy_b(self, leg)
+        self.switch.unregister(a)
         if self.linger and self.connected:
             self.send_linger_notice()
             if self.linger_time >= 0:
@@ -599,6 +627,9 @@ class SimCall:
         self.closed.set()
 
     def _finish(self) -> None:
+        for leg in self.legs.values():
+            if not leg.alive:
+                self.switch.unregister(leg)
         self.done.set()
 
     # --- results ------------------------------------------------------------
