@@ -14,7 +14,6 @@ from __future__ import annotations
 import random
 import re
 import socket as pysocket
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import gevent
 import gevent.event
 from gevent import socket
 
-from cardd.esl.protocol import FrameParser, parse_header_block, url_decode
+from cardd.esl.protocol import FrameParser, url_decode
 from cardd.sim import apps
 from cardd.sim.caller import Callee, Caller
 from cardd.sim.channel import Identity, Leg, Profile
@@ -492,4 +491,4 @@ def replay(path: str | Path, scenario: Scenario, timeout: float = 20.0, *,
 
 
 __all__ = ["Record", "read_capture", "seed_from_connect", "Scenario", "Replayer", "compare",
-           "replay", "Normalizer", "parse_header_block", "Callable"]
+           "replay", "Normalizer", "fs_chosen_uuids", "CAPTURE_SETUP", "UNMODELLED"]

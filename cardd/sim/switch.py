@@ -367,7 +367,6 @@ class SimCall:
             else:
                 self.event_names.add(name.upper())
         self.send(encode_reply(f"+OK event listener enabled {fmt}"))
-        self._maybe_park()
 
     def cmd_filter(self, rest: str, raw) -> None:
         header, _, value = rest.partition(" ")
@@ -448,11 +447,10 @@ class SimCall:
         return self.switch.api(line)
 
     def _maybe_park(self) -> None:
-        """CHANNEL_PARK of the socket app's park loop: once, on the first
-        command after the subscription (its presence is timing-dependent)."""
-        if self.parked_once or not self.emit_park:
-            return
-        if not (self.myevents or self.event_all or "CHANNEL_PARK" in self.event_names):
+        """CHANNEL_PARK of the socket app's park loop: once, right after a
+        myevents subscription. Its presence is timing-dependent (README fact
+        7); no capture subscribed with `event plain` ever saw it (08b, 14-20)."""
+        if self.parked_once or not self.emit_park or not self.myevents:
             return
         self.parked_once = True
         self.fire(self.a, "CHANNEL_PARK")
