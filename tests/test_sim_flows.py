@@ -727,3 +727,41 @@ def test_inbound_socket_authenticates_answers_uuid_exists_and_observes_calls():
         sock.close()
         inbound.stop()
         daemon.stop()
+
+
+def test_without_full_the_socket_refuses_api_linger_and_event():
+    def flow(conn, out):
+        out["reply"] = conn.command("connect")
+        out["linger"] = conn.command("linger").reply_text
+        out["api"] = conn.command("api status").reply_text
+        out["myevents"] = conn.command("myevents").reply_text
+        conn.execute("hangup", "NORMAL_CLEARING", wait=False)
+        conn.wait_closed()
+
+    out = run(flow, socket_data="127.0.0.1:8084")
+    assert (out["reply"].headers["Socket-Mode"], out["reply"].headers["Control"]) == \
+        ("static", "single-channel")
+    assert out["linger"] == out["api"] == "-ERR command not found"
+    assert out["myevents"] == "+OK Events Enabled"
+
+
+def test_sendmsg_to_the_b_leg_hangs_it_up_and_to_an_unknown_uuid_is_refused():
+    def flow(conn, out):
+        a = start(conn)
+        conn.execute("answer")
+        conn.execute("set", "continue_on_fail=true")
+        ex = conn.execute("bridge", f"{{origination_uuid={B}}}sofia/external/1000@x",
+                          lock=False, wait=False)
+        conn.wait_event(lambda e: e.name == "CHANNEL_BRIDGE")
+        out["bad"] = conn.command("sendmsg 00000000-0000-0000-0000-000000000000",
+                                  {"call-command": "hangup"}).reply_text
+        out["ok"] = conn.command(f"sendmsg {B}", {"call-command": "hangup",
+                                                  "hangup-cause": "CALL_REJECTED"}).reply_text
+        out["e"] = conn.wait_event(lambda e: e.name == "CHANNEL_EXECUTE_COMPLETE"
+                                   and e.get("Application-UUID") == ex)
+        finish(conn, a)
+
+    out = run(flow, callees=Callee(answer_after=1))
+    assert out["bad"] == "-ERR invalid session id [00000000-0000-0000-0000-000000000000]"
+    assert out["ok"] == "+OK"
+    assert out["e"].variable("bridge_hangup_cause") == "CALL_REJECTED"

@@ -199,6 +199,10 @@ class SimCall:
         self.sched_id = 0
         self._closing = False
         self.socket_app_done = False
+        words = switch.socket_data.split()
+        # `socket <host:port> async full` (mod_event_socket LFLAG_ASYNC/FULL)
+        self.async_mode = "async" in words[1:]
+        self.full_control = "full" in words[1:]
         # uuids for B legs without origination_uuid (a replay seeds them)
         self.b_uuids: list[str] = []
         self.random = random.Random(a_uuid or (a_leg.uuid if a_leg else None))
@@ -329,12 +333,18 @@ class SimCall:
                 self.transcript.errors.append(f"protocol error: {exc}")
                 return
 
+    # Commands mod_event_socket serves an outbound socket without `full`.
+    _SINGLE_CHANNEL = frozenset(("connect", "exit", "filter", "resume", "getvar", "myevents",
+                                 "divert_events", "sendmsg"))
+
     def handle_command(self, raw: dict[str, str]) -> None:
         cmd = raw.get("Command", "")
         self.clock.touch()
         verb, _, rest = cmd.partition(" ")
         verb = verb.lower()
         handler = getattr(self, "cmd_" + verb, None)
+        if not self.full_control and verb not in self._SINGLE_CHANNEL:
+            handler = None
         if handler is None:
             self.send(encode_reply("-ERR command not found"))
             return
@@ -344,7 +354,8 @@ class SimCall:
         headers = self.a.data_headers(self.now())
         text = "".join(f"{k}: {wire.encode_value(v)}\n" for k, v in headers)
         text += ("Content-Type: command/reply\nReply-Text: %2BOK%0A\n"
-                 "Socket-Mode: async\nControl: full\n\n")
+                 f"Socket-Mode: {'async' if self.async_mode else 'static'}\n"
+                 f"Control: {'full' if self.full_control else 'single-channel'}\n\n")
         self.send(text.encode("utf-8"))
 
     def cmd_myevents(self, rest: str, raw) -> None:
@@ -391,6 +402,9 @@ class SimCall:
         self.send(encode_reply("+OK will not linger"))
 
     def cmd_noevents(self, rest: str, raw) -> None:
+        if not (self.myevents or self.event_all or self.event_names):
+            self.send(encode_reply("-ERR not listening for events"))
+            return
         self.myevents = False
         self.event_names.clear()
         self.event_all = False
@@ -405,29 +419,51 @@ class SimCall:
         self.transcript.closed_by = self.transcript.closed_by or "exit"
         self._disconnect()
 
-    def cmd_sendmsg(self, rest: str, raw) -> None:
+    def _sendmsg_other(self, target: str, command: str, hd: dict[str, str], raw) -> None:
+        """sendmsg <uuid> to another channel of the switch (a B leg)."""
+        found = self.switch.find(target)
+        if found is None:
+            self.send(encode_reply(f"-ERR invalid session id [{target}]"))
+            return
         self.send(encode_reply("+OK"))
+        call, leg = found
+        if command == "hangup":
+            cause = hangup_cause_name(hd.get("hangup-cause", "NORMAL_CLEARING"))
+            if leg is call.a:
+                call.clock.call_later(EXEC_LATENCY, lambda: call.hangup_a(cause, remote=False))
+            else:
+                call.clock.call_later(EXEC_LATENCY, lambda: apps.hangup_b(call, leg, cause))
+        elif command == "execute":
+            item = apps.Pending(hd.get("execute-app-name", ""), hd.get("execute-app-arg", ""),
+                                raw.get("Event-UUID") or hd.get("event-uuid") or new_uuid(),
+                                hd.get("event-lock", "").lower() == "true")
+            if leg is call.a:
+                call.queue.put(item)
+            else:
+                gevent.spawn(apps.execute, call, leg, item)
+
+    def cmd_sendmsg(self, rest: str, raw) -> None:
         hd = {k.lower(): v for k, v in raw.items()}
-        target = rest.strip() or self.a.uuid
+        target = rest.strip() or hd.get("session-id") or self.a.uuid
         command = hd.get("call-command", "").lower()
-        if not self.a.alive or target != self.a.uuid:
+        if target != self.a.uuid:
+            self._sendmsg_other(target, command, hd, raw)
+            return
+        self.send(encode_reply("+OK"))
+        if not self.a.alive:
             # The channel is gone (10a): +OK, and nothing follows.
             return
         if command == "execute":
             app = hd.get("execute-app-name", "")
             arg = hd.get("execute-app-arg", "")
-            if "content-length" in hd and not arg:
-                arg = ""
             loops = int(hd.get("loops", "1") or 1)
             lock = hd.get("event-lock", "").lower() in ("true", "1", "yes")
             ev_uuid = raw.get("Event-UUID") or hd.get("event-uuid") or new_uuid()
             self.queue.put(apps.Pending(app, arg, ev_uuid, lock, loops))
             self._maybe_park()
         elif command == "hangup":
-            cause = hd.get("hangup-cause", "NORMAL_CLEARING")
+            cause = hangup_cause_name(hd.get("hangup-cause", "NORMAL_CLEARING"))
             self.clock.call_later(EXEC_LATENCY, lambda: self.hangup_a(cause, remote=False))
-        elif command == "unicast" or command == "nomedia":
-            return
 
     def cmd_api(self, rest: str, raw) -> None:
         self.send(encode_api_response(self.api(rest)))
