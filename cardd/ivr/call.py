@@ -30,6 +30,7 @@ class Call:
     lang: str
     services: "Services"
     instance: str = ""
+    customer: str | None = None  # who owns the instance (own_accounts_only)
     pending: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -80,3 +81,6 @@ class Services:
     ledger: object             # cardd.billing.ledger.Ledger
     metrics: object            # cardd.metrics.Metrics
     hooks: object              # cardd.hooks.ScriptHooks
+    # cardd.billing.journal.SettlementJournal: settles through the ledger, or
+    # journals the settlement while the database is unreachable.
+    journal: object = None

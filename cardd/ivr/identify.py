@@ -1,11 +1,23 @@
-"""Identify the card: card number (and PIN), up to the allowed attempts."""
+"""Identify the card: by the caller's CLI when enabled, else card number (and
+PIN), up to the allowed attempts.
+
+Wrong entries are throttled per CLI and per card over a sliding window kept in
+PostgreSQL (cardd.billing.identity), so guessing stays slow across calls and
+across cardd processes; wrong card numbers in a row blacklist the CLI when the
+black list is on.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
 from cardd import prompts
+from cardd.billing import identity
+from cardd.ivr import cli_registration
 from cardd.ivr.call import Call
+
+# Card-number entries shorter than this are fumbles, not fraud (spec, "Black list").
+FRAUD_MIN_DIGITS = 4
 
 
 class InputTimeouts:
@@ -25,17 +37,88 @@ class InputTimeouts:
 
 
 def identify(call: Call, timeouts: InputTimeouts):
-    """The card the caller proved they hold, or None (the call should end)."""
+    """The card the caller proved they hold, or None (the call has been ended)."""
+    opts = call.options
+    if opts.cli_as_card_number or opts.cli_auth_only or opts.trusted_cli_auth:
+        found = _by_cli(call, timeouts)
+        if found is not _ASK_NUMBER:
+            return found
+    return _by_entry(call, timeouts)
+
+
+# A sentinel: the CLI did not settle it, ask for the card number.
+_ASK_NUMBER = object()
+
+
+def _by_cli(call: Call, timeouts: InputTimeouts):
+    opts = call.options
+    pool = call.services.ledger.pool
+    ledger = call.services.ledger
+    cli = call.channel.cli
+    card = None
+    card_id = identity.card_id_for_cli(pool, cli)
+    if card_id is not None:
+        card = ledger.get_card(card_id)
+    elif opts.cli_as_card_number and not opts.cli_auth_only and cli.isdigit():
+        # No mapping: the CLI itself may be the card number (or VoIP login).
+        card = _find(call, cli)
+    if card is None:
+        if opts.cli_auth_only:
+            call.services.metrics.auth_failures.labels("cli_not_mapped").inc()
+            call.goodbye("cli_not_registered")
+            return None
+        return _ASK_NUMBER
+    refusal = refusal_of(call, card)
+    if refusal in ("blocked", "expired"):
+        call.services.metrics.auth_failures.labels(refusal).inc()
+        call.goodbye("card_blocked" if refusal == "blocked" else "card_expired")
+        return None
+    if refusal is None and _below_threshold(call, card):
+        refusal = "low_balance"
+    if refusal is not None:
+        # Below balance_threshold (or otherwise unusable this way): the caller
+        # may still enter a card number, unless only CLIs may get in.
+        call.log.info("CLI authentication not used: %s", refusal)
+        if opts.cli_auth_only:
+            call.services.metrics.auth_failures.labels(refusal).inc()
+            call.goodbye(_refusal_prompt(call, refusal))
+            return None
+        return _ASK_NUMBER
+    if opts.trusted_cli_auth or not card.has_pin:
+        call.log.info("card %s identified by CLI", _masked(card.username))
+        return card
+    if opts.use_word_pin:
+        # The card number is the PIN: an untrusted CLI proves nothing here.
+        return _ASK_NUMBER
+    failures = 0
+    while failures < opts.card_entry_attempts:
+        result = _check_pin(call, card, timeouts)
+        if result is None:
+            call.log.info("card %s identified by CLI and PIN", _masked(card.username))
+            return card
+        if result in ("timeout", "throttled"):
+            return None
+        failures += 1
+        call.services.metrics.auth_failures.labels(result).inc()
+        call.queue("wrong_pin")
+    call.goodbye("too_many_attempts")
+    return None
+
+
+def _by_entry(call: Call, timeouts: InputTimeouts):
     opts = call.options
     catalogue = call.services.prompts
-    ledger = call.services.ledger
+    pool = call.services.ledger.pool
     metrics = call.services.metrics
+    cli = call.channel.cli
     min_len = opts.min_card_number_length or 1
     max_len = opts.card_number_length
     number_prompt = catalogue.card_number_prompt(opts)
     wrong_card = prompts.invalid_card_prompt(use_word_pin=opts.use_word_pin)
     failures = 0
     while failures < opts.card_entry_attempts:
+        if identity.throttled(pool, cli=cli):
+            return _throttled(call, "cli")
         entry = call.ask(number_prompt, min_digits=min_len, max_digits=max_len,
                          regex=rf"^\d{{{min_len},{max_len}}}$", timeout_ms=7000)
         if entry.digits is None:
@@ -45,16 +128,21 @@ def identify(call: Call, timeouts: InputTimeouts):
                 continue
             failures += 1
             metrics.auth_failures.labels("malformed").inc()
+            if _wrong_card_number(call, entry.invalid or ""):
+                return None
             call.queue(wrong_card)
             continue
-        card = ledger.find_card(entry.digits)
-        refusal = _refusal(call, card)
+        card = _find(call, entry.digits)
+        refusal = refusal_of(call, card)
         if refusal is None and not opts.use_word_pin:
             refusal = _check_pin(call, card, timeouts)
         if refusal is None:
             call.log.info("card %s identified", _masked(entry.digits))
+            if opts.blacklist and cli:
+                identity.reset_wrong_cards(pool, cli)
+            cli_registration.offer_after_entry(call, card)
             return card
-        if refusal == "timeout":
+        if refusal in ("timeout", "throttled"):
             return None
         failures += 1
         metrics.auth_failures.labels(refusal).inc()
@@ -62,18 +150,54 @@ def identify(call: Call, timeouts: InputTimeouts):
         if refusal in ("blocked", "expired"):
             call.goodbye("card_blocked" if refusal == "blocked" else "card_expired")
             return None
+        if refusal == "unknown" and _wrong_card_number(call, entry.digits):
+            return None
         call.queue(_refusal_prompt(call, refusal))
     call.goodbye("too_many_attempts")
     return None
 
 
-def _refusal(call: Call, card) -> str | None:
+def _find(call: Call, number: str):
+    """The card of a number: by VoIP login (authname) or by card number (username)."""
+    return call.services.ledger.find_card(number, by_authname=call.options.voip_login_as_card_number)
+
+
+def _wrong_card_number(call: Call, typed: str) -> bool:
+    """Count a wrong card number against the CLI (throttle, black list).
+    True when this one blacklisted the CLI and the call was ended."""
+    pool = call.services.ledger.pool
+    cli = call.channel.cli
+    digits = "".join(ch for ch in typed if ch.isdigit())
+    if len(digits) < FRAUD_MIN_DIGITS:
+        return False
+    identity.record_failure(pool, cli=cli)
+    # Only a real number can be blacklisted: anonymous callers would all share it.
+    if call.options.blacklist and identity.is_registrable_cli(cli, 1):
+        if identity.record_wrong_card(pool, cli, call.options.blacklist_attempts):
+            call.services.metrics.auth_failures.labels("blacklisted").inc()
+            call.goodbye("cli_blacklisted")
+            return True
+    return False
+
+
+def _throttled(call: Call, what: str):
+    call.log.warning("identification throttled (%s): too many wrong entries recently", what)
+    call.services.metrics.auth_failures.labels("throttled").inc()
+    call.goodbye("too_many_attempts")
+    return None
+
+
+def refusal_of(call: Call, card) -> str | None:
+    """Why this card may not be used on this call, or None."""
     if card is None:
         return "unknown"
-    if card.status == "blocked":
+    if card.status in ("blocked", "closed"):
         return "blocked"
     if card.expires_at is not None and card.expires_at <= datetime.now(timezone.utc):
         return "expired"
+    if call.options.own_accounts_only and not _own_account(call, card):
+        # Said as an unknown card: another operator's cards are not ours to reveal.
+        return "unknown"
     if not card.has_pin and not call.options.allow_empty_pin and not call.options.use_word_pin:
         return "empty_pin"
     minimum = call.options.minimum_balance
@@ -83,9 +207,36 @@ def _refusal(call: Call, card) -> str | None:
     return None
 
 
+def _own_account(call: Call, card) -> bool:
+    customer = getattr(call, "customer", None) or call.instance
+    if not customer:
+        return False
+    owner = identity.customer_id(call.services.ledger.pool, customer)
+    if owner is None:
+        # Misconfigured: fail closed, loudly.
+        call.log.error("own_accounts_only: customer %r of instance %r does not exist", customer, call.instance)
+        return False
+    return card.customer_id == owner
+
+
+def _below_threshold(call: Call, card) -> bool:
+    threshold = call.options.balance_threshold
+    if threshold is None or not threshold.applies_to(card.currency):
+        return False
+    return call.services.ledger.available_credit(card.id) < threshold.amount
+
+
 def _check_pin(call: Call, card, timeouts: InputTimeouts) -> str | None:
+    """None when the caller typed the card's PIN; else why not ("wrong_pin",
+    "timeout", "throttled" — the last two have ended the call or will)."""
     if not card.has_pin:
         return None  # allowed by allow_empty_pin, checked above
+    pool = call.services.ledger.pool
+    # Checked before the PIN is heard: during a lock-out even the right PIN
+    # fails, or the lock-out would still let a guesser find it.
+    if identity.throttled(pool, cli=call.channel.cli, card_id=card.id):
+        _throttled(call, "card")
+        return "throttled"
     while True:
         entry = call.ask(call.services.prompts.pin_prompt(call.options),
                          min_digits=1, max_digits=20, regex=r"^\d{1,20}$", timeout_ms=7000)
@@ -93,9 +244,22 @@ def _check_pin(call: Call, card, timeouts: InputTimeouts) -> str | None:
             if timeouts.silent():
                 return "timeout"
             continue
-        if entry.digits is not None and call.services.ledger.verify_pin(card, entry.digits):
+        if entry.digits is not None and pin_matches(call, card, entry.digits):
             return None
+        identity.record_failure(pool, cli=call.channel.cli, card_id=card.id)
         return "wrong_pin"
+
+
+def pin_matches(call: Call, card, pin: str) -> bool:
+    """The card's PIN, hashed or (imported, not yet hashed) plain; a plain PIN is
+    hashed the moment it is proved right."""
+    if call.services.ledger.verify_pin(card, pin):
+        return True
+    if identity.check_plain_pin(pin, card.pin_hash):
+        identity.set_pin(call.services.ledger.pool, card.id, pin)
+        call.log.info("card %s: imported plain PIN hashed", _masked(card.username))
+        return True
+    return False
 
 
 def _refusal_prompt(call: Call, refusal: str) -> str:

@@ -10,6 +10,7 @@ import psycopg
 from cardd import speech
 from cardd.channel import Channel
 from cardd.errors import CallGone, ConfigError, DatabaseUnavailable
+from cardd.ivr import blacklist, menu, smartdial, topup
 from cardd.ivr.call import Call, CallLog, Services
 from cardd.ivr.dial import CardRefused, place_call
 from cardd.ivr.greeting import greet
@@ -26,7 +27,10 @@ def run(channel: Channel, services: Services) -> None:
     try:
         channel.answer()
         # Greetings and the language menu set call.lang; None: the call ended there.
-        outcome = "no_language" if greet(call, languages) is None else _serve(call)
+        if blacklist.refused(call):  # before anything else, greetings included
+            outcome = "blacklisted"
+        else:
+            outcome = "no_language" if greet(call, languages) is None else _serve(call)
     except _SessionOver:
         outcome = "card_refused"
     except CallGone:
@@ -65,24 +69,45 @@ def _call_for(channel: Channel, services: Services) -> tuple[Call, list[str]]:
     for lang in skipped:
         log.warning("language %r has no prompts: skipped", lang)
     return Call(channel=channel, options=call_options.options, lang=languages[0],
-                services=services, instance=call_options.instance), languages
+                services=services, instance=call_options.instance,
+                # own_accounts_only: the instance's customer, else the instance name
+                customer=call_options.customer or call_options.instance), languages
 
 
 def _serve(call: Call) -> str:
     opts = call.options
     call.queue("welcome")
     timeouts = InputTimeouts(call)
-    card = identify(call, timeouts)
+    smart = smartdial.identify(call)
+    card, first_number = smart if smart else (identify(call, timeouts), None)
     if card is None:
         return "auth_failed"
-    _announce_balance(call, card)
+    if opts.topup_only:
+        # CLD `topup`: the top-up sub-application and nothing else.
+        done = topup.run(call, card, timeouts)
+        call.goodbye(*done.farewell)
+        return done.end or "topup"
+    if first_number is None:
+        _announce_balance(call, card)
     failures = 0
     answered_any = False
     while True:
-        entry = call.ask(call.services.prompts.destination_prompt(opts),
-                         min_digits=1, max_digits=MAX_DESTINATION_DIGITS,
-                         regex=r"^\d+$",
-                         timeout_ms=10000)
+        if first_number is not None:
+            entry, first_number = _Entered(first_number), None
+        else:
+            entry = call.ask(call.services.prompts.destination_prompt(opts),
+                             min_digits=1, max_digits=MAX_DESTINATION_DIGITS,
+                             regex=r"^\d+$",
+                             timeout_ms=10000)
+            # Menu extensions (service codes) work even under nodial.
+            action = menu.dispatch(call, card, entry.digits, timeouts) if entry.digits else None
+            if action is not None:
+                if action.end is not None:
+                    call.goodbye(*action.farewell)
+                    return action.end
+                if action.dial is None:
+                    continue
+                entry = _Entered(action.dial)
         if entry.digits is None:
             if entry.timed_out:
                 if timeouts.silent():
@@ -117,6 +142,14 @@ def _dial(call: Call, card, number: str) -> bool:
     except CardRefused as refused:
         call.goodbye(refused.prompt)
         raise _SessionOver from None
+
+
+class _Entered:
+    """A destination that comes from elsewhere than the prompt (smart dial, hot dial)."""
+
+    def __init__(self, digits: str):
+        self.digits = digits
+        self.timed_out = False
 
 
 class _SessionOver(Exception):

@@ -1,0 +1,19 @@
+"""The black list check at the start of a call: a blacklisted CLI hears why
+and the call ends before anything else happens."""
+
+from __future__ import annotations
+
+from cardd.billing import identity
+from cardd.ivr.call import Call
+
+
+def refused(call: Call) -> bool:
+    """True when the caller's CLI is blacklisted (the call has been ended)."""
+    if not call.options.blacklist:
+        return False
+    if not identity.is_blacklisted(call.services.ledger.pool, call.channel.cli):
+        return False
+    call.log.info("CLI %s is blacklisted: refused", call.channel.cli)
+    call.services.metrics.auth_failures.labels("blacklisted").inc()
+    call.goodbye("cli_blacklisted")
+    return True

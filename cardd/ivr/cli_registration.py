@@ -1,0 +1,49 @@
+"""CLI registration: the caller's number becomes a trusted CLI of the card
+(calling_card_cli_map), by the sub-application or automatically after the
+card number was entered. Anonymous, withheld, non-numeric and too-short CLIs
+are never registered; a CLI already trusted by another card is not moved."""
+
+from __future__ import annotations
+
+from cardd.billing import identity
+from cardd.ivr.call import Call
+
+
+def run(call: Call, card, timeouts):
+    """The sub-application: register this CLI now."""
+    from cardd.ivr.menu import MenuResult
+    if _register(call, card):
+        call.queue("cli_registered")
+    else:
+        call.queue("cli_cannot_be_registered")
+    return MenuResult()
+
+
+def offer_after_entry(call: Call, card) -> None:
+    """auto_cli_registration: after a card number was entered, trust this CLI —
+    silently, or when the caller presses 1 (silent_auto_cli_registration false)."""
+    opts = call.options
+    cli = call.channel.cli
+    if not opts.auto_cli_registration or not identity.is_registrable_cli(cli, opts.min_valid_cli_length):
+        return
+    pool = call.services.ledger.pool
+    if identity.card_id_for_cli(pool, cli) is not None:
+        return
+    if not opts.silent_auto_cli_registration:
+        entry = call.ask("register_cli_offer", min_digits=1, max_digits=1, regex=r"^\d$",
+                         timeout_ms=5000, terminators="#")
+        if entry.digits != "1":
+            return
+    if _register(call, card) and not opts.silent_auto_cli_registration:
+        call.queue("cli_registered")
+
+
+def _register(call: Call, card) -> bool:
+    cli = call.channel.cli
+    if not identity.is_registrable_cli(cli, call.options.min_valid_cli_length):
+        call.log.info("CLI %r cannot be registered", cli)
+        return False
+    done = identity.map_cli(call.services.ledger.pool, cli, card.id)
+    call.log.info("CLI %s %s card id %s", cli, "registered with" if done else "belongs to another card than",
+                  card.id)
+    return done

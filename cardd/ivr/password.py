@@ -1,0 +1,55 @@
+"""Password change: the current PIN, then the new one twice. The new PIN is
+MIN_PIN_LENGTH..MAX_PIN_LENGTH digits and is stored salted and hashed."""
+
+from __future__ import annotations
+
+from cardd.billing import identity
+from cardd.ivr.call import Call
+from cardd.ivr.identify import pin_matches
+from cardd.ivr.menu import MenuResult
+
+MIN_PIN_LENGTH = 4   # the prompt invalid_new_pin says "four to twelve digits"
+MAX_PIN_LENGTH = 12
+
+
+def _prompt(call: Call, base: str) -> str:
+    return base + "_no_pound" if call.options.suppress_pound_phrase else base
+
+
+def run(call: Call, card, timeouts) -> MenuResult:
+    pool = call.services.ledger.pool
+    cli = call.channel.cli
+    # The PIN may have changed since the caller identified (another call).
+    current = call.services.ledger.get_card(card.id)
+    if current.has_pin:
+        if identity.throttled(pool, cli=cli, card_id=card.id):
+            call.services.metrics.auth_failures.labels("throttled").inc()
+            return MenuResult(end="throttled", farewell=("too_many_attempts",))
+        old = call.ask(_prompt(call, "enter_old_pin"), min_digits=1, max_digits=20,
+                       regex=r"^\d{1,20}$", timeout_ms=7000)
+        if old.timed_out:
+            return MenuResult.timed_out(timeouts)
+        if old.digits is None or not pin_matches(call, current, old.digits):
+            identity.record_failure(pool, cli=cli, card_id=card.id)
+            call.services.metrics.auth_failures.labels("wrong_pin").inc()
+            call.queue("wrong_pin")
+            return MenuResult()
+    pin_regex = rf"^\d{{{MIN_PIN_LENGTH},{MAX_PIN_LENGTH}}}$"
+    new = call.ask(_prompt(call, "enter_new_pin"), min_digits=1, max_digits=20,
+                   regex=pin_regex, timeout_ms=7000)
+    if new.timed_out:
+        return MenuResult.timed_out(timeouts)
+    if new.digits is None:
+        call.queue("invalid_new_pin")
+        return MenuResult()
+    again = call.ask(_prompt(call, "reenter_new_pin"), min_digits=1, max_digits=20,
+                     regex=pin_regex, timeout_ms=7000)
+    if again.timed_out:
+        return MenuResult.timed_out(timeouts)
+    if again.digits != new.digits:
+        call.queue("pins_do_not_match")
+        return MenuResult()
+    identity.set_pin(pool, card.id, new.digits)
+    call.log.info("PIN changed")
+    call.queue("pin_changed")
+    return MenuResult()
