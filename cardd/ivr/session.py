@@ -26,10 +26,10 @@ def run(channel: Channel, services: Services) -> None:
     outcome = "caller_hung_up"
     try:
         channel.answer()
-        # Greetings and the language menu set call.lang; None: the call ended there.
         if blacklist.refused(call):  # before anything else, greetings included
             outcome = "blacklisted"
         else:
+            # Greetings and the language menu set call.lang; None: the call ended there.
             outcome = "no_language" if greet(call, languages) is None else _serve(call)
     except _SessionOver:
         outcome = "card_refused"
