@@ -132,8 +132,14 @@ def create_prompt(pool: Any, sounds_dir: str, source: str, name: str, descriptio
         (prompt_id,) = conn.execute("INSERT INTO ivr_prompts (name, description) VALUES (%s, %s) RETURNING id",
                                     (name, description)).fetchone()
         rel = _relative_path(prompt_id, None)
-        # Converted inside the transaction: a file sox cannot read leaves no row behind.
-        convert(source, resolve(sounds_dir, rel))
+        target = resolve(sounds_dir, rel)
+        # Converted inside the transaction: a file sox cannot read leaves no row behind (nor a directory).
+        try:
+            convert(source, target)
+        except PromptError:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(target))
+            raise
         conn.execute("UPDATE ivr_prompts SET default_path = %s WHERE id = %s", (rel, prompt_id))
     log.info("prompt %s (%s) created from %s", prompt_id, name, source)
     return prompt_id

@@ -110,6 +110,7 @@ def test_a_file_sox_cannot_read_is_refused_and_nothing_is_stored(operator, tmp_p
     assert "notes.wav: not audio sox can read" in done.stderr
     assert "Traceback" not in done.stderr
     assert operator("list").stdout.splitlines()[1:] == []
+    assert not (operator.sounds / "custom").exists() or os.listdir(operator.sounds / "custom") == []
     # The name is free again: the failed create left no row.
     assert operator("create", tone(tmp_path / "ok.wav"), "promo", "x").returncode == 0
 
