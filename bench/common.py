@@ -1,0 +1,195 @@
+"""Shared pieces of the call benchmarks (bench_flows.py, bench_bridged.py).
+
+The simulator (cardd.sim) runs in the benchmark's own process; each handler
+under test (cardd, or a bare stock-greenswitch handler) runs in a subprocess
+of its own (bench/serve.py), so its CPU time and RSS are its own and nothing
+of the simulator's is counted against it. The parent talks to a handler over
+its stdin/stdout, one JSON line per request.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gevent.subprocess as subprocess
+
+REPO = Path(__file__).resolve().parent.parent
+SERVE = Path(__file__).resolve().parent / "serve.py"
+
+# The demo data's card shape: bench cards are 2000000000 + i, all with this PIN.
+BENCH_PIN = "1234"
+BENCH_CARD_BASE = 2_000_000_000
+# 44 is the demo tariff's UK rate; the number is dialled through the demo proxy.
+DESTINATION = "442071234567"
+PROXY = "198.51.100.7:5060"
+
+
+def machine() -> str:
+    """The line every figure is printed with."""
+    # The load average says whether something else was competing for the cores.
+    return (f"{os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}, load {os.getloadavg()[0]:.2f}, "
+            f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+
+
+def raise_nofile() -> tuple[int, int]:
+    """Raise this process's open-file soft limit to its hard limit (children
+    inherit it). Returns (soft, hard) after the change."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def card_number(i: int) -> str:
+    return str(BENCH_CARD_BASE + i)
+
+
+class EmbeddedPg:
+    """An embedded PostgreSQL in a temporary directory, with the schema, the
+    demo tariff and `cards` bench cards (so concurrent calls lock different
+    account rows)."""
+
+    def __init__(self, cards: int, *, balance: str = "1000.00000"):
+        self.cards = cards
+        self.balance = balance
+        self._tmp = tempfile.TemporaryDirectory(prefix="cardd-bench-")
+        self.dir = Path(self._tmp.name)
+        self.server = None
+        self.dsn = ""
+
+    def __enter__(self) -> "EmbeddedPg":
+        from cardd.db import EmbeddedServer
+
+        self.server = EmbeddedServer(self.dir / "pg").start()
+        self.dsn = self.server.uri("postgres")
+        self._seed()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.server is not None:
+            self.server.stop()
+        self._tmp.cleanup()
+
+    def _seed(self) -> None:
+        import psycopg
+        from psycopg_pool import ConnectionPool
+
+        from cardd.billing.pins import hash_pin
+        from cardd.db import migrate_conn
+        from cardd.demo import DEMO_TARIFF, ensure_demo_data
+
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            migrate_conn(conn)
+        with ConnectionPool(self.dsn, min_size=1, max_size=1, open=True) as pool:
+            ensure_demo_data(pool)
+        # One scrypt hash for every card (the salt lives in the stored string):
+        # hashing each card's PIN would take ~5 ms a card to set up.
+        pin_hash = hash_pin(BENCH_PIN)
+        with psycopg.connect(self.dsn) as conn, conn.transaction():
+            conn.execute(
+                "INSERT INTO accounts (username, pin_hash, currency, tariff_id)"
+                " SELECT (%s::bigint + i)::text, %s, t.currency, t.id"
+                "   FROM generate_series(0, %s - 1) AS i, tariffs t WHERE t.name = %s",
+                (BENCH_CARD_BASE, pin_hash, self.cards, DEMO_TARIFF))
+            # Balances move only through ledger rows (the trigger applies them).
+            conn.execute(
+                "INSERT INTO ledger (account_id, amount, kind, reference)"
+                " SELECT id, %s, 'initial', 'bench' FROM accounts WHERE username::bigint >= %s",
+                (self.balance, BENCH_CARD_BASE))
+            conn.execute("ANALYZE")
+
+    def backend_cpu(self) -> float:
+        """CPU seconds used so far by the PostgreSQL server's processes."""
+        import psutil
+
+        total = 0.0
+        for proc in psutil.process_iter(["cmdline"]):
+            try:
+                cmd = " ".join(proc.info["cmdline"] or [])
+                if str(self.dir) in cmd or (proc.parent() and str(self.dir) in
+                                            " ".join(proc.parent().cmdline())):
+                    t = proc.cpu_times()
+                    total += t.user + t.system
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return total
+
+
+@dataclass
+class Usage:
+    cpu: float        # user + system seconds of the handler process
+    rss_kb: int       # resident set now
+    maxrss_kb: int    # peak resident set
+    active: int       # calls the handler holds now
+    extra: dict[str, Any]
+
+
+class Handler:
+    """A handler under test in its own process (bench/serve.py)."""
+
+    def __init__(self, kind: str, *, dsn: str = "", log_file: str = "",
+                 log_level: str = "info", extra_args: list[str] | None = None):
+        args = [sys.executable, str(SERVE), kind, "--log-file", log_file or os.devnull,
+                "--log-level", log_level]
+        if dsn:
+            args += ["--dsn", dsn]
+        args += extra_args or []
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        self.kind = kind
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env=env, cwd=str(REPO))
+        hello = self._read()
+        self.port = int(hello["port"])
+        self.pid = int(hello["pid"])
+
+    def _read(self) -> dict[str, Any]:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.kind} handler exited (code {self.proc.wait()})")
+        return json.loads(line)
+
+    def request(self, op: str, **kw: Any) -> dict[str, Any]:
+        self.proc.stdin.write((json.dumps({"op": op, **kw}) + "\n").encode())
+        self.proc.stdin.flush()
+        return self._read()
+
+    def usage(self) -> Usage:
+        r = self.request("usage")
+        return Usage(r["cpu"], r["rss_kb"], r["maxrss_kb"], r["active"], r.get("extra", {}))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.request("quit")
+            except (OSError, RuntimeError, ValueError):
+                pass
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> "Handler":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    """A Markdown table (the README pastes it as printed)."""
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+                     + [line(r) for r in rows])
