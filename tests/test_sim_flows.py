@@ -117,13 +117,13 @@ def test_linger_notice_after_hangup_complete_and_socket_stays_open_until_exit():
 def test_linger_with_seconds_closes_by_itself():
     def flow(conn, out):
         conn.command("connect")
-        out["reply"] = conn.command("linger 3")
+        out["reply"] = conn.command("linger 1")
         conn.command("myevents")
         conn.execute("hangup", "NORMAL_CLEARING", wait=False)
         conn.wait_closed()
 
     out = run(flow)
-    assert out["reply"].reply_text == "+OK will linger 3 seconds"
+    assert out["reply"].reply_text == "+OK will linger 1 seconds"
     assert out["t"].closed_by == "linger-timeout"
 
 
@@ -765,3 +765,17 @@ def test_sendmsg_to_the_b_leg_hangs_it_up_and_to_an_unknown_uuid_is_refused():
     assert out["bad"] == "-ERR invalid session id [00000000-0000-0000-0000-000000000000]"
     assert out["ok"] == "+OK"
     assert out["e"].variable("bridge_hangup_cause") == "CALL_REJECTED"
+
+
+def test_while_the_daemon_thinks_time_runs_at_real_speed_not_to_the_next_timer():
+    def flow(conn, out):
+        a = start(conn)
+        out["answer"] = conn.execute("answer")
+        gevent.sleep(0.3)  # the daemon thinks with no app running
+        out["set"] = conn.execute("set", "x=1")
+        finish(conn, a)
+
+    out = run(flow, Caller(hangup_after=5.0))
+    assert out["set"] is not None and out["t"].hangup_cause == "NORMAL_CLEARING"
+    assert 0.25 <= ts(out["set"]) - ts(out["answer"]) <= 1.0
+    assert out["t"].of("hangup")[0].data["by"] == "switch"  # the daemon hung up, not the caller

@@ -75,15 +75,17 @@ class Clock:
 class VirtualClock(Clock):
     """Virtual time that jumps to the next timer when the call is quiet.
 
-    `quiet` is the real time with no activity before a jump; `busy_quiet` is
-    used instead while `expect_command` is set (the daemon is expected to
-    answer soon, e.g. it is between two apps, so jumping would race it).
+    While an app runs (the daemon waits for its completion) and nothing has
+    happened for `quiet` seconds of real time, time jumps to the next timer.
+    While no app runs (`idle`: the daemon's turn) time runs at real speed,
+    checked every `idle_quiet` seconds, so a daemon busy with its database
+    never finds the caller's timers fired ahead of it.
     """
 
     virtual = True
 
     def __init__(self, start: float | None = None, *, quiet: float = 0.003,
-                 idle_quiet: float = 0.05):
+                 idle_quiet: float = 0.05, idle_jumps: bool = False):
         self._now = time.time() if start is None else start
         self._heap: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
@@ -92,6 +94,8 @@ class VirtualClock(Clock):
         self._stopped = False
         self.quiet = quiet
         self.idle_quiet = idle_quiet
+        # A replay's daemon side waits on this very clock: it may jump then too.
+        self.idle_jumps = idle_jumps
         # Set by the simulator when no app runs on the call: the daemon is
         # thinking (database, rating) and time should not race ahead of it.
         self.idle = False
@@ -144,23 +148,37 @@ class VirtualClock(Clock):
             while self._heap and not self._stopped:
                 # Let everything runnable run, then require a quiet period.
                 self._activity = False
-                gevent.sleep(self.idle_quiet if self.idle else self.quiet)
-                if self._activity or self._stopped:
+                idle = self.idle
+                began = time.monotonic()
+                gevent.sleep(self.idle_quiet if idle else self.quiet)
+                if self._stopped:
+                    break
+                if idle and self.idle and not self.idle_jumps:
+                    # The daemon's turn (no app runs): it may be thinking
+                    # (database, rating), so time passes as in reality
+                    # instead of jumping ahead of it.
+                    self._advance_to(self._now + (time.monotonic() - began))
+                    continue
+                if self._activity:
                     continue
                 while self._heap and self._heap[0][2].cancelled:
                     heapq.heappop(self._heap)
                 if not self._heap:
                     break
-                due, _, timer = heapq.heappop(self._heap)
-                if due > self._now:
-                    self._now = due
-                timer.fn()
-                # Fire every other timer due at the same instant together.
-                while self._heap and self._heap[0][0] <= self._now:
-                    _, _, t = heapq.heappop(self._heap)
-                    if not t.cancelled:
-                        t.fn()
+                # The switch alone is waiting on time: jump to the next timer.
+                self._advance_to(self._heap[0][0])
         finally:
             self._driver = None
             if self._heap and not self._stopped:
                 self._driver = gevent.spawn(self._drive)
+
+    def _advance_to(self, target: float) -> None:
+        """Fire, in order, every timer due up to `target`; now = target."""
+        while self._heap and self._heap[0][0] <= target:
+            due, _, timer = heapq.heappop(self._heap)
+            if due > self._now:
+                self._now = due
+            if not timer.cancelled:
+                timer.fn()
+        if target > self._now:
+            self._now = target

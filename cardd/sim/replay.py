@@ -157,7 +157,7 @@ class Replayer:
                               destination=CAPTURE_CALLER[1],
                               now_us=int((epoch0 + first_sent.t) * 1e6) - 20_000,
                               session_id=switch.next_session_id(), rnd=rnd)
-        clock = VirtualClock(epoch0, quiet=0.002, idle_quiet=0.002)
+        clock = VirtualClock(epoch0, quiet=0.002, idle_quiet=0.002, idle_jumps=True)
         callees = list(self.scenario.callees)
         call = SimCall(switch, Caller(cli=leg.profile.cid_number), _CalleeQueue(callees),
                        clock=clock, a_leg=leg)

@@ -576,6 +576,8 @@ class SimCall:
             if leg is not a and leg.pending_destroy:
                 apps.destroy_b(self, leg)
         self.switch.unregister(a)
+        # From now on only the daemon acts (or the linger timer runs out).
+        self.clock.idle = True
         if self.linger and self.connected:
             self.send_linger_notice()
             if self.linger_time >= 0:
