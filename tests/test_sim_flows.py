@@ -779,3 +779,35 @@ def test_while_the_daemon_thinks_time_runs_at_real_speed_not_to_the_next_timer()
     assert out["set"] is not None and out["t"].hangup_cause == "NORMAL_CLEARING"
     assert 0.25 <= ts(out["set"]) - ts(out["answer"]) <= 1.0
     assert out["t"].of("hangup")[0].data["by"] == "switch"  # the daemon hung up, not the caller
+
+
+def test_caller_hanging_up_while_the_callee_rings_cancels_the_callee():
+    def flow(conn, out):
+        start(conn)
+        conn.execute("answer")
+        conn.command(f"filter Unique-ID {B}")
+        out["e"] = conn.execute("bridge", f"{{origination_uuid={B}}}sofia/external/1000@x",
+                                lock=False)
+        conn.wait_event(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE" and e.unique_id != B)
+        conn.command("exit")
+        conn.wait_closed()
+
+    out = run(flow, Caller(hangup_at=("bridge", 1), hangup_delay=2.0),
+              callees=Callee(answer_after=5))
+    hc = [e for e in out["conn"].events if e.name == "CHANNEL_HANGUP_COMPLETE"
+          and e.unique_id == B][0]
+    assert hc.variable("billsec") == "0" and hc.variable("sip_hangup_disposition") == "send_cancel"
+    assert out["t"].bridges[0].answered is False
+    assert out["t"].hangup_cause == "NORMAL_CLEARING"
+
+
+def test_read_collects_digits_into_its_variable():
+    def flow(conn, out):
+        a = start(conn)
+        conn.execute("answer")
+        out["e"] = conn.execute("read", "1 4 tone_stream://%(100,0,440) cc_menu 3000 #")
+        finish(conn, a)
+
+    out = run(flow, Caller(digits=["2#"]))
+    assert out["e"].variable("cc_menu") == "2"
+    assert out["e"].variable("read_result") == "success"
