@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from cardd import admin
     admin.add_parsers(sub)
+    from cardd import admin_identity  # after admin: it adds generate/block/... to admin's `card`
+    admin_identity.add_parsers(sub)
     from cardd import prompt_admin
     prompt_admin.add_parsers(sub)
     return parser

@@ -1,0 +1,515 @@
+"""Operator sub-commands for identities and vouchers, mounted by cardd/cli.py after
+cardd/admin.py (it adds to admin's `card` command):
+
+    cardd card generate N --tariff T --balance B --currency C   (CSV of numbers and PINs, printed once)
+    cardd card block|unblock NUMBER,  cardd card set-pin NUMBER --pin P
+    cardd card transfer FROM TO AMOUNT,  cardd card import FILE.csv,  cardd card hash-pins
+    cardd cli map CLI NUMBER | unmap CLI | list
+    cardd voucher generate N --amount A --currency C | list | void NUMBER
+    cardd hotdial set|remove|list,  cardd smartdial add|remove|list,  cardd blacklist list|add|remove
+
+A refused write prints one line on stderr and returns 2 (unknown card, duplicate
+number, bad amount), like cardd/admin.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import secrets
+import sys
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from psycopg import errors
+
+from cardd.admin import _amount, _currency, _database, _digits, _refused
+from cardd.billing import identity, vouchers
+from cardd.billing.catalog import CatalogError, tariff_id
+from cardd.billing.ledger import Ledger
+from cardd.billing.pins import hash_pin
+from cardd.errors import CardBlocked, CardNotFound, InsufficientFunds
+from cardd.money import format_money, money
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PIN_LENGTH = 4
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 100000:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 100000, got {value}")
+    return value
+
+
+def _length(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= 32:
+        raise argparse.ArgumentTypeError(f"a length is 1 to 32 digits, got {value}")
+    return value
+
+
+def _date(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD[THH:MM]): {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _positive_amount(text: str) -> Decimal:
+    value = _amount(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"bad amount {text!r}: must be positive")
+    return value
+
+
+def _sub_commands(subparsers: Any, name: str, help_text: str, dest: str) -> Any:
+    """The sub-commands of `name`, created or (for admin's `card`) extended."""
+    parser = subparsers.choices.get(name)
+    if parser is None:
+        parser = subparsers.add_parser(name, help=help_text)
+        return parser.add_subparsers(dest=dest, required=True)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest=dest, required=True)
+
+
+def add_parsers(subparsers: Any) -> None:
+    card = _sub_commands(subparsers, "card", "calling cards", "card_command")
+    gen = card.add_parser("generate", help="create N cards with random numbers and PINs; prints them once as CSV")
+    gen.add_argument("count", type=_count)
+    gen.add_argument("--tariff", required=True)
+    gen.add_argument("--balance", type=_amount, default=Decimal(0))
+    gen.add_argument("--currency", type=_currency, required=True)
+    gen.add_argument("--length", type=_length, default=None,
+                     help="digits of a card number (default: calling_card.card_number_length)")
+    gen.add_argument("--pin-length", type=_length, default=DEFAULT_PIN_LENGTH)
+    gen.add_argument("--no-pin", action="store_true", help="cards without a PIN")
+    gen.add_argument("--expires", type=_date, default=None, help="fixed expiry date")
+    gen.add_argument("--valid-days", type=_count, default=None,
+                     help="expire N days after the first call (cards start as 'new')")
+    gen.add_argument("--max-calls", type=_count, default=None, help="simultaneous calls allowed per card")
+    gen.add_argument("--customer", default=None, help="customer (name) owning the cards")
+    gen.set_defaults(func=run_card_generate)
+    for name, status in (("block", "blocked"), ("unblock", "active")):
+        p = card.add_parser(name, help=f"set a card's status to {status}")
+        p.add_argument("number")
+        p.set_defaults(func=run_card_status, status=status)
+    sp = card.add_parser("set-pin", help="set (or with --pin '' clear) a card's PIN; stored hashed")
+    sp.add_argument("number")
+    sp.add_argument("--pin", required=True)
+    sp.set_defaults(func=run_card_set_pin)
+    tr = card.add_parser("transfer", help="move balance from one card to another (one transaction)")
+    tr.add_argument("from_number")
+    tr.add_argument("to_number")
+    tr.add_argument("amount", type=_positive_amount)
+    tr.set_defaults(func=run_card_transfer)
+    imp = card.add_parser("import", help="import cards from CSV (number,pin,balance); plain PINs are hashed")
+    imp.add_argument("file", help="CSV file, '-' for stdin; header row number,pin,balance")
+    imp.add_argument("--tariff", required=True)
+    imp.add_argument("--currency", type=_currency, required=True)
+    imp.set_defaults(func=run_card_import)
+    hp = card.add_parser("hash-pins", help="hash imported plain PINs (pin_hash 'plain$<pin>') in place")
+    hp.set_defaults(func=run_card_hash_pins)
+
+    cli = _sub_commands(subparsers, "cli", "trusted CLIs (calling_card_cli_map)", "cli_command")
+    m = cli.add_parser("map", help="trust a CLI for a card")
+    m.add_argument("cli")
+    m.add_argument("number", help="card number")
+    m.add_argument("--replace", action="store_true", help="move the CLI from another card")
+    m.set_defaults(func=run_cli_map)
+    u = cli.add_parser("unmap", help="forget a trusted CLI")
+    u.add_argument("cli")
+    u.set_defaults(func=run_cli_unmap)
+    cl = cli.add_parser("list", help="list trusted CLIs")
+    cl.add_argument("--card", default=None)
+    cl.set_defaults(func=run_cli_list)
+
+    voucher = _sub_commands(subparsers, "voucher", "top-up vouchers", "voucher_command")
+    vg = voucher.add_parser("generate", help="create N vouchers with random numbers; prints them once as CSV")
+    vg.add_argument("count", type=_count)
+    vg.add_argument("--amount", type=_positive_amount, required=True)
+    vg.add_argument("--currency", type=_currency, required=True)
+    vg.add_argument("--length", type=_length, default=None,
+                    help="digits of a voucher number (default: calling_card.topup_card_length)")
+    vg.add_argument("--expires", type=_date, default=None)
+    vg.add_argument("--batch", default="", help="a label for this print run")
+    vg.set_defaults(func=run_voucher_generate)
+    vl = voucher.add_parser("list", help="list vouchers")
+    vl.add_argument("--batch", default=None)
+    vl.set_defaults(func=run_voucher_list)
+    vv = voucher.add_parser("void", help="withdraw an unused voucher")
+    vv.add_argument("number")
+    vv.set_defaults(func=run_voucher_void)
+
+    hot = _sub_commands(subparsers, "hotdial", "hot-dial keys of a card", "hotdial_command")
+    hs = hot.add_parser("set", help="set a key's destination")
+    hs.add_argument("number", help="card number")
+    hs.add_argument("key", type=_digits("key"))
+    hs.add_argument("destination", type=_digits("destination"))
+    hs.set_defaults(func=run_hotdial_set)
+    hr = hot.add_parser("remove", help="clear a key")
+    hr.add_argument("number")
+    hr.add_argument("key")
+    hr.set_defaults(func=run_hotdial_remove)
+    hl = hot.add_parser("list", help="a card's keys")
+    hl.add_argument("number")
+    hl.set_defaults(func=run_hotdial_list)
+
+    smart = _sub_commands(subparsers, "smartdial", "smart-dial DIDs", "smartdial_command")
+    sa = smart.add_parser("add", help="calling DID from a trusted CLI of the card dials DESTINATION")
+    sa.add_argument("did")
+    sa.add_argument("number", help="card number")
+    sa.add_argument("destination", type=_digits("destination"))
+    sa.add_argument("--exclusive", action="store_true", help="the DID belongs to this account alone")
+    sa.set_defaults(func=run_smartdial_add)
+    sr = smart.add_parser("remove", help="remove a card's DID")
+    sr.add_argument("did")
+    sr.add_argument("number")
+    sr.set_defaults(func=run_smartdial_remove)
+    sl = smart.add_parser("list", help="list smart-dial DIDs")
+    sl.set_defaults(func=run_smartdial_list)
+
+    bl = _sub_commands(subparsers, "blacklist", "blacklisted CLIs", "blacklist_command")
+    bll = bl.add_parser("list", help="blacklisted CLIs (--all: with CLIs on a run of wrong card numbers)")
+    bll.add_argument("--all", action="store_true")
+    bll.set_defaults(func=run_blacklist_list)
+    bla = bl.add_parser("add", help="blacklist a CLI")
+    bla.add_argument("cli")
+    bla.add_argument("--reason", default="added by the operator")
+    bla.set_defaults(func=run_blacklist_add)
+    blr = bl.add_parser("remove", help="remove a CLI from the black list")
+    blr.add_argument("cli")
+    blr.set_defaults(func=run_blacklist_remove)
+
+
+def _card_id(db: Any, number: str) -> int | None:
+    card = Ledger(db.pool).find_card(number)
+    return card.id if card else None
+
+
+# --- cards ----------------------------------------------------------------------------------
+
+def _random_digits(length: int) -> str:
+    """Random digits, the first never 0 (a number nobody mistypes as shorter)."""
+    return str(1 + secrets.randbelow(9)) + "".join(str(secrets.randbelow(10)) for _ in range(length - 1))
+
+
+def run_card_generate(args: argparse.Namespace, settings: Any) -> int:
+    options = settings.options_for()
+    length = args.length or options.card_number_length
+    if options.min_card_number_length and length < options.min_card_number_length:
+        return _refused(f"cards of {length} digits are shorter than min_card_number_length")
+    if length < 6:
+        return _refused("card numbers need at least 6 digits to be hard to guess")
+    if args.count > 9 * 10 ** (length - 1) // 100:
+        return _refused(f"{args.count} cards of {length} digits would make numbers easy to guess")
+    if args.expires and args.valid_days:
+        return _refused("give --expires or --valid-days, not both")
+    amount = money(args.balance)
+    status = "new" if args.valid_days else "active"
+    made: list[tuple[str, str]] = []
+    with _database(settings) as db, db.pool.connection() as conn, conn.transaction():
+        try:
+            tid, tariff_currency = tariff_id(conn, args.tariff)
+        except CatalogError as exc:
+            return _refused(str(exc))
+        if tariff_currency != args.currency:
+            return _refused(f"tariff {args.tariff!r} is in {tariff_currency}; {args.currency} cards cannot use it")
+        customer = None
+        if args.customer:
+            row = conn.execute("SELECT id FROM customers WHERE name = %s", (args.customer,)).fetchone()
+            if row is None:
+                return _refused(f"unknown customer {args.customer!r}")
+            customer = row[0]
+        # One transaction: the batch exists whole or not at all.
+        while len(made) < args.count:
+            number = _random_digits(length)
+            pin = "" if args.no_pin else "".join(str(secrets.randbelow(10)) for _ in range(args.pin_length))
+            row = conn.execute(
+                "INSERT INTO accounts (username, pin_hash, currency, status, tariff_id, expires_at, valid_days,"
+                " max_concurrent_calls, customer_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (username) DO NOTHING RETURNING id",
+                (number, hash_pin(pin) if pin else None, args.currency, status, tid, args.expires,
+                 args.valid_days, args.max_calls, customer),
+            ).fetchone()
+            if row is None:
+                continue  # the number exists: draw another
+            if amount != 0:
+                conn.execute("INSERT INTO ledger (account_id, amount, kind, reference)"
+                             " VALUES (%s, %s, 'initial', 'card generated')", (row[0], amount))
+            made.append((number, pin))
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(["number", "pin", "balance", "currency"])
+    for number, pin in made:
+        out.writerow([number, pin, str(amount), args.currency])
+    print(f"cardd: {len(made)} cards created; their PINs are stored hashed and cannot be shown again",
+          file=sys.stderr)
+    return 0
+
+
+def run_card_status(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        if not identity.set_status(db.pool, args.number, args.status):
+            return _refused(f"no card {args.number!r}")
+    print(f"card {args.number}: {args.status}")
+    return 0
+
+
+def run_card_set_pin(args: argparse.Namespace, settings: Any) -> int:
+    if args.pin and not args.pin.isdigit():
+        return _refused(f"a PIN is digits only, got {args.pin!r}")
+    with _database(settings) as db:
+        cid = _card_id(db, args.number)
+        if cid is None:
+            return _refused(f"no card {args.number!r}")
+        identity.set_pin(db.pool, cid, args.pin)
+    print(f"card {args.number}: PIN {'set' if args.pin else 'cleared'}")
+    return 0
+
+
+def run_card_transfer(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        source, target = _card_id(db, args.from_number), _card_id(db, args.to_number)
+        if source is None or target is None:
+            return _refused(f"no card {args.from_number if source is None else args.to_number!r}")
+        try:
+            done = vouchers.transfer(db.pool, source, target, args.amount, reference="operator transfer")
+        except (vouchers.TransferError, InsufficientFunds, CardBlocked, CardNotFound) as exc:
+            return _refused(str(exc))
+    print(f"moved {format_money(done.amount, done.currency)}: card {args.from_number} now"
+          f" {format_money(done.from_balance, done.currency)}, card {args.to_number} now"
+          f" {format_money(done.to_balance, done.currency)}")
+    return 0
+
+
+def run_card_import(args: argparse.Namespace, settings: Any) -> int:
+    """CSV rows number,pin[,balance]; one transaction, so a bad row imports nothing."""
+    stream = sys.stdin if args.file == "-" else open(args.file, newline="", encoding="utf-8")
+    try:
+        rows = list(csv.DictReader(stream))
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+    count = 0
+    with _database(settings) as db, db.pool.connection() as conn:
+        try:
+            with conn.transaction():
+                tid, tariff_currency = tariff_id(conn, args.tariff)
+                if tariff_currency != args.currency:
+                    return _refused(f"tariff {args.tariff!r} is in {tariff_currency}")
+                for line, row in enumerate(rows, start=2):
+                    number = (row.get("number") or "").strip()
+                    pin = (row.get("pin") or "").strip()
+                    if not number.isdigit() or (pin and not pin.isdigit()):
+                        raise ValueError(f"{args.file}:{line}: number and PIN are digits")
+                    balance = money(row.get("balance") or "0")
+                    new = conn.execute(
+                        "INSERT INTO accounts (username, pin_hash, currency, tariff_id) VALUES (%s, %s, %s, %s)"
+                        " RETURNING id", (number, hash_pin(pin) if pin else None, args.currency, tid),
+                    ).fetchone()
+                    if balance != 0:
+                        conn.execute("INSERT INTO ledger (account_id, amount, kind, reference)"
+                                     " VALUES (%s, %s, 'initial', 'card imported')", (new[0], balance))
+                    count += 1
+        except errors.UniqueViolation as exc:
+            return _refused(f"duplicate card number: {exc.diag.message_detail or exc}; nothing imported")
+        except Exception as exc:  # a bad row: the transaction rolled back
+            return _refused(f"{exc}; nothing imported")
+    print(f"{count} cards imported (PINs hashed)")
+    return 0
+
+
+def run_card_hash_pins(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        done = identity.hash_plain_pins(db.pool)
+    print(f"{done} plain PINs hashed")
+    return 0
+
+
+# --- trusted CLIs ----------------------------------------------------------------------------
+
+def run_cli_map(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        cid = _card_id(db, args.number)
+        if cid is None:
+            return _refused(f"no card {args.number!r}")
+        try:
+            done = identity.map_cli(db.pool, args.cli, cid, replace=args.replace)
+        except identity.IdentityError as exc:
+            return _refused(str(exc))
+    if not done:
+        return _refused(f"CLI {args.cli} already belongs to another card (use --replace to move it)")
+    print(f"CLI {args.cli} -> card {args.number}")
+    return 0
+
+
+def run_cli_unmap(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        if not identity.unmap_cli(db.pool, args.cli):
+            return _refused(f"CLI {args.cli} is not mapped")
+    print(f"CLI {args.cli} unmapped")
+    return 0
+
+
+def run_cli_list(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        cid = None
+        if args.card:
+            cid = _card_id(db, args.card)
+            if cid is None:
+                return _refused(f"no card {args.card!r}")
+        pairs = identity.cli_map(db.pool, cid)
+    print("cli\tcard")
+    for cli, number in pairs:
+        print(f"{cli}\t{number}")
+    return 0
+
+
+# --- vouchers -----------------------------------------------------------------------------------
+
+def run_voucher_generate(args: argparse.Namespace, settings: Any) -> int:
+    length = args.length or settings.options_for().topup_card_length
+    with _database(settings) as db:
+        try:
+            numbers = vouchers.generate(db.pool, args.count, amount=args.amount, currency=args.currency,
+                                        length=length, expires_at=args.expires, batch=args.batch)
+        except ValueError as exc:
+            return _refused(str(exc))
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(["number", "amount", "currency", "expires"])
+    for number in numbers:
+        out.writerow([number, str(money(args.amount)), args.currency,
+                      args.expires.isoformat() if args.expires else ""])
+    return 0
+
+
+def run_voucher_list(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        rows = vouchers.list_vouchers(db.pool, batch=args.batch)
+    print("number\tamount\tcurrency\tstatus\tused by\texpires\tbatch")
+    for r in rows:
+        expires = f"{r.expires_at:%Y-%m-%d}" if r.expires_at else ""
+        print(f"{r.number}\t{format_money(r.amount)}\t{r.currency}\t{r.status}\t{r.used_by or ''}"
+              f"\t{expires}\t{r.batch}")
+    return 0
+
+
+def run_voucher_void(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        if not vouchers.void(db.pool, args.number):
+            return _refused(f"no unused voucher {args.number!r}")
+    print(f"voucher {args.number} voided")
+    return 0
+
+
+# --- hot dial / smart dial ----------------------------------------------------------------------
+
+def run_hotdial_set(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        cid = _card_id(db, args.number)
+        if cid is None:
+            return _refused(f"no card {args.number!r}")
+        try:
+            identity.hot_dial_set(db.pool, cid, args.key, args.destination)
+        except identity.IdentityError as exc:
+            return _refused(str(exc))
+    print(f"card {args.number}: key {args.key} -> {args.destination}")
+    return 0
+
+
+def run_hotdial_remove(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        cid = _card_id(db, args.number)
+        if cid is None:
+            return _refused(f"no card {args.number!r}")
+        if not identity.hot_dial_remove(db.pool, cid, args.key):
+            return _refused(f"card {args.number} has no key {args.key}")
+    print(f"card {args.number}: key {args.key} cleared")
+    return 0
+
+
+def run_hotdial_list(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        cid = _card_id(db, args.number)
+        if cid is None:
+            return _refused(f"no card {args.number!r}")
+        keys = identity.hot_dial_list(db.pool, cid)
+    print("key\tdestination")
+    for key, destination in keys:
+        print(f"{key}\t{destination}")
+    return 0
+
+
+def run_smartdial_add(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        cid = _card_id(db, args.number)
+        if cid is None:
+            return _refused(f"no card {args.number!r}")
+        try:
+            identity.smart_dial_add(db.pool, args.did, cid, args.destination, exclusive=args.exclusive)
+        except identity.IdentityError as exc:
+            return _refused(str(exc))
+    print(f"DID {args.did} for card {args.number} -> {args.destination}"
+          + (" (exclusive)" if args.exclusive else " (shared)"))
+    return 0
+
+
+def run_smartdial_remove(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        cid = _card_id(db, args.number)
+        if cid is None:
+            return _refused(f"no card {args.number!r}")
+        if not identity.smart_dial_remove(db.pool, args.did, cid):
+            return _refused(f"card {args.number} has no DID {args.did}")
+    print(f"DID {args.did} removed from card {args.number}")
+    return 0
+
+
+def run_smartdial_list(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        rows = identity.smart_dial_list(db.pool)
+    print("did\tcard\tdestination\tkind")
+    for did, number, destination, exclusive in rows:
+        print(f"{did}\t{number}\t{destination}\t{'exclusive' if exclusive else 'shared'}")
+    return 0
+
+
+# --- black list ----------------------------------------------------------------------------------
+
+def run_blacklist_list(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        entries = identity.blacklist_entries(db.pool, blocked_only=not args.all)
+    print("cli\tblocked\twrong cards\tsince\treason")
+    for e in entries:
+        since = f"{e.blocked_at:%Y-%m-%d %H:%M}" if e.blocked_at else ""
+        print(f"{e.cli}\t{'yes' if e.blocked else 'no'}\t{e.failed_attempts}\t{since}\t{e.reason or ''}")
+    return 0
+
+
+def run_blacklist_add(args: argparse.Namespace, settings: Any) -> int:
+    if not identity.VALID_CLI.match(args.cli):
+        return _refused(f"a CLI is digits (optionally after +), got {args.cli!r}")
+    with _database(settings) as db:
+        identity.blacklist_add(db.pool, args.cli, args.reason)
+    print(f"CLI {args.cli} blacklisted")
+    return 0
+
+
+def run_blacklist_remove(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db:
+        if not identity.blacklist_remove(db.pool, args.cli):
+            return _refused(f"CLI {args.cli} is not on the black list")
+    print(f"CLI {args.cli} removed from the black list")
+    return 0
