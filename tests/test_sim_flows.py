@@ -811,3 +811,20 @@ def test_read_collects_digits_into_its_variable():
     out = run(flow, Caller(digits=["2#"]))
     assert out["e"].variable("cc_menu") == "2"
     assert out["e"].variable("read_result") == "success"
+
+
+def test_parallel_legs_first_answer_wins_and_the_others_lose_the_race():
+    def flow(conn, out):
+        a = start(conn)
+        conn.execute("answer")
+        conn.execute("set", "continue_on_fail=true")
+        out["e"] = conn.execute("bridge", "sofia/gateway/gw1/111,sofia/gateway/gw1/222,"
+                                "sofia/gateway/gw1/333")
+        finish(conn, a)
+
+    out = run(flow, callees={"111": Callee(answer_after=3), "222": Callee(answer_after=1, talk=2),
+                             "333": Callee("busy")})
+    t = out["t"]
+    assert [b.number for b in t.bridges] == ["222"]
+    assert out["e"].variable("bridge_hangup_cause") == "NORMAL_CLEARING"
+    assert [e.data["number"] for e in t.of("dial")] == ["111", "222", "333"]

@@ -651,6 +651,9 @@ def hangup_b(call: SimCall, b: Leg, cause: str, *, events_only: bool = False) ->
 
 def finish_b(call: SimCall, b: Leg) -> None:
     """B's CS_HANGUP, CS_REPORTING and CHANNEL_HANGUP_COMPLETE."""
+    if b.finished:
+        return
+    b.finished = True
     b.set_state("CS_HANGUP")
     call.fire(b, "CHANNEL_STATE", variables=False)
     b.set_state("CS_REPORTING")

@@ -137,12 +137,12 @@ def app_bridge(call: SimCall, a: Leg, arg: str, r: apps.Running) -> str:
         for group in groups or [[]]:
             if not group:
                 continue
-            # Parallel legs: the first leg of the group is dialled (a
-            # simplification: the simulator rings one callee per group).
-            dl = group[0]
-            lvars = gvars + dl.vars
-            callee = _callee(call, dl)
-            b, cause = originate(call, a, state, dl, lvars, callee, gdict)
+            if len(group) > 1:
+                b, cause, lvars = originate_parallel(call, a, state, group, gvars, gdict)
+            else:
+                dl = group[0]
+                lvars = gvars + dl.vars
+                b, cause = originate(call, a, state, dl, lvars, _callee(call, dl), gdict)
             if cause == "SUCCESS":
                 break
             result_cause = cause
@@ -209,14 +209,7 @@ def originate(call: SimCall, a: Leg, state: apps.BridgeState, dl: DialLeg,
     state.b = b
     call.transcript.add(call.rel(), "B", "dial", number=dl.number, endpoint=dl.endpoint,
                         uuid=b.uuid, outcome=callee.outcome)
-    b.set_state("CS_INIT", 1)
-    call.fire(b, "CHANNEL_STATE", variables=False)
-    b.set_state("CS_INIT", 2)
-    call.fire(b, "CHANNEL_CREATE")
-    b.set_state("CS_ROUTING", 2)
-    call.fire(b, "CHANNEL_STATE", variables=False)
-    b.set_state("CS_CONSUME_MEDIA", 7)
-    call.fire(b, "CHANNEL_STATE", variables=False)
+    _create_b(call, b)
     timeout = float(dict(lvars).get("originate_timeout") or gdict.get("originate_timeout") or 60)
     gone = lambda: not b.alive or not a.alive  # noqa: E731
 
@@ -227,30 +220,39 @@ def originate(call: SimCall, a: Leg, state: apps.BridgeState, dl: DialLeg,
         if apps.wait_until(call, a, min(callee.busy_after, timeout), gone):
             return _interrupted(call, a, b)
         return _fail_b(call, b, "USER_BUSY")
-    # 180 Ringing: CHANNEL_PROGRESS, a moment after the INVITE went out.
+    # 180 Ringing, a moment after the INVITE went out.
     if apps.wait_until(call, a, 0.02, gone):
         return _interrupted(call, a, b)
-    b.progress_us = call.us()
-    b.profile.times["Channel-Progress-Time"] = b.progress_us
-    b.other_times["Channel-Progress-Time"] = b.progress_us
-    call.fire(b, "CHANNEL_PROGRESS")
-    b.call_state = "RINGING"
-    # ring_ready reaches A with the callee's identity
-    a.profile.callee_name = "Outbound Call"
-    a.profile.callee_number = b.profile.destination
-    a.progress_us = a.progress_us or b.progress_us
-    a.profile.times["Channel-Progress-Time"] = a.progress_us
+    _ring(call, a, b)
     ring = timeout if callee.outcome == "no_answer" else min(callee.answer_after, timeout)
     if apps.wait_until(call, a, ring, gone):
         return _interrupted(call, a, b)
     if callee.outcome == "no_answer" or callee.answer_after > timeout:
         b.sip_disposition = "send_cancel"
         return _fail_b(call, b, "NO_ANSWER")
-    # 200 OK
+    _answered(call, state, b, callee)  # 200 OK
+    return b, "SUCCESS"
+
+
+def _ring(call: SimCall, a: Leg, b: Leg) -> None:
+    """180 Ringing: CHANNEL_PROGRESS; ring_ready reaches A with the callee."""
+    b.progress_us = call.us()
+    b.profile.times["Channel-Progress-Time"] = b.progress_us
+    b.other_times["Channel-Progress-Time"] = b.progress_us
+    call.fire(b, "CHANNEL_PROGRESS")
+    b.call_state = "RINGING"
+    a.profile.callee_name = "Outbound Call"
+    a.profile.callee_number = b.profile.destination
+    a.progress_us = a.progress_us or b.progress_us
+    a.profile.times["Channel-Progress-Time"] = a.progress_us
+
+
+def _answered(call: SimCall, state: apps.BridgeState, b: Leg, callee: Callee) -> None:
     b.has_codec = True
     apps.mark_answered(call, b)
     b.set_var("endpoint_disposition", "ANSWER")  # right after the ANSWER event (14)
     state.answered = True
+    state.b = b
     call.transcript.add(call.rel(), "B", "answer", uuid=b.uuid)
     for name, value in list(b.vars.items()):
         if name.startswith("execute_on_answer"):
@@ -259,7 +261,86 @@ def originate(call: SimCall, a: Leg, state: apps.BridgeState, dl: DialLeg,
                          loops=False)
     if callee.talk is not None:
         b.timers.append(call.clock.call_later(callee.talk, lambda: _callee_bye(call, b)))
-    return b, "SUCCESS"
+
+
+def _create_b(call: SimCall, b: Leg) -> None:
+    """B's first events (README fact 21): CS_INIT, CREATE, CS_ROUTING, CS_CONSUME_MEDIA."""
+    b.set_state("CS_INIT", 1)
+    call.fire(b, "CHANNEL_STATE", variables=False)
+    b.set_state("CS_INIT", 2)
+    call.fire(b, "CHANNEL_CREATE")
+    b.set_state("CS_ROUTING", 2)
+    call.fire(b, "CHANNEL_STATE", variables=False)
+    b.set_state("CS_CONSUME_MEDIA", 7)
+    call.fire(b, "CHANNEL_STATE", variables=False)
+
+
+def originate_parallel(call: SimCall, a: Leg, state: apps.BridgeState, group: list[DialLeg],
+                       gvars: list[tuple[str, str]], gdict: dict[str, str]
+                       ) -> tuple[Leg | None, str, list[tuple[str, str]]]:
+    """`a,b`: every leg rings at once; the first to answer wins and the
+    others are hung up with LOSE_RACE (switch_ivr_originate.c). When none
+    answers, the first leg's cause is reported (UNVERIFIED: no capture)."""
+    legs = []
+    for dl in group:
+        lvars = gvars + dl.vars
+        callee = _callee(call, dl)
+        b = _new_b(call, a, dl, lvars)
+        call.transcript.add(call.rel(), "B", "dial", number=dl.number, endpoint=dl.endpoint,
+                            uuid=b.uuid, outcome=callee.outcome)
+        _create_b(call, b)
+        legs.append((b, callee, lvars))
+    state.b = legs[0][0]  # what a digit action's `peer` reaches while they ring
+    timeout = float(gdict.get("originate_timeout") or 60)
+    plan: list[tuple[float, int, str]] = []
+    for i, (_, callee, _) in enumerate(legs):
+        if callee.outcome == "unreachable":
+            plan.append((0.02, i, "NORMAL_TEMPORARY_FAILURE"))
+        elif callee.outcome == "busy":
+            plan.append((min(callee.busy_after, timeout), i, "USER_BUSY"))
+        else:
+            plan.append((0.02, i, "ring"))
+            if callee.outcome == "answer" and callee.answer_after <= timeout:
+                plan.append((callee.answer_after, i, "answer"))
+    plan.sort(key=lambda x: x[0])
+    start = call.now()
+    winner = None
+
+    def settled() -> bool:
+        return not a.alive or not any(b.alive for b, _, _ in legs)
+
+    for t, i, what in plan:
+        b, callee, lvars = legs[i]
+        if apps.wait_until(call, a, start + t - call.now(), settled):
+            break
+        if not b.alive:
+            continue
+        if what == "ring":
+            _ring(call, a, b)
+        elif what == "answer":
+            winner = legs[i]
+            break
+        else:
+            _fail_b(call, b, what)
+    if winner is None and not settled():
+        apps.wait_until(call, a, start + timeout - call.now(), settled)
+    for b, _, _ in legs:
+        if winner is not None and b is winner[0]:
+            continue
+        if b.alive:
+            b.sip_disposition = "send_cancel"
+            if winner is not None:
+                b.set_var("group_dial_status", "loser")
+            apps.hangup_b(call, b, "LOSE_RACE" if winner is not None else
+                          ("ORIGINATOR_CANCEL" if not a.alive else "NO_ANSWER"))
+        if not b.alive and b.finished is False:
+            apps.finish_b(call, b)
+            apps.destroy_b(call, b)
+    if winner is not None:
+        _answered(call, state, winner[0], winner[1])
+        return winner[0], "SUCCESS", winner[2]
+    first = legs[0][0]
+    return first, first.hangup_cause or "NO_ANSWER", legs[0][2]
 
 
 def _callee_bye(call: SimCall, b: Leg) -> None:

@@ -207,6 +207,7 @@ class Leg:
         self.sip_disposition: str | None = None
         self.digits_dialed = ""
         self.timers: list = []  # clock timers that die with this leg
+        self.finished = False     # CHANNEL_HANGUP_COMPLETE sent
 
     # --- variables ----------------------------------------------------------
     def set_var(self, name: str, value: str | None) -> None:
