@@ -161,3 +161,15 @@ def test_a_missing_greeting_prompt_is_logged_and_the_call_goes_on(cardd_with, da
     logged = [r.getMessage() for r in caplog.records if "does not exist" in r.getMessage()]
     assert len(logged) == 2 and all(t.a_uuid in line for line in logged)
     assert "4242" in logged[0] and "4343" in logged[1]
+
+
+def test_a_key_pressed_during_the_early_greeting_chooses_the_language(cardd_with, database, sounds, tmp_path):
+    # A caller who knows the menu need not wait for it: the greeting is part of the menu's prompt.
+    long_one = create_prompt(database.pool, str(sounds), tone(tmp_path / "long.wav", 440, seconds=4.0),
+                             "long", "a long welcome")
+    running = cardd_with(database, sounds_dir=str(sounds))
+    t = running.call(Caller(destination=f"cc.en.es.greet{long_one}", digits=["2"], type_after=1.0))
+    h = heard(running, t)
+    assert h[0] == custom(sounds, long_one, "default")
+    assert "en/for_english" not in h
+    assert h[1:3] == ["es/welcome", "es/enter_card_number"]
