@@ -173,3 +173,19 @@ def test_a_key_pressed_during_the_early_greeting_chooses_the_language(cardd_with
     assert h[0] == custom(sounds, long_one, "default")
     assert "en/for_english" not in h
     assert h[1:3] == ["es/welcome", "es/enter_card_number"]
+
+
+def test_a_prompt_without_default_audio_plays_the_default_language_recording(
+        cardd_with, database, sounds, tmp_path, caplog):
+    # Rows written by other tools (or an older cardd) may lack the default recording: the default
+    # language's recording beats silence; a prompt with no recording at all is logged and skipped.
+    en = tone(tmp_path / "en.wav", 500)
+    with database.pool.connection() as conn:
+        (only_en,) = conn.execute("INSERT INTO ivr_prompts (name) VALUES ('only-en') RETURNING id").fetchone()
+        conn.execute("INSERT INTO ivr_prompt_audio (prompt_id, lang, path) VALUES (%s, 'en', %s)", (only_en, en))
+        (silent,) = conn.execute("INSERT INTO ivr_prompts (name) VALUES ('silent') RETURNING id").fetchone()
+    caplog.set_level(logging.WARNING)
+    running = cardd_with(database, sounds_dir=str(sounds))
+    t = running.call(Caller(destination=f"cc.es.greet{only_en}.lgreet{silent}", type_after=6))
+    assert heard(running, t)[:2] == [en, "es/welcome"]
+    assert any(f"greeting prompt {silent} has no recording" in r.getMessage() for r in caplog.records)
