@@ -58,6 +58,10 @@ def _length(text: str) -> int:
     return value
 
 
+def _length_or_zero(text: str) -> int:
+    return 0 if text.strip() == "0" else _length(text)
+
+
 def _date(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
@@ -99,7 +103,8 @@ def add_parsers(subparsers: Any) -> None:
     gen.add_argument("--expires", type=_date, default=None, help="fixed expiry date")
     gen.add_argument("--valid-days", type=_count, default=None,
                      help="expire N days after the first call (cards start as 'new')")
-    gen.add_argument("--max-calls", type=_count, default=None, help="simultaneous calls allowed per card")
+    gen.add_argument("--max-calls", type=_length_or_zero, default=0,
+                     help="simultaneous calls allowed per card (0: unlimited)")
     gen.add_argument("--customer", default=None, help="customer (name) owning the cards")
     gen.set_defaults(func=run_card_generate)
     for name, status in (("block", "blocked"), ("unblock", "active")):
@@ -242,7 +247,7 @@ def run_card_generate(args: argparse.Namespace, settings: Any) -> int:
                 " max_concurrent_calls, customer_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (username) DO NOTHING RETURNING id",
                 (number, hash_pin(pin) if pin else None, args.currency, status, tid, args.expires,
-                 args.valid_days, args.max_calls, customer),
+                 args.valid_days, args.max_calls or None, customer),
             ).fetchone()
             if row is None:
                 continue  # the number exists: draw another

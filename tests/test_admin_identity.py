@@ -44,7 +44,7 @@ def csv_rows(text: str) -> list[dict[str, str]]:
 def test_card_generate_prints_numbers_and_pins_once_and_stores_only_hashes(shop, capsys):
     capsys.readouterr()
     assert run(shop, "card", "generate", "5", "--tariff", "std", "--balance", "3", "--currency", "USD",
-               "--valid-days", "30") == 0
+               "--valid-days", "30", "--max-calls", "2") == 0
     rows = csv_rows(capsys.readouterr().out)
     assert len(rows) == 5 and len({r["number"] for r in rows}) == 5
     assert all(len(r["number"]) == 10 and len(r["pin"]) == 4 for r in rows)
@@ -52,7 +52,7 @@ def test_card_generate_prints_numbers_and_pins_once_and_stores_only_hashes(shop,
         ledger = Ledger(db.pool)
         for r in rows:
             card = ledger.find_card(r["number"])
-            assert card.status == "new" and card.balance == Decimal("3.00000")
+            assert card.status == "new" and card.balance == Decimal("3.00000") and card.max_concurrent_calls == 2
             assert card.pin_hash.startswith("scrypt$") and check_pin(r["pin"], card.pin_hash)
 
 

@@ -190,3 +190,16 @@ def test_direct_hot_dial_treats_one_digit_as_a_key(cardd, database, demo_data):
     # without hot dial, "1" is an ordinary destination
     t = cardd.call(caller(demo_data, "1#", cld="cc.directhotdial.nohotdial.noredial"), Callee(talk=5))
     assert t.bridges[0].number == "1"
+
+
+def test_topup_ext_from_the_yaml_and_topup_card_length_bound_the_voucher_number(cardd_with, database, demo_data,
+                                                                              ledger, tmp_path):
+    add_voucher(database.pool, "900001", "4")
+    add_voucher(database.pool, "9000000008", "4")
+    running = cardd_with(database, 'calling_card:\n  topup_ext: "55"\n  topup_card_length: 6\n', tmp_path=tmp_path)
+    t = running.call(caller(demo_data, "55#", "9000000008#", "900001#"))
+    heard = running.heard(t)
+    # ten digits where six are the most: refused by the entry's own bounds; the caller tries again
+    assert after(heard, "enter_destination")[:6] == ["enter_voucher_number", "invalid_input", "voucher_unknown",
+                                                    "enter_voucher_number", "topup_successful", "you_have"]
+    assert ledger.get_card(demo_data.card_id).balance == Decimal("14.00000")
