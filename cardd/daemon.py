@@ -7,13 +7,18 @@ from __future__ import annotations
 import functools
 import logging
 
+from prometheus_client import Counter
+
+from cardd.billing.journal import SettlementJournal, journal_path
 from cardd.billing.ledger import Ledger
+from cardd.cdr_http import CdrEndpoint, CdrStore
 from cardd.db import Database
 from cardd.demo import ensure_demo_data
 from cardd.hooks import ScriptHooks
 from cardd.ivr import session as ivr
 from cardd.ivr.call import Services
 from cardd.metrics import Metrics
+from cardd.orphans import OrphanReconciler
 from cardd.prompts import Prompts
 from cardd.server import CallServer
 
@@ -25,15 +30,42 @@ def parse_address(text: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+def _fault_metrics(m: Metrics) -> dict:
+    """The journal's and the orphan rule's counters, registered once per
+    Metrics (a restarted Daemon may reuse its Metrics)."""
+    found = getattr(m, "_fault_metrics", None)
+    if found is None:
+        r = m.registry
+        found = {
+            "journalled": Counter("cardd_settlements_journalled_total",
+                                  "Settlements journalled while the database was unreachable", registry=r),
+            "replayed": Counter("cardd_settlements_replayed_total",
+                                "Journalled settlements applied once the database was back", registry=r),
+            "orphans": Counter("cardd_orphans_settled_total",
+                               "Reservations settled by the orphan rule, by source", ["how"], registry=r),
+        }
+        m._fault_metrics = found
+    return found
+
+
 class Daemon:
     def __init__(self, settings, *, metrics: Metrics | None = None,
-                 database: Database | None = None, serve_metrics: bool = True):
+                 database: Database | None = None, serve_metrics: bool = True,
+                 serve_cdr: bool | None = None):
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.database = database
         self._own_database = database is None
         self._serve_metrics = serve_metrics
+        # Like the metrics exporter, the CDR endpoint binds a fixed port: off
+        # by default where the exporter is (in-process tests).
+        self._serve_cdr = serve_metrics if serve_cdr is None else serve_cdr
         self.server: CallServer | None = None
+        self.journal: SettlementJournal | None = None
+        self.reconciler: OrphanReconciler | None = None
+        self.cdr_endpoint: CdrEndpoint | None = None
+        # A legs of the calls this process is handling: never orphans.
+        self.live_calls: set[str] = set()
 
     def start(self, *, demo: bool = False) -> None:
         d = self.settings.daemon
@@ -49,13 +81,37 @@ class Daemon:
             on_load_error=lambda path, reason: m.script_load_errors.labels(reason).inc(),
             on_run_error=lambda path, reason: m.destination_check_errors.labels(reason).inc(),
             on_duration_error=lambda path, reason: m.duration_script_errors.labels(reason).inc())
+        fm = _fault_metrics(m)
+        self.journal = SettlementJournal(
+            journal_path(d.data_dir), ledger,
+            on_journalled=lambda: (m.db_errors.labels("settle").inc(), fm["journalled"].inc()),
+            on_replayed=fm["replayed"].inc)
+        self.journal.start()
+        store = CdrStore()
+        self.reconciler = OrphanReconciler(
+            ledger, self.journal, esl_address=parse_address(d.inbound_esl),
+            esl_password=d.inbound_esl_password, live_a_uuids=lambda: set(self.live_calls),
+            store=store, interval=d.orphan_check_interval,
+            on_settled=lambda how: fm["orphans"].labels(how).inc())
+        if self._serve_cdr and d.cdr_listen:
+            endpoint = CdrEndpoint(parse_address(d.cdr_listen), store, on_cdr=self.reconciler.on_cdr,
+                                   on_bad=lambda: m.esl_errors.inc())
+            try:
+                endpoint.start()
+                self.cdr_endpoint = endpoint
+            except OSError as exc:
+                # Calls matter more: run without it, loudly. Orphans are then
+                # settled estimated and never corrected by their real CDR.
+                log.error("CDR endpoint cannot listen on %s (%s): FreeSWITCH's CDRs will not "
+                          "reach cardd", d.cdr_listen, exc)
+        self.reconciler.start()
         services = Services(settings=self.settings, prompts=Prompts(d.sounds_dir),
-                            ledger=ledger, metrics=m, hooks=hooks)
+                            ledger=ledger, metrics=m, hooks=hooks, journal=self.journal)
         if self._serve_metrics:
             host, port = parse_address(d.metrics_listen)
             self.metrics.serve(host, port)
-        self.server = CallServer(parse_address(d.listen),
-                                 functools.partial(ivr.run, services=services),
+        flow = functools.partial(self._tracked, functools.partial(ivr.run, services=services))
+        self.server = CallServer(parse_address(d.listen), flow,
                                  metrics=self.metrics, reply_timeout=d.esl_reply_timeout)
         self.server.start()
         if not d.outbound_proxy and "{proxy}" in d.dial_string:
@@ -66,8 +122,27 @@ class Daemon:
                  host, port, d.metrics_listen if self._serve_metrics else "(off)",
                  "embedded" if not d.dsn else "external")
 
+    def _tracked(self, flow, channel) -> None:
+        """Run one call's flow with its A leg in live_calls (the orphan check
+        skips live calls; the A leg is known from the connect reply on)."""
+        uuid = channel.uuid
+        self.live_calls.add(uuid)
+        try:
+            flow(channel)
+        finally:
+            self.live_calls.discard(uuid)
+
     def stop(self) -> None:
         if self.server is not None:
             self.server.stop(self.settings.daemon.shutdown_grace)
+        # After the calls: their settlements may still need the journal.
+        for part in (self.reconciler, self.cdr_endpoint, self.journal):
+            if part is not None:
+                part.stop()
+        if self.journal is not None and self.journal.path.exists():
+            try:
+                self.journal.replay()   # a last chance while the database is open
+            except Exception:
+                log.exception("journal replay at stop failed; entries stay for the next start")
         if self._own_database and self.database is not None:
             self.database.close()

@@ -605,6 +605,10 @@ DAEMON_OPTIONS: tuple[Option, ...] = (
     O("pool_size", IntKind(1, 1000), 10, "database connections in the pool", DAEMON),
     O("inbound_esl", HostPortKind(), "127.0.0.1:8021", "FreeSWITCH's inbound ESL address (orphan checks)", DAEMON),
     O("inbound_esl_password", StrKind(), "ClueCon", "FreeSWITCH's inbound ESL password", DAEMON),
+    O("cdr_listen", HostPortKind(allow_empty=True), "127.0.0.1:8085",
+      "HTTP address mod_json_cdr POSTs FreeSWITCH's CDRs to (orphan settlements; \"\": off)", DAEMON),
+    O("orphan_check_interval", SecondsKind(0, 86400, lo_open=True), 60.0,
+      "seconds between checks of reservations past their expiry", DAEMON),
 )
 del O
 

@@ -84,3 +84,6 @@ class Services:
     # cardd.billing.journal.SettlementJournal: settles through the ledger, or
     # journals the settlement while the database is unreachable.
     journal: object = None
+    # cardd.billing.journal.SettlementJournal: settles through the ledger, or
+    # journals the settlement while the database is unreachable.
+    journal: object = None

@@ -97,17 +97,21 @@ def place_call(call: Call, card, number: str) -> bool:
             ringback=None if opts.early_media else RINGBACK,
             max_seconds=grant.duration_s, originate_timeout=ORIGINATE_TIMEOUT)
     finally:
+        # Through the journal: with the database away the settlement is kept
+        # on disk and replayed later (cdr None), and the caller goes on.
+        settle = services.journal.settle if services.journal is not None else ledger.settle
         if outcome is None and call.channel.dialled_leg != b_uuid:
             # Nothing was dialled (the caller hung up first): nothing to pay.
-            ledger.settle(b_uuid, billmsec=0, hangup_cause="NOT_DIALLED")
+            settle(b_uuid, billmsec=0, hangup_cause="NOT_DIALLED")
         # With a bridge sent but no outcome (the socket died mid-bridge) the
         # reservation stays open for the orphan check: never silently released.
         if outcome is not None:
             billmsec = outcome.billmsec if outcome.billmsec is not None else outcome.fallback_msec
-            cdr = ledger.settle(b_uuid, billmsec=billmsec if outcome.answered else 0,
-                                hangup_cause=outcome.cause)
-            services.metrics.billed_seconds.labels(cdr.currency).inc(cdr.billed_seconds)
-            services.metrics.revenue.labels(cdr.currency).inc(float(cdr.cost))
+            cdr = settle(b_uuid, billmsec=billmsec if outcome.answered else 0,
+                         hangup_cause=outcome.cause)
+            if cdr is not None:
+                services.metrics.billed_seconds.labels(cdr.currency).inc(cdr.billed_seconds)
+                services.metrics.revenue.labels(cdr.currency).inc(float(cdr.cost))
     services.metrics.bridges.labels("answered" if outcome.answered else "failed").inc()
     call.log.info("attempt %s ended %s (billmsec %s)", b_uuid, outcome.cause, outcome.billmsec)
     if not outcome.answered and not call.channel.hung_up:

@@ -1,0 +1,323 @@
+"""The orphan rule (cardd.orphans) and FreeSWITCH's CDRs over HTTP (cardd.cdr_http).
+
+The crash test: cardd is killed while calls are bridged (its call greenlets
+die without settling, its sockets close: capture 16). The simulated
+FreeSWITCH goes on; each B leg's sched_hangup or the callee ends its call, and
+mod_json_cdr's POSTs fail while cardd is down. A new cardd on the same
+database reconciles: calls gone with no CDR are settled at the reserved amount
+(estimated) and corrected when their CDR is re-posted; a call still up is
+left alone and settled from its CDR when it ends. Nothing stays open, nothing
+is charged twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import socket
+import time
+import uuid
+from decimal import Decimal as D
+from urllib.parse import quote
+
+import gevent
+import gevent.event
+import pytest
+
+from cardd.billing.journal import SettlementJournal
+from cardd.billing.ledger import Ledger
+from cardd.cdr_http import BadCdr, CdrEndpoint, CdrStore, parse_body
+from cardd.daemon import Daemon
+from cardd.metrics import Metrics
+from cardd.orphans import InboundEsl, InboundEslError, OrphanReconciler
+from cardd.sim import Callee, Caller, Switch
+from cardd.sim.cdr import JsonCdrPoster
+from tests.callfixtures import Cardd, make_settings
+from tests.dbfixtures import create_demo_data
+
+UK_MOBILE = "447700900123"     # 0.06/min, 30 s then 6 s, connect fee 0.10
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def grant(ledger: Ledger, card_id: int, **kw):
+    args = dict(a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination=UK_MOBILE, cli="15555550100",
+                ignore_connect_fee=False, max_call_duration=120, min_call_duration=0, margin_s=0)
+    args.update(kw)
+    return ledger.grant(card_id, **args)
+
+
+def cdr_doc(leg: str, billmsec: int, cause: str = "NORMAL_CLEARING", **extra) -> dict:
+    variables = {"uuid": leg, "billmsec": str(billmsec), "hangup_cause": cause}
+    variables.update(extra)
+    return {"core-uuid": str(uuid.uuid4()), "variables": variables}
+
+
+# -- parsing mod_json_cdr bodies ------------------------------------------------------
+
+@pytest.mark.parametrize("encode", ["false", "true", "base64"])
+def test_cdr_bodies_in_every_mod_json_cdr_encoding_give_the_same_record(encode):
+    leg = str(uuid.uuid4())
+    doc = cdr_doc(leg, 31_020, "ALLOTTED_TIMEOUT", answer_uepoch="1700000000123456",
+                  end_uepoch="1700000031143456")
+    data = json.dumps(doc)
+    body = {"false": data.encode(),
+            "true": ("cdr=" + quote(data, safe="")).encode(),
+            "base64": ("cdr=" + base64.b64encode(data.encode()).decode()).encode()}[encode]
+    record = parse_body(body)
+    assert (record.uuid, record.billmsec, record.hangup_cause) == (leg, 31_020, "ALLOTTED_TIMEOUT")
+    assert record.answered_at is not None and record.ended_at is not None
+
+
+def test_url_encoded_values_are_decoded():
+    leg = str(uuid.uuid4())
+    doc = {"variables": {"uuid": quote(leg), "billmsec": "6000", "hangup_cause": "NORMAL%5FCLEARING"}}
+    assert parse_body(json.dumps(doc).encode()).hangup_cause == "NORMAL_CLEARING"
+
+
+@pytest.mark.parametrize("body", [
+    b"", b"not json", b"[]", b'{"variables": []}', b'{"variables": {"uuid": "x"}}',
+    json.dumps({"variables": {"uuid": str(uuid.uuid4()), "billmsec": "-5"}}).encode(),
+    json.dumps({"variables": {"uuid": str(uuid.uuid4()), "billmsec": "1e9"}}).encode(),
+    json.dumps({"variables": {"uuid": str(uuid.uuid4()), "billmsec": "9" * 40}}).encode(),
+    json.dumps({"variables": {"uuid": str(uuid.uuid4()), "hangup_cause": "x'; DROP TABLE cdrs;--"}}).encode(),
+    b"cdr=", b"cdr=%%%", b"\xff\xfe\x00",
+])
+def test_malformed_cdr_bodies_are_refused(body):
+    with pytest.raises(BadCdr):
+        parse_body(body)
+
+
+def test_the_endpoint_answers_400_to_garbage_and_413_to_huge_bodies():
+    store = CdrStore()
+    endpoint = CdrEndpoint(("127.0.0.1", 0), store)
+    endpoint.start()
+    try:
+        import http.client
+        host, port = endpoint.address
+
+        def post(body: bytes) -> int:
+            conn = http.client.HTTPConnection(host, port, timeout=5)
+            conn.request("POST", "/cdr", body=body, headers={"Content-Type": "application/json"})
+            status = conn.getresponse().status
+            conn.close()
+            return status
+
+        assert post(b"{nope") == 400
+        assert post(b"x" * (2 * 1024 * 1024)) == 413
+        assert post(json.dumps(cdr_doc(str(uuid.uuid4()), 0)).encode()) == 200
+        assert len(store) == 1
+    finally:
+        endpoint.stop()
+
+
+# -- the rule, one piece at a time ------------------------------------------------------
+
+@pytest.fixture
+def rig(ledger, demo_data, tmp_path):
+    switch = Switch()
+    inbound = switch.listen_inbound()
+    journal = SettlementJournal(tmp_path / "j.jsonl", ledger)
+    live: set[str] = set()
+    reconciler = OrphanReconciler(ledger, journal, esl_address=inbound.address, esl_password="ClueCon",
+                                  live_a_uuids=lambda: live)
+    yield reconciler, ledger, demo_data, live
+    inbound.stop()
+
+
+def test_inbound_esl_client_authenticates_and_asks_uuid_exists():
+    switch = Switch()
+    inbound = switch.listen_inbound(password="s3cret")
+    try:
+        with InboundEsl(inbound.address, "s3cret") as esl:
+            assert esl.uuid_exists(str(uuid.uuid4())) is False
+        with pytest.raises(InboundEslError):
+            InboundEsl(inbound.address, "wrong").connect()
+    finally:
+        inbound.stop()
+
+
+def test_a_gone_call_without_a_cdr_is_settled_estimated_then_corrected_by_its_cdr(rig):
+    reconciler, ledger, demo, _ = rig
+    g = grant(ledger, demo.card_id)
+    report = reconciler.run_once(startup=True)
+    assert (report.estimated, report.from_cdr) == (1, 0)
+    cdr = ledger.cdr(g.b_uuid)
+    assert cdr.estimated and cdr.billed_seconds == 120 and cdr.cost == g.reserved
+    assert ledger.get_card(demo.card_id).balance == D("10.00000") - g.reserved
+    # The real CDR arrives: 31 s. One refund, the CDR is no longer estimated.
+    assert reconciler.on_cdr(parse_body(json.dumps(cdr_doc(str(g.b_uuid), 31_000)).encode())) == "corrected"
+    cdr = ledger.cdr(g.b_uuid)
+    assert (cdr.estimated, cdr.billed_seconds, cdr.cost) == (False, 31, D("0.13600"))
+    assert ledger.get_card(demo.card_id).balance == D("10.00000") - D("0.13600")
+    # The same CDR again: nothing more.
+    assert reconciler.on_cdr(parse_body(json.dumps(cdr_doc(str(g.b_uuid), 31_000)).encode())) == "already settled"
+    assert ledger.get_card(demo.card_id).balance == D("10.00000") - D("0.13600")
+
+
+def test_a_gone_call_whose_cdr_came_first_is_settled_from_it(rig):
+    reconciler, ledger, demo, live = rig
+    g = grant(ledger, demo.card_id)
+    live.add(str(g.a_uuid))
+    # While its call is live the CDR is only kept (the call settles itself) ...
+    assert reconciler.on_cdr(parse_body(json.dumps(cdr_doc(str(g.b_uuid), 6_000)).encode())) == "live"
+    assert ledger.open_reservations(demo.card_id) != []
+    # ... and used by the next pass once the call is no longer live.
+    live.clear()
+    report = reconciler.run_once(startup=True)
+    assert (report.from_cdr, report.estimated) == (1, 0)
+    assert ledger.cdr(g.b_uuid).billed_seconds == 6
+
+
+def test_nothing_is_settled_on_a_guess_when_freeswitch_cannot_be_asked(ledger, demo_data, tmp_path):
+    journal = SettlementJournal(tmp_path / "j.jsonl", ledger)
+    reconciler = OrphanReconciler(ledger, journal, esl_address=("127.0.0.1", free_port()),
+                                  esl_password="ClueCon", live_a_uuids=set)
+    g = grant(ledger, demo_data.card_id)
+    report = reconciler.run_once(startup=True)
+    assert (report.unknown, report.estimated) == (1, 0)
+    assert [r.b_uuid for r in ledger.open_reservations(demo_data.card_id)] == [g.b_uuid]
+
+
+def test_periodic_passes_only_look_at_expired_reservations(rig):
+    reconciler, ledger, demo, _ = rig
+    grant(ledger, demo.card_id, margin_s=3600)
+    assert reconciler.run_once(startup=False).candidates == 0
+    assert reconciler.run_once(startup=True).estimated == 1
+
+
+# -- the crash ----------------------------------------------------------------------------
+
+class Gate:
+    """Stops a call's virtual clock once it is bridged, until released."""
+
+    def __init__(self, switch: Switch):
+        self.switch = switch
+        self.bridged: dict[str, gevent.event.Event] = {}
+        self.release_of: dict[str, gevent.event.Event] = {}
+        switch.inbound.append(self)
+
+    def offer(self, name, headers) -> None:
+        if name != "CHANNEL_BRIDGE":
+            return
+        a = dict(headers).get("Unique-ID", "")
+        found = self.switch.find(a)
+        if found is None or found[0].a.uuid != a or a in self.bridged:
+            return
+        self.bridged[a] = gevent.event.Event()
+        self.release_of[a] = gevent.event.Event()
+
+        def hold() -> None:
+            self.bridged[a].set()
+            self.release_of[a].wait()
+        found[0].clock.call_later(0.5, hold)
+
+    def release(self, a_uuids) -> None:
+        for a in a_uuids:
+            self.release_of[a].set()
+
+
+def kill(daemon: Daemon) -> None:
+    """What SIGKILL leaves behind, in-process: the listener and every call's
+    greenlet gone without a settlement, the background loops dead."""
+    daemon.server._server.close()
+    gevent.killall(list(daemon.server.active), block=True, timeout=5)
+    for part in (daemon.reconciler, daemon.cdr_endpoint):
+        part.stop()
+    daemon.journal.stop()
+
+
+YAML = "calling_card:\n  max_call_duration: 120\n"
+
+
+def test_cardd_killed_mid_bridge_every_reservation_is_settled_once_after_restart(database, tmp_path):
+    demo = create_demo_data(database.pool, balance="10.00000")
+    ledger = Ledger(database.pool)
+    switch = Switch()
+    inbound = switch.listen_inbound()
+    cdr_port = free_port()
+    poster = JsonCdrPoster(switch, f"http://127.0.0.1:{cdr_port}/cdr", retries=0)
+    gate = Gate(switch)
+    settings = make_settings(YAML, tmp_path=tmp_path, data_dir=str(tmp_path / "var"),
+                             cdr_listen=f"127.0.0.1:{cdr_port}", inbound_esl=f"127.0.0.1:{inbound.address[1]}")
+
+    def start() -> Cardd:
+        d = Daemon(settings, database=database, metrics=Metrics(), serve_metrics=False, serve_cdr=True)
+        d.start()
+        return Cardd(d)
+
+    first = start()
+    # Per group, 3 calls: (g1) end while cardd is dead, CDR re-posted later;
+    # (g2) end at their sched_hangup while cardd is dead, CDR never delivered;
+    # (g3) still up when cardd restarts.
+    groups = {"g1": Callee(talk=45), "g2": Callee(talk=None), "g3": Callee(talk=45)}
+    calls = {name: [first.dial(Caller(cli="15555550100", destination="cc",
+                                      digits=[demo.card_number + "#", demo.pin + "#", UK_MOBILE + "#"],
+                                      type_after=6), callee, switch) for _ in range(3)]
+             for name, callee in groups.items()}
+    a_of = {name: [c.a_uuid for c in cs] for name, cs in calls.items()}
+    deadline = time.monotonic() + 60
+    while len(gate.bridged) < 9 and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    for ev in gate.bridged.values():
+        assert ev.wait(30)
+    assert len(ledger.open_reservations(demo.card_id)) == 9
+
+    kill(first.daemon)
+    # FreeSWITCH goes on: g1 and g2 end while nobody listens for their CDRs.
+    gate.release(a_of["g1"] + a_of["g2"])
+    ended = {name: [c.wait(60) for c in calls[name]] for name in ("g1", "g2")}
+    poster.wait(10)
+    b_of = {name: [t.bridges[0].b_uuid for t in ts] for name, ts in ended.items()}
+    assert all(t.bridges[0].b_hangup_cause == "ALLOTTED_TIMEOUT" for t in ended["g2"])   # capture 16
+    assert {d["variables"]["uuid"] for d in poster.failed} >= set(b_of["g1"] + b_of["g2"])
+    assert len(ledger.open_reservations(demo.card_id)) == 9      # nobody settled anything
+
+    second = start()
+    deadline = time.monotonic() + 30
+    while second.daemon.reconciler.passes < 1 and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    report = second.daemon.reconciler.last
+    assert (report.estimated, report.still_up, report.from_cdr) == (6, 3, 0)
+    # g1's CDRs are re-posted (the operator replays mod_json_cdr's err-log-dir).
+    for doc in [d for d in poster.failed if d["variables"]["uuid"] in b_of["g1"]]:
+        assert poster.post(doc) == 200
+    # g3 ends now; its CDRs reach the new cardd and settle it.
+    gate.release(a_of["g3"])
+    ended["g3"] = [c.wait(60) for c in calls["g3"]]
+    b_of["g3"] = [t.bridges[0].b_uuid for t in ended["g3"]]
+    deadline = time.monotonic() + 30
+    while ledger.open_reservations(demo.card_id) and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    try:
+        assert ledger.open_reservations(demo.card_id) == []                     # 0 lost
+        cdrs = {str(c.b_uuid): c for c in ledger.cdrs_for(demo.card_id, limit=100)}
+        assert len(cdrs) == 9
+        for name, ts in ended.items():
+            for t in ts:
+                c = cdrs[t.bridges[0].b_uuid]
+                real = min(math.ceil(t.bridges[0].billmsec / 1000), 120)
+                if name == "g2":
+                    assert c.estimated and c.billed_seconds == 120          # the reserved amount
+                else:
+                    assert not c.estimated and c.billed_seconds == real
+        entries = ledger.ledger_entries(demo.card_id)
+        calls_rows = [e for e in entries if e.kind == "call"]
+        refunds = [e for e in entries if e.kind == "refund"]
+        assert len(calls_rows) == 9 and len({e.b_uuid for e in calls_rows}) == 9   # 0 charged twice
+        assert {str(e.b_uuid) for e in refunds} == set(b_of["g1"])
+        charged = sum((c.cost for c in cdrs.values()), D(0))
+        debited = -sum((e.amount for e in entries if e.kind in ("call", "refund")), D(0))
+        assert charged == debited
+        assert ledger.get_card(demo.card_id).balance == D("10.00000") - charged
+        assert second.metric("cardd_orphans_settled_total", how="estimated") == 6
+        assert second.metric("cardd_orphans_settled_total", how="cdr") == 6
+    finally:
+        second.daemon.stop()
+        poster.close()
+        inbound.stop()
