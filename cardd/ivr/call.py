@@ -84,6 +84,3 @@ class Services:
     # cardd.billing.journal.SettlementJournal: settles through the ledger, or
     # journals the settlement while the database is unreachable.
     journal: object = None
-    # cardd.billing.journal.SettlementJournal: settles through the ledger, or
-    # journals the settlement while the database is unreachable.
-    journal: object = None
