@@ -141,11 +141,11 @@ class Switch:
 
     def call(self, host: str, port: int, caller: Caller | None = None,
              callees: Callee | Mapping[str, Callee | list[Callee]] | None = None, *,
-             a_uuid: str | None = None, linger_default: bool = False) -> SimCall:
+             a_uuid: str | None = None) -> SimCall:
         """Start a call: connect to the daemon and serve it (in a greenlet)."""
-        call = SimCall(self, caller or Caller(), callees, a_uuid=a_uuid)
-        # Connect now so an unreachable daemon raises OSError here.
+        # Connect first so an unreachable daemon raises OSError here.
         sock = socket.create_connection((host, port))
+        call = SimCall(self, caller or Caller(), callees, a_uuid=a_uuid)
         g = gevent.spawn(call.serve, sock)
         g.name = f"sim-call-{call.a.uuid[:8]}"
         call._greenlets.append(g)
@@ -205,12 +205,11 @@ class SimCall:
         self.full_control = "full" in words[1:]
         # uuids for B legs without origination_uuid (a replay seeds them)
         self.b_uuids: list[str] = []
-        self.random = random.Random(a_uuid or (a_leg.uuid if a_leg else None))
+        self.random = random.Random(self.a.uuid)
         # uuid_recv_dtmf in the captures gives APP; a real phone's RFC 2833 gives RTP.
         self.dtmf_source = "RTP"
         # run after the current A app's EXECUTE_COMPLETE (B's teardown, fact 14)
         self.post_complete: list = []
-        self.broadcast_during_bridge = False
         # output buffer: emission never blocks, so events keep their order
         self._out = bytearray()
         self._out_ready = gevent.event.Event()
