@@ -51,7 +51,7 @@ def test_two_processes_migrating_at_once_both_succeed(empty_dsn):
                               stderr=subprocess.PIPE, text=True, env=env) for _ in range(3)]
     outs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outs
-    printed = sorted((out.strip() for out, _ in outs), reverse=True)
+    printed = sorted((out.strip() for out, _ in outs), key=len, reverse=True)
     versions = [m.version for m in find_migrations()]
     # exactly one process applied every migration; the others found nothing to do
     assert printed == [str(versions), "[]", "[]"]
