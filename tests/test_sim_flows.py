@@ -828,3 +828,54 @@ def test_parallel_legs_first_answer_wins_and_the_others_lose_the_race():
     assert [b.number for b in t.bridges] == ["222"]
     assert out["e"].variable("bridge_hangup_cause") == "NORMAL_CLEARING"
     assert [e.data["number"] for e in t.of("dial")] == ["111", "222", "333"]
+
+
+def test_inbound_observer_sees_the_socket_app_end_before_a_hangs_up_after_a_daemon_crash():
+    from gevent import socket
+
+    from cardd.esl.protocol import FrameParser
+
+    switch = Switch()
+    inbound = switch.listen_inbound()
+    obs = socket.create_connection(inbound.address)
+    parser = FrameParser()
+    events = []
+
+    def observe():
+        while True:
+            data = obs.recv(65536)
+            if not data:
+                return
+            parser.feed(data)
+            for f in parser:
+                if f.is_event:
+                    events.append(f.event())
+
+    reader = gevent.spawn(observe)
+    obs.sendall(b"auth ClueCon\n\nevent plain ALL\n\n")
+    dial = f"{{origination_uuid={B},execute_on_answer='sched_hangup +10 ALLOTTED_TIMEOUT'}}" \
+           "sofia/external/1000@x"
+
+    def flow(conn):
+        start(conn)
+        conn.execute("answer")
+        conn.execute("bridge", dial, lock=False, wait=False)
+        conn.wait_event(lambda e: e.name == "CHANNEL_BRIDGE")
+        conn.sock.close()  # the daemon dies mid-bridge (capture 16)
+
+    daemon = ToyDaemon(flow)
+    try:
+        call = switch.call("127.0.0.1", daemon.port, Caller(), Callee(answer_after=1))
+        t = call.wait(20)
+        gevent.sleep(0.05)
+    finally:
+        reader.kill()
+        obs.close()
+        inbound.stop()
+        daemon.stop()
+    a_events = [(e.name, e.get("Application")) for e in events if e.unique_id == t.a_uuid]
+    tail = a_events[a_events.index(("CHANNEL_UNBRIDGE", None)):]
+    assert tail[:5] == [("CHANNEL_UNBRIDGE", None), ("CHANNEL_EXECUTE_COMPLETE", "bridge"),
+                        ("CHANNEL_UNPARK", None), ("CHANNEL_EXECUTE_COMPLETE", "socket"),
+                        ("CHANNEL_HANGUP", None)]
+    assert t.bridges[0].b_hangup_cause == "ALLOTTED_TIMEOUT" and t.hangup_cause == "NORMAL_CLEARING"

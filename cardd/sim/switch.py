@@ -199,6 +199,8 @@ class SimCall:
         self.sched_id = 0
         self._closing = False
         self.socket_app_done = False
+        # The socket app parks the channel while it serves the socket.
+        self.parked = True
         words = switch.socket_data.split()
         # `socket <host:port> async full` (mod_event_socket LFLAG_ASYNC/FULL)
         self.async_mode = "async" in words[1:]
@@ -511,7 +513,8 @@ class SimCall:
                 break
             if self._sock is not None and not self.connected and self.queue.empty():
                 # The daemon's socket is gone and the app returned: the socket
-                # app ends and the dialplan has nothing left (capture 16).
+                # app ends, then the dialplan has nothing left (capture 16).
+                self._socket_app_complete()
                 self.hangup_a("NORMAL_CLEARING", remote=False)
                 break
         self.teardown_a()
@@ -588,12 +591,16 @@ class SimCall:
         self._socket_app_complete()
         a.set_state("CS_PARK")
         self.fire(a, "CHANNEL_STATE", variables=False)
+        self.parked = True
         self.fire(a, "CHANNEL_PARK")
 
     def _socket_app_complete(self) -> None:
-        """CHANNEL_UNPARK and the socket app's own EXECUTE_COMPLETE (once)."""
+        """CHANNEL_UNPARK (when parked) and the socket app's own
+        EXECUTE_COMPLETE (once)."""
         a = self.a
-        self.fire(a, "CHANNEL_UNPARK")
+        if self.parked:
+            self.parked = False
+            self.fire(a, "CHANNEL_UNPARK")
         if self.socket_app_done:
             return
         self.socket_app_done = True
