@@ -203,3 +203,22 @@ def test_topup_ext_from_the_yaml_and_topup_card_length_bound_the_voucher_number(
     assert after(heard, "enter_destination")[:6] == ["enter_voucher_number", "invalid_input", "voucher_unknown",
                                                     "enter_voucher_number", "topup_successful", "you_have"]
     assert ledger.get_card(demo_data.card_id).balance == Decimal("14.00000")
+
+
+def test_password_change_is_not_offered_under_use_word_pin(cardd_with, database, demo_data, tmp_path):
+    running = cardd_with(database, 'calling_card:\n  use_word_pin: true\n  password_change_ext: "7"\n',
+                         tmp_path=tmp_path)
+    t = running.call(Caller(cli=CLI, digits=[demo_data.card_number + "#", "7#"], type_after=6))
+    heard = running.heard(t)
+    assert "you_have" in heard and "enter_old_pin" not in heard
+
+
+def test_cli_registration_ext_from_the_yaml_honours_min_valid_cli_length(cardd_with, database, demo_data,
+                                                                       tmp_path):
+    running = cardd_with(database, 'calling_card:\n  cli_registration_ext: "8"\n  min_valid_cli_length: 12\n',
+                         tmp_path=tmp_path)
+    t = running.call(caller(demo_data, "8#"))
+    assert "cli_cannot_be_registered" in running.heard(t)
+    t = running.call(caller(demo_data, "8#", cli="441234567890"))
+    assert "cli_registered" in running.heard(t)
+    assert identity.cli_map(database.pool) == [("441234567890", demo_data.card_number)]
