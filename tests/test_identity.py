@@ -327,3 +327,36 @@ def test_a_card_limited_to_one_call_refuses_a_second_simultaneous_call(cardd, da
     transcripts = [first.wait(120), second.wait(120)]
     assert sum("card_in_use" in cardd.heard(t) for t in transcripts) == 1
     assert sum(len(t.bridges) for t in transcripts) == 1
+
+
+def test_below_balance_threshold_cli_auth_only_refuses_with_the_low_balance_prompt(cardd_with, database,
+                                                                                   demo_data, tmp_path):
+    mapped(database, demo_data)
+    running = cardd_with(database, yaml(cli_auth_only="true", trusted_cli_auth="true",
+                                        balance_threshold='"20 USD"', say_no_card_on_low_balance="false"),
+                         tmp_path=tmp_path)
+    t = running.call(Caller(cli=CLI, digits=[demo_data.card_number + "#"], type_after=6))
+    assert running.heard(t) == ["welcome", "no_balance_left", "goodbye"]
+
+
+def test_wrong_voucher_numbers_are_throttled_like_card_numbers(cardd, demo_data, monkeypatch):
+    monkeypatch.setattr(identity, "THROTTLE_PER_CLI", 2)
+    t = cardd.call(Caller(cli=CLI, destination="cc.topup",
+                          digits=[demo_data.card_number + "#", "4321#", "11111111#", "22222222#", "33333333#"],
+                          type_after=6))
+    heard = cardd.heard(t)
+    assert heard.count("voucher_unknown") == 2 and heard[-2:] == ["too_many_attempts", "goodbye"]
+
+
+def test_the_throttle_window_is_shared_by_every_process_on_the_database(database, dsn, monkeypatch):
+    from cardd.db import Database
+    monkeypatch.setattr(identity, "THROTTLE_PER_CLI", 3)
+    with Database(dsn) as other_process:
+        for _ in range(3):
+            identity.record_failure(other_process.pool, cli=CLI)
+    assert identity.throttled(database.pool, cli=CLI)
+    assert not identity.throttled(database.pool, cli="15550009999")
+    # callers without a CLI share one bucket: hiding the number does not lift the limit
+    for _ in range(3):
+        identity.record_failure(database.pool, cli="anonymous")
+    assert identity.throttled(database.pool, cli="") and identity.throttled(database.pool, cli="Restricted")
