@@ -27,13 +27,10 @@ def _config_path(given: str | None) -> str | None:
 
 
 def setup_logging(level: str, fmt: str = "text") -> None:
-    if fmt == "json":
-        pattern = ('{"time":"%(asctime)s","level":"%(levelname)s",'
-                   '"logger":"%(name)s","msg":"%(message)s"}')
-    else:
-        pattern = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
-                        format=pattern, stream=sys.stderr, force=True)
+    # key=value or JSON lines on stderr, the call UUID as a field (cardd/logs.py)
+    from cardd import logs
+
+    logs.setup_logging(level, fmt, sys.stderr)
 
 
 # -- serve ---------------------------------------------------------------------
@@ -107,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_parsers(sub)
     from cardd import admin_identity  # after admin: it adds generate/block/... to admin's `card`
     admin_identity.add_parsers(sub)
+    from cardd import admin_ops  # after admin: it adds `rate import/lookup` to admin's `rate`
+    admin_ops.add_parsers(sub)
     from cardd import prompt_admin
     prompt_admin.add_parsers(sub)
     return parser

@@ -1,0 +1,643 @@
+"""Operator data commands: `rate import`, `rate lookup`, `cdr export`, `reservations`.
+
+Mounted by cardd/cli.py via add_parsers(), after cardd.admin (whose `rate`
+command gains the `import` and `lookup` sub-commands here). Handlers are
+`run_*(args, settings) -> int`; a refusal prints one `cardd: ...` line on
+stderr and returns 2.
+
+Rate import is all or nothing: every row is checked in Python while the good
+ones stream into a temporary table with COPY; duplicate prefixes are found
+there, with their line numbers; only when no row is bad are they applied to
+`rates`, in the same transaction: rows that changed are deleted and inserted
+again, new prefixes inserted (INSERT ... ON CONFLICT), unchanged rows left
+alone, and in replace mode the tariff's prefixes missing from the file
+deleted. Calls being rated meanwhile keep seeing the old rates (MVCC) until
+the commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import logging
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import IO, Any, Iterable, Iterator
+
+from psycopg import sql
+
+from cardd.billing import catalog
+from cardd.billing.ledger import Ledger, find_rate
+from cardd.billing.rating import Rate, max_duration
+from cardd.db import Database
+from cardd.money import QUANTUM, format_money, money, parse_amount
+
+log = logging.getLogger(__name__)
+
+# --- the CSV format -------------------------------------------------------------
+
+RATE_COLUMNS = ("prefix", "description", "price_1", "interval_1", "price_n", "interval_n",
+                "connect_fee", "free_seconds", "grace", "forbidden")
+REQUIRED_COLUMNS = ("prefix", "price_1", "interval_1", "price_n", "interval_n")
+MONEY_COLUMNS = ("price_1", "price_n", "connect_fee")
+# column -> smallest allowed value (integer columns of the rates table)
+INT_COLUMNS = {"interval_1": 1, "interval_n": 1, "free_seconds": 0, "grace": 0}
+INT_MAX = 2_147_483_647  # PostgreSQL integer
+
+# The common, already-exact spellings take a regex match instead of a Decimal
+# parse: that is most of the difference between 5 s and 15 s per million rows.
+# Anything else goes through cardd.money.money(), which refuses floats'
+# spellings it cannot represent exactly and more than 5 places.
+_PLAIN_MONEY = re.compile(r"\d{1,13}(\.\d{1,5})?")
+_PLAIN_INT = re.compile(r"\d{1,10}")
+_PREFIX = re.compile(r"[0-9]{0,32}")
+_TRUE = frozenset({"1", "t", "true", "y", "yes"})
+_FALSE = frozenset({"", "0", "f", "false", "n", "no"})
+
+COPY_CHUNK = 1 << 20  # characters per COPY write
+
+
+class ImportRefused(Exception):
+    """The whole file was refused: `errors` lists (line number, message) of every bad row."""
+
+    def __init__(self, errors: list[tuple[int, str]], rows: int):
+        super().__init__(f"{len(errors)} bad rows")
+        self.errors = errors
+        self.rows = rows
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    rows: int
+    inserted: int     # prefixes new to the tariff
+    updated: int      # prefixes whose values changed
+    deleted: int      # prefixes not in the file (replace mode)
+    seconds: float
+
+    @property
+    def unchanged(self) -> int:
+        return self.rows - self.inserted - self.updated
+
+
+def _copy_text(value: str) -> str:
+    """A value for COPY's text format (only the description can hold these)."""
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        value = (value.replace("\\", "\\\\").replace("\t", "\\t")
+                 .replace("\n", "\\n").replace("\r", "\\r"))
+    return value
+
+
+def _money_cell(name: str, text: str) -> str:
+    text = text.strip()
+    if _PLAIN_MONEY.fullmatch(text):
+        return text
+    if text == "" and name == "connect_fee":
+        return "0"
+    try:
+        value = money(text)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    if value < 0:
+        raise ValueError(f"{name}: must not be negative, got {text}")
+    return str(value)
+
+
+def _int_cell(name: str, text: str) -> str:
+    text = text.strip()
+    minimum = INT_COLUMNS[name]
+    if text == "" and minimum == 0:
+        return "0"
+    if not _PLAIN_INT.fullmatch(text):
+        if text.lstrip("-").isdigit():
+            raise ValueError(f"{name}: must be >= {minimum}, got {text}")
+        raise ValueError(f"{name}: not a whole number of seconds: {text!r}")
+    value = int(text)
+    if value < minimum:
+        raise ValueError(f"{name}: must be >= {minimum}, got {value}")
+    if value > INT_MAX:
+        raise ValueError(f"{name}: too large: {value}")
+    return str(value)
+
+
+def _bool_cell(text: str) -> str:
+    word = text.strip().lower()
+    if word in _FALSE:
+        return "f"
+    if word in _TRUE:
+        return "t"
+    raise ValueError(f"forbidden: expected true/false, yes/no or 1/0, got {text!r}")
+
+
+def _header(first: list[str]) -> tuple[list[str], bool]:
+    """The column names of the file and whether its first row was a header.
+
+    A header names columns in any order; a file without one lists them in
+    RATE_COLUMNS order (the trailing `forbidden` may be left out)."""
+    names = [c.strip().lower() for c in first]
+    if "prefix" in names:
+        unknown = [n for n in names if n not in RATE_COLUMNS]
+        if unknown:
+            raise ImportRefused([(1, f"unknown column(s) {', '.join(unknown)}; known: {', '.join(RATE_COLUMNS)}")], 0)
+        missing = [n for n in REQUIRED_COLUMNS if n not in names]
+        if missing:
+            raise ImportRefused([(1, f"missing column(s) {', '.join(missing)}")], 0)
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ImportRefused([(1, f"column(s) named twice: {', '.join(twice)}")], 0)
+        return names, True
+    if len(first) in (len(RATE_COLUMNS), len(RATE_COLUMNS) - 1):
+        return list(RATE_COLUMNS[:len(first)]), False
+    raise ImportRefused([(1, f"no header row (prefix,description,price_1,...) and {len(first)} columns"
+                             f" instead of {len(RATE_COLUMNS) - 1} or {len(RATE_COLUMNS)}")], 0)
+
+
+def _row_converter(names: list[str]):
+    """A function turning one CSV row into a COPY text line (columns of the temp table after `line`)."""
+    index = {n: names.index(n) for n in names}
+    width = len(names)
+    i_prefix = index["prefix"]
+    i_desc = index.get("description")
+    money_idx = [(n, index.get(n)) for n in MONEY_COLUMNS]
+    int_idx = [(n, index.get(n)) for n in INT_COLUMNS]
+    i_forbidden = index.get("forbidden")
+
+    def convert(cells: list[str]) -> str:
+        if len(cells) != width:
+            raise ValueError(f"{len(cells)} columns, expected {width}")
+        prefix = cells[i_prefix].strip()
+        if not _PREFIX.fullmatch(prefix):
+            raise ValueError(f"prefix: digits only, at most 32, got {prefix!r}")
+        out = [prefix, _copy_text(cells[i_desc]) if i_desc is not None else ""]
+        for name, i in money_idx:
+            out.append(_money_cell(name, cells[i]) if i is not None else "0")
+        for name, i in int_idx:
+            out.append(_int_cell(name, cells[i]) if i is not None else "0")
+        out.append(_bool_cell(cells[i_forbidden]) if i_forbidden is not None else "f")
+        return "\t".join(out)
+
+    return convert
+
+
+# --- progress ----------------------------------------------------------------------
+
+class Progress:
+    """A one-line progress bar on a terminal; silent elsewhere (logs, pipes, tests)."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: IO[str], total: int | None, *, enabled: bool | None = None,
+                 interval: float = 0.1):
+        self.stream = stream
+        self.total = total or None
+        self.enabled = stream.isatty() if enabled is None else enabled
+        self.interval = interval
+        self._last = 0.0
+        self._shown = False
+
+    def update(self, done: int, rows: int, *, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < self.interval:
+            return
+        self._last = now
+        if self.total:
+            frac = min(1.0, done / self.total)
+            filled = int(frac * self.WIDTH)
+            bar = "#" * filled + "." * (self.WIDTH - filled)
+            text = f"\r[{bar}] {frac * 100:5.1f}%  {rows:,} rows"
+        else:
+            text = f"\r{rows:,} rows"
+        self.stream.write(text)
+        self.stream.flush()
+        self._shown = True
+
+    def phase(self, text: str) -> None:
+        if self.enabled:
+            self.stream.write(f"\r{text:<{self.WIDTH + 24}}")
+            self.stream.flush()
+            self._shown = True
+
+    def finish(self) -> None:
+        if self.enabled and self._shown:
+            self.stream.write("\r" + " " * (self.WIDTH + 24) + "\r")
+            self.stream.flush()
+
+
+# --- the import ---------------------------------------------------------------------
+
+_TEMP_TABLE = (
+    "CREATE TEMP TABLE rate_import ("
+    " line integer NOT NULL, prefix text NOT NULL, description text NOT NULL,"
+    " price_1 numeric(18,5) NOT NULL, price_n numeric(18,5) NOT NULL, connect_fee numeric(18,5) NOT NULL,"
+    " interval_1 integer NOT NULL, interval_n integer NOT NULL, free_seconds integer NOT NULL,"
+    " grace integer NOT NULL, forbidden boolean NOT NULL) ON COMMIT DROP"
+)
+_COPY = ("COPY rate_import (line, prefix, description, price_1, price_n, connect_fee, interval_1, interval_n,"
+         " free_seconds, grace, forbidden) FROM STDIN")
+_RATE_FIELDS = "price_1, interval_1, price_n, interval_n, connect_fee, free_seconds, grace, forbidden"
+_ROW = "({0}.price_1, {0}.interval_1, {0}.price_n, {0}.interval_n, {0}.connect_fee, {0}.free_seconds, {0}.grace, {0}.forbidden)"
+# Rows whose prefix is in the file with other values. They are deleted and
+# inserted again rather than UPDATEd: in PostgreSQL an UPDATE writes a new row
+# version and index entries too, and measured slower (26 s against 16 s for a
+# million changed rows). The changed rate gets a new id; nothing references
+# rate ids (reservations and CDRs copy the rate).
+_DELETE_CHANGED = (
+    "DELETE FROM rates r USING rate_import i WHERE r.tariff_id = %s AND r.prefix = i.prefix"
+    f" AND {_ROW.format('r')} IS DISTINCT FROM {_ROW.format('i')}"
+)
+_DELETE_MISSING = (
+    "DELETE FROM rates r WHERE r.tariff_id = %s"
+    " AND NOT EXISTS (SELECT 1 FROM rate_import i WHERE i.prefix = r.prefix)"
+)
+# Unchanged rows are left alone, so re-importing a mostly unchanged price list
+# writes little. ON CONFLICT covers a `cardd rate add` racing the import.
+_INSERT_NEW = (
+    f"INSERT INTO rates (tariff_id, prefix, {_RATE_FIELDS})"
+    f" SELECT %s, i.prefix, {_RATE_FIELDS} FROM rate_import i"
+    " WHERE NOT EXISTS (SELECT 1 FROM rates r WHERE r.tariff_id = %s AND r.prefix = i.prefix)"
+    " ORDER BY i.prefix"
+    " ON CONFLICT (tariff_id, prefix) DO UPDATE SET price_1 = EXCLUDED.price_1,"
+    " interval_1 = EXCLUDED.interval_1, price_n = EXCLUDED.price_n, interval_n = EXCLUDED.interval_n,"
+    " connect_fee = EXCLUDED.connect_fee, free_seconds = EXCLUDED.free_seconds, grace = EXCLUDED.grace,"
+    " forbidden = EXCLUDED.forbidden"
+)
+
+
+def _lines_counted(f: IO[str], counter: list[int]) -> Iterator[str]:
+    for line in f:
+        counter[0] += len(line)
+        yield line
+
+
+def import_rates(pool: Any, tariff: str, f: IO[str], *, mode: str = "merge",
+                 progress: Progress | None = None) -> ImportResult:
+    """Import a rates CSV into a tariff, all or nothing. Raises ImportRefused (every bad
+    row, with its line number) or catalog.CatalogError (unknown tariff)."""
+    if mode not in ("merge", "replace"):
+        raise ValueError(f"mode is merge or replace, got {mode!r}")
+    started = time.monotonic()
+    consumed = [0]
+    reader = csv.reader(_lines_counted(f, consumed))
+    errors: list[tuple[int, str]] = []
+    rows = 0
+    with pool.connection() as conn, conn.transaction():
+        tid, _currency = catalog.tariff_id(conn, tariff)
+        conn.execute(_TEMP_TABLE)
+        with conn.cursor().copy(_COPY) as copy:
+            first = next(reader, None)
+            if first is None:
+                raise ImportRefused([(1, "the file is empty")], 0)
+            names, had_header = _header(first)
+            convert = _row_converter(names)
+            pending: list[str] = []
+            size = 0
+
+            def rows_of() -> Iterable[list[str]]:
+                if not had_header:
+                    yield first
+                yield from reader
+
+            line = 1
+            for cells in rows_of():
+                # The physical line a record ends on (a quoted description may span
+                # lines); a headerless file's first row is yielded while still 1.
+                line = reader.line_num
+                if not cells or (len(cells) == 1 and not cells[0].strip()):
+                    continue  # blank line
+                rows += 1
+                try:
+                    text = convert(cells)
+                except ValueError as exc:
+                    errors.append((line, str(exc)))
+                    continue
+                # Good rows keep streaming after a bad one, so duplicate prefixes
+                # are reported for the whole file, not just up to the first error.
+                entry = f"{line}\t{text}\n"
+                pending.append(entry)
+                size += len(entry)
+                if size >= COPY_CHUNK:
+                    copy.write("".join(pending))
+                    pending, size = [], 0
+                    if progress is not None:
+                        progress.update(consumed[0], rows)
+            if pending:
+                copy.write("".join(pending))
+        log.debug("rate import: %s rows checked and copied in %.1f s", rows, time.monotonic() - started)
+        if progress is not None:
+            progress.update(consumed[0], rows, force=True)
+            progress.phase("checking duplicates ...")
+        # Temporary tables are never auto-analyzed; without statistics the
+        # planner may pick a nested loop over a million rows for the joins below.
+        conn.execute("ANALYZE rate_import")
+        for prefix, lines in conn.execute(
+            "SELECT prefix, array_agg(line ORDER BY line) FROM rate_import GROUP BY prefix HAVING count(*) > 1"
+        ):
+            for later in lines[1:]:
+                errors.append((later, f"prefix {prefix!r} already on line {lines[0]}"))
+        if errors:
+            errors.sort()
+            # Leaving the transaction by an exception rolls the COPY back: nothing is imported.
+            raise ImportRefused(errors, rows)
+        if rows == 0:
+            raise ImportRefused([(max(line, 1), "no rates in the file")], 0)
+        log.debug("rate import: duplicates checked at %.1f s", time.monotonic() - started)
+        if progress is not None:
+            progress.phase(f"{mode} into tariff {tariff} ...")
+        deleted = 0
+        if mode == "replace":
+            deleted = conn.execute(_DELETE_MISSING, (tid,)).rowcount
+        updated = conn.execute(_DELETE_CHANGED, (tid,)).rowcount
+        inserted = conn.execute(_INSERT_NEW, (tid, tid)).rowcount - updated
+        log.debug("rate import: %s done at %.1f s, committing", mode, time.monotonic() - started)
+    if rows >= 10_000:
+        # Fresh planner statistics for the longest-prefix lookups; outside the
+        # import's transaction, it never holds the new rates back.
+        with pool.connection() as conn:
+            conn.execute("ANALYZE rates")
+    if progress is not None:
+        progress.finish()
+    return ImportResult(rows=rows, inserted=inserted, updated=updated, deleted=deleted,
+                        seconds=time.monotonic() - started)
+
+
+# --- argparse helpers ------------------------------------------------------------------
+
+def _amount(text: str) -> Decimal:
+    try:
+        return parse_amount(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad amount {text!r}: {exc}") from None
+
+
+def _number(text: str) -> str:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"a number is digits only, got {text!r}")
+    return text
+
+
+def _when(text: str) -> datetime:
+    """An ISO date or date-time; naive values are UTC."""
+    try:
+        if len(text) == 10:
+            value = datetime.combine(date.fromisoformat(text), datetime.min.time())
+        else:
+            value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a date (2026-11-23) or date-time (2026-11-23T14:00), got {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _sub_commands(subparsers: Any, name: str, help_text: str, dest: str) -> Any:
+    """The sub-command action of `name`: cardd.admin's when it registered `name` first, else a new one."""
+    parser = subparsers.choices.get(name)
+    if parser is None:
+        parser = subparsers.add_parser(name, help=help_text)
+        return parser.add_subparsers(dest=dest, required=True)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest=dest, required=True)
+
+
+def add_parsers(subparsers: Any) -> None:
+    """Register `rate import`, `rate lookup`, `cdr export` and `reservations`."""
+    r_sub = _sub_commands(subparsers, "rate", "tariff rates", "rate_command")
+    r_imp = r_sub.add_parser(
+        "import", help="import a tariff's rates from CSV (all rows or none)",
+        description="Columns: prefix, description, price_1, interval_1, price_n, interval_n, connect_fee,"
+                    " free_seconds, grace[, forbidden]. Prices per minute (up to 5 decimal places),"
+                    " intervals in seconds. A header row may name them in any order; description,"
+                    " connect_fee, free_seconds, grace and forbidden may then be left out."
+                    " Every bad row is reported with its line number and then nothing is imported.")
+    r_imp.add_argument("file", help="the CSV file ('-' = standard input)")
+    r_imp.add_argument("--tariff", required=True)
+    r_imp.add_argument("--mode", choices=("merge", "replace"), default="merge",
+                       help="merge: add new prefixes, update existing ones (default);"
+                            " replace: the tariff's rates become exactly the file's")
+    r_imp.set_defaults(func=run_rate_import)
+
+    r_look = r_sub.add_parser("lookup", help="the rate a number gets (longest prefix) and how long a call may last")
+    r_look.add_argument("number", type=_number)
+    r_look.add_argument("--tariff", help="tariff name (default: the --card's tariff)")
+    credit = r_look.add_mutually_exclusive_group()
+    credit.add_argument("--balance", type=_amount, help="credit to compute the longest call for")
+    credit.add_argument("--card", help="use this card's available credit (balance minus open reservations)")
+    r_look.add_argument("--max-call-duration", type=int, default=None,
+                        help="cap in seconds (calling_card.max_call_duration); default: the tariff's own limit")
+    r_look.add_argument("--ignore-connect-fee", action="store_true")
+    r_look.set_defaults(func=run_rate_lookup)
+
+    cdr = subparsers.add_parser("cdr", help="call detail records")
+    c_sub = cdr.add_subparsers(dest="cdr_command", required=True)
+    c_exp = c_sub.add_parser("export", help="CDRs ended in [--from, --to) as CSV on stdout",
+                             description="Dates are ISO (2026-11-23 or 2026-11-23T14:00), UTC unless they"
+                                         " carry an offset; a plain --to date includes that whole day.")
+    c_exp.add_argument("--from", dest="start", type=_when, required=True)
+    c_exp.add_argument("--to", dest="end", required=True)
+    c_exp.add_argument("--card", help="only this card's CDRs")
+    c_exp.set_defaults(func=run_cdr_export)
+
+    res = subparsers.add_parser("reservations", help="list open reservations (calls up or never settled)")
+    res.add_argument("--expired", action="store_true", help="only those past their expiry")
+    res.set_defaults(func=run_reservations)
+
+
+@contextlib.contextmanager
+def _database(settings: Any) -> Iterator[Database]:
+    db = Database(settings.daemon.dsn, settings.daemon.data_dir, pool_size=2)
+    try:
+        db.migrate()
+        yield db
+    finally:
+        db.close()
+
+
+def _refused(message: str) -> int:
+    print(f"cardd: {message}", file=sys.stderr)
+    return 2
+
+
+# --- handlers ----------------------------------------------------------------------------
+
+def run_rate_import(args: argparse.Namespace, settings: Any) -> int:
+    if args.file == "-":
+        f: IO[str] = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
+        total = None
+        name = "standard input"
+    else:
+        try:
+            f = open(args.file, encoding="utf-8-sig", newline="")
+        except OSError as exc:
+            return _refused(f"cannot read {args.file}: {exc.strerror}")
+        total = os.path.getsize(args.file)
+        name = args.file
+    progress = Progress(sys.stderr, total)
+    try:
+        with f, _database(settings) as db:
+            result = import_rates(db.pool, args.tariff, f, mode=args.mode, progress=progress)
+    except catalog.CatalogError as exc:
+        progress.finish()
+        return _refused(str(exc))
+    except UnicodeDecodeError as exc:
+        progress.finish()
+        return _refused(f"nothing imported: {name} is not UTF-8 text ({exc.reason} at byte {exc.start})")
+    except csv.Error as exc:
+        progress.finish()
+        return _refused(f"nothing imported: {name}: {exc}")
+    except ImportRefused as refused:
+        progress.finish()
+        for line, message in refused.errors:
+            print(f"{name}:{line}: {message}", file=sys.stderr)
+        return _refused(f"nothing imported: {len(refused.errors)} bad row(s) in {name}"
+                        f" ({refused.rows} rows read)")
+    detail = f"{args.mode}: {result.inserted} new, {result.updated} updated, {result.unchanged} unchanged"
+    if args.mode == "replace":
+        detail += f", {result.deleted} not in the file deleted"
+    print(f"tariff {args.tariff}: {result.rows} rates imported from {name} ({detail}) in {result.seconds:.1f} s")
+    log.info("rate import: tariff %s, %s rows, mode %s, %.1f s", args.tariff, result.rows, args.mode,
+             result.seconds)
+    return 0
+
+
+def _hms(seconds: int) -> str:
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+def describe_rate(rate: Rate) -> list[str]:
+    lines = [
+        f"prefix        {rate.prefix or '(catch-all)'}" + ("   FORBIDDEN: calls are refused" if rate.forbidden else ""),
+        f"first         {rate.price_1}/min, interval {rate.interval_1} s",
+        f"then          {rate.price_n}/min, interval {rate.interval_n} s",
+        f"connect fee   {rate.connect_fee}",
+        f"free seconds  {rate.free_seconds}",
+        f"grace         {rate.grace} s",
+    ]
+    return lines
+
+
+def run_rate_lookup(args: argparse.Namespace, settings: Any) -> int:
+    if args.tariff is None and args.card is None:
+        return _refused("rate lookup needs --tariff NAME or --card NUMBER")
+    if args.max_call_duration is not None and args.max_call_duration < 0:
+        return _refused("--max-call-duration must be >= 0")
+    with _database(settings) as db:
+        credit: Decimal | None = args.balance
+        card_text = ""
+        with db.pool.connection() as conn:
+            if args.card is not None:
+                ledger = Ledger(db.pool)
+                card = ledger.find_card(args.card)
+                if card is None:
+                    return _refused(f"no card {args.card!r}")
+                credit = ledger.available_credit(card.id)
+                card_text = f" (card {card.username}, available)"
+                if args.tariff is None:
+                    row = conn.execute("SELECT name, currency FROM tariffs WHERE id = %s",
+                                       (card.tariff_id,)).fetchone()
+                    assert row is not None
+                    tariff_name = str(row[0])
+                else:
+                    tariff_name = args.tariff
+            else:
+                tariff_name = args.tariff
+            try:
+                tid, currency = catalog.tariff_id(conn, tariff_name)
+            except catalog.CatalogError as exc:
+                return _refused(str(exc))
+            rate = find_rate(conn, tid, args.number)
+    print(f"number        {args.number}")
+    print(f"tariff        {tariff_name} ({currency})")
+    if rate is None:
+        print("rate          none: calls to this number are refused (no rate)")
+        return 1
+    for line in describe_rate(rate):
+        print(line)
+    if credit is not None:
+        print(f"credit        {format_money(credit, currency)}{card_text}")
+        if rate.forbidden:
+            print("max duration  0 s (forbidden destination)")
+        else:
+            seconds = max_duration(rate, credit, ignore_connect_fee=args.ignore_connect_fee,
+                                   max_call_duration=args.max_call_duration)
+            print(f"max duration  {seconds} s ({_hms(seconds)})")
+    return 0
+
+
+CDR_FIELDS = ("b_uuid", "a_uuid", "card", "currency", "cli", "cld", "translated_cli", "translated_cld",
+              "rate_prefix", "started_at", "answered_at", "ended_at", "granted_seconds", "billed_seconds",
+              "plan_seconds_used", "cost", "hangup_cause", "estimated")
+
+
+def _iso(value: datetime | None) -> str:
+    return value.astimezone(timezone.utc).isoformat() if value is not None else ""
+
+
+def run_cdr_export(args: argparse.Namespace, settings: Any) -> int:
+    try:
+        end = _when(args.end)
+    except argparse.ArgumentTypeError as exc:
+        return _refused(f"--to: {exc}")
+    if len(args.end) == 10:
+        end += timedelta(days=1)  # a plain date: through the end of that day
+    if end <= args.start:
+        return _refused("--to must be after --from")
+    where = [sql.SQL("c.ended_at >= %s AND c.ended_at < %s")]
+    params: list[Any] = [args.start, end]
+    if args.card is not None:
+        where.append(sql.SQL("c.username = %s"))
+        params.append(args.card)
+    query = sql.SQL(
+        "SELECT c.b_uuid, c.a_uuid, c.username, c.currency, c.cli, c.cld, c.translated_cli, c.translated_cld,"
+        " c.rate_prefix, c.started_at, c.answered_at, c.ended_at, c.granted_seconds, c.billed_seconds,"
+        " c.plan_seconds_used, c.cost, c.hangup_cause, c.estimated FROM cdrs c WHERE {} ORDER BY c.ended_at, c.id"
+    ).format(sql.SQL(" AND ").join(where))
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(CDR_FIELDS)
+    count = 0
+    with _database(settings) as db:
+        if args.card is not None:
+            with db.pool.connection() as conn:
+                if conn.execute("SELECT 1 FROM accounts WHERE username = %s", (args.card,)).fetchone() is None:
+                    return _refused(f"no card {args.card!r}")
+        # A named (server-side) cursor streams a month of CDRs without holding them all in memory.
+        with db.pool.connection() as conn, conn.transaction(), conn.cursor(name="cdr_export") as cur:
+            cur.itersize = 5000
+            cur.execute(query, params)
+            for row in cur:
+                (b_uuid, a_uuid, card, currency, cli, cld, t_cli, t_cld, prefix, started, answered, ended,
+                 granted, billed, plan_used, cost, cause, estimated) = row
+                out.writerow((b_uuid, a_uuid, card, currency.strip(), cli, cld, t_cli, t_cld, prefix,
+                              _iso(started), _iso(answered), _iso(ended), granted, billed, plan_used,
+                              f"{Decimal(cost).quantize(QUANTUM)}", cause, "true" if estimated else "false"))
+                count += 1
+    sys.stdout.flush()
+    print(f"{count} CDRs exported", file=sys.stderr)
+    return 0
+
+
+def run_reservations(args: argparse.Namespace, settings: Any) -> int:
+    with _database(settings) as db, db.pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT a.username, r.b_uuid, r.amount, a.currency, r.duration_s, r.cld, r.created_at, r.expires_at,"
+            "       r.expires_at <= now()"
+            "  FROM reservations r JOIN accounts a ON a.id = r.account_id"
+            " WHERE r.status = 'open'" + (" AND r.expires_at <= now()" if args.expired else "") +
+            " ORDER BY r.created_at"
+        ).fetchall()
+    print("card\tb_uuid\tamount\tcurrency\tseconds\tdestination\tcreated\texpires\texpired")
+    for card, b_uuid, amount, currency, seconds, cld, created, expires, expired in rows:
+        print(f"{card}\t{b_uuid}\t{format_money(amount)}\t{currency.strip()}\t{seconds}\t{cld}"
+              f"\t{_iso(created)}\t{_iso(expires)}\t{'yes' if expired else 'no'}")
+    print(f"{len(rows)} open reservation(s)", file=sys.stderr)
+    return 0
