@@ -109,15 +109,20 @@ class EmbeddedPg:
             conn.execute("ANALYZE")
 
     def backend_cpu(self) -> float:
-        """CPU seconds used so far by the PostgreSQL server's processes."""
+        """CPU seconds used so far by this PostgreSQL server's processes (the
+        postmaster, whose command line names the data directory, and its
+        children). Other processes that mention the directory (a client's
+        DSN names its socket directory) are not PostgreSQL."""
         import psutil
 
         total = 0.0
-        for proc in psutil.process_iter(["cmdline"]):
+        for proc in psutil.process_iter(["name", "cmdline"]):
             try:
-                cmd = " ".join(proc.info["cmdline"] or [])
-                if str(self.dir) in cmd or (proc.parent() and str(self.dir) in
-                                            " ".join(proc.parent().cmdline())):
+                if not (proc.info["name"] or "").startswith("postgres"):
+                    continue
+                parent = proc.parent()
+                if (str(self.dir) in " ".join(proc.info["cmdline"] or [])
+                        or (parent is not None and str(self.dir) in " ".join(parent.cmdline()))):
                     t = proc.cpu_times()
                     total += t.user + t.system
             except (psutil.NoSuchProcess, psutil.AccessDenied):
