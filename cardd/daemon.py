@@ -7,6 +7,8 @@ from __future__ import annotations
 import functools
 import logging
 
+import gevent
+
 from prometheus_client import Counter
 
 from cardd.billing.journal import SettlementJournal, journal_path
@@ -17,12 +19,15 @@ from cardd.demo import ensure_demo_data
 from cardd.hooks import ScriptHooks
 from cardd.ivr import session as ivr
 from cardd.ivr.call import Services
-from cardd.metrics import Metrics
+from cardd.metrics import Metrics, TimedLedger
 from cardd.orphans import OrphanReconciler
 from cardd.prompts import Prompts
 from cardd.server import CallServer
 
 log = logging.getLogger(__name__)
+
+# How often the open-reservations gauges are refreshed from the database.
+RESERVATIONS_GAUGE_INTERVAL_S = 15.0
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -61,6 +66,7 @@ class Daemon:
         # by default where the exporter is (in-process tests).
         self._serve_cdr = serve_metrics if serve_cdr is None else serve_cdr
         self.server: CallServer | None = None
+        self._gauges: gevent.Greenlet | None = None
         self.journal: SettlementJournal | None = None
         self.reconciler: OrphanReconciler | None = None
         self.cdr_endpoint: CdrEndpoint | None = None
@@ -73,7 +79,7 @@ class Daemon:
             self.database = Database(d.dsn, d.data_dir, pool_size=d.pool_size)
             self.database.start()
         self.database.migrate()
-        ledger = Ledger(self.database.pool)
+        ledger = TimedLedger(Ledger(self.database.pool), self.metrics)
         if demo:
             ensure_demo_data(self.database.pool)
         m = self.metrics
@@ -114,6 +120,7 @@ class Daemon:
         self.server = CallServer(parse_address(d.listen), flow,
                                  metrics=self.metrics, reply_timeout=d.esl_reply_timeout)
         self.server.start()
+        self._gauges = gevent.spawn(self._refresh_reservation_gauges, RESERVATIONS_GAUGE_INTERVAL_S)
         if not d.outbound_proxy and "{proxy}" in d.dial_string:
             log.warning("daemon.outbound_proxy is empty: calls cannot be dialled until it is set "
                         "(cardd.yaml, or serve --outbound-proxy HOST:PORT)")
@@ -132,7 +139,32 @@ class Daemon:
         finally:
             self.live_calls.discard(uuid)
 
+    def refresh_reservation_gauges(self) -> None:
+        """cardd_open_reservations and cardd_expired_reservations, from the database
+        (so they count every cardd process's calls, and survive a restart)."""
+        assert self.database is not None
+        with self.database.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT count(*), count(*) FILTER (WHERE expires_at <= now())"
+                "  FROM reservations WHERE status = 'open'"
+            ).fetchone()
+        assert row is not None
+        self.metrics.open_reservations.set(row[0])
+        self.metrics.expired_reservations.set(row[1])
+
+    def _refresh_reservation_gauges(self, interval: float) -> None:
+        while True:
+            try:
+                self.refresh_reservation_gauges()
+            except Exception as exc:  # a database outage must not end the loop
+                self.metrics.db_errors.labels("gauges").inc()
+                log.warning("cannot refresh the reservation gauges: %s", exc)
+            gevent.sleep(interval)
+
     def stop(self) -> None:
+        if self._gauges is not None:
+            self._gauges.kill()
+            self._gauges = None
         if self.server is not None:
             self.server.stop(self.settings.daemon.shutdown_grace)
         # After the calls: their settlements may still need the journal.

@@ -5,6 +5,11 @@ No card numbers, CLIs or UUIDs in labels. Tests pass their own registry.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import time
+from typing import Any, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 
@@ -36,6 +41,59 @@ class Metrics:
                                               ["reason"], registry=r)
         self.setup_seconds = Histogram("cardd_call_setup_seconds",
                                        "From connect to bridge", registry=r)
+        # Bridge answers are cardd_bridge_attempts_total{result="answered"}.
+        # The IVR wraps each step (greeting, identify, balance, destination, dial, ...)
+        # in `with metrics.step("identify"):`; caller think time included.
+        self.ivr_step_seconds = Histogram("cardd_ivr_step_seconds", "Duration of one IVR step",
+                                          ["step"], registry=r,
+                                          buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120))
+        self.db_query_seconds = Histogram("cardd_db_query_seconds",
+                                          "Billing database operations (one transaction each)",
+                                          ["op"], registry=r,
+                                          buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                   0.25, 0.5, 1, 2.5, 5))
+        self.open_reservations = Gauge("cardd_open_reservations",
+                                       "Open reservations in the database (all cardd processes)", registry=r)
+        self.expired_reservations = Gauge("cardd_expired_reservations",
+                                          "Open reservations past their expiry (orphan candidates)", registry=r)
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Observe the wall time of one IVR step (a fixed name, never a number or UUID)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ivr_step_seconds.labels(name).observe(time.perf_counter() - started)
 
     def serve(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)
+
+
+class TimedLedger:
+    """A cardd.billing.ledger.Ledger whose database methods are timed into
+    cardd_db_query_seconds{op=<method>}; everything else passes through.
+
+    verify_pin is CPU (scrypt), not database, so it is not timed."""
+
+    _UNTIMED = frozenset({"verify_pin"})
+
+    def __init__(self, ledger: Any, metrics: Metrics):
+        self._ledger = ledger
+        self._metrics = metrics
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._ledger, name)
+        if name.startswith("_") or name in self._UNTIMED or not callable(attr):
+            return attr
+        histogram = self._metrics.db_query_seconds.labels(name)
+
+        @functools.wraps(attr)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                histogram.observe(time.perf_counter() - started)
+
+        return timed

@@ -247,3 +247,39 @@ def test_reservations_lists_open_ones_with_their_expired_flag(cardd, dsn, capsys
     assert cardd("reservations", "--expired") == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split("\t")[1] for line in lines[1:]] == [str(stale.b_uuid)]
+
+
+def test_reimporting_an_unchanged_file_rewrites_nothing(cardd, dsn, tmp_path, capsys):
+    assert cardd("tariff", "add", "std", "--currency", "USD") == 0
+    path = tmp_path / "r.csv"
+    path.write_text(HEADER + "44,UK,0.06,30,0.06,6,0.10,0,0\n49,DE,0.05,60,0.05,60,0,0,0\n")
+    assert cardd("rate", "import", str(path), "--tariff", "std") == 0
+
+    def ids() -> dict[str, int]:
+        with psycopg.connect(dsn) as conn:
+            return dict(conn.execute("SELECT prefix, id FROM rates").fetchall())
+
+    before = ids()
+    capsys.readouterr()
+    assert cardd("rate", "import", str(path), "--tariff", "std", "--mode", "replace") == 0
+    assert "replace: 0 new, 0 updated, 2 unchanged, 0 not in the file deleted" in capsys.readouterr().out
+    assert ids() == before
+
+
+def test_rate_import_from_standard_input(dsn, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "cardd.yaml"
+    config.write_text(f"daemon:\n  dsn: \"{dsn}\"\n")
+    repo = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(repo))
+    base = [sys.executable, "-m", "cardd", "-c", str(config)]
+    assert subprocess.run(base + ["tariff", "add", "std", "--currency", "USD"], env=env,
+                          capture_output=True).returncode == 0
+    done = subprocess.run(base + ["rate", "import", "-", "--tariff", "std"], env=env, capture_output=True,
+                          text=True, input="\ufeff" + HEADER + "44,UK,0.06,30,0.06,6,0.10,0,0\n")
+    assert done.returncode == 0, done.stderr
+    assert "1 rates imported from standard input" in done.stdout
+    assert list(rates_of(dsn, "std")) == ["44"]
