@@ -12,6 +12,7 @@ greenswitch).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from urllib.parse import unquote
 
@@ -35,12 +36,18 @@ def url_decode(value: str) -> str:
     return unquote(value) if "%" in value else value
 
 
+# Values made only of characters FreeSWITCH never encodes (most of them).
+_PLAIN = re.compile(r"[!$'()*,\-./0-9A-Z_a-z~]*")
+
+
 def url_encode(value: str) -> str:
     """Encode a header value as FreeSWITCH's switch_url_encode does.
 
     FreeSWITCH does not double-encode: a `%` followed by two hex digits is
     copied as it is (switch_url_encode_opt with double_encode false).
     """
+    if _PLAIN.fullmatch(value):
+        return value
     raw = value.encode("utf-8")
     out = []
     i, n = 0, len(raw)
@@ -246,7 +253,6 @@ class FrameParser:
             text = block.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ProtocolError(f"header block is not UTF-8: {exc}") from None
-        text = text.replace("\r\n", "\n") if self._commands else text
         if self._commands:
             command, _, rest = text.partition("\n")
             raw = parse_header_block(rest)
