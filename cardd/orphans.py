@@ -174,6 +174,7 @@ class OrphanReconciler:
         self.esl_timeout = esl_timeout
         self.on_settled = on_settled
         self._loop: gevent.Greenlet | None = None
+        self._busy: set[str] = set()
         self.passes = 0
         self.last: PassReport | None = None
 
@@ -246,10 +247,18 @@ class OrphanReconciler:
         report.estimated += 1
 
     def _settle_from_cdr(self, record: CdrRecord, report: PassReport) -> None:
-        cdr = self.journal.settle(record.uuid, billmsec=record.billmsec,
-                                  hangup_cause=record.hangup_cause,
-                                  answered_at=record.answered_at, ended_at=record.ended_at)
-        self.store.mark_applied(record.uuid)
+        # The endpoint's greenlet and a pass may hold the same CDR at once:
+        # one applies it (settle is idempotent anyway; this keeps the counts true).
+        if record.uuid in self._busy or record.uuid in self.store.applied:
+            return
+        self._busy.add(record.uuid)
+        try:
+            cdr = self.journal.settle(record.uuid, billmsec=record.billmsec,
+                                      hangup_cause=record.hangup_cause,
+                                      answered_at=record.answered_at, ended_at=record.ended_at)
+            self.store.mark_applied(record.uuid)
+        finally:
+            self._busy.discard(record.uuid)
         self._count(record.uuid, cdr is None, report, "cdr")
         report.from_cdr += 1
 
