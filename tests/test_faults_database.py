@@ -114,3 +114,68 @@ def test_database_lost_mid_bridge_the_call_goes_on_is_journalled_and_settled_onc
     assert card.balance == D("10.00000") - D("0.13000") - D("0.13600")
     assert ledger.open_reservations(demo.card_id) == []
     assert len([e for e in ledger.ledger_entries(demo.card_id) if e.kind == "call"]) == 2
+
+
+class StepGate:
+    """Holds a call's virtual clock when its Nth play_and_get_digits starts
+    (the caller's digits wait too), until release()."""
+
+    def __init__(self, switch: Switch, nth: int):
+        self.switch = switch
+        self.nth = nth
+        self.seen = 0
+        self.reached = gevent.event.Event()
+        self._release = gevent.event.Event()
+        switch.inbound.append(self)
+
+    def offer(self, name, headers) -> None:
+        hd = dict(headers)
+        if name != "CHANNEL_EXECUTE" or hd.get("Application") != "play_and_get_digits":
+            return
+        self.seen += 1
+        if self.seen == self.nth:
+            found = self.switch.find(hd.get("Unique-ID", ""))
+            if found is not None:
+                found[0].clock.call_later(0, self._hold)
+
+    def _hold(self) -> None:
+        self.reached.set()
+        self._release.wait()
+
+    def release(self) -> None:
+        self._release.set()
+
+
+@pytest.mark.parametrize("step, nth", [("identification", 1), ("pin check", 2), ("rating and reservation", 3)])
+def test_database_lost_at_a_step_the_caller_hears_service_unavailable_and_nothing_is_reserved(
+        outage, step, nth):
+    cardd, demo, server = outage
+    ledger = cardd.daemon.journal.ledger
+    switch = Switch()
+    gate = StepGate(switch, nth)
+    call = cardd.dial(card_caller(demo, UK_MOBILE), Callee(talk=5), switch)
+    assert gate.reached.wait(60), f"the call never reached the {step}"
+    server.stop()
+    try:
+        gate.release()
+        t = call.wait(90)
+        assert cardd.heard(t)[-2:] == ["service_unavailable", "goodbye"], step
+        assert t.bridges == []
+        assert cardd.metric("cardd_db_errors_total", step="call") == 1
+    finally:
+        server.start()
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            open_now = ledger.open_reservations(demo.card_id)
+            break
+        except Exception:
+            assert time.monotonic() < deadline
+            gevent.sleep(0.2)
+    assert open_now == [] and ledger.cdrs_for(demo.card_id) == []
+    assert ledger.get_card(demo.card_id).balance == D("10.00000")
+    assert daemon_journal_empty(cardd)
+
+
+def daemon_journal_empty(cardd) -> bool:
+    return cardd.daemon.journal.pending() == []
