@@ -290,6 +290,24 @@ def test_digits_during_a_playback_are_dropped():
     assert [x.get("DTMF-Digit") for x in out["conn"].events if x.name == "DTMF"] == ["4", "4", "#"]
 
 
+def test_keys_pressed_between_applications_wait_for_the_next_reader():
+    """A full play_and_get_digits returns at max digits; the keys that follow
+    stay in the channel's DTMF queue and the next reader gets them."""
+    one = "1 1 1 5000 # silence_stream://100 silence_stream://1 cc_d \\d 3000"
+    then = "1 1 1 5000 # silence silence_stream://1 cc_d \\d 3000"
+
+    def flow(conn, out):
+        a = start(conn)
+        conn.execute("answer")
+        out["got"] = [conn.execute("play_and_get_digits", one).variable("cc_d")]
+        for _ in range(2):
+            out["got"].append(conn.execute("play_and_get_digits", then).variable("cc_d"))
+        finish(conn, a)
+
+    out = run(flow, Caller(digits=["123"], type_after=0.2, digit_interval=0.01))
+    assert out["got"] == ["1", "2", "3"]
+
+
 def test_playback_of_missing_file_and_real_wav_length(tmp_path):
     wav = tmp_path / "prompt.wav"
     with wave.open(str(wav), "wb") as w:

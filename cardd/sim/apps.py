@@ -168,9 +168,13 @@ def _deliver_dtmf(call: SimCall, leg: Leg, digit: str) -> None:
     if leg.collector is not None:
         leg.collector.append(digit)
         leg.wake.set()
-    elif leg.playback_stop is not None and digit in leg.playback_stop:
-        leg.playback_stopped = True
-        leg.wake.set()
+    elif leg.playback_stop is not None:
+        # playback's own DTMF callback consumes the key (capture 19)
+        if digit in leg.playback_stop:
+            leg.playback_stopped = True
+            leg.wake.set()
+    else:
+        leg.dtmf_queue.append(digit)
 
 
 def digit_action(call: SimCall, bind: tuple[str, str, str, str, str, str]) -> None:
@@ -338,7 +342,9 @@ def app_playback(call: SimCall, leg: Leg, arg: str, r: Running) -> str:
             type_digits(call, leg, entry, call.caller.playback_type_after, call.caller.digit_interval)
     terms = leg.get_var("playback_terminators")
     leg.playback_stop = set("*" if terms is None else ("" if terms == "none" else terms))
-    leg.playback_stopped = False
+    # Keys already queued are read (and dropped) by the playback too.
+    queued, leg.dtmf_queue = leg.dtmf_queue, []
+    leg.playback_stopped = any(d in leg.playback_stop for d in queued)
     try:
         status, secs = play(call, leg, arg)
     finally:
@@ -363,7 +369,7 @@ def _next(seq, call: SimCall, attr: str):
 def do_read(call: SimCall, leg: Leg, min_d: int, max_d: int, prompt: str, timeout_ms: int,
             terminators: str, digit_timeout_ms: int, typed: str | None) -> tuple[str, str, str]:
     """switch_ivr_read: returns (status, digits, terminator)."""
-    leg.collector = []
+    leg.collector, leg.dtmf_queue = leg.dtmf_queue, []
     buf, term = "", ""
     status = "success"
     if typed:

@@ -201,6 +201,9 @@ class Leg:
         # Woken on every DTMF delivered to a collector and on hangup.
         self.wake = gevent.event.Event()
         self.collector: list[str] | None = None
+        # Keys pressed while no application reads them wait in the channel's
+        # DTMF queue for the next reader (switch_channel_queue_dtmf).
+        self.dtmf_queue: list[str] = []
         self.playback_stop: set[str] | None = None
         self.playback_stopped = False
         self.last_app: tuple[str, str] | None = None
