@@ -318,3 +318,26 @@ def test_caller_hanging_up_during_the_duration_announcement_releases_the_reserva
     (cdr,) = ledger.cdrs_for(demo_data.card_id)
     assert (cdr.billed_seconds, cdr.cost) == (0, Decimal("0"))
     assert balance(ledger, demo_data) == Decimal("10.00000")
+
+
+def test_destination_completion_regex_dials_as_soon_as_the_digits_match(cardd_with, database, demo_data,
+                                                                         tmp_path):
+    # UK numbers are 44 + 10 digits: no pound key, no waiting for a time-out.
+    running = cardd_with(database, "calling_card:\n  destination_completion_regex: '44\\d{10}'\n",
+                         tmp_path=tmp_path)
+    caller = card_caller(demo_data, UK_MOBILE, destination="cc.noredial")
+    t = running.call(caller, Callee(talk=5))
+    (bridge,) = t.bridges
+    assert bridge.number == UK_MOBILE
+    # keys were read one at a time, the first over the destination prompt
+    reads = [arg for app, arg in t.apps if app == "play_and_get_digits"][2:]
+    assert len(reads) == len(UK_MOBILE)
+    assert "enter_destination" in reads[0] and reads[1].split()[5] == "silence"
+
+
+def test_with_a_completion_regex_the_pound_key_still_ends_a_shorter_number(cardd_with, database,
+                                                                            demo_data, tmp_path):
+    running = cardd_with(database, "calling_card:\n  destination_completion_regex: '44\\d{10}'\n",
+                         tmp_path=tmp_path)
+    t = running.call(card_caller(demo_data, "1212555#", destination="cc.noredial"), Callee(talk=5))
+    assert [b.number for b in t.bridges] == ["1212555"]

@@ -12,13 +12,10 @@ from cardd.channel import Channel
 from cardd.errors import CallGone, ConfigError, DatabaseUnavailable
 from cardd.ivr import blacklist, menu, smartdial, topup
 from cardd.ivr.call import Call, CallLog, Services
+from cardd.ivr.destination import ask_destination
 from cardd.ivr.dial import CardRefused, place_call
 from cardd.ivr.greeting import greet
 from cardd.ivr.identify import InputTimeouts, identify
-
-# The longest destination a caller can enter (E.164 is 15; room for prefixes).
-MAX_DESTINATION_DIGITS = 24
-
 
 def run(channel: Channel, services: Services) -> None:
     """The IVR for one call, from answer to hangup."""
@@ -95,10 +92,7 @@ def _serve(call: Call) -> str:
         if first_number is not None:
             entry, first_number = _Entered(first_number), None
         else:
-            entry = call.ask(call.services.prompts.destination_prompt(opts),
-                             min_digits=1, max_digits=MAX_DESTINATION_DIGITS,
-                             regex=r"^\d+$",
-                             timeout_ms=10000)
+            entry = ask_destination(call)
             # Menu extensions (service codes) work even under nodial.
             action = menu.dispatch(call, card, entry.digits, timeouts) if entry.digits else None
             if action is not None:

@@ -1,0 +1,49 @@
+"""Asking for the destination number.
+
+With destination_completion_regex the number is complete as soon as the
+digits match it: play_and_get_digits cannot stop on a pattern, so cardd
+reads one key at a time and checks after each. Keys the caller types while
+cardd checks wait in FreeSWITCH's DTMF queue for the next read, so typing
+fast loses nothing.
+"""
+
+from __future__ import annotations
+
+from cardd.channel import Collected
+from cardd.ivr.call import Call
+
+# The longest destination a caller can enter (E.164 is 15; room for prefixes).
+MAX_DESTINATION_DIGITS = 24
+FIRST_KEY_TIMEOUT_MS = 10000
+NEXT_KEY_TIMEOUT_MS = 3000
+# play_and_get_digits plays its "invalid" file after a lone # or a silence;
+# reading key by key, neither is an error, so that file is 1 ms of silence.
+NO_SOUND = "silence_stream://1"
+
+
+def ask_destination(call: Call) -> Collected:
+    prompt_id = call.services.prompts.destination_prompt(call.options)
+    pattern = call.options.destination_completion_regex
+    if pattern is None:
+        return call.ask(prompt_id, min_digits=1, max_digits=MAX_DESTINATION_DIGITS,
+                        regex=r"^\d+$", timeout_ms=FIRST_KEY_TIMEOUT_MS,
+                        digit_timeout_ms=NEXT_KEY_TIMEOUT_MS)
+    channel = call.channel
+    prompt = call.services.prompts.sentence(call.lang, call.pending + [prompt_id])
+    call.pending = []
+    keys_before = channel.session.dtmf_count
+    digits = ""
+    timeout = FIRST_KEY_TIMEOUT_MS
+    while len(digits) < MAX_DESTINATION_DIGITS:
+        key = channel.collect(prompt, NO_SOUND, min_digits=1, max_digits=1, tries=1,
+                              timeout_ms=timeout, terminators="#", regex=r"^\d$",
+                              digit_timeout_ms=NEXT_KEY_TIMEOUT_MS)
+        if key.digits is None:
+            break  # the pound key, or a pause: the number is as typed
+        digits += key.digits
+        if pattern.fullmatch(digits):
+            break
+        prompt, timeout = "silence", NEXT_KEY_TIMEOUT_MS
+    return Collected(digits=digits or None, invalid=None,
+                     keys_pressed=channel.session.dtmf_count - keys_before,
+                     result="success" if digits else "failure")
