@@ -135,6 +135,10 @@ class Channel:
             result=done.variable("read_result"),
         )
 
+    def flush_keys(self) -> None:
+        """Drop keys waiting in the channel's DTMF queue (flush_dtmf)."""
+        self.session.execute("flush_dtmf", timeout=10)
+
     def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
         if self.hung_up:
             return

@@ -341,3 +341,15 @@ def test_with_a_completion_regex_the_pound_key_still_ends_a_shorter_number(cardd
                          tmp_path=tmp_path)
     t = running.call(card_caller(demo_data, "1212555#", destination="cc.noredial"), Callee(talk=5))
     assert [b.number for b in t.bridges] == ["1212555"]
+
+
+def test_a_flood_of_star_and_pound_costs_one_attempt_and_leaves_nothing_for_the_retry(cardd, demo_data):
+    caller = Caller(digits=["*#*#*#*#", "123456789012345#", demo_data.card_number + "#",
+                            demo_data.pin + "#", UK_MOBILE + "#"],
+                    type_after=6, digit_interval=0.05)
+    t = cardd.call(caller, Callee(talk=5))
+    heard = cardd.heard(t)
+    # two bad entries, two invalid prompts; the card still gets through on the third try
+    assert heard.count("invalid_card_number") == 2
+    assert ("flush_dtmf", "") in t.apps
+    assert len(t.bridges) == 1

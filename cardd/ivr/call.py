@@ -61,11 +61,16 @@ class Call:
         prompts = self.services.prompts
         sound = prompts.sentence(self.lang, self.pending + list(ids))
         self.pending = []
-        return self.channel.collect(
+        entry = self.channel.collect(
             sound, prompts.path("invalid_input", self.lang),
             min_digits=min_digits, max_digits=max_digits + 1, tries=1,
             timeout_ms=timeout_ms, terminators=terminators, regex=regex,
             digit_timeout_ms=digit_timeout_ms)
+        if entry.digits is None and entry.keys_pressed:
+            # The rest of a bad entry (a long number, a flood of * and #)
+            # waits in FreeSWITCH's DTMF queue; it must not answer the retry.
+            self.channel.flush_keys()
+        return entry
 
     def goodbye(self, *ids: str) -> None:
         self.queue(*ids, "goodbye")

@@ -630,6 +630,12 @@ def app_hangup(call: SimCall, leg: Leg, arg: str, r: Running) -> str:
     return "_none_"
 
 
+def app_flush_dtmf(call: SimCall, leg: Leg, arg: str, r: Running) -> str:
+    """mod_dptools flush_dtmf: switch_channel_flush_dtmf drops the queue."""
+    leg.dtmf_queue.clear()
+    return "_none_"
+
+
 def app_noop(call: SimCall, leg: Leg, arg: str, r: Running) -> str:
     return "_none_"
 
@@ -766,5 +772,5 @@ APPS: dict[str, Callable[[SimCall, Leg, str, Running], str]] = {
     "digit_action_set_realm": app_digit_action_set_realm,
     "clear_digit_action": app_clear_digit_action, "hangup": app_hangup,
     "bridge": app_bridge, "ring_ready": app_noop, "log": app_noop, "info": app_noop,
-    "park": app_noop, "event": app_noop, "sched_cancel": app_noop,
+    "park": app_noop, "event": app_noop, "sched_cancel": app_noop, "flush_dtmf": app_flush_dtmf,
 }
