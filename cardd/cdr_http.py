@@ -31,6 +31,8 @@ from urllib.parse import parse_qs, unquote
 
 from gevent.pywsgi import WSGIServer
 
+from cardd.errors import DatabaseUnavailable
+
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024          # a B leg's JSON CDR is a few KB
@@ -198,6 +200,11 @@ class CdrEndpoint:
         if self.on_cdr is not None:
             try:
                 self.on_cdr(record)
+            except DatabaseUnavailable as exc:
+                # 503: mod_json_cdr retries, then keeps it in its err-log-dir,
+                # which outlives this process; the store has it meanwhile.
+                log.warning("CDR %s kept for later: %s", record.uuid, exc)
+                return _reply(start_response, "503 Service Unavailable", b"database unavailable\n")
             except Exception:
                 # Kept in the store; the periodic orphan pass applies it later.
                 log.exception("CDR %s stored, not applied yet", record.uuid)

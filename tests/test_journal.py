@@ -145,3 +145,21 @@ def test_an_estimated_and_a_real_settlement_journalled_together_end_at_the_real_
     cdr = ledger.cdr(g.b_uuid)
     assert (cdr.cost, cdr.estimated) == (D("0.13600"), False)
     assert ledger.get_card(demo_data.card_id).balance == D("10.00000") - D("0.13600")
+
+
+def test_an_entry_the_database_refuses_for_good_is_set_aside_and_the_rest_still_replay(
+        ledger, demo_data, tmp_path):
+    g1, g2 = grant(ledger, demo_data.card_id), grant(ledger, demo_data.card_id)
+    journal = SettlementJournal(tmp_path / "j.jsonl", ledger)
+    from cardd.billing.journal import Entry, _now
+    # PostgreSQL text cannot hold NUL: a permanent error, not an outage.
+    journal._append(Entry(id="d" * 32, b_uuid=str(g1.b_uuid), billmsec=6_000, hangup_cause="BAD\x00CAUSE",
+                          answered_at=None, ended_at=_now(), estimated=False, journalled_at=_now()))
+    journal._append(Entry(id="e" * 32, b_uuid=str(g2.b_uuid), billmsec=31_000, hangup_cause="NORMAL_CLEARING",
+                          answered_at=None, ended_at=_now(), estimated=False, journalled_at=_now()))
+    assert journal.replay() == 1
+    assert journal.pending() == []
+    assert ledger.cdr(g2.b_uuid).cost == D("0.13600")
+    assert "settle failed" in (tmp_path / ("j.jsonl" + REJECTED_SUFFIX)).read_text()
+    # g1 stays reserved: the orphan rule (or an operator) settles it; nothing was lost.
+    assert [r.b_uuid for r in ledger.open_reservations(demo_data.card_id)] == [g1.b_uuid]

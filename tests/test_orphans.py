@@ -116,6 +116,27 @@ def test_the_endpoint_answers_400_to_garbage_and_413_to_huge_bodies():
         endpoint.stop()
 
 
+def test_the_endpoint_answers_503_while_the_database_is_away_so_freeswitch_retries():
+    from cardd.errors import DatabaseUnavailable
+
+    def away(record):
+        raise DatabaseUnavailable("database unavailable: test")
+
+    store = CdrStore()
+    endpoint = CdrEndpoint(("127.0.0.1", 0), store, on_cdr=away)
+    endpoint.start()
+    try:
+        import http.client
+        conn = http.client.HTTPConnection(*endpoint.address, timeout=5)
+        leg = str(uuid.uuid4())
+        conn.request("POST", "/cdr", body=json.dumps(cdr_doc(leg, 1000)).encode())
+        assert conn.getresponse().status == 503
+        conn.close()
+        assert store.get(leg) is not None       # and kept for the next orphan pass
+    finally:
+        endpoint.stop()
+
+
 # -- the rule, one piece at a time ------------------------------------------------------
 
 @pytest.fixture

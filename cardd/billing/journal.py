@@ -219,6 +219,11 @@ class SettlementJournal:
                     break
                 except ReservationNotFound:
                     rejected.append((entry, "no such reservation in this database"))
+                except Exception as exc:
+                    # A permanent error (bad data, a schema mismatch) must not
+                    # block every later entry: set aside for the operator.
+                    log.exception("journal entry b=%s failed", entry.b_uuid)
+                    rejected.append((entry, f"settle failed: {exc.__class__.__name__}: {exc}"))
                 done.add(entry.id)
             if done:
                 self._remove(done, rejected)
