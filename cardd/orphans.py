@@ -239,10 +239,18 @@ class OrphanReconciler:
 
     def _settle_estimated(self, res: OpenReservation, now: datetime, report: PassReport) -> None:
         b = str(res.b_uuid)
+        record = self.store.get(b)
+        if record is not None:
+            # Its CDR came while FreeSWITCH was being asked.
+            self._settle_from_cdr(record, report)
+            return
+        cdr = self.journal.settle(b, billmsec=None, hangup_cause="ORPHAN_ESTIMATED", estimated=True)
+        if cdr is not None and not cdr.estimated:
+            # Settled meanwhile from its own figures (the call's end, or its CDR).
+            return
         log.warning("orphan B %s (card %s, %s): gone from FreeSWITCH, no CDR; settled at the "
                     "reserved %s for %d s, marked estimated", b, res.account_id, res.cld,
                     res.amount, res.duration_s)
-        cdr = self.journal.settle(b, billmsec=None, hangup_cause="ORPHAN_ESTIMATED", estimated=True)
         self._count(b, cdr is None, report, "estimated")
         report.estimated += 1
 
