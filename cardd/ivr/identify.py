@@ -168,10 +168,14 @@ def _wrong_card_number(call: Call, typed: str) -> bool:
     pool = call.services.ledger.pool
     cli = call.channel.cli
     digits = "".join(ch for ch in typed if ch.isdigit())
+    if not digits:
+        return False
+    # Every wrong number slows guessing down, short ones too (short card numbers exist) ...
+    identity.record_failure(pool, cli=cli)
+    # ... but only numbers of FRAUD_MIN_DIGITS or more count towards the black list,
+    # and only a real CLI can be blacklisted: anonymous callers would all share it.
     if len(digits) < FRAUD_MIN_DIGITS:
         return False
-    identity.record_failure(pool, cli=cli)
-    # Only a real number can be blacklisted: anonymous callers would all share it.
     if call.options.blacklist and identity.is_registrable_cli(cli, 1):
         if identity.record_wrong_card(pool, cli, call.options.blacklist_attempts):
             call.services.metrics.auth_failures.labels("blacklisted").inc()
