@@ -342,3 +342,46 @@ def test_cardd_killed_mid_bridge_every_reservation_is_settled_once_after_restart
         second.daemon.stop()
         poster.close()
         inbound.stop()
+
+
+def test_the_background_check_settles_a_reservation_once_it_expires(ledger, demo_data, tmp_path):
+    switch = Switch()
+    inbound = switch.listen_inbound()
+    journal = SettlementJournal(tmp_path / "j.jsonl", ledger)
+    reconciler = OrphanReconciler(ledger, journal, esl_address=inbound.address, esl_password="ClueCon",
+                                  live_a_uuids=set, interval=0.2)
+    try:
+        reconciler.start()
+        deadline = time.monotonic() + 10
+        while reconciler.passes < 1 and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        # Granted after the start-up pass: only its expiry (brought forward to 1 s from now,
+        # instead of the 10 s grant) makes it a candidate.
+        g = grant(ledger, demo_data.card_id, max_call_duration=10, min_call_duration=0)
+        with ledger.pool.connection() as conn:
+            conn.execute("UPDATE reservations SET expires_at = now() + interval '1 second' WHERE b_uuid = %s",
+                         (g.b_uuid,))
+        assert ledger.cdr(g.b_uuid) is None
+        deadline = time.monotonic() + 10
+        while ledger.cdr(g.b_uuid) is None and time.monotonic() < deadline:
+            gevent.sleep(0.1)
+        cdr = ledger.cdr(g.b_uuid)
+        assert cdr is not None and cdr.estimated and cdr.billed_seconds == 10
+    finally:
+        reconciler.stop()
+        inbound.stop()
+
+
+def test_cardd_starts_without_its_cdr_endpoint_when_the_port_is_taken(database, tmp_path, caplog):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = make_settings(data_dir=str(tmp_path / "var"), cdr_listen=f"127.0.0.1:{port}")
+        d = Daemon(settings, database=database, metrics=Metrics(), serve_metrics=False, serve_cdr=True)
+        d.start()
+        try:
+            assert d.cdr_endpoint is None and d.server is not None
+            assert any("CDR endpoint cannot listen" in r.getMessage() for r in caplog.records)
+        finally:
+            d.stop()
