@@ -38,16 +38,12 @@ from gevent.server import StreamServer  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import PROXY  # noqa: E402
+# cardd's own subscription, so the bare handler receives exactly what cardd does.
+from cardd.esl.session import EVENTS  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 SOUNDS = Path(__file__).resolve().parent.parent / "sounds" / "en"
-# cardd's subscription (cardd/esl/session.py EVENTS), spelled out so the bare
-# handler does not import cardd.
-EVENTS = ("CHANNEL_CREATE CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_ANSWER "
-          "CHANNEL_BRIDGE CHANNEL_UNBRIDGE CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE "
-          "CHANNEL_EXECUTE CHANNEL_EXECUTE_COMPLETE CHANNEL_PARK CHANNEL_UNPARK "
-          "CHANNEL_STATE DTMF")
 
 
 def _sentence(*ids: str) -> str:
