@@ -190,7 +190,11 @@ class OrphanReconciler:
         # Read after the snapshot: a call granted before the query registered
         # its A leg before its grant, so it cannot be mistaken for an orphan.
         live = {str(u) for u in self.live_a_uuids()}
-        candidates = [r for r in snapshot if str(r.a_uuid) not in live]
+        # A settlement waiting in the journal is the call's own, real one: the
+        # replay applies it; estimating it first would only add a refund.
+        journalled = {e.b_uuid for e in self.journal.pending()}
+        candidates = [r for r in snapshot
+                      if str(r.a_uuid) not in live and str(r.b_uuid) not in journalled]
         report.candidates = len(candidates)
         esl: InboundEsl | None = None
         esl_failed = False

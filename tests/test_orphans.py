@@ -385,3 +385,17 @@ def test_cardd_starts_without_its_cdr_endpoint_when_the_port_is_taken(database, 
             assert any("CDR endpoint cannot listen" in r.getMessage() for r in caplog.records)
         finally:
             d.stop()
+
+
+def test_a_reservation_whose_settlement_waits_in_the_journal_is_left_to_the_replay(rig, tmp_path):
+    reconciler, ledger, demo, _ = rig
+    g = grant(ledger, demo.card_id)
+    from cardd.billing.journal import Entry, _now
+    reconciler.journal._append(Entry(id="f" * 32, b_uuid=str(g.b_uuid), billmsec=31_000,
+                                     hangup_cause="NORMAL_CLEARING", answered_at=None, ended_at=_now(),
+                                     estimated=False, journalled_at=_now()))
+    assert reconciler.run_once(startup=True).candidates == 0
+    assert reconciler.journal.replay() == 1
+    cdr = ledger.cdr(g.b_uuid)
+    assert (cdr.estimated, cdr.cost) == (False, D("0.13600"))
+    assert [e.kind for e in ledger.ledger_entries(demo.card_id)].count("refund") == 0
