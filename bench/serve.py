@@ -60,7 +60,7 @@ def _pagd(max_digits: int, timeout_ms: int, regex: str, *ids: str) -> str:
 # a PIN, 1000 USD, a UK number, caller hangs up during the talk).
 CARD_ARGS = _pagd(11, 7000, r"^\d{1,10}$", "welcome", "enter_card_number")
 PIN_ARGS = _pagd(21, 7000, r"^\d{1,20}$", "enter_pin")
-DEST_ARGS = _pagd(25, 10000, r"^\d+$", "you_have", "num_1000", "cur_usd_majors", "remaining",
+DEST_ARGS = _pagd(25, 10000, r"^\d+$", "you_have", "num_1", "thousand", "cur_usd_majors", "remaining",
                   "enter_destination")
 TALK_TIME = _sentence("you_can_talk_for", "num_1", "hour")
 WARNING = _sentence("call_will_be_disconnected_in", "num_60", "seconds")
@@ -104,8 +104,9 @@ class StockFlow:
 
     Same commands in the same order as cardd (subscription, answer, three
     play_and_get_digits, the talk-time playback, three sets, the B filter,
-    the ## binding, the bridge, exit), each blocking helper waiting for its
-    CHANNEL_EXECUTE_COMPLETE the greenswitch way (by application name)."""
+    the ## binding, the bridge, clear_digit_action, goodbye, hangup, exit),
+    each blocking helper waiting for its CHANNEL_EXECUTE_COMPLETE the
+    greenswitch way (by application name)."""
 
     def __init__(self, session) -> None:
         self.session = session
