@@ -25,7 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import gevent
 import gevent.lock
@@ -294,8 +293,3 @@ class SettlementJournal:
 def journal_path(data_dir: str | os.PathLike[str]) -> Path:
     return Path(data_dir) / JOURNAL_NAME
 
-
-def describe(entries: list[Entry]) -> list[dict[str, Any]]:
-    """A readable form of pending entries (for operators' tools and logs)."""
-    return [{"b_uuid": e.b_uuid, "billmsec": e.billmsec, "hangup_cause": e.hangup_cause,
-             "estimated": e.estimated, "journalled_at": e.journalled_at.isoformat()} for e in entries]
