@@ -28,18 +28,21 @@ from gevent.event import AsyncResult
 from greenswitch.esl import OutboundSession
 
 from cardd.errors import CallGone, ESLTimeout, ProtocolError
-from cardd.esl.protocol import Event, Frame, FrameParser, encode_command, encode_execute
+from cardd.esl.protocol import Event, Frame, FrameParser, Headers, encode_command, encode_execute
 
 log = logging.getLogger(__name__)
 
-# What cardd subscribes to (captures 14-20): A's and B's legs through
-# `filter Unique-ID`, never myevents (which hides B's billmsec).
-EVENTS = ("CHANNEL_CREATE CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_ANSWER "
-          "CHANNEL_BRIDGE CHANNEL_UNBRIDGE CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE "
-          "CHANNEL_EXECUTE CHANNEL_EXECUTE_COMPLETE CHANNEL_PARK CHANNEL_UNPARK "
-          "CHANNEL_STATE DTMF")
+# What cardd subscribes to: A's and B's legs through `filter Unique-ID`,
+# never myevents (which hides B's billmsec; captures 08b, 14-20). Only the
+# events cardd acts on: the rest (CHANNEL_EXECUTE, CHANNEL_STATE, ...) would
+# double the bytes FreeSWITCH serialises and cardd parses per call.
+EVENTS = "CHANNEL_EXECUTE_COMPLETE CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE DTMF"
 
 _RECV_BYTES = 65536
+
+CHANNEL_DATA_KEPT = ("Unique-ID", "Channel-Name", "Caller-Caller-ID-Number",
+                     "Caller-Caller-ID-Name", "Caller-Destination-Number", "Caller-RDNIS",
+                     "Caller-Network-Addr", "variable_rdnis", "variable_sip_from_user")
 
 
 class EslSession(OutboundSession):
@@ -79,6 +82,9 @@ class EslSession(OutboundSession):
                 parser.feed(data)
                 for frame in parser:
                     self._dispatch(frame)
+                # Drop the last chunk and frame before blocking in recv():
+                # held for the life of a bridged call, they cost ~90 KB each.
+                data = frame = None
         except ProtocolError as exc:
             log.error("[%s] ESL protocol error from FreeSWITCH: %s", self.uuid, exc)
             if self._on_protocol_error:
@@ -140,9 +146,12 @@ class EslSession(OutboundSession):
         frame = self.command("api " + command, timeout=timeout)
         return frame.body.decode("utf-8", "replace")
 
-    def connect(self) -> dict:
+    def connect(self) -> Headers:
         frame = self.command("connect")
-        self.session_data = frame.headers
+        # The connect reply is the whole channel (~150 headers); a call keeps
+        # only what cardd reads, as a bridged call may live for an hour.
+        raw = frame.headers.raw
+        self.session_data = Headers({k: raw[k] for k in CHANNEL_DATA_KEPT if k in raw})
         self._outbound_connected = True
         self._legs.add(self.uuid)
         return frame.headers
