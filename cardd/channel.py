@@ -17,7 +17,7 @@ from cardd.esl.session import EslSession
 
 log = logging.getLogger(__name__)
 
-_SAFE_ARG = re.compile(r"^[^\s'{}\[\],|]*$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 PLAYBACK_TIMEOUT = 600.0
 # Room for a prompt before the digit timers start (pagd's prompt is not timed).
 PROMPT_ALLOWANCE = 120.0
@@ -79,7 +79,10 @@ class Channel:
         return self.session.uuid or ""
 
     def _data(self, name: str, default: str = "") -> str:
-        return self.session.session_data.get(name, default) or default
+        # Caller-supplied (SIP From, Request-URI): control characters such as
+        # a url-encoded NUL are dropped; PostgreSQL text cannot hold NUL.
+        value = self.session.session_data.get(name, default) or default
+        return _CONTROL.sub("", value)
 
     @property
     def cli(self) -> str:

@@ -114,11 +114,7 @@ class CutAt:
     ("play_and_get_digits", 1, "card number"),
     ("play_and_get_digits", 2, "PIN"),
     ("play_and_get_digits", 3, "destination"),
-    pytest.param("playback", 1, "duration announcement, after the reservation", marks=pytest.mark.xfail(
-        strict=True, reason="cardd/ivr/dial.py calls call.flush() before the try/finally that settles "
-                            "NOT_DIALLED: CallGone from the announcement leaves the reservation open, and at "
-                            "its expiry the orphan rule bills it estimated (no B leg, no CDR). Fix: move "
-                            "call.flush() inside the try.")),
+    ("playback", 1, "duration announcement, after the reservation"),
 ])
 def test_a_socket_cut_at_each_step_before_the_bridge_releases_what_was_reserved(
         cardd, demo_data, ledger, app, nth, step):

@@ -178,7 +178,7 @@ def test_daemon_settings_fields_and_defaults_are_the_contract():
         "log_level": "info", "log_format": "text", "sounds_dir": "", "outbound_proxy": "",
         "dial_string": "sofia/external/{number}@{proxy}", "shutdown_grace": 30.0, "esl_reply_timeout": 10.0,
         "reservation_margin": 120, "pool_size": 10, "inbound_esl": "127.0.0.1:8021",
-        "inbound_esl_password": "ClueCon",
+        "inbound_esl_password": "ClueCon", "cdr_listen": "127.0.0.1:8085", "orphan_check_interval": 60.0,
     }
 
 

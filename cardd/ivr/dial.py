@@ -19,6 +19,10 @@ ORIGINATE_TIMEOUT = 60
 _CLI = re.compile(r"^\+?\d{1,20}$")
 _DIALLABLE = re.compile(r"^\+?[0-9*#]{1,32}$")
 
+# Why a grant was refused, as the caller hears it.
+_REFUSALS = {ForbiddenDestination: "destination_forbidden", NoRate: "destination_unavailable",
+             InsufficientFunds: "insufficient_funds", TooManyCalls: "card_in_use"}
+
 # Outcomes that are the callee's doing, told apart for the caller.
 _FAILURE_PROMPTS = {"USER_BUSY": "destination_busy", "NO_ANSWER": "no_answer",
                     "NO_USER_RESPONSE": "no_answer"}
@@ -35,8 +39,6 @@ class CardRefused(Exception):
 def place_call(call: Call, card, number: str) -> bool:
     """Dial `number` for `card`. True when the callee answered."""
     opts = call.options
-    services = call.services
-    ledger = services.ledger
     b_uuid = str(uuidlib.uuid4())
     caller_cli = call.channel.cli
     # Operators' number rules (national -> E.164 and the like) apply before
@@ -49,74 +51,88 @@ def place_call(call: Call, card, number: str) -> bool:
         call.log.warning("translation of %s gave %r: not diallable", number, dialled)
         call.queue("invalid_destination")
         return False
-    if not services.hooks.destination_check(opts.destination_check_script).allowed(
+    if not call.services.hooks.destination_check(opts.destination_check_script).allowed(
             call_uuid=call.channel.uuid, cli=caller_cli, translated_cli=translated_cli,
             cld=number, translated_cld=dialled, username=card.username, original_cli=caller_cli):
         call.log.info("destination %s refused by the destination check", number)
         call.queue("destination_forbidden")
         return False
-    try:
-        grant = ledger.grant(card.id, a_uuid=call.channel.uuid, b_uuid=b_uuid,
-                             destination=number, translated_destination=dialled,
-                             cli=caller_cli, translated_cli=translated_cli,
-                             ignore_connect_fee=opts.ignore_connect_fee,
-                             max_call_duration=opts.max_call_duration,
-                             min_call_duration=opts.min_call_duration,
-                             margin_s=call.services.settings.daemon.reservation_margin)
-    except ForbiddenDestination:
-        call.queue("destination_forbidden")
+    grant = _reserve(call, card, b_uuid, number, dialled, caller_cli, translated_cli)
+    if grant is None:
         return False
-    except NoRate:
-        call.queue("destination_unavailable")
-        return False
-    except InsufficientFunds:
-        call.queue("insufficient_funds")
-        return False
-    except TooManyCalls:
-        call.queue("card_in_use")
-        return False
-    except (CardBlocked, CardExpired) as exc:
-        # Blocked or expired by the operator since the caller identified.
-        raise CardRefused("card_blocked" if isinstance(exc, CardBlocked) else "card_expired") from exc
     call.log.info("dialling %s for %d s (reserved %s)", dialled, grant.duration_s, grant.reserved)
-    if opts.announce_duration:
-        shown = grant.plan_seconds if opts.play_plan_minutes_only and grant.plan_seconds else grant.duration_s
-        # The script changes only what is said; the hangup timer stays the grant.
-        shown = services.hooks.duration_script(opts.duration_script).announced(
-            call_uuid=call.channel.uuid, username=card.username, balance=grant.available,
-            cli=caller_cli, cld=number, max_duration_s=shown, tariff_id=card.tariff_id,
-            translated_cli=translated_cli, translated_cld=dialled)
-        call.queue(*speech.talk_time_ids(shown, call.lang, no_seconds=opts.no_seconds_in_duration,
-                                         no_hours=opts.no_hours_in_duration))
-    call.flush()
     outcome = None
     try:
+        # From the reservation on, whatever happens ends in `finally`.
+        _announce_duration(call, card, grant, number, dialled, translated_cli)
+        call.flush()
         outcome = call.channel.bridge(
             _endpoint(call, dialled), leg_uuid=b_uuid,
             variables=_leg_variables(call, _outgoing_cli(call, card), grant.duration_s),
             ringback=None if opts.early_media else RINGBACK,
             max_seconds=grant.duration_s, originate_timeout=ORIGINATE_TIMEOUT)
     finally:
-        # Through the journal: with the database away the settlement is kept
-        # on disk and replayed later (cdr None), and the caller goes on.
-        settle = services.journal.settle if services.journal is not None else ledger.settle
-        if outcome is None and call.channel.dialled_leg != b_uuid:
-            # Nothing was dialled (the caller hung up first): nothing to pay.
-            settle(b_uuid, billmsec=0, hangup_cause="NOT_DIALLED")
-        # With a bridge sent but no outcome (the socket died mid-bridge) the
-        # reservation stays open for the orphan check: never silently released.
-        if outcome is not None:
-            billmsec = outcome.billmsec if outcome.billmsec is not None else outcome.fallback_msec
-            cdr = settle(b_uuid, billmsec=billmsec if outcome.answered else 0,
-                         hangup_cause=outcome.cause)
-            if cdr is not None:
-                services.metrics.billed_seconds.labels(cdr.currency).inc(cdr.billed_seconds)
-                services.metrics.revenue.labels(cdr.currency).inc(float(cdr.cost))
-    services.metrics.bridges.labels("answered" if outcome.answered else "failed").inc()
+        _settle(call, b_uuid, outcome)
+    call.services.metrics.bridges.labels("answered" if outcome.answered else "failed").inc()
     call.log.info("attempt %s ended %s (billmsec %s)", b_uuid, outcome.cause, outcome.billmsec)
     if not outcome.answered and not call.channel.hung_up:
         call.queue(_FAILURE_PROMPTS.get(outcome.cause, "call_failed"))
     return outcome.answered
+
+
+def _reserve(call: Call, card, b_uuid: str, number: str, dialled: str, caller_cli: str,
+             translated_cli: str):
+    """The grant (rate, duration, reservation), or None with the reason queued."""
+    opts = call.options
+    try:
+        return call.services.ledger.grant(
+            card.id, a_uuid=call.channel.uuid, b_uuid=b_uuid,
+            destination=number, translated_destination=dialled,
+            cli=caller_cli, translated_cli=translated_cli,
+            ignore_connect_fee=opts.ignore_connect_fee,
+            max_call_duration=opts.max_call_duration,
+            min_call_duration=opts.min_call_duration,
+            margin_s=call.services.settings.daemon.reservation_margin)
+    except (CardBlocked, CardExpired) as exc:
+        # Blocked or expired by the operator since the caller identified.
+        raise CardRefused("card_blocked" if isinstance(exc, CardBlocked) else "card_expired") from exc
+    except tuple(_REFUSALS) as exc:
+        call.queue(_REFUSALS[type(exc)])
+        return None
+
+
+def _announce_duration(call: Call, card, grant, number: str, dialled: str,
+                       translated_cli: str) -> None:
+    opts = call.options
+    if not opts.announce_duration:
+        return
+    shown = grant.plan_seconds if opts.play_plan_minutes_only and grant.plan_seconds else grant.duration_s
+    # The script changes only what is said; the hangup timer stays the grant.
+    shown = call.services.hooks.duration_script(opts.duration_script).announced(
+        call_uuid=call.channel.uuid, username=card.username, balance=grant.available,
+        cli=call.channel.cli, cld=number, max_duration_s=shown, tariff_id=card.tariff_id,
+        translated_cli=translated_cli, translated_cld=dialled)
+    call.queue(*speech.talk_time_ids(shown, call.lang, no_seconds=opts.no_seconds_in_duration,
+                                     no_hours=opts.no_hours_in_duration))
+
+
+def _settle(call: Call, b_uuid: str, outcome) -> None:
+    """Bill the attempt, through the journal: with the database away the
+    settlement is kept on disk and replayed later (cdr None)."""
+    services = call.services
+    settle = services.journal.settle if services.journal is not None else services.ledger.settle
+    if outcome is None:
+        if call.channel.dialled_leg != b_uuid:
+            # Nothing was dialled (the caller left first): nothing to pay.
+            settle(b_uuid, billmsec=0, hangup_cause="NOT_DIALLED")
+        # A bridge was sent but its outcome is unknown (the socket died): the
+        # reservation stays open for the orphan check, never silently released.
+        return
+    billmsec = outcome.billmsec if outcome.billmsec is not None else outcome.fallback_msec
+    cdr = settle(b_uuid, billmsec=billmsec if outcome.answered else 0, hangup_cause=outcome.cause)
+    if cdr is not None:
+        services.metrics.billed_seconds.labels(cdr.currency).inc(cdr.billed_seconds)
+        services.metrics.revenue.labels(cdr.currency).inc(float(cdr.cost))
 
 
 def _outgoing_cli(call: Call, card) -> str:
