@@ -283,3 +283,20 @@ def test_rate_import_from_standard_input(dsn, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "1 rates imported from standard input" in done.stdout
     assert list(rates_of(dsn, "std")) == ["44"]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_is_drawn_when_stderr_is_a_terminal(cardd, tmp_path, monkeypatch, capsys):
+    assert cardd("tariff", "add", "big", "--currency", "USD") == 0
+    path = big_csv(tmp_path / "rates.csv", 30_000)   # > 1 MB: the bar moves during the copy too
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    assert cardd("rate", "import", str(path), "--tariff", "big") == 0
+    assert "30000 rates imported" in capsys.readouterr().out   # the count line: stdout, always
+    drawn = terminal.getvalue()
+    assert "100.0%" in drawn and "[##############################]" in drawn
+    assert "\r" + " " * 54 + "\r" in drawn   # the bar is wiped before the count line
