@@ -353,3 +353,28 @@ def test_a_flood_of_star_and_pound_costs_one_attempt_and_leaves_nothing_for_the_
     assert heard.count("invalid_card_number") == 2
     assert ("flush_dtmf", "") in t.apps
     assert len(t.bridges) == 1
+
+
+def test_a_caller_who_knows_the_drill_types_over_the_prompts_and_loses_nothing(cardd, demo_data, ledger):
+    # Each entry typed half a second into its question, over the welcome,
+    # the PIN prompt and the balance sentence (capture 18: barge-in).
+    caller = Caller(digits=[demo_data.card_number + "#", demo_data.pin + "#", UK_MOBILE + "#"],
+                    type_after=0.5, destination="cc.noredial")
+    t = cardd.call(caller, Callee(talk=31))
+    heard = cardd.heard(t)
+    assert "enter_card_number" not in heard      # cut short by the first key
+    assert heard[:3] == ["welcome", "enter_pin", "you_have"]
+    assert len(t.bridges) == 1
+    assert balance(ledger, demo_data) == Decimal("9.86400")
+
+
+def test_double_hash_while_the_callee_rings_cancels_it_and_costs_nothing(cardd, demo_data, ledger):
+    caller = card_caller(demo_data, UK_MOBILE + "#", bridge_digits=[(1.0, "##")])
+    t = cardd.call(caller, Callee(answer_after=5.0, talk=30))
+    assert not t.bridges[0].answered
+    heard = cardd.heard(t)
+    after_bridge = heard[heard.index("you_can_talk_for"):]
+    assert "enter_destination" in after_bridge   # back at the destination prompt
+    (cdr,) = ledger.cdrs_for(demo_data.card_id)
+    assert (cdr.billed_seconds, cdr.cost) == (0, Decimal("0"))
+    assert balance(ledger, demo_data) == Decimal("10.00000")
