@@ -5,8 +5,9 @@
 Without --dsn it runs an embedded PostgreSQL in a temporary directory. Each
 import is a real `python -m cardd ... rate import` process (so the time
 includes interpreter start, connecting and the migration check), timed on the
-wall clock: a merge into an empty tariff, a merge over the same rows (every
-row an update), and a replace. Figures are printed, never asserted.
+wall clock: a merge into an empty tariff, the same file again (nothing
+changed), a file with every price changed (merge), and a replace by a file
+half of whose prefixes are new. Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ import psycopg  # noqa: E402
 from cardd.db import EmbeddedServer, migrate_conn  # noqa: E402
 
 
-def write_csv(path: Path, rows: int, seed: int = 7) -> None:
+def write_csv(path: Path, rows: int, seed: int = 7, first: int = 10_000_000) -> None:
+    """`rows` distinct 8-digit prefixes from `first` on; prices drawn from `seed`."""
     rng = random.Random(seed)
     with open(path, "w", newline="") as f:
         f.write("prefix,description,price_1,interval_1,price_n,interval_n,connect_fee,free_seconds,grace\n")
         for i in range(rows):
-            price = f"0.{rng.randint(0, 99999):05d}"
-            f.write(f"{10_000_000 + i},Zone {i % 997},{price},60,{price},6,0.01000,0,3\n")
+            price = f"0.{rng.randint(1, 99999):05d}"
+            f.write(f"{first + i},Zone {i % 997},{price},60,{price},6,0.01000,0,3\n")
 
 
 def run_import(config: Path, csv_path: Path, mode: str) -> tuple[float, str]:
@@ -69,16 +71,21 @@ def main() -> None:
             config = tmpdir / "cardd.yaml"
             config.write_text(f"daemon:\n  dsn: \"{dsn}\"\n  log_level: warning\n")
             csv_path = tmpdir / "rates.csv"
+            repriced = tmpdir / "repriced.csv"
+            shifted = tmpdir / "shifted.csv"
             t0 = time.monotonic()
             write_csv(csv_path, args.rows)
+            write_csv(repriced, args.rows, seed=8)
+            write_csv(shifted, args.rows, seed=9, first=10_000_000 + args.rows // 2)
             size_mb = csv_path.stat().st_size / 1e6
             print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}")
-            print(f"CSV: {args.rows:,} rows, {size_mb:.1f} MB (generated in {time.monotonic() - t0:.1f} s)")
+            print(f"CSV: {args.rows:,} rows per file, {size_mb:.1f} MB (generated in {time.monotonic() - t0:.1f} s)")
             print(f"{'import':<34} {'seconds':>8} {'rows/s':>10}")
-            for label, mode in (("merge into an empty tariff", "merge"),
-                                ("merge, every row an update", "merge"),
-                                ("replace (delete + insert)", "replace")):
-                seconds, line = run_import(config, csv_path, mode)
+            for label, path, mode in (("merge into an empty tariff", csv_path, "merge"),
+                                      ("same file again (unchanged)", csv_path, "merge"),
+                                      ("merge, every price changed", repriced, "merge"),
+                                      ("replace, half the prefixes new", shifted, "replace")):
+                seconds, line = run_import(config, path, mode)
                 print(f"{label:<34} {seconds:>8.1f} {args.rows / seconds:>10,.0f}   [{line}]")
         finally:
             if server is not None:

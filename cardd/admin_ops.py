@@ -246,7 +246,7 @@ _RATE_FIELDS = "price_1, interval_1, price_n, interval_n, connect_fee, free_seco
 _ROW = "({0}.price_1, {0}.interval_1, {0}.price_n, {0}.interval_n, {0}.connect_fee, {0}.free_seconds, {0}.grace, {0}.forbidden)"
 # Rows whose prefix is in the file with other values. They are deleted and
 # inserted again rather than UPDATEd: in PostgreSQL an UPDATE writes a new row
-# version and index entries too, and measured slower (26 s against 16 s for a
+# version and index entries too, and measured slower (26 s against 19 s for a
 # million changed rows). The changed rate gets a new id; nothing references
 # rate ids (reservations and CDRs copy the rate).
 _DELETE_CHANGED = (
