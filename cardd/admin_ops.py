@@ -555,6 +555,8 @@ def run_rate_lookup(args: argparse.Namespace, settings: Any) -> int:
                 tid, currency = catalog.tariff_id(conn, tariff_name)
             except catalog.CatalogError as exc:
                 return _refused(str(exc))
+            if args.card is not None and currency != card.currency:
+                return _refused(f"card {card.username} is in {card.currency}, tariff {tariff_name} in {currency}")
             rate = find_rate(conn, tid, args.number)
     print(f"number        {args.number}")
     print(f"tariff        {tariff_name} ({currency})")

@@ -15,6 +15,7 @@ from cardd.billing.journal import SettlementJournal, journal_path
 from cardd.billing.ledger import Ledger
 from cardd.cdr_http import CdrEndpoint, CdrStore
 from cardd.db import Database
+from cardd import logs
 from cardd.demo import ensure_demo_data
 from cardd.hooks import ScriptHooks
 from cardd.ivr import session as ivr
@@ -135,7 +136,9 @@ class Daemon:
         uuid = channel.uuid
         self.live_calls.add(uuid)
         try:
-            flow(channel)
+            # every log line of this call's greenlet carries its UUID (cardd/logs.py)
+            with logs.call_context(uuid):
+                flow(channel)
         finally:
             self.live_calls.discard(uuid)
 

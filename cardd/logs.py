@@ -13,7 +13,9 @@
 Every line of a call carries its UUID: cardd.ivr.call.CallLog prefixes each
 message with "[<uuid>] "; both formatters lift that prefix into a
 `call_uuid` field. A record may also carry it as an attribute
-(`log.info(..., extra={"call_uuid": u})`).
+(`log.info(..., extra={"call_uuid": u})`), and any other line logged while
+a call's flow runs (the ledger's, the hooks') gets the UUID the daemon set
+with `call_context()` (a context variable: each greenlet has its own).
 
 Logs go to stderr: stdout belongs to commands' output (`cardd cdr export`
 writes CSV there), and systemd sends both to the journal.
@@ -21,12 +23,14 @@ writes CSV there), and systemd sends both to the journal.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import sys
 import time
-from typing import IO, Any
+from contextvars import ContextVar
+from typing import IO, Any, Iterator
 
 # The CallLog prefix. Only a UUID-shaped token is lifted, so a message that
 # merely starts with something in brackets is left alone.
@@ -36,6 +40,18 @@ _CALL_PREFIX = re.compile(
 _NEEDS_QUOTES = re.compile(r'[\s"=\\]')
 
 FORMATS = ("text", "json")
+
+_current_call: ContextVar[str | None] = ContextVar("cardd_call_uuid", default=None)
+
+
+@contextlib.contextmanager
+def call_context(call_uuid: str) -> Iterator[None]:
+    """Lines logged inside (in this greenlet) carry `call_uuid`."""
+    token = _current_call.set(call_uuid)
+    try:
+        yield
+    finally:
+        _current_call.reset(token)
 
 
 def iso_time(created: float) -> str:
@@ -52,8 +68,9 @@ def split_call_uuid(record: logging.LogRecord) -> tuple[str | None, str]:
     m = _CALL_PREFIX.match(message)
     if m:
         message = message[m.end():]
-        if not found:
-            found = m.group(1)
+        found = found or m.group(1)
+    # Formatting runs in the logging greenlet, so the context is the call's own.
+    found = found or _current_call.get()
     return (str(found) if found else None), message
 
 

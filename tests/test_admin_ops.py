@@ -180,6 +180,9 @@ def test_rate_lookup_shows_the_longest_prefix_and_the_max_duration(cardd, dsn, c
     assert "credit        10.00000 USD (card 1234567890, available)" in out
     assert f"max duration  {max_duration(rate44, Decimal('10'))} s" in out
 
+    assert cardd("tariff", "add", "euro", "--currency", "EUR") == 0
+    assert cardd("rate", "lookup", "4412345", "--tariff", "euro", "--card", demo.card_number) == 2
+    assert "card 1234567890 is in USD, tariff euro in EUR" in capsys.readouterr().err
     assert cardd("rate", "lookup", "449012", "--tariff", demo.tariff, "--balance", "5") == 0
     assert "FORBIDDEN" in capsys.readouterr().out
     assert cardd("rate", "lookup", "3312345", "--tariff", demo.tariff) == 1

@@ -107,3 +107,44 @@ def test_a_cardd_process_with_log_format_json_writes_json_lines(dsn, tmp_path):
     assert any(r["msg"].startswith("rate import: tariff t, 1 rows") for r in records)
     # every stderr line of the process is JSON (the count line is on stdout)
     assert all(line.startswith("{") for line in done.stderr.splitlines())
+
+
+def test_lines_logged_inside_a_call_context_carry_its_uuid_per_greenlet(restore_logging):
+    import gevent
+
+    stream = capture("json")
+    ledger_log = logging.getLogger("cardd.billing.ledger")
+
+    def call(call_uuid: str) -> None:
+        with logs.call_context(call_uuid):
+            ledger_log.info("grant for %s", call_uuid)
+            gevent.sleep(0.01)   # the other call's greenlet runs meanwhile
+            ledger_log.info("settle for %s", call_uuid)
+        ledger_log.info("after the call")
+
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    gevent.joinall([gevent.spawn(call, a), gevent.spawn(call, b)])
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    inside = [r for r in records if r["msg"] != "after the call"]
+    assert len(inside) == 4
+    assert all(r["msg"].endswith(r["call_uuid"]) for r in inside)
+    assert all("call_uuid" not in r for r in records if r["msg"] == "after the call")
+
+
+def test_every_line_of_a_real_call_carries_its_uuid_in_json(cardd, demo_data, restore_logging):
+    from cardd.sim import Callee, Caller
+
+    stream = capture("json")
+    caller = Caller(cli="15555550100", destination="cc",
+                    digits=[demo_data.card_number + "#", demo_data.pin + "#", "447700900123#"])
+    transcript = cardd.call(caller, Callee(talk=31))
+    assert transcript.bridges
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    grant = [r for r in records if r["logger"] == "cardd.billing.ledger" and r["msg"].startswith("grant ")]
+    assert len(grant) == 1
+    call_uuid = transcript.a_uuid
+    assert call_uuid and grant[0]["call_uuid"] == call_uuid
+    # the ledger's own lines, without any prefix, are tagged with the call they belong to
+    for r in records:
+        if r["logger"].startswith("cardd.billing") or r["logger"].startswith("cardd.ivr"):
+            assert r.get("call_uuid") == call_uuid, r
