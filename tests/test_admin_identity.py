@@ -186,4 +186,4 @@ def test_a_plain_pin_opens_the_card_once_and_is_hashed_right_away(cardd, databas
     with database.pool.connection() as conn:
         conn.execute("UPDATE accounts SET pin_hash = 'plain$4321' WHERE id = %s", (demo_data.card_id,))
     t = cardd.call(Caller(digits=[demo_data.card_number + "#", "4322#"], type_after=6))
-    assert "wrong_pin" in cardd.heard(t)
+    assert "invalid_card_or_pin" in cardd.heard(t)

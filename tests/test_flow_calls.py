@@ -91,11 +91,13 @@ def test_london_prefix_beats_the_uk_prefix(cardd, demo_data, ledger):
 
 # -- identification -------------------------------------------------------------
 
-def test_unknown_card_number_gets_the_invalid_prompt_and_three_tries(cardd, demo_data):
-    caller = Caller(digits=["1111111111#", "2222222222#", "3333333333#"], type_after=6)
+def test_unknown_card_number_is_asked_its_pin_and_gets_three_tries(cardd, demo_data):
+    caller = Caller(digits=["1111111111#", "1234#", "2222222222#", "1234#", "3333333333#", "1234#"],
+                    type_after=6)
     t = cardd.call(caller)
     heard = cardd.heard(t)
-    assert heard.count("invalid_card_number") == 3
+    assert heard.count("enter_pin") == 3
+    assert heard.count("invalid_card_or_pin") == 3
     assert heard[-2:] == ["too_many_attempts", "goodbye"]
     assert bridge_args(t) == []
     assert cardd.metric("cardd_auth_failures_total", reason="unknown") == 3
@@ -104,8 +106,16 @@ def test_unknown_card_number_gets_the_invalid_prompt_and_three_tries(cardd, demo
 def test_wrong_pin_is_refused_and_counted(cardd, demo_data):
     caller = Caller(digits=[demo_data.card_number + "#", "9999#"] * 3, type_after=6)
     t = cardd.call(caller)
-    assert cardd.heard(t).count("wrong_pin") == 3
+    assert cardd.heard(t).count("invalid_card_or_pin") == 3
     assert cardd.metric("cardd_auth_failures_total", reason="wrong_pin") == 3
+
+
+def test_a_wrong_number_and_a_wrong_pin_sound_alike(cardd, demo_data):
+    """A guesser cannot tell real card numbers from the prompts: both are
+    asked for a PIN and refused with the same words."""
+    unknown = cardd.call(Caller(digits=["1111111111#", "4321#"], type_after=6))
+    wrong_pin = cardd.call(Caller(digits=[demo_data.card_number + "#", "9999#"], type_after=6))
+    assert cardd.heard(unknown) == cardd.heard(wrong_pin)
 
 
 def test_garbage_entries_get_the_invalid_prompt_and_use_up_attempts(cardd, demo_data):
@@ -127,7 +137,8 @@ def test_silence_ends_the_call_after_the_input_timeouts(cardd, demo_data):
 def test_blocked_card_hears_card_blocked(cardd, database, demo_data):
     catalog.create_card(database.pool, "5550001111", tariff=demo_data.tariff, currency="USD",
                         pin="1111", balance="5", status="blocked")
-    t = cardd.call(Caller(digits=["5550001111#"], type_after=6))
+    t = cardd.call(Caller(digits=["5550001111#", "1111#"], type_after=6))
+    # said only to a caller who proved the PIN
     assert cardd.heard(t)[-2:] == ["card_blocked", "goodbye"]
 
 
@@ -143,8 +154,8 @@ def test_word_pin_identifies_by_number_alone(cardd_with, database, demo_data, tm
 def test_card_without_pin_is_refused_when_empty_pins_are_not_allowed(cardd_with, database, demo_data, tmp_path):
     catalog.create_card(database.pool, "5550002222", tariff=demo_data.tariff, currency="USD", balance="5")
     running = cardd_with(database, "calling_card:\n  allow_empty_pin: false\n", tmp_path=tmp_path)
-    t = running.call(Caller(digits=["5550002222#"] * 3, type_after=6))
-    assert running.heard(t).count("invalid_card_number") == 3
+    t = running.call(Caller(digits=["5550002222#", "#"] * 3, type_after=6))
+    assert running.heard(t).count("invalid_card_or_pin") == 3
 
 
 def test_card_below_minimum_balance_hears_wrong_card_or_no_balance(cardd_with, database, demo_data, tmp_path):

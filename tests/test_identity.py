@@ -101,8 +101,8 @@ def test_voip_login_is_the_card_number(cardd_with, database, demo_data, tmp_path
     heard = running.heard(t)
     assert identified(heard) and heard[heard.index("you_have") + 1] == "num_3"
     # the username no longer works as the card number
-    t = running.call(Caller(digits=["5550003333#"], type_after=6))
-    assert "invalid_card_number" in running.heard(t)
+    t = running.call(Caller(digits=["5550003333#", "2468#"], type_after=6))
+    assert "invalid_card_or_pin" in running.heard(t)
 
 
 def test_below_balance_threshold_the_card_number_is_asked_despite_the_cli(cardd_with, database, demo_data,
@@ -158,10 +158,10 @@ def test_auto_registration_never_stores_anonymous_short_or_non_numeric_clis(card
 def test_wrong_card_numbers_in_a_row_blacklist_the_cli(cardd_with, database, demo_data, tmp_path):
     running = cardd_with(database, yaml(blacklist="true", blacklist_attempts=3, card_entry_attempts=5),
                          tmp_path=tmp_path)
-    t = running.call(Caller(cli=CLI, digits=["11111#", "22222#", "33333#", demo_data.card_number + "#"],
-                            type_after=6))
+    t = running.call(Caller(cli=CLI, digits=["11111#", "1#", "22222#", "1#", "33333#", "1#",
+                                             demo_data.card_number + "#"], type_after=6))
     heard = running.heard(t)
-    assert heard.count("invalid_card_number") == 2 and heard[-2:] == ["cli_blacklisted", "goodbye"]
+    assert heard.count("invalid_card_or_pin") == 2 and heard[-2:] == ["cli_blacklisted", "goodbye"]
     (entry,) = identity.blacklist_entries(database.pool)
     assert (entry.cli, entry.blocked, entry.failed_attempts) == (CLI, True, 3)
     # the next call is refused before anything else, even with the right card
@@ -193,9 +193,9 @@ def test_blacklist_off_never_refuses(cardd, database, demo_data):
 
 def test_wrong_entries_from_one_cli_are_throttled_across_calls(cardd, database, demo_data, monkeypatch):
     monkeypatch.setattr(identity, "THROTTLE_PER_CLI", 4)
-    t = cardd.call(Caller(cli=CLI, digits=["11111#", "22222#", "33333#"], type_after=6))
-    assert cardd.heard(t).count("invalid_card_number") == 3
-    t = cardd.call(Caller(cli=CLI, digits=["44444#", demo_data.card_number + "#", "4321#"], type_after=6))
+    t = cardd.call(Caller(cli=CLI, digits=["11111#", "1#", "22222#", "1#", "33333#", "1#"], type_after=6))
+    assert cardd.heard(t).count("invalid_card_or_pin") == 3
+    t = cardd.call(Caller(cli=CLI, digits=["44444#", "1#", demo_data.card_number + "#", "4321#"], type_after=6))
     heard = cardd.heard(t)
     assert heard.count("enter_card_number") == 1 and heard[-2:] == ["too_many_attempts", "goodbye"]
     t = cardd.call(Caller(cli=CLI, digits=[demo_data.card_number + "#", "4321#"], type_after=6))
@@ -276,8 +276,9 @@ def test_own_accounts_only_admits_only_the_instance_customers_cards(cardd_with, 
                         balance="2", customer_id=acme)
     running = cardd_with(database, "instances:\n  cc:\n    customer: acme\n    own_accounts_only: true\n",
                          tmp_path=tmp_path)
-    t = running.call(Caller(digits=[demo_data.card_number + "#"], type_after=6))
-    assert running.heard(t)[:3] == ["welcome", "enter_card_number", "invalid_card_number"]
+    # another customer's card, even with its right PIN, sounds like a wrong number
+    t = running.call(Caller(digits=[demo_data.card_number + "#", demo_data.pin + "#"], type_after=6))
+    assert running.heard(t)[:4] == ["welcome", "enter_card_number", "enter_pin", "invalid_card_or_pin"]
     t = running.call(Caller(digits=["5550006666#", "1357#"], type_after=6))
     assert identified(running.heard(t))
 
@@ -291,7 +292,7 @@ def test_own_accounts_only_takes_the_instance_name_as_customer(cardd_with, datab
     t = running.call(Caller(destination="shop", digits=["5550007777#"], type_after=6))
     assert identified(running.heard(t))
     t = running.call(Caller(destination="other", digits=["5550007777#"], type_after=6))
-    assert "invalid_card_number" in running.heard(t)
+    assert "invalid_card_or_pin" in running.heard(t)
 
 
 # -- card life cycle --------------------------------------------------------------------------------
@@ -299,7 +300,7 @@ def test_own_accounts_only_takes_the_instance_name_as_customer(cardd_with, datab
 def test_an_expired_card_hears_its_own_prompt(cardd, database, demo_data):
     catalog.create_card(database.pool, "5550008881", tariff=demo_data.tariff, currency="USD", pin="1111",
                         balance="5", expires_at=datetime.now(timezone.utc) - timedelta(minutes=1))
-    t = cardd.call(Caller(digits=["5550008881#"], type_after=6))
+    t = cardd.call(Caller(digits=["5550008881#", "1111#"], type_after=6))
     assert cardd.heard(t)[-2:] == ["card_expired", "goodbye"]
 
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import gevent
+
 from cardd import prompts
 from cardd.billing import identity
+from cardd.billing.pins import check_pin, hash_pin
 from cardd.ivr import cli_registration
 from cardd.ivr.call import Call
 
@@ -133,9 +136,10 @@ def _by_entry(call: Call, timeouts: InputTimeouts):
             call.queue(wrong_card)
             continue
         card = _find(call, entry.digits)
-        refusal = refusal_of(call, card)
-        if refusal is None and not opts.use_word_pin:
-            refusal = _check_pin(call, card, timeouts)
+        if opts.use_word_pin:
+            refusal = refusal_of(call, card)
+        else:
+            refusal = _number_and_pin(call, card, timeouts)
         if refusal is None:
             call.log.info("card %s identified", _masked(entry.digits))
             if opts.blacklist and cli:
@@ -152,7 +156,10 @@ def _by_entry(call: Call, timeouts: InputTimeouts):
             return None
         if refusal == "unknown" and _wrong_card_number(call, entry.digits):
             return None
-        call.queue(_refusal_prompt(call, refusal))
+        if not opts.use_word_pin and refusal in ("unknown", "wrong_pin"):
+            call.queue("invalid_card_or_pin")  # the same words for both: see _number_and_pin
+        else:
+            call.queue(_refusal_prompt(call, refusal))
     call.goodbye("too_many_attempts")
     return None
 
@@ -230,15 +237,32 @@ def _below_threshold(call: Call, card) -> bool:
     return call.services.ledger.available_credit(card.id) < threshold.amount
 
 
+def _number_and_pin(call: Call, card, timeouts: InputTimeouts) -> str | None:
+    """Card number then PIN. The PIN is asked whether or not the number is a
+    card, checked at the same cost, and a wrong number sounds like a wrong
+    PIN: neither the prompts nor their timing tell a guesser which numbers
+    are real. Only a caller who typed the right PIN hears why a card cannot
+    be used (blocked, expired, low balance)."""
+    if card is not None and not card.has_pin:
+        if call.options.allow_empty_pin:
+            return refusal_of(call, card)  # the number alone is the card
+        card = None  # unusable without a PIN: it sounds like any wrong number
+    result = _check_pin(call, card, timeouts)
+    if result is not None:
+        return result
+    return refusal_of(call, card)
+
+
 def _check_pin(call: Call, card, timeouts: InputTimeouts) -> str | None:
-    """None when the caller typed the card's PIN; else why not ("wrong_pin",
-    "timeout", "throttled" — the last two have ended the call or will)."""
-    if not card.has_pin:
+    """None when the caller typed the card's PIN; else why not ("unknown" for
+    no card, "wrong_pin", "timeout", "throttled" — the last two have ended
+    the call or will)."""
+    if card is not None and not card.has_pin:
         return None  # allowed by allow_empty_pin, checked above
     pool = call.services.ledger.pool
     # Checked before the PIN is heard: during a lock-out even the right PIN
     # fails, or the lock-out would still let a guesser find it.
-    if identity.throttled(pool, cli=call.channel.cli, card_id=card.id):
+    if identity.throttled(pool, cli=call.channel.cli, card_id=card.id if card else None):
         _throttled(call, "card")
         return "throttled"
     while True:
@@ -248,10 +272,24 @@ def _check_pin(call: Call, card, timeouts: InputTimeouts) -> str | None:
             if timeouts.silent():
                 return "timeout"
             continue
+        if card is None:
+            _as_costly_as_a_pin_check(entry.digits or "")
+            return "unknown"  # counted by the caller as a wrong card number
         if entry.digits is not None and pin_matches(call, card, entry.digits):
             return None
         identity.record_failure(pool, cli=call.channel.cli, card_id=card.id)
         return "wrong_pin"
+
+
+_DECOY_HASH: list[str] = []
+
+
+def _as_costly_as_a_pin_check(pin: str) -> None:
+    """A PIN check against a decoy hash, so a number that is no card takes
+    as long to refuse as a wrong PIN."""
+    if not _DECOY_HASH:
+        _DECOY_HASH.append(hash_pin("0000"))
+    gevent.get_hub().threadpool.apply(check_pin, (pin, _DECOY_HASH[0]))
 
 
 def pin_matches(call: Call, card, pin: str) -> bool:
