@@ -101,6 +101,7 @@ def test_unknown_card_number_is_asked_its_pin_and_gets_three_tries(cardd, demo_d
     assert heard[-2:] == ["too_many_attempts", "goodbye"]
     assert bridge_args(t) == []
     assert cardd.metric("cardd_auth_failures_total", reason="unknown") == 3
+    assert cardd.metric("cardd_ivr_step_seconds_count", step="identify") == 1
 
 
 def test_wrong_pin_is_refused_and_counted(cardd, demo_data):

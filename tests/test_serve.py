@@ -64,8 +64,13 @@ def served(tmp_path):
         time.sleep(0.1)
     yield Served(proc, port, config, log)
     if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+        # SIGTERM first: cardd then stops its embedded PostgreSQL too.
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def test_serve_logs_ready_with_its_addresses_and_takes_a_call(served):

@@ -27,7 +27,9 @@ def run(channel: Channel, services: Services) -> None:
             outcome = "blacklisted"
         else:
             # Greetings and the language menu set call.lang; None: the call ended there.
-            outcome = "no_language" if greet(call, languages) is None else _serve(call)
+            with services.metrics.step("greeting"):
+                chosen = greet(call, languages)
+            outcome = "no_language" if chosen is None else _serve(call)
     except _SessionOver:
         outcome = "card_refused"
     except CallGone:
@@ -75,8 +77,9 @@ def _serve(call: Call) -> str:
     opts = call.options
     call.queue("welcome")
     timeouts = InputTimeouts(call)
-    smart = smartdial.identify(call)
-    card, first_number = smart if smart else (identify(call, timeouts), None)
+    with call.services.metrics.step("identify"):
+        smart = smartdial.identify(call)
+        card, first_number = smart if smart else (identify(call, timeouts), None)
     if card is None:
         return "auth_failed"
     if opts.topup_only:
@@ -92,7 +95,8 @@ def _serve(call: Call) -> str:
         if first_number is not None:
             entry, first_number = _Entered(first_number), None
         else:
-            entry = ask_destination(call)
+            with call.services.metrics.step("destination"):
+                entry = ask_destination(call)
             # Menu extensions (service codes) work even under nodial.
             action = menu.dispatch(call, card, entry.digits, timeouts) if entry.digits else None
             if action is not None:
