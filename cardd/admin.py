@@ -125,7 +125,8 @@ def add_parsers(subparsers: Any) -> None:
 
 
 @contextlib.contextmanager
-def _database(settings: Any) -> Iterator[Database]:
+def operator_database(settings: Any) -> Iterator[Database]:
+    """The database for one operator command, migrated (works on a fresh machine)."""
     db = Database(settings.daemon.dsn, settings.daemon.data_dir, pool_size=2)
     try:
         db.migrate()
@@ -134,29 +135,30 @@ def _database(settings: Any) -> Iterator[Database]:
         db.close()
 
 
-def _refused(message: str) -> int:
+def refuse(message: object) -> int:
+    """An operator command's refusal: one `cardd: …` line, exit status 2."""
     print(f"cardd: {message}", file=sys.stderr)
     return 2
 
 
 def run_db_migrate(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         print(f"schema at version {db.schema_version()}")
     return 0
 
 
 def run_tariff_add(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         try:
             tid = catalog.create_tariff(db.pool, args.name, args.currency)
         except catalog.CatalogError as exc:
-            return _refused(str(exc))
+            return refuse(str(exc))
     print(f"tariff {args.name} ({args.currency}) created, id {tid}")
     return 0
 
 
 def run_tariff_list(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db, db.pool.connection() as conn:
+    with operator_database(settings) as db, db.pool.connection() as conn:
         rows = conn.execute(
             "SELECT t.name, t.currency, count(r.id) FROM tariffs t LEFT JOIN rates r ON r.tariff_id = t.id"
             " GROUP BY t.id ORDER BY t.name"
@@ -167,7 +169,7 @@ def run_tariff_list(args: argparse.Namespace, settings: Any) -> int:
 
 
 def run_rate_add(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         try:
             catalog.add_rate(
                 db.pool, args.tariff, args.prefix, price_1=args.price_1, interval_1=args.interval_1,
@@ -176,7 +178,7 @@ def run_rate_add(args: argparse.Namespace, settings: Any) -> int:
                 replace=args.replace,
             )
         except catalog.CatalogError as exc:
-            return _refused(str(exc))
+            return refuse(str(exc))
     print(f"rate {args.prefix or '(default)'} in tariff {args.tariff}: {args.price_1}/min"
           f" {args.interval_1}s then {args.price_n}/min {args.interval_n}s"
           + (" FORBIDDEN" if args.forbidden else ""))
@@ -184,10 +186,10 @@ def run_rate_add(args: argparse.Namespace, settings: Any) -> int:
 
 
 def run_rate_list(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db, db.pool.connection() as conn:
+    with operator_database(settings) as db, db.pool.connection() as conn:
         found = conn.execute("SELECT id FROM tariffs WHERE name = %s", (args.tariff,)).fetchone()
         if found is None:
-            return _refused(f"unknown tariff {args.tariff!r}")
+            return refuse(f"unknown tariff {args.tariff!r}")
         rows = conn.execute(
             "SELECT prefix, price_1, interval_1, price_n, interval_n, connect_fee, free_seconds, grace, forbidden"
             "  FROM rates WHERE tariff_id = %s ORDER BY prefix",
@@ -201,25 +203,25 @@ def run_rate_list(args: argparse.Namespace, settings: Any) -> int:
 
 def run_card_add(args: argparse.Namespace, settings: Any) -> int:
     if args.pin and not args.pin.isdigit():
-        return _refused(f"a PIN is digits only, got {args.pin!r}")
-    with _database(settings) as db:
+        return refuse(f"a PIN is digits only, got {args.pin!r}")
+    with operator_database(settings) as db:
         try:
             cid = catalog.create_card(
                 db.pool, args.number, tariff=args.tariff, currency=args.currency, pin=args.pin,
                 balance=args.balance, authname=args.authname, max_concurrent_calls=args.max_calls,
             )
         except catalog.CatalogError as exc:
-            return _refused(str(exc))
+            return refuse(str(exc))
     print(f"card {args.number} created, id {cid}, balance {format_money(args.balance, args.currency)}")
     return 0
 
 
 def run_card_show(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         ledger = Ledger(db.pool)
         card = ledger.find_card(args.number)
         if card is None:
-            return _refused(f"no card {args.number!r}")
+            return refuse(f"no card {args.number!r}")
         available = ledger.available_credit(card.id)
         reservations = ledger.open_reservations(card.id)
         cdrs = ledger.cdrs_for(card.id, limit=args.cdrs)
@@ -239,7 +241,7 @@ def run_card_show(args: argparse.Namespace, settings: Any) -> int:
 
 
 def run_card_list(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         cards = catalog.list_cards(db.pool)
     print("card\tstatus\tbalance\tavailable\tcurrency\ttariff\topen calls")
     for c in cards:
@@ -249,13 +251,13 @@ def run_card_list(args: argparse.Namespace, settings: Any) -> int:
 
 
 def run_card_adjust(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         ledger = Ledger(db.pool)
         card = ledger.find_card(args.number)
         if card is None:
-            return _refused(f"no card {args.number!r}")
+            return refuse(f"no card {args.number!r}")
         if args.amount == 0:
-            return _refused("an adjustment of 0 changes nothing")
+            return refuse("an adjustment of 0 changes nothing")
         balance = ledger.adjust(card.id, args.amount, reference=args.reference)
     print(f"card {card.username}: balance {format_money(balance, card.currency)}")
     return 0

@@ -25,7 +25,7 @@ from typing import Any
 
 from psycopg import errors
 
-from cardd.admin import _amount, _currency, _database, _digits, _refused
+from cardd.admin import _amount, _currency, operator_database, _digits, refuse
 from cardd.billing import identity, vouchers
 from cardd.billing.catalog import CatalogError, tariff_id
 from cardd.billing.ledger import Ledger
@@ -215,28 +215,28 @@ def run_card_generate(args: argparse.Namespace, settings: Any) -> int:
     options = settings.options_for()
     length = args.length or options.card_number_length
     if options.min_card_number_length and length < options.min_card_number_length:
-        return _refused(f"cards of {length} digits are shorter than min_card_number_length")
+        return refuse(f"cards of {length} digits are shorter than min_card_number_length")
     if length < 6:
-        return _refused("card numbers need at least 6 digits to be hard to guess")
+        return refuse("card numbers need at least 6 digits to be hard to guess")
     if args.count > 9 * 10 ** (length - 1) // 100:
-        return _refused(f"{args.count} cards of {length} digits would make numbers easy to guess")
+        return refuse(f"{args.count} cards of {length} digits would make numbers easy to guess")
     if args.expires and args.valid_days:
-        return _refused("give --expires or --valid-days, not both")
+        return refuse("give --expires or --valid-days, not both")
     amount = money(args.balance)
     status = "new" if args.valid_days else "active"
     made: list[tuple[str, str]] = []
-    with _database(settings) as db, db.pool.connection() as conn, conn.transaction():
+    with operator_database(settings) as db, db.pool.connection() as conn, conn.transaction():
         try:
             tid, tariff_currency = tariff_id(conn, args.tariff)
         except CatalogError as exc:
-            return _refused(str(exc))
+            return refuse(str(exc))
         if tariff_currency != args.currency:
-            return _refused(f"tariff {args.tariff!r} is in {tariff_currency}; {args.currency} cards cannot use it")
+            return refuse(f"tariff {args.tariff!r} is in {tariff_currency}; {args.currency} cards cannot use it")
         customer = None
         if args.customer:
             row = conn.execute("SELECT id FROM customers WHERE name = %s", (args.customer,)).fetchone()
             if row is None:
-                return _refused(f"unknown customer {args.customer!r}")
+                return refuse(f"unknown customer {args.customer!r}")
             customer = row[0]
         # One transaction: the batch exists whole or not at all.
         while len(made) < args.count:
@@ -265,34 +265,34 @@ def run_card_generate(args: argparse.Namespace, settings: Any) -> int:
 
 
 def run_card_status(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         if not identity.set_status(db.pool, args.number, args.status):
-            return _refused(f"no card {args.number!r}")
+            return refuse(f"no card {args.number!r}")
     print(f"card {args.number}: {args.status}")
     return 0
 
 
 def run_card_set_pin(args: argparse.Namespace, settings: Any) -> int:
     if args.pin and not args.pin.isdigit():
-        return _refused(f"a PIN is digits only, got {args.pin!r}")
-    with _database(settings) as db:
+        return refuse(f"a PIN is digits only, got {args.pin!r}")
+    with operator_database(settings) as db:
         cid = _card_id(db, args.number)
         if cid is None:
-            return _refused(f"no card {args.number!r}")
+            return refuse(f"no card {args.number!r}")
         identity.set_pin(db.pool, cid, args.pin)
     print(f"card {args.number}: PIN {'set' if args.pin else 'cleared'}")
     return 0
 
 
 def run_card_transfer(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         source, target = _card_id(db, args.from_number), _card_id(db, args.to_number)
         if source is None or target is None:
-            return _refused(f"no card {args.from_number if source is None else args.to_number!r}")
+            return refuse(f"no card {args.from_number if source is None else args.to_number!r}")
         try:
             done = vouchers.transfer(db.pool, source, target, args.amount, reference="operator transfer")
         except (vouchers.TransferError, InsufficientFunds, CardBlocked, CardNotFound) as exc:
-            return _refused(str(exc))
+            return refuse(str(exc))
     print(f"moved {format_money(done.amount, done.currency)}: card {args.from_number} now"
           f" {format_money(done.from_balance, done.currency)}, card {args.to_number} now"
           f" {format_money(done.to_balance, done.currency)}")
@@ -308,12 +308,12 @@ def run_card_import(args: argparse.Namespace, settings: Any) -> int:
         if stream is not sys.stdin:
             stream.close()
     count = 0
-    with _database(settings) as db, db.pool.connection() as conn:
+    with operator_database(settings) as db, db.pool.connection() as conn:
         try:
             with conn.transaction():
                 tid, tariff_currency = tariff_id(conn, args.tariff)
                 if tariff_currency != args.currency:
-                    return _refused(f"tariff {args.tariff!r} is in {tariff_currency}")
+                    return refuse(f"tariff {args.tariff!r} is in {tariff_currency}")
                 for line, row in enumerate(rows, start=2):
                     number = (row.get("number") or "").strip()
                     pin = (row.get("pin") or "").strip()
@@ -329,15 +329,15 @@ def run_card_import(args: argparse.Namespace, settings: Any) -> int:
                                      " VALUES (%s, %s, 'initial', 'card imported')", (new[0], balance))
                     count += 1
         except errors.UniqueViolation as exc:
-            return _refused(f"duplicate card number: {exc.diag.message_detail or exc}; nothing imported")
+            return refuse(f"duplicate card number: {exc.diag.message_detail or exc}; nothing imported")
         except Exception as exc:  # a bad row: the transaction rolled back
-            return _refused(f"{exc}; nothing imported")
+            return refuse(f"{exc}; nothing imported")
     print(f"{count} cards imported (PINs hashed)")
     return 0
 
 
 def run_card_hash_pins(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         done = identity.hash_plain_pins(db.pool)
     print(f"{done} plain PINs hashed")
     return 0
@@ -346,35 +346,35 @@ def run_card_hash_pins(args: argparse.Namespace, settings: Any) -> int:
 # --- trusted CLIs ----------------------------------------------------------------------------
 
 def run_cli_map(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         cid = _card_id(db, args.number)
         if cid is None:
-            return _refused(f"no card {args.number!r}")
+            return refuse(f"no card {args.number!r}")
         try:
             done = identity.map_cli(db.pool, args.cli, cid, replace=args.replace)
         except identity.IdentityError as exc:
-            return _refused(str(exc))
+            return refuse(str(exc))
     if not done:
-        return _refused(f"CLI {args.cli} already belongs to another card (use --replace to move it)")
+        return refuse(f"CLI {args.cli} already belongs to another card (use --replace to move it)")
     print(f"CLI {args.cli} -> card {args.number}")
     return 0
 
 
 def run_cli_unmap(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         if not identity.unmap_cli(db.pool, args.cli):
-            return _refused(f"CLI {args.cli} is not mapped")
+            return refuse(f"CLI {args.cli} is not mapped")
     print(f"CLI {args.cli} unmapped")
     return 0
 
 
 def run_cli_list(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         cid = None
         if args.card:
             cid = _card_id(db, args.card)
             if cid is None:
-                return _refused(f"no card {args.card!r}")
+                return refuse(f"no card {args.card!r}")
         pairs = identity.cli_map(db.pool, cid)
     print("cli\tcard")
     for cli, number in pairs:
@@ -386,12 +386,12 @@ def run_cli_list(args: argparse.Namespace, settings: Any) -> int:
 
 def run_voucher_generate(args: argparse.Namespace, settings: Any) -> int:
     length = args.length or settings.options_for().topup_card_length
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         try:
             numbers = vouchers.generate(db.pool, args.count, amount=args.amount, currency=args.currency,
                                         length=length, expires_at=args.expires, batch=args.batch)
         except ValueError as exc:
-            return _refused(str(exc))
+            return refuse(str(exc))
     out = csv.writer(sys.stdout, lineterminator="\n")
     out.writerow(["number", "amount", "currency", "expires"])
     for number in numbers:
@@ -401,7 +401,7 @@ def run_voucher_generate(args: argparse.Namespace, settings: Any) -> int:
 
 
 def run_voucher_list(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         rows = vouchers.list_vouchers(db.pool, batch=args.batch)
     print("number\tamount\tcurrency\tstatus\tused by\texpires\tbatch")
     for r in rows:
@@ -412,9 +412,9 @@ def run_voucher_list(args: argparse.Namespace, settings: Any) -> int:
 
 
 def run_voucher_void(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         if not vouchers.void(db.pool, args.number):
-            return _refused(f"no unused voucher {args.number!r}")
+            return refuse(f"no unused voucher {args.number!r}")
     print(f"voucher {args.number} voided")
     return 0
 
@@ -422,34 +422,34 @@ def run_voucher_void(args: argparse.Namespace, settings: Any) -> int:
 # --- hot dial / smart dial ----------------------------------------------------------------------
 
 def run_hotdial_set(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         cid = _card_id(db, args.number)
         if cid is None:
-            return _refused(f"no card {args.number!r}")
+            return refuse(f"no card {args.number!r}")
         try:
             identity.hot_dial_set(db.pool, cid, args.key, args.destination)
         except identity.IdentityError as exc:
-            return _refused(str(exc))
+            return refuse(str(exc))
     print(f"card {args.number}: key {args.key} -> {args.destination}")
     return 0
 
 
 def run_hotdial_remove(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         cid = _card_id(db, args.number)
         if cid is None:
-            return _refused(f"no card {args.number!r}")
+            return refuse(f"no card {args.number!r}")
         if not identity.hot_dial_remove(db.pool, cid, args.key):
-            return _refused(f"card {args.number} has no key {args.key}")
+            return refuse(f"card {args.number} has no key {args.key}")
     print(f"card {args.number}: key {args.key} cleared")
     return 0
 
 
 def run_hotdial_list(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         cid = _card_id(db, args.number)
         if cid is None:
-            return _refused(f"no card {args.number!r}")
+            return refuse(f"no card {args.number!r}")
         keys = identity.hot_dial_list(db.pool, cid)
     print("key\tdestination")
     for key, destination in keys:
@@ -458,32 +458,32 @@ def run_hotdial_list(args: argparse.Namespace, settings: Any) -> int:
 
 
 def run_smartdial_add(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         cid = _card_id(db, args.number)
         if cid is None:
-            return _refused(f"no card {args.number!r}")
+            return refuse(f"no card {args.number!r}")
         try:
             identity.smart_dial_add(db.pool, args.did, cid, args.destination, exclusive=args.exclusive)
         except identity.IdentityError as exc:
-            return _refused(str(exc))
+            return refuse(str(exc))
     print(f"DID {args.did} for card {args.number} -> {args.destination}"
           + (" (exclusive)" if args.exclusive else " (shared)"))
     return 0
 
 
 def run_smartdial_remove(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         cid = _card_id(db, args.number)
         if cid is None:
-            return _refused(f"no card {args.number!r}")
+            return refuse(f"no card {args.number!r}")
         if not identity.smart_dial_remove(db.pool, args.did, cid):
-            return _refused(f"card {args.number} has no DID {args.did}")
+            return refuse(f"card {args.number} has no DID {args.did}")
     print(f"DID {args.did} removed from card {args.number}")
     return 0
 
 
 def run_smartdial_list(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         rows = identity.smart_dial_list(db.pool)
     print("did\tcard\tdestination\tkind")
     for did, number, destination, exclusive in rows:
@@ -494,7 +494,7 @@ def run_smartdial_list(args: argparse.Namespace, settings: Any) -> int:
 # --- black list ----------------------------------------------------------------------------------
 
 def run_blacklist_list(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         entries = identity.blacklist_entries(db.pool, blocked_only=not args.all)
     print("cli\tblocked\twrong cards\tsince\treason")
     for e in entries:
@@ -505,16 +505,16 @@ def run_blacklist_list(args: argparse.Namespace, settings: Any) -> int:
 
 def run_blacklist_add(args: argparse.Namespace, settings: Any) -> int:
     if not identity.VALID_CLI.match(args.cli):
-        return _refused(f"a CLI is digits (optionally after +), got {args.cli!r}")
-    with _database(settings) as db:
+        return refuse(f"a CLI is digits (optionally after +), got {args.cli!r}")
+    with operator_database(settings) as db:
         identity.blacklist_add(db.pool, args.cli, args.reason)
     print(f"CLI {args.cli} blacklisted")
     return 0
 
 
 def run_blacklist_remove(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         if not identity.blacklist_remove(db.pool, args.cli):
-            return _refused(f"CLI {args.cli} is not on the black list")
+            return refuse(f"CLI {args.cli} is not on the black list")
     print(f"CLI {args.cli} removed from the black list")
     return 0

@@ -18,7 +18,6 @@ the commit.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import io
 import logging
@@ -33,10 +32,10 @@ from typing import IO, Any, Iterable, Iterator
 
 from psycopg import sql
 
+from cardd.admin import operator_database, refuse
 from cardd.billing import catalog
 from cardd.billing.ledger import Ledger, find_rate
 from cardd.billing.rating import Rate, max_duration
-from cardd.db import Database
 from cardd.money import QUANTUM, format_money, money, parse_amount
 
 log = logging.getLogger(__name__)
@@ -451,21 +450,6 @@ def add_parsers(subparsers: Any) -> None:
     res.set_defaults(func=run_reservations)
 
 
-@contextlib.contextmanager
-def _database(settings: Any) -> Iterator[Database]:
-    db = Database(settings.daemon.dsn, settings.daemon.data_dir, pool_size=2)
-    try:
-        db.migrate()
-        yield db
-    finally:
-        db.close()
-
-
-def _refused(message: str) -> int:
-    print(f"cardd: {message}", file=sys.stderr)
-    return 2
-
-
 # --- handlers ----------------------------------------------------------------------------
 
 def run_rate_import(args: argparse.Namespace, settings: Any) -> int:
@@ -477,27 +461,27 @@ def run_rate_import(args: argparse.Namespace, settings: Any) -> int:
         try:
             f = open(args.file, encoding="utf-8-sig", newline="")
         except OSError as exc:
-            return _refused(f"cannot read {args.file}: {exc.strerror}")
+            return refuse(f"cannot read {args.file}: {exc.strerror}")
         total = os.path.getsize(args.file)
         name = args.file
     progress = Progress(sys.stderr, total)
     try:
-        with f, _database(settings) as db:
+        with f, operator_database(settings) as db:
             result = import_rates(db.pool, args.tariff, f, mode=args.mode, progress=progress)
     except catalog.CatalogError as exc:
         progress.finish()
-        return _refused(str(exc))
+        return refuse(str(exc))
     except UnicodeDecodeError as exc:
         progress.finish()
-        return _refused(f"nothing imported: {name} is not UTF-8 text ({exc.reason} at byte {exc.start})")
+        return refuse(f"nothing imported: {name} is not UTF-8 text ({exc.reason} at byte {exc.start})")
     except csv.Error as exc:
         progress.finish()
-        return _refused(f"nothing imported: {name}: {exc}")
+        return refuse(f"nothing imported: {name}: {exc}")
     except ImportRefused as refused:
         progress.finish()
         for line, message in refused.errors:
             print(f"{name}:{line}: {message}", file=sys.stderr)
-        return _refused(f"nothing imported: {len(refused.errors)} bad row(s) in {name}"
+        return refuse(f"nothing imported: {len(refused.errors)} bad row(s) in {name}"
                         f" ({refused.rows} rows read)")
     detail = f"{args.mode}: {result.inserted} new, {result.updated} updated, {result.unchanged} unchanged"
     if args.mode == "replace":
@@ -528,10 +512,10 @@ def describe_rate(rate: Rate) -> list[str]:
 
 def run_rate_lookup(args: argparse.Namespace, settings: Any) -> int:
     if args.tariff is None and args.card is None:
-        return _refused("rate lookup needs --tariff NAME or --card NUMBER")
+        return refuse("rate lookup needs --tariff NAME or --card NUMBER")
     if args.max_call_duration is not None and args.max_call_duration < 0:
-        return _refused("--max-call-duration must be >= 0")
-    with _database(settings) as db:
+        return refuse("--max-call-duration must be >= 0")
+    with operator_database(settings) as db:
         credit: Decimal | None = args.balance
         card_text = ""
         with db.pool.connection() as conn:
@@ -539,7 +523,7 @@ def run_rate_lookup(args: argparse.Namespace, settings: Any) -> int:
                 ledger = Ledger(db.pool)
                 card = ledger.find_card(args.card)
                 if card is None:
-                    return _refused(f"no card {args.card!r}")
+                    return refuse(f"no card {args.card!r}")
                 credit = ledger.available_credit(card.id)
                 card_text = f" (card {card.username}, available)"
                 if args.tariff is None:
@@ -554,9 +538,9 @@ def run_rate_lookup(args: argparse.Namespace, settings: Any) -> int:
             try:
                 tid, currency = catalog.tariff_id(conn, tariff_name)
             except catalog.CatalogError as exc:
-                return _refused(str(exc))
+                return refuse(str(exc))
             if args.card is not None and currency != card.currency:
-                return _refused(f"card {card.username} is in {card.currency}, tariff {tariff_name} in {currency}")
+                return refuse(f"card {card.username} is in {card.currency}, tariff {tariff_name} in {currency}")
             rate = find_rate(conn, tid, args.number)
     print(f"number        {args.number}")
     print(f"tariff        {tariff_name} ({currency})")
@@ -589,11 +573,11 @@ def run_cdr_export(args: argparse.Namespace, settings: Any) -> int:
     try:
         end = _when(args.end)
     except argparse.ArgumentTypeError as exc:
-        return _refused(f"--to: {exc}")
+        return refuse(f"--to: {exc}")
     if len(args.end) == 10:
         end += timedelta(days=1)  # a plain date: through the end of that day
     if end <= args.start:
-        return _refused("--to must be after --from")
+        return refuse("--to must be after --from")
     where = [sql.SQL("c.ended_at >= %s AND c.ended_at < %s")]
     params: list[Any] = [args.start, end]
     if args.card is not None:
@@ -607,11 +591,11 @@ def run_cdr_export(args: argparse.Namespace, settings: Any) -> int:
     out = csv.writer(sys.stdout, lineterminator="\n")
     out.writerow(CDR_FIELDS)
     count = 0
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         if args.card is not None:
             with db.pool.connection() as conn:
                 if conn.execute("SELECT 1 FROM accounts WHERE username = %s", (args.card,)).fetchone() is None:
-                    return _refused(f"no card {args.card!r}")
+                    return refuse(f"no card {args.card!r}")
         # A named (server-side) cursor streams a month of CDRs without holding them all in memory.
         with db.pool.connection() as conn, conn.transaction(), conn.cursor(name="cdr_export") as cur:
             cur.itersize = 5000
@@ -629,7 +613,7 @@ def run_cdr_export(args: argparse.Namespace, settings: Any) -> int:
 
 
 def run_reservations(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db, db.pool.connection() as conn:
+    with operator_database(settings) as db, db.pool.connection() as conn:
         rows = conn.execute(
             "SELECT a.username, r.b_uuid, r.amount, a.currency, r.duration_s, r.cld, r.created_at, r.expires_at,"
             "       r.expires_at <= now()"

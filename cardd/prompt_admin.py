@@ -23,12 +23,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
-from cardd.db import Database
+from cardd.admin import operator_database, refuse
 
 log = logging.getLogger(__name__)
 
@@ -205,45 +204,29 @@ def add_parsers(subparsers: Any) -> None:
     listing.set_defaults(func=run_prompt_list)
 
 
-@contextlib.contextmanager
-def _database(settings: Any) -> Iterator[Database]:
-    db = Database(settings.daemon.dsn, settings.daemon.data_dir, pool_size=2)
-    try:
-        # Like the other operator commands: works on a fresh machine's embedded database.
-        db.migrate()
-        yield db
-    finally:
-        db.close()
-
-
-def _refused(exc: PromptError) -> int:
-    print(f"cardd: {exc}", file=sys.stderr)
-    return 2
-
-
 def run_prompt_create(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         try:
             prompt_id = create_prompt(db.pool, settings.daemon.sounds_dir, args.file, args.name,
                                       args.description)
         except PromptError as exc:
-            return _refused(exc)
+            return refuse(exc)
     print(prompt_id)
     return 0
 
 
 def run_prompt_update(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         try:
             update_prompt(db.pool, settings.daemon.sounds_dir, args.id, audio=args.audio, lang=args.lang,
                           name=args.name, description=args.description)
         except PromptError as exc:
-            return _refused(exc)
+            return refuse(exc)
     return 0
 
 
 def run_prompt_list(args: argparse.Namespace, settings: Any) -> int:
-    with _database(settings) as db:
+    with operator_database(settings) as db:
         prompts = list_prompts(db.pool)
     print("id\tname\tlanguages\tdefault audio\tdescription")
     for p in prompts:

@@ -13,8 +13,6 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-import pytest
-
 from cardd.billing import catalog
 from cardd.sim import Callee, Caller
 
