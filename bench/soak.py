@@ -120,6 +120,7 @@ def main() -> int:
     bridged: set[str] = set()       # every bridge attempt's B-leg UUID
     answered: dict[str, int] = {}   # answered bridges: B-leg UUID -> billmsec
     samples: list[tuple[float, int]] = []
+    calls_by_a: dict[str, str] = {}  # A-leg UUID -> what the call was, for open reservations
 
     def anomaly(kind: str, detail: str) -> None:
         anomalies[kind] += 1
@@ -149,10 +150,14 @@ def main() -> int:
                     outcomes[name] += 1
                     try:
                         call = switch.call("127.0.0.1", h.port, c, callee)
+                        calls_by_a[call.a_uuid] = f"{name} #{i} {c}"
                         t = call.wait(CALL_TIMEOUT)
                     except (TimeoutError, OSError) as exc:
                         anomaly("call did not end", f"{name} #{i}: {exc}")
                         continue
+                    calls_by_a[t.a_uuid] += (f" -> apps {[a for a, _ in t.apps]}, bridges "
+                                             f"{[(b.disposition, b.billmsec) for b in t.bridges]}, "
+                                             f"hangup {t.hangup_cause}, closed by {t.closed_by}")
                     if t.errors:
                         anomaly("simulator error", f"{name} #{i}: {t.errors[:2]}")
                     if t.closed_by != "exit":
@@ -184,6 +189,9 @@ def main() -> int:
             import psycopg
 
             with psycopg.connect(pg.dsn) as conn:
+                still_open = conn.execute(
+                    "SELECT b_uuid, a_uuid, created_at, expires_at, duration_s FROM reservations"
+                    " WHERE status = 'open'").fetchall()
                 cdrs = {str(r[0]): (r[1], r[2]) for r in conn.execute(
                     "SELECT b_uuid, billed_seconds, cost FROM cdrs").fetchall()}
                 cost_sum = conn.execute("SELECT coalesce(sum(cost), 0) FROM cdrs").fetchone()[0]
@@ -233,6 +241,9 @@ def main() -> int:
     failed = []
     if n_open:
         failed.append(f"{n_open} open reservations")
+        for b, a, created, expires, duration in still_open[:5]:
+            print(f"  open reservation b={b} a={a} created {created:%H:%M:%S.%f} duration {duration} s, "
+                  f"in transcripts: {str(b) in bridged}; call: {calls_by_a.get(str(a), 'unknown')}")
     if no_cdr:
         failed.append(f"{len(no_cdr)} bridge attempts without a CDR (e.g. {no_cdr[0]})")
     if answered_unbilled:
