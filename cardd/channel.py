@@ -173,8 +173,16 @@ class Channel:
                     **variables}
         dial = "{" + ",".join(f"{k}={dial_var(v)}" for k, v in all_vars.items()) + "}" + endpoint
         self.dialled_leg = leg_uuid
-        done = self.session.execute("bridge", dial, event_lock=False,
-                                    timeout=originate_timeout + max_seconds + 120)
+        try:
+            done = self.session.execute("bridge", dial, event_lock=False,
+                                        timeout=originate_timeout + max_seconds + 120)
+        except CallGone:
+            if not self.session.closed:
+                # The caller left before the bridge ran: FreeSWITCH completes
+                # every application that ran before the caller's last event,
+                # and runs none queued after the hangup (capture 10a). No B leg.
+                self.dialled_leg = None
+            raise
         b_end = self.session.wait_leg_end(leg_uuid, LEG_END_WAIT)
         if not self.hung_up:
             try:

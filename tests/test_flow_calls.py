@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
+import pytest
+
 from cardd.billing import catalog
 from cardd.sim import Callee, Caller
 
@@ -387,4 +389,18 @@ def test_double_hash_while_the_callee_rings_cancels_it_and_costs_nothing(cardd, 
     assert "enter_destination" in after_bridge   # back at the destination prompt
     (cdr,) = ledger.cdrs_for(demo_data.card_id)
     assert (cdr.billed_seconds, cdr.cost) == (0, Decimal("0"))
+    assert balance(ledger, demo_data) == Decimal("10.00000")
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.001, 0.005])
+def test_caller_hanging_up_just_before_the_bridge_runs_owes_nothing_and_holds_nothing(
+        cardd, demo_data, ledger, delay):
+    # Found by the soak: the hangup crosses the bridge command on the wire.
+    caller = card_caller(demo_data, UK_MOBILE + "#", hangup_at=("digit_action_set_realm", 1),
+                         hangup_delay=delay)
+    t = cardd.call(caller, Callee(talk=30))
+    assert not any(b.answered for b in t.bridges)
+    assert ledger.open_reservations() == []
+    (cdr,) = ledger.cdrs_for(demo_data.card_id)
+    assert cdr.cost == Decimal("0")
     assert balance(ledger, demo_data) == Decimal("10.00000")
