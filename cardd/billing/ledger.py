@@ -21,13 +21,12 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Callable, TypeVar
 
-import gevent
 import psycopg
 from psycopg import errors
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from cardd.billing.pins import check_pin
+from cardd.billing.pins import check_pin_off_loop
 from cardd.billing.rating import Rate, billed_seconds, call_cost, max_duration, plan_seconds_used
 from cardd.errors import (
     CardBlocked,
@@ -232,12 +231,9 @@ class Ledger:
         return _card(row)
 
     def verify_pin(self, card: Card, pin: str) -> bool:
-        """Constant-time PIN check against the card's salted scrypt hash.
-
-        scrypt costs milliseconds of CPU and releases the GIL: it runs in
-        gevent's thread pool so other calls go on meanwhile (and it can use
-        another core)."""
-        return gevent.get_hub().threadpool.apply(check_pin, (pin, card.pin_hash))
+        """Constant-time PIN check against the card's salted scrypt hash, off
+        the event loop."""
+        return check_pin_off_loop(pin, card.pin_hash)
 
     @_database_errors
     def available_credit(self, card_id: int) -> Decimal:
