@@ -18,6 +18,12 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.calls_active = Gauge("cardd_calls_active", "Calls being handled now", registry=r)
+        # `instance` is Prometheus's own label (the scrape target): the
+        # calling-card instance is `cc_instance`, one of cardd.yaml's
+        # instances or "other" (never a raw CLD string: it is unbounded).
+        self.instance_calls_active = Gauge("cardd_instance_calls_active",
+                                           "Calls being handled now, by calling-card instance",
+                                           ["cc_instance"], registry=r)
         self.calls = Counter("cardd_calls_total", "Finished calls by outcome", ["outcome"], registry=r)
         self.auth_failures = Counter("cardd_auth_failures_total", "Failed identifications",
                                      ["reason"], registry=r)

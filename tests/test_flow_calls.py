@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
+import gevent
 import pytest
 
 from cardd.billing import catalog
@@ -226,6 +227,17 @@ def test_each_attempt_of_a_session_is_billed_on_its_own(cardd, demo_data, ledger
     cdrs = ledger.cdrs_for(demo_data.card_id)
     assert sorted(c.cost for c in cdrs) == [Decimal("0.03000"), Decimal("0.13600")]
     assert balance(ledger, demo_data) == Decimal("9.83400")
+
+
+def test_calls_active_are_counted_by_calling_card_instance(cardd, demo_data):
+    caller = card_caller(demo_data, UK_MOBILE + "#", destination="cc.noredial")
+    call = cardd.dial(caller, Callee(talk=30))
+    with gevent.Timeout(30):
+        while not any(e.kind == "bridged" for e in call.transcript.entries):
+            gevent.sleep(0.01)
+    assert cardd.metric("cardd_instance_calls_active", cc_instance="other") == 1
+    call.wait(30)
+    assert cardd.metric("cardd_instance_calls_active", cc_instance="other") == 0
 
 
 def test_noredial_ends_after_one_call(cardd, demo_data):

@@ -21,6 +21,9 @@ def run(channel: Channel, services: Services) -> None:
     """The IVR for one call, from answer to hangup."""
     call, languages = _call_for(channel, services)
     outcome = "caller_hung_up"
+    active = services.metrics.instance_calls_active.labels(
+        call.instance if call.instance in services.settings.instances else "other")
+    active.inc()
     try:
         channel.answer()
         if blacklist.refused(call):  # before anything else, greetings included
@@ -44,6 +47,7 @@ def run(channel: Channel, services: Services) -> None:
         call.pending = []
         call.goodbye("service_unavailable")
     finally:
+        active.dec()
         services.metrics.calls.labels(outcome).inc()
 
 
