@@ -334,7 +334,8 @@ def all_ids() -> set[str]:
     ids |= {f"num_{h}00_f" for h in range(2, 10)}
     for unit in ("hour", "minute", "second"):
         ids |= {unit, unit + "s"}
-    for cur in list(CURRENCIES.values()) + [currency("XXX")]:
+    # any code cardd does not know stands for the generic fallback units
+    for cur in list(CURRENCIES.values()) + [currency("QQQ")]:
         ids |= {f"cur_{cur.key}_major", f"cur_{cur.key}_majors"}
         if cur.minor_digits:
             ids |= {f"cur_{cur.key}_minor", f"cur_{cur.key}_minors"}
