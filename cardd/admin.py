@@ -124,6 +124,19 @@ def add_parsers(subparsers: Any) -> None:
     c_adj.set_defaults(func=run_card_adjust)
 
 
+def sub_commands(subparsers: Any, name: str, help_text: str, dest: str) -> Any:
+    """The sub-command action of `name`: the one already registered (several
+    modules add to `card` and `rate`), else a new one."""
+    parser = subparsers.choices.get(name)
+    if parser is None:
+        parser = subparsers.add_parser(name, help=help_text)
+        return parser.add_subparsers(dest=dest, required=True)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest=dest, required=True)
+
+
 @contextlib.contextmanager
 def operator_database(settings: Any) -> Iterator[Database]:
     """The database for one operator command, migrated (works on a fresh machine)."""

@@ -25,7 +25,7 @@ from typing import Any
 
 from psycopg import errors
 
-from cardd.admin import _amount, _currency, operator_database, _digits, refuse
+from cardd.admin import _amount, _currency, _digits, operator_database, refuse, sub_commands
 from cardd.billing import identity, vouchers
 from cardd.billing.catalog import CatalogError, tariff_id
 from cardd.billing.ledger import Ledger
@@ -77,20 +77,8 @@ def _positive_amount(text: str) -> Decimal:
     return value
 
 
-def _sub_commands(subparsers: Any, name: str, help_text: str, dest: str) -> Any:
-    """The sub-commands of `name`, created or (for admin's `card`) extended."""
-    parser = subparsers.choices.get(name)
-    if parser is None:
-        parser = subparsers.add_parser(name, help=help_text)
-        return parser.add_subparsers(dest=dest, required=True)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest=dest, required=True)
-
-
 def add_parsers(subparsers: Any) -> None:
-    card = _sub_commands(subparsers, "card", "calling cards", "card_command")
+    card = sub_commands(subparsers, "card", "calling cards", "card_command")
     gen = card.add_parser("generate", help="create N cards with random numbers and PINs; prints them once as CSV")
     gen.add_argument("count", type=_count)
     gen.add_argument("--tariff", required=True)
@@ -128,7 +116,7 @@ def add_parsers(subparsers: Any) -> None:
     hp = card.add_parser("hash-pins", help="hash imported plain PINs (pin_hash 'plain$<pin>') in place")
     hp.set_defaults(func=run_card_hash_pins)
 
-    cli = _sub_commands(subparsers, "cli", "trusted CLIs (calling_card_cli_map)", "cli_command")
+    cli = sub_commands(subparsers, "cli", "trusted CLIs (calling_card_cli_map)", "cli_command")
     m = cli.add_parser("map", help="trust a CLI for a card")
     m.add_argument("cli")
     m.add_argument("number", help="card number")
@@ -141,7 +129,7 @@ def add_parsers(subparsers: Any) -> None:
     cl.add_argument("--card", default=None)
     cl.set_defaults(func=run_cli_list)
 
-    voucher = _sub_commands(subparsers, "voucher", "top-up vouchers", "voucher_command")
+    voucher = sub_commands(subparsers, "voucher", "top-up vouchers", "voucher_command")
     vg = voucher.add_parser("generate", help="create N vouchers with random numbers; prints them once as CSV")
     vg.add_argument("count", type=_count)
     vg.add_argument("--amount", type=_positive_amount, required=True)
@@ -158,7 +146,7 @@ def add_parsers(subparsers: Any) -> None:
     vv.add_argument("number")
     vv.set_defaults(func=run_voucher_void)
 
-    hot = _sub_commands(subparsers, "hotdial", "hot-dial keys of a card", "hotdial_command")
+    hot = sub_commands(subparsers, "hotdial", "hot-dial keys of a card", "hotdial_command")
     hs = hot.add_parser("set", help="set a key's destination")
     hs.add_argument("number", help="card number")
     hs.add_argument("key", type=_digits("key"))
@@ -172,7 +160,7 @@ def add_parsers(subparsers: Any) -> None:
     hl.add_argument("number")
     hl.set_defaults(func=run_hotdial_list)
 
-    smart = _sub_commands(subparsers, "smartdial", "smart-dial DIDs", "smartdial_command")
+    smart = sub_commands(subparsers, "smartdial", "smart-dial DIDs", "smartdial_command")
     sa = smart.add_parser("add", help="calling DID from a trusted CLI of the card dials DESTINATION")
     sa.add_argument("did")
     sa.add_argument("number", help="card number")
@@ -186,7 +174,7 @@ def add_parsers(subparsers: Any) -> None:
     sl = smart.add_parser("list", help="list smart-dial DIDs")
     sl.set_defaults(func=run_smartdial_list)
 
-    bl = _sub_commands(subparsers, "blacklist", "blacklisted CLIs", "blacklist_command")
+    bl = sub_commands(subparsers, "blacklist", "blacklisted CLIs", "blacklist_command")
     bll = bl.add_parser("list", help="blacklisted CLIs (--all: with CLIs on a run of wrong card numbers)")
     bll.add_argument("--all", action="store_true")
     bll.set_defaults(func=run_blacklist_list)

@@ -32,7 +32,7 @@ from typing import IO, Any, Iterable, Iterator
 
 from psycopg import sql
 
-from cardd.admin import operator_database, refuse
+from cardd.admin import operator_database, refuse, sub_commands
 from cardd.billing import catalog
 from cardd.billing.ledger import Ledger, find_rate
 from cardd.billing.rating import Rate, max_duration
@@ -395,21 +395,9 @@ def _when(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-def _sub_commands(subparsers: Any, name: str, help_text: str, dest: str) -> Any:
-    """The sub-command action of `name`: cardd.admin's when it registered `name` first, else a new one."""
-    parser = subparsers.choices.get(name)
-    if parser is None:
-        parser = subparsers.add_parser(name, help=help_text)
-        return parser.add_subparsers(dest=dest, required=True)
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest=dest, required=True)
-
-
 def add_parsers(subparsers: Any) -> None:
     """Register `rate import`, `rate lookup`, `cdr export` and `reservations`."""
-    r_sub = _sub_commands(subparsers, "rate", "tariff rates", "rate_command")
+    r_sub = sub_commands(subparsers, "rate", "tariff rates", "rate_command")
     r_imp = r_sub.add_parser(
         "import", help="import a tariff's rates from CSV (all rows or none)",
         description="Columns: prefix, description, price_1, interval_1, price_n, interval_n, connect_fee,"
