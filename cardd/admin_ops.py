@@ -32,11 +32,11 @@ from typing import IO, Any, Iterable, Iterator
 
 from psycopg import sql
 
-from cardd.admin import operator_database, refuse, sub_commands
+from cardd.admin import _amount, operator_database, refuse, sub_commands
 from cardd.billing import catalog
 from cardd.billing.ledger import Ledger, find_rate
 from cardd.billing.rating import Rate, max_duration
-from cardd.money import QUANTUM, format_money, money, parse_amount
+from cardd.money import QUANTUM, format_money, money
 
 log = logging.getLogger(__name__)
 
@@ -368,13 +368,6 @@ def import_rates(pool: Any, tariff: str, f: IO[str], *, mode: str = "merge",
 
 
 # --- argparse helpers ------------------------------------------------------------------
-
-def _amount(text: str) -> Decimal:
-    try:
-        return parse_amount(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"bad amount {text!r}: {exc}") from None
-
 
 def _number(text: str) -> str:
     if not text.isdigit():
