@@ -4,7 +4,8 @@ Both are optional (path None = no-op) and both are failure-tolerant in the way
 CALLING_CARD_OPTIONS.md "Custom scripts" asks:
 
 * DestinationCheck: a Python file defining
-  `check_destination(cli, translated_cli, cld, translated_cld, username, original_cli) -> bool`.
+  `check_destination(cli, translated_cli, cld, translated_cld, username, original_cli) -> bool`
+  (or `checkDestination`, the reference product's name, so an operator's existing script loads as it is).
   A script that cannot be loaded is disabled (calls go on without it, as in the
   reference product) -- logged once per change of the file and reported through
   `on_load_error`. A script that loads but misbehaves while running (exception,
@@ -40,7 +41,8 @@ log = logging.getLogger(__name__)
 ErrorCallback = Callable[[str, str], None]
 Clock = Callable[[], float]
 
-FUNCTION_NAME = "check_destination"
+# cardd's name first; the reference product calls the same function checkDestination.
+FUNCTION_NAMES = ("check_destination", "checkDestination")
 
 # Reasons a destination check script is disabled (on_load_error).
 LOAD_MISSING = "missing"
@@ -277,9 +279,11 @@ class DestinationCheck:
         except (SyntaxError, ValueError) as exc:
             raise _LoadError(LOAD_SYNTAX, str(exc)) from None
         self._exec(code, module)
-        function = getattr(module, FUNCTION_NAME, None)
-        if not callable(function):
-            raise _LoadError(LOAD_NO_FUNCTION, f"no function {FUNCTION_NAME}() defined")
+        function = next((f for f in (getattr(module, name, None) for name in FUNCTION_NAMES) if callable(f)),
+                        None)
+        if function is None:
+            raise _LoadError(LOAD_NO_FUNCTION,
+                             "no function " + " or ".join(f"{name}()" for name in FUNCTION_NAMES) + " defined")
         return function, stamp
 
     def _new_module(self) -> ModuleType:

@@ -73,6 +73,27 @@ def test_script_result_decides(tmp_path):
     assert check.allowed(**{**CALL, "translated_cld": "0331234567"}) is True
 
 
+def test_the_reference_products_function_name_check_destination_camel_case_loads(tmp_path):
+    # An operator's script written for the reference product defines checkDestination.
+    script = write(tmp_path / "check.py", """
+        def checkDestination(cli, translated_cli, cld, translated_cld, username, original_cli):
+            return not translated_cld.startswith("044")
+    """)
+    check = DestinationCheck(str(script))
+    assert check.allowed(**CALL) is False
+    assert check.allowed(**{**CALL, "translated_cld": "0331234567"}) is True
+
+
+def test_with_both_names_defined_check_destination_is_used(tmp_path):
+    script = write(tmp_path / "check.py", """
+        def check_destination(*args):
+            return True
+        def checkDestination(*args):
+            return False
+    """)
+    assert DestinationCheck(str(script)).allowed(**CALL) is True
+
+
 def test_arguments_are_passed_in_the_documented_order(tmp_path):
     script = write(tmp_path / "check.py", """
         SEEN = []
