@@ -4,7 +4,8 @@ Every handler is `run_*(args, settings) -> int`; settings is a cardd.config.Sett
 (only settings.daemon.dsn and settings.daemon.data_dir are used). A refused
 write (unknown tariff, duplicate card number) prints one line on stderr and
 returns 2; bad amounts or currencies are refused by argparse (also exit 2).
-Each command migrates first, so they work on a fresh machine's embedded database.
+Only `db migrate` creates or migrates a database; every other command refuses a
+missing or unmigrated one with one line (cardd.db.open_for_operator).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Iterator
 
 from cardd.billing import catalog
 from cardd.billing.ledger import Ledger
-from cardd.db import Database
+from cardd.db import Database, open_for_operator
 from cardd.money import check_currency, format_money, parse_amount
 
 log = logging.getLogger(__name__)
@@ -138,11 +139,10 @@ def sub_commands(subparsers: Any, name: str, help_text: str, dest: str) -> Any:
 
 
 @contextlib.contextmanager
-def operator_database(settings: Any) -> Iterator[Database]:
-    """The database for one operator command, migrated (works on a fresh machine)."""
-    db = Database(settings.daemon.dsn, settings.daemon.data_dir, pool_size=2)
+def operator_database(settings: Any, *, migrate: bool = False) -> Iterator[Database]:
+    """The database for one operator command; only `db migrate` passes migrate=True."""
+    db = open_for_operator(settings, migrate=migrate)
     try:
-        db.migrate()
         yield db
     finally:
         db.close()
@@ -155,7 +155,7 @@ def refuse(message: object) -> int:
 
 
 def run_db_migrate(args: argparse.Namespace, settings: Any) -> int:
-    with operator_database(settings) as db:
+    with operator_database(settings, migrate=True) as db:
         print(f"schema at version {db.schema_version()}")
     return 0
 

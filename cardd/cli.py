@@ -5,25 +5,18 @@ from gevent import monkey
 monkey.patch_all()  # first: psycopg, sockets and the pool must all cooperate
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import logging  # noqa: E402
-import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 
 import gevent  # noqa: E402
+import gevent.event  # noqa: E402
 
 from cardd import config as config_mod  # noqa: E402
 from cardd.errors import CarddError, ConfigError  # noqa: E402
 
 log = logging.getLogger("cardd")
-
-
-def _config_path(given: str | None) -> str | None:
-    """The file named with -c, else ./cardd.yaml when there is one, else
-    none (built-in defaults)."""
-    if given:
-        return given
-    return "cardd.yaml" if os.path.exists("cardd.yaml") else None
 
 
 def setup_logging(level: str, fmt: str = "text") -> None:
@@ -35,16 +28,32 @@ def setup_logging(level: str, fmt: str = "text") -> None:
 
 # -- serve ---------------------------------------------------------------------
 
+# Each of these stops `cardd serve` the same way: drain the calls, then stop
+# the embedded PostgreSQL. SIGHUP is the terminal closing, not a reload.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 def cmd_serve(args, settings) -> int:
     from cardd.daemon import Daemon
 
-    daemon = Daemon(settings)
-    daemon.start(demo=args.demo)
     stop = gevent.event.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        gevent.signal_handler(signum, stop.set)
+    received: list[signal.Signals] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signal.Signals(signum))
+        stop.set()
+
+    # Before the daemon starts: a signal during start-up (the embedded
+    # PostgreSQL starting) stops it right after, instead of killing cardd
+    # and leaving the server behind.
+    for signum in STOP_SIGNALS:
+        gevent.signal_handler(signum, on_signal, signum)
+    log.info("%s", settings.where())
+    daemon = Daemon(settings)
+    daemon.start(demo=args.demo)   # stops what it started if it fails
     stop.wait()
-    log.info("stopping: draining calls for up to %s s", settings.daemon.shutdown_grace)
+    log.info("stopping on %s: draining calls for up to %s s", received[0].name,
+             settings.daemon.shutdown_grace)
     daemon.stop()
     log.info("stopped")
     return 0
@@ -66,12 +75,39 @@ def cmd_call(args, settings) -> int:
     return place_call(args, settings)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are one `cardd: …` line and exit status 2, as
+    every other refusal; the usage block is for --help."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        command = self.prog.partition(" ")[2]
+        where = f"{command}: " if command else ""
+        self.exit(2, f"cardd: {where}{message} (see {self.prog} --help)\n")
+
+
+_CONFIG_HELP = ("cardd.yaml to use (default: ./cardd.yaml, else /etc/cardd/cardd.yaml, "
+                "else built-in defaults)")
+
+
+def _config_after_commands(parser: argparse.ArgumentParser) -> None:
+    """-c/--config at every level, so `cardd card list -c cardd.yaml` works like
+    `cardd -c cardd.yaml card list`. SUPPRESS: a sub-command without it keeps
+    the value given before it."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for sub in set(action.choices.values()):
+            if "-c" not in sub._option_string_actions and "--config" not in sub._option_string_actions:
+                sub.add_argument("-c", "--config", default=argparse.SUPPRESS, help=_CONFIG_HELP)
+            _config_after_commands(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cardd", description="Prepaid calling-card IVR for FreeSWITCH")
-    parser.add_argument("-c", "--config", help="cardd.yaml to use (default: ./cardd.yaml if present)")
+    parser = _Parser(prog="cardd", description="Prepaid calling-card IVR for FreeSWITCH")
+    parser.add_argument("-c", "--config", help=_CONFIG_HELP)
     parser.add_argument("--check-config", action="store_true",
                         help="validate the configuration, print it and exit")
-    sub = parser.add_subparsers(dest="command")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the daemon")
     serve.add_argument("--demo", action="store_true",
@@ -108,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin_ops.add_parsers(sub)
     from cardd import prompt_admin
     prompt_admin.add_parsers(sub)
+    _config_after_commands(parser)
     return parser
 
 
@@ -115,14 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        settings = config_mod.load_settings(_config_path(args.config))
+        path, found_by = config_mod.find_config(args.config)
+        settings = dataclasses.replace(config_mod.load_settings(path), found_by=found_by)
         if getattr(args, "outbound_proxy", None):
             settings = settings.with_daemon(outbound_proxy=args.outbound_proxy)
         setup_logging(settings.daemon.log_level, settings.daemon.log_format)
         if args.check_config:
             return cmd_check_config(args, settings)
         if not getattr(args, "func", None):
-            parser.print_help()
+            print("cardd: which command? (cardd --help lists them)", file=sys.stderr)
             return 2
         return args.func(args, settings)
     except ConfigError as exc:

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from cardd import installed_dir
 from cardd.errors import ConfigError
 from cardd.options import (
     DAEMON_OPTIONS,
@@ -46,12 +47,17 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "CallOptions", "DaemonSettings", "Settings", "describe_cld", "format_settings", "load_settings",
-    "REPO_SOUNDS_DIR",
+    "REPO_SOUNDS_DIR", "INSTALLED_SOUNDS_DIR", "SYSTEM_CONFIG", "find_config",
 ]
 
 TOP_LEVEL_KEYS = ("daemon", "calling_card", "instances")
 INSTANCE_ONLY_KEYS = ("customer",)
-REPO_SOUNDS_DIR = str(Path(__file__).resolve().parent.parent / "sounds")
+# The prompts installed with cardd (the checkout's sounds/, mapped into the
+# package by setup.cfg): the default daemon.sounds_dir.
+INSTALLED_SOUNDS_DIR = str(installed_dir("cardd.sounds"))
+REPO_SOUNDS_DIR = INSTALLED_SOUNDS_DIR  # the same directory in a checkout's editable install
+# Where a daemon looks when neither -c nor ./cardd.yaml names a file.
+SYSTEM_CONFIG = "/etc/cardd/cardd.yaml"
 _EXTENSION_OPTIONS = ("cli_registration_ext", "password_change_ext", "hot_dial_ext", "hot_dial_edit_ext",
                       "topup_ext")
 _BUILT_IN = "<built-in defaults>"
@@ -221,6 +227,23 @@ class Settings:
     daemon: Any  # DaemonSettings
     calling_card: dict[str, Any] = field(default_factory=dict)
     instances: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # How the file was found (find_config): "-c", "cwd", "system" or "none" (built-in
+    # defaults). Commands say which config and database they use unless it was -c or ./cardd.yaml.
+    found_by: str = "-c"
+
+    @property
+    def obvious(self) -> bool:
+        """True when the operator named the file or it is ./cardd.yaml."""
+        return self.found_by in ("-c", "cwd")
+
+    def where(self) -> str:
+        """Which config and which database, for a one-line note or an error."""
+        config = self.path or f"none found (no -c, ./cardd.yaml or {SYSTEM_CONFIG}): built-in defaults"
+        if self.daemon.dsn:
+            database = _masked(DAEMON_OPTIONS_BY_NAME["dsn"], self.daemon.dsn)
+        else:
+            database = f"embedded PostgreSQL in {os.path.join(self.daemon.data_dir, 'pg')}"
+        return f"config {config}, database {database}"
 
     def layers(self, instance: str | None) -> tuple[dict[str, Any], dict[str, str]]:
         """Option values and their sources for `instance` (None: calling_card only), before any CLD."""
@@ -330,7 +353,7 @@ def _check_combination(values: Mapping[str, Any], own: Mapping[str, Any], prefix
 
 def _finish_daemon(daemon: Any) -> Any:
     if daemon.sounds_dir == "":
-        daemon = dataclasses.replace(daemon, sounds_dir=REPO_SOUNDS_DIR)
+        daemon = dataclasses.replace(daemon, sounds_dir=INSTALLED_SOUNDS_DIR)
     return daemon
 
 
@@ -372,6 +395,18 @@ def _instances_section(raw: dict[Any, Any], where: _Where, base_dir: str | None,
         _check_combination(merged, values, prefix, where, values.get("customer"), True)
         instances[name] = values
     return instances
+
+
+def find_config(given: str | None) -> tuple[str | None, str]:
+    """(file, how it was found), the way daemons look: the file named with -c,
+    else ./cardd.yaml, else /etc/cardd/cardd.yaml, else none (built-in defaults)."""
+    if given:
+        return given, "-c"
+    if os.path.exists("cardd.yaml"):
+        return "cardd.yaml", "cwd"
+    if os.path.exists(SYSTEM_CONFIG):
+        return SYSTEM_CONFIG, "system"
+    return None, "none"
 
 
 def load_settings(path: str | None) -> Settings:

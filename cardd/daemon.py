@@ -23,7 +23,8 @@ from cardd.ivr.call import Services
 from cardd.metrics import Metrics, TimedLedger
 from cardd.orphans import OrphanReconciler
 from cardd.prompts import Prompts
-from cardd.server import CallServer
+from cardd.errors import ListenError
+from cardd.server import CallServer, listening_socket
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,26 @@ class Daemon:
         self.live_calls: set[str] = set()
 
     def start(self, *, demo: bool = False) -> None:
+        """Start every part; on any failure stop what was started (the embedded
+        PostgreSQL above all) and raise."""
+        d = self.settings.daemon
+        # The addresses first: a taken port fails at once, before the database starts.
+        listener = listening_socket(parse_address(d.listen), "daemon.listen")
+        try:
+            if self._serve_metrics:
+                host, port = parse_address(d.metrics_listen)
+                try:
+                    self.metrics.serve(host, port)
+                except OSError as exc:
+                    raise ListenError(f"cannot listen on {d.metrics_listen} (daemon.metrics_listen): "
+                                      f"{exc.strerror or exc}") from None
+            self._start_parts(listener, demo)
+        except BaseException:
+            listener.close()
+            self.stop()
+            raise
+
+    def _start_parts(self, listener, demo: bool) -> None:
         d = self.settings.daemon
         if self.database is None:
             self.database = Database(d.dsn, d.data_dir, pool_size=d.pool_size)
@@ -114,11 +135,8 @@ class Daemon:
         self.reconciler.start()
         services = Services(settings=self.settings, prompts=Prompts(d.sounds_dir),
                             ledger=ledger, metrics=m, hooks=hooks, journal=self.journal)
-        if self._serve_metrics:
-            host, port = parse_address(d.metrics_listen)
-            self.metrics.serve(host, port)
         flow = functools.partial(self._tracked, functools.partial(ivr.run, services=services))
-        self.server = CallServer(parse_address(d.listen), flow,
+        self.server = CallServer(listener, flow,
                                  metrics=self.metrics, reply_timeout=d.esl_reply_timeout)
         self.server.start()
         self._gauges = gevent.spawn(self._refresh_reservation_gauges, RESERVATIONS_GAUGE_INTERVAL_S)

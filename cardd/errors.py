@@ -74,3 +74,12 @@ class TooManyCalls(CarddError):
 
 class DatabaseUnavailable(CarddError):
     pass
+
+
+class SchemaError(CarddError):
+    """The database has no cardd schema, or an older one, or cardd has no migrations to apply.
+    Only `cardd db migrate` and `cardd serve` change the schema."""
+
+
+class ListenError(CarddError):
+    """An address cardd must listen on is taken or impossible. The message names it."""

@@ -8,14 +8,17 @@ flow runs in that connection's greenlet and ends with `exit`.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 import gevent
 from gevent.server import StreamServer
 
 from cardd.channel import Channel
-from cardd.errors import CallGone, ESLTimeout
+from cardd.errors import CallGone, ESLTimeout, ListenError
 from cardd.esl.session import EslSession
 from cardd.metrics import Metrics
 
@@ -24,16 +27,32 @@ log = logging.getLogger(__name__)
 Flow = Callable[[Channel], None]
 
 
-class CallServer:
-    """The ESL listener. `flow(channel)` is the IVR for one call."""
+def listening_socket(address: tuple[str, int], what: str, backlog: int = 1024) -> Any:
+    """A bound, listening socket on `address`. A taken or impossible address is
+    one ListenError naming it (a second `cardd serve` must say so and exit 2,
+    not end in a traceback that systemd answers by restarting it forever)."""
+    try:
+        family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        return StreamServer.get_listener(address, backlog=backlog, family=family)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if (exc.errno or 0) > 0 else str(exc)
+        raise ListenError(f"cannot listen on {address[0]}:{address[1]} ({what}): {reason}") from None
 
-    def __init__(self, listen: tuple[str, int], flow: Flow, *, metrics: Metrics,
+
+class CallServer:
+    """The ESL listener. `flow(channel)` is the IVR for one call. `listen` is an
+    address, or a socket from listening_socket() (the daemon binds first, before
+    it starts the database)."""
+
+    def __init__(self, listen: tuple[str, int] | Any, flow: Flow, *, metrics: Metrics,
                  reply_timeout: float = 10.0, backlog: int = 1024):
         self.flow = flow
         self.metrics = metrics
         self.reply_timeout = reply_timeout
         self.active: set[gevent.Greenlet] = set()
-        self._server = StreamServer(listen, self._handle, backlog=backlog)
+        # a bound socket comes with its backlog (gevent refuses a second one)
+        bound = not isinstance(listen, tuple)
+        self._server = StreamServer(listen, self._handle, backlog=None if bound else backlog)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -69,6 +88,7 @@ class CallServer:
         close the rest. Bridged calls go on inside FreeSWITCH, bounded by
         their own sched_hangup, and are settled by the orphan rule."""
         self._server.close()
+        log.info("no longer taking calls; draining %d", len(self.active))
         deadline = time.monotonic() + grace
         while self.active and time.monotonic() < deadline:
             gevent.sleep(0.05)

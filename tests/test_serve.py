@@ -18,6 +18,15 @@ from cardd.sim import Callee, Caller, Switch
 REPO = Path(__file__).resolve().parent.parent
 
 
+def wait_until(condition, timeout: float = 60, what: str = "condition") -> None:
+    """Poll `condition` until true; the timeout is a deadline for a stuck test, not a wait."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -48,6 +57,7 @@ def served(tmp_path):
         "daemon:\n"
         f"  listen: 127.0.0.1:{port}\n"
         f"  metrics_listen: 127.0.0.1:{free_port()}\n"
+        f"  cdr_listen: 127.0.0.1:{free_port()}\n"
         f"  data_dir: {tmp_path / 'var'}\n"
         "  shutdown_grace: 4\n"
         "  outbound_proxy: 198.51.100.7:5060\n"
@@ -94,7 +104,8 @@ def test_sigterm_drains_calls_and_exits_0_without_traceback(served):
     # Callers who stay silent: each call sits in identification on the wall clock.
     calls = [switch.call("127.0.0.1", served.port, Caller(digits=[], cli=f"1555000000{i}"))
              for i in range(3)]
-    time.sleep(1.0)
+    for call in calls:
+        wait_until(lambda: call.transcript.prompts, what="the card-number prompt")
     served.proc.send_signal(signal.SIGTERM)
     assert served.proc.wait(timeout=30) == 0
     for call in calls:
@@ -110,9 +121,10 @@ def test_sigterm_drains_calls_and_exits_0_without_traceback(served):
 def test_new_calls_are_refused_once_draining_starts(served):
     switch = Switch(virtual_clock=False)
     call = switch.call("127.0.0.1", served.port, Caller(digits=[]))
-    time.sleep(0.5)
+    wait_until(lambda: call.transcript.prompts, what="the card-number prompt")
     served.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
+    wait_until(lambda: "no longer taking calls" in served.stderr(), what="the drain to start")
+    assert served.proc.poll() is None   # still draining the first call
     with pytest.raises(OSError):
         switch.call("127.0.0.1", served.port, Caller(digits=[]))
     assert served.proc.wait(timeout=30) == 0
@@ -132,7 +144,65 @@ def test_sigterm_lets_a_bridged_call_finish_within_the_grace_time(served):
     assert served.proc.wait(timeout=30) == 0
     (bridge,) = call.transcript.bridges
     assert bridge.disposition == "SUCCESS" and bridge.b_hangup_cause == "NORMAL_CLEARING"
-    assert 1900 <= bridge.billmsec <= 2600
+    assert bridge.billmsec >= 1900   # talked to the end, not cut (a busy machine may add, never take)
     show = served.cardd("card", "show", "1000000001")
     # 2 s to the 44 rate: 0.10 connect + the whole first 30 s interval (0.03)
     assert "9.87000" in show.stdout, show.stdout
+
+
+# --- signals and ports --------------------------------------------------------------------------
+
+def postmaster_pid(served: Served) -> int:
+    return int((served.config.parent / "var" / "pg" / "postmaster.pid").read_text().split()[0])
+
+
+def running(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGINT, signal.SIGTERM])
+def test_each_stop_signal_ends_serve_cleanly_and_stops_its_postgresql(served, signum):
+    pg = postmaster_pid(served)
+    assert running(pg)
+    served.proc.send_signal(signum)
+    assert served.proc.wait(timeout=60) == 0
+    err = served.stderr()
+    assert f"stopping on {signum.name}" in err and "stopped" in err
+    assert "Traceback" not in err
+    wait_until(lambda: not running(pg), what="the embedded PostgreSQL to stop")
+    assert not (served.config.parent / "var" / "pg" / "postmaster.pid").exists()
+
+
+def test_a_signal_while_postgresql_starts_still_stops_it(tmp_path):
+    config = tmp_path / "cardd.yaml"
+    config.write_text(f"daemon:\n  listen: 127.0.0.1:{free_port()}\n  metrics_listen: 127.0.0.1:{free_port()}\n"
+                      f"  cdr_listen: \"\"\n  data_dir: {tmp_path / 'var'}\n")
+    log = tmp_path / "serve.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "cardd", "-c", str(config), "serve"],
+                                cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_until(lambda: "starting embedded PostgreSQL" in log.read_text() or proc.poll() is not None,
+                   timeout=90, what="the embedded PostgreSQL to start")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=90) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert "stopping on SIGTERM" in text and "Traceback" not in text
+    assert not (tmp_path / "var" / "pg" / "postmaster.pid").exists()
+
+
+def test_a_second_serve_on_a_taken_port_says_so_in_one_line_and_exits_2(served):
+    second = subprocess.run([sys.executable, "-m", "cardd", "-c", str(served.config), "serve"],
+                            cwd=REPO, env=_env(), capture_output=True, text=True, timeout=90)
+    assert second.returncode == 2
+    assert second.stderr.strip().splitlines()[-1] == (
+        f"cardd: cannot listen on 127.0.0.1:{served.port} (daemon.listen): Address already in use")
+    assert "Traceback" not in second.stderr
+    # the first one is untouched: its database still answers
+    assert served.proc.poll() is None
+    show = served.cardd("card", "show", "1000000001")
+    assert show.returncode == 0, show.stderr

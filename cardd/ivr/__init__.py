@@ -1,0 +1,1 @@
+"""The calling-card call flow (session.py reads top to bottom)."""

@@ -1,0 +1,1 @@
+"""The prompt catalogue and audio, installed as cardd.sounds (setup.cfg maps this directory into the package)."""
