@@ -9,7 +9,7 @@ import logging
 
 import gevent
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from cardd.billing.journal import SettlementJournal, journal_path
 from cardd.billing.ledger import Ledger
@@ -50,7 +50,15 @@ def _fault_metrics(m: Metrics) -> dict:
                                 "Journalled settlements applied once the database was back", registry=r),
             "orphans": Counter("cardd_orphans_settled_total",
                                "Reservations settled by the orphan rule, by source", ["how"], registry=r),
+            "held": Gauge("cardd_settlements_held",
+                          "Settlements in memory only: neither the database nor the journal took them "
+                          "(new calls are refused meanwhile)", registry=r),
+            "journal_errors": Counter("cardd_journal_write_errors_total",
+                                      "Failed writes of the settlement journal (full disk, I/O error)",
+                                      registry=r),
         }
+        for how in ("cdr", "estimated"):
+            found["orphans"].labels(how)
         m._fault_metrics = found
     return found
 
@@ -113,7 +121,11 @@ class Daemon:
         self.journal = SettlementJournal(
             journal_path(d.data_dir), ledger,
             on_journalled=lambda: (m.db_errors.labels("settle").inc(), fm["journalled"].inc()),
-            on_replayed=fm["replayed"].inc)
+            on_replayed=fm["replayed"].inc,
+            on_write_error=lambda exc: fm["journal_errors"].inc())
+        fm["held"].set_function(lambda journal=self.journal: journal.held_count)
+        m.initialise_instances(self.settings.instances)
+        self._initialise_currencies()
         self.journal.start()
         store = CdrStore()
         self.reconciler = OrphanReconciler(
@@ -147,6 +159,16 @@ class Daemon:
         log.info("ready: FreeSWITCH outbound socket on %s:%d, metrics on %s, database %s",
                  host, port, d.metrics_listen if self._serve_metrics else "(off)",
                  "embedded" if not d.dsn else "external")
+
+    def _initialise_currencies(self) -> None:
+        """The money counters exist, at zero, for every tariff's currency."""
+        try:
+            with self.database.pool.connection() as conn:
+                rows = conn.execute("SELECT DISTINCT currency FROM tariffs").fetchall()
+        except Exception as exc:  # metrics must not stop cardd from starting
+            log.warning("cannot list the tariffs' currencies for the metrics: %s", exc)
+            return
+        self.metrics.initialise_currencies(row[0] for row in rows)
 
     def _tracked(self, flow, channel) -> None:
         """Run one call's flow with its A leg in live_calls (the orphan check

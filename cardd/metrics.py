@@ -12,6 +12,25 @@ from typing import Any, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+# Every label value cardd can give, created at start with zero, so that each
+# series exists from the first scrape: `increase()` needs a sample before the
+# first event, and an alert on `result="answered"` needs that series to exist
+# before the first answer (tests/test_monitoring.py checks the code uses no other).
+CALL_OUTCOMES = ("bridged", "failed", "caller_hung_up", "auth_failed", "card_refused", "blacklisted",
+                 "no_language", "input_timeout", "service_unavailable", "not_accepting", "topup",
+                 "throttled")
+AUTH_FAILURE_REASONS = ("unknown", "wrong_pin", "empty_pin", "blocked", "expired", "low_balance",
+                        "throttled", "blacklisted", "malformed", "cli_not_mapped", "voucher")
+BRIDGE_RESULTS = ("answered", "failed")
+DB_ERROR_STEPS = ("call", "settle", "gauges")
+IVR_STEPS = ("greeting", "identify", "balance", "destination", "dial")
+SCRIPT_LOAD_ERROR_REASONS = ("missing", "unreadable", "syntax", "exception", "timeout", "no_function")
+DESTINATION_CHECK_ERROR_REASONS = ("exception", "not_bool", "timeout")
+DURATION_SCRIPT_ERROR_REASONS = ("start_failed", "timeout", "exit_status", "bad_output", "negative")
+CDR_REFUSED_REASONS = ("source", "credentials", "call_up")
+DISAGREEMENT_KINDS = ("repeat_differs", "estimate_below_real", "estimate_shortfall")
+HTTP_REFUSED_REASONS = ("cap", "timeout", "too_large", "bad_request")
+
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None):
@@ -45,11 +64,16 @@ class Metrics:
         self.duration_script_errors = Counter("cardd_duration_script_errors_total",
                                               "Duration-script runs that failed (computed duration said)",
                                               ["reason"], registry=r)
+        # Observed once per call, when its first bridge is sent (ivr/dial.py):
+        # greeting, card, PIN and destination, the caller's typing included.
         self.setup_seconds = Histogram("cardd_call_setup_seconds",
-                                       "From connect to bridge", registry=r)
+                                       "From the call's connect to its first bridge sent", registry=r,
+                                       buckets=(1, 2.5, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300))
         # Bridge answers are cardd_bridge_attempts_total{result="answered"}.
-        # The IVR wraps each step (greeting, identify, balance, destination, dial, ...)
-        # in `with metrics.step("identify"):`; caller think time included.
+        # The IVR wraps each step of IVR_STEPS in `with metrics.step("identify"):`
+        # (caller think time included); `balance` is working out the balance
+        # announced, `dial` is from the destination typed to the bridge sent
+        # (rating, reservation, the duration announcement), not the talk time.
         self.ivr_step_seconds = Histogram("cardd_ivr_step_seconds", "Duration of one IVR step",
                                           ["step"], registry=r,
                                           buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120))
@@ -62,6 +86,28 @@ class Metrics:
                                        "Open reservations in the database (all cardd processes)", registry=r)
         self.expired_reservations = Gauge("cardd_expired_reservations",
                                           "Open reservations past their expiry (orphan candidates)", registry=r)
+        self._initialise_labels()
+
+    def _initialise_labels(self) -> None:
+        for family, values in ((self.calls, CALL_OUTCOMES), (self.auth_failures, AUTH_FAILURE_REASONS),
+                               (self.bridges, BRIDGE_RESULTS), (self.db_errors, DB_ERROR_STEPS),
+                               (self.ivr_step_seconds, IVR_STEPS),
+                               (self.script_load_errors, SCRIPT_LOAD_ERROR_REASONS),
+                               (self.destination_check_errors, DESTINATION_CHECK_ERROR_REASONS),
+                               (self.duration_script_errors, DURATION_SCRIPT_ERROR_REASONS)):
+            for value in values:
+                family.labels(value)
+
+    def initialise_instances(self, names: Any) -> None:
+        """cardd_instance_calls_active at zero for every configured instance (and `other`)."""
+        for name in [*names, "other"]:
+            self.instance_calls_active.labels(name)
+
+    def initialise_currencies(self, currencies: Any) -> None:
+        """The money counters at zero for every currency a tariff is in."""
+        for currency in currencies:
+            self.billed_seconds.labels(currency)
+            self.revenue.labels(currency)
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:

@@ -4,7 +4,10 @@ the metrics cardd added for operations are fed (database latency, IVR steps, ope
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
@@ -203,3 +206,82 @@ def test_gateway_example_is_xml_and_its_dial_string_is_accepted(tmp_path):
     config = tmp_path / "cardd.yaml"
     config.write_text('daemon:\n  dial_string: "sofia/gateway/carrier/{number}|sofia/gateway/carrier-backup/{number}"\n')
     assert load_settings(str(config)).daemon.dial_string.startswith("sofia/gateway/carrier/")
+
+
+# --- label values exist from the start; promtool unit tests for every alert ---------------
+
+def test_every_known_label_value_is_exported_at_zero_from_the_start():
+    from cardd import metrics as m
+
+    metrics = Metrics(CollectorRegistry())
+    for name, label, values in (("cardd_calls_total", "outcome", m.CALL_OUTCOMES),
+                                ("cardd_auth_failures_total", "reason", m.AUTH_FAILURE_REASONS),
+                                ("cardd_bridge_attempts_total", "result", m.BRIDGE_RESULTS),
+                                ("cardd_db_errors_total", "step", m.DB_ERROR_STEPS),
+                                ("cardd_ivr_step_seconds_count", "step", m.IVR_STEPS)):
+        for value in values:
+            assert sample(metrics, name, **{label: value}) == 0.0, (name, value)
+    # the two series the alerts needed before their first event
+    assert sample(metrics, "cardd_bridge_attempts_total", result="answered") == 0.0
+    assert sample(metrics, "cardd_db_errors_total", step="call") == 0.0
+
+
+def test_the_code_uses_only_label_values_initialised_at_start():
+    """A label value the code can give but Metrics does not create at start would be born at 1,
+    and increase() (CarddDatabaseErrors and the like) would miss that first event."""
+    from cardd import metrics as m
+
+    known = {"calls": m.CALL_OUTCOMES, "auth_failures": m.AUTH_FAILURE_REASONS, "bridges": m.BRIDGE_RESULTS,
+             "db_errors": m.DB_ERROR_STEPS}
+    sources = {p: p.read_text() for p in (REPO / "cardd").rglob("*.py")}
+    for path, text in sources.items():
+        for attr, value in re.findall(r"\.(\w+)\.labels\(\s*\"(\w+)\"", text):
+            if attr in known:
+                assert value in known[attr], f"{path.name}: {attr} label {value!r} is not initialised"
+        for step in re.findall(r"\.step\(\s*\"(\w+)\"", text):
+            assert step in m.IVR_STEPS, f"{path.name}: IVR step {step!r} is not initialised"
+    ivr = REPO / "cardd/ivr"
+    outcomes = set(re.findall(r"outcome = \"(\w+)\"", sources[ivr / "session.py"]))
+    outcomes |= set(re.findall(r"return \"(\w+)\"", sources[ivr / "session.py"]))
+    for path in ivr.glob("*.py"):
+        outcomes |= set(re.findall(r"end=\"(\w+)\"", sources[path]))
+    assert outcomes and outcomes <= set(m.CALL_OUTCOMES), outcomes - set(m.CALL_OUTCOMES)
+    # identification refusals are counted by name; "timeout" is the one that is not counted
+    refusals = set(re.findall(r"return \"(\w+)\"", sources[ivr / "identify.py"])) - {"timeout"}
+    assert refusals <= set(m.AUTH_FAILURE_REASONS), refusals - set(m.AUTH_FAILURE_REASONS)
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found:
+        return found
+    if os.environ.get("CI") == "true":
+        pytest.fail("promtool is missing in CI (Debian: apt-get install prometheus; tests/run.sh does it as root)")
+    pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
+
+
+def rule_files() -> list[Path]:
+    return [p for p in sorted(MONITORING.glob("*.yml"))
+            if "test" not in p.name and "groups" in (yaml.safe_load(p.read_text()) or {})]
+
+
+def test_alert_rules_pass_promtool_check_and_their_unit_tests():
+    tool = promtool()
+    checked = subprocess.run([tool, "check", "rules", *map(str, rule_files())], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tests = sorted(MONITORING.glob("*test*.yml"))
+    assert tests
+    ran = subprocess.run([tool, "test", "rules", *map(str, tests)], capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+
+
+def test_every_alert_rule_has_a_promtool_test_that_sees_it_fire():
+    rules = {r["alert"] for path in rule_files() for g in yaml.safe_load(path.read_text())["groups"]
+             for r in g["rules"] if "alert" in r}
+    fired: set[str] = set()
+    for path in MONITORING.glob("*test*.yml"):
+        for case in yaml.safe_load(path.read_text())["tests"]:
+            for check in case.get("alert_rule_test", []):
+                if check.get("exp_alerts"):
+                    fired.add(check["alertname"])
+    assert rules and rules <= fired, f"alerts without a firing promtool test: {sorted(rules - fired)}"

@@ -12,10 +12,18 @@ settled by rewriting the file atomically (write a temporary file, fsync,
 rename, fsync the directory). A torn last line (a crash in the middle of a
 write) is skipped with a warning: its settlement had not been acknowledged,
 so the call's reservation stays open and the orphan rule settles it.
+
+When the journal cannot be written either (a full disk, a read-only or lost
+filesystem), the settlement is held in memory, logged at ERROR with its
+figures and the cause, and retried (database first, then the journal) by the
+background loop. While anything is held, `accepting` is False: the daemon
+refuses new calls ("service unavailable"), so no more money rides on memory
+alone than the calls already up.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -99,11 +107,16 @@ class SettlementJournal:
 
     def __init__(self, path: str | os.PathLike[str], ledger: Ledger, *,
                  on_journalled: Callable[[], None] | None = None,
-                 on_replayed: Callable[[int], None] | None = None):
+                 on_replayed: Callable[[int], None] | None = None,
+                 on_write_error: Callable[[OSError], None] | None = None):
         self.path = Path(path)
         self.ledger = ledger
         self._on_journalled = on_journalled
         self._on_replayed = on_replayed
+        self._on_write_error = on_write_error
+        # Settlements neither the database nor the journal could take, oldest first.
+        self._held: list[Entry] = []
+        self._retrying = gevent.lock.Semaphore()
         # One writer at a time: appends from call greenlets and the replay's
         # rewrite must not interleave. A gevent lock (the daemon is
         # monkey-patched), plus a thread lock for callers outside gevent's hub.
@@ -130,12 +143,79 @@ class SettlementJournal:
                           billmsec=billmsec, hangup_cause=hangup_cause or "",
                           answered_at=answered_at, ended_at=ended, estimated=estimated,
                           journalled_at=_now())
-            self._append(entry)
+            try:
+                self._append(entry)
+            except OSError as write_exc:
+                self._hold(entry, exc, write_exc)
+                return None
             log.warning("settle b=%s: database unavailable (%s); journalled to %s",
                         entry.b_uuid, exc, self.path)
             if self._on_journalled is not None:
                 self._on_journalled()
             return None
+
+    # -- neither the database nor the journal ---------------------------------------
+
+    @property
+    def accepting(self) -> bool:
+        """False while a settlement is held in memory only: no new calls then."""
+        return not self._held
+
+    @property
+    def held_count(self) -> int:
+        return len(self._held)
+
+    def _hold(self, entry: Entry, db_exc: Exception, write_exc: OSError) -> None:
+        with self._glock, self._tlock:
+            self._held.append(entry)
+            held = len(self._held)
+        # The figures go into the log line: if cardd dies before the database or
+        # the disk is back, this line is what is left of the call.
+        log.error("settle b=%s: database unavailable (%s) AND journal %s not writable (%s): "
+                  "settlement held in memory (%d held), new calls refused until the database "
+                  "or the journal takes it; entry %s", entry.b_uuid, db_exc, self.path,
+                  _why(write_exc), held, entry.to_json())
+        if self._on_write_error is not None:
+            self._on_write_error(write_exc)
+
+    def retry_held(self) -> int:
+        """Give the held settlements to the database, else to the journal; returns
+        how many left memory. The rest stay held, in order."""
+        if not self._held or not self._retrying.acquire(blocking=False):
+            return 0
+        try:
+            gone: set[str] = set()
+            for entry in list(self._held):
+                try:
+                    self.ledger.settle(entry.b_uuid, billmsec=entry.billmsec,
+                                       hangup_cause=entry.hangup_cause, answered_at=entry.answered_at,
+                                       ended_at=entry.ended_at, estimated=entry.estimated)
+                    log.info("held settlement b=%s applied to the database", entry.b_uuid)
+                except DatabaseUnavailable:
+                    try:
+                        self._append(entry)
+                    except OSError as write_exc:
+                        log.warning("%d settlement(s) still held in memory: database unavailable, "
+                                    "journal %s not writable (%s)", len(self._held) - len(gone),
+                                    self.path, _why(write_exc))
+                        if self._on_write_error is not None:
+                            self._on_write_error(write_exc)
+                        break
+                    log.info("held settlement b=%s journalled to %s", entry.b_uuid, self.path)
+                    if self._on_journalled is not None:
+                        self._on_journalled()
+                except Exception:
+                    # Not an outage: the reservation stays open for the orphan rule.
+                    log.exception("held settlement b=%s refused by the database; dropped from "
+                                  "memory, its reservation stays open: %s", entry.b_uuid, entry.to_json())
+                gone.add(entry.id)
+            with self._glock, self._tlock:
+                self._held = [e for e in self._held if e.id not in gone]
+                if not self._held and gone:
+                    log.warning("no settlement held in memory any more: new calls accepted again")
+            return len(gone)
+        finally:
+            self._retrying.release()
 
     def _append(self, entry: Entry) -> None:
         data = (entry.to_json() + "\n").encode("ascii")
@@ -149,11 +229,20 @@ class SettlementJournal:
                     # A torn line from a crash mid-write: end it, so this entry
                     # starts on a line of its own.
                     data = b"\n" + data
-                view = memoryview(data)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
-                os.fsync(fd)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        n = os.write(fd, view)
+                        view = view[n:]
+                    os.fsync(fd)
+                except OSError:
+                    # A full disk can take half a line: take it back, the
+                    # caller keeps the whole entry.
+                    try:
+                        os.ftruncate(fd, size)
+                    except OSError:
+                        pass
+                    raise
             finally:
                 os.close(fd)
             if created:
@@ -277,6 +366,8 @@ class SettlementJournal:
     def _run(self, interval: float) -> None:
         while True:
             try:
+                if self._held:
+                    self.retry_held()
                 if self.path.exists():
                     self.replay()
             except Exception:
@@ -288,6 +379,18 @@ class SettlementJournal:
         if self._loop is not None:
             self._loop.kill(block=True, timeout=5)
             self._loop = None
+        if self._held:
+            self.retry_held()   # a last chance
+        for entry in self._held:
+            log.error("stopping with settlement b=%s held in memory only (neither the database nor "
+                      "%s took it): settle it by hand from these figures: %s", entry.b_uuid, self.path,
+                      entry.to_json())
+
+
+def _why(exc: OSError) -> str:
+    """`ENOSPC No space left on device`: the errno's name and text."""
+    name = errno.errorcode.get(exc.errno or 0, "")
+    return f"{name} {exc.strerror}".strip() if exc.strerror else f"{name} {exc}".strip()
 
 
 def journal_path(data_dir: str | os.PathLike[str]) -> Path:

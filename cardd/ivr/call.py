@@ -9,6 +9,7 @@ type over them (capture 18; a plain playback would drop the digits: 19).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from cardd.channel import Channel, Collected
@@ -32,6 +33,10 @@ class Call:
     instance: str = ""
     customer: str | None = None  # who owns the instance (own_accounts_only)
     pending: list[str] = field(default_factory=list)
+    # For cardd_call_setup_seconds: the Call is made as the flow starts, right
+    # after the ESL connect; observed when the first bridge is sent.
+    connected_at: float = field(default_factory=time.monotonic)
+    bridges_sent: int = 0
 
     def __post_init__(self) -> None:
         self.log = CallLog(log, {"uuid": self.channel.uuid})

@@ -4,6 +4,7 @@ hangup timer and a warning, then settle — keyed by the B leg's UUID."""
 from __future__ import annotations
 
 import re
+import time
 import uuid as uuidlib
 
 from cardd import speech
@@ -39,6 +40,7 @@ class CardRefused(Exception):
 def place_call(call: Call, card, number: str) -> bool:
     """Dial `number` for `card`. True when the callee answered."""
     opts = call.options
+    started = time.monotonic()   # the `dial` IVR step: destination typed -> bridge sent
     b_uuid = str(uuidlib.uuid4())
     caller_cli = call.channel.cli
     # Operators' number rules (national -> E.164 and the like) apply before
@@ -66,6 +68,7 @@ def place_call(call: Call, card, number: str) -> bool:
         # From the reservation on, whatever happens ends in `finally`.
         _announce_duration(call, card, grant, number, dialled, translated_cli)
         call.flush()
+        _observe_setup(call, started)
         outcome = call.channel.bridge(
             _endpoint(call, dialled), leg_uuid=b_uuid,
             variables=_leg_variables(call, _outgoing_cli(call, card), grant.duration_s),
@@ -78,6 +81,17 @@ def place_call(call: Call, card, number: str) -> bool:
     if not outcome.answered and not call.channel.hung_up:
         call.queue(_FAILURE_PROMPTS.get(outcome.cause, "call_failed"))
     return outcome.answered
+
+
+def _observe_setup(call: Call, started: float) -> None:
+    """The `dial` step of this attempt and, for the call's first bridge,
+    cardd_call_setup_seconds (connect -> bridge sent)."""
+    metrics = call.services.metrics
+    now = time.monotonic()
+    metrics.ivr_step_seconds.labels("dial").observe(now - started)
+    if call.bridges_sent == 0:
+        metrics.setup_seconds.observe(now - call.connected_at)
+    call.bridges_sent += 1
 
 
 def _reserve(call: Call, card, b_uuid: str, number: str, dialled: str, caller_cli: str,

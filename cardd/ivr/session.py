@@ -26,7 +26,13 @@ def run(channel: Channel, services: Services) -> None:
     active.inc()
     try:
         channel.answer()
-        if blacklist.refused(call):  # before anything else, greetings included
+        if services.journal is not None and not services.journal.accepting:
+            # A settlement sits in memory only (database and journal both
+            # refused it): no new money rides on it until one of them is back.
+            outcome = "not_accepting"
+            call.log.warning("call refused: a settlement is held in memory (see the journal's error)")
+            call.goodbye("service_unavailable")
+        elif blacklist.refused(call):  # before anything else, greetings included
             outcome = "blacklisted"
         else:
             # Greetings and the language menu set call.lang; None: the call ended there.
@@ -92,7 +98,8 @@ def _serve(call: Call) -> str:
         call.goodbye(*done.farewell)
         return done.end or "topup"
     if first_number is None:
-        _announce_balance(call, card)
+        with call.services.metrics.step("balance"):
+            _announce_balance(call, card)
     failures = 0
     answered_any = False
     while True:
