@@ -124,6 +124,9 @@ def add_parsers(subparsers: Any) -> None:
     c_adj.add_argument("--reference", default="operator adjustment")
     c_adj.set_defaults(func=run_card_adjust)
 
+    from cardd import admin_carriers  # it imports this module's helpers
+    admin_carriers.add_parsers(subparsers)
+
 
 def sub_commands(subparsers: Any, name: str, help_text: str, dest: str) -> Any:
     """The sub-command action of `name`: the one already registered (several

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator
 
 from psycopg import sql
 
@@ -232,6 +232,19 @@ class Progress:
 
 # --- the import ---------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Deck:
+    """Where rates are imported: a tariff's sell rates, or a carrier's buy deck
+    (cardd.admin_carriers.CARRIER_DECK): the same columns, keyed by `owner`."""
+
+    kind: str                                      # "tariff", "carrier": for messages
+    table: str
+    owner: str                                     # the owner's column in `table`
+    owner_id: Callable[[Any, str], tuple[int, str]]  # (connection, name) -> (id, currency)
+
+
+TARIFF_DECK = Deck("tariff", "rates", "tariff_id", catalog.tariff_id)
+
 _TEMP_TABLE = (
     "CREATE TEMP TABLE rate_import ("
     " line integer NOT NULL, prefix text NOT NULL, description text NOT NULL,"
@@ -249,21 +262,21 @@ _ROW = "({0}.price_1, {0}.interval_1, {0}.price_n, {0}.interval_n, {0}.connect_f
 # million changed rows). The changed rate gets a new id; nothing references
 # rate ids (reservations and CDRs copy the rate).
 _DELETE_CHANGED = (
-    "DELETE FROM rates r USING rate_import i WHERE r.tariff_id = %s AND r.prefix = i.prefix"
+    "DELETE FROM {table} r USING rate_import i WHERE r.{owner} = %s AND r.prefix = i.prefix"
     f" AND {_ROW.format('r')} IS DISTINCT FROM {_ROW.format('i')}"
 )
 _DELETE_MISSING = (
-    "DELETE FROM rates r WHERE r.tariff_id = %s"
+    "DELETE FROM {table} r WHERE r.{owner} = %s"
     " AND NOT EXISTS (SELECT 1 FROM rate_import i WHERE i.prefix = r.prefix)"
 )
 # Unchanged rows are left alone, so re-importing a mostly unchanged price list
 # writes little. ON CONFLICT covers a `cardd rate add` racing the import.
 _INSERT_NEW = (
-    f"INSERT INTO rates (tariff_id, prefix, {_RATE_FIELDS})"
+    f"INSERT INTO {{table}} ({{owner}}, prefix, {_RATE_FIELDS})"
     f" SELECT %s, i.prefix, {_RATE_FIELDS} FROM rate_import i"
-    " WHERE NOT EXISTS (SELECT 1 FROM rates r WHERE r.tariff_id = %s AND r.prefix = i.prefix)"
+    " WHERE NOT EXISTS (SELECT 1 FROM {table} r WHERE r.{owner} = %s AND r.prefix = i.prefix)"
     " ORDER BY i.prefix"
-    " ON CONFLICT (tariff_id, prefix) DO UPDATE SET price_1 = EXCLUDED.price_1,"
+    " ON CONFLICT ({owner}, prefix) DO UPDATE SET price_1 = EXCLUDED.price_1,"
     " interval_1 = EXCLUDED.interval_1, price_n = EXCLUDED.price_n, interval_n = EXCLUDED.interval_n,"
     " connect_fee = EXCLUDED.connect_fee, free_seconds = EXCLUDED.free_seconds, grace = EXCLUDED.grace,"
     " forbidden = EXCLUDED.forbidden"
@@ -277,9 +290,10 @@ def _lines_counted(f: IO[str], counter: list[int]) -> Iterator[str]:
 
 
 def import_rates(pool: Any, tariff: str, f: IO[str], *, mode: str = "merge",
-                 progress: Progress | None = None) -> ImportResult:
-    """Import a rates CSV into a tariff, all or nothing. Raises ImportRefused (every bad
-    row, with its line number) or catalog.CatalogError (unknown tariff)."""
+                 progress: Progress | None = None, deck: Deck = TARIFF_DECK) -> ImportResult:
+    """Import a rates CSV into a tariff (or the `deck` named `tariff`: a carrier's),
+    all or nothing. Raises ImportRefused (every bad row, with its line number) or
+    catalog.CatalogError (unknown tariff or carrier)."""
     if mode not in ("merge", "replace"):
         raise ValueError(f"mode is merge or replace, got {mode!r}")
     started = time.monotonic()
@@ -288,7 +302,7 @@ def import_rates(pool: Any, tariff: str, f: IO[str], *, mode: str = "merge",
     errors: list[tuple[int, str]] = []
     rows = 0
     with pool.connection() as conn, conn.transaction():
-        tid, _currency = catalog.tariff_id(conn, tariff)
+        tid, _currency = deck.owner_id(conn, tariff)
         conn.execute(_TEMP_TABLE)
         with conn.cursor().copy(_COPY) as copy:
             first = next(reader, None)
@@ -349,18 +363,19 @@ def import_rates(pool: Any, tariff: str, f: IO[str], *, mode: str = "merge",
             raise ImportRefused([(max(line, 1), "no rates in the file")], 0)
         log.debug("rate import: duplicates checked at %.1f s", time.monotonic() - started)
         if progress is not None:
-            progress.phase(f"{mode} into tariff {tariff} ...")
+            progress.phase(f"{mode} into {deck.kind} {tariff} ...")
         deleted = 0
+        names = {"table": deck.table, "owner": deck.owner}
         if mode == "replace":
-            deleted = conn.execute(_DELETE_MISSING, (tid,)).rowcount
-        updated = conn.execute(_DELETE_CHANGED, (tid,)).rowcount
-        inserted = conn.execute(_INSERT_NEW, (tid, tid)).rowcount - updated
+            deleted = conn.execute(_DELETE_MISSING.format(**names), (tid,)).rowcount
+        updated = conn.execute(_DELETE_CHANGED.format(**names), (tid,)).rowcount
+        inserted = conn.execute(_INSERT_NEW.format(**names), (tid, tid)).rowcount - updated
         log.debug("rate import: %s done at %.1f s, committing", mode, time.monotonic() - started)
     if rows >= 10_000:
         # Fresh planner statistics for the longest-prefix lookups; outside the
         # import's transaction, it never holds the new rates back.
         with pool.connection() as conn:
-            conn.execute("ANALYZE rates")
+            conn.execute(f"ANALYZE {deck.table}")
     if progress is not None:
         progress.finish()
     return ImportResult(rows=rows, inserted=inserted, updated=updated, deleted=deleted,
@@ -434,6 +449,11 @@ def add_parsers(subparsers: Any) -> None:
 # --- handlers ----------------------------------------------------------------------------
 
 def run_rate_import(args: argparse.Namespace, settings: Any) -> int:
+    return import_deck(args, settings, TARIFF_DECK, args.tariff)
+
+
+def import_deck(args: argparse.Namespace, settings: Any, deck: Deck, owner: str) -> int:
+    """`rate import` and `carrier rates import`: args.file, args.mode into `owner`'s deck."""
     if args.file == "-":
         f: IO[str] = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
         total = None
@@ -448,7 +468,7 @@ def run_rate_import(args: argparse.Namespace, settings: Any) -> int:
     progress = Progress(sys.stderr, total)
     try:
         with f, operator_database(settings) as db:
-            result = import_rates(db.pool, args.tariff, f, mode=args.mode, progress=progress)
+            result = import_rates(db.pool, owner, f, mode=args.mode, progress=progress, deck=deck)
     except catalog.CatalogError as exc:
         progress.finish()
         return refuse(str(exc))
@@ -467,8 +487,8 @@ def run_rate_import(args: argparse.Namespace, settings: Any) -> int:
     detail = f"{args.mode}: {result.inserted} new, {result.updated} updated, {result.unchanged} unchanged"
     if args.mode == "replace":
         detail += f", {result.deleted} not in the file deleted"
-    print(f"tariff {args.tariff}: {result.rows} rates imported from {name} ({detail}) in {result.seconds:.1f} s")
-    log.info("rate import: tariff %s, %s rows, mode %s, %.1f s", args.tariff, result.rows, args.mode,
+    print(f"{deck.kind} {owner}: {result.rows} rates imported from {name} ({detail}) in {result.seconds:.1f} s")
+    log.info("rate import: %s %s, %s rows, mode %s, %.1f s", deck.kind, owner, result.rows, args.mode,
              result.seconds)
     return 0
 
@@ -543,11 +563,16 @@ def run_rate_lookup(args: argparse.Namespace, settings: Any) -> int:
 
 CDR_FIELDS = ("b_uuid", "a_uuid", "card", "currency", "cli", "cld", "translated_cli", "translated_cld",
               "rate_prefix", "started_at", "answered_at", "ended_at", "granted_seconds", "billed_seconds",
-              "plan_seconds_used", "cost", "hangup_cause", "estimated")
+              "plan_seconds_used", "cost", "hangup_cause", "estimated", "carrier", "gateway", "buy_cost", "margin")
 
 
 def _iso(value: datetime | None) -> str:
     return value.astimezone(timezone.utc).isoformat() if value is not None else ""
+
+
+def _money_or_empty(value: Decimal | None) -> str:
+    """A CDR's buy cost or margin: 5 places, empty for a call without a carrier."""
+    return "" if value is None else f"{Decimal(value).quantize(QUANTUM)}"
 
 
 def run_cdr_export(args: argparse.Namespace, settings: Any) -> int:
@@ -567,7 +592,8 @@ def run_cdr_export(args: argparse.Namespace, settings: Any) -> int:
     query = sql.SQL(
         "SELECT c.b_uuid, c.a_uuid, c.username, c.currency, c.cli, c.cld, c.translated_cli, c.translated_cld,"
         " c.rate_prefix, c.started_at, c.answered_at, c.ended_at, c.granted_seconds, c.billed_seconds,"
-        " c.plan_seconds_used, c.cost, c.hangup_cause, c.estimated FROM cdrs c WHERE {} ORDER BY c.ended_at, c.id"
+        " c.plan_seconds_used, c.cost, c.hangup_cause, c.estimated, c.carrier, c.gateway, c.buy_cost, c.margin"
+        " FROM cdrs c WHERE {} ORDER BY c.ended_at, c.id"
     ).format(sql.SQL(" AND ").join(where))
     out = csv.writer(sys.stdout, lineterminator="\n")
     out.writerow(CDR_FIELDS)
@@ -583,10 +609,11 @@ def run_cdr_export(args: argparse.Namespace, settings: Any) -> int:
             cur.execute(query, params)
             for row in cur:
                 (b_uuid, a_uuid, card, currency, cli, cld, t_cli, t_cld, prefix, started, answered, ended,
-                 granted, billed, plan_used, cost, cause, estimated) = row
+                 granted, billed, plan_used, cost, cause, estimated, carrier, gateway, buy_cost, margin) = row
                 out.writerow((b_uuid, a_uuid, card, currency.strip(), cli, cld, t_cli, t_cld, prefix,
                               _iso(started), _iso(answered), _iso(ended), granted, billed, plan_used,
-                              f"{Decimal(cost).quantize(QUANTUM)}", cause, "true" if estimated else "false"))
+                              f"{Decimal(cost).quantize(QUANTUM)}", cause, "true" if estimated else "false",
+                              carrier or "", gateway or "", _money_or_empty(buy_cost), _money_or_empty(margin)))
                 count += 1
     sys.stdout.flush()
     print(f"{count} CDRs exported", file=sys.stderr)

@@ -72,6 +72,11 @@ class TooManyCalls(CarddError):
     """The card already has as many calls up as it may."""
 
 
+class NoRoute(CarddError):
+    """Carriers are configured but none may carry the destination (no buy rate,
+    disabled, at its channel limit, or dearer than the sell price)."""
+
+
 class DatabaseUnavailable(CarddError):
     pass
 

@@ -8,4 +8,9 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# promtool runs the alert rules' unit tests (monitoring/*test*.yml); Debian's
+# prometheus package has it. Installed only as root and only when missing.
+if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y prometheus >/dev/null || { apt-get update >/dev/null && apt-get install -y prometheus >/dev/null; }
+fi
 exec .venv/bin/python -m pytest "$@"

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Collection, TypeVar
 
 import psycopg
 from psycopg import errors
@@ -29,6 +29,7 @@ from psycopg_pool import ConnectionPool
 from cardd.billing.pins import check_pin_off_loop
 from cardd.billing.rating import Rate, billed_seconds, call_cost, max_duration, plan_seconds_used
 from cardd.errors import (
+from cardd.billing.routing import Route, buy_and_margin, choose_route, record_route
     CardBlocked,
     CardExpired,
     CardNotFound,
@@ -105,6 +106,7 @@ class Grant:
     currency: str
     expires_at: datetime
 
+    route: Route | None = None   # the carrier and gateway; None: daemon.dial_string (no carriers)
 
 @dataclass(frozen=True)
 class Cdr:
@@ -129,6 +131,12 @@ class Cdr:
     hangup_cause: str
     estimated: bool
 
+    # The carrier that carried the attempt and what it cost the business (None without carriers).
+    carrier_id: int | None = None
+    carrier: str | None = None
+    gateway: str | None = None
+    buy_cost: Decimal | None = None
+    margin: Decimal | None = None
 
 @dataclass(frozen=True)
 class OpenReservation:
@@ -165,7 +173,7 @@ _CARD_SQL = (
 _CDR_COLUMNS = (
     "b_uuid, a_uuid, account_id, username, currency, cli, cld, translated_cli, translated_cld, rate_id,"
     " rate_prefix, started_at, answered_at, ended_at, granted_seconds, billed_seconds, plan_seconds_used,"
-    " cost, hangup_cause, estimated"
+    " cost, hangup_cause, estimated, carrier_id, carrier, gateway, buy_cost, margin"
 )
 
 
@@ -271,7 +279,9 @@ class Ledger:
 
         Rating uses the translated destination when given. Raises CardNotFound,
         CardBlocked, CardExpired, TooManyCalls, NoRate, ForbiddenDestination,
-        InsufficientFunds (granted duration below max(min_call_duration, 1)).
+        InsufficientFunds (granted duration below max(min_call_duration, 1)),
+        NoRoute (carriers are configured and none may carry it, or all in
+        tried_routes). The route is chosen in this transaction (cardd.billing.routing).
         """
         a_id, b_id = _uuid(a_uuid), _uuid(b_uuid)
         number = translated_destination if translated_destination is not None else destination
@@ -287,6 +297,8 @@ class Ledger:
                 (card_id,),
             ).fetchone()
             if acct is None:
+        allow_loss: bool = False,
+        tried_routes: Collection[tuple[int, int]] = (),
                 raise CardNotFound(f"no card with id {card_id}")
             now: datetime = acct["now"]
             if acct["status"] in ("blocked", "closed"):
@@ -348,6 +360,8 @@ class Ledger:
                      rate.interval_n, rate.connect_fee, rate.free_seconds, rate.grace, expires_at),
                 )
             except errors.UniqueViolation:
+            route = choose_route(conn, number, rate, acct["currency"].strip(), allow_loss=allow_loss,
+                                 tried=tried_routes)
                 raise ValueError(f"B-leg UUID {b_id} was already granted") from None
         log.info(
             "grant b=%s card=%s dest=%s prefix=%s duration=%ss plan=%ss reserved=%s available=%s",
@@ -374,6 +388,8 @@ class Ledger:
             "SELECT coalesce((SELECT used_seconds FROM account_plan_usage WHERE account_id = %s AND prefix = %s), 0)"
             "     + coalesce((SELECT sum(plan_seconds) FROM reservations"
             "                  WHERE account_id = %s AND plan_prefix = %s AND status = 'open'), 0)",
+            if route is not None:
+                record_route(conn, b_id, route)
             (card_id, prefix, card_id, prefix),
         ).fetchone()
         assert used is not None
@@ -381,6 +397,7 @@ class Ledger:
 
     # --- after the hangup --------------------------------------------------
 
+            route=route,
     @_database_errors
     def settle(
         self,
@@ -462,12 +479,13 @@ class Ledger:
             )
             row = cur.execute(
                 f"INSERT INTO cdrs ({_CDR_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-                " %s, %s, %s, %s, %s, %s, %s, %s)"
+                " %s, %s, %s, %s, %s, %s, %s, %s, %s, (SELECT name FROM carriers WHERE id = %s), %s, %s, %s)"
                 f" RETURNING {_CDR_COLUMNS}",
                 (b_id, res["a_uuid"], res["account_id"], acct["username"], acct["currency"], res["cli"],
                  res["cld"], res["translated_cli"], res["translated_cld"], res["rate_id"], res["rate_prefix"],
                  res["created_at"], answered, ended, res["duration_s"], billed, plan_used, cost,
-                 hangup_cause or "", estimated),
+                 hangup_cause or "", estimated, res["carrier_id"], res["carrier_id"], res["gateway"],
+                 *buy_and_margin(res, billed, cost)),
             ).fetchone()
             assert row is not None
         log.info("settle b=%s billed=%ss cost=%s cause=%s", b_id, billed, cost, hangup_cause)
@@ -500,9 +518,10 @@ class Ledger:
             )
         row = cur.execute(
             "UPDATE cdrs SET billed_seconds = %s, plan_seconds_used = %s, cost = %s, answered_at = %s,"
-            "       ended_at = %s, hangup_cause = %s, estimated = false"
+            "       ended_at = %s, hangup_cause = %s, estimated = false, buy_cost = %s, margin = %s"
             f" WHERE b_uuid = %s RETURNING {_CDR_COLUMNS}",
-            (billed, plan_used, cost, answered, ended, hangup_cause or done.hangup_cause, res["b_uuid"]),
+            (billed, plan_used, cost, answered, ended, hangup_cause or done.hangup_cause,
+             *buy_and_margin(res, billed, cost), res["b_uuid"]),
         ).fetchone()
         assert row is not None
         log.info("settle b=%s: estimate %s corrected to %s, refunded %s", res["b_uuid"], done.cost, cost,

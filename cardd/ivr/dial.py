@@ -4,12 +4,12 @@ hangup timer and a warning, then settle — keyed by the B leg's UUID."""
 from __future__ import annotations
 
 import re
-import time
 import uuid as uuidlib
 
 from cardd import speech
+from cardd.billing.routing import may_fail_over
 from cardd.errors import (
-    CardBlocked, CardExpired, ForbiddenDestination, InsufficientFunds, NoRate, TooManyCalls,
+    CardBlocked, CardExpired, ForbiddenDestination, InsufficientFunds, NoRate, NoRoute, TooManyCalls,
 )
 from cardd.ivr.call import Call
 from cardd.options import translate
@@ -22,7 +22,8 @@ _DIALLABLE = re.compile(r"^\+?[0-9*#]{1,32}$")
 
 # Why a grant was refused, as the caller hears it.
 _REFUSALS = {ForbiddenDestination: "destination_forbidden", NoRate: "destination_unavailable",
-             InsufficientFunds: "insufficient_funds", TooManyCalls: "card_in_use"}
+             NoRoute: "destination_unavailable", InsufficientFunds: "insufficient_funds",
+             TooManyCalls: "card_in_use"}
 
 # Outcomes that are the callee's doing, told apart for the caller.
 _FAILURE_PROMPTS = {"USER_BUSY": "destination_busy", "NO_ANSWER": "no_answer",
@@ -40,7 +41,6 @@ class CardRefused(Exception):
 def place_call(call: Call, card, number: str) -> bool:
     """Dial `number` for `card`. True when the callee answered."""
     opts = call.options
-    started = time.monotonic()   # the `dial` IVR step: destination typed -> bridge sent
     b_uuid = str(uuidlib.uuid4())
     caller_cli = call.channel.cli
     # Operators' number rules (national -> E.164 and the like) apply before
@@ -68,35 +68,36 @@ def place_call(call: Call, card, number: str) -> bool:
         # From the reservation on, whatever happens ends in `finally`.
         _announce_duration(call, card, grant, number, dialled, translated_cli)
         call.flush()
-        _observe_setup(call, started)
-        outcome = call.channel.bridge(
-            _endpoint(call, dialled), leg_uuid=b_uuid,
-            variables=_leg_variables(call, _outgoing_cli(call, card), grant.duration_s),
-            ringback=None if opts.early_media else RINGBACK,
-            max_seconds=grant.duration_s, originate_timeout=ORIGINATE_TIMEOUT)
+        outcome = _bridge(call, card, grant, b_uuid, _endpoint(call, dialled), dialled)
     finally:
-        _settle(call, b_uuid, outcome)
-    call.services.metrics.bridges.labels("answered" if outcome.answered else "failed").inc()
-    call.log.info("attempt %s ended %s (billmsec %s)", b_uuid, outcome.cause, outcome.billmsec)
+        cdr = _settle(call, b_uuid, outcome)
+    _counted(call, grant, b_uuid, outcome, cdr)
+    tried: list[tuple[int, int]] = []
+    # Carrier failover: one bridge (and one reservation, keyed by its own B leg)
+    # per route, while the cause says the next carrier may succeed.
+    while grant.route is not None and not outcome.answered and not call.channel.hung_up \
+            and may_fail_over(outcome.cause):
+        call.services.metrics.carrier_failovers.labels(grant.route.carrier).inc()
+        tried.append(grant.route.key)
+        b_uuid = str(uuidlib.uuid4())
+        grant = _reserve(call, card, b_uuid, number, dialled, caller_cli, translated_cli, tried=tried)
+        if grant is None:
+            break
+        outcome = None
+        try:
+            outcome = _bridge(call, card, grant, b_uuid, _endpoint(call, dialled), dialled)
+        finally:
+            cdr = _settle(call, b_uuid, outcome)
+        _counted(call, grant, b_uuid, outcome, cdr)
     if not outcome.answered and not call.channel.hung_up:
         call.queue(_FAILURE_PROMPTS.get(outcome.cause, "call_failed"))
     return outcome.answered
 
 
-def _observe_setup(call: Call, started: float) -> None:
-    """The `dial` step of this attempt and, for the call's first bridge,
-    cardd_call_setup_seconds (connect -> bridge sent)."""
-    metrics = call.services.metrics
-    now = time.monotonic()
-    metrics.ivr_step_seconds.labels("dial").observe(now - started)
-    if call.bridges_sent == 0:
-        metrics.setup_seconds.observe(now - call.connected_at)
-    call.bridges_sent += 1
-
-
 def _reserve(call: Call, card, b_uuid: str, number: str, dialled: str, caller_cli: str,
-             translated_cli: str):
-    """The grant (rate, duration, reservation), or None with the reason queued."""
+             translated_cli: str, tried: list[tuple[int, int]] | None = None):
+    """The grant (rate, duration, reservation, route), or None with the reason
+    queued; None in silence when the routes not `tried` yet are used up."""
     opts = call.options
     try:
         return call.services.ledger.grant(
@@ -106,13 +107,37 @@ def _reserve(call: Call, card, b_uuid: str, number: str, dialled: str, caller_cl
             ignore_connect_fee=opts.ignore_connect_fee,
             max_call_duration=opts.max_call_duration,
             min_call_duration=opts.min_call_duration,
-            margin_s=call.services.settings.daemon.reservation_margin)
+            margin_s=call.services.settings.daemon.reservation_margin,
+            allow_loss=opts.route_at_a_loss, tried_routes=tried or ())
     except (CardBlocked, CardExpired) as exc:
         # Blocked or expired by the operator since the caller identified.
         raise CardRefused("card_blocked" if isinstance(exc, CardBlocked) else "card_expired") from exc
     except tuple(_REFUSALS) as exc:
-        call.queue(_REFUSALS[type(exc)])
+        if not (tried and isinstance(exc, NoRoute)):
+            call.queue(_REFUSALS[type(exc)])
         return None
+
+
+def _bridge(call: Call, card, grant, b_uuid: str, endpoint: str, dialled: str):
+    """One bridge: to the grant's carrier gateway, or the dial-string template
+    when no carrier is configured. The card's grant bounds it either way."""
+    if grant.route is not None:
+        endpoint = grant.route.gateway.format(number=dialled, proxy=call.options.outbound_proxy)
+        call.log.info("route: carrier %s gateway %d (%s), %s more", grant.route.carrier,
+                      grant.route.gateway_index + 1, endpoint, grant.route.alternatives)
+    return call.channel.bridge(
+        endpoint, leg_uuid=b_uuid,
+        variables=_leg_variables(call, _outgoing_cli(call, card), grant.duration_s),
+        ringback=None if call.options.early_media else RINGBACK,
+        max_seconds=grant.duration_s, originate_timeout=ORIGINATE_TIMEOUT)
+
+
+def _counted(call: Call, grant, b_uuid: str, outcome, cdr) -> None:
+    metrics = call.services.metrics
+    metrics.bridges.labels("answered" if outcome.answered else "failed").inc()
+    if grant.route is not None:
+        metrics.carrier_attempt(grant.route.carrier, answered=outcome.answered, cdr=cdr)
+    call.log.info("attempt %s ended %s (billmsec %s)", b_uuid, outcome.cause, outcome.billmsec)
 
 
 def _announce_duration(call: Call, card, grant, number: str, dialled: str,
@@ -130,7 +155,7 @@ def _announce_duration(call: Call, card, grant, number: str, dialled: str,
                                      no_hours=opts.no_hours_in_duration))
 
 
-def _settle(call: Call, b_uuid: str, outcome) -> None:
+def _settle(call: Call, b_uuid: str, outcome):
     """Bill the attempt, through the journal: with the database away the
     settlement is kept on disk and replayed later (cdr None)."""
     services = call.services
@@ -141,12 +166,13 @@ def _settle(call: Call, b_uuid: str, outcome) -> None:
             settle(b_uuid, billmsec=0, hangup_cause="NOT_DIALLED")
         # A bridge was sent but its outcome is unknown (the socket died): the
         # reservation stays open for the orphan check, never silently released.
-        return
+        return None
     billmsec = outcome.billmsec if outcome.billmsec is not None else outcome.fallback_msec
     cdr = settle(b_uuid, billmsec=billmsec if outcome.answered else 0, hangup_cause=outcome.cause)
     if cdr is not None:
         services.metrics.billed_seconds.labels(cdr.currency).inc(cdr.billed_seconds)
         services.metrics.revenue.labels(cdr.currency).inc(float(cdr.cost))
+    return cdr
 
 
 def _outgoing_cli(call: Call, card) -> str:

@@ -1,0 +1,165 @@
+"""Least-cost routing: which carrier and gateway a call attempt goes out on.
+
+choose_route() runs inside the grant's transaction (cardd.billing.ledger), on
+the same connection and snapshot that rates the card and writes the
+reservation, so the route, the sell rate, the channel counts and the
+reservation that records the route cannot disagree: a carrier disabled or a
+deck replaced after that snapshot is seen by the next grant, never half-way.
+
+The order: every carrier whose deck has a prefix of the number (its longest
+prefix), by the buy price of the first minute (the cost of a 60 s call under
+the deck, cardd.billing.rating.call_cost), ties by priority (lower first) then
+name; each carrier's gateways in their order. Left out: disabled carriers,
+carriers in another currency than the card (no exchange rates: margin would
+mean nothing), a longest prefix marked forbidden, carriers dearer for the
+first minute than the sell rate (unless allow_loss), and carriers at their
+channel limit (open reservations counted under a row lock on the carrier, so
+two cardd processes cannot both take its last channel).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Collection, Mapping
+
+import psycopg
+
+from cardd.billing.rating import Rate, call_cost
+from cardd.errors import NoRoute
+
+FIRST_MINUTE_S = 60
+
+# Hangup causes that say the carrier (or its gateway, or the network behind
+# it) failed, not the callee: the next route may succeed. Anything else
+# (USER_BUSY, NO_ANSWER, CALL_REJECTED, UNALLOCATED_NUMBER, the caller's own
+# hangup or `##`) is the call's answer and is never retried elsewhere.
+CARRIER_FAILURES = frozenset({
+    "NORMAL_TEMPORARY_FAILURE", "DESTINATION_OUT_OF_ORDER", "NETWORK_OUT_OF_ORDER",
+    "RECOVERY_ON_TIMER_EXPIRE", "GATEWAY_DOWN", "INVALID_GATEWAY", "NO_ROUTE_DESTINATION",
+    "NO_ROUTE_TRANSIT_NET", "SWITCH_CONGESTION", "NORMAL_CIRCUIT_CONGESTION", "REQUESTED_CHAN_UNAVAIL",
+    "SERVICE_UNAVAILABLE", "BEARERCAPABILITY_NOTAVAIL", "FACILITY_REJECTED", "FACILITY_NOT_SUBSCRIBED",
+    "OUTGOING_CALL_BARRED", "INCOMPATIBLE_DESTINATION", "CHAN_NOT_IMPLEMENTED", "EXCHANGE_ROUTING_ERROR",
+    "INTERWORKING", "PROTOCOL_ERROR",
+})
+
+
+def may_fail_over(cause: str) -> bool:
+    """True when a failed attempt's cause lets the next carrier try."""
+    return cause in CARRIER_FAILURES
+
+
+@dataclass(frozen=True)
+class Route:
+    carrier_id: int
+    carrier: str
+    gateway: str             # the dial-string template, {number} not yet filled
+    gateway_index: int
+    buy: Rate                # the carrier's longest-prefix buy rate
+    first_minute: Decimal    # buy cost of a 60 s call: the sort key
+    alternatives: int        # routes after this one when it was chosen
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.carrier_id, self.gateway_index)
+
+
+# The longest prefix of each carrier that has one, with the carrier's row.
+_CANDIDATES = (
+    "SELECT c.id, c.name, c.currency, c.enabled, c.priority, c.channel_limit, c.gateways, d.prefix,"
+    "       d.price_1, d.interval_1, d.price_n, d.interval_n, d.connect_fee, d.free_seconds, d.grace,"
+    "       d.forbidden"
+    "  FROM (SELECT DISTINCT ON (carrier_id) *"
+    "          FROM carrier_rates WHERE prefix = ANY(%s)"
+    "         ORDER BY carrier_id, length(prefix) DESC) d"
+    "  JOIN carriers c ON c.id = d.carrier_id"
+)
+
+
+def _prefixes(number: str) -> list[str]:
+    return [number[:i] for i in range(len(number) + 1)]
+
+
+def choose_route(conn: psycopg.Connection[Any], number: str, sell: Rate, currency: str, *,
+                 allow_loss: bool = False, tried: Collection[tuple[int, int]] = ()) -> Route | None:
+    """The first route for `number` not in `tried`, on the caller's transaction.
+
+    None when no carrier is configured at all (cardd dials daemon.dial_string
+    as before); NoRoute when carriers exist but none may carry this call."""
+    rows = conn.execute(_CANDIDATES, (_prefixes(number),)).fetchall()
+    if not rows:
+        if conn.execute("SELECT NOT EXISTS (SELECT 1 FROM carriers)").fetchone()[0]:
+            return None
+        raise NoRoute(f"no carrier has a buy rate for {number!r}")
+    sell_minute = call_cost(sell, FIRST_MINUTE_S)
+    ranked = []
+    for (cid, name, c_currency, enabled, priority, limit, gateways, prefix, p1, i1, pn, i_n, fee, free,
+         grace, forbidden) in rows:
+        if not enabled or forbidden or c_currency.strip() != currency:
+            continue
+        buy = Rate(prefix=prefix, price_1=p1, interval_1=i1, price_n=pn, interval_n=i_n, connect_fee=fee,
+                   free_seconds=free, grace=grace)
+        minute = call_cost(buy, FIRST_MINUTE_S)
+        if minute > sell_minute and not allow_loss:
+            continue
+        ranked.append((minute, priority, name, cid, limit, gateways, buy))
+    ranked.sort(key=lambda r: r[:3])
+    routes = [(r, i) for r in ranked for i in range(len(r[5])) if (r[3], i) not in tried]
+    full = _carriers_at_limit(conn, routes)
+    routes = [(r, i) for r, i in routes if r[3] not in full]
+    if not routes:
+        why = "every carrier was tried" if tried else "none is enabled, free and at or under the sell price"
+        raise NoRoute(f"no route for {number!r}: {len(rows)} carrier(s) rate it, {why}")
+    (minute, _priority, name, cid, _limit, gateways, buy), index = routes[0]
+    return Route(carrier_id=cid, carrier=name, gateway=gateways[index], gateway_index=index, buy=buy,
+                 first_minute=minute, alternatives=len(routes) - 1)
+
+
+def _carriers_at_limit(conn: psycopg.Connection[Any], routes: list) -> set[int]:
+    """Carriers with a channel limit, ahead of the first unlimited one, that are full.
+
+    Their rows are locked (in id order, so two grants never deadlock) before the
+    open reservations are counted: a concurrent grant for the same carrier waits
+    for this transaction and then counts the reservation it wrote."""
+    limited: dict[int, int] = {}
+    for r, _ in routes:
+        if r[4] is None:
+            break
+        limited[r[3]] = r[4]
+    if not limited:
+        return set()
+    ids = sorted(limited)
+    conn.execute("SELECT id FROM carriers WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (ids,))
+    counts = dict(conn.execute(
+        "SELECT carrier_id, count(*) FROM reservations WHERE status = 'open' AND carrier_id = ANY(%s)"
+        " GROUP BY carrier_id", (ids,)).fetchall())
+    return {cid for cid, limit in limited.items() if counts.get(cid, 0) >= limit}
+
+
+def record_route(conn: psycopg.Connection[Any], b_uuid: Any, route: Route) -> None:
+    """Write the route and its buy rate on the reservation just granted (same
+    transaction): a deck edited mid-call cannot change what the call costs, and
+    the open reservation is what counts against the carrier's channel limit."""
+    buy = route.buy
+    conn.execute(
+        "UPDATE reservations SET carrier_id = %s, gateway = %s, buy_prefix = %s, buy_price_1 = %s,"
+        " buy_interval_1 = %s, buy_price_n = %s, buy_interval_n = %s, buy_connect_fee = %s,"
+        " buy_free_seconds = %s, buy_grace = %s WHERE b_uuid = %s",
+        (route.carrier_id, route.gateway, buy.prefix, buy.price_1, buy.interval_1, buy.price_n,
+         buy.interval_n, buy.connect_fee, buy.free_seconds, buy.grace, b_uuid),
+    )
+
+
+def buy_and_margin(reservation: Mapping[str, Any], billed: int,
+                   cost: Decimal) -> tuple[Decimal | None, Decimal | None]:
+    """(buy cost, margin) of `billed` seconds on the reservation's route, by the
+    tariff arithmetic; (None, None) for a call without a carrier. The carrier
+    bills every second: service-plan seconds are the card's, not the carrier's."""
+    if reservation["carrier_id"] is None:
+        return None, None
+    buy = Rate(prefix=reservation["buy_prefix"], price_1=reservation["buy_price_1"],
+               interval_1=reservation["buy_interval_1"], price_n=reservation["buy_price_n"],
+               interval_n=reservation["buy_interval_n"], connect_fee=reservation["buy_connect_fee"],
+               free_seconds=reservation["buy_free_seconds"], grace=reservation["buy_grace"])
+    bought = call_cost(buy, billed)
+    return bought, cost - bought
