@@ -86,6 +86,26 @@ class Metrics:
                                        "Open reservations in the database (all cardd processes)", registry=r)
         self.expired_reservations = Gauge("cardd_expired_reservations",
                                           "Open reservations past their expiry (orphan candidates)", registry=r)
+        # Per carrier (least-cost routing): `carrier` is an operator-chosen name from
+        # the carriers table, a bounded set. ASR = answers / attempts, ACD =
+        # talk seconds / answers; margin = revenue - buy cost.
+        self.carrier_attempts = Counter("cardd_carrier_attempts_total", "Bridge attempts per carrier",
+                                        ["carrier"], registry=r)
+        self.carrier_answers = Counter("cardd_carrier_answers_total", "Answered attempts per carrier",
+                                       ["carrier"], registry=r)
+        self.carrier_failovers = Counter("cardd_carrier_failovers_total",
+                                         "Attempts that failed on the carrier and went on to the next route",
+                                         ["carrier"], registry=r)
+        self.carrier_talk_seconds = Counter("cardd_carrier_talk_seconds_total",
+                                            "Billed seconds of answered attempts per carrier", ["carrier"],
+                                            registry=r)
+        self.carrier_buy_cost = Counter("cardd_carrier_buy_cost_total", "What the carrier charges (buy deck)",
+                                        ["carrier", "currency"], registry=r)
+        self.carrier_revenue = Counter("cardd_carrier_revenue_total", "What the cards paid for calls on it",
+                                       ["carrier", "currency"], registry=r)
+        # Signed (a call routed at a loss lowers it): a gauge summing margins since start.
+        self.carrier_margin = Gauge("cardd_carrier_margin", "Sum of call margins (sell - buy) since start",
+                                    ["carrier", "currency"], registry=r)
         self._initialise_labels()
 
     def _initialise_labels(self) -> None:
@@ -108,27 +128,6 @@ class Metrics:
         for currency in currencies:
             self.billed_seconds.labels(currency)
             self.revenue.labels(currency)
-
-        # Per carrier (least-cost routing): `carrier` is an operator-chosen name from
-        # the carriers table, a bounded set. ASR = answers / attempts, ACD =
-        # talk seconds / answers; margin = revenue - buy cost.
-        self.carrier_attempts = Counter("cardd_carrier_attempts_total", "Bridge attempts per carrier",
-                                        ["carrier"], registry=r)
-        self.carrier_answers = Counter("cardd_carrier_answers_total", "Answered attempts per carrier",
-                                       ["carrier"], registry=r)
-        self.carrier_failovers = Counter("cardd_carrier_failovers_total",
-                                         "Attempts that failed on the carrier and went on to the next route",
-                                         ["carrier"], registry=r)
-        self.carrier_talk_seconds = Counter("cardd_carrier_talk_seconds_total",
-                                            "Billed seconds of answered attempts per carrier", ["carrier"],
-                                            registry=r)
-        self.carrier_buy_cost = Counter("cardd_carrier_buy_cost_total", "What the carrier charges (buy deck)",
-                                        ["carrier", "currency"], registry=r)
-        self.carrier_revenue = Counter("cardd_carrier_revenue_total", "What the cards paid for calls on it",
-                                       ["carrier", "currency"], registry=r)
-        # Signed (a call routed at a loss lowers it): a gauge summing margins since start.
-        self.carrier_margin = Gauge("cardd_carrier_margin", "Sum of call margins (sell - buy) since start",
-                                    ["carrier", "currency"], registry=r)
 
     def carrier_attempt(self, carrier: str, *, answered: bool, cdr: Any) -> None:
         """Count one attempt on a carrier; `cdr` (None when the settlement was
