@@ -10,8 +10,7 @@ import uuid as uuidlib
 from cardd import speech
 from cardd.billing.routing import may_fail_over
 from cardd.errors import (
-    CardBlocked, CardExpired, DatabaseUnavailable, ForbiddenDestination, InsufficientFunds, NoRate, NoRoute,
-    TooManyCalls,
+    CardBlocked, CardExpired, ForbiddenDestination, InsufficientFunds, NoRate, NoRoute, TooManyCalls,
 )
 from cardd.ivr.call import Call
 from cardd.options import translate
@@ -56,13 +55,6 @@ def place_call(call: Call, card, number: str) -> bool:
         call.log.warning("translation of %s gave %r: not diallable", number, dialled)
         call.queue("invalid_destination")
         return False
-    endpoint = _endpoint(call, dialled)
-    if endpoint is None:
-        # `sofia/external/4420...@` would go nowhere (or somewhere unintended).
-        call.log.error("no outbound proxy for instance %r (daemon.outbound_proxy or calling_card "
-                       "outbound_proxy): call to %s not dialled", call.instance, dialled)
-        call.queue("call_failed")
-        return False
     if not call.services.hooks.destination_check(opts.destination_check_script).allowed(
             call_uuid=call.channel.uuid, cli=caller_cli, translated_cli=translated_cli,
             cld=number, translated_cld=dialled, username=card.username, original_cli=caller_cli):
@@ -76,11 +68,10 @@ def place_call(call: Call, card, number: str) -> bool:
     outcome = None
     try:
         # From the reservation on, whatever happens ends in `finally`.
-        _announce_rate(call, card, grant)
         _announce_duration(call, card, grant, number, dialled, translated_cli)
         call.flush()
         _observe_setup(call, started)
-        outcome = _bridge(call, card, grant, b_uuid, endpoint, dialled)
+        outcome = _bridge(call, card, grant, b_uuid, _endpoint(call, dialled), dialled)
     finally:
         cdr = _settle(call, b_uuid, outcome)
     _counted(call, grant, b_uuid, outcome, cdr)
@@ -97,7 +88,7 @@ def place_call(call: Call, card, number: str) -> bool:
             break
         outcome = None
         try:
-            outcome = _bridge(call, card, grant, b_uuid, endpoint, dialled)
+            outcome = _bridge(call, card, grant, b_uuid, _endpoint(call, dialled), dialled)
         finally:
             cdr = _settle(call, b_uuid, outcome)
         _counted(call, grant, b_uuid, outcome, cdr)
@@ -131,8 +122,7 @@ def _reserve(call: Call, card, b_uuid: str, number: str, dialled: str, caller_cl
             max_call_duration=opts.max_call_duration,
             min_call_duration=opts.min_call_duration,
             margin_s=call.services.settings.daemon.reservation_margin,
-            allow_loss=opts.route_at_a_loss, tried_routes=tried or (),
-            switchname=call.channel.switchname)
+            allow_loss=opts.route_at_a_loss, tried_routes=tried or ())
     except (CardBlocked, CardExpired) as exc:
         # Blocked or expired by the operator since the caller identified.
         raise CardRefused("card_blocked" if isinstance(exc, CardBlocked) else "card_expired") from exc
@@ -149,26 +139,11 @@ def _bridge(call: Call, card, grant, b_uuid: str, endpoint: str, dialled: str):
         endpoint = grant.route.gateway.format(number=dialled, proxy=call.options.outbound_proxy)
         call.log.info("route: carrier %s gateway %d (%s), %s more", grant.route.carrier,
                       grant.route.gateway_index + 1, endpoint, grant.route.alternatives)
-    # Durably, before the bridge goes out: after a crash, a reservation without
-    # this mark was never dialled and is released at no cost (cardd/orphans.py).
-    # The database away here: the caller hears "service unavailable", nothing dialled.
-    call.services.ledger.mark_dialled(b_uuid)
     return call.channel.bridge(
         endpoint, leg_uuid=b_uuid,
         variables=_leg_variables(call, _outgoing_cli(call, card), grant.duration_s),
         ringback=None if call.options.early_media else RINGBACK,
-        max_seconds=grant.duration_s, originate_timeout=ORIGINATE_TIMEOUT,
-        on_answer=lambda: _mark_answered(call, b_uuid))
-
-
-def _mark_answered(call: Call, b_uuid: str) -> None:
-    """B answered: record when, so an estimate after a crash is at most the time
-    since (cardd/orphans.py). Best effort: with the database away the call goes
-    on, and an estimate of it would be 0 until its CDR arrives (README)."""
-    try:
-        call.services.ledger.mark_answered(b_uuid)
-    except DatabaseUnavailable as exc:
-        call.log.warning("answer of %s not recorded: %s", b_uuid, exc)
+        max_seconds=grant.duration_s, originate_timeout=ORIGINATE_TIMEOUT)
 
 
 def _counted(call: Call, grant, b_uuid: str, outcome, cdr) -> None:
@@ -177,13 +152,6 @@ def _counted(call: Call, grant, b_uuid: str, outcome, cdr) -> None:
     if grant.route is not None:
         metrics.carrier_attempt(grant.route.carrier, answered=outcome.answered, cdr=cdr)
     call.log.info("attempt %s ended %s (billmsec %s)", b_uuid, outcome.cause, outcome.billmsec)
-
-
-def _announce_rate(call: Call, card, grant) -> None:
-    """announce_rate: "this call costs N per minute", the first interval's
-    price, in the card's currency and the call's language."""
-    if call.options.announce_rate:
-        call.queue(*speech.rate_ids(grant.rate.price_1, card.currency, call.lang))
 
 
 def _announce_duration(call: Call, card, grant, number: str, dialled: str,
@@ -229,15 +197,12 @@ def _outgoing_cli(call: Call, card) -> str:
     return card.username
 
 
-def _endpoint(call: Call, number: str) -> str | None:
-    """The dial string's endpoint; None when every alternative needs a proxy
-    and none is set (an alternative that needs one is left out)."""
+def _endpoint(call: Call, number: str) -> str:
     daemon = call.services.settings.daemon
     proxy = call.options.outbound_proxy  # already falls back to daemon.outbound_proxy
     # `|` in the template is FreeSWITCH's failover between gateways.
-    parts = [part.format(number=number, proxy=proxy) for part in daemon.dial_string.split("|")
-             if proxy or "{proxy}" not in part]
-    return "|".join(parts) or None
+    return "|".join(part.format(number=number, proxy=proxy)
+                    for part in daemon.dial_string.split("|"))
 
 
 def _leg_variables(call: Call, cli: str, seconds: int) -> dict[str, str]:
@@ -245,9 +210,7 @@ def _leg_variables(call: Call, cli: str, seconds: int) -> dict[str, str]:
     the dial string), so they bound the call even if cardd dies (capture 16);
     `bleg` makes the warning play to the caller (capture 14)."""
     opts = call.options
-    # The name too: left unset, FreeSWITCH presents the caller's own number
-    # as the SIP display name, whatever number is presented.
-    variables = {"origination_caller_id_number": cli, "origination_caller_id_name": cli,
+    variables = {"origination_caller_id_number": cli,
                  "execute_on_answer_1": f"sched_hangup +{seconds} ALLOTTED_TIMEOUT"}
     warn_at = seconds - opts.disconnect_warning_time
     if opts.disconnect_warning_time > 0 and warn_at >= 1:
