@@ -372,13 +372,16 @@ def do_read(call: SimCall, leg: Leg, min_d: int, max_d: int, prompt: str, timeou
     leg.collector, leg.dtmf_queue = leg.dtmf_queue, []
     buf, term = "", ""
     status = "success"
-    if typed:
+    listen = leg is call.a and call.caller.hear_prompts
+    if typed and not listen:
         type_digits(call, leg, typed, call.caller.type_after, call.caller.digit_interval)
     try:
         if prompt and prompt != "silence":
             pstatus, _ = play(call, leg, prompt, barge=True)
             if pstatus == "hangup":
                 return "failure", "", ""
+        if typed and listen:
+            type_digits(call, leg, typed, call.caller.type_after, call.caller.digit_interval)
         first = True
         while True:
             while leg.collector:
@@ -522,15 +525,49 @@ def app_sleep(call: SimCall, leg: Leg, arg: str, r: Running) -> str:
     return "_none_"
 
 
-def _sched_delay(call: SimCall, spec: str) -> float:
-    """`+N` fires when the whole-second clock reaches now's second + N
-    (README fact 23); a bare number is an absolute epoch."""
+# FreeSWITCH's clock as channels read it (switch_micro_time_now) is
+# runtime.timestamp, which the timer thread moves once per tick:
+#   src/switch_core.c:1968   runtime.microseconds_per_tick = 20000;
+#   src/switch_time.c:1228   runtime.timestamp = ts;   (once per tick)
+# so a hang-up the scheduler causes is stamped on the next 20 ms tick.
+RUNTIME_TICK = 0.02
+# The scheduler's task thread (src/switch_scheduler.c, 1.10.12) checks its
+# tasks, then waits for an event on its queue for at most half a second:
+#   if (switch_queue_pop_timeout(globals.event_queue, &pop, 500000) ...
+# Adding a task pushes an ADD_SCHEDULE event, which wakes it at once, so
+# its checks fall at the moment the app ran plus multiples of 0.5 s.
+SCHED_WAIT = 0.5
+
+
+def _sched_delay(call: SimCall, spec: str) -> float | None:
+    """Seconds until a `sched_*` task fires; None: hang up now.
+
+    mod_dptools sched_hangup_function (1.10.12):
+        int sec = atol(argv[0] + 1);
+        if (*argv[0] == '+') { when = switch_epoch_time_now(NULL) + sec; }
+        else { when = atol(argv[0]); }
+        ... if (sec == 0) { switch_channel_hangup(...) } else { switch_ivr_schedule_hangup(when, ...) }
+    switch_scheduler.c task_thread_loop:
+        int64_t now = switch_epoch_time_now(NULL);
+        if (now >= tp->task.runtime && !tp->in_thread) { ... switch_scheduler_execute(tp) }
+    `when` is in whole epoch seconds and so is the check: the task fires at
+    the first check (app time + k * 0.5 s) whose whole second has reached
+    `when`. +N run at x.0-x.49 fires N s (+20 ms) later, run at x.5-x.99 it
+    fires N-0.5 s (+20 ms) later: measured N-0.5 to N+0.02 s (captures 08,
+    13, 14, 16, 20; README fact 23; realfs: 12020 ms for +12 in 2 of 4 runs)."""
     now = call.now()
     if spec.startswith("+"):
-        target = math.floor(now) + _int(spec[1:], 0)
+        if _int(spec[1:], 0) == 0:
+            return None
+        runtime = math.floor(now) + _int(spec[1:], 0)
     else:
-        target = _int(spec, int(now))
-    return max(target - now, 0.0)
+        if _int(spec[1:], 0) == 0:
+            return None
+        runtime = _int(spec, int(now))
+    if runtime <= now:
+        return RUNTIME_TICK
+    checks = math.ceil(round((runtime - now) / SCHED_WAIT, 9))
+    return checks * SCHED_WAIT + RUNTIME_TICK
 
 
 def app_sched_hangup(call: SimCall, leg: Leg, arg: str, r: Running) -> str:
@@ -540,6 +577,13 @@ def app_sched_hangup(call: SimCall, leg: Leg, arg: str, r: Running) -> str:
     cause = hangup_cause_name(a[1]) if len(a) > 1 else "ALLOTTED_TIMEOUT"
     delay = _sched_delay(call, a[0])
     target = leg
+    if delay is None:
+        # `sched_hangup +0`: switch_channel_hangup at once (mod_dptools).
+        if leg is call.a:
+            call.hangup_a(cause, remote=False)
+        else:
+            hangup_b(call, leg, cause)
+        return "_none_"
     if leg is call.a:
         call.a_timers.append(call.clock.call_later(
             delay, lambda: call.hangup_a(cause, remote=False)))
@@ -553,7 +597,10 @@ def app_sched_broadcast(call: SimCall, leg: Leg, arg: str, r: Running) -> str:
     a = arg.split(" ")
     if len(a) < 2:
         return "_none_"
+    # sched_broadcast_function: `when` as sched_hangup's, but no `sec == 0` case.
     delay = _sched_delay(call, a[0])
+    if delay is None:
+        delay = RUNTIME_TICK
     what = a[1]
     which = a[2] if len(a) > 2 else "aleg"
     call.sched_id += 1
@@ -662,7 +709,9 @@ def hangup_b(call: SimCall, b: Leg, cause: str, *, events_only: bool = False) ->
 
 
 def finish_b(call: SimCall, b: Leg) -> None:
-    """B's CS_HANGUP, CS_REPORTING and CHANNEL_HANGUP_COMPLETE."""
+    """B's CS_HANGUP, CS_REPORTING and CHANNEL_HANGUP_COMPLETE. A CDR posted
+    in the leg's thread (mod_json_cdr without queue-capacity) holds B's
+    HANGUP_COMPLETE and CS_DESTROY, in B's own thread: A goes on."""
     if b.finished:
         return
     b.finished = True
@@ -673,11 +722,43 @@ def finish_b(call: SimCall, b: Leg) -> None:
     b.profile.times["Channel-Hangup-Time"] = b.hangup_us
     call.fire(b, "CHANNEL_STATE", variables=False)
     set_cdr_vars(call, b)
+    if any(r.queue_capacity is None for r in call.switch.cdr_reporters):
+        b.reporting = True
+        g = gevent.spawn(_b_reports, call, b)
+        g.name = f"sim-b-reporting-{b.uuid[:8]}"
+        call.reporting.append(g)
+        return
     call.fire(b, "CHANNEL_HANGUP_COMPLETE", pre=[("Hangup-Cause", b.hangup_cause or "")])
     b.pending_destroy = True
 
 
+def _b_reports(call: SimCall, b: Leg) -> None:
+    report_cdr(call, b)
+    b.reporting = False
+    call.fire(b, "CHANNEL_HANGUP_COMPLETE", pre=[("Hangup-Cause", b.hangup_cause or "")])
+    b.pending_destroy = True
+    if b.destroy_wanted:
+        destroy_b(call, b)
+
+
+def report_cdr(call: SimCall, leg: Leg) -> None:
+    """switch_core_session_reporting_state's STATE_MACRO(reporting): the
+    global state handlers' on_reporting (mod_json_cdr) run before
+    CHANNEL_HANGUP_COMPLETE is fired (switch_core_state_machine.c)."""
+    if not call.switch.cdr_reporters:
+        return
+    idn = leg.identity
+    headers = [("Core-UUID", idn.core_uuid), ("FreeSWITCH-Switchname", idn.hostname),
+               *leg.basic_data(), *leg.profile.headers("Caller-"),
+               *(("variable_" + k, v) for k, v in leg.vars.items())]
+    for reporter in list(call.switch.cdr_reporters):
+        reporter.report(call.clock, leg, headers)
+
+
 def destroy_b(call: SimCall, b: Leg) -> None:
+    if b.reporting:
+        b.destroy_wanted = True
+        return
     if not b.pending_destroy:
         return
     b.pending_destroy = False

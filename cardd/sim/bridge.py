@@ -11,12 +11,22 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from cardd.sim import apps
+from cardd.sim import apps, sofia
 from cardd.sim.caller import Callee
 from cardd.sim.channel import Leg, Profile
 
 if TYPE_CHECKING:
     from cardd.sim.switch import SimCall
+
+# A callee that talks N s is billed N s + 20 ms on the real switch (realfs:
+# billmsec 8020, 6020, 5020 for sipp callees holding 8, 6 and 5 s). The
+# callee's clock starts at FreeSWITCH's ACK, sent after the 200 OK was
+# stamped as the answer, and FreeSWITCH stamps both ends with
+# switch_micro_time_now(), i.e. runtime.timestamp, which moves in 20 ms
+# ticks (switch_core.c: runtime.microseconds_per_tick = 20000): the BYE
+# lands one tick after N s. Real calls therefore bill a second more than
+# N at whole-second boundaries; so do simulated ones.
+CALLEE_BYE_LAG = apps.RUNTIME_TICK
 
 # Causes for which a failed bridge does not hang A up without continue_on_fail.
 _NO_HANGUP = ("NO_ANSWER", "NO_USER_RESPONSE", "ORIGINATOR_CANCEL")
@@ -169,9 +179,9 @@ def _new_b(call: SimCall, a: Leg, dl: DialLeg, lvars: list[tuple[str, str]]) -> 
     name = dl.endpoint
     now = call.us()
     ap = a.profile
+    cid_name, cid_number = sofia.caller_id(a.vars, {}, v, ap.cid_name, ap.cid_number)
     prof = Profile(direction="outbound", username=ap.username,
-                   cid_name=v.get("origination_caller_id_name", ap.cid_name),
-                   cid_number=v.get("origination_caller_id_number", ap.cid_number),
+                   cid_name=cid_name, cid_number=cid_number,
                    orig_cid_name=ap.cid_name, orig_cid_number=ap.cid_number,
                    callee_name="Outbound Call", callee_number=dl.number,
                    network_addr=ap.network_addr, ani=ap.ani, destination=dl.number,
@@ -199,6 +209,9 @@ def _new_b(call: SimCall, a: Leg, dl: DialLeg, lvars: list[tuple[str, str]]) -> 
     for k, val in (("originate_early_media", "true"), ("originating_leg_uuid", a.uuid),
                    ("originate_endpoint", name.split("/")[0])):
         b.set_var(k, val)
+    # What the callee's phone shows (sofia_glue_do_invite's From).
+    b.sip_from = sofia.outgoing_from(call.switch.sofia, dl.endpoint, cid_name, cid_number,
+                                     b.vars)
     return b
 
 
@@ -208,7 +221,7 @@ def originate(call: SimCall, a: Leg, state: apps.BridgeState, dl: DialLeg,
     b = _new_b(call, a, dl, lvars)
     state.b = b
     call.transcript.add(call.rel(), "B", "dial", number=dl.number, endpoint=dl.endpoint,
-                        uuid=b.uuid, outcome=callee.outcome)
+                        uuid=b.uuid, outcome=callee.outcome, sip_from=str(b.sip_from))
     _create_b(call, b)
     timeout = float(dict(lvars).get("originate_timeout") or gdict.get("originate_timeout") or 60)
     gone = lambda: not b.alive or not a.alive  # noqa: E731
@@ -224,10 +237,11 @@ def originate(call: SimCall, a: Leg, state: apps.BridgeState, dl: DialLeg,
     if apps.wait_until(call, a, 0.02, gone):
         return _interrupted(call, a, b)
     _ring(call, a, b)
-    ring = timeout if callee.outcome == "no_answer" else min(callee.answer_after, timeout)
+    answer_after = callee.ring_time(call.now())
+    ring = timeout if callee.outcome == "no_answer" else min(answer_after, timeout)
     if apps.wait_until(call, a, ring, gone):
         return _interrupted(call, a, b)
-    if callee.outcome == "no_answer" or callee.answer_after > timeout:
+    if callee.outcome == "no_answer" or answer_after > timeout:
         b.sip_disposition = "send_cancel"
         return _fail_b(call, b, "NO_ANSWER")
     _answered(call, state, b, callee)  # 200 OK
@@ -260,7 +274,8 @@ def _answered(call: SimCall, state: apps.BridgeState, b: Leg, callee: Callee) ->
             apps.execute(call, b, apps.Pending(app, app_arg, apps.new_uuid(), True),
                          loops=False)
     if callee.talk is not None:
-        b.timers.append(call.clock.call_later(callee.talk, lambda: _callee_bye(call, b)))
+        b.timers.append(call.clock.call_later(callee.talk + CALLEE_BYE_LAG,
+                                              lambda: _callee_bye(call, b)))
 
 
 def _create_b(call: SimCall, b: Leg) -> None:
@@ -287,7 +302,7 @@ def originate_parallel(call: SimCall, a: Leg, state: apps.BridgeState, group: li
         callee = _callee(call, dl)
         b = _new_b(call, a, dl, lvars)
         call.transcript.add(call.rel(), "B", "dial", number=dl.number, endpoint=dl.endpoint,
-                            uuid=b.uuid, outcome=callee.outcome)
+                            uuid=b.uuid, outcome=callee.outcome, sip_from=str(b.sip_from))
         _create_b(call, b)
         legs.append((b, callee, lvars))
     state.b = legs[0][0]  # what a digit action's `peer` reaches while they ring
@@ -411,7 +426,7 @@ def _outcome(call: SimCall, b: Leg | None, disposition: str, *, answered: bool):
         disposition=disposition, answered=answered, b_hangup_cause=b.hangup_cause,
         answer_epoch_us=b.answered_us, end_epoch_us=b.hangup_us,
         billsec=(b.hangup_us // 1_000_000 - b.answered_us // 1_000_000) if bill_us else 0,
-        billmsec=bill_us // 1000)
+        billmsec=bill_us // 1000, sip_from=b.sip_from)
 
 
 def talk(call: SimCall, a: Leg, b: Leg, state: apps.BridgeState, lvars: dict[str, str],

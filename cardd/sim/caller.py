@@ -24,6 +24,8 @@ class Caller:
     hangup_at: ("playback", 2) hangs up `hangup_delay` seconds into the 2nd
     execution of that app on the caller's leg; hangup_after: seconds after the
     call reached the daemon; hangup_after_talk: seconds after a callee answered.
+    hear_prompts: start typing `type_after` s after a question's prompt ended
+    instead of after it started.
     """
 
     cli: str = "15555550100"
@@ -40,6 +42,9 @@ class Caller:
     hangup_after: float | None = None
     hangup_after_talk: float | None = None
     name: str | None = None
+    # Type only once each question's prompt has played to its end (no
+    # barge-in): the whole prompt, balance announcement included, is heard.
+    hear_prompts: bool = False
 
 
 OUTCOMES = ("answer", "busy", "no_answer", "unreachable")
@@ -52,13 +57,29 @@ class Callee:
     outcome: "answer" (after answer_after s, talks `talk` s then hangs up, or
     until hung up when talk is None), "busy" (486 after busy_after s),
     "no_answer" (rings until originate_timeout), "unreachable" (fails at once).
+    answer_in_second: answer at this fraction of an epoch second (after
+    answer_after): FreeSWITCH's scheduler runs on whole seconds, so it
+    decides whether `sched_hangup +N` cuts at N+0.02 s (0 to 0.49) or
+    N-0.48 s (0.5 to 0.99); None: wherever answer_after lands.
+    A callee that talks N s hangs up N s + 20 ms after the answer stamp, as
+    measured on the real switch (cardd.sim.bridge.CALLEE_BYE_LAG).
     """
 
     outcome: str = "answer"
     answer_after: float = 1.0
     talk: float | None = None
     busy_after: float = 0.5
+    answer_in_second: float | None = None
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
             raise ValueError(f"Callee outcome must be one of {OUTCOMES}, not {self.outcome!r}")
+        if self.answer_in_second is not None and not 0 <= self.answer_in_second < 1:
+            raise ValueError("Callee answer_in_second is a fraction of a second: 0 <= x < 1")
+
+    def ring_time(self, now: float) -> float:
+        """Seconds from the 180 at epoch `now` to the 200 OK."""
+        if self.answer_in_second is None:
+            return self.answer_after
+        at = now + self.answer_after
+        return self.answer_after + (self.answer_in_second - at % 1) % 1

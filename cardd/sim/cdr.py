@@ -1,15 +1,35 @@
 """mod_json_cdr on the simulated switch: each leg's CDR POSTed as JSON when the
-leg reaches CS_REPORTING (its CHANNEL_HANGUP_COMPLETE).
+leg reaches CS_REPORTING.
 
-    poster = JsonCdrPoster(switch, "http://127.0.0.1:8085/cdr", retries=5, delay=0.2)
+    poster = JsonCdrPoster.from_conf(switch, "freeswitch-conf/autoload_configs/json_cdr.conf.xml")
+    poster = JsonCdrPoster(switch, "http://127.0.0.1:8085/cdr", retries=5, delay=1)
 
-The document has mod_json_cdr's shape: `core-uuid`, `switchname`,
-`channel_data`, `variables` (every channel variable; values url-encoded when
-`encode_values`, as the module's default), and a short `callflow`. Like the
-module it retries a failed POST `retries` times, `delay` seconds apart (the
-module counts milliseconds), and keeps what it could not deliver in `failed`
-(its err-log-dir), from where `resend_failed()` delivers it later, as an
-operator would.
+What the module (src/mod/event_handlers/mod_json_cdr/mod_json_cdr.c,
+FreeSWITCH 1.10.12) does, and so this model:
+- It is a global state handler's on_reporting (my_on_reporting), which
+  switch_core_session_reporting_state runs (STATE_MACRO(reporting, ...))
+  BEFORE it fires CHANNEL_HANGUP_COMPLETE, in the hanging-up channel's own
+  thread. Without `queue-capacity` it calls process_cdr() right there:
+      if (globals.queue) { switch_queue_trypush(globals.queue, cdr_data) ... }
+      else { process_cdr(cdr_data); }
+  so every retry holds that channel and its CHANNEL_HANGUP_COMPLETE.
+  With `queue-capacity` > 0 a background cdr_thread posts instead.
+- `delay` counts seconds: `switch_yield(globals.delay * 1000000);` between
+  tries; `retries` are extra tries (`globals.retries++` at load), and
+  `retries` without `delay` makes delay 5.
+- Each try POSTs to `<url>?uuid=<leg uuid>` with User-Agent
+  freeswitch-json/1.0, `cred` as HTTP basic auth (auth-scheme default
+  CURLAUTH_BASIC), CURLOPT_TIMEOUT `timeout` (0: none); any status outside
+  2xx (or none) is a failure. Content-Type application/json (encode false),
+  application/x-www-form-urlencoded (`cdr=` url-encoded, encode true) or
+  application/x-www-form-base64-encoded (encode base64); but
+  `disable-100-continue` replaces the header list with "Expect:" alone
+  (CURLOPT_HTTPHEADER set twice), so curl sends its POSTFIELDS default,
+  application/x-www-form-urlencoded, whatever the body.
+- `encode-values` defaults to true; `log-b-leg` to true (B legs are those
+  with an originator caller profile).
+- What could not be posted goes to err-log-dir (`failed` here), from where
+  `resend_failed()` delivers it later, as an operator would.
 """
 
 from __future__ import annotations
@@ -18,7 +38,9 @@ import base64
 import http.client
 import json
 import logging
+import os
 from urllib.parse import quote, urlsplit
+from xml.etree import ElementTree
 
 import gevent
 
@@ -26,41 +48,115 @@ log = logging.getLogger(__name__)
 
 
 class JsonCdrPoster:
-    """Registers on `switch.inbound` (it is offered every event of every call)."""
+    """Registers on `switch.inbound` (offered every event of every call) and
+    on `switch.cdr_reporters` (run at each leg's CS_REPORTING).
 
-    def __init__(self, switch, url: str, *, retries: int = 2, delay: float = 0.5,
+    queue_capacity: None posts in the leg's own thread before its
+    CHANNEL_HANGUP_COMPLETE (the module without queue-capacity, as
+    from_conf reads a file without it); a number posts from a background
+    thread after it (the constructor's default, which tests that kill cardd
+    rely on). `delay` is in seconds, on the call's clock when posting in
+    the leg's thread, in real time from the background thread."""
+
+    def __init__(self, switch, url: str | list[str], *, retries: int = 2, delay: float = 0.5,
                  encode: str = "false", encode_values: bool = False,
-                 legs: str = "ab", timeout: float = 5.0):
+                 legs: str = "ab", timeout: float = 5.0, cred: str | None = None,
+                 queue_capacity: int | None = 1000, disable_100_continue: bool = False):
         if encode not in ("false", "true", "base64"):
             raise ValueError("encode must be false, true or base64")
         self.switch = switch
-        self.url = url
+        self.urls = [url] if isinstance(url, str) else list(url)
+        self.url_index = 0
         self.retries = retries
         self.delay = delay
         self.encode = encode
         self.encode_values = encode_values
         self.legs = legs
         self.timeout = timeout
+        self.cred = cred
+        self.queue_capacity = queue_capacity
+        self.disable_100_continue = disable_100_continue
         self.enabled = True
         self.posted: list[dict] = []     # documents delivered (2xx)
         self.failed: list[dict] = []     # documents given up on (the err-log-dir)
+        self.requests: list[dict] = []   # every try: url, headers, status
         self._greenlets: list[gevent.Greenlet] = []
         switch.inbound.append(self)
+        switch.cdr_reporters.append(self)
+
+    @property
+    def url(self) -> str:
+        return self.urls[self.url_index]
+
+    @classmethod
+    def from_conf(cls, switch, path: str | os.PathLike, **override) -> JsonCdrPoster:
+        """A poster configured as mod_json_cdr_load reads `path` (a
+        json_cdr.conf.xml): the file is read now, so it is whatever it says."""
+        params: dict[str, str] = {}
+        urls: list[str] = []
+        root = ElementTree.parse(path).getroot()
+        for param in root.iter("param"):
+            name, value = param.get("name", "").lower(), param.get("value", "")
+            if name == "url" and value:
+                urls.append(value)
+            else:
+                params[name] = value
+
+        def true(name: str, default: bool) -> bool:
+            if name not in params:
+                return default
+            return params[name].strip().lower() in ("yes", "on", "true", "t", "enabled",
+                                                    "active", "allow", "1")
+
+        retries = int(params.get("retries") or 0)
+        delay = int(params.get("delay") or 0)
+        if retries and not delay:
+            delay = 5           # "Retries set but delay 0 setting to 5 seconds"
+        encode = params.get("encode", "false").strip().lower()
+        encode = "base64" if encode == "base64" else ("true" if true("encode", False) else "false")
+        capacity = int(params.get("queue-capacity") or 0)
+        kw = dict(retries=retries, delay=delay, encode=encode,
+                  encode_values=true("encode-values", True),
+                  legs="ab" if true("log-b-leg", True) else "a",
+                  timeout=max(int(params.get("timeout") or 0), 0) or None,
+                  cred=params.get("cred") or None,
+                  queue_capacity=capacity if capacity > 0 else None,
+                  disable_100_continue=true("disable-100-continue", False))
+        if "url" in override:       # the file's settings, another endpoint (tests)
+            urls = [override.pop("url")]
+        kw.update(override)
+        if not urls:
+            raise ValueError(f"{path}: no url param: mod_json_cdr would post nowhere")
+        return cls(switch, urls, **kw)
 
     # -- the switch side -------------------------------------------------------
 
     def offer(self, name: str, headers: list[tuple[str, str]]) -> None:
-        if name != "CHANNEL_HANGUP_COMPLETE" or not self.enabled:
+        """The background mode: posted after CHANNEL_HANGUP_COMPLETE."""
+        if name != "CHANNEL_HANGUP_COMPLETE" or not self.enabled \
+                or self.queue_capacity is None:
             return
         hd = dict(headers)
-        direction = hd.get("Call-Direction", "")
-        leg = "b" if direction == "outbound" else "a"
+        leg = "b" if hd.get("Call-Direction", "") == "outbound" else "a"
         if leg not in self.legs:
             return
-        doc = self.document(headers)
-        g = gevent.spawn(self._deliver, doc)
+        if len(self._greenlets) - len([g for g in self._greenlets if g.ready()]) \
+                >= self.queue_capacity:
+            # switch_queue_trypush failed: "Unable to push cdr to queue", backed up
+            self.failed.append(self.document(headers))
+            return
+        g = gevent.spawn(self._deliver, self.document(headers), gevent.sleep)
         g.name = "sim-json-cdr"
         self._greenlets.append(g)
+
+    def report(self, clock, leg, headers: list[tuple[str, str]]) -> None:
+        """my_on_reporting without a queue: post now, in the leg's thread,
+        before its CHANNEL_HANGUP_COMPLETE; retries wait on the call's clock."""
+        if not self.enabled or self.queue_capacity is not None:
+            return
+        if ("b" if leg.direction == "outbound" else "a") not in self.legs:
+            return
+        self._deliver(self.document(headers), clock.sleep)
 
     def document(self, headers: list[tuple[str, str]]) -> dict:
         """The JSON CDR of the leg whose CHANNEL_HANGUP_COMPLETE these are."""
@@ -93,34 +189,51 @@ class JsonCdrPoster:
             return ("cdr=" + quote(data, safe="")).encode("ascii"), "application/x-www-form-urlencoded"
         if self.encode == "base64":
             return ("cdr=" + base64.b64encode(data.encode()).decode("ascii")).encode("ascii"), \
-                "application/x-www-form-urlencoded"
+                "application/x-www-form-base64-encoded"
         return data.encode("utf-8"), "application/json"
 
     # -- delivery ------------------------------------------------------------------
 
     def post(self, doc: dict) -> int:
         """One POST; the HTTP status, or 0 when the endpoint is unreachable."""
-        parts = urlsplit(self.url)
+        url = f"{self.url}?uuid={doc['variables'].get('uuid', '')}"
+        parts = urlsplit(url)
         body, ctype = self.body(doc)
-        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=self.timeout)
+        headers = {"User-Agent": "freeswitch-json/1.0", "Content-Type": ctype}
+        if self.disable_100_continue:
+            # The second CURLOPT_HTTPHEADER (just "Expect:") replaces the
+            # first: curl's own POSTFIELDS type goes out.
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        if self.cred:
+            headers["Authorization"] = "Basic " + base64.b64encode(
+                self.cred.encode("utf-8")).decode("ascii")
+        conn_cls = http.client.HTTPSConnection if parts.scheme == "https" \
+            else http.client.HTTPConnection
+        conn = conn_cls(parts.hostname, parts.port, timeout=self.timeout)
+        status = 0
         try:
-            conn.request("POST", parts.path or "/", body=body, headers={"Content-Type": ctype})
+            conn.request("POST", f"{parts.path or '/'}?{parts.query}", body=body,
+                         headers=headers)
             resp = conn.getresponse()
             resp.read()
-            return resp.status
+            status = resp.status
         except OSError:
-            return 0
+            status = 0
         finally:
             conn.close()
+            self.requests.append({"url": url, "headers": headers, "status": status})
+        return status
 
-    def _deliver(self, doc: dict) -> None:
+    def _deliver(self, doc: dict, sleep) -> None:
         for attempt in range(self.retries + 1):
             if attempt:
-                gevent.sleep(self.delay)
+                sleep(self.delay)
             status = self.post(doc)
             if 200 <= status < 300:
                 self.posted.append(doc)
                 return
+            # "Got error [%ld] posting to web server": the next try uses the next url.
+            self.url_index = (self.url_index + 1) % len(self.urls)
         log.info("json_cdr: giving up on %s after %d tries", doc["variables"].get("uuid"),
                  self.retries + 1)
         self.failed.append(doc)
@@ -144,7 +257,8 @@ class JsonCdrPoster:
 
     def close(self) -> None:
         self.enabled = False
-        try:
-            self.switch.inbound.remove(self)
-        except ValueError:
-            pass
+        for registry in (self.switch.inbound, self.switch.cdr_reporters):
+            try:
+                registry.remove(self)
+            except ValueError:
+                pass

@@ -198,6 +198,10 @@ class Leg:
         self.alive = True
         self.hangup_remote = False
         self.pending_destroy = False
+        self.sip_from = None  # an outgoing leg's INVITE From (cardd.sim.sofia.SipFrom)
+        # posting its CDR before CHANNEL_HANGUP_COMPLETE (cardd.sim.cdr)
+        self.reporting = False
+        self.destroy_wanted = False
         # Woken on every DTMF delivered to a collector and on hangup.
         self.wake = gevent.event.Event()
         self.collector: list[str] | None = None

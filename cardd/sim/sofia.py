@@ -10,7 +10,8 @@ call's connect reply looks like a real one, and the replay tests check it
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from cardd.sim.channel import Identity, Leg, Profile
 
@@ -26,6 +27,9 @@ class SofiaSetup:
     caller_media_port: int = 6100
     context: str = "public"
     socket_data: str = "127.0.0.1:8084 async full"
+    # Gateways that present their register_from ("user@host") rather than
+    # the caller ID (no caller-id-in-from); others present the caller ID.
+    gateway_from: dict[str, str] = field(default_factory=dict)
 
 
 def inbound_leg(identity: Identity, setup: SofiaSetup, *, uuid: str, cli: str,
@@ -112,3 +116,72 @@ def inbound_leg(identity: Identity, setup: SofiaSetup, *, uuid: str, cli: str,
             ("socket_host", s.socket_data.split(":", 1)[0])):
         leg.vars[k] = v
     return leg
+
+
+@dataclass(frozen=True)
+class SipFrom:
+    """The From header of an outgoing INVITE: what the callee's phone shows."""
+    display: str | None     # None: no display name (`<sip:...>` alone)
+    user: str               # the number presented ("" when none)
+    host: str
+
+    def __str__(self) -> str:
+        uri = f"<sip:{quote(self.user, safe='+')}@{self.host}>" if self.user \
+            else f"<sip:{self.host}>"
+        return f'"{self.display}" {uri}' if self.display is not None else uri
+
+
+def caller_id(a_vars: dict[str, str], global_vars: dict[str, str], leg_vars: dict[str, str],
+              a_name: str, a_number: str) -> tuple[str, str]:
+    """(caller_id_name, caller_id_number) of a B leg, as switch_ivr_originate
+    (1.10.12) builds its caller profile: a copy of the A leg's profile
+        oglobals.caller_profile_override = switch_caller_profile_dup(oglobals.pool, cp);
+    the A leg's effective_caller_id_name/number become the originate's
+    origination_caller_id_name/number, which the {} variables override,
+    and a [] leg variable overrides both:
+        if ((current_variable = switch_event_get_header(originate_var_event,
+             "origination_caller_id_name"))) new_profile->caller_id_name = ...
+    """
+    effective = {"origination_caller_id_name": a_vars.get("effective_caller_id_name"),
+                 "origination_caller_id_number": a_vars.get("effective_caller_id_number")}
+    name, number = a_name, a_number
+    for source in (effective, global_vars, leg_vars):
+        if source.get("origination_caller_id_name") is not None:
+            name = source["origination_caller_id_name"]
+        if source.get("origination_caller_id_number") is not None:
+            number = source["origination_caller_id_number"]
+    return name, number
+
+
+def outgoing_from(setup: SofiaSetup, endpoint: str, cid_name: str, cid_number: str,
+                  b_vars: dict[str, str]) -> SipFrom:
+    """The From of the INVITE mod_sofia sends for `endpoint`, built as
+    sofia_glue_do_invite (sofia_glue.c, 1.10.12) does:
+        format = "\\"%s\\" <sip:%s%s%s>";
+        tech_pvt->from_str = switch_core_session_sprintf(..., format, cid_name,
+                              use_cid_num, !zstr(cid_num) ? "@" : "", sipip);
+        ...
+        if (!from_display && (!strcasecmp(caller_id_name, "_undef_") || zstr(caller_id_name)))
+            from_str = switch_core_session_sprintf(session, "<%s>", use_from_str);
+        else  from_str = "\\"%s\\" <%s>" with from_display ? from_display : caller_id_name
+    sipip is the profile's sip-ip (`invite_domain` = sip_invite_domain
+    overrides it); sip_from_uri replaces the URI. A gateway without
+    caller-id-in-from presents its register_from instead (mod_sofia.c:
+    `if (!sofia_test_flag(gateway_ptr, REG_FLAG_CALLERID)) tech_pvt->gateway_from_str
+    = ...register_from`), "<sip:from-user@from-domain-or-proxy>"; the
+    simulator models the gateways in `SofiaSetup.gateway_from`."""
+    host = b_vars.get("sip_invite_domain") or setup.ip
+    user = cid_number
+    parts = endpoint.split("/")
+    if len(parts) >= 3 and parts[1] == "gateway":
+        register_from = setup.gateway_from.get(parts[2])
+        if register_from:
+            user, _, host = register_from.partition("@")
+    from_uri = b_vars.get("sip_from_uri")
+    if from_uri:
+        uri = from_uri[4:] if from_uri.lower().startswith("sip:") else from_uri
+        user, _, host = uri.partition("@") if "@" in uri else ("", "", uri)
+    display = b_vars.get("sip_from_display")
+    if display is None and cid_name and cid_name != "_undef_":
+        display = cid_name
+    return SipFrom(display, user, host)

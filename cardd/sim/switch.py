@@ -69,6 +69,9 @@ class Switch:
         self._session_id = 0
         self._legs: dict[str, tuple[SimCall, Leg]] = {}
         self.inbound: list = []  # inbound ESL listeners (cardd.sim.inbound)
+        # Global on_reporting state handlers (cardd.sim.cdr.JsonCdrPoster):
+        # run at a leg's CS_REPORTING, before its CHANNEL_HANGUP_COMPLETE.
+        self.cdr_reporters: list = []
 
     # --- the switch's channels (api commands reach every call) ---------------
     def register(self, call: SimCall, leg: Leg) -> None:
@@ -119,6 +122,10 @@ class Switch:
         if cmd == "show" and argv[:1] == ["channels"] and argv[1:2] == ["count"]:
             n = sum(1 for _, lg in self._legs.values() if lg.alive)
             return f"\n{n} total.\n"
+        if cmd == "switchname":
+            # mod_commands switchname_api_function:
+            #   stream->write_function(stream, "%s", switch_core_get_switchname());
+            return self.identity.hostname
         if cmd == "status":
             return "UP 0 years, 0 days\nFreeSWITCH (simulated) is ready\n"
         return f"-ERR {cmd} Command not found!\n"
@@ -218,6 +225,8 @@ class SimCall:
         self._sock: socket.socket | None = None
         self._greenlets: list[gevent.Greenlet] = []
         self.on_event: Callable[[list[tuple[str, str]]], None] | None = None
+        # B legs' own threads while they report (post their CDR)
+        self.reporting: list[gevent.Greenlet] = []
 
     # --- set-up -------------------------------------------------------------
     def _new_a_leg(self, a_uuid: str) -> Leg:
@@ -573,6 +582,8 @@ class SimCall:
         a.profile.times["Channel-Hangup-Time"] = a.hangup_us
         self.fire(a, "CHANNEL_STATE", variables=False)
         apps.set_cdr_vars(self, a)
+        # mod_json_cdr without queue-capacity posts here, in A's thread (cdr.py).
+        apps.report_cdr(self, a)
         self.fire(a, "CHANNEL_HANGUP_COMPLETE", pre=[("Hangup-Cause", a.hangup_cause)])
         for leg in list(self.legs.values()):
             if leg is not a and leg.pending_destroy:
@@ -681,6 +692,8 @@ class SimCall:
         with gevent.Timeout(timeout, TimeoutError(f"call {self.a.uuid} still running")):
             self.done.wait()
             self.closed.wait()
+            # B legs still posting their CDR in their own thread (cdr.py)
+            gevent.joinall(self.reporting)
         self.clock.stop()
         return self.transcript
 

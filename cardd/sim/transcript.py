@@ -28,6 +28,9 @@ class BridgeOutcome:
     end_epoch_us: int = 0
     billsec: int = 0
     billmsec: int = 0
+    # The From of the INVITE the callee got (cardd.sim.sofia.SipFrom):
+    # .display is the name its phone shows, .user the number.
+    sip_from: Any = None
 
 
 class Transcript:
