@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import getpass
 import logging
+import os
 import sys
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Iterator
 
-from cardd.billing import catalog
+from cardd.billing import catalog, operator
 from cardd.billing.ledger import Ledger
 from cardd.db import Database, open_for_operator
 from cardd.money import check_currency, format_money, parse_amount
@@ -111,21 +114,79 @@ def add_parsers(subparsers: Any) -> None:
     c_add.add_argument("--tariff", required=True)
     c_add.add_argument("--authname", default=None, help="VoIP login that may be used as the card number")
     c_add.add_argument("--max-calls", type=_seconds(1), default=None, help="simultaneous calls allowed")
+    c_add.add_argument("--expires", type=when, default=None, help="expiry date (YYYY-MM-DD[THH:MM], UTC)")
+    c_add.add_argument("--customer", default=None, help="customer (name) owning the card")
+    c_add.add_argument("--plan", default=None, help="service plan (name)")
+    add_guard_flags(c_add)
     c_add.set_defaults(func=run_card_add)
-    c_show = c_sub.add_parser("show", help="balance, available credit, open reservations, last CDRs")
+    c_show = c_sub.add_parser("show", help="balance, tariff, customer, plan, PIN state, open reservations, last CDRs")
     c_show.add_argument("number")
     c_show.add_argument("--cdrs", type=_seconds(0), default=10, help="how many CDRs to show")
     c_show.set_defaults(func=run_card_show)
+    c_hist = c_sub.add_parser("history", help="the card's ledger rows (calls, top-ups, adjustments, transfers)"
+                                              " with the running balance")
+    c_hist.add_argument("number")
+    c_hist.add_argument("--last", type=_seconds(1), default=None, help="only the last N rows")
+    c_hist.set_defaults(func=run_card_history)
     c_list = c_sub.add_parser("list", help="list cards")
+    c_list.add_argument("--status", choices=("new", "active", "blocked", "closed"), default=None)
+    c_list.add_argument("--customer", default=None, help="only this customer's cards")
+    c_list.add_argument("--tariff", default=None, help="only cards on this tariff")
+    c_list.add_argument("--balance-below", type=_amount, default=None, metavar="AMOUNT",
+                        help="only cards whose balance is below AMOUNT")
+    c_list.add_argument("--limit", type=_seconds(1), default=1000, help="at most this many cards")
     c_list.set_defaults(func=run_card_list)
     c_adj = c_sub.add_parser("adjust", help="credit (positive) or debit (negative) a card, as a ledger row")
     c_adj.add_argument("number")
     c_adj.add_argument("amount", type=_amount)
     c_adj.add_argument("--reference", default="operator adjustment")
+    c_adj.add_argument("--allow-negative", action="store_true",
+                       help="allow a debit that leaves the balance (or the credit open calls may spend) below 0")
+    add_by(c_adj)
     c_adj.set_defaults(func=run_card_adjust)
 
     from cardd import admin_carriers  # it imports this module's helpers
     admin_carriers.add_parsers(subparsers)
+
+
+def when(text: str) -> datetime:
+    """A date or date-time argument (YYYY-MM-DD[THH:MM]); naive values are UTC."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD[THH:MM]): {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def add_guard_flags(parser: argparse.ArgumentParser) -> None:
+    """--allow-negative and --allow-past-expiry: say that an odd value is meant."""
+    parser.add_argument("--allow-negative", action="store_true", help="allow a negative starting balance")
+    parser.add_argument("--allow-past-expiry", action="store_true", help="allow an expiry date in the past")
+
+
+def guard(args: argparse.Namespace, *, balance: Decimal | None = None, expires: datetime | None = None) -> str | None:
+    """Why a negative balance or a past expiry is refused (None: fine or meant)."""
+    if balance is not None and balance < 0 and not getattr(args, "allow_negative", False):
+        return f"a starting balance of {balance} is negative; give --allow-negative if that is meant"
+    if expires is not None and expires <= datetime.now(timezone.utc) and not getattr(args, "allow_past_expiry", False):
+        return (f"expiry {expires.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC is in the past;"
+                " give --allow-past-expiry if that is meant")
+    return None
+
+
+def add_by(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--by", default=None, metavar="NAME",
+                        help="who is doing this, for the audit (default: the OS user)")
+
+
+def operator_name(args: argparse.Namespace) -> str:
+    """Who runs an audited command: --by, else the OS user."""
+    if getattr(args, "by", None):
+        return str(args.by)
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in the environment or the password database
+        return f"uid {os.getuid()}"
 
 
 def sub_commands(subparsers: Any, name: str, help_text: str, dest: str) -> Any:
@@ -220,11 +281,16 @@ def run_rate_list(args: argparse.Namespace, settings: Any) -> int:
 def run_card_add(args: argparse.Namespace, settings: Any) -> int:
     if args.pin and not args.pin.isdigit():
         return refuse(f"a PIN is digits only, got {args.pin!r}")
+    refused = guard(args, balance=args.balance, expires=args.expires)
+    if refused:
+        return refuse(refused)
     with operator_database(settings) as db:
         try:
             cid = catalog.create_card(
                 db.pool, args.number, tariff=args.tariff, currency=args.currency, pin=args.pin,
                 balance=args.balance, authname=args.authname, max_concurrent_calls=args.max_calls,
+                expires_at=args.expires, customer=args.customer, plan=args.plan,
+                allow_negative=args.allow_negative,
             )
         except catalog.CatalogError as exc:
             return refuse(str(exc))
@@ -241,10 +307,28 @@ def run_card_show(args: argparse.Namespace, settings: Any) -> int:
         available = ledger.available_credit(card.id)
         reservations = ledger.open_reservations(card.id)
         cdrs = ledger.cdrs_for(card.id, limit=args.cdrs)
+        details = operator.card_details(db.pool, card.id)
     print(f"card       {card.username} (id {card.id}), {card.status}"
-          + (f", expires {card.expires_at:%Y-%m-%d %H:%M}" if card.expires_at else ""))
+          + (f", expires {card.expires_at:%Y-%m-%d %H:%M}" if card.expires_at else "")
+          + (f", valid {details.valid_days} days from first use" if details.valid_days and not card.expires_at
+             else ""))
     print(f"balance    {format_money(card.balance, card.currency)}")
     print(f"available  {format_money(available, card.currency)}")
+    print(f"tariff     {details.tariff}")
+    print(f"customer   {details.customer or '-'}")
+    plan = "-"
+    if details.plan:
+        plan = details.plan + "".join(
+            f", {word}" for on, word in ((details.plan_suspended, "suspended"),
+                                         (details.minutes_plan, "minutes plan")) if on)
+    print(f"plan       {plan}")
+    for prefix, used, minutes in details.plan_usage:
+        print(f"  prefix {prefix or '(any)'}: {used // 60} min {used % 60} s used of {minutes} min")
+    print(f"PIN        {details.pin_state}")
+    if details.authname:
+        print(f"VoIP login {details.authname}")
+    if details.max_concurrent_calls:
+        print(f"max calls  {details.max_concurrent_calls}")
     print(f"open reservations: {len(reservations)}")
     for r in reservations:
         print(f"  {r.b_uuid}  {format_money(r.amount)}  {r.duration_s} s to {r.cld}"
@@ -256,24 +340,46 @@ def run_card_show(args: argparse.Namespace, settings: Any) -> int:
     return 0
 
 
+def run_card_history(args: argparse.Namespace, settings: Any) -> int:
+    with operator_database(settings) as db:
+        card = Ledger(db.pool).find_card(args.number)
+        if card is None:
+            return refuse(f"no card {args.number!r}")
+        rows = operator.card_history(db.pool, card.id, limit=args.last)
+    print("time (UTC)\tkind\tamount\tbalance\treference\tcall")
+    for e in rows:
+        print(f"{e.created_at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S}\t{e.kind}\t{format_money(e.amount)}"
+              f"\t{format_money(e.balance_after)}\t{e.reference}\t{e.b_uuid or ''}")
+    print(f"card {card.username}: {len(rows)} ledger row(s), balance {format_money(card.balance, card.currency)}",
+          file=sys.stderr)
+    return 0
+
+
 def run_card_list(args: argparse.Namespace, settings: Any) -> int:
     with operator_database(settings) as db:
-        cards = catalog.list_cards(db.pool)
-    print("card\tstatus\tbalance\tavailable\tcurrency\ttariff\topen calls")
+        try:
+            cards = catalog.list_cards(db.pool, limit=args.limit, status=args.status, customer=args.customer,
+                                       tariff=args.tariff, balance_below=args.balance_below)
+        except catalog.CatalogError as exc:
+            return refuse(str(exc))
+    print("card\tstatus\tbalance\tavailable\tcurrency\ttariff\topen calls\tcustomer\tplan")
     for c in cards:
         print(f"{c.username}\t{c.status}\t{format_money(c.balance)}\t{format_money(c.available)}\t{c.currency}"
-              f"\t{c.tariff}\t{c.open_reservations}")
+              f"\t{c.tariff}\t{c.open_reservations}\t{c.customer or ''}\t{c.plan or ''}")
+    print(f"{len(cards)} card(s)" + (f" (the first {args.limit}: --limit)" if len(cards) == args.limit else ""),
+          file=sys.stderr)
     return 0
 
 
 def run_card_adjust(args: argparse.Namespace, settings: Any) -> int:
     with operator_database(settings) as db:
-        ledger = Ledger(db.pool)
-        card = ledger.find_card(args.number)
+        card = Ledger(db.pool).find_card(args.number)
         if card is None:
             return refuse(f"no card {args.number!r}")
-        if args.amount == 0:
-            return refuse("an adjustment of 0 changes nothing")
-        balance = ledger.adjust(card.id, args.amount, reference=args.reference)
+        try:
+            balance = operator.adjust_card(db.pool, args.number, args.amount, who=operator_name(args),
+                                           reference=args.reference, allow_negative=args.allow_negative)
+        except operator.OperatorError as exc:
+            return refuse(exc)
     print(f"card {card.username}: balance {format_money(balance, card.currency)}")
     return 0

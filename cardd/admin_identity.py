@@ -5,6 +5,8 @@ cardd/admin.py (it adds to admin's `card` command):
     cardd card block|unblock NUMBER,  cardd card set-pin NUMBER --pin P
     cardd card transfer FROM TO AMOUNT,  cardd card import FILE.csv,  cardd card hash-pins
     cardd cli map CLI NUMBER | unmap CLI | list
+    cardd customer add|list|show|rename|delete|assign|unassign
+    cardd plan add|list|show|set|delete|assign|unassign
     cardd voucher generate N --amount A --currency C | list | void NUMBER
     cardd hotdial set|remove|list,  cardd smartdial add|remove|list,  cardd blacklist list|add|remove
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import logging
 import secrets
 import sys
@@ -25,8 +28,20 @@ from typing import Any
 
 from psycopg import errors
 
-from cardd.admin import _amount, _currency, _digits, operator_database, refuse, sub_commands
-from cardd.billing import identity, vouchers
+from cardd.admin import (
+    _amount,
+    _currency,
+    _digits,
+    add_by,
+    add_guard_flags,
+    guard,
+    operator_database,
+    operator_name,
+    refuse,
+    sub_commands,
+    when,
+)
+from cardd.billing import catalog, identity, operator, vouchers
 from cardd.billing.catalog import CatalogError, tariff_id
 from cardd.billing.ledger import Ledger
 from cardd.billing.pins import hash_pin
@@ -62,12 +77,7 @@ def _length_or_zero(text: str) -> int:
     return 0 if text.strip() == "0" else _length(text)
 
 
-def _date(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD[THH:MM]): {text!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+_date = when
 
 
 def _positive_amount(text: str) -> Decimal:
@@ -94,6 +104,8 @@ def add_parsers(subparsers: Any) -> None:
     gen.add_argument("--max-calls", type=_length_or_zero, default=0,
                      help="simultaneous calls allowed per card (0: unlimited)")
     gen.add_argument("--customer", default=None, help="customer (name) owning the cards")
+    gen.add_argument("--plan", default=None, help="service plan (name) of the cards")
+    add_guard_flags(gen)
     gen.set_defaults(func=run_card_generate)
     for name, status in (("block", "blocked"), ("unblock", "active")):
         p = card.add_parser(name, help=f"set a card's status to {status}")
@@ -108,13 +120,21 @@ def add_parsers(subparsers: Any) -> None:
     tr.add_argument("to_number")
     tr.add_argument("amount", type=_positive_amount)
     tr.set_defaults(func=run_card_transfer)
-    imp = card.add_parser("import", help="import cards from CSV (number,pin,balance); plain PINs are hashed")
-    imp.add_argument("file", help="CSV file, '-' for stdin; header row number,pin,balance")
+    imp = card.add_parser(
+        "import", help="import cards from CSV (all rows or none); PINs are stored hashed",
+        description="The first line names the columns: number (required), pin, balance, expires, in any order."
+                    " Every bad row is reported as FILE:LINE: reason and then nothing is imported.")
+    imp.add_argument("file", help="CSV file, '-' for stdin")
     imp.add_argument("--tariff", required=True)
     imp.add_argument("--currency", type=_currency, required=True)
+    imp.add_argument("--customer", default=None, help="customer (name) owning the cards")
+    imp.add_argument("--plan", default=None, help="service plan (name) of the cards")
+    add_guard_flags(imp)
     imp.set_defaults(func=run_card_import)
     hp = card.add_parser("hash-pins", help="hash imported plain PINs (pin_hash 'plain$<pin>') in place")
     hp.set_defaults(func=run_card_hash_pins)
+
+    _add_customer_and_plan_parsers(subparsers)
 
     cli = sub_commands(subparsers, "cli", "trusted CLIs (calling_card_cli_map)", "cli_command")
     m = cli.add_parser("map", help="trust a CLI for a card")
@@ -138,6 +158,7 @@ def add_parsers(subparsers: Any) -> None:
                     help="digits of a voucher number (default: calling_card.topup_card_length)")
     vg.add_argument("--expires", type=_date, default=None)
     vg.add_argument("--batch", default="", help="a label for this print run")
+    vg.add_argument("--allow-past-expiry", action="store_true", help="allow an expiry date in the past")
     vg.set_defaults(func=run_voucher_generate)
     vl = voucher.add_parser("list", help="list vouchers")
     vl.add_argument("--batch", default=None)
@@ -187,6 +208,87 @@ def add_parsers(subparsers: Any) -> None:
     blr.set_defaults(func=run_blacklist_remove)
 
 
+def _plan_minutes(text: str) -> tuple[str, int]:
+    prefix, sep, minutes = text.partition("=")
+    if not sep or not (prefix == "" or prefix.isdigit()) or len(prefix) > 32 or not minutes.isdigit():
+        raise argparse.ArgumentTypeError(f"expected PREFIX=MINUTES (e.g. 44=100; =60 for any destination), got {text!r}")
+    return prefix, int(minutes)
+
+
+def _add_customer_and_plan_parsers(subparsers: Any) -> None:
+    cust = sub_commands(subparsers, "customer", "customers owning cards", "customer_command")
+    p = cust.add_parser("add", help="create a customer")
+    p.add_argument("name")
+    add_by(p)
+    p.set_defaults(func=run_customer_add)
+    p = cust.add_parser("list", help="customers with their card counts and balances")
+    p.set_defaults(func=run_customer_list)
+    p = cust.add_parser("show", help="a customer and its cards")
+    p.add_argument("name")
+    p.set_defaults(func=run_customer_show)
+    p = cust.add_parser("rename", help="rename a customer")
+    p.add_argument("name")
+    p.add_argument("new_name")
+    add_by(p)
+    p.set_defaults(func=run_customer_rename)
+    p = cust.add_parser("delete", help="delete a customer that owns no card")
+    p.add_argument("name")
+    add_by(p)
+    p.set_defaults(func=run_customer_delete)
+    p = cust.add_parser("assign", help="make a customer the owner of cards")
+    p.add_argument("name")
+    p.add_argument("numbers", nargs="+", metavar="NUMBER")
+    add_by(p)
+    p.set_defaults(func=run_customer_assign)
+    p = cust.add_parser("unassign", help="cards belong to no customer")
+    p.add_argument("numbers", nargs="+", metavar="NUMBER")
+    add_by(p)
+    p.set_defaults(func=run_customer_assign, name=None)
+
+    plan = sub_commands(subparsers, "plan", "service plans (free minutes per destination prefix)", "plan_command")
+    p = plan.add_parser("add", help="create a service plan")
+    p.add_argument("name")
+    p.add_argument("--minutes", type=_plan_minutes, action="append", default=[], metavar="PREFIX=MINUTES",
+                   help="free minutes to destinations under PREFIX (repeat; longest prefix wins)")
+    p.add_argument("--minutes-plan", action="store_true", help="a minutes plan: the balance is not announced")
+    add_by(p)
+    p.set_defaults(func=run_plan_add)
+    p = plan.add_parser("list", help="service plans with their minutes and card counts")
+    p.set_defaults(func=run_plan_list)
+    p = plan.add_parser("show", help="a plan, its minutes and its cards")
+    p.add_argument("name")
+    p.set_defaults(func=run_plan_show)
+    p = plan.add_parser("set", help="change a plan: minutes per prefix, suspend/resume, rename")
+    p.add_argument("name")
+    p.add_argument("--minutes", type=_plan_minutes, action="append", default=[], metavar="PREFIX=MINUTES",
+                   help="set the free minutes of a prefix (repeat)")
+    p.add_argument("--remove-minutes", action="append", default=[], metavar="PREFIX",
+                   help="remove a prefix's free minutes (repeat)")
+    state = p.add_mutually_exclusive_group()
+    state.add_argument("--suspend", dest="suspended", action="store_const", const=True, default=None,
+                       help="its cards get no free minutes until resumed")
+    state.add_argument("--resume", dest="suspended", action="store_const", const=False)
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--minutes-plan", dest="minutes_plan", action="store_const", const=True, default=None)
+    kind.add_argument("--no-minutes-plan", dest="minutes_plan", action="store_const", const=False)
+    p.add_argument("--rename", default=None, metavar="NEW_NAME")
+    add_by(p)
+    p.set_defaults(func=run_plan_set)
+    p = plan.add_parser("delete", help="delete a plan no card uses")
+    p.add_argument("name")
+    add_by(p)
+    p.set_defaults(func=run_plan_delete)
+    p = plan.add_parser("assign", help="put cards on a plan")
+    p.add_argument("name")
+    p.add_argument("numbers", nargs="+", metavar="NUMBER")
+    add_by(p)
+    p.set_defaults(func=run_plan_assign)
+    p = plan.add_parser("unassign", help="take cards off their plan")
+    p.add_argument("numbers", nargs="+", metavar="NUMBER")
+    add_by(p)
+    p.set_defaults(func=run_plan_assign, name=None)
+
+
 def _card_id(db: Any, number: str) -> int | None:
     card = Ledger(db.pool).find_card(number)
     return card.id if card else None
@@ -210,6 +312,9 @@ def run_card_generate(args: argparse.Namespace, settings: Any) -> int:
         return refuse(f"{args.count} cards of {length} digits would make numbers easy to guess")
     if args.expires and args.valid_days:
         return refuse("give --expires or --valid-days, not both")
+    refused = guard(args, balance=args.balance, expires=args.expires)
+    if refused:
+        return refuse(refused)
     amount = money(args.balance)
     status = "new" if args.valid_days else "active"
     made: list[tuple[str, str]] = []
@@ -220,22 +325,21 @@ def run_card_generate(args: argparse.Namespace, settings: Any) -> int:
             return refuse(str(exc))
         if tariff_currency != args.currency:
             return refuse(f"tariff {args.tariff!r} is in {tariff_currency}; {args.currency} cards cannot use it")
-        customer = None
-        if args.customer:
-            row = conn.execute("SELECT id FROM customers WHERE name = %s", (args.customer,)).fetchone()
-            if row is None:
-                return refuse(f"unknown customer {args.customer!r}")
-            customer = row[0]
+        try:
+            customer = catalog.named_id(conn, "customers", "customer", args.customer) if args.customer else None
+            plan = catalog.named_id(conn, "service_plans", "service plan", args.plan) if args.plan else None
+        except CatalogError as exc:
+            return refuse(str(exc))
         # One transaction: the batch exists whole or not at all.
         while len(made) < args.count:
             number = _random_digits(length)
             pin = "" if args.no_pin else "".join(str(secrets.randbelow(10)) for _ in range(args.pin_length))
             row = conn.execute(
                 "INSERT INTO accounts (username, pin_hash, currency, status, tariff_id, expires_at, valid_days,"
-                " max_concurrent_calls, customer_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " max_concurrent_calls, customer_id, service_plan_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (username) DO NOTHING RETURNING id",
                 (number, hash_pin(pin) if pin else None, args.currency, status, tid, args.expires,
-                 args.valid_days, args.max_calls or None, customer),
+                 args.valid_days, args.max_calls or None, customer, plan),
             ).fetchone()
             if row is None:
                 continue  # the number exists: draw another
@@ -288,39 +392,32 @@ def run_card_transfer(args: argparse.Namespace, settings: Any) -> int:
 
 
 def run_card_import(args: argparse.Namespace, settings: Any) -> int:
-    """CSV rows number,pin[,balance]; one transaction, so a bad row imports nothing."""
-    stream = sys.stdin if args.file == "-" else open(args.file, newline="", encoding="utf-8")
-    try:
-        rows = list(csv.DictReader(stream))
-    finally:
-        if stream is not sys.stdin:
-            stream.close()
-    count = 0
-    with operator_database(settings) as db, db.pool.connection() as conn:
+    """All or nothing, like `rate import`: every bad row is listed as FILE:LINE: reason."""
+    if args.file == "-":
+        stream: Any = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
+        name = "standard input"
+    else:
         try:
-            with conn.transaction():
-                tid, tariff_currency = tariff_id(conn, args.tariff)
-                if tariff_currency != args.currency:
-                    return refuse(f"tariff {args.tariff!r} is in {tariff_currency}")
-                for line, row in enumerate(rows, start=2):
-                    number = (row.get("number") or "").strip()
-                    pin = (row.get("pin") or "").strip()
-                    if not number.isdigit() or (pin and not pin.isdigit()):
-                        raise ValueError(f"{args.file}:{line}: number and PIN are digits")
-                    balance = money(row.get("balance") or "0")
-                    new = conn.execute(
-                        "INSERT INTO accounts (username, pin_hash, currency, tariff_id) VALUES (%s, %s, %s, %s)"
-                        " RETURNING id", (number, hash_pin(pin) if pin else None, args.currency, tid),
-                    ).fetchone()
-                    if balance != 0:
-                        conn.execute("INSERT INTO ledger (account_id, amount, kind, reference)"
-                                     " VALUES (%s, %s, 'initial', 'card imported')", (new[0], balance))
-                    count += 1
-        except errors.UniqueViolation as exc:
-            return refuse(f"duplicate card number: {exc.diag.message_detail or exc}; nothing imported")
-        except Exception as exc:  # a bad row: the transaction rolled back
-            return refuse(f"{exc}; nothing imported")
-    print(f"{count} cards imported (PINs hashed)")
+            stream = open(args.file, newline="", encoding="utf-8-sig")
+        except OSError as exc:
+            return refuse(f"cannot read {args.file}: {exc.strerror}")
+        name = args.file
+    try:
+        with stream, operator_database(settings) as db:
+            count = operator.import_cards(
+                db.pool, stream, tariff=args.tariff, currency=args.currency, customer=args.customer,
+                plan=args.plan, allow_negative=args.allow_negative, allow_past_expiry=args.allow_past_expiry)
+    except operator.OperatorError as exc:
+        return refuse(exc)
+    except UnicodeDecodeError as exc:
+        return refuse(f"nothing imported: {name} is not UTF-8 text ({exc.reason} at byte {exc.start})")
+    except csv.Error as exc:
+        return refuse(f"nothing imported: {name}: {exc}")
+    except operator.CardImportRefused as refused:
+        for line, message in refused.errors:
+            print(f"{name}:{line}: {message}", file=sys.stderr)
+        return refuse(f"nothing imported: {len(refused.errors)} bad row(s) in {name} ({refused.rows} rows read)")
+    print(f"{count} cards imported from {name} (PINs hashed)")
     return 0
 
 
@@ -373,6 +470,9 @@ def run_cli_list(args: argparse.Namespace, settings: Any) -> int:
 # --- vouchers -----------------------------------------------------------------------------------
 
 def run_voucher_generate(args: argparse.Namespace, settings: Any) -> int:
+    refused = guard(args, expires=args.expires)
+    if refused:
+        return refuse(refused)
     length = args.length or settings.options_for().topup_card_length
     with operator_database(settings) as db:
         try:
@@ -506,3 +606,143 @@ def run_blacklist_remove(args: argparse.Namespace, settings: Any) -> int:
             return refuse(f"CLI {args.cli} is not on the black list")
     print(f"CLI {args.cli} removed from the black list")
     return 0
+
+
+# --- customers and service plans -------------------------------------------------------------
+
+def _operator_call(settings: Any, fn: Any, *args: Any, **kwargs: Any) -> tuple[int, Any]:
+    """Run one operator service function; (0, its result) or (2, None) after printing the refusal."""
+    with operator_database(settings) as db:
+        try:
+            return 0, fn(db.pool, *args, **kwargs)
+        except (operator.OperatorError, CatalogError) as exc:
+            return refuse(exc), None
+
+
+def _balances(balance: dict[str, Decimal]) -> str:
+    return ", ".join(format_money(v, c) for c, v in sorted(balance.items())) or "-"
+
+
+def run_customer_add(args: argparse.Namespace, settings: Any) -> int:
+    rc, cid = _operator_call(settings, operator.add_customer, args.name, who=operator_name(args))
+    if rc == 0:
+        print(f"customer {args.name} created, id {cid}")
+    return rc
+
+
+def run_customer_list(args: argparse.Namespace, settings: Any) -> int:
+    rc, rows = _operator_call(settings, operator.list_customers)
+    if rc:
+        return rc
+    print("customer\tcards\tbalance\tcreated")
+    for c in rows:
+        print(f"{c.name}\t{c.cards}\t{_balances(c.balance)}\t{c.created_at:%Y-%m-%d}")
+    return 0
+
+
+def run_customer_show(args: argparse.Namespace, settings: Any) -> int:
+    rc, rows = _operator_call(settings, operator.list_customers, args.name)
+    if rc:
+        return rc
+    _, cards = _operator_call(settings, catalog.list_cards, customer=args.name)
+    c = rows[0]
+    print(f"customer   {c.name} (id {c.id}), since {c.created_at:%Y-%m-%d}")
+    print(f"cards      {c.cards}, balance {_balances(c.balance)}")
+    for card in cards:
+        print(f"  {card.username}\t{card.status}\t{format_money(card.balance, card.currency)}\t{card.tariff}"
+              f"\t{card.plan or ''}")
+    return 0
+
+
+def run_customer_rename(args: argparse.Namespace, settings: Any) -> int:
+    rc, _ = _operator_call(settings, operator.rename_customer, args.name, args.new_name, who=operator_name(args))
+    if rc == 0:
+        print(f"customer {args.name} renamed {args.new_name}")
+    return rc
+
+
+def run_customer_delete(args: argparse.Namespace, settings: Any) -> int:
+    rc, _ = _operator_call(settings, operator.delete_customer, args.name, who=operator_name(args))
+    if rc == 0:
+        print(f"customer {args.name} deleted")
+    return rc
+
+
+def run_customer_assign(args: argparse.Namespace, settings: Any) -> int:
+    rc, n = _operator_call(settings, operator.assign_customer, args.numbers, args.name, who=operator_name(args))
+    if rc == 0:
+        print(f"{n} card(s) now belong to " + (f"customer {args.name}" if args.name else "no customer"))
+    return rc
+
+
+def _minutes_text(minutes: dict[str, int]) -> str:
+    return ", ".join(f"{p or '(any)'}={m}" for p, m in minutes.items()) or "-"
+
+
+def run_plan_add(args: argparse.Namespace, settings: Any) -> int:
+    minutes = dict(args.minutes)
+    if len(minutes) != len(args.minutes):
+        return refuse("a prefix is given twice in --minutes")
+    rc, pid = _operator_call(settings, operator.add_plan, args.name, who=operator_name(args),
+                             minutes_plan=args.minutes_plan, minutes=minutes)
+    if rc == 0:
+        print(f"service plan {args.name} created, id {pid}: minutes {_minutes_text(minutes)}")
+    return rc
+
+
+def _plan_flags(p: operator.Plan) -> str:
+    return ",".join(w for on, w in ((p.suspended, "suspended"), (p.minutes_plan, "minutes plan")) if on) or "-"
+
+
+def run_plan_list(args: argparse.Namespace, settings: Any) -> int:
+    rc, plans = _operator_call(settings, operator.list_plans)
+    if rc:
+        return rc
+    print("plan\tflags\tcards\tminutes (prefix=minutes)")
+    for p in plans:
+        print(f"{p.name}\t{_plan_flags(p)}\t{p.cards}\t{_minutes_text(p.minutes)}")
+    return 0
+
+
+def run_plan_show(args: argparse.Namespace, settings: Any) -> int:
+    rc, plans = _operator_call(settings, operator.list_plans, args.name)
+    if rc:
+        return rc
+    p = plans[0]
+    print(f"plan       {p.name} (id {p.id}), {_plan_flags(p)}")
+    print("minutes    " + _minutes_text(p.minutes))
+    print(f"cards      {p.cards}")
+    with operator_database(settings) as db, db.pool.connection() as conn:
+        numbers = [r[0] for r in conn.execute(
+            "SELECT username FROM accounts WHERE service_plan_id = %s ORDER BY username LIMIT 1000", (p.id,))]
+    for number in numbers:
+        print(f"  {number}")
+    return 0
+
+
+def run_plan_set(args: argparse.Namespace, settings: Any) -> int:
+    minutes = dict(args.minutes)
+    if not (minutes or args.remove_minutes or args.suspended is not None or args.minutes_plan is not None
+            or args.rename):
+        return refuse("nothing to change: give --minutes, --remove-minutes, --suspend/--resume,"
+                      " --minutes-plan/--no-minutes-plan or --rename")
+    rc, _ = _operator_call(settings, operator.update_plan, args.name, who=operator_name(args),
+                           new_name=args.rename, suspended=args.suspended, minutes_plan=args.minutes_plan,
+                           set_minutes=minutes, remove_prefixes=args.remove_minutes)
+    if rc == 0:
+        print(f"service plan {args.rename or args.name} changed")
+    return rc
+
+
+def run_plan_delete(args: argparse.Namespace, settings: Any) -> int:
+    rc, _ = _operator_call(settings, operator.delete_plan, args.name, who=operator_name(args))
+    if rc == 0:
+        print(f"service plan {args.name} deleted")
+    return rc
+
+
+def run_plan_assign(args: argparse.Namespace, settings: Any) -> int:
+    rc, n = _operator_call(settings, operator.assign_plan, args.numbers, args.name, who=operator_name(args))
+    if rc == 0:
+        print(f"{n} card(s) now on " + (f"service plan {args.name}" if args.name else "no service plan"))
+    return rc

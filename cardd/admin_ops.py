@@ -1,4 +1,5 @@
-"""Operator data commands: `rate import`, `rate lookup`, `cdr export`, `reservations`.
+"""Operator data commands: `rate import`, `rate lookup`, `cdr export`, `reservations`
+(list, and `settle` / `release` of one an orphan check could not settle).
 
 Mounted by cardd/cli.py via add_parsers(), after cardd.admin (whose `rate`
 command gains the `import` and `lookup` sub-commands here). Handlers are
@@ -20,11 +21,13 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import logging
 import os
 import re
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -32,8 +35,8 @@ from typing import IO, Any, Callable, Iterable, Iterator
 
 from psycopg import sql
 
-from cardd.admin import _amount, operator_database, refuse, sub_commands
-from cardd.billing import catalog
+from cardd.admin import _amount, add_by, operator_database, operator_name, refuse, sub_commands
+from cardd.billing import catalog, operator
 from cardd.billing.ledger import Ledger, find_rate
 from cardd.billing.rating import Rate, max_duration
 from cardd.money import QUANTUM, format_money, money
@@ -403,6 +406,19 @@ def _when(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
+def _b_uuid(text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a UUID: {text!r}") from None
+
+
+def _billed_seconds(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"a whole number of seconds >= 0, got {text!r}")
+    return int(text)
+
+
 def add_parsers(subparsers: Any) -> None:
     """Register `rate import`, `rate lookup`, `cdr export` and `reservations`."""
     r_sub = sub_commands(subparsers, "rate", "tariff rates", "rate_command")
@@ -441,9 +457,39 @@ def add_parsers(subparsers: Any) -> None:
     c_exp.add_argument("--card", help="only this card's CDRs")
     c_exp.set_defaults(func=run_cdr_export)
 
-    res = subparsers.add_parser("reservations", help="list open reservations (calls up or never settled)")
+    res = subparsers.add_parser(
+        "reservations", help="list open reservations (calls up or never settled); settle or release one",
+        description="Without a sub-command: list open reservations. `settle` and `release` close one by hand"
+                    " (FreeSWITCH could not tell how the call ended); each is audited.")
     res.add_argument("--expired", action="store_true", help="only those past their expiry")
     res.set_defaults(func=run_reservations)
+    r_sub = res.add_subparsers(dest="reservations_command", required=False, metavar="{settle,release}")
+    settle = r_sub.add_parser(
+        "settle", help="bill an open reservation for N seconds (ledger row, CDR, audit line)",
+        description="Bills the call with the reservation's own rate, exactly as its own hangup would have:"
+                    " a 'call' ledger row (or a zero 'release' row when it costs nothing), a CDR with"
+                    " hangup cause OPERATOR_SETTLED and an audit line. A reservation already settled is"
+                    " refused: a call is never charged twice.")
+    settle.add_argument("b_uuid", type=_b_uuid, metavar="B_UUID", help="the call's B-leg UUID (cardd reservations)")
+    settle.add_argument("--billed-seconds", type=_billed_seconds, required=True,
+                        help="seconds to bill (at most the seconds the reservation granted)")
+    settle.add_argument("--reason", default="", help="why, for the audit")
+    add_by(settle)
+    settle.set_defaults(func=run_reservation_settle)
+    release = r_sub.add_parser(
+        "release", help="close an open reservation without charging (zero ledger row, CDR, audit line)",
+        description="Frees the credit an open reservation holds: a zero-amount 'release' ledger row, a CDR"
+                    " of 0 s with hangup cause OPERATOR_RELEASED and an audit line. Refused if the"
+                    " reservation is already settled.")
+    release.add_argument("b_uuid", type=_b_uuid, metavar="B_UUID")
+    release.add_argument("--reason", default="", help="why, for the audit")
+    add_by(release)
+    release.set_defaults(func=run_reservation_release)
+
+    aud = subparsers.add_parser("audit", help="who did what: operator actions that moved money or changed cards")
+    aud.add_argument("--card", default=None, help="only this card's lines")
+    aud.add_argument("--last", type=int, default=100, help="the last N lines (default 100)")
+    aud.set_defaults(func=run_audit)
 
 
 # --- handlers ----------------------------------------------------------------------------
@@ -595,14 +641,15 @@ def run_cdr_export(args: argparse.Namespace, settings: Any) -> int:
         " c.plan_seconds_used, c.cost, c.hangup_cause, c.estimated, c.carrier, c.gateway, c.buy_cost, c.margin"
         " FROM cdrs c WHERE {} ORDER BY c.ended_at, c.id"
     ).format(sql.SQL(" AND ").join(where))
-    out = csv.writer(sys.stdout, lineterminator="\n")
-    out.writerow(CDR_FIELDS)
     count = 0
     with operator_database(settings) as db:
         if args.card is not None:
             with db.pool.connection() as conn:
                 if conn.execute("SELECT 1 FROM accounts WHERE username = %s", (args.card,)).fetchone() is None:
                     return refuse(f"no card {args.card!r}")
+        # Only now, so a refused export writes nothing on stdout.
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(CDR_FIELDS)
         # A named (server-side) cursor streams a month of CDRs without holding them all in memory.
         with db.pool.connection() as conn, conn.transaction(), conn.cursor(name="cdr_export") as cur:
             cur.itersize = 5000
@@ -634,4 +681,37 @@ def run_reservations(args: argparse.Namespace, settings: Any) -> int:
         print(f"{card}\t{b_uuid}\t{format_money(amount)}\t{currency.strip()}\t{seconds}\t{cld}"
               f"\t{_iso(created)}\t{_iso(expires)}\t{'yes' if expired else 'no'}")
     print(f"{len(rows)} open reservation(s)", file=sys.stderr)
+    return 0
+
+
+def _close(args: argparse.Namespace, settings: Any, billed_seconds: int | None) -> int:
+    with operator_database(settings) as db:
+        try:
+            done = operator.close_reservation(db.pool, args.b_uuid, billed_seconds=billed_seconds,
+                                              who=operator_name(args), reason=args.reason)
+        except operator.OperatorError as exc:
+            return refuse(exc)
+    cdr = done.cdr
+    what = (f"settled: {cdr.billed_seconds} s to {cdr.cld}, {format_money(cdr.cost, done.currency)}"
+            if billed_seconds is not None else f"released: {cdr.cld}, nothing charged")
+    print(f"reservation {cdr.b_uuid} of card {done.card} {what};"
+          f" balance {format_money(done.balance, done.currency)}")
+    return 0
+
+
+def run_reservation_settle(args: argparse.Namespace, settings: Any) -> int:
+    return _close(args, settings, args.billed_seconds)
+
+
+def run_reservation_release(args: argparse.Namespace, settings: Any) -> int:
+    return _close(args, settings, None)
+
+
+def run_audit(args: argparse.Namespace, settings: Any) -> int:
+    with operator_database(settings) as db:
+        lines = operator.audit_lines(db.pool, card=args.card, limit=max(1, args.last))
+    print("time (UTC)\twho\taction\tcard\tdetail\targs")
+    for a in lines:
+        print(f"{a.at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S}\t{a.who}\t{a.action}\t{a.card or ''}"
+              f"\t{a.detail}\t{json.dumps(a.args, sort_keys=True)}")
     return 0

@@ -12,12 +12,23 @@ Accepted bodies, as mod_json_cdr's `encode` setting makes them: raw JSON
 default). Everything in a CDR is untrusted input: only the B-leg UUID (a
 UUID), billmsec (an integer), the hangup cause (a short token) and two
 microsecond timestamps are taken, each checked.
+
+Who may post: mod_json_cdr sends HTTP basic credentials (its `cred` setting,
+"user:password", with the default auth-scheme basic: curl sends them with
+the first request). The endpoint compares them, in constant time, with
+daemon.cdr_credentials, and may also be limited to listed source networks
+(daemon.cdr_allowed_sources): a wrong source gets 403, missing or wrong
+credentials 401; neither changes anything. With no credentials configured
+every POST gets 401: an unauthenticated endpoint would let anyone settle
+any call.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hmac
+import ipaddress
 import json
 import logging
 import re
@@ -29,9 +40,8 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from gevent.pywsgi import WSGIServer
-
 from cardd.errors import DatabaseUnavailable
+from cardd.httpd import HttpListener, Request, Response
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +154,10 @@ class CdrStore:
     def mark_applied(self, leg_uuid: str) -> None:
         self.applied.add(str(leg_uuid))
 
+    def discard(self, leg_uuid: str) -> None:
+        """Forget a CDR that must not be used (its leg is still up)."""
+        self._records.pop(str(leg_uuid), None)
+
     def unapplied(self) -> list[CdrRecord]:
         return [r for u, r in self._records.items() if u not in self.applied]
 
@@ -151,22 +165,50 @@ class CdrStore:
         return len(self._records)
 
 
+def basic_credentials(header: str) -> str | None:
+    """"user:password" from an Authorization: Basic header, or None."""
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not token:
+        return None
+    try:
+        return base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+
+
 class CdrEndpoint:
     """The HTTP listener. `on_cdr(record)` runs for each accepted CDR before
-    the 200 reply, so FreeSWITCH retries when cardd could not take it."""
+    the reply, so FreeSWITCH retries when cardd could not take it.
+
+    credentials: "user:password" the poster must send; "" refuses every POST;
+    None checks nothing (in-process embedding only: the daemon always passes
+    daemon.cdr_credentials). allowed_sources: networks a poster may come from
+    (empty: any)."""
 
     def __init__(self, listen: tuple[str, int], store: CdrStore,
-                 on_cdr: Callable[[CdrRecord], None] | None = None,
-                 on_bad: Callable[[], None] | None = None):
+                 on_cdr: Callable[[CdrRecord], str | None] | None = None,
+                 on_bad: Callable[[], None] | None = None, *,
+                 credentials: str | None = None, allowed_sources: tuple[str, ...] = (),
+                 read_timeout: float = 10.0, max_connections: int = 64,
+                 on_refused: Callable[[str], None] | None = None):
         self.store = store
         self.on_cdr = on_cdr
         self.on_bad = on_bad
+        self.on_refused = on_refused
+        self.credentials = credentials
+        self.allowed = tuple(ipaddress.ip_network(n, strict=False) for n in allowed_sources)
         self.received = 0
-        self._server = WSGIServer(listen, self.app, log=None, error_log=log)
+        self._server = HttpListener(listen, self.handle, name="CDR endpoint", read_timeout=read_timeout,
+                                    max_connections=max_connections, max_body=MAX_BODY,
+                                    on_refused=on_refused)
 
     @property
     def address(self) -> tuple[str, int]:
-        return self._server.address[:2]
+        return self._server.address
+
+    @property
+    def active(self) -> int:
+        return self._server.active
 
     def start(self) -> None:
         self._server.start()
@@ -174,47 +216,71 @@ class CdrEndpoint:
     def stop(self) -> None:
         self._server.stop(timeout=2)
 
-    def app(self, environ, start_response):
-        method = environ.get("REQUEST_METHOD", "")
-        if method == "GET":
-            return _reply(start_response, "200 OK", b"cardd CDR endpoint\n")
-        if method != "POST":
-            return _reply(start_response, "405 Method Not Allowed", b"POST a CDR\n")
+    def _source_allowed(self, peer: str) -> bool:
+        if not self.allowed:
+            return True
         try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
+            address = ipaddress.ip_address(peer)
         except ValueError:
-            length = -1
-        if length < 0 or length > MAX_BODY:
-            self._bad()
-            return _reply(start_response, "413 Payload Too Large", b"too large\n")
-        body = environ["wsgi.input"].read(length) if length else b""
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in net for net in self.allowed)
+
+    def _authenticated(self, request: Request) -> bool:
+        if self.credentials is None:
+            return True
+        given = basic_credentials(request.headers.get("authorization", ""))
+        if not self.credentials or given is None:
+            return False
+        return hmac.compare_digest(given.encode("utf-8"), self.credentials.encode("utf-8"))
+
+    def handle(self, request: Request) -> Response:
+        if request.method == "GET":
+            return Response(200, b"cardd CDR endpoint\n")
+        if request.method != "POST":
+            return Response(405, b"POST a CDR\n")
+        if not self._source_allowed(request.peer):
+            log.warning("CDR refused: source %s is not in daemon.cdr_allowed_sources", request.peer)
+            self._refuse("source")
+            return Response(403, b"source not allowed\n")
+        if not self._authenticated(request):
+            log.warning("CDR refused: %s from %s", "no credentials configured (daemon.cdr_credentials)"
+                        if self.credentials == "" else "missing or wrong credentials", request.peer)
+            self._refuse("credentials")
+            return Response(401, b"credentials required\n",
+                            headers=[("WWW-Authenticate", 'Basic realm="cardd CDR"')])
         try:
-            record = parse_body(body, environ.get("CONTENT_TYPE", ""))
+            record = parse_body(request.body, request.headers.get("content-type", ""))
         except BadCdr as exc:
             self._bad()
             log.warning("CDR refused: %s", exc)
             # 4xx: retrying the same body would not help.
-            return _reply(start_response, "400 Bad Request", f"{exc}\n".encode("ascii", "replace"))
+            return Response(400, f"{exc}\n".encode("ascii", "replace"))
         self.received += 1
         self.store.add(record)
         if self.on_cdr is not None:
             try:
-                self.on_cdr(record)
+                done = self.on_cdr(record)
             except DatabaseUnavailable as exc:
                 # 503: mod_json_cdr retries, then keeps it in its err-log-dir,
                 # which outlives this process; the store has it meanwhile.
                 log.warning("CDR %s kept for later: %s", record.uuid, exc)
-                return _reply(start_response, "503 Service Unavailable", b"database unavailable\n")
+                return Response(503, b"database unavailable\n")
             except Exception:
                 # Kept in the store; the periodic orphan pass applies it later.
                 log.exception("CDR %s stored, not applied yet", record.uuid)
-        return _reply(start_response, "200 OK", b"OK\n")
+                return Response(200, b"OK\n")
+            if done == "call up":
+                # Its leg is still up: forged, or sent before the channel was gone.
+                # Not kept; a real CDR is re-sent by mod_json_cdr's retries.
+                return Response(409, b"that leg is still up\n")
+        return Response(200, b"OK\n")
+
+    def _refuse(self, reason: str) -> None:
+        if self.on_refused is not None:
+            self.on_refused(reason)
 
     def _bad(self) -> None:
         if self.on_bad is not None:
             self.on_bad()
-
-
-def _reply(start_response, status: str, body: bytes):
-    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
-    return [body]

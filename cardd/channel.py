@@ -10,7 +10,10 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+
+import gevent
 
 from cardd.errors import CallGone, ProtocolError
 from cardd.esl.session import EslSession
@@ -71,6 +74,8 @@ class Channel:
         # The B leg of the last bridge actually sent: from then on that leg
         # may exist in FreeSWITCH, whatever happens to this socket.
         self.dialled_leg: str | None = None
+        self._answer_watch: tuple[str, Callable[[], None]] | None = None
+        self._answer_listening = False
 
     # -- who is calling ----------------------------------------------------------
 
@@ -91,6 +96,12 @@ class Channel:
     @property
     def cld(self) -> str:
         return self._data("Caller-Destination-Number")
+
+    @property
+    def switchname(self) -> str:
+        """The FreeSWITCH box carrying the call, as it names itself (its
+        `switchname`; the orphan rule asks only that box about the call)."""
+        return self._data("FreeSWITCH-Switchname")
 
     @property
     def rdnis(self) -> str:
@@ -152,13 +163,23 @@ class Channel:
 
     # -- the outgoing leg ------------------------------------------------------
 
+    def _watch_answer(self, leg_uuid: str, on_answer: Callable[[], None] | None) -> None:
+        self._answer_watch = (leg_uuid, on_answer) if on_answer is not None else None
+        if on_answer is not None and not self._answer_listening:
+            self.session.add_listener(_answer_listener(self))
+            self._answer_listening = True
+
     def bridge(self, endpoint: str, *, leg_uuid: str, variables: dict[str, str],
-               ringback: str | None, max_seconds: int, originate_timeout: int) -> BridgeOutcome:
+               ringback: str | None, max_seconds: int, originate_timeout: int,
+               on_answer: Callable[[], None] | None = None) -> BridgeOutcome:
         """Dial B with cardd's uuid for it and wait for the bridge to end.
 
         `##` from the caller hangs B up, ringing or answered, and hands the
         call back (captures 12, 17). The bridge is sent without event-lock so
-        the warning broadcast is not held back."""
+        the warning broadcast is not held back. `on_answer()` runs in a
+        greenlet of its own when B answers: its execute_on_answer sched_hangup
+        completes on B (capture 14), the first thing FreeSWITCH does on answer."""
+        self._watch_answer(leg_uuid, on_answer)
         if not self._bridge_ready:
             self.set("continue_on_fail", "true")
             self.set("hangup_after_bridge", "false")
@@ -190,6 +211,16 @@ class Channel:
             except CallGone:
                 pass
         return _outcome(done, b_end)
+
+
+def _answer_listener(channel: "Channel"):
+    def listener(event) -> None:
+        watch = channel._answer_watch
+        if (watch is not None and event.name == "CHANNEL_EXECUTE_COMPLETE" and event.unique_id == watch[0]
+                and event.get("Application") == "sched_hangup"):
+            channel._answer_watch = None
+            gevent.spawn(watch[1]).name = "b-answered"
+    return listener
 
 
 def _outcome(done, b_end) -> BridgeOutcome:

@@ -21,6 +21,7 @@ from cardd.hooks import ScriptHooks
 from cardd.ivr import session as ivr
 from cardd.ivr.call import Services
 from cardd.metrics import Metrics, TimedLedger
+from cardd.nodes import NodeRegistry
 from cardd.orphans import OrphanReconciler
 from cardd.prompts import Prompts
 from cardd.errors import ListenError
@@ -80,6 +81,7 @@ class Daemon:
         self.journal: SettlementJournal | None = None
         self.reconciler: OrphanReconciler | None = None
         self.cdr_endpoint: CdrEndpoint | None = None
+        self.nodes: NodeRegistry | None = None
         # A legs of the calls this process is handling: never orphans.
         self.live_calls: set[str] = set()
 
@@ -93,7 +95,8 @@ class Daemon:
             if self._serve_metrics:
                 host, port = parse_address(d.metrics_listen)
                 try:
-                    self.metrics.serve(host, port)
+                    self.metrics.serve(host, port, read_timeout=d.http_read_timeout,
+                                       max_connections=d.http_max_connections)
                 except OSError as exc:
                     raise ListenError(f"cannot listen on {d.metrics_listen} (daemon.metrics_listen): "
                                       f"{exc.strerror or exc}") from None
@@ -109,7 +112,13 @@ class Daemon:
             self.database = Database(d.dsn, d.data_dir, pool_size=d.pool_size)
             self.database.start()
         self.database.migrate()
-        ledger = TimedLedger(Ledger(self.database.pool), self.metrics)
+        # This process's heartbeat row: the reservations it grants carry its
+        # name, and no other cardd settles them while it lives (cardd/nodes.py).
+        self.nodes = NodeRegistry(self.database.pool, interval=d.node_heartbeat_interval)
+        self.nodes.start()
+        ledger = TimedLedger(Ledger(self.database.pool, node=self.nodes.node,
+                                    on_disagreement=lambda kind, *_: self.metrics.settlement_disagreements
+                                    .labels(kind).inc()), self.metrics)
         if demo:
             ensure_demo_data(self.database.pool)
         m = self.metrics
@@ -132,10 +141,19 @@ class Daemon:
             ledger, self.journal, esl_address=parse_address(d.inbound_esl),
             esl_password=d.inbound_esl_password, live_a_uuids=lambda: set(self.live_calls),
             store=store, interval=d.orphan_check_interval,
-            on_settled=lambda how: fm["orphans"].labels(how).inc())
+            on_settled=lambda how: fm["orphans"].labels(how).inc(),
+            nodes=self.nodes, on_refused=lambda why: m.cdr_refused.labels(why).inc())
         if self._serve_cdr and d.cdr_listen:
+            if not d.cdr_credentials:
+                log.warning("daemon.cdr_credentials is empty: every CDR POST is refused (401); set it "
+                            "and json_cdr.conf.xml's cred to the same user:password")
             endpoint = CdrEndpoint(parse_address(d.cdr_listen), store, on_cdr=self.reconciler.on_cdr,
-                                   on_bad=lambda: m.esl_errors.inc())
+                                   on_bad=lambda: m.esl_errors.inc(), credentials=d.cdr_credentials,
+                                   allowed_sources=d.cdr_allowed_sources, read_timeout=d.http_read_timeout,
+                                   max_connections=d.http_max_connections,
+                                   on_refused=lambda why: (m.cdr_refused.labels(why).inc()
+                                                           if why in ("source", "credentials")
+                                                           else m.http_refused.labels("cdr", why).inc()))
             try:
                 endpoint.start()
                 self.cdr_endpoint = endpoint
@@ -219,5 +237,10 @@ class Daemon:
                 self.journal.replay()   # a last chance while the database is open
             except Exception:
                 log.exception("journal replay at stop failed; entries stay for the next start")
+        if self.nodes is not None:
+            # Gone cleanly: what this process leaves open is an orphan to the others now.
+            self.nodes.stop()
+            self.nodes = None
+        self.metrics.stop_serving()
         if self._own_database and self.database is not None:
             self.database.close()

@@ -10,7 +10,7 @@ import functools
 import time
 from typing import Any, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # Every label value cardd can give, created at start with zero, so that each
 # series exists from the first scrape: `increase()` needs a sample before the
@@ -86,6 +86,25 @@ class Metrics:
                                        "Open reservations in the database (all cardd processes)", registry=r)
         self.expired_reservations = Gauge("cardd_expired_reservations",
                                           "Open reservations past their expiry (orphan candidates)", registry=r)
+        # Issue 12: CDRs refused at the door or for a leg still up, settlements that
+        # disagree with the first one (ledger.DisagreementHook kinds), and connections
+        # the HTTP listeners (cardd/httpd.py) closed before a request was served.
+        self.cdr_refused = Counter("cardd_cdr_refused_total", "CDR POSTs refused, by reason",
+                                   ["reason"], registry=r)
+        self.settlement_disagreements = Counter(
+            "cardd_settlement_disagreements_total",
+            "Settlements that differ from the one already recorded (logged with both figures)",
+            ["kind"], registry=r)
+        self.http_refused = Counter("cardd_http_refused_total",
+                                    "HTTP connections refused or closed unserved, by listener and reason",
+                                    ["listener", "reason"], registry=r)
+        for reason in CDR_REFUSED_REASONS:
+            self.cdr_refused.labels(reason)
+        for kind in DISAGREEMENT_KINDS:
+            self.settlement_disagreements.labels(kind)
+        for listener in ("cdr", "metrics"):
+            for reason in HTTP_REFUSED_REASONS:
+                self.http_refused.labels(listener, reason)
         # Per carrier (least-cost routing): `carrier` is an operator-chosen name from
         # the carriers table, a bounded set. ASR = answers / attempts, ACD =
         # talk seconds / answers; margin = revenue - buy cost.
@@ -106,6 +125,7 @@ class Metrics:
         # Signed (a call routed at a loss lowers it): a gauge summing margins since start.
         self.carrier_margin = Gauge("cardd_carrier_margin", "Sum of call margins (sell - buy) since start",
                                     ["carrier", "currency"], registry=r)
+        self._http = None
         self._initialise_labels()
 
     def _initialise_labels(self) -> None:
@@ -151,8 +171,25 @@ class Metrics:
         finally:
             self.ivr_step_seconds.labels(name).observe(time.perf_counter() - started)
 
-    def serve(self, host: str, port: int) -> None:
-        start_http_server(port, addr=host, registry=self.registry)
+    def serve(self, host: str, port: int, *, read_timeout: float = 10.0, max_connections: int = 64) -> None:
+        """The exporter, on cardd's bounded HTTP listener (cardd/httpd.py): read
+        deadlines and a connection cap, like the CDR endpoint."""
+        from cardd.httpd import HttpListener, Response
+
+        def scrape(request) -> Response:
+            if request.method != "GET":
+                return Response(405, b"GET the metrics\n")
+            return Response(200, generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST)
+
+        self._http = HttpListener((host, port), scrape, name="metrics", read_timeout=read_timeout,
+                                  max_connections=max_connections, max_body=0,
+                                  on_refused=lambda reason: self.http_refused.labels("metrics", reason).inc())
+        self._http.start()
+
+    def stop_serving(self) -> None:
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
 
 
 class TimedLedger:

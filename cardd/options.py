@@ -268,6 +268,28 @@ class PathKind(Kind):
         return path
 
 
+class NetworksKind(Kind):
+    """A list of IP networks or addresses ("10.0.0.0/24", "192.0.2.7", "::1")."""
+
+    expected = "a list of IP addresses or networks such as [\"127.0.0.1\", \"10.0.0.0/24\"] ([]: any)"
+    annotation = tuple[str, ...]
+
+    def _convert(self, raw: Any, base_dir: str | None) -> tuple[str, ...]:
+        import ipaddress
+        if not isinstance(raw, (list, tuple)):
+            raise BadValue(self.describe(), raw)
+        out = []
+        for item in raw:
+            try:
+                out.append(str(ipaddress.ip_network(str(item), strict=False)))
+            except ValueError:
+                raise BadValue(self.describe(), raw) from None
+        return tuple(out)
+
+    def _to_yaml(self, value: tuple[str, ...]) -> str:
+        return "[" + ", ".join(json.dumps(v) for v in value) + "]"
+
+
 class MoneyKind(Kind):
     expected = "an amount with an optional currency, such as \"2 USD\" or 2"
     annotation = "MinimumBalance | None"
@@ -612,6 +634,17 @@ DAEMON_OPTIONS: tuple[Option, ...] = (
       "HTTP address mod_json_cdr POSTs FreeSWITCH's CDRs to (orphan settlements; \"\": off)", DAEMON),
     O("orphan_check_interval", SecondsKind(0, 86400, lo_open=True), 60.0,
       "seconds between checks of reservations past their expiry", DAEMON),
+    # Issue 12: who may post CDRs, which processes are alive, bounded HTTP listeners
+    O("cdr_credentials", StrKind(r"([^:\s]+:\S+)?", "user:password, or \"\""), "",
+      "user:password mod_json_cdr must send (json_cdr.conf.xml's cred; \"\": every CDR refused)", DAEMON),
+    O("cdr_allowed_sources", NetworksKind(), (),
+      "addresses or networks CDRs may come from ([]: any; credentials are checked either way)", DAEMON),
+    O("node_heartbeat_interval", SecondsKind(0, 3600, lo_open=True), 10.0,
+      "seconds between this process's heartbeats; 3 missed and its calls are orphans to the others", DAEMON),
+    O("http_read_timeout", SecondsKind(0, 600, lo_open=True), 10.0,
+      "seconds the CDR and metrics listeners wait for a request's head, then again for its body", DAEMON),
+    O("http_max_connections", IntKind(1, 100000), 64,
+      "open connections per HTTP listener (CDR, metrics); one more is answered 503 and closed", DAEMON),
 )
 del O
 

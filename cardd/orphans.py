@@ -6,18 +6,24 @@ cardd died (SIGKILL, power loss) or its socket was closed mid-bridge
 the B leg's own sched_hangup (ESL captures 16, fact 27), and nobody is left
 to bill it. This module does, by DESIGN.md "Decisions":
 
-- at start, every open reservation whose A leg is not a live call of this
-  process is a candidate; later, every `interval` seconds, the candidates are
-  those past their expiry (granted duration + reservation_margin);
+- a reservation belongs to the cardd process that granted it (cardd.nodes):
+  while that process lives, nobody else settles it, from a CDR or otherwise;
+- the candidates are the open reservations of dead processes, and this
+  process's own whose A leg is no longer one of its calls (socket cut) once
+  past their expiry (granted duration + reservation_margin); reservations from
+  before schema 006 (no process recorded) as before: at start, then expired;
+- a candidate is only settled when the FreeSWITCH box that carries it
+  (its switchname, recorded at grant) is the one this cardd can ask
+  (`daemon.inbound_esl`, which must answer `api switchname` with that name):
+  the boxes of other cardds are left to them;
 - a candidate whose B leg FreeSWITCH's own CDR has reached us (cardd.cdr_http)
-  is settled from it, billmsec as FreeSWITCH measured it;
-- otherwise cardd asks FreeSWITCH over the inbound Event Socket
-  (`api uuid_exists <B>`): a live B leg is left alone (asked again later);
-  a gone one is settled at the reserved amount, the whole granted duration,
-  with the CDR marked `estimated`; when the real CDR arrives later the ledger
-  corrects it with one refund;
-- when FreeSWITCH cannot be asked, nothing is settled without a CDR: money
-  is never released or charged on a guess.
+  is settled from it, billmsec as FreeSWITCH measured it, once the box says the
+  B leg is gone (a CDR for a leg still up is forged or early: refused);
+- otherwise a gone B leg is settled on an estimate bounded by what cardd
+  recorded (Ledger._estimated_seconds: never dialled, not answered, answered
+  at T), marked `estimated`; the real CDR later corrects it;
+- when FreeSWITCH cannot be asked, nothing is settled: money is never released
+  or charged on a guess.
 
 Settlements go through the journal, so a database outage in the middle costs
 nothing either. Every step is idempotent by B-leg UUID: the call's own
@@ -42,6 +48,7 @@ from cardd.billing.ledger import Ledger, OpenReservation
 from cardd.cdr_http import CdrRecord, CdrStore
 from cardd.errors import DatabaseUnavailable, ESLTimeout, ProtocolError
 from cardd.esl.protocol import Frame, FrameParser, encode_command
+from cardd.nodes import NodeRegistry
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +101,14 @@ class InboundEsl:
         if answer not in ("true", "false"):
             raise InboundEslError(f"uuid_exists answered {answer[:60]!r}")
         return answer == "true"
+
+    def switchname(self) -> str:
+        """The box's own name (`api switchname`), as its channels report it
+        in FreeSWITCH-Switchname."""
+        name = self.api("switchname").strip()
+        if not name or name.startswith("-ERR") or len(name) > 255:
+            raise InboundEslError(f"switchname answered {name[:60]!r}")
+        return name
 
     def close(self) -> None:
         if self._sock is None:
@@ -152,7 +167,63 @@ class PassReport:
     still_up: int = 0
     unknown: int = 0          # FreeSWITCH could not be asked: left open
     journalled: int = 0
+    other_node: int = 0       # held by a live cardd process: left to it
+    other_box: int = 0        # on a FreeSWITCH box this cardd cannot ask: left open
     settled: list[str] = field(default_factory=list)
+
+
+class _Box:
+    """The one FreeSWITCH box this cardd can ask, for the length of one pass
+    (or one CDR): connected on first use, its switchname checked."""
+
+    def __init__(self, owner: "OrphanReconciler"):
+        self.owner = owner
+        self.esl: InboundEsl | None = None
+        self.failed = False
+
+    def exists(self, b_uuid: str, switchname: str | None) -> bool | None:
+        """Whether the B leg is up on its box; None when that box cannot be asked."""
+        esl = self._connect()
+        if esl is None:
+            return None
+        if switchname is not None and switchname != self.owner.box_name:
+            return None
+        try:
+            return esl.uuid_exists(b_uuid)
+        except InboundEslError as exc:
+            log.warning("orphan check of B %s: %s", b_uuid, exc)
+            self.close()
+            self.failed = True
+            return None
+
+    def can_ask(self, switchname: str | None) -> bool:
+        return self._connect() is not None and (switchname is None or switchname == self.owner.box_name)
+
+    def _connect(self) -> InboundEsl | None:
+        if self.esl is not None or self.failed:
+            return self.esl
+        owner = self.owner
+        try:
+            esl = InboundEsl(owner.esl_address, owner.esl_password, timeout=owner.esl_timeout)
+            esl.connect()
+            name = esl.switchname()
+        except InboundEslError as exc:
+            log.warning("orphan check: %s; reservations stay open until FreeSWITCH answers", exc)
+            self.failed = True
+            return None
+        if owner.box_name is None:
+            log.info("orphan check: FreeSWITCH at %s:%d is %r", *owner.esl_address, name)
+        elif owner.box_name != name:
+            log.warning("orphan check: FreeSWITCH at %s:%d now calls itself %r (was %r)",
+                        *owner.esl_address, name, owner.box_name)
+        owner.box_name = name
+        self.esl = esl
+        return esl
+
+    def close(self) -> None:
+        if self.esl is not None:
+            self.esl.close()
+            self.esl = None
 
 
 class OrphanReconciler:
@@ -162,8 +233,13 @@ class OrphanReconciler:
                  esl_address: tuple[str, int], esl_password: str,
                  live_a_uuids: Callable[[], set[str]], store: CdrStore | None = None,
                  interval: float = 60.0, esl_timeout: float = 5.0,
-                 on_settled: Callable[[str], None] | None = None):
-        """on_settled(how): how is "cdr" or "estimated" (metrics)."""
+                 on_settled: Callable[[str], None] | None = None,
+                 nodes: NodeRegistry | None = None,
+                 on_refused: Callable[[str], None] | None = None):
+        """on_settled(how): how is "cdr" or "estimated" (metrics); on_refused(why):
+        a CDR not applied ("call_up": its B leg is still up). nodes: this
+        process's registry (None: every reservation is this process's, as
+        before schema 006)."""
         self.ledger = ledger
         self.journal = journal
         self.esl_address = esl_address
@@ -173,10 +249,32 @@ class OrphanReconciler:
         self.interval = interval
         self.esl_timeout = esl_timeout
         self.on_settled = on_settled
+        self.on_refused = on_refused
+        self.nodes = nodes
+        self.node = nodes.node if nodes is not None else None
+        self.box_name: str | None = None     # learnt from the box (api switchname)
         self._loop: gevent.Greenlet | None = None
         self._busy: set[str] = set()
         self.passes = 0
         self.last: PassReport | None = None
+
+    # -- whose is it ------------------------------------------------------------------
+
+    def _dead_nodes(self, reservations) -> set[str]:
+        if self.nodes is None:
+            return set()
+        return self.nodes.dead({r.node for r in reservations if r.node})
+
+    def _is_candidate(self, res, *, startup: bool, live: set[str], dead: set[str],
+                      now: datetime, report: PassReport) -> bool:
+        if res.node is not None and res.node != self.node:
+            if res.node in dead:
+                return True
+            report.other_node += 1      # its process is alive and settles it
+            return False
+        if str(res.a_uuid) in live:
+            return False
+        return startup or res.expires_at <= now
 
     # -- one pass ------------------------------------------------------------------
 
@@ -184,77 +282,68 @@ class OrphanReconciler:
         """Settle what the rule says can be settled now. DatabaseUnavailable
         propagates (nothing to do until the database is back)."""
         report = PassReport()
-        self._apply_stored_cdrs(report)
-        now = datetime.now(timezone.utc)
-        snapshot = self.ledger.open_reservations(expired_only=not startup)
-        # Read after the snapshot: a call granted before the query registered
-        # its A leg before its grant, so it cannot be mistaken for an orphan.
-        live = {str(u) for u in self.live_a_uuids()}
-        # A settlement waiting in the journal is the call's own, real one: the
-        # replay applies it; estimating it first would only add a refund.
-        journalled = {e.b_uuid for e in self.journal.pending()}
-        candidates = [r for r in snapshot
-                      if str(r.a_uuid) not in live and str(r.b_uuid) not in journalled]
-        report.candidates = len(candidates)
-        esl: InboundEsl | None = None
-        esl_failed = False
+        box = _Box(self)
         try:
+            self._apply_stored_cdrs(report, box)
+            now = datetime.now(timezone.utc)
+            snapshot = self.ledger.open_reservations()
+            dead = self._dead_nodes(snapshot)
+            # Read after the snapshot: a call granted before the query registered
+            # its A leg before its grant, so it cannot be mistaken for an orphan.
+            live = {str(u) for u in self.live_a_uuids()}
+            # A settlement waiting in the journal is the call's own, real one: the
+            # replay applies it; estimating it first would only add a refund.
+            journalled = {e.b_uuid for e in self.journal.pending()}
+            candidates = [r for r in snapshot if str(r.b_uuid) not in journalled
+                          and self._is_candidate(r, startup=startup, live=live, dead=dead, now=now,
+                                                 report=report)]
+            report.candidates = len(candidates)
             for res in candidates:
-                b = str(res.b_uuid)
-                record = self.store.get(b)
-                if record is not None:
-                    self._settle_from_cdr(record, report)
-                    continue
-                if esl is None and not esl_failed:
-                    try:
-                        esl = InboundEsl(self.esl_address, self.esl_password, timeout=self.esl_timeout)
-                        esl.connect()
-                    except InboundEslError as exc:
-                        log.warning("orphan check: %s; %d reservation(s) stay open until FreeSWITCH "
-                                    "answers or their CDR arrives", exc, len(candidates))
-                        esl, esl_failed = None, True
-                if esl is None:
-                    report.unknown += 1
-                    continue
-                try:
-                    up = esl.uuid_exists(b)
-                except InboundEslError as exc:
-                    log.warning("orphan check of B %s: %s", b, exc)
-                    esl.close()
-                    esl, esl_failed = None, True
-                    report.unknown += 1
-                    continue
-                if up:
-                    report.still_up += 1
-                    log.info("orphan check: B %s still up in FreeSWITCH (reservation expires %s)",
-                             b, res.expires_at.isoformat())
-                    continue
-                self._settle_estimated(res, now, report)
+                self._reconcile(res, box, report)
         finally:
-            if esl is not None:
-                esl.close()
+            box.close()
         self.passes += 1
         self.last = report
-        if report.from_cdr or report.estimated or report.unknown:
+        if report.from_cdr or report.estimated or report.unknown or report.other_box:
             log.info("orphan pass: %d candidate(s), %d settled from CDRs, %d estimated, %d still up, "
-                     "%d unknown", report.candidates, report.from_cdr, report.estimated,
-                     report.still_up, report.unknown)
+                     "%d unknown, %d on another FreeSWITCH, %d held by live cardd processes",
+                     report.candidates, report.from_cdr, report.estimated, report.still_up,
+                     report.unknown, report.other_box, report.other_node)
         return report
 
-    def _settle_estimated(self, res: OpenReservation, now: datetime, report: PassReport) -> None:
+    def _reconcile(self, res: OpenReservation, box: _Box, report: PassReport) -> None:
         b = str(res.b_uuid)
+        up = box.exists(b, res.switchname)
+        if up is None:
+            if box.failed:
+                report.unknown += 1
+            else:
+                report.other_box += 1
+                log.info("orphan B %s is on FreeSWITCH %r; this cardd asks %r only: left open",
+                         b, res.switchname, self.box_name)
+            return
+        if up:
+            report.still_up += 1
+            log.info("orphan check: B %s still up in FreeSWITCH (reservation expires %s)",
+                     b, res.expires_at.isoformat())
+            return
         record = self.store.get(b)
         if record is not None:
-            # Its CDR came while FreeSWITCH was being asked.
             self._settle_from_cdr(record, report)
             return
+        self._settle_estimated(res, report)
+
+    def _settle_estimated(self, res: OpenReservation, report: PassReport) -> None:
+        b = str(res.b_uuid)
         cdr = self.journal.settle(b, billmsec=None, hangup_cause="ORPHAN_ESTIMATED", estimated=True)
-        if cdr is not None and not cdr.estimated:
+        if cdr is not None and cdr.hangup_cause not in ("ORPHAN_ESTIMATED", "NOT_DIALLED"):
             # Settled meanwhile from its own figures (the call's end, or its CDR).
             return
-        log.warning("orphan B %s (card %s, %s): gone from FreeSWITCH, no CDR; settled at the "
-                    "reserved %s for %d s, marked estimated", b, res.account_id, res.cld,
-                    res.amount, res.duration_s)
+        if cdr is not None:
+            log.warning("orphan B %s (card %s, %s): gone from FreeSWITCH, no CDR; settled at %s for "
+                        "%d of %d s (%s)", b, res.account_id, res.cld, cdr.cost, cdr.billed_seconds,
+                        res.duration_s, "never dialled" if cdr.hangup_cause == "NOT_DIALLED"
+                        else "estimated")
         self._count(b, cdr is None, report, "estimated")
         report.estimated += 1
 
@@ -283,9 +372,12 @@ class OrphanReconciler:
 
     # -- CDRs ----------------------------------------------------------------------
 
-    def on_cdr(self, record: CdrRecord, report: PassReport | None = None) -> str:
-        """A CDR arrived: settle its reservation when the call is ours and over,
-        or correct an estimated settlement. Returns what was done."""
+    def on_cdr(self, record: CdrRecord, report: PassReport | None = None,
+               box: _Box | None = None) -> str:
+        """A CDR arrived: settle its reservation when the call is over and nobody
+        else holds it, or correct an estimate, or compare it with the settlement
+        already made. Returns what was done; "call up" means refused (its B leg
+        is still up in FreeSWITCH: forged, or early) and forgotten."""
         report = report or PassReport()
         if self.store.get(record.uuid) is not record:
             self.store.add(record)   # kept until used (the endpoint stores it already)
@@ -294,36 +386,61 @@ class OrphanReconciler:
             # An A leg, or a call that is not cardd's: nothing to bill.
             self.store.mark_applied(record.uuid)
             return "ignored"
-        a_uuid, status = state
+        a_uuid, status, node, switchname = state
         if status == "open":
-            if a_uuid in {str(u) for u in self.live_a_uuids()}:
+            if node is not None and node != self.node and node not in self._dead_from(node):
+                # Another live cardd process holds the call: it settles it from its own
+                # figures; the CDR stays here and is compared with them afterwards.
+                return "live"
+            if (node is None or node == self.node) and a_uuid in {str(u) for u in self.live_a_uuids()}:
                 # The call's own greenlet settles it from the same figures.
                 return "live"
+            own_box = box is None
+            box = box or _Box(self)
+            try:
+                up = box.exists(record.uuid, switchname)
+            finally:
+                if own_box:
+                    box.close()
+            if up:
+                self.store.discard(record.uuid)
+                log.warning("CDR for B %s refused: that leg is still up in FreeSWITCH (billmsec %d "
+                            "claimed)", record.uuid, record.billmsec)
+                if self.on_refused is not None:
+                    self.on_refused("call_up")
+                return "call up"
             self._settle_from_cdr(record, report)
             return "settled"
         cdr = self.ledger.cdr(record.uuid)
         if cdr is not None and cdr.estimated:
             self._settle_from_cdr(record, report)
             return "corrected"
+        # Settled already from other figures: settling again charges nothing, and
+        # a difference is counted and logged by the ledger (on_disagreement).
+        self.journal.settle(record.uuid, billmsec=record.billmsec, hangup_cause=record.hangup_cause,
+                            answered_at=record.answered_at, ended_at=record.ended_at)
         self.store.mark_applied(record.uuid)
         return "already settled"
 
-    def _apply_stored_cdrs(self, report: PassReport) -> None:
-        for record in self.store.unapplied():
-            self.on_cdr(record, report)
+    def _dead_from(self, node: str) -> set[str]:
+        return self.nodes.dead([node]) if self.nodes is not None else set()
 
-    def _reservation_state(self, leg_uuid: str) -> tuple[str, str] | None:
-        """(A-leg UUID, status) of the reservation of this B leg, or None."""
+    def _apply_stored_cdrs(self, report: PassReport, box: _Box) -> None:
+        for record in self.store.unapplied():
+            self.on_cdr(record, report, box)
+
+    def _reservation_state(self, leg_uuid: str) -> tuple[str, str, str | None, str | None] | None:
+        """(A-leg UUID, status, node, switchname) of the reservation of this B leg, or None."""
         try:
             with self.ledger.pool.connection() as conn:
-                row = conn.execute("SELECT a_uuid, status FROM reservations WHERE b_uuid = %s",
-                                   (uuidlib.UUID(str(leg_uuid)),)).fetchone()
+                row = conn.execute("SELECT a_uuid, status, node, switchname FROM reservations"
+                                   " WHERE b_uuid = %s", (uuidlib.UUID(str(leg_uuid)),)).fetchone()
         except Exception as exc:
             # psycopg's OperationalError or the pool's timeout: the database is away.
             if exc.__class__.__module__.startswith(("psycopg", "psycopg_pool")):
                 raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
             raise
-        return (str(row[0]), str(row[1])) if row else None
+        return (str(row[0]), str(row[1]), row[2], row[3]) if row else None
 
     # -- background ------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ their own. create_demo_data() is importable for tests that build their own pool.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -181,3 +182,20 @@ def private_pg_server(tmp_path: Path) -> Iterator[PrivatePgServer]:
         yield server
     finally:
         server.stop()
+
+
+def wait_until_serving(db: Database, timeout: float = 60.0) -> None:
+    """After a test restarted the server: wait until db's pool hands out a working
+    connection again. The pool reconnects in the background with a back-off, which
+    on a busy machine takes longer than the short pool_timeout such tests use to
+    fail fast while the server is down; a condition, not a sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with db.pool.connection() as conn:
+                conn.execute("SELECT 1")
+            return
+        except Exception:   # PoolTimeout or a connection broken by the restart
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

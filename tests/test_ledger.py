@@ -17,7 +17,7 @@ from cardd.errors import (
     NoRate,
     TooManyCalls,
 )
-from tests.dbfixtures import create_demo_data
+from tests.dbfixtures import create_demo_data, wait_until_serving
 
 
 def grant(ledger, card_id, destination="4412345678", **kw):
@@ -288,6 +288,7 @@ def test_a_lost_database_is_database_unavailable(private_pg_server):
             ledger.available_credit(demo.card_id)
         # back up: the same call settles once, as the journal replay will do it
         private_pg_server.start()
+        wait_until_serving(db)
         cdr = ledger.settle(g.b_uuid, billmsec=31_000, hangup_cause="NORMAL_CLEARING")
         assert cdr.cost == D("0.13600")
     finally:

@@ -245,12 +245,27 @@ class Gate:
 
 def kill(daemon: Daemon) -> None:
     """What SIGKILL leaves behind, in-process: the listener and every call's
-    greenlet gone without a settlement, the background loops dead."""
+    greenlet gone without a settlement, the background loops dead, the
+    process's heartbeat row left to go stale."""
     daemon.server._server.close()
     gevent.killall(list(daemon.server.active), block=True, timeout=5)
     for part in (daemon.reconciler, daemon.cdr_endpoint):
         part.stop()
     daemon.journal.stop()
+    daemon.nodes.stop(forget=False)
+
+
+def wait_dead(pool, node: str) -> None:
+    """Until the other processes see `node` as dead (its heartbeat stale)."""
+    from cardd.nodes import NodeRegistry
+    observer = NodeRegistry(pool)
+    deadline = time.monotonic() + 30
+    while node not in observer.dead([node]):
+        assert time.monotonic() < deadline, f"node {node} still alive"
+        gevent.sleep(0.05)
+
+
+CRED = "freeswitch:s3cret-cdr"
 
 
 YAML = "calling_card:\n  max_call_duration: 120\n"
@@ -262,10 +277,12 @@ def test_cardd_killed_mid_bridge_every_reservation_is_settled_once_after_restart
     switch = Switch()
     inbound = switch.listen_inbound()
     cdr_port = free_port()
-    poster = JsonCdrPoster(switch, f"http://127.0.0.1:{cdr_port}/cdr", retries=0)
+    poster = JsonCdrPoster(switch, f"http://127.0.0.1:{cdr_port}/cdr", retries=0, cred=CRED)
     gate = Gate(switch)
     settings = make_settings(YAML, tmp_path=tmp_path, data_dir=str(tmp_path / "var"),
-                             cdr_listen=f"127.0.0.1:{cdr_port}", inbound_esl=f"127.0.0.1:{inbound.address[1]}")
+                             cdr_listen=f"127.0.0.1:{cdr_port}", inbound_esl=f"127.0.0.1:{inbound.address[1]}",
+                             cdr_credentials=CRED, node_heartbeat_interval=0.2)
+    began = time.monotonic()
 
     def start() -> Cardd:
         d = Daemon(settings, database=database, metrics=Metrics(), serve_metrics=False, serve_cdr=True)
@@ -289,16 +306,18 @@ def test_cardd_killed_mid_bridge_every_reservation_is_settled_once_after_restart
         assert ev.wait(30)
     assert len(ledger.open_reservations(demo.card_id)) == 9
 
+    first_node = first.daemon.nodes.node
     kill(first.daemon)
     # FreeSWITCH goes on: g1 and g2 end while nobody listens for their CDRs.
     gate.release(a_of["g1"] + a_of["g2"])
     ended = {name: [c.wait(60) for c in calls[name]] for name in ("g1", "g2")}
-    poster.wait(10)
+    poster.wait(60)
     b_of = {name: [t.bridges[0].b_uuid for t in ts] for name, ts in ended.items()}
     assert all(t.bridges[0].b_hangup_cause == "ALLOTTED_TIMEOUT" for t in ended["g2"])   # capture 16
     assert {d["variables"]["uuid"] for d in poster.failed} >= set(b_of["g1"] + b_of["g2"])
     assert len(ledger.open_reservations(demo.card_id)) == 9      # nobody settled anything
 
+    wait_dead(database.pool, first_node)
     second = start()
     deadline = time.monotonic() + 30
     while second.daemon.reconciler.passes < 1 and time.monotonic() < deadline:
@@ -324,20 +343,24 @@ def test_cardd_killed_mid_bridge_every_reservation_is_settled_once_after_restart
                 c = cdrs[t.bridges[0].b_uuid]
                 real = min(math.ceil(t.bridges[0].billmsec / 1000), 120)
                 if name == "g2":
-                    assert c.estimated and c.billed_seconds == 120          # the reserved amount
+                    # Bounded by what cardd knew: the (wall-clock) time since B answered,
+                    # not the 120 s grant (the simulator's clock is virtual).
+                    assert c.estimated and c.billed_seconds <= math.ceil(time.monotonic() - began) < 120
                 else:
                     assert not c.estimated and c.billed_seconds == real
         entries = ledger.ledger_entries(demo.card_id)
-        calls_rows = [e for e in entries if e.kind == "call"]
-        refunds = [e for e in entries if e.kind == "refund"]
-        assert len(calls_rows) == 9 and len({e.b_uuid for e in calls_rows}) == 9   # 0 charged twice
-        assert {str(e.b_uuid) for e in refunds} == set(b_of["g1"])
+        for b, c in cdrs.items():     # 0 charged twice: each call's rows sum to its CDR
+            assert -sum((e.amount for e in entries if str(e.b_uuid) == b), D(0)) == c.cost
         charged = sum((c.cost for c in cdrs.values()), D(0))
-        debited = -sum((e.amount for e in entries if e.kind in ("call", "refund")), D(0))
+        debited = -sum((e.amount for e in entries if e.b_uuid is not None), D(0))
         assert charged == debited
         assert ledger.get_card(demo.card_id).balance == D("10.00000") - charged
+        assert ledger.get_card(demo.card_id).balance >= 0
         assert second.metric("cardd_orphans_settled_total", how="estimated") == 6
         assert second.metric("cardd_orphans_settled_total", how="cdr") == 6
+        # g1's estimates were below the real CDRs (the time since the answer, in wall
+        # time): each correction charged the rest and was counted.
+        assert second.metric("cardd_settlement_disagreements_total", kind="estimate_below_real") == 3
     finally:
         second.daemon.stop()
         poster.close()
@@ -352,7 +375,7 @@ def test_the_background_check_settles_a_reservation_once_it_expires(ledger, demo
                                   live_a_uuids=set, interval=0.2)
     try:
         reconciler.start()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while reconciler.passes < 1 and time.monotonic() < deadline:
             gevent.sleep(0.05)
         # Granted after the start-up pass: only its expiry (brought forward to 1 s from now,
@@ -362,7 +385,7 @@ def test_the_background_check_settles_a_reservation_once_it_expires(ledger, demo
             conn.execute("UPDATE reservations SET expires_at = now() + interval '1 second' WHERE b_uuid = %s",
                          (g.b_uuid,))
         assert ledger.cdr(g.b_uuid) is None
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while ledger.cdr(g.b_uuid) is None and time.monotonic() < deadline:
             gevent.sleep(0.1)
         cdr = ledger.cdr(g.b_uuid)

@@ -37,6 +37,8 @@ class CardSummary:
     status: str
     tariff: str
     open_reservations: int
+    customer: str | None = None
+    plan: str | None = None
 
 
 def create_tariff(pool: ConnectionPool, name: str, currency: str) -> int:
@@ -128,14 +130,26 @@ def create_card(
     expires_at: datetime | None = None,
     service_plan_id: int | None = None,
     customer_id: int | None = None,
+    customer: str | None = None,
+    plan: str | None = None,
+    allow_negative: bool = True,
 ) -> int:
-    """Create a card; its starting balance is an 'initial' ledger row. Returns the account id."""
+    """Create a card; its starting balance is an 'initial' ledger row. Returns the account id.
+
+    customer and plan name them (customer_id / service_plan_id give ids);
+    allow_negative=False refuses a negative starting balance."""
     check_currency(currency)
     amount = money(balance)
+    if amount < 0 and not allow_negative:
+        raise CatalogError(f"a starting balance of {amount} is negative")
     pin_hash = hash_pin(pin) if pin else None
     try:
         with pool.connection() as conn, conn.transaction():
             tid, tariff_currency = tariff_id(conn, tariff)
+            if customer is not None:
+                customer_id = named_id(conn, "customers", "customer", customer)
+            if plan is not None:
+                service_plan_id = named_id(conn, "service_plans", "service plan", plan)
             if tariff_currency != currency:
                 raise CatalogError(
                     f"tariff {tariff!r} is in {tariff_currency}; a {currency} card cannot use it"
@@ -163,15 +177,42 @@ def create_card(
     return account_id
 
 
-def list_cards(pool: ConnectionPool, *, limit: int = 1000) -> list[CardSummary]:
+def named_id(conn: psycopg.Connection[Any], table: str, what: str, name: str) -> int:
+    """The id of a customer, service plan or tariff by name; CatalogError names an unknown one."""
+    assert table in ("customers", "service_plans", "tariffs")
+    row = conn.execute(f"SELECT id FROM {table} WHERE name = %s", (name,)).fetchone()
+    if row is None:
+        raise CatalogError(f"unknown {what} {name!r}")
+    return int(row[0])
+
+
+def list_cards(pool: ConnectionPool, *, limit: int = 1000, status: str | None = None, customer: str | None = None,
+               tariff: str | None = None, balance_below: Decimal | None = None) -> list[CardSummary]:
+    """Cards by number, filtered; an unknown customer or tariff is a CatalogError, not an empty list."""
+    where, params = ["true"], []
     with pool.connection() as conn:
+        if status is not None:
+            where.append("a.status = %s")
+            params.append(status)
+        if customer is not None:
+            where.append("a.customer_id = %s")
+            params.append(named_id(conn, "customers", "customer", customer))
+        if tariff is not None:
+            where.append("a.tariff_id = %s")
+            params.append(named_id(conn, "tariffs", "tariff", tariff))
+        if balance_below is not None:
+            where.append("a.balance < %s")
+            params.append(money(balance_below))
         rows = conn.execute(
             "SELECT a.id, a.username, a.balance,"
-            "       a.balance - coalesce(r.reserved, 0), a.currency, a.status, t.name, coalesce(r.n, 0)"
+            "       a.balance - coalesce(r.reserved, 0), a.currency, a.status, t.name, coalesce(r.n, 0),"
+            "       c.name, p.name"
             "  FROM accounts a JOIN tariffs t ON t.id = a.tariff_id"
+            "  LEFT JOIN customers c ON c.id = a.customer_id LEFT JOIN service_plans p ON p.id = a.service_plan_id"
             "  LEFT JOIN (SELECT account_id, sum(amount) AS reserved, count(*) AS n FROM reservations"
             "              WHERE status = 'open' GROUP BY account_id) r ON r.account_id = a.id"
-            " ORDER BY a.username LIMIT %s",
-            (limit,),
+            f" WHERE {' AND '.join(where)} ORDER BY a.username LIMIT %s",
+            (*params, limit),
         ).fetchall()
-    return [CardSummary(int(r[0]), r[1], r[2], r[3], r[4].strip(), r[5], r[6], int(r[7])) for r in rows]
+    return [CardSummary(int(r[0]), r[1], r[2], r[3], r[4].strip(), r[5], r[6], int(r[7]), r[8], r[9])
+            for r in rows]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -148,6 +149,12 @@ class OpenReservation:
     cld: str
     created_at: datetime
     expires_at: datetime
+    # Who granted it (schema 006): the FreeSWITCH box and the cardd process;
+    # None for reservations granted before that migration.
+    switchname: str | None = None
+    node: str | None = None
+    bridge_sent_at: datetime | None = None
+    answered_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -211,11 +218,25 @@ def find_rate(conn: psycopg.Connection[Any], tariff_id: int, number: str) -> Rat
     )
 
 
-class Ledger:
-    """Cards, reservations, settlements and CDRs over a psycopg ConnectionPool."""
+# on_disagreement(kind, b_uuid, first, second): a settlement that differs from
+# the one already recorded. kind: "repeat_differs" (a CDR or replay after the
+# call's own settlement, or the reverse), "estimate_below_real" (the real CDR of
+# an estimate billed more than the estimate), "estimate_shortfall" (and the card
+# could not pay all of the difference).
+DisagreementHook = Callable[[str, uuid.UUID, str, str], None]
 
-    def __init__(self, pool: ConnectionPool):
+
+class Ledger:
+    """Cards, reservations, settlements and CDRs over a psycopg ConnectionPool.
+
+    `node` (the granting cardd process, cardd.nodes) is written on every grant;
+    `on_disagreement` is told about settlements that differ from the first."""
+
+    def __init__(self, pool: ConnectionPool, *, node: str | None = None,
+                 on_disagreement: DisagreementHook | None = None):
         self.pool = pool
+        self.node = node
+        self.on_disagreement = on_disagreement
 
     # --- cards -------------------------------------------------------------
 
@@ -274,6 +295,7 @@ class Ledger:
         max_call_duration: int | None = 3600,
         min_call_duration: int = 10,
         margin_s: int = 120,
+        switchname: str | None = None,
         allow_loss: bool = False,
         tried_routes: Collection[tuple[int, int]] = (),
     ) -> Grant:
@@ -355,11 +377,14 @@ class Ledger:
                 cur.execute(
                     "INSERT INTO reservations (b_uuid, a_uuid, account_id, amount, duration_s, plan_seconds,"
                     " plan_prefix, cli, cld, translated_cli, translated_cld, rate_id, rate_prefix, price_1,"
-                    " interval_1, price_n, interval_n, connect_fee, free_seconds, grace, expires_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    " interval_1, price_n, interval_n, connect_fee, free_seconds, grace, expires_at,"
+                    " switchname, node)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+                    " %s, %s)",
                     (b_id, a_id, card_id, reserved, duration, plan_s, plan_prefix, cli, destination, t_cli,
                      number, rate.rate_id, rate.prefix, rate.price_1, rate.interval_1, rate.price_n,
-                     rate.interval_n, rate.connect_fee, rate.free_seconds, rate.grace, expires_at),
+                     rate.interval_n, rate.connect_fee, rate.free_seconds, rate.grace, expires_at,
+                     switchname or None, self.node),
                 )
             except errors.UniqueViolation:
                 raise ValueError(f"B-leg UUID {b_id} was already granted") from None
@@ -396,6 +421,24 @@ class Ledger:
         assert used is not None
         return prefix, max(0, minutes * 60 - int(used[0]))
 
+    # --- during the call ---------------------------------------------------
+
+    @_database_errors
+    def mark_dialled(self, b_uuid: UuidLike) -> None:
+        """Record, before the bridge is sent, that it is being sent: an orphan
+        without this mark was never dialled and is released at no cost."""
+        with self.pool.connection() as conn:
+            conn.execute("UPDATE reservations SET bridge_sent_at = now()"
+                         " WHERE b_uuid = %s AND status = 'open'", (_uuid(b_uuid),))
+
+    @_database_errors
+    def mark_answered(self, b_uuid: UuidLike) -> None:
+        """Record when the B leg answered (the database's clock, the one the
+        orphan estimate reads): an orphan is billed at most the time since."""
+        with self.pool.connection() as conn:
+            conn.execute("UPDATE reservations SET answered_at = coalesce(answered_at, now())"
+                         " WHERE b_uuid = %s AND status = 'open'", (_uuid(b_uuid),))
+
     # --- after the hangup --------------------------------------------------
 
     @_database_errors
@@ -413,9 +456,9 @@ class Ledger:
 
         billed seconds = min(ceil(billmsec / 1000), granted duration); billmsec
         None or 0 = unanswered, a CDR with cost 0. estimated=True with billmsec
-        None bills the whole granted duration (the orphan rule) and marks the CDR;
-        a later settle() with the real figures (estimated=False) corrects that CDR
-        and refunds the difference, once.
+        None is the orphan rule's estimate, bounded by what cardd recorded
+        (_estimated_seconds); a later settle() with the real figures
+        (estimated=False) corrects that CDR, once.
         """
         b_id = _uuid(b_uuid)
         with self.pool.connection() as conn, conn.transaction():
@@ -438,15 +481,23 @@ class Ledger:
                 price_n=res["price_n"], interval_n=res["interval_n"], connect_fee=res["connect_fee"],
                 free_seconds=res["free_seconds"], grace=res["grace"], rate_id=res["rate_id"],
             )
-            if billmsec is None and estimated:
-                billed = res["duration_s"]
+            ended = ended_at or acct["now"]
+            guess = billmsec is None and estimated
+            if guess and res["status"] == "settled":
+                # An estimate never replaces figures already recorded.
+                done = self._cdr(cur, b_id)
+                assert done is not None, "a settled reservation always has its CDR"
+                return done
+            if guess:
+                billed, estimated, never_dialled = self._estimated_seconds(res, ended)
+                if never_dialled:
+                    hangup_cause = "NOT_DIALLED"
             else:
                 # sched_hangup fires on whole seconds and may overshoot: never bill past the grant.
                 billed = min(billed_seconds(billmsec), res["duration_s"])
             cost = call_cost(rate, billed, plan_seconds=res["plan_seconds"])
             plan_used = plan_seconds_used(billed, res["plan_seconds"])
-            ended = ended_at or acct["now"]
-            answered = answered_at
+            answered = answered_at or (res["answered_at"] if guess else None)
             if answered is None and billed > 0:
                 answered = ended - timedelta(milliseconds=billmsec if billmsec else billed * 1000)
 
@@ -458,6 +509,13 @@ class Ledger:
                         cur, res, done, billed=billed, cost=cost, plan_used=plan_used,
                         answered=answered, ended=ended, hangup_cause=hangup_cause,
                     )
+                if not estimated and not done.estimated and billed != done.billed_seconds:
+                    # Two real settlements of one call disagree (the call's own and a CDR,
+                    # in either order). The first stands (README "Security"); the second
+                    # is not dropped silently.
+                    self._disagree("repeat_differs", b_id,
+                                   f"{done.billed_seconds} s {done.cost} ({done.hangup_cause})",
+                                   f"{billed} s {cost} ({hangup_cause})")
                 log.info("settle b=%s: already settled, nothing charged", b_id)
                 return done
 
@@ -492,14 +550,38 @@ class Ledger:
         return _cdr(row)
 
     @staticmethod
+    def _estimated_seconds(res: dict[str, Any], ended: datetime) -> tuple[int, bool, bool]:
+        """(billed seconds, still an estimate, never dialled) of an orphan without
+        FreeSWITCH's figures, bounded by what cardd recorded as it happened.
+
+        Never dialled -> 0, certain; dialled, no answer recorded -> 0 (its CDR may
+        still correct it); answered at T -> the time from T to `ended` (the pass
+        that found the leg gone), within the grant. A reservation from before
+        schema 006 (no node) recorded none of it: the whole grant, as before."""
+        if res["node"] is None:
+            return res["duration_s"], True, False
+        if res["bridge_sent_at"] is None:
+            return 0, False, True
+        if res["answered_at"] is None:
+            return 0, True, False
+        since = max(0.0, (ended - res["answered_at"]).total_seconds())
+        return min(res["duration_s"], math.ceil(since)), True, False
+
+    def _disagree(self, kind: str, b_id: uuid.UUID, first: str, second: str) -> None:
+        log.warning("settle b=%s: %s: recorded %s, now %s", b_id, kind.replace("_", " "), first, second)
+        if self.on_disagreement is not None:
+            self.on_disagreement(kind, b_id, first, second)
+
     def _correct_estimate(
-        cur: psycopg.Cursor[Any], res: dict[str, Any], done: Cdr, *, billed: int, cost: Decimal,
+        self, cur: psycopg.Cursor[Any], res: dict[str, Any], done: Cdr, *, billed: int, cost: Decimal,
         plan_used: int, answered: datetime | None, ended: datetime, hangup_cause: str,
     ) -> Cdr:
-        """The real CDR of an orphan settled at its reserved amount arrived: refund the difference.
+        """The real CDR of an orphan settled on an estimate arrived: refund the difference,
+        or charge it when the estimate was lower (an answer cardd did not get to record).
 
-        The estimate billed the whole granted duration, the most the call could
-        cost, so the correction is never a further charge.
+        A further charge is capped at the card's available credit (the reservation
+        was released, the credit may have been spent since): the balance never goes
+        negative, the CDR says what was charged, and the shortfall is reported.
         """
         refund = done.cost - cost
         if refund > 0:
@@ -508,8 +590,27 @@ class Ledger:
                 " VALUES (%s, %s, 'refund', %s, %s)",
                 (res["account_id"], refund, res["b_uuid"], "estimated call corrected by its CDR"),
             )
-        else:
-            cost, billed, plan_used = done.cost, done.billed_seconds, done.plan_seconds_used
+        elif refund < 0:
+            owed = -refund
+            avail = cur.execute(
+                "SELECT a.balance - coalesce((SELECT sum(amount) FROM reservations r"
+                "   WHERE r.account_id = a.id AND r.status = 'open'), 0) AS avail"
+                "  FROM accounts a WHERE a.id = %s", (res["account_id"],)).fetchone()["avail"]
+            extra = min(owed, max(money(avail), Decimal(0)))
+            self._disagree("estimate_below_real", res["b_uuid"], f"{done.billed_seconds} s {done.cost}",
+                           f"{billed} s {cost} ({hangup_cause}), {extra} charged now")
+            if extra < owed:
+                self._disagree("estimate_shortfall", res["b_uuid"], f"owed {owed}", f"charged {extra}")
+            if extra > 0:
+                # One 'call' row per call (ledger_one_charge_per_call_idx): the estimate's
+                # row holds it when the estimate cost anything, the rest is an adjustment.
+                cur.execute(
+                    "INSERT INTO ledger (account_id, amount, kind, b_uuid, reference)"
+                    " VALUES (%s, %s, %s, %s, %s)",
+                    (res["account_id"], -extra, "adjustment" if done.cost > 0 else "call", res["b_uuid"],
+                     "estimated call corrected by its CDR"),
+                )
+            cost = done.cost + extra
         if res["plan_prefix"] is not None and done.plan_seconds_used != plan_used:
             cur.execute(
                 "UPDATE account_plan_usage SET used_seconds = greatest(0, used_seconds - %s)"
@@ -562,7 +663,8 @@ class Ledger:
             where.append("expires_at <= now()")
         with self.pool.connection() as conn:
             rows = conn.cursor(row_factory=dict_row).execute(
-                "SELECT b_uuid, a_uuid, account_id, amount, duration_s, cld, created_at, expires_at"
+                "SELECT b_uuid, a_uuid, account_id, amount, duration_s, cld, created_at, expires_at,"
+                "       switchname, node, bridge_sent_at, answered_at"
                 f"  FROM reservations WHERE {' AND '.join(where)} ORDER BY created_at",
                 params,
             ).fetchall()

@@ -10,7 +10,8 @@ import uuid as uuidlib
 from cardd import speech
 from cardd.billing.routing import may_fail_over
 from cardd.errors import (
-    CardBlocked, CardExpired, ForbiddenDestination, InsufficientFunds, NoRate, NoRoute, TooManyCalls,
+    CardBlocked, CardExpired, DatabaseUnavailable, ForbiddenDestination, InsufficientFunds, NoRate, NoRoute,
+    TooManyCalls,
 )
 from cardd.ivr.call import Call
 from cardd.options import translate
@@ -122,7 +123,8 @@ def _reserve(call: Call, card, b_uuid: str, number: str, dialled: str, caller_cl
             max_call_duration=opts.max_call_duration,
             min_call_duration=opts.min_call_duration,
             margin_s=call.services.settings.daemon.reservation_margin,
-            allow_loss=opts.route_at_a_loss, tried_routes=tried or ())
+            allow_loss=opts.route_at_a_loss, tried_routes=tried or (),
+            switchname=call.channel.switchname)
     except (CardBlocked, CardExpired) as exc:
         # Blocked or expired by the operator since the caller identified.
         raise CardRefused("card_blocked" if isinstance(exc, CardBlocked) else "card_expired") from exc
@@ -139,11 +141,26 @@ def _bridge(call: Call, card, grant, b_uuid: str, endpoint: str, dialled: str):
         endpoint = grant.route.gateway.format(number=dialled, proxy=call.options.outbound_proxy)
         call.log.info("route: carrier %s gateway %d (%s), %s more", grant.route.carrier,
                       grant.route.gateway_index + 1, endpoint, grant.route.alternatives)
+    # Durably, before the bridge goes out: after a crash, a reservation without
+    # this mark was never dialled and is released at no cost (cardd/orphans.py).
+    # The database away here: the caller hears "service unavailable", nothing dialled.
+    call.services.ledger.mark_dialled(b_uuid)
     return call.channel.bridge(
         endpoint, leg_uuid=b_uuid,
         variables=_leg_variables(call, _outgoing_cli(call, card), grant.duration_s),
         ringback=None if call.options.early_media else RINGBACK,
-        max_seconds=grant.duration_s, originate_timeout=ORIGINATE_TIMEOUT)
+        max_seconds=grant.duration_s, originate_timeout=ORIGINATE_TIMEOUT,
+        on_answer=lambda: _mark_answered(call, b_uuid))
+
+
+def _mark_answered(call: Call, b_uuid: str) -> None:
+    """B answered: record when, so an estimate after a crash is at most the time
+    since (cardd/orphans.py). Best effort: with the database away the call goes
+    on, and an estimate of it would be 0 until its CDR arrives (README)."""
+    try:
+        call.services.ledger.mark_answered(b_uuid)
+    except DatabaseUnavailable as exc:
+        call.log.warning("answer of %s not recorded: %s", b_uuid, exc)
 
 
 def _counted(call: Call, grant, b_uuid: str, outcome, cdr) -> None:

@@ -1,0 +1,179 @@
+"""`cardd reservations settle|release` through the real entry point (cardd.cli.main) on real
+PostgreSQL: a reservation the orphan rule could not settle is closed by hand, once, with a
+ledger row, a CDR and an audit line of who did it."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from decimal import Decimal
+
+import psycopg
+import pytest
+
+from cardd import cli
+from cardd.billing.ledger import Ledger
+from cardd.db import Database
+from tests.dbfixtures import create_demo_data
+
+
+@pytest.fixture
+def restore_logging():
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def cardd(dsn, tmp_path, restore_logging):
+    config = tmp_path / "cardd.yaml"
+    config.write_text(f"daemon:\n  dsn: \"{dsn}\"\n")
+
+    def run(*argv: str) -> int:
+        return cli.main(["-c", str(config), *argv])
+
+    return run
+
+
+@pytest.fixture
+def stuck(dsn):
+    """The demo card (10.00000 USD) with one open reservation to 4412345 (the 44 rate: 31 s cost 0.13600)."""
+    with Database(dsn) as db:
+        demo = create_demo_data(db.pool)
+        grant = Ledger(db.pool).grant(demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(),
+                                      destination="4412345", max_call_duration=600)
+    return demo, grant
+
+
+def state(dsn: str, b_uuid: uuid.UUID) -> dict:
+    with psycopg.connect(dsn) as conn:
+        res = conn.execute("SELECT status FROM reservations WHERE b_uuid = %s", (b_uuid,)).fetchone()
+        cdr = conn.execute("SELECT billed_seconds, cost, hangup_cause, estimated FROM cdrs WHERE b_uuid = %s",
+                           (b_uuid,)).fetchall()
+        rows = conn.execute("SELECT kind, amount, reference FROM ledger WHERE b_uuid = %s ORDER BY id",
+                            (b_uuid,)).fetchall()
+        audit = conn.execute("SELECT who, action, args, detail FROM operator_audit WHERE b_uuid = %s ORDER BY id",
+                             (b_uuid,)).fetchall()
+        balance, ledger_sum = conn.execute(
+            "SELECT a.balance, (SELECT sum(amount) FROM ledger l WHERE l.account_id = a.id)"
+            "  FROM accounts a JOIN reservations r ON r.account_id = a.id WHERE r.b_uuid = %s", (b_uuid,)
+        ).fetchone()
+    return {"status": res[0], "cdrs": cdr, "ledger": rows, "audit": audit, "balance": balance,
+            "ledger_sum": ledger_sum}
+
+
+def test_settle_bills_the_seconds_at_the_reserved_rate_once_with_cdr_ledger_row_and_audit(
+        cardd, dsn, stuck, capsys):
+    demo, grant = stuck
+    capsys.readouterr()
+    assert cardd("reservations", "settle", str(grant.b_uuid), "--billed-seconds", "31", "--by", "alice",
+                 "--reason", "FreeSWITCH box lost") == 0
+    out = capsys.readouterr().out
+    assert f"reservation {grant.b_uuid} of card {demo.card_number} settled: 31 s to 4412345, 0.13600 USD" in out
+    assert "balance 9.86400 USD" in out
+    after = state(dsn, grant.b_uuid)
+    assert after["status"] == "settled"
+    assert after["cdrs"] == [(31, Decimal("0.13600"), "OPERATOR_SETTLED", False)]
+    assert after["ledger"] == [("call", Decimal("-0.13600"), "4412345")]
+    assert after["balance"] == after["ledger_sum"] == Decimal("9.86400")
+    [(who, action, args, detail)] = after["audit"]
+    assert (who, action) == ("alice", "reservations settle")
+    assert args == {"b_uuid": str(grant.b_uuid), "billed_seconds": 31, "reason": "FreeSWITCH box lost"}
+    assert "0.13600" in detail
+
+    # again: refused clearly, nothing charged, no second audit line of a charge
+    assert cardd("reservations", "settle", str(grant.b_uuid), "--billed-seconds", "31", "--by", "alice") == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"cardd: reservation {grant.b_uuid} was already settled at ")
+    assert "31 s, 0.13600 USD, OPERATOR_SETTLED; nothing charged" in err
+    assert cardd("reservations", "release", str(grant.b_uuid)) == 2
+    again = state(dsn, grant.b_uuid)
+    assert again["ledger"] == after["ledger"] and again["balance"] == Decimal("9.86400")
+    assert len(again["audit"]) == 1 and len(again["cdrs"]) == 1
+
+
+def test_a_cdr_arriving_after_the_operator_settled_charges_nothing_more(cardd, dsn, stuck):
+    demo, grant = stuck
+    assert cardd("reservations", "settle", str(grant.b_uuid), "--billed-seconds", "31") == 0
+    with Database(dsn) as db:
+        Ledger(db.pool).settle(grant.b_uuid, billmsec=120_000, hangup_cause="NORMAL_CLEARING")
+    after = state(dsn, grant.b_uuid)
+    assert after["ledger"] == [("call", Decimal("-0.13600"), "4412345")]
+    assert after["balance"] == Decimal("9.86400")
+
+
+def test_release_frees_the_credit_with_a_zero_ledger_row_a_zero_cdr_and_who_did_it(cardd, dsn, stuck, capsys):
+    demo, grant = stuck
+    with Database(dsn) as db:
+        assert Ledger(db.pool).available_credit(demo.card_id) == Decimal("10") - grant.reserved
+    capsys.readouterr()
+    assert cardd("reservations", "release", str(grant.b_uuid), "--by", "bob", "--reason", "test call") == 0
+    assert "released: 4412345, nothing charged; balance 10.00000 USD" in capsys.readouterr().out
+    after = state(dsn, grant.b_uuid)
+    assert after["status"] == "settled"
+    assert after["cdrs"] == [(0, Decimal("0"), "OPERATOR_RELEASED", False)]
+    [(kind, amount, reference)] = after["ledger"]
+    assert (kind, amount) == ("release", Decimal("0"))
+    assert "released" in reference and "by bob" in reference and "test call" in reference
+    assert after["balance"] == after["ledger_sum"] == Decimal("10.00000")
+    assert [(w, a) for w, a, _, _ in after["audit"]] == [("bob", "reservations release")]
+    with Database(dsn) as db:
+        assert Ledger(db.pool).available_credit(demo.card_id) == Decimal("10")
+    # the card's history shows it
+    assert cardd("card", "history", demo.card_number) == 0
+    history = capsys.readouterr().out
+    assert f"release\t0.00000\t10.00000\treservation released: nothing charged (test call) by bob" \
+           f"\t{grant.b_uuid}" in history
+    assert cardd("reservations", "release", str(grant.b_uuid)) == 2
+    assert "already settled" in capsys.readouterr().err
+
+
+def test_settle_refuses_more_seconds_than_granted_unknown_and_malformed_uuids(cardd, dsn, stuck, capsys):
+    demo, grant = stuck
+    capsys.readouterr()
+    assert cardd("reservations", "settle", str(grant.b_uuid), "--billed-seconds", str(grant.duration_s + 1)) == 2
+    assert f"granted {grant.duration_s} s; cannot bill {grant.duration_s + 1} s" in capsys.readouterr().err
+    stranger = uuid.uuid4()
+    assert cardd("reservations", "settle", str(stranger), "--billed-seconds", "1") == 2
+    assert capsys.readouterr().err == f"cardd: no reservation {stranger}\n"
+    with pytest.raises(SystemExit) as bad:
+        cardd("reservations", "settle", "not-a-uuid", "--billed-seconds", "1")
+    assert bad.value.code == 2
+    with pytest.raises(SystemExit):
+        cardd("reservations", "settle", str(grant.b_uuid), "--billed-seconds", "-5")
+    assert state(dsn, grant.b_uuid)["status"] == "open"
+    assert state(dsn, grant.b_uuid)["audit"] == []
+
+
+def test_settle_without_by_names_the_os_user(cardd, dsn, stuck, monkeypatch):
+    demo, grant = stuck
+    monkeypatch.setenv("LOGNAME", "carol")
+    monkeypatch.setenv("USER", "carol")
+    assert cardd("reservations", "settle", str(grant.b_uuid), "--billed-seconds", "0") == 0
+    after = state(dsn, grant.b_uuid)
+    assert [who for who, *_ in after["audit"]] == ["carol"]
+    # 0 s costs nothing: a zero 'release' row says what happened
+    assert [(k, a) for k, a, _ in after["ledger"]] == [("release", Decimal("0"))]
+
+
+def test_audit_lists_who_did_what(cardd, dsn, stuck, capsys):
+    demo, grant = stuck
+    assert cardd("reservations", "settle", str(grant.b_uuid), "--billed-seconds", "31", "--by", "alice") == 0
+    assert cardd("card", "adjust", demo.card_number, "1.5", "--by", "dave", "--reference", "goodwill") == 0
+    capsys.readouterr()
+    assert cardd("audit", "--card", demo.card_number) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split("\t") == ["time (UTC)", "who", "action", "card", "detail", "args"]
+    assert [line.split("\t")[1:4] for line in lines[1:]] == [
+        ["alice", "reservations settle", demo.card_number], ["dave", "card adjust", demo.card_number]]
+
+
+def test_the_plain_reservations_list_still_works_beside_its_sub_commands(cardd, stuck, capsys):
+    demo, grant = stuck
+    capsys.readouterr()
+    assert cardd("reservations") == 0
+    assert str(grant.b_uuid) in capsys.readouterr().out
+    assert cardd("reservations", "--expired") == 0
+    assert str(grant.b_uuid) not in capsys.readouterr().out
