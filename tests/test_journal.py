@@ -4,7 +4,11 @@ database is back."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
+import subprocess
 import time
 import uuid
 from decimal import Decimal as D
@@ -163,3 +167,139 @@ def test_an_entry_the_database_refuses_for_good_is_set_aside_and_the_rest_still_
     assert "settle failed" in (tmp_path / ("j.jsonl" + REJECTED_SUFFIX)).read_text()
     # g1 stays reserved: the orphan rule (or an operator) settles it; nothing was lost.
     assert [r.b_uuid for r in ledger.open_reservations(demo_data.card_id)] == [g1.b_uuid]
+
+
+# -- a full disk: neither the database nor the journal takes the settlement --------------------
+
+class FullDisk:
+    """A directory whose filesystem can be filled and freed: a real 256 KB tmpfs when this process may
+    mount one, else a journal whose writes fail with ENOSPC as a full disk's do (the journal module's
+    `os.write` only; nothing else in the process is touched)."""
+
+    def __init__(self, kind: str, root, monkeypatch):
+        self.kind = kind
+        self.path = root / "disk"
+        self.path.mkdir()
+        self._full = False
+        if kind == "tmpfs":
+            if os.geteuid() != 0 or shutil.which("mount") is None:
+                pytest.skip("mounting a tmpfs needs root (the refusing-writes variant runs instead)")
+            done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(self.path)],
+                                  capture_output=True, text=True)
+            if done.returncode != 0:
+                pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        else:
+            import cardd.billing.journal as journal_module
+
+            disk = self
+
+            class RefusingOs:
+                def __getattr__(self, name):
+                    return getattr(os, name)
+
+                @staticmethod
+                def write(fd, data):
+                    if disk._full:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    return os.write(fd, data)
+
+            monkeypatch.setattr(journal_module, "os", RefusingOs())
+
+    def fill(self) -> None:
+        self._full = True
+        if self.kind == "tmpfs":
+            fd = os.open(self.path / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                while True:
+                    os.write(fd, b"\0" * 4096)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+            finally:
+                os.close(fd)
+
+    def free(self) -> None:
+        self._full = False
+        if self.kind == "tmpfs":
+            (self.path / "filler").unlink()
+
+    def close(self) -> None:
+        if self.kind == "tmpfs":
+            subprocess.run(["umount", "-l", str(self.path)], check=False)
+
+
+@pytest.fixture(params=["refusing_writes", "tmpfs"])
+def full_disk(request, tmp_path, monkeypatch):
+    disk = FullDisk(request.param, tmp_path, monkeypatch)
+    yield disk
+    disk.close()
+
+
+def assert_money_invariant(ledger: Ledger, card_id: int, initial: D) -> None:
+    """initial balance - CDR costs = balance; nothing left open; never negative; one call row per CDR."""
+    cdrs = ledger.cdrs_for(card_id)
+    card = ledger.get_card(card_id)
+    assert card.balance == initial - sum((c.cost for c in cdrs), D("0"))
+    assert card.balance >= 0
+    assert ledger.open_reservations(card_id) == []
+    calls = [e for e in ledger.ledger_entries(card_id) if e.kind == "call"]
+    assert len(calls) == len([c for c in cdrs if c.cost])
+
+
+def test_database_down_and_disk_full_the_settlement_is_held_in_memory_then_journalled_when_space_returns(
+        private_pg_server, private_db, full_disk, caplog):
+    demo = create_demo_data(private_db.pool)
+    ledger = Ledger(private_db.pool)
+    write_errors: list[OSError] = []
+    journal = SettlementJournal(full_disk.path / "journal.jsonl", ledger, on_write_error=write_errors.append)
+    g = grant(ledger, demo.card_id)
+    private_pg_server.stop()
+    try:
+        full_disk.fill()
+        assert journal.accepting
+        assert journal.settle(g.b_uuid, billmsec=31_000, hangup_cause="NORMAL_CLEARING") is None
+        # Held, counted, and said: the cause and the call's figures are in one ERROR line.
+        assert journal.held_count == 1 and not journal.accepting
+        assert write_errors and write_errors[0].errno == errno.ENOSPC
+        (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert "ENOSPC" in line and "No space left on device" in line and str(g.b_uuid) in line
+        assert '"billmsec":31000' in line
+        assert journal.pending() == []   # nothing, not even half a line, on the full disk
+        # Still both away: nothing moves, nothing is lost.
+        assert journal.retry_held() == 0 and journal.held_count == 1
+        full_disk.free()
+        assert journal.retry_held() == 1
+        assert journal.accepting
+        assert [e.b_uuid for e in journal.pending()] == [str(g.b_uuid)]
+    finally:
+        private_pg_server.start()
+    assert replay_until_empty(journal) == 1
+    assert ledger.cdr(g.b_uuid).cost == D("0.13600")
+    assert_money_invariant(ledger, demo.card_id, D("10.00000"))
+
+
+def test_database_down_and_disk_full_the_held_settlement_goes_to_the_database_when_it_returns_first(
+        private_pg_server, private_db, full_disk):
+    demo = create_demo_data(private_db.pool)
+    ledger = Ledger(private_db.pool)
+    journal = SettlementJournal(full_disk.path / "journal.jsonl", ledger)
+    g1, g2 = grant(ledger, demo.card_id), grant(ledger, demo.card_id)
+    private_pg_server.stop()
+    try:
+        full_disk.fill()
+        assert journal.settle(g1.b_uuid, billmsec=31_000, hangup_cause="NORMAL_CLEARING") is None
+        assert journal.settle(g2.b_uuid, billmsec=0, hangup_cause="USER_BUSY") is None
+        assert journal.held_count == 2
+    finally:
+        private_pg_server.start()
+    # The disk is still full; the database takes both (the pool needs a moment to reconnect).
+    deadline = time.monotonic() + 30
+    while journal.held_count and time.monotonic() < deadline:
+        journal.retry_held()
+        if journal.held_count:
+            time.sleep(0.2)
+    assert journal.held_count == 0 and journal.accepting
+    assert journal.pending() == []
+    assert (ledger.cdr(g1.b_uuid).cost, ledger.cdr(g2.b_uuid).cost) == (D("0.13600"), D("0"))
+    # Retried again (a second loop pass, a restart's replay): charged once.
+    assert journal.retry_held() == 0
+    assert_money_invariant(ledger, demo.card_id, D("10.00000"))
