@@ -52,6 +52,7 @@ SPEC_DEFAULTS = {
     "password_change": True, "password_change_ext": None,
     # Billing
     "balance_threshold": None, "minimum_balance": None, "ignore_connect_fee": False,
+    "route_at_a_loss": False,   # least-cost routing (issue 17), not in the reference
     "say_negative_balance_as_zero": True, "say_no_card_on_low_balance": True,
     # Custom scripts
     "destination_check_script": None, "duration_script": None,
