@@ -122,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     check_cld.add_argument("cld")
     check_cld.set_defaults(func=cmd_check_cld)
 
-    call = sub.add_parser("call", help="place a simulated call against a running cardd")
+    from cardd.phone import CallHelpFormatter, add_call_options
+    call = sub.add_parser("call", help="place a simulated call against a running cardd",
+                          formatter_class=CallHelpFormatter)
     call.add_argument("--cli", default="15551234567", help="the caller's number")
     call.add_argument("--cld", default="cc", help="the CLD string the dialplan hands over")
     call.add_argument("--did", default="", help="the access number dialled (rdnis)")
@@ -134,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--server", help="host:port of cardd (default: daemon.listen)")
     call.add_argument("--real-time", action="store_true",
                       help="run the simulated switch on the wall clock")
+    add_call_options(call)
     call.set_defaults(func=cmd_call)
 
     from cardd import admin

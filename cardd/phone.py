@@ -2,23 +2,78 @@
 
 It plays FreeSWITCH (cardd.sim) and the caller against a running cardd and
 prints what happened: the prompts heard, the digits typed, every application
-cardd asked the switch to run, and how the call ended.
+cardd asked the switch to run, what the callee's phone showed, and how the
+call ended. While the call lasts (and `--stay` seconds after) the simulated
+switch also serves FreeSWITCH's inbound Event Socket where cardd looks for
+it (daemon.inbound_esl), so a cardd killed mid-call and restarted can ask
+whether the call is still up and settle its reservation, as with a real
+FreeSWITCH.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
 import gevent
 
-from cardd.daemon import parse_address
-from cardd.prompts import Prompts
-from cardd.sim import Callee, Caller, Switch
-
 # Long enough for any flow on the virtual clock; a real-time call is bounded
 # by the caller's patience (Ctrl-C).
 CALL_TIMEOUT = 120.0
+
+
+class CallHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows every default: a value as "(default: X)", a switch that
+    is off unless given as "(default: off)"; an option whose help names its
+    default itself (None here) is left as it is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default is None or action.default is argparse.SUPPRESS or "%(default)" in text:
+            return text
+        if action.default is False and action.nargs == 0:
+            return text + " (default: off)"
+        if action.default == "":
+            return text + " (default: none)"
+        return text + " (default: %(default)s)"
+
+
+def add_call_options(call: argparse.ArgumentParser) -> None:
+    """The caller's and the switch's behaviour (`cardd call --help` shows the defaults)."""
+    call.add_argument("--press-in-bridge", action="append", default=None,
+                      metavar="SECONDS:DIGITS",
+                      help="keys the caller presses that many seconds after the bridge starts, "
+                           "e.g. 5:## (back to the destination prompt); repeat for later "
+                           "attempts (default: none)")
+    call.add_argument("--hangup-after-talk", type=float, default=None, metavar="SECONDS",
+                      help="the caller hangs up this long after the callee answered "
+                           "(default: never, the callee ends the call)")
+    call.add_argument("--hear-prompts", action="store_true",
+                      help="let every prompt play to its end before typing, so the whole "
+                           "announcement (the balance, the time left) shows in the transcript")
+    call.add_argument("--type-after", type=float, default=0.5, metavar="SECONDS",
+                      help="when the caller starts typing at each question")
+    call.add_argument("--inbound-esl", default=None, metavar="HOST:PORT",
+                      help="serve FreeSWITCH's inbound Event Socket there during the call "
+                           "(default: daemon.inbound_esl; 'off' for none)")
+    call.add_argument("--stay", type=float, default=0.0, metavar="SECONDS",
+                      help="keep the inbound Event Socket up this long after the call ended "
+                           "(a cardd killed mid-call and restarted settles it then)")
+
+
+def _press_in_bridge(values: list[str] | None) -> list[tuple[float, str] | None]:
+    out: list[tuple[float, str] | None] = []
+    for value in values or []:
+        after, sep, digits = value.partition(":")
+        try:
+            seconds = float(after)
+        except ValueError:
+            seconds = -1.0
+        if not sep or seconds < 0 or not digits or any(d not in "0123456789*#" for d in digits):
+            raise ValueError(f"--press-in-bridge {value!r}: expected SECONDS:DIGITS, e.g. 5:##")
+        out.append((seconds, digits))
+    return out
 
 
 class KeyboardDigits(Sequence):
@@ -47,7 +102,15 @@ class KeyboardDigits(Sequence):
 
 
 def place_call(args, settings) -> int:
+    from cardd.daemon import parse_address
+    from cardd.sim import Callee, Caller, Switch
+
     host, port = parse_address(args.server or settings.daemon.listen)
+    try:
+        bridge_digits = _press_in_bridge(getattr(args, "press_in_bridge", None))
+    except ValueError as exc:
+        print(f"cardd: call: {exc}", file=sys.stderr)
+        return 2
     catalogue = _catalogue(settings.daemon.sounds_dir)
     keyboard = None
     digits: Sequence
@@ -55,27 +118,62 @@ def place_call(args, settings) -> int:
         digits = keyboard = KeyboardDigits(catalogue)
     else:
         digits = [None if d == "-" else d for d in (args.digits or [])]
-    caller = Caller(cli=args.cli, destination=args.cld, rdnis=args.did or None, digits=digits)
+    caller = Caller(cli=args.cli, destination=args.cld, rdnis=args.did or None, digits=digits,
+                    bridge_digits=bridge_digits, hangup_after_talk=args.hangup_after_talk,
+                    hear_prompts=args.hear_prompts, type_after=args.type_after)
     callee = Callee(outcome=args.answer, talk=args.talk)
     switch = Switch(virtual_clock=not args.real_time)
+    inbound = _serve_inbound(switch, args.inbound_esl or settings.daemon.inbound_esl,
+                             settings.daemon.inbound_esl_password)
     try:
-        call = switch.call(host, port, caller, callee)
-    except OSError as exc:
-        print(f"cardd call: cannot reach cardd at {host}:{port}: {exc}", file=sys.stderr)
-        return 2
-    if keyboard is not None:
-        keyboard.call = call
-    transcript = call.wait(None if keyboard or args.real_time else CALL_TIMEOUT)
-    lines = transcript.text(catalogue).splitlines(keepends=True)
-    sys.stdout.writelines(lines[keyboard._shown if keyboard else 0:])
-    for bridge in transcript.bridges:
-        print(f"bridge to {bridge.number}: {bridge.disposition}, billsec {bridge.billsec} "
-              f"(billmsec {bridge.billmsec})")
-    print(f"call ended: {transcript.hangup_cause or 'socket closed'}")
-    return 0 if not transcript.errors else 1
+        try:
+            call = switch.call(host, port, caller, callee)
+        except OSError as exc:
+            print(f"cardd: call: cannot reach cardd at {host}:{port}: {exc}", file=sys.stderr)
+            return 2
+        if keyboard is not None:
+            keyboard.call = call
+        transcript = call.wait(None if keyboard or args.real_time else CALL_TIMEOUT)
+        lines = transcript.text(catalogue).splitlines(keepends=True)
+        sys.stdout.writelines(lines[keyboard._shown if keyboard else 0:])
+        for bridge in transcript.bridges:
+            print(f"bridge to {bridge.number}: {bridge.disposition}, billsec {bridge.billsec} "
+                  f"(billmsec {bridge.billmsec})")
+            if bridge.sip_from is not None:
+                print(f"  the callee's phone showed From: {bridge.sip_from}")
+        print(f"call ended: {transcript.hangup_cause or 'socket closed'}")
+        if inbound is not None and args.stay > 0:
+            print(f"inbound Event Socket stays up at {_at(inbound.address)} for {args.stay:g} s")
+            gevent.sleep(args.stay)
+        return 0 if not transcript.errors else 1
+    finally:
+        if inbound is not None:
+            inbound.stop()
+
+
+def _serve_inbound(switch, where: str, password: str):
+    """The switch's inbound Event Socket, or None (said on stderr) when the
+    address is off or taken (a real FreeSWITCH on 8021, another phone)."""
+    from cardd.daemon import parse_address
+
+    if where.strip().lower() == "off":
+        return None
+    try:
+        host, port = parse_address(where)
+        return switch.listen_inbound(host, port, password)
+    except (OSError, ValueError) as exc:
+        print(f"cardd call: no inbound Event Socket at {where} ({exc}); cardd cannot ask "
+              f"this switch about the call", file=sys.stderr)
+        return None
+
+
+def _at(address: tuple[str, int]) -> str:
+    return f"{address[0]}:{address[1]}"
 
 
 def _catalogue(sounds_dir: str) -> dict:
+    from cardd.prompts import Prompts
+
     prompts = Prompts(sounds_dir)
     return {pid: {lang: prompts.text(pid, lang) for lang in prompts.languages if prompts.has(pid, lang)}
             for pid in prompts.ids}

@@ -1,0 +1,144 @@
+"""Calls through cardd and the simulator where the simulator now behaves as
+FreeSWITCH 1.10.12 measured or as its source says (cardd/sim/apps.py
+_sched_delay, cardd/sim/bridge.py CALLEE_BYE_LAG, cardd/sim/sofia.py
+outgoing_from), and `cardd call`'s phone options (issue 10 §6)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from cardd import cli
+from cardd.sim import Callee
+from tests.dbfixtures import create_demo_data
+from tests.test_flow_calls import UK_MOBILE, bridge_args, card_caller, dial_vars
+
+
+# -- sched_hangup overshoots the grant; billing caps it -------------------------------
+
+@pytest.mark.parametrize("answered_in_second, billmsec", [(0.25, 396_020), (0.75, 395_520)])
+def test_a_call_cut_past_its_grant_is_billed_the_grant_and_no_more(
+        cardd, database, ledger, answered_in_second, billmsec):
+    """sched_hangup +396 answered at x.25 s cuts at 396.02 s, as on the real
+    switch (12020 ms for +12): billmsec exceeds the grant and cardd bills
+    min(ceil(billmsec / 1000), granted) = 396, not 397."""
+    demo = create_demo_data(database.pool, balance="0.50000")
+    t = cardd.call(card_caller(demo, UK_MOBILE + "#"),
+                   Callee(talk=None, answer_in_second=answered_in_second))
+    assert dial_vars(bridge_args(t)[0])["execute_on_answer_1"] == "'sched_hangup +396 ALLOTTED_TIMEOUT'"
+    (bridge,) = t.bridges
+    assert (bridge.billmsec, bridge.b_hangup_cause) == (billmsec, "ALLOTTED_TIMEOUT")
+    (cdr,) = ledger.cdrs_for(demo.card_id)
+    assert cdr.granted_seconds == 396
+    assert cdr.billed_seconds == 396
+    # 0.10 + 0.03 (first 30 s) + 61 six-second intervals at 0.006: all of the credit
+    assert cdr.cost == Decimal("0.49600")
+    assert ledger.get_card(demo.card_id).balance == Decimal("0.00400")
+    assert ledger.open_reservations(demo.card_id) == []
+
+
+def test_a_callee_talking_whole_seconds_is_billed_one_second_more_as_on_the_real_switch(
+        cardd, demo_data, ledger):
+    """31 s of talk is billmsec 31020 on FreeSWITCH (realfs: 8020, 6020, 5020)."""
+    t = cardd.call(card_caller(demo_data, UK_MOBILE + "#"), Callee(talk=31))
+    assert t.bridges[0].billmsec == 31_020
+    (cdr,) = ledger.cdrs_for(demo_data.card_id)
+    assert cdr.billed_seconds == 32
+
+
+# -- what the callee's phone shows ------------------------------------------------------
+
+@pytest.mark.xfail(strict=False, reason="cardd sets origination_caller_id_name with issue 10 §3 "
+                   "(cardd/ivr/dial.py, another engineer's change); until it lands the callee "
+                   "sees the caller's own number as the display name. Drop this mark then.")
+def test_the_callee_sees_the_presented_number_not_the_callers_own_as_display_name(
+        cardd, demo_data):
+    """preserve_original_cli off: the card's number is presented. Before
+    origination_caller_id_name was set, sofia put the caller's own number
+    in the display name: From: "15555550100" <sip:1234567890@...>."""
+    caller = card_caller(demo_data, UK_MOBILE + "#", cli="15555550100")
+    t = cardd.call(caller, Callee(talk=5))
+    seen = t.bridges[0].sip_from
+    assert seen.user == demo_data.card_number
+    assert seen.display != "15555550100"
+    assert seen.display == demo_data.card_number
+
+
+# -- cardd call: the phone's options ------------------------------------------------------
+
+def phone(cardd, tmp_path, *args: str) -> list[str]:
+    config = tmp_path / "phone.yaml"
+    config.write_text("{}\n")
+    host, port = cardd.address
+    return ["-c", str(config), "call", "--server", f"{host}:{port}", "--inbound-esl", "off",
+            "--cli", "15555550100", *args]
+
+
+def card_digits(demo, *more: str) -> list[str]:
+    out = []
+    for d in (demo.card_number + "#", demo.pin + "#", *more):
+        out += ["--digits", d]
+    return out
+
+
+def test_cardd_call_presses_hash_hash_in_the_bridge_and_the_caller_is_back_at_the_destination_prompt(
+        cardd, demo_data, ledger, tmp_path, capsys):
+    code = cli.main(phone(cardd, tmp_path, *card_digits(demo_data, UK_MOBILE + "#"),
+                          "--talk", "60", "--press-in-bridge", "5:##"))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "types   ##" in out
+    assert f"bridge to {UK_MOBILE}: SUCCESS, billsec" in out
+    (cdr,) = ledger.cdrs_for(demo_data.card_id)
+    assert cdr.hangup_cause == "NORMAL_CLEARING"
+    assert 1 <= cdr.billed_seconds <= 5        # answered 1 s in, ## at 5 s
+    prompts_after = out[out.index("types   ##"):]
+    assert "[en/enter_destination]" in prompts_after or "destination" in prompts_after
+
+
+def test_cardd_call_hangs_up_mid_call_after_the_given_talk(cardd, demo_data, ledger, tmp_path,
+                                                           capsys):
+    code = cli.main(phone(cardd, tmp_path, *card_digits(demo_data, UK_MOBILE + "#"),
+                          "--talk", "600", "--hangup-after-talk", "7"))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "by=caller" in out
+    assert f"bridge to {UK_MOBILE}: SUCCESS, billsec 7 (billmsec 7000)" in out
+    (cdr,) = ledger.cdrs_for(demo_data.card_id)
+    assert cdr.billed_seconds == 7
+
+
+def test_cardd_call_lets_prompts_play_to_the_end_so_the_balance_is_heard(cardd, demo_data,
+                                                                           tmp_path, capsys):
+    digits = card_digits(demo_data, UK_MOBILE + "#")
+    assert cli.main(phone(cardd, tmp_path, *digits, "--talk", "5")) == 0
+    barged = capsys.readouterr().out
+    assert cli.main(phone(cardd, tmp_path, *digits, "--talk", "5", "--hear-prompts")) == 0
+    heard = capsys.readouterr().out
+    # typing over the prompts cuts the balance announcement after its first
+    # words; listening hears it to its end
+    assert "[en/remaining]" not in barged
+    assert '"You have" [en/you_have]' in heard
+    assert '"remaining." [en/remaining]' in heard
+    assert heard.index("[en/you_have]") < heard.index("[en/remaining]") \
+        < heard.index(f"types   {UK_MOBILE}#")
+
+
+def test_cardd_call_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["call", "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for option, default in (("--talk", "(default: 30.0)"), ("--type-after", "(default: 0.5)"),
+                            ("--stay", "(default: 0.0)"), ("--hear-prompts", "(default: off)"),
+                            ("--press-in-bridge", "(default: none)"),
+                            ("--inbound-esl", "(default: daemon.inbound_esl")):
+        assert default in text[text.index(option + " "):], option
+
+
+def test_cardd_call_refuses_a_bad_press_in_bridge_in_one_line(tmp_path, capsys, cardd):
+    code = cli.main(phone(cardd, tmp_path, "--press-in-bridge", "soon:##"))
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("cardd")]
+    assert code == 2
+    assert lines == ["cardd: call: --press-in-bridge 'soon:##': expected SECONDS:DIGITS, e.g. 5:##"]
