@@ -617,7 +617,7 @@ DAEMON_OPTIONS: tuple[Option, ...] = (
     O("log_level", ChoiceKind("debug", "info", "warning", "error", "critical"), "info", "log level", DAEMON),
     O("log_format", ChoiceKind("text", "json"), "text", "log line format", DAEMON),
     O("sounds_dir", PathKind(allow_empty=True), "",
-      "prompt audio, as FreeSWITCH sees it too (\"\": the sounds/ directory beside the cardd package)", DAEMON),
+      "prompt audio, as FreeSWITCH sees it too (\"\": the prompts installed with cardd)", DAEMON),
     O("outbound_proxy", HostPortKind(allow_empty=True, port_optional=True), "",
       "where outbound calls go, host:port (required for calls; also a command-line flag)", DAEMON),
     O("dial_string", DialStringKind(), "sofia/external/{number}@{proxy}",

@@ -1,6 +1,8 @@
 #!/bin/sh
 # Set up a virtualenv in .venv (first run only), install cardd with its test
-# extras, and run the whole test suite. Arguments go to pytest.
+# extras, and run the whole test suite. Arguments go to pytest. The suite also
+# proves a normal install: tests/test_install.py builds a wheel, installs it into
+# a fresh venv outside the checkout and serves a call from it.
 set -eu
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
