@@ -84,16 +84,21 @@ class EmbeddedPg:
         import psycopg
         from psycopg_pool import ConnectionPool
 
+        from cardd.billing import pins
         from cardd.billing.pins import hash_pin
+        from cardd.config import load_settings
         from cardd.db import migrate_conn
         from cardd.demo import DEMO_TARIFF, ensure_demo_data
 
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             migrate_conn(conn)
+        # The key bench/serve.py's daemon will load (default settings): PINs
+        # hashed here must check there.
+        pins.use_key_of(load_settings(None).daemon, create=True)
         with ConnectionPool(self.dsn, min_size=1, max_size=1, open=True) as pool:
             ensure_demo_data(pool)
-        # One scrypt hash for every card (the salt lives in the stored string):
-        # hashing each card's PIN would take ~5 ms a card to set up.
+        # One hash for every card (the salt lives in the stored string): one
+        # INSERT ... SELECT sets up any number of cards.
         pin_hash = hash_pin(BENCH_PIN)
         with psycopg.connect(self.dsn) as conn, conn.transaction():
             conn.execute(

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Iterator
 
-from cardd.billing import catalog, operator
+from cardd.billing import catalog, operator, pins
 from cardd.billing.ledger import Ledger
 from cardd.db import Database, open_for_operator
 from cardd.money import check_currency, format_money, parse_amount
@@ -219,6 +219,7 @@ def refuse(message: object) -> int:
 
 
 def run_db_migrate(args: argparse.Namespace, settings: Any) -> int:
+    pins.use_key_of(settings.daemon, create=True)  # the PIN key is created with the schema
     with operator_database(settings, migrate=True) as db:
         print(f"schema at version {db.schema_version()}")
     return 0
@@ -284,6 +285,8 @@ def run_card_add(args: argparse.Namespace, settings: Any) -> int:
     refused = guard(args, balance=args.balance, expires=args.expires)
     if refused:
         return refuse(refused)
+    if args.pin:
+        pins.use_key_of(settings.daemon)
     with operator_database(settings) as db:
         try:
             cid = catalog.create_card(

@@ -44,6 +44,7 @@ from cardd.admin import (
 from cardd.billing import catalog, identity, operator, vouchers
 from cardd.billing.catalog import CatalogError, tariff_id
 from cardd.billing.ledger import Ledger
+from cardd.billing import pins
 from cardd.billing.pins import hash_pin
 from cardd.errors import CardBlocked, CardNotFound, InsufficientFunds
 from cardd.money import format_money, money
@@ -155,7 +156,8 @@ def add_parsers(subparsers: Any) -> None:
     vg.add_argument("--amount", type=_positive_amount, required=True)
     vg.add_argument("--currency", type=_currency, required=True)
     vg.add_argument("--length", type=_length, default=None,
-                    help="digits of a voucher number (default: calling_card.topup_card_length)")
+                    help="digits of a voucher number (default: the shortest from 10 up to"
+                         " calling_card.topup_card_length keeping one valid number per million)")
     vg.add_argument("--expires", type=_date, default=None)
     vg.add_argument("--batch", default="", help="a label for this print run")
     vg.add_argument("--allow-past-expiry", action="store_true", help="allow an expiry date in the past")
@@ -302,6 +304,7 @@ def _random_digits(length: int) -> str:
 
 
 def run_card_generate(args: argparse.Namespace, settings: Any) -> int:
+    pins.use_key_of(settings.daemon)  # PINs are hashed under the shared key (cardd/billing/pins.py)
     options = settings.options_for()
     length = args.length or options.card_number_length
     if options.min_card_number_length and length < options.min_card_number_length:
@@ -365,6 +368,7 @@ def run_card_status(args: argparse.Namespace, settings: Any) -> int:
 
 
 def run_card_set_pin(args: argparse.Namespace, settings: Any) -> int:
+    pins.use_key_of(settings.daemon)  # PINs are hashed under the shared key (cardd/billing/pins.py)
     if args.pin and not args.pin.isdigit():
         return refuse(f"a PIN is digits only, got {args.pin!r}")
     with operator_database(settings) as db:
@@ -393,6 +397,7 @@ def run_card_transfer(args: argparse.Namespace, settings: Any) -> int:
 
 def run_card_import(args: argparse.Namespace, settings: Any) -> int:
     """All or nothing, like `rate import`: every bad row is listed as FILE:LINE: reason."""
+    pins.use_key_of(settings.daemon)  # PINs are hashed under the shared key (cardd/billing/pins.py)
     if args.file == "-":
         stream: Any = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
         name = "standard input"
@@ -422,6 +427,7 @@ def run_card_import(args: argparse.Namespace, settings: Any) -> int:
 
 
 def run_card_hash_pins(args: argparse.Namespace, settings: Any) -> int:
+    pins.use_key_of(settings.daemon)  # PINs are hashed under the shared key (cardd/billing/pins.py)
     with operator_database(settings) as db:
         done = identity.hash_plain_pins(db.pool)
     print(f"{done} plain PINs hashed")
@@ -473,11 +479,12 @@ def run_voucher_generate(args: argparse.Namespace, settings: Any) -> int:
     refused = guard(args, expires=args.expires)
     if refused:
         return refuse(refused)
-    length = args.length or settings.options_for().topup_card_length
     with operator_database(settings) as db:
         try:
+            # No --length: the shortest length that keeps guessing hard (cardd/billing/vouchers.py).
             numbers = vouchers.generate(db.pool, args.count, amount=args.amount, currency=args.currency,
-                                        length=length, expires_at=args.expires, batch=args.batch)
+                                        length=args.length, max_length=settings.options_for().topup_card_length,
+                                        expires_at=args.expires, batch=args.batch)
         except ValueError as exc:
             return refuse(str(exc))
     out = csv.writer(sys.stdout, lineterminator="\n")

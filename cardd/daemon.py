@@ -13,6 +13,7 @@ from prometheus_client import Counter, Gauge
 
 from cardd.billing.journal import SettlementJournal, journal_path
 from cardd.billing.ledger import Ledger
+from cardd.billing import pins
 from cardd.cdr_http import CdrEndpoint, CdrStore
 from cardd.db import Database
 from cardd import logs
@@ -108,6 +109,9 @@ class Daemon:
 
     def _start_parts(self, listener, demo: bool) -> None:
         d = self.settings.daemon
+        # The PIN key first (created on the first start): a bad key file stops
+        # cardd before anything hashes or checks a PIN (cardd/billing/pins.py).
+        pins.use_key_of(d, create=True)
         if self.database is None:
             self.database = Database(d.dsn, d.data_dir, pool_size=d.pool_size)
             self.database.start()

@@ -196,7 +196,7 @@ class TimedLedger:
     """A cardd.billing.ledger.Ledger whose database methods are timed into
     cardd_db_query_seconds{op=<method>}; everything else passes through.
 
-    verify_pin is CPU (scrypt), not database, so it is not timed."""
+    verify_pin is CPU (an HMAC), not database, so it is not timed."""
 
     _UNTIMED = frozenset({"verify_pin"})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from cardd.billing import pins
 from cardd.config import load_settings
 from cardd.daemon import Daemon
 from cardd.metrics import Metrics
@@ -20,7 +21,10 @@ def make_settings(yaml_text: str | None = None, *, tmp_path=None, **daemon):
     if yaml_text is not None:
         path = tmp_path / "cardd.yaml"
         path.write_text(yaml_text)
-    base = {"listen": "127.0.0.1:0", "outbound_proxy": PROXY, "shutdown_grace": 5}
+    # One PIN key for every in-process daemon (dbfixtures.pin_key), whatever its data_dir:
+    # the test's cards were hashed with it.
+    base = {"listen": "127.0.0.1:0", "outbound_proxy": PROXY, "shutdown_grace": 5,
+            "pin_key_file": pins.installed_key().path}
     base.update(daemon)
     return load_settings(str(path) if path else None).with_daemon(**base)
 

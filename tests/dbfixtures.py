@@ -6,7 +6,7 @@ is migrated once into a template database; each test gets a fresh database
 cloned from it with CREATE DATABASE ... TEMPLATE (a few milliseconds), dropped
 afterwards.
 
-Fixtures: pg_server (session), dsn, database, ledger, demo_data; and
+Fixtures: pg_server (session), dsn, database, ledger, demo_data, pin_key (autouse); and
 private_pg_server for database-fault tests that stop and start a server of
 their own. create_demo_data() is importable for tests that build their own pool.
 """
@@ -25,8 +25,9 @@ import psycopg
 from psycopg_pool import ConnectionPool
 import pytest
 
-from cardd.billing import catalog
+from cardd.billing import catalog, pins
 from cardd.billing.ledger import Ledger
+from cardd.config import load_settings
 from cardd.db import Database, EmbeddedServer, dsn_with_dbname, migrate_conn
 
 
@@ -77,6 +78,16 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgServer]:
             embedded.stop()
         else:
             server.drop_database(server.template)
+
+
+@pytest.fixture(autouse=True)
+def pin_key() -> str:
+    """The PIN key every test hashes and checks PINs with: the default settings'
+    key file (as `cardd serve` with default settings uses; created on first use),
+    installed afresh for each test so a test that loaded another key leaves no trace."""
+    path = pins.key_path(load_settings(None).daemon)
+    pins.load_key(path, create=True)
+    return path
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from cardd import admin, cli
+from cardd.billing import pins
 from cardd.billing.ledger import Ledger
 from cardd.db import Database
 
@@ -17,7 +18,8 @@ def run(dsn, *argv, capsys=None):
     parser = argparse.ArgumentParser(prog="cardd")
     admin.add_parsers(parser.add_subparsers(dest="command"))
     args = parser.parse_args(list(argv))
-    settings = SimpleNamespace(daemon=SimpleNamespace(dsn=dsn, data_dir="unused"))
+    settings = SimpleNamespace(daemon=SimpleNamespace(dsn=dsn, data_dir="unused",
+                                                     pin_key_file=pins.installed_key().path))
     return args.func(args, settings)
 
 

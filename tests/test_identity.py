@@ -191,8 +191,8 @@ def test_blacklist_off_never_refuses(cardd, database, demo_data):
 
 # -- throttling across calls ------------------------------------------------------------------
 
-def test_wrong_entries_from_one_cli_are_throttled_across_calls(cardd, database, demo_data, monkeypatch):
-    monkeypatch.setattr(identity, "THROTTLE_PER_CLI", 4)
+def test_wrong_entries_from_one_cli_are_throttled_across_calls(cardd_with, database, demo_data):
+    cardd = cardd_with(database, pin_failures_per_cli=4)
     t = cardd.call(Caller(cli=CLI, digits=["11111#", "1#", "22222#", "1#", "33333#", "1#"], type_after=6))
     assert cardd.heard(t).count("invalid_card_or_pin") == 3
     t = cardd.call(Caller(cli=CLI, digits=["44444#", "1#", demo_data.card_number + "#", "4321#"], type_after=6))
@@ -211,8 +211,8 @@ def test_wrong_entries_from_one_cli_are_throttled_across_calls(cardd, database, 
     assert identified(cardd.heard(t))
 
 
-def test_wrong_pins_for_one_card_lock_it_for_every_cli(cardd, database, demo_data, monkeypatch):
-    monkeypatch.setattr(identity, "THROTTLE_PER_CARD", 2)
+def test_wrong_pins_for_one_card_lock_it_for_every_cli(cardd_with, database, demo_data):
+    cardd = cardd_with(database, pin_failures_per_card=2)
     for i in range(2):
         cardd.call(Caller(cli=f"1555000100{i}", digits=[demo_data.card_number + "#", "9999#"], type_after=6))
     # the right PIN from a fresh CLI does not get through while the card is locked
@@ -340,8 +340,8 @@ def test_below_balance_threshold_cli_auth_only_refuses_with_the_low_balance_prom
     assert running.heard(t) == ["welcome", "no_balance_left", "goodbye"]
 
 
-def test_wrong_voucher_numbers_are_throttled_like_card_numbers(cardd, demo_data, monkeypatch):
-    monkeypatch.setattr(identity, "THROTTLE_PER_CLI", 2)
+def test_wrong_voucher_numbers_are_throttled_like_card_numbers(cardd_with, database, demo_data):
+    cardd = cardd_with(database, topup_failures_per_cli=2)
     t = cardd.call(Caller(cli=CLI, destination="cc.topup",
                           digits=[demo_data.card_number + "#", "4321#", "11111111#", "22222222#", "33333333#"],
                           type_after=6))
@@ -349,15 +349,16 @@ def test_wrong_voucher_numbers_are_throttled_like_card_numbers(cardd, demo_data,
     assert heard.count("voucher_unknown") == 2 and heard[-2:] == ["too_many_attempts", "goodbye"]
 
 
-def test_the_throttle_window_is_shared_by_every_process_on_the_database(database, dsn, monkeypatch):
+def test_the_throttle_window_is_shared_by_every_process_on_the_database(database, dsn):
     from cardd.db import Database
-    monkeypatch.setattr(identity, "THROTTLE_PER_CLI", 3)
+    limits = identity.Limits(window_s=900, per_cli=3, per_card=5)
     with Database(dsn) as other_process:
         for _ in range(3):
             identity.record_failure(other_process.pool, cli=CLI)
-    assert identity.throttled(database.pool, cli=CLI)
-    assert not identity.throttled(database.pool, cli="15550009999")
+    assert identity.throttled(database.pool, limits, cli=CLI)
+    assert not identity.throttled(database.pool, limits, cli="15550009999")
     # callers without a CLI share one bucket: hiding the number does not lift the limit
     for _ in range(3):
         identity.record_failure(database.pool, cli="anonymous")
-    assert identity.throttled(database.pool, cli="") and identity.throttled(database.pool, cli="Restricted")
+    assert identity.throttled(database.pool, limits, cli="") and identity.throttled(database.pool, limits,
+                                                                                   cli="Restricted")

@@ -7,31 +7,23 @@ list holds across calls and across every cardd sharing the database.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+
 from psycopg import errors
 from psycopg_pool import ConnectionPool
 
 from cardd.billing.ledger import _database_errors
-from cardd.billing.pins import hash_pin
+from cardd.billing.pins import HMAC_SCHEME, PLAIN_PREFIX, check_pin, hash_pin, needs_rehash
 from cardd.errors import CardNotFound, CarddError
 
 log = logging.getLogger(__name__)
 
 #: A CLI cardd will store (map, blacklist): digits, optionally after a +.
 VALID_CLI = re.compile(r"^\+?[0-9]{1,32}$")
-#: Imported plain PINs carry this prefix in pin_hash until they are hashed.
-PLAIN_PREFIX = "plain$"
-
-#: Throttling of wrong card-number and PIN entries (sliding window, in PostgreSQL).
-THROTTLE_WINDOW_S = 900
-#: Wrong entries (card numbers or PINs) from one CLI inside the window before it must wait.
-THROTTLE_PER_CLI = 10
-#: Wrong PINs for one card inside the window before the card refuses PIN entry for a while.
-THROTTLE_PER_CARD = 5
 
 
 class IdentityError(CarddError):
@@ -178,6 +170,51 @@ def blacklist_remove(pool: ConnectionPool, cli: str) -> bool:
 
 
 # --- throttling --------------------------------------------------------------------
+#
+# Every attempt at a secret (a PIN, a card number under use_word_pin, a voucher
+# number) passes one gate, begin_attempt, BEFORE the secret is evaluated: in one
+# transaction it takes an advisory lock per bucket (scope, key), counts the
+# bucket's rows inside the window and, when every bucket is under its limit,
+# writes one row per bucket. So however many calls race on one card or CLI, at
+# most `limit` attempts per window get past the gate; an attempt that proves
+# right is forgiven (its rows deleted), so only failures (and attempts still
+# being evaluated) use up a limit. Counting after the check instead let 60
+# parallel calls evaluate 53 PINs against a limit of 5 (issue 12).
+
+#: Rows older than this can never count again (the longest window allowed).
+PRUNE_AFTER_S = 86400
+#: Advisory-lock class of throttle buckets (the two-int form; the migration lock uses the one-bigint form).
+_LOCK_CLASS = 0x7468  # "th"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How many attempts each bucket may take inside window_s (cardd.yaml daemon options)."""
+    window_s: int
+    per_cli: int
+    per_card: int
+    service: int | None = None   # top-ups: all callers together
+
+
+def pin_limits(daemon: Any) -> Limits:
+    return Limits(daemon.pin_throttle_window, daemon.pin_failures_per_cli, daemon.pin_failures_per_card)
+
+
+def topup_limits(daemon: Any) -> Limits:
+    return Limits(daemon.topup_throttle_window, daemon.topup_failures_per_cli, daemon.topup_failures_per_card,
+                  daemon.topup_failures_service)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What the gate said: counted (row ids, to forgive), or refused by a full bucket."""
+    ids: tuple[int, ...] = ()
+    refused_by: str | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.refused_by is None
+
 
 def throttle_key_for_cli(cli: str | None) -> str:
     """Callers without a usable CLI share one bucket: hiding the CLI must not
@@ -185,45 +222,121 @@ def throttle_key_for_cli(cli: str | None) -> str:
     return cli if cli and VALID_CLI.match(cli) else "anonymous"
 
 
-@_database_errors
-def record_failure(pool: ConnectionPool, *, cli: str | None, card_id: int | None = None) -> None:
-    """One wrong entry: counted against the CLI and, for a wrong PIN, the card."""
-    with pool.connection() as conn, conn.transaction():
-        conn.execute("INSERT INTO auth_failures (scope, key) VALUES ('cli', %s)", (throttle_key_for_cli(cli),))
-        if card_id is not None:
-            conn.execute("INSERT INTO auth_failures (scope, key) VALUES ('card', %s)", (str(card_id),))
-        # Keep the table small: what is older than the window can never count again.
-        conn.execute("DELETE FROM auth_failures WHERE at < now() - make_interval(secs => %s)",
-                     (THROTTLE_WINDOW_S,))
-
-
-@_database_errors
-def throttled(pool: ConnectionPool, *, cli: str | None = None, card_id: int | None = None) -> bool:
-    """True when the CLI (or the card) used up its wrong entries inside the window."""
-    checks = []
-    if cli is not None:
-        checks.append(("cli", throttle_key_for_cli(cli), THROTTLE_PER_CLI))
+def pin_buckets(limits: Limits, *, cli: str | None, card_id: int | None = None,
+                number: str | None = None) -> list[tuple[str, str, int]]:
+    """The buckets of one PIN attempt: the CLI's, and the card's. A number that is
+    no card gets a bucket of its own (keyed by the digits), so it locks exactly
+    like a card: a lock-out never tells a guesser that a number is a card."""
+    buckets = [("cli", throttle_key_for_cli(cli), limits.per_cli)]
     if card_id is not None:
-        checks.append(("card", str(card_id), THROTTLE_PER_CARD))
-    with pool.connection() as conn:
-        for scope, key, limit in checks:
+        buckets.append(("card", str(card_id), limits.per_card))
+    elif number:
+        buckets.append(("card", "number:" + number, limits.per_card))
+    return buckets
+
+
+def topup_buckets(limits: Limits, *, cli: str | None, card_id: int) -> list[tuple[str, str, int]]:
+    buckets = [("topup_cli", throttle_key_for_cli(cli), limits.per_cli),
+               ("topup_card", str(card_id), limits.per_card)]
+    if limits.service is not None:
+        buckets.append(("topup_service", "all", limits.service))
+    return buckets
+
+
+@_database_errors
+def begin_attempt(pool: ConnectionPool, buckets: list[tuple[str, str, int]], window_s: int) -> Attempt:
+    """Count one attempt in every bucket, atomically, unless one of them is full."""
+    ordered = sorted(set(buckets))  # one lock order for every caller: no deadlocks
+    with pool.connection() as conn, conn.transaction():
+        for scope, key, _ in ordered:
+            conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, f"{scope}:{key}"))
+        for scope, key, limit in ordered:
+            # A statement after the locks: under READ COMMITTED it sees every
+            # attempt committed by whoever held them before us.
             row = conn.execute(
                 "SELECT count(*) FROM auth_failures WHERE scope = %s AND key = %s"
-                "   AND at > now() - make_interval(secs => %s)",
-                (scope, key, THROTTLE_WINDOW_S),
+                "   AND at > clock_timestamp() - make_interval(secs => %s)",
+                (scope, key, window_s),
+            ).fetchone()
+            if row is not None and row[0] >= limit:
+                return Attempt(refused_by=scope)
+        ids = []
+        for scope, key, _ in ordered:
+            row = conn.execute("INSERT INTO auth_failures (scope, key, at) VALUES (%s, %s, clock_timestamp())"
+                               " RETURNING id", (scope, key)).fetchone()
+            assert row is not None
+            ids.append(int(row[0]))
+        _prune(conn)
+    return Attempt(ids=tuple(ids))
+
+
+@_database_errors
+def forgive(pool: ConnectionPool, attempt: Attempt) -> None:
+    """The attempt proved right: it no longer counts against anyone."""
+    if attempt.ids:
+        with pool.connection() as conn, conn.transaction():
+            conn.execute("DELETE FROM auth_failures WHERE id = ANY(%s)", (list(attempt.ids),))
+
+
+@_database_errors
+def record_failure(pool: ConnectionPool, *, cli: str | None, card_id: int | None = None) -> None:
+    """One wrong entry that evaluated no secret (a malformed or short number):
+    counted against the CLI and, when given, the card."""
+    with pool.connection() as conn, conn.transaction():
+        conn.execute("INSERT INTO auth_failures (scope, key, at) VALUES ('cli', %s, clock_timestamp())",
+                     (throttle_key_for_cli(cli),))
+        if card_id is not None:
+            conn.execute("INSERT INTO auth_failures (scope, key, at) VALUES ('card', %s, clock_timestamp())",
+                         (str(card_id),))
+        _prune(conn)
+
+
+def _prune(conn: Any) -> None:
+    # Keep the table small: what is older than any window can never count again.
+    conn.execute("DELETE FROM auth_failures WHERE at < now() - make_interval(secs => %s)", (PRUNE_AFTER_S,))
+
+
+@_database_errors
+def is_full(pool: ConnectionPool, buckets: list[tuple[str, str, int]], window_s: int) -> bool:
+    """True when one of the buckets is at its limit. A courtesy before asking
+    for a secret (a locked-out caller is not made to type it); the guarantee
+    is begin_attempt's."""
+    with pool.connection() as conn:
+        for scope, key, limit in buckets:
+            row = conn.execute(
+                "SELECT count(*) FROM auth_failures WHERE scope = %s AND key = %s"
+                "   AND at > clock_timestamp() - make_interval(secs => %s)",
+                (scope, key, window_s),
             ).fetchone()
             if row is not None and row[0] >= limit:
                 return True
     return False
 
 
+def throttled(pool: ConnectionPool, limits: Limits, *, cli: str | None = None, card_id: int | None = None,
+              number: str | None = None) -> bool:
+    """is_full for the PIN buckets of a CLI and a card (or a number that is no card);
+    cli=None leaves the CLI's bucket out."""
+    buckets = pin_buckets(limits, cli=cli, card_id=card_id, number=number)
+    return is_full(pool, buckets if cli is not None else buckets[1:], limits.window_s)
+
+
 # --- PINs and card status ------------------------------------------------------------
 
-def check_plain_pin(pin: str, stored: str | None) -> bool:
-    """An imported plain PIN ('plain$1234'), compared in constant time."""
-    if stored is None or not stored.startswith(PLAIN_PREFIX):
+@_database_errors
+def verify_pin(pool: ConnectionPool, card_id: int, stored: str | None, pin: str) -> bool:
+    """The card's PIN checked inline (HMAC: microseconds). A right PIN stored in
+    a legacy form (scrypt, or plain from an import) is rehashed to HMAC at once;
+    the UPDATE only replaces the form it checked, so a PIN changed meanwhile stays."""
+    if not check_pin(pin, stored):
         return False
-    return hmac.compare_digest(pin.encode("utf-8"), stored[len(PLAIN_PREFIX):].encode("utf-8"))
+    if needs_rehash(stored) and pin:
+        with pool.connection() as conn, conn.transaction():
+            row = conn.execute("UPDATE accounts SET pin_hash = %s WHERE id = %s AND pin_hash = %s RETURNING id",
+                               (hash_pin(pin), card_id, stored)).fetchone()
+        if row is not None:
+            log.info("card id %s: PIN rehashed from %s to %s", card_id, stored.split("$")[0], HMAC_SCHEME)
+    return True
 
 
 @_database_errors

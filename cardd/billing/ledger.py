@@ -27,7 +27,7 @@ from psycopg import errors
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from cardd.billing.pins import check_pin_off_loop
+from cardd.billing.pins import check_pin
 from cardd.billing.rating import Rate, billed_seconds, call_cost, max_duration, plan_seconds_used
 from cardd.billing.routing import Route, buy_and_margin, choose_route, record_route
 from cardd.errors import (
@@ -260,9 +260,9 @@ class Ledger:
         return _card(row)
 
     def verify_pin(self, card: Card, pin: str) -> bool:
-        """Constant-time PIN check against the card's salted scrypt hash, off
-        the event loop."""
-        return check_pin_off_loop(pin, card.pin_hash)
+        """Constant-time PIN check against the card's keyed hash (cardd.billing.pins),
+        inline: an HMAC costs microseconds."""
+        return check_pin(pin, card.pin_hash)
 
     @_database_errors
     def available_credit(self, card_id: int) -> Decimal:

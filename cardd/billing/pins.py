@@ -1,12 +1,27 @@
-"""PIN hashes: salted scrypt, compared in constant time.
+"""PIN hashes: HMAC-SHA256 under a secret key kept outside the database.
 
-Stored form: ``scrypt$<n>$<r>$<p>$<salt b64>$<hash b64>`` so the cost can be
-raised later without invalidating existing cards.
+Why a keyed hash and not a slow one: a 4-digit PIN has 10,000 values, so
+whoever holds a stored hash finds the PIN in well under a minute whatever the
+hash costs (scrypt at n=2**11 cost 4.5 ms of cardd's CPU per call and bought
+nothing against that). What protects a PIN is a secret the database does not
+hold: with the key in a file of its own, a leaked database alone says nothing
+about any PIN, and guessing must go through the throttled phone line.
 
-Cost choice: a 4-digit PIN has 10,000 values, so no hash cost makes a stolen
-hash safe; the salt stops precomputed tables and the cost slows bulk guessing
-of longer PINs. n=2**11, r=8 takes ~5 ms here, which a per-call verification
-on the daemon's event loop can afford (n=2**14 took ~42 ms).
+Stored forms (accounts.pin_hash):
+- ``hmac-sha256$<salt b64>$<mac b64>``: mac = HMAC-SHA256(key, salt || PIN).
+  The random salt keeps two cards with the same PIN from sharing a hash.
+- ``scrypt$<n>$<r>$<p>$<salt b64>$<hash b64>``: cards hashed before the key
+  existed; still accepted, and rehashed to HMAC on their next right PIN.
+- ``plain$<pin>``: imported PINs not hashed yet (`cardd card import`);
+  accepted, and hashed on their first right PIN or by `cardd card hash-pins`.
+- NULL: no PIN.
+
+The key: KEY_BYTES random bytes, hex, in `daemon.pin_key_file` (default
+`<data_dir>/pin.key`), mode 0600, the same file on every cardd host. `cardd
+serve` and `cardd db migrate` create it when it is missing; the other operator
+commands that hash PINs only read it, so a host without the shared key fails
+loudly instead of hashing PINs no other host can check. One process, one key:
+load_key installs it for every hash_pin/check_pin of the process.
 """
 
 from __future__ import annotations
@@ -15,53 +30,163 @@ import base64
 import hashlib
 import hmac
 import os
+import stat
+from pathlib import Path
+from typing import Any
 
-SCRYPT_N = 2**11
-SCRYPT_R = 8
-SCRYPT_P = 1
-_DKLEN = 32
+from cardd.errors import CarddError
+
+KEY_BYTES = 32
+KEY_FILE_NAME = "pin.key"
+HMAC_SCHEME = "hmac-sha256"
+PLAIN_PREFIX = "plain$"
+_SALT_BYTES = 16
 
 
-def hash_pin(pin: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
-    """Salted scrypt hash of a PIN, in the stored form."""
-    salt = os.urandom(16)
-    digest = hashlib.scrypt(pin.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=_DKLEN)
-    return "$".join(
-        ["scrypt", str(n), str(r), str(p), base64.b64encode(salt).decode(), base64.b64encode(digest).decode()]
-    )
+class PinKeyError(CarddError):
+    """The PIN key file is missing, unreadable, malformed or readable by others."""
+
+
+class PinKey:
+    """The secret PIN hashes are keyed with, and where it came from."""
+
+    def __init__(self, secret: bytes, path: str):
+        if len(secret) != KEY_BYTES:
+            raise PinKeyError(f"PIN key file {path}: expected {KEY_BYTES} bytes, got {len(secret)}")
+        self._secret = secret
+        self.path = path
+
+    def mac(self, salt: bytes, pin: str) -> bytes:
+        return hmac.new(self._secret, salt + pin.encode("utf-8"), hashlib.sha256).digest()
+
+    def __repr__(self) -> str:  # never the secret, not even in a traceback
+        return f"PinKey({self.path!r})"
+
+
+_key: PinKey | None = None
+
+
+def key_path(daemon: Any) -> str:
+    """The key file of these daemon settings: pin_key_file, or pin.key under data_dir."""
+    return daemon.pin_key_file or os.path.join(daemon.data_dir, KEY_FILE_NAME)
+
+
+def load_key(path: str | os.PathLike[str], *, create: bool) -> PinKey:
+    """Read (with create: first create) the key file and make it this process's key."""
+    global _key
+    path = os.fspath(path)
+    if create and not os.path.exists(path):
+        _create_key_file(path)
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise PinKeyError(f"PIN key file {path} is not a regular file")
+        if info.st_mode & 0o077:
+            raise PinKeyError(f"PIN key file {path} is readable by others (mode {info.st_mode & 0o777:o}):"
+                              f" chmod 600 {path}")
+        text = Path(path).read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        raise PinKeyError(
+            f"PIN key file {path} is missing: `cardd serve` or `cardd db migrate` creates it on the first"
+            " cardd host; copy that file (mode 0600) to every other host") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PinKeyError(f"PIN key file {path} cannot be read: {exc}") from None
+    try:
+        secret = bytes.fromhex(text)
+    except ValueError:
+        raise PinKeyError(f"PIN key file {path}: expected {2 * KEY_BYTES} hex digits") from None
+    _key = PinKey(secret, path)
+    return _key
+
+
+def use_key_of(daemon: Any, *, create: bool = False) -> PinKey:
+    """load_key for these daemon settings (the operator commands' entry point)."""
+    return load_key(key_path(daemon), create=create)
+
+
+def _create_key_file(path: str) -> None:
+    """Write a new key atomically: a complete 0600 file appears under `path`, or
+    nothing does. When two processes create at once, the first link wins and
+    both then read the winner's key."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            out.write(os.urandom(KEY_BYTES).hex() + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        os.unlink(tmp)
+
+
+def installed_key() -> PinKey:
+    if _key is None:
+        raise PinKeyError("no PIN key loaded (cardd.billing.pins.load_key was not called)")
+    return _key
+
+
+def hash_pin(pin: str) -> str:
+    """The stored form of a PIN: salted HMAC-SHA256 under this process's key."""
+    salt = os.urandom(_SALT_BYTES)
+    mac = installed_key().mac(salt, pin)
+    return "$".join([HMAC_SCHEME, _b64(salt), _b64(mac)])
 
 
 def check_pin(pin: str, stored: str | None) -> bool:
-    """True when `pin` matches the stored hash. A NULL hash is the empty PIN."""
+    """True when `pin` matches the stored form (any of the forms above), in
+    constant time for a given form. A NULL hash is the empty PIN."""
     if stored is None:
         return hmac.compare_digest(pin.encode("utf-8"), b"")
+    if stored.startswith(PLAIN_PREFIX):
+        return hmac.compare_digest(pin.encode("utf-8"), stored[len(PLAIN_PREFIX):].encode("utf-8"))
     try:
-        scheme, n, r, p, salt_b64, digest_b64 = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        salt = base64.b64decode(salt_b64, validate=True)
-        expected = base64.b64decode(digest_b64, validate=True)
-        digest = hashlib.scrypt(
-            pin.encode("utf-8"), salt=salt, n=int(n), r=int(r), p=int(p), dklen=len(expected)
-        )
+        scheme, _, _ = stored.partition("$")
+        if scheme == HMAC_SCHEME:
+            _, salt_b64, mac_b64 = stored.split("$")
+            salt, expected = _unb64(salt_b64), _unb64(mac_b64)
+            return hmac.compare_digest(installed_key().mac(salt, pin), expected)
+        if scheme == "scrypt":
+            return _check_scrypt(pin, stored)
     except ValueError:
-        # A malformed stored hash never authenticates anyone.
-        return False
+        pass
+    # A malformed or unknown stored form never authenticates anyone.
+    return False
+
+
+def needs_rehash(stored: str | None) -> bool:
+    """A stored form that should become HMAC once its PIN is proved right."""
+    return stored is not None and not stored.startswith(HMAC_SCHEME + "$")
+
+
+def decoy_check(pin: str) -> None:
+    """The work of one HMAC check, for a card number that is no card: it takes
+    as long to refuse as a wrong PIN (identify's decoy)."""
+    hmac.compare_digest(installed_key().mac(os.urandom(_SALT_BYTES), pin), os.urandom(32))
+
+
+def _check_scrypt(pin: str, stored: str) -> bool:
+    scheme, n, r, p, salt_b64, digest_b64 = stored.split("$")
+    salt, expected = _unb64(salt_b64), _unb64(digest_b64)
+    digest = hashlib.scrypt(pin.encode("utf-8"), salt=salt, n=int(n), r=int(r), p=int(p), dklen=len(expected))
     return hmac.compare_digest(digest, expected)
 
 
-_pin_pool = None
+def scrypt_hash(pin: str, *, n: int = 2**11, r: int = 8, p: int = 1) -> str:
+    """The legacy stored form (cardd before the key file), for tests and migration checks."""
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(pin.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=32)
+    return "$".join(["scrypt", str(n), str(r), str(p), _b64(salt), _b64(digest)])
 
 
-def check_pin_off_loop(pin: str, stored: str | None) -> bool:
-    """check_pin in a thread of its own, off the event loop.
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
 
-    scrypt costs milliseconds of CPU and releases the GIL, so other calls go
-    on meanwhile. One thread, not the hub's pool of ten: scrypt is memory-hard,
-    and parallel hashes on two cores thrash the cache (measured: ~5 ms more
-    CPU per call with ten threads)."""
-    global _pin_pool
-    if _pin_pool is None:
-        from gevent.threadpool import ThreadPool
-        _pin_pool = ThreadPool(1)
-    return _pin_pool.apply(check_pin, (pin, stored))
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)

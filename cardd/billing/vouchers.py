@@ -27,7 +27,9 @@ from cardd.money import check_currency, money
 
 log = logging.getLogger(__name__)
 
-# Why a redemption did not credit the card; each has its own prompt.
+# Why a redemption did not credit the card. The caller hears one prompt for all
+# of them (cardd.ivr.topup: a refusal must not say which numbers exist); the
+# operator's log and cardd_auth_failures_total keep the reason.
 OK = "ok"
 UNKNOWN = "unknown"
 USED = "used"
@@ -170,13 +172,63 @@ def random_number(length: int) -> str:
     return f"{secrets.randbelow(10 ** length):0{length}d}"
 
 
-@_database_errors
-def generate(pool: ConnectionPool, count: int, *, amount: Decimal | str, currency: str, length: int,
-             expires_at: datetime | None = None, batch: str = "") -> list[str]:
-    """Create `count` unused vouchers with random numbers of `length` digits; returns the numbers.
+#: The guessing bound: at most one valid voucher per NUMBERS_PER_VOUCHER numbers of
+#: its length, counting the unused vouchers already out there. A guess then wins
+#: with probability at most 1 in a million, and the top-up throttle bounds the
+#: guesses (README "Security": with the default service-wide limit, 2,400 failed
+#: top-ups a day, one stolen voucher expected in about 400 days at the bound).
+NUMBERS_PER_VOUCHER = 1_000_000
+#: The shortest length `generate` picks by itself (10 = the default topup_card_length).
+DEFAULT_MIN_LENGTH = 10
+MAX_LENGTH = 32
+_GENERATE_LOCK = (0x7668, 1)  # "vh": one generate at a time, so two cannot both fill the space
 
-    A number that collides with an existing voucher is drawn again (ON
-    CONFLICT DO NOTHING), so the batch is always exactly `count` new vouchers.
+
+def capacity(length: int) -> int:
+    """How many unused vouchers `length` digits may hold within the bound."""
+    return 10 ** length // NUMBERS_PER_VOUCHER
+
+
+def unused_of_length(conn: Any, length: int) -> int:
+    """Unused, unexpired vouchers whose numbers have `length` digits: what a guesser can hit."""
+    row = conn.execute(
+        "SELECT count(*) FROM vouchers WHERE status = 'unused' AND length(number) = %s"
+        "   AND (expires_at IS NULL OR expires_at > now())",
+        (length,),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _pick_length(conn: Any, count: int, length: int | None, max_length: int) -> int:
+    """The asked length, checked against the bound; or the shortest that meets it."""
+    if length is not None:
+        if length > max_length:
+            raise ValueError(f"vouchers of {length} digits are longer than callers may type"
+                             f" (topup_card_length {max_length})")
+        existing = unused_of_length(conn, length)
+        if existing + count > capacity(length):
+            raise ValueError(
+                f"{count} more vouchers of {length} digits ({existing} unused already) would make numbers"
+                f" easy to guess: at most {capacity(length)} (one per {NUMBERS_PER_VOUCHER:,} numbers);"
+                " use more digits")
+        return length
+    for candidate in range(min(DEFAULT_MIN_LENGTH, max_length), max_length + 1):
+        if unused_of_length(conn, candidate) + count <= capacity(candidate):
+            return candidate
+    raise ValueError(f"{count} vouchers do not fit the guessing bound within {max_length} digits"
+                     " (topup_card_length): raise topup_card_length or generate fewer")
+
+
+@_database_errors
+def generate(pool: ConnectionPool, count: int, *, amount: Decimal | str, currency: str, length: int | None = None,
+             max_length: int = MAX_LENGTH, expires_at: datetime | None = None, batch: str = "") -> list[str]:
+    """Create `count` unused vouchers with random numbers; returns the numbers.
+
+    `length` digits, or (None) the shortest length from DEFAULT_MIN_LENGTH up to
+    `max_length` that keeps at most one unused voucher per NUMBERS_PER_VOUCHER
+    numbers; an asked length that breaks that bound is refused. A number that
+    collides with an existing voucher is drawn again (ON CONFLICT DO NOTHING),
+    so the batch is always exactly `count` new vouchers.
     """
     value = money(amount)
     if value <= 0:
@@ -184,14 +236,10 @@ def generate(pool: ConnectionPool, count: int, *, amount: Decimal | str, currenc
     check_currency(currency)
     if count < 1:
         raise ValueError("generate at least one voucher")
-    # Numbers must stay unguessable: with fewer than 10**6 possible numbers a
-    # caller could walk them, so short lengths are refused outright.
-    if length < 6:
-        raise ValueError("voucher numbers need at least 6 digits")
-    if count > 10 ** length // 100:
-        raise ValueError(f"{count} vouchers of {length} digits would make numbers easy to guess")
     numbers: list[str] = []
     with pool.connection() as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _GENERATE_LOCK)
+        length = _pick_length(conn, count, length, max_length)
         while len(numbers) < count:
             number = random_number(length)
             try:
@@ -204,7 +252,7 @@ def generate(pool: ConnectionPool, count: int, *, amount: Decimal | str, currenc
                 raise ValueError(f"bad voucher: {exc.diag.constraint_name}") from None
             if row is not None:
                 numbers.append(number)
-    log.info("%d vouchers of %s %s generated (batch %r)", count, value, currency, batch)
+    log.info("%d vouchers of %s %s, %d digits, generated (batch %r)", count, value, currency, length, batch)
     return numbers
 
 

@@ -1,9 +1,11 @@
 """Identify the card: by the caller's CLI when enabled, else card number (and
 PIN), up to the allowed attempts.
 
-Wrong entries are throttled per CLI and per card over a sliding window kept in
-PostgreSQL (cardd.billing.identity), so guessing stays slow across calls and
-across cardd processes; wrong card numbers in a row blacklist the CLI when the
+Every PIN (and, under use_word_pin, every card number) passes the throttle's
+gate before it is checked: the attempt is counted per CLI and per card in
+PostgreSQL first (cardd.billing.identity.begin_attempt), so however many calls
+race, at most the limit of attempts per window is ever evaluated, across calls
+and cardd processes. Wrong card numbers in a row blacklist the CLI when the
 black list is on.
 """
 
@@ -13,7 +15,7 @@ from datetime import datetime, timezone
 
 from cardd import prompts
 from cardd.billing import identity
-from cardd.billing.pins import check_pin_off_loop, hash_pin
+from cardd.billing import pins
 from cardd.ivr import cli_registration
 from cardd.ivr.call import Call
 
@@ -47,6 +49,21 @@ def identify(call: Call, timeouts: InputTimeouts):
     return _by_entry(call, timeouts)
 
 
+def card_language_by_cli(call: Call) -> str | None:
+    """The language of the card the caller's CLI is mapped to, when the
+    identification goes by CLI: known before the language menu, it can spare
+    the caller the menu. Only a CLI mapping counts, never the CLI tried as a
+    card number: skipping the menu must not tell a caller with a forged CLI
+    that some card number exists."""
+    opts = call.options
+    if not (opts.cli_as_card_number or opts.cli_auth_only or opts.trusted_cli_auth):
+        return None
+    card_id = identity.card_id_for_cli(call.services.ledger.pool, call.cli)
+    if card_id is None:
+        return None
+    return call.services.ledger.get_card(card_id).language
+
+
 # A sentinel: the CLI did not settle it, ask for the card number.
 _ASK_NUMBER = object()
 
@@ -55,7 +72,7 @@ def _by_cli(call: Call, timeouts: InputTimeouts):
     opts = call.options
     pool = call.services.ledger.pool
     ledger = call.services.ledger
-    cli = call.channel.cli
+    cli = call.cli
     card = None
     card_id = identity.card_id_for_cli(pool, cli)
     if card_id is not None:
@@ -111,20 +128,22 @@ def _by_entry(call: Call, timeouts: InputTimeouts):
     catalogue = call.services.prompts
     pool = call.services.ledger.pool
     metrics = call.services.metrics
-    cli = call.channel.cli
+    cli = call.cli
     min_len = opts.min_card_number_length or 1
     max_len = opts.card_number_length
     number_prompt = catalogue.card_number_prompt(opts)
     wrong_card = prompts.invalid_card_prompt(use_word_pin=opts.use_word_pin)
+    limits = _limits(call)
     failures = 0
     while failures < opts.card_entry_attempts:
-        if identity.throttled(pool, cli=cli):
+        if identity.throttled(pool, limits, cli=cli):
             return _throttled(call, "cli")
         entry = call.ask(number_prompt, min_digits=min_len, max_digits=max_len,
                          regex=rf"^\d{{{min_len},{max_len}}}$", timeout_ms=7000)
         if entry.digits is None:
             if entry.timed_out:
                 if timeouts.silent():
+                    call.goodbye()  # as at the destination prompt: never a silent drop
                     return None
                 continue
             failures += 1
@@ -133,11 +152,19 @@ def _by_entry(call: Call, timeouts: InputTimeouts):
                 return None
             call.queue(wrong_card)
             continue
-        card = _find(call, entry.digits)
         if opts.use_word_pin:
+            # The number alone is the secret: it passes the gate like a PIN.
+            attempt = identity.begin_attempt(pool, identity.pin_buckets(limits, cli=cli, number=entry.digits),
+                                             limits.window_s)
+            if not attempt.allowed:
+                return _throttled(call, attempt.refused_by)
+            card = _find(call, entry.digits)
             refusal = refusal_of(call, card)
+            if card is not None:
+                identity.forgive(pool, attempt)  # a card: refused or not, the number was no guess
         else:
-            refusal = _number_and_pin(call, card, timeouts)
+            card = _find(call, entry.digits)
+            refusal = _number_and_pin(call, card, timeouts, entry.digits)
         if refusal is None:
             call.log.info("card %s identified", _masked(entry.digits))
             if opts.blacklist and cli:
@@ -152,7 +179,8 @@ def _by_entry(call: Call, timeouts: InputTimeouts):
         if refusal in ("blocked", "expired"):
             call.goodbye("card_blocked" if refusal == "blocked" else "card_expired")
             return None
-        if refusal == "unknown" and _wrong_card_number(call, entry.digits):
+        # The gate already counted the attempt against the CLI.
+        if refusal == "unknown" and _wrong_card_number(call, entry.digits, counted=True):
             return None
         if not opts.use_word_pin and refusal in ("unknown", "wrong_pin"):
             call.queue("invalid_card_or_pin")  # the same words for both: see _number_and_pin
@@ -167,16 +195,18 @@ def _find(call: Call, number: str):
     return call.services.ledger.find_card(number, by_authname=call.options.voip_login_as_card_number)
 
 
-def _wrong_card_number(call: Call, typed: str) -> bool:
-    """Count a wrong card number against the CLI (throttle, black list).
-    True when this one blacklisted the CLI and the call was ended."""
+def _wrong_card_number(call: Call, typed: str, *, counted: bool = False) -> bool:
+    """Count a wrong card number against the CLI (throttle, unless the gate
+    counted it already; black list). True when this one blacklisted the CLI
+    and the call was ended."""
     pool = call.services.ledger.pool
-    cli = call.channel.cli
+    cli = call.cli
     digits = "".join(ch for ch in typed if ch.isdigit())
     if not digits:
         return False
     # Every wrong number slows guessing down, short ones too (short card numbers exist) ...
-    identity.record_failure(pool, cli=cli)
+    if not counted:
+        identity.record_failure(pool, cli=cli)
     # ... but only numbers of FRAUD_MIN_DIGITS or more count towards the black list,
     # and only a real CLI can be blacklisted: anonymous callers would all share it.
     if len(digits) < FRAUD_MIN_DIGITS:
@@ -189,7 +219,11 @@ def _wrong_card_number(call: Call, typed: str) -> bool:
     return False
 
 
-def _throttled(call: Call, what: str):
+def _limits(call: Call) -> identity.Limits:
+    return identity.pin_limits(call.services.settings.daemon)
+
+
+def _throttled(call: Call, what: str | None):
     call.log.warning("identification throttled (%s): too many wrong entries recently", what)
     call.services.metrics.auth_failures.labels("throttled").inc()
     call.goodbye("too_many_attempts")
@@ -235,7 +269,7 @@ def _below_threshold(call: Call, card) -> bool:
     return call.services.ledger.available_credit(card.id) < threshold.amount
 
 
-def _number_and_pin(call: Call, card, timeouts: InputTimeouts) -> str | None:
+def _number_and_pin(call: Call, card, timeouts: InputTimeouts, number: str) -> str | None:
     """Card number then PIN. The PIN is asked whether or not the number is a
     card, checked at the same cost, and a wrong number sounds like a wrong
     PIN: neither the prompts nor their timing tell a guesser which numbers
@@ -245,22 +279,25 @@ def _number_and_pin(call: Call, card, timeouts: InputTimeouts) -> str | None:
         if call.options.allow_empty_pin:
             return refusal_of(call, card)  # the number alone is the card
         card = None  # unusable without a PIN: it sounds like any wrong number
-    result = _check_pin(call, card, timeouts)
+    result = _check_pin(call, card, timeouts, number)
     if result is not None:
         return result
     return refusal_of(call, card)
 
 
-def _check_pin(call: Call, card, timeouts: InputTimeouts) -> str | None:
+def _check_pin(call: Call, card, timeouts: InputTimeouts, number: str | None = None) -> str | None:
     """None when the caller typed the card's PIN; else why not ("unknown" for
     no card, "wrong_pin", "timeout", "throttled" — the last two have ended
-    the call or will)."""
+    the call or will). `number` is what the caller typed as the card number
+    (the throttle's bucket when it is no card)."""
     if card is not None and not card.has_pin:
         return None  # allowed by allow_empty_pin, checked above
     pool = call.services.ledger.pool
-    # Checked before the PIN is heard: during a lock-out even the right PIN
-    # fails, or the lock-out would still let a guesser find it.
-    if identity.throttled(pool, cli=call.channel.cli, card_id=card.id if card else None):
+    cli = call.cli
+    limits = _limits(call)
+    card_id = card.id if card else None
+    # A courtesy before the PIN is asked: a locked-out caller is not made to type it.
+    if identity.throttled(pool, limits, cli=cli, card_id=card_id, number=number):
         _throttled(call, "card")
         return "throttled"
     while True:
@@ -268,38 +305,31 @@ def _check_pin(call: Call, card, timeouts: InputTimeouts) -> str | None:
                          min_digits=1, max_digits=20, regex=r"^\d{1,20}$", timeout_ms=7000)
         if entry.digits is None and entry.timed_out:
             if timeouts.silent():
+                call.goodbye()
                 return "timeout"
             continue
-        if card is None:
-            _as_costly_as_a_pin_check(entry.digits or "")
-            return "unknown"  # counted by the caller as a wrong card number
-        if entry.digits is not None and pin_matches(call, card, entry.digits):
-            return None
-        identity.record_failure(pool, cli=call.channel.cli, card_id=card.id)
-        return "wrong_pin"
-
-
-_DECOY_HASH: list[str] = []
-
-
-def _as_costly_as_a_pin_check(pin: str) -> None:
-    """A PIN check against a decoy hash, so a number that is no card takes
-    as long to refuse as a wrong PIN."""
-    if not _DECOY_HASH:
-        _DECOY_HASH.append(hash_pin("0000"))
-    check_pin_off_loop(pin, _DECOY_HASH[0])
+        break
+    # The guarantee: counted before it is checked, so racing calls cannot
+    # evaluate more than the limit. During a lock-out even the right PIN fails,
+    # or the lock-out would still let a guesser find it.
+    attempt = identity.begin_attempt(pool, identity.pin_buckets(limits, cli=cli, card_id=card_id, number=number),
+                                     limits.window_s)
+    if not attempt.allowed:
+        _throttled(call, attempt.refused_by)
+        return "throttled"
+    if card is None:
+        pins.decoy_check(entry.digits or "")  # as costly as a PIN check
+        return "unknown"  # counted by the caller as a wrong card number
+    if entry.digits is not None and pin_matches(call, card, entry.digits):
+        identity.forgive(pool, attempt)
+        return None
+    return "wrong_pin"
 
 
 def pin_matches(call: Call, card, pin: str) -> bool:
-    """The card's PIN, hashed or (imported, not yet hashed) plain; a plain PIN is
-    hashed the moment it is proved right."""
-    if call.services.ledger.verify_pin(card, pin):
-        return True
-    if identity.check_plain_pin(pin, card.pin_hash):
-        identity.set_pin(call.services.ledger.pool, card.id, pin)
-        call.log.info("card %s: imported plain PIN hashed", _masked(card.username))
-        return True
-    return False
+    """The card's PIN, in any stored form; a legacy form (scrypt, or plain from
+    an import) is rehashed to HMAC the moment it is proved right."""
+    return identity.verify_pin(call.services.ledger.pool, card.id, card.pin_hash, pin)
 
 
 def _refusal_prompt(call: Call, refusal: str) -> str:

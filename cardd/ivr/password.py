@@ -1,5 +1,6 @@
 """Password change: the current PIN, then the new one twice. The new PIN is
-MIN_PIN_LENGTH..MAX_PIN_LENGTH digits and is stored salted and hashed."""
+MIN_PIN_LENGTH..MAX_PIN_LENGTH digits and is stored as a keyed hash
+(cardd.billing.pins, through identity.set_pin)."""
 
 from __future__ import annotations
 
@@ -18,22 +19,29 @@ def _prompt(call: Call, base: str) -> str:
 
 def run(call: Call, card, timeouts) -> MenuResult:
     pool = call.services.ledger.pool
-    cli = call.channel.cli
+    cli = call.cli
     # The PIN may have changed since the caller identified (another call).
     current = call.services.ledger.get_card(card.id)
     if current.has_pin:
-        if identity.throttled(pool, cli=cli, card_id=card.id):
+        limits = identity.pin_limits(call.services.settings.daemon)
+        buckets = identity.pin_buckets(limits, cli=cli, card_id=card.id)
+        if identity.throttled(pool, limits, cli=cli, card_id=card.id):
             call.services.metrics.auth_failures.labels("throttled").inc()
             return MenuResult(end="throttled", farewell=("too_many_attempts",))
         old = call.ask(_prompt(call, "enter_old_pin"), min_digits=1, max_digits=20,
                        regex=r"^\d{1,20}$", timeout_ms=7000)
         if old.timed_out:
             return MenuResult.timed_out(timeouts)
+        # Counted before it is checked, like every PIN (cardd.ivr.identify).
+        attempt = identity.begin_attempt(pool, buckets, limits.window_s)
+        if not attempt.allowed:
+            call.services.metrics.auth_failures.labels("throttled").inc()
+            return MenuResult(end="throttled", farewell=("too_many_attempts",))
         if old.digits is None or not pin_matches(call, current, old.digits):
-            identity.record_failure(pool, cli=cli, card_id=card.id)
             call.services.metrics.auth_failures.labels("wrong_pin").inc()
             call.queue("wrong_pin")
             return MenuResult()
+        identity.forgive(pool, attempt)
     pin_regex = rf"^\d{{{MIN_PIN_LENGTH},{MAX_PIN_LENGTH}}}$"
     new = call.ask(_prompt(call, "enter_new_pin"), min_digits=1, max_digits=20,
                    regex=pin_regex, timeout_ms=7000)

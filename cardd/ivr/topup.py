@@ -1,8 +1,15 @@
 """Top-up: a voucher number moves its value to the card (one transaction in
-cardd.billing.vouchers), and the caller hears the new balance. Used, expired,
-unknown and other-currency vouchers each get their own prompt. Wrong voucher
-numbers count against the caller's CLI like wrong card numbers, so vouchers
-cannot be guessed faster than cards."""
+cardd.billing.vouchers), and the caller hears the new balance.
+
+Voucher numbers are secrets, guarded like PINs: every number typed passes the
+throttle's gate BEFORE it is looked up (cardd.billing.identity.begin_attempt,
+per card, per CLI and across the service), and every outcome but a credit
+counts. A refused voucher, whatever the reason (no such number, used, expired,
+voided, another currency), gets one prompt, `voucher_unknown`: a guesser who hit
+a used or foreign-currency number must not learn that it exists (a foreign one
+could then be redeemed with another card). The log and the metric keep the
+reason for the operator. Over a limit the caller hears "too many attempts",
+which says nothing about the number typed."""
 
 from __future__ import annotations
 
@@ -11,26 +18,19 @@ from cardd.billing import identity, vouchers
 from cardd.ivr.call import Call
 from cardd.ivr.menu import MenuResult
 
-_PROMPTS = {
-    vouchers.UNKNOWN: "voucher_unknown",
-    vouchers.USED: "voucher_used",
-    vouchers.EXPIRED: "voucher_expired",
-    vouchers.WRONG_CURRENCY: "voucher_wrong_currency",
-}
-
 
 def run(call: Call, card, timeouts) -> MenuResult:
     opts = call.options
     pool = call.services.ledger.pool
-    cli = call.channel.cli
+    limits = identity.topup_limits(call.services.settings.daemon)
+    buckets = identity.topup_buckets(limits, cli=call.cli, card_id=card.id)
     length = opts.topup_card_length
     ask_voucher = prompts.voucher_prompt(suppress_pound_phrase=opts.suppress_pound_phrase)
     failures = 0
     while failures < opts.card_entry_attempts:
-        if identity.throttled(pool, cli=cli):
-            call.log.warning("top-up throttled: too many wrong entries from this CLI recently")
-            call.services.metrics.auth_failures.labels("throttled").inc()
-            return MenuResult(end="throttled", farewell=("too_many_attempts",))
+        # A courtesy: a caller already over a limit is not asked for a number.
+        if identity.is_full(pool, buckets, limits.window_s):
+            return _throttled(call, "before the number")
         entry = call.ask(ask_voucher, min_digits=1, max_digits=length, regex=rf"^\d{{1,{length}}}$",
                          timeout_ms=10000)
         if entry.digits is None:
@@ -39,8 +39,14 @@ def run(call: Call, card, timeouts) -> MenuResult:
             failures += 1
             call.queue("voucher_unknown")
             continue
+        # The guarantee: counted before the number is looked up, so racing calls
+        # cannot try more numbers than the limits allow.
+        attempt = identity.begin_attempt(pool, buckets, limits.window_s)
+        if not attempt.allowed:
+            return _throttled(call, attempt.refused_by)
         result = vouchers.redeem(pool, entry.digits, card.id)
         if result.ok:
+            identity.forgive(pool, attempt)
             call.log.info("top-up of %s %s", result.amount, result.currency)
             available = call.services.ledger.available_credit(card.id)
             call.queue("topup_successful",
@@ -49,7 +55,12 @@ def run(call: Call, card, timeouts) -> MenuResult:
             return MenuResult()
         failures += 1
         call.log.info("voucher refused: %s", result.outcome)
-        if result.outcome == vouchers.UNKNOWN:
-            identity.record_failure(pool, cli=cli)
-        call.queue(_PROMPTS[result.outcome])
+        call.services.metrics.auth_failures.labels("voucher").inc()
+        call.queue("voucher_unknown")
     return MenuResult()
+
+
+def _throttled(call: Call, what: str | None) -> MenuResult:
+    call.log.warning("top-up throttled (%s): too many failed top-ups recently", what)
+    call.services.metrics.auth_failures.labels("throttled").inc()
+    return MenuResult(end="throttled", farewell=("too_many_attempts",))
