@@ -474,6 +474,8 @@ def add_parsers(subparsers: Any) -> None:
     settle.add_argument("--billed-seconds", type=_billed_seconds, required=True,
                         help="seconds to bill (at most the seconds the reservation granted)")
     settle.add_argument("--reason", default="", help="why, for the audit")
+    settle.add_argument("--force", action="store_true",
+                        help="close a reservation that has not expired yet (you know its call has ended)")
     add_by(settle)
     settle.set_defaults(func=run_reservation_settle)
     release = r_sub.add_parser(
@@ -483,6 +485,8 @@ def add_parsers(subparsers: Any) -> None:
                     " reservation is already settled.")
     release.add_argument("b_uuid", type=_b_uuid, metavar="B_UUID")
     release.add_argument("--reason", default="", help="why, for the audit")
+    release.add_argument("--force", action="store_true",
+                         help="close a reservation that has not expired yet (you know its call has ended)")
     add_by(release)
     release.set_defaults(func=run_reservation_release)
 
@@ -688,7 +692,7 @@ def _close(args: argparse.Namespace, settings: Any, billed_seconds: int | None) 
     with operator_database(settings) as db:
         try:
             done = operator.close_reservation(db.pool, args.b_uuid, billed_seconds=billed_seconds,
-                                              who=operator_name(args), reason=args.reason)
+                                              who=operator_name(args), reason=args.reason, force=args.force)
         except operator.OperatorError as exc:
             return refuse(exc)
     cdr = done.cdr

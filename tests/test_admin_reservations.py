@@ -39,11 +39,15 @@ def cardd(dsn, tmp_path, restore_logging):
 
 @pytest.fixture
 def stuck(dsn):
-    """The demo card (10.00000 USD) with one open reservation to 4412345 (the 44 rate: 31 s cost 0.13600)."""
+    """The demo card (10.00000 USD) with one open reservation to 4412345 (the 44 rate: 31 s cost 0.13600),
+    past its expiry: the orphan rule's case when FreeSWITCH cannot be asked."""
     with Database(dsn) as db:
         demo = create_demo_data(db.pool)
         grant = Ledger(db.pool).grant(demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(),
                                       destination="4412345", max_call_duration=600)
+        with db.pool.connection() as conn:
+            conn.execute("UPDATE reservations SET expires_at = now() - interval '1 minute' WHERE b_uuid = %s",
+                         (grant.b_uuid,))
     return demo, grant
 
 
@@ -80,7 +84,8 @@ def test_settle_bills_the_seconds_at_the_reserved_rate_once_with_cdr_ledger_row_
     assert after["balance"] == after["ledger_sum"] == Decimal("9.86400")
     [(who, action, args, detail)] = after["audit"]
     assert (who, action) == ("alice", "reservations settle")
-    assert args == {"b_uuid": str(grant.b_uuid), "billed_seconds": 31, "reason": "FreeSWITCH box lost"}
+    assert args == {"b_uuid": str(grant.b_uuid), "billed_seconds": 31, "reason": "FreeSWITCH box lost",
+                    "force": False}
     assert "0.13600" in detail
 
     # again: refused clearly, nothing charged, no second audit line of a charge
@@ -170,10 +175,29 @@ def test_audit_lists_who_did_what(cardd, dsn, stuck, capsys):
         ["alice", "reservations settle", demo.card_number], ["dave", "card adjust", demo.card_number]]
 
 
+def test_a_reservation_not_yet_expired_is_closed_only_with_force(cardd, dsn, capsys):
+    with Database(dsn) as db:
+        demo = create_demo_data(db.pool)
+        live = Ledger(db.pool).grant(demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(),
+                                     destination="4412345", max_call_duration=600)
+    capsys.readouterr()
+    assert cardd("reservations", "release", str(live.b_uuid)) == 2
+    err = capsys.readouterr().err
+    assert f"reservation {live.b_uuid} has not expired" in err and "--force" in err
+    assert state(dsn, live.b_uuid)["status"] == "open" and state(dsn, live.b_uuid)["audit"] == []
+    assert cardd("reservations", "release", str(live.b_uuid), "--force", "--by", "frank") == 0
+    after = state(dsn, live.b_uuid)
+    assert after["status"] == "settled" and after["audit"][0][2]["force"] is True
+
+
 def test_the_plain_reservations_list_still_works_beside_its_sub_commands(cardd, stuck, capsys):
     demo, grant = stuck
     capsys.readouterr()
     assert cardd("reservations") == 0
     assert str(grant.b_uuid) in capsys.readouterr().out
     assert cardd("reservations", "--expired") == 0
+    assert str(grant.b_uuid) in capsys.readouterr().out
+    assert cardd("reservations", "release", str(grant.b_uuid)) == 0
+    capsys.readouterr()
+    assert cardd("reservations") == 0
     assert str(grant.b_uuid) not in capsys.readouterr().out

@@ -90,9 +90,11 @@ class Closure:
 
 @_database_errors
 def close_reservation(pool: ConnectionPool, b_uuid: uuid.UUID, *, billed_seconds: int | None, who: str,
-                      reason: str = "") -> Closure:
+                      reason: str = "", force: bool = False) -> Closure:
     """Settle an open reservation with the given billed seconds, or (billed_seconds None)
     release it at no charge. Refuses a reservation that is not open: never charged twice.
+    Refuses one not yet expired unless force: its call may still be up, and closing it
+    would let the call's own settlement find it settled and bill nothing.
 
     The operator's figure is final: the CDR is not marked estimated, so a FreeSWITCH
     CDR arriving later is taken as a repeat and charges nothing. The CDR's times
@@ -108,11 +110,12 @@ def close_reservation(pool: ConnectionPool, b_uuid: uuid.UUID, *, billed_seconds
                             (head[0],)).fetchone()
         assert acct is not None
         res = conn.execute(
-            "SELECT status, settled_at, duration_s, created_at FROM reservations WHERE b_uuid = %s FOR UPDATE",
+            "SELECT status, settled_at, duration_s, created_at, expires_at, expires_at > now()"
+            "  FROM reservations WHERE b_uuid = %s FOR UPDATE",
             (b_uuid,),
         ).fetchone()
         assert res is not None
-        status, settled_at, granted, created_at = res
+        status, settled_at, granted, created_at, expires_at, live = res
         ledger = Ledger(_OneConnection(conn))  # type: ignore[arg-type]
         if status != "open":
             done = ledger.cdr(b_uuid)
@@ -120,6 +123,9 @@ def close_reservation(pool: ConnectionPool, b_uuid: uuid.UUID, *, billed_seconds
                     + (" (estimated)" if done.estimated else "") + f", {done.hangup_cause}") if done else ""
             raise OperatorError(f"reservation {b_uuid} was already settled at {_utc(settled_at)}{what};"
                                 " nothing charged")
+        if live and not force:
+            raise OperatorError(f"reservation {b_uuid} has not expired (until {_utc(expires_at)}): its call may"
+                                " still be up; give --force if you know it has ended")
         seconds = billed_seconds or 0
         if seconds > granted:
             raise OperatorError(f"reservation {b_uuid} granted {granted} s; cannot bill {seconds} s")
@@ -138,7 +144,8 @@ def close_reservation(pool: ConnectionPool, b_uuid: uuid.UUID, *, billed_seconds
                 "INSERT INTO ledger (account_id, amount, kind, b_uuid, reference) VALUES (%s, 0, 'release', %s, %s)",
                 (head[0], b_uuid, f"reservation {detail} by {who}"),
             )
-        audit(conn, who, action, {"b_uuid": b_uuid, "billed_seconds": billed_seconds, "reason": reason},
+        audit(conn, who, action, {"b_uuid": b_uuid, "billed_seconds": billed_seconds, "reason": reason,
+                                  "force": force},
               account_id=head[0], b_uuid=b_uuid, detail=detail)
         balance = conn.execute("SELECT balance FROM accounts WHERE id = %s", (head[0],)).fetchone()
         assert balance is not None
