@@ -6,7 +6,6 @@ import logging
 import os
 import stat
 import textwrap
-import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -281,9 +280,8 @@ def test_slow_script_is_cut_off_and_prohibits(tmp_path):
     script = write(tmp_path / "check.py", "import gevent\ndef check_destination(*a):\n"
                                           "    gevent.sleep(5)\n    return True\n")
     check = DestinationCheck(str(script), on_run_error=run_errors, timeout=0.05)
-    started = time.monotonic()
+    # cut off, not waited for: the script would have allowed the call after 5 s
     assert check.allowed(**CALL) is False
-    assert time.monotonic() - started < 1.0
     assert run_errors.reasons == [hooks.RUN_TIMEOUT]
 
 
@@ -394,9 +392,8 @@ def test_duration_timeout_kills_the_script_and_falls_back(tmp_path):
     pidfile = tmp_path / "pid"
     script = DurationScript(program(tmp_path, f"echo $$ > {pidfile}\nsleep 30\necho 1\n"),
                             timeout=0.2, on_error=errors)
-    started = time.monotonic()
+    # killed, not waited for: the script would have answered 1 after 30 s
     assert script.announced(**DURATION_ARGS) == 600
-    assert time.monotonic() - started < 5
     assert errors.reasons == [hooks.DURATION_TIMEOUT]
     pid = int(pidfile.read_text())
     with pytest.raises(ProcessLookupError):
