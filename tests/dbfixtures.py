@@ -199,12 +199,15 @@ def wait_until_serving(db: Database, timeout: float = 60.0) -> None:
     """After a test restarted the server: wait until db's pool hands out a working
     connection again. The pool reconnects in the background with a back-off, which
     on a busy machine takes longer than the short pool_timeout such tests use to
-    fail fast while the server is down; a condition, not a sleep."""
+    fail fast while the server is down; a condition, not a sleep. Once it serves,
+    the pool gets the suite's usual patience back (a busy machine opens the next
+    connections slowly too)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             with db.pool.connection() as conn:
                 conn.execute("SELECT 1")
+            db.pool.timeout = max(db.pool.timeout, 30.0)
             return
         except Exception:   # PoolTimeout or a connection broken by the restart
             if time.monotonic() > deadline:

@@ -22,7 +22,7 @@ from cardd.db import Database
 from cardd.metrics import Metrics
 from cardd.sim import Callee, Caller, Switch
 from tests.callfixtures import Cardd, make_settings
-from tests.dbfixtures import create_demo_data
+from tests.dbfixtures import create_demo_data, wait_until_serving
 
 UK_MOBILE = "447700900123"     # 0.06/min, 30 s then 6 s, connect fee 0.10
 
@@ -99,6 +99,7 @@ def test_database_lost_mid_bridge_the_call_goes_on_is_journalled_and_settled_onc
         assert cardd.heard(during)[-2:] == ["service_unavailable", "goodbye"]
     finally:
         server.start()
+        wait_until_serving(cardd.daemon.database)
     # The background replay (every 5 s) settles it once the pool reconnects.
     deadline = time.monotonic() + 60
     while daemon.journal.pending() and time.monotonic() < deadline:
@@ -164,6 +165,7 @@ def test_database_lost_at_a_step_the_caller_hears_service_unavailable_and_nothin
         assert cardd.metric("cardd_db_errors_total", step="call") == 1
     finally:
         server.start()
+        wait_until_serving(cardd.daemon.database)
     deadline = time.monotonic() + 60
     while True:
         try:
