@@ -180,13 +180,15 @@ def add_by(parser: argparse.ArgumentParser) -> None:
 
 
 def operator_name(args: argparse.Namespace) -> str:
-    """Who runs an audited command: --by, else the OS user."""
+    """Who runs an audited command: --by, else the OS user (and who sudo'ed to it)."""
     if getattr(args, "by", None):
         return str(args.by)
     try:
-        return getpass.getuser()
+        user = getpass.getuser()
     except Exception:  # no login name in the environment or the password database
-        return f"uid {os.getuid()}"
+        user = f"uid {os.getuid()}"
+    sudo = os.environ.get("SUDO_USER")
+    return f"{sudo} (as {user})" if sudo and sudo != user else user
 
 
 def sub_commands(subparsers: Any, name: str, help_text: str, dest: str) -> Any:

@@ -319,3 +319,26 @@ def test_a_card_on_a_plan_generated_for_a_customer_places_a_call(run, shop, card
     assert run("card", "history", row["number"]) == 0
     kinds = [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()[1:]]
     assert kinds == ["initial"]   # the 60 s were the plan's free minutes: no debit
+
+
+def test_card_import_from_standard_input_and_a_header_without_number(run, shop, dsn, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = tmp_path / "stdin.yaml"
+    data_dir = os.path.abspath(load_settings(None).daemon.data_dir)
+    config.write_text(f"daemon:\n  dsn: \"{dsn}\"\n  data_dir: \"{data_dir}\"\n")
+    repo = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(repo))
+    base = [sys.executable, "-m", "cardd", "-c", str(config), "card", "import", "-", "--tariff", "std",
+            "--currency", "USD"]
+    done = subprocess.run(base, env=env, capture_output=True, text=True, input="card,pin\n7770001,1111\n")
+    assert done.returncode == 2
+    assert "standard input:1: the header has no 'number' column" in done.stderr
+    done = subprocess.run(base, env=env, capture_output=True, text=True,
+                          input="\ufeffnumber,pin,balance\n7770001,1111,2.5\n")
+    assert done.returncode == 0, done.stderr
+    assert "1 cards imported from standard input" in done.stdout
+    with Database(dsn) as db:
+        assert Ledger(db.pool).find_card("7770001").balance == Decimal("2.50000")

@@ -156,6 +156,7 @@ def test_settle_without_by_names_the_os_user(cardd, dsn, stuck, monkeypatch):
     demo, grant = stuck
     monkeypatch.setenv("LOGNAME", "carol")
     monkeypatch.setenv("USER", "carol")
+    monkeypatch.delenv("SUDO_USER", raising=False)
     assert cardd("reservations", "settle", str(grant.b_uuid), "--billed-seconds", "0") == 0
     after = state(dsn, grant.b_uuid)
     assert [who for who, *_ in after["audit"]] == ["carol"]
@@ -201,3 +202,12 @@ def test_the_plain_reservations_list_still_works_beside_its_sub_commands(cardd, 
     capsys.readouterr()
     assert cardd("reservations") == 0
     assert str(grant.b_uuid) not in capsys.readouterr().out
+
+
+def test_a_sudoed_operator_is_audited_under_their_own_name(cardd, dsn, stuck, monkeypatch):
+    demo, grant = stuck
+    monkeypatch.setenv("LOGNAME", "cardd")
+    monkeypatch.setenv("USER", "cardd")
+    monkeypatch.setenv("SUDO_USER", "gina")
+    assert cardd("reservations", "release", str(grant.b_uuid)) == 0
+    assert [who for who, *_ in state(dsn, grant.b_uuid)["audit"]] == ["gina (as cardd)"]

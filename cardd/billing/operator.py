@@ -514,8 +514,11 @@ def _card_header(first: list[str]) -> list[str]:
     names = [c.strip().lower() for c in first]
     if "number" not in names:
         shown = ",".join(first)[:60]
-        raise CardImportRefused([(1, f"no header row: the first line must name the columns"
-                                     f" ({','.join(CARD_COLUMNS)}; number required), got {shown!r}")], 0)
+        if any(n.isdigit() for n in names):  # a card, not a header: importing it as one would lose it
+            raise CardImportRefused([(1, f"no header row: the first line must name the columns"
+                                         f" ({','.join(CARD_COLUMNS)}; number required), got {shown!r}")], 0)
+        raise CardImportRefused([(1, f"the header has no 'number' column (known: {', '.join(CARD_COLUMNS)}),"
+                                     f" got {shown!r}")], 0)
     unknown = [n for n in names if n not in CARD_COLUMNS]
     if unknown:
         raise CardImportRefused([(1, f"unknown column(s) {', '.join(unknown)}; known: {', '.join(CARD_COLUMNS)}")], 0)
