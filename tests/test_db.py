@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from cardd.db import Database, find_migrations
-from cardd.errors import DatabaseUnavailable
+from cardd.errors import DatabaseUnavailable, SchemaError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,6 +64,15 @@ def test_misnamed_migration_file_is_an_error(tmp_path):
     (tmp_path / "2_oops.sql").write_text("SELECT 1;")
     with pytest.raises(ValueError, match="NNN_name.sql"):
         find_migrations(tmp_path)
+
+
+def test_no_migrations_to_apply_is_an_error_not_version_0(empty_dsn, tmp_path):
+    # an install without its schema must not report "schema at version 0" and go on
+    with Database(empty_dsn, schema_dir=tmp_path) as db:
+        with pytest.raises(SchemaError, match=f"no migrations in {tmp_path}"):
+            db.migrate()
+    with psycopg.connect(empty_dsn) as conn:
+        assert conn.execute("SELECT to_regclass('schema_migrations')").fetchone()[0] is None
 
 
 def test_unreachable_dsn_raises_database_unavailable(tmp_path):
