@@ -363,6 +363,9 @@ def open_for_operator(settings: Any, *, migrate: bool = False) -> Database:
         if migrate:
             raise   # no migrations to apply: the message says so
         raise SchemaError(f"{exc} ({where}): run `cardd db migrate` first, or name the config with -c") from None
+    except DatabaseUnavailable as exc:
+        db.close()
+        raise DatabaseUnavailable(f"{exc} ({where})") from None
     except BaseException:
         db.close()
         raise

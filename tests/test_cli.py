@@ -165,3 +165,13 @@ def test_an_unmigrated_database_is_refused_and_left_alone(tmp_path, pg_server):
             assert conn.execute("SELECT to_regclass('schema_migrations')").fetchone()[0] is None
     finally:
         pg_server.drop_database(name)
+
+
+def test_an_unreachable_database_is_one_line_naming_the_config(tmp_path):
+    config = tmp_path / "cardd.yaml"
+    config.write_text(f"daemon:\n  dsn: \"host={tmp_path} dbname=nothing user=nobody\"\n")
+    done = run_cardd("card", "list", "-c", str(config))
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("cardd: cannot connect to the database: ")
+    assert line.endswith(f"(config {config}, database host={tmp_path} dbname=nothing user=nobody)")
