@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Iterator
 
+from cardd.digits import is_digits, whole_number
 from cardd.billing import catalog, operator, pins
 from cardd.billing.ledger import Ledger
 from cardd.db import Database, open_for_operator
@@ -52,7 +53,7 @@ def _currency(text: str) -> str:
 def _seconds(minimum: int):
     def parse(text: str) -> int:
         try:
-            value = int(text)
+            value = whole_number(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
         if value < minimum:
@@ -63,7 +64,7 @@ def _seconds(minimum: int):
 
 def _digits(what: str):
     def parse(text: str) -> str:
-        if not text.isdigit() and not (what == "prefix" and text == ""):
+        if not is_digits(text) and not (what == "prefix" and text == ""):
             raise argparse.ArgumentTypeError(f"a {what} is digits only, got {text!r}")
         return text
     return parse
@@ -282,7 +283,7 @@ def run_rate_list(args: argparse.Namespace, settings: Any) -> int:
 
 
 def run_card_add(args: argparse.Namespace, settings: Any) -> int:
-    if args.pin and not args.pin.isdigit():
+    if args.pin and not is_digits(args.pin):
         return refuse(f"a PIN is digits only, got {args.pin!r}")
     refused = guard(args, balance=args.balance, expires=args.expires)
     if refused:

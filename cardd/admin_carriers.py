@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from cardd.digits import whole_number
 from cardd.admin import _currency, operator_database, refuse, sub_commands
 from cardd.admin_ops import Deck, import_deck
 from cardd.billing import carriers
@@ -24,7 +25,7 @@ CARRIER_DECK = Deck("carrier", "carrier_rates", "carrier_id", carriers.carrier_i
 def _count(minimum: int):
     def parse(text: str) -> int:
         try:
-            value = int(text)
+            value = whole_number(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
         if value < minimum:

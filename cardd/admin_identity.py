@@ -28,6 +28,7 @@ from typing import Any
 
 from psycopg import errors
 
+from cardd.digits import is_digits, whole_number
 from cardd.admin import (
     _amount,
     _currency,
@@ -56,7 +57,7 @@ DEFAULT_PIN_LENGTH = 4
 
 def _count(text: str) -> int:
     try:
-        value = int(text)
+        value = whole_number(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if not 1 <= value <= 100000:
@@ -66,7 +67,7 @@ def _count(text: str) -> int:
 
 def _length(text: str) -> int:
     try:
-        value = int(text)
+        value = whole_number(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if not 1 <= value <= 32:
@@ -212,7 +213,7 @@ def add_parsers(subparsers: Any) -> None:
 
 def _plan_minutes(text: str) -> tuple[str, int]:
     prefix, sep, minutes = text.partition("=")
-    if not sep or not (prefix == "" or prefix.isdigit()) or len(prefix) > 32 or not minutes.isdigit():
+    if not sep or not (prefix == "" or is_digits(prefix)) or len(prefix) > 32 or not is_digits(minutes):
         raise argparse.ArgumentTypeError(f"expected PREFIX=MINUTES (e.g. 44=100; =60 for any destination), got {text!r}")
     return prefix, int(minutes)
 
@@ -369,7 +370,7 @@ def run_card_status(args: argparse.Namespace, settings: Any) -> int:
 
 def run_card_set_pin(args: argparse.Namespace, settings: Any) -> int:
     pins.use_key_of(settings.daemon)  # PINs are hashed under the shared key (cardd/billing/pins.py)
-    if args.pin and not args.pin.isdigit():
+    if args.pin and not is_digits(args.pin):
         return refuse(f"a PIN is digits only, got {args.pin!r}")
     with operator_database(settings) as db:
         cid = _card_id(db, args.number)

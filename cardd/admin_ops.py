@@ -35,6 +35,7 @@ from typing import IO, Any, Callable, Iterable, Iterator
 
 from psycopg import sql
 
+from cardd.digits import is_digits
 from cardd.admin import _amount, add_by, operator_database, operator_name, refuse, sub_commands
 from cardd.billing import catalog, operator
 from cardd.billing.ledger import Ledger, find_rate
@@ -57,8 +58,8 @@ INT_MAX = 2_147_483_647  # PostgreSQL integer
 # parse: that is most of the difference between 5 s and 15 s per million rows.
 # Anything else goes through cardd.money.money(), which refuses floats'
 # spellings it cannot represent exactly and more than 5 places.
-_PLAIN_MONEY = re.compile(r"\d{1,13}(\.\d{1,5})?")
-_PLAIN_INT = re.compile(r"\d{1,10}")
+_PLAIN_MONEY = re.compile(r"[0-9]{1,13}(\.[0-9]{1,5})?")
+_PLAIN_INT = re.compile(r"[0-9]{1,10}")
 _PREFIX = re.compile(r"[0-9]{0,32}")
 _TRUE = frozenset({"1", "t", "true", "y", "yes"})
 _FALSE = frozenset({"", "0", "f", "false", "n", "no"})
@@ -117,7 +118,7 @@ def _int_cell(name: str, text: str) -> str:
     if text == "" and minimum == 0:
         return "0"
     if not _PLAIN_INT.fullmatch(text):
-        if text.lstrip("-").isdigit():
+        if is_digits(text.lstrip("-")):
             raise ValueError(f"{name}: must be >= {minimum}, got {text}")
         raise ValueError(f"{name}: not a whole number of seconds: {text!r}")
     value = int(text)
@@ -388,7 +389,7 @@ def import_rates(pool: Any, tariff: str, f: IO[str], *, mode: str = "merge",
 # --- argparse helpers ------------------------------------------------------------------
 
 def _number(text: str) -> str:
-    if not text.isdigit():
+    if not is_digits(text):
         raise argparse.ArgumentTypeError(f"a number is digits only, got {text!r}")
     return text
 
@@ -414,7 +415,7 @@ def _b_uuid(text: str) -> uuid.UUID:
 
 
 def _billed_seconds(text: str) -> int:
-    if not text.isdigit():
+    if not is_digits(text):
         raise argparse.ArgumentTypeError(f"a whole number of seconds >= 0, got {text!r}")
     return int(text)
 

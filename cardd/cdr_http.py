@@ -40,6 +40,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+from cardd.digits import is_digits
 from cardd.errors import DatabaseUnavailable
 from cardd.httpd import HttpListener, Request, Response
 
@@ -74,7 +75,7 @@ def _value(variables: dict[str, Any], name: str) -> str:
 
 
 def _epoch_us(text: str) -> datetime | None:
-    if not text.isdigit():
+    if not is_digits(text):
         return None
     us = int(text)
     if us <= 0:
@@ -116,7 +117,7 @@ def parse_body(body: bytes, content_type: str = "") -> CdrRecord:
     except ValueError:
         raise BadCdr("variables.uuid is not a UUID") from None
     billmsec_text = _value(variables, "billmsec") or "0"
-    if not billmsec_text.isdigit() or len(billmsec_text) > 12:
+    if not is_digits(billmsec_text) or len(billmsec_text) > 12:
         raise BadCdr(f"billmsec is not a count of milliseconds: {billmsec_text[:20]!r}")
     cause = _value(variables, "hangup_cause") or "NORMAL_CLEARING"
     if not _CAUSE.match(cause):

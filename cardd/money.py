@@ -19,7 +19,7 @@ ZERO = Decimal("0.00000")
 MAX_ABS = Decimal(10) ** 13 - QUANTUM
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
-_AMOUNT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+_AMOUNT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
 
 MoneyLike = Decimal | int | str | Fraction
 

@@ -31,6 +31,7 @@ from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any
 
+from cardd.digits import is_digits
 from cardd.errors import ConfigError
 
 __all__ = [
@@ -135,7 +136,7 @@ class IntKind(Kind):
         return raw
 
     def from_token(self, text: str) -> int:
-        if not text.isdigit():
+        if not is_digits(text):
             raise BadValue(self.describe(), text)
         return self.convert(int(text))
 

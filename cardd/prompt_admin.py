@@ -27,6 +27,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+from cardd.digits import is_digits
 from cardd.admin import operator_database, refuse
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ def update_prompt(pool: Any, sounds_dir: str, prompt_id: int, *, audio: str | No
 # --- the commands -----------------------------------------------------------------------------------------------
 
 def _prompt_id(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not is_digits(text) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"a prompt id is a positive number, got {text!r}")
     return int(text)
 

@@ -16,6 +16,7 @@ from typing import Any
 from psycopg import errors
 from psycopg_pool import ConnectionPool
 
+from cardd.digits import is_digits
 from cardd.billing.ledger import _database_errors
 from cardd.billing.pins import HMAC_SCHEME, PLAIN_PREFIX, check_pin, hash_pin, needs_rehash
 from cardd.errors import CardNotFound, CarddError
@@ -342,7 +343,7 @@ def verify_pin(pool: ConnectionPool, card_id: int, stored: str | None, pin: str)
 @_database_errors
 def set_pin(pool: ConnectionPool, card_id: int, pin: str) -> None:
     """Store a new PIN, salted and hashed ('' = no PIN)."""
-    if pin and not pin.isdigit():
+    if pin and not is_digits(pin):
         raise IdentityError("a PIN is digits only")
     with pool.connection() as conn, conn.transaction():
         row = conn.execute("UPDATE accounts SET pin_hash = %s WHERE id = %s RETURNING id",
@@ -384,7 +385,7 @@ def customer_id(pool: ConnectionPool, customer: str) -> int | None:
     """A customer by name, or by id when the setting is a number."""
     with pool.connection() as conn:
         row = conn.execute("SELECT id FROM customers WHERE name = %s", (customer,)).fetchone()
-        if row is None and customer.isdigit():
+        if row is None and is_digits(customer):
             row = conn.execute("SELECT id FROM customers WHERE id = %s", (int(customer),)).fetchone()
     return int(row[0]) if row else None
 

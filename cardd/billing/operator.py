@@ -25,6 +25,7 @@ from psycopg import errors
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from cardd.digits import is_digits
 from cardd.billing import catalog
 from cardd.billing.identity import PLAIN_PREFIX
 from cardd.billing.ledger import Cdr, Ledger, LedgerEntry, _database_errors
@@ -514,7 +515,7 @@ def _card_header(first: list[str]) -> list[str]:
     names = [c.strip().lower() for c in first]
     if "number" not in names:
         shown = ",".join(first)[:60]
-        if any(n.isdigit() for n in names):  # a card, not a header: importing it as one would lose it
+        if any(is_digits(n) for n in names):  # a card, not a header: importing it as one would lose it
             raise CardImportRefused([(1, f"no header row: the first line must name the columns"
                                          f" ({','.join(CARD_COLUMNS)}; number required), got {shown!r}")], 0)
         raise CardImportRefused([(1, f"the header has no 'number' column (known: {', '.join(CARD_COLUMNS)}),"
@@ -534,9 +535,9 @@ def _card_row(line: int, names: list[str], cells: list[str], *, allow_negative: 
         raise ValueError(f"{len(cells)} columns, expected {len(names)}")
     cell = {n: c.strip() for n, c in zip(names, cells)}
     number, pin = cell["number"], cell.get("pin", "")
-    if not number.isdigit() or len(number) > 32:
+    if not is_digits(number) or len(number) > 32:
         raise ValueError(f"number: digits only, at most 32, got {number!r}")
-    if pin and not pin.isdigit():
+    if pin and not is_digits(pin):
         raise ValueError(f"pin: digits only, got {pin!r}")
     try:
         balance = money(cell.get("balance") or "0")

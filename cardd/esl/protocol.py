@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterator, Mapping
 from urllib.parse import unquote
 
+from cardd.digits import whole_number
 from cardd.errors import ProtocolError
 
 # Bounds on what one peer can make us hold. A connect reply carries the whole
@@ -183,7 +184,7 @@ class Frame:
 
 def _content_length(text: str) -> int:
     try:
-        n = int(text)
+        n = whole_number(text)
     except ValueError:
         raise ProtocolError(f"Content-Length is not a number: {text[:40]!r}") from None
     if n < 0 or n > MAX_BODY_BYTES:

@@ -30,7 +30,7 @@ def offer_after_entry(call: Call, card) -> None:
     if identity.card_id_for_cli(pool, cli) is not None:
         return
     if not opts.silent_auto_cli_registration:
-        entry = call.ask("register_cli_offer", min_digits=1, max_digits=1, regex=r"^\d$",
+        entry = call.ask("register_cli_offer", min_digits=1, max_digits=1, regex=r"^[0-9]$",
                          timeout_ms=5000, terminators="#")
         if entry.digits != "1":
             return

@@ -26,7 +26,7 @@ def ask_destination(call: Call) -> Collected:
     pattern = call.options.destination_completion_regex
     if pattern is None:
         return call.ask(prompt_id, min_digits=1, max_digits=MAX_DESTINATION_DIGITS,
-                        regex=r"^\d+$", timeout_ms=FIRST_KEY_TIMEOUT_MS,
+                        regex=r"^[0-9]+$", timeout_ms=FIRST_KEY_TIMEOUT_MS,
                         digit_timeout_ms=NEXT_KEY_TIMEOUT_MS)
     channel = call.channel
     prompt = call.services.prompts.sentence(call.lang, call.pending + [prompt_id])
@@ -36,7 +36,7 @@ def ask_destination(call: Call) -> Collected:
     timeout = FIRST_KEY_TIMEOUT_MS
     while len(digits) < MAX_DESTINATION_DIGITS:
         key = channel.collect(prompt, NO_SOUND, min_digits=1, max_digits=1, tries=1,
-                              timeout_ms=timeout, terminators="#", regex=r"^\d$",
+                              timeout_ms=timeout, terminators="#", regex=r"^[0-9]$",
                               digit_timeout_ms=NEXT_KEY_TIMEOUT_MS)
         if key.digits is None:
             break  # the pound key, or a pause: the number is as typed

@@ -19,7 +19,7 @@ from cardd.options import translate
 # US ringback, played to the caller while B rings (no dead silence).
 RINGBACK = "%(2000,4000,440,480)"
 ORIGINATE_TIMEOUT = 60
-_CLI = re.compile(r"^\+?\d{1,20}$")
+_CLI = re.compile(r"^\+?[0-9]{1,20}$")
 _DIALLABLE = re.compile(r"^\+?[0-9*#]{1,32}$")
 
 # Why a grant was refused, as the caller hears it.

@@ -11,7 +11,7 @@ from cardd.billing import identity
 from cardd.ivr.call import Call
 from cardd.ivr.menu import MenuResult
 
-_KEY = re.compile(r"^\d{1,2}$")
+_KEY = re.compile(r"^[0-9]{1,2}$")
 LIMITED_KEYS = ("1", "2", "3")
 
 
@@ -22,7 +22,7 @@ def valid_key(options, key: str) -> bool:
 
 
 def _ask_key(call: Call, timeouts) -> tuple[str | None, MenuResult | None]:
-    entry = call.ask("enter_hot_dial_key", min_digits=1, max_digits=2, regex=r"^\d{1,2}$", timeout_ms=7000)
+    entry = call.ask("enter_hot_dial_key", min_digits=1, max_digits=2, regex=r"^[0-9]{1,2}$", timeout_ms=7000)
     if entry.timed_out:
         return None, MenuResult.timed_out(timeouts)
     if entry.digits is None or not valid_key(call.options, entry.digits):
@@ -49,7 +49,7 @@ def run_edit(call: Call, card, timeouts) -> MenuResult:
     else:
         call.queue("hot_dial_key_is", *speech.digit_ids(current, call.lang))
     prompt = "enter_hot_dial_number_no_pound" if call.options.suppress_pound_phrase else "enter_hot_dial_number"
-    entry = call.ask(prompt, min_digits=1, max_digits=32, regex=r"^\d{1,32}$", timeout_ms=10000)
+    entry = call.ask(prompt, min_digits=1, max_digits=32, regex=r"^[0-9]{1,32}$", timeout_ms=10000)
     if entry.timed_out:
         # Nothing typed: the key keeps its number.
         return MenuResult.timed_out(timeouts)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from cardd.digits import is_digits
 from cardd import prompts
 from cardd.billing import identity
 from cardd.billing import pins
@@ -77,7 +78,7 @@ def _by_cli(call: Call, timeouts: InputTimeouts):
     card_id = identity.card_id_for_cli(pool, cli)
     if card_id is not None:
         card = ledger.get_card(card_id)
-    elif opts.cli_as_card_number and not opts.cli_auth_only and cli.isdigit():
+    elif opts.cli_as_card_number and not opts.cli_auth_only and is_digits(cli):
         # No mapping: the CLI itself may be the card number (or VoIP login).
         card = _find(call, cli)
     if card is None:
@@ -139,7 +140,7 @@ def _by_entry(call: Call, timeouts: InputTimeouts):
         if identity.throttled(pool, limits, cli=cli):
             return _throttled(call, "cli")
         entry = call.ask(number_prompt, min_digits=min_len, max_digits=max_len,
-                         regex=rf"^\d{{{min_len},{max_len}}}$", timeout_ms=7000)
+                         regex=rf"^[0-9]{{{min_len},{max_len}}}$", timeout_ms=7000)
         if entry.digits is None:
             if entry.timed_out:
                 if timeouts.silent():
@@ -201,7 +202,7 @@ def _wrong_card_number(call: Call, typed: str, *, counted: bool = False) -> bool
     and the call was ended."""
     pool = call.services.ledger.pool
     cli = call.cli
-    digits = "".join(ch for ch in typed if ch.isdigit())
+    digits = "".join(ch for ch in typed if is_digits(ch))
     if not digits:
         return False
     # Every wrong number slows guessing down, short ones too (short card numbers exist) ...
@@ -302,7 +303,7 @@ def _check_pin(call: Call, card, timeouts: InputTimeouts, number: str | None = N
         return "throttled"
     while True:
         entry = call.ask(call.services.prompts.pin_prompt(call.options),
-                         min_digits=1, max_digits=20, regex=r"^\d{1,20}$", timeout_ms=7000)
+                         min_digits=1, max_digits=20, regex=r"^[0-9]{1,20}$", timeout_ms=7000)
         if entry.digits is None and entry.timed_out:
             if timeouts.silent():
                 call.goodbye()

@@ -29,7 +29,7 @@ def run(call: Call, card, timeouts) -> MenuResult:
             call.services.metrics.auth_failures.labels("throttled").inc()
             return MenuResult(end="throttled", farewell=("too_many_attempts",))
         old = call.ask(_prompt(call, "enter_old_pin"), min_digits=1, max_digits=20,
-                       regex=r"^\d{1,20}$", timeout_ms=7000)
+                       regex=r"^[0-9]{1,20}$", timeout_ms=7000)
         if old.timed_out:
             return MenuResult.timed_out(timeouts)
         # Counted before it is checked, like every PIN (cardd.ivr.identify).
@@ -42,7 +42,7 @@ def run(call: Call, card, timeouts) -> MenuResult:
             call.queue("wrong_pin")
             return MenuResult()
         identity.forgive(pool, attempt)
-    pin_regex = rf"^\d{{{MIN_PIN_LENGTH},{MAX_PIN_LENGTH}}}$"
+    pin_regex = rf"^[0-9]{{{MIN_PIN_LENGTH},{MAX_PIN_LENGTH}}}$"
     new = call.ask(_prompt(call, "enter_new_pin"), min_digits=1, max_digits=20,
                    regex=pin_regex, timeout_ms=7000)
     if new.timed_out:

@@ -31,7 +31,7 @@ def run(call: Call, card, timeouts) -> MenuResult:
         # A courtesy: a caller already over a limit is not asked for a number.
         if identity.is_full(pool, buckets, limits.window_s):
             return _throttled(call, "before the number")
-        entry = call.ask(ask_voucher, min_digits=1, max_digits=length, regex=rf"^\d{{1,{length}}}$",
+        entry = call.ask(ask_voucher, min_digits=1, max_digits=length, regex=rf"^[0-9]{{1,{length}}}$",
                          timeout_ms=10000)
         if entry.digits is None:
             if entry.timed_out:
