@@ -211,3 +211,39 @@ def test_a_sudoed_operator_is_audited_under_their_own_name(cardd, dsn, stuck, mo
     monkeypatch.setenv("SUDO_USER", "gina")
     assert cardd("reservations", "release", str(grant.b_uuid)) == 0
     assert [who for who, *_ in state(dsn, grant.b_uuid)["audit"]] == ["gina (as cardd)"]
+
+
+def test_what_the_orphan_rule_leaves_open_when_freeswitch_cannot_be_asked_the_operator_settles_once(
+        cardd, dsn, tmp_path, capsys):
+    """The issue's case: FreeSWITCH unreachable, no CDR; the orphan rule settles nothing on a guess and
+    the reservation would hold the card's credit for ever. The operator settles it; later passes (and a
+    late CDR) change nothing."""
+    import socket
+
+    from cardd.billing.journal import SettlementJournal
+    from cardd.orphans import OrphanReconciler
+
+    with socket.socket() as s:   # a port nobody listens on: the inbound Event Socket cannot be reached
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with Database(dsn) as db:
+        ledger = Ledger(db.pool)
+        demo = create_demo_data(db.pool)
+        grant = ledger.grant(demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345",
+                             max_call_duration=120, margin_s=0)
+        with db.pool.connection() as conn:
+            conn.execute("UPDATE reservations SET expires_at = now() - interval '1 second' WHERE b_uuid = %s",
+                         (grant.b_uuid,))
+        reconciler = OrphanReconciler(ledger, SettlementJournal(tmp_path / "j.jsonl", ledger),
+                                      esl_address=("127.0.0.1", port), esl_password="ClueCon", live_a_uuids=set)
+        assert reconciler.run_once(startup=True).unknown == 1
+        assert [r.b_uuid for r in ledger.open_reservations(demo.card_id)] == [grant.b_uuid]
+
+        assert cardd("reservations", "settle", str(grant.b_uuid), "--billed-seconds", "31", "--by", "ops") == 0
+        again = reconciler.run_once(startup=True)
+        assert (again.unknown, again.estimated, again.from_cdr) == (0, 0, 0)
+        assert ledger.open_reservations(demo.card_id) == []
+        assert ledger.get_card(demo.card_id).balance == Decimal("9.86400")
+    after = state(dsn, grant.b_uuid)
+    assert after["ledger"] == [("call", Decimal("-0.13600"), "4412345")]
+    assert [(w, a) for w, a, _, _ in after["audit"]] == [("ops", "reservations settle")]
