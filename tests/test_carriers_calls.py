@@ -4,7 +4,8 @@ did to the next carrier, what the CDRs say the call cost the business.
 
 Sell side: the demo tariff (tests/dbfixtures.py): 44 = 0.06/min, 30 s then 6 s,
 connect fee 0.10 (a 31 s call sells for 0.13600; its first minute for 0.16000);
-4420 = 0.03/min per minute. Buy side, three carriers for 44:
+4420 = 0.03/min per minute. A callee who talks 30 s leaves billmsec 30020, as on the
+real switch: 31 billed seconds. Buy side, three carriers for 44:
 
     cheap  0.031/min per second   first minute 0.03100   (and 4420 at 0.05/min)
     mid    0.035/min per minute   first minute 0.03500
@@ -66,7 +67,7 @@ def routed(database, demo_data):
 
 
 def test_cheapest_carrier_carries_the_call_and_the_cdr_has_its_buy_cost_and_margin(cardd, routed, ledger):
-    t = cardd.call(card_caller(routed, UK_MOBILE + "#"), {gateway("cheap"): Callee(talk=31)})
+    t = cardd.call(card_caller(routed, UK_MOBILE + "#"), {gateway("cheap"): Callee(talk=30)})
     assert endpoints(t) == [gateway("cheap")]
     # The card's grant bounds the call, whatever the carrier: 10.00 caps at max_call_duration.
     assert dial_vars(bridge_args(t)[0])["execute_on_answer_1"] == "'sched_hangup +3600 ALLOTTED_TIMEOUT'"
@@ -85,8 +86,8 @@ def test_cheapest_carrier_carries_the_call_and_the_cdr_has_its_buy_cost_and_marg
 
 def test_busy_callee_on_the_cheapest_carrier_is_not_retried_on_the_others(cardd, routed, ledger):
     t = cardd.call(card_caller(routed, UK_MOBILE + "#", destination="cc.noredial"),
-                   {gateway("cheap"): Callee(outcome="busy"), gateway("mid"): Callee(talk=31),
-                    gateway("dear"): Callee(talk=31)})
+                   {gateway("cheap"): Callee(outcome="busy"), gateway("mid"): Callee(talk=30),
+                    gateway("dear"): Callee(talk=30)})
     assert endpoints(t) == [gateway("cheap")]
     assert "destination_busy" in cardd.heard(t)
     (cdr,) = ledger.cdrs_for(routed.card_id)
@@ -97,14 +98,14 @@ def test_busy_callee_on_the_cheapest_carrier_is_not_retried_on_the_others(cardd,
 
 def test_no_answer_on_the_cheapest_carrier_is_not_retried_either(cardd, routed, ledger):
     t = cardd.call(card_caller(routed, UK_MOBILE + "#", destination="cc.noredial"),
-                   {gateway("cheap"): Callee(outcome="no_answer"), gateway("mid"): Callee(talk=31)})
+                   {gateway("cheap"): Callee(outcome="no_answer"), gateway("mid"): Callee(talk=30)})
     assert endpoints(t) == [gateway("cheap")]
     assert "no_answer" in cardd.heard(t)
 
 
 def test_unreachable_cheapest_carrier_hands_the_call_to_the_next(cardd, routed, ledger):
     t = cardd.call(card_caller(routed, UK_MOBILE + "#", destination="cc.noredial"),
-                   {gateway("cheap"): Callee(outcome="unreachable"), gateway("mid"): Callee(talk=31)})
+                   {gateway("cheap"): Callee(outcome="unreachable"), gateway("mid"): Callee(talk=30)})
     assert endpoints(t) == [gateway("cheap"), gateway("mid")]
     # Each attempt has its own B leg, reservation and CDR; both carry the card's own limit.
     first, second = (dial_vars(d) for d in bridge_args(t))
@@ -134,7 +135,7 @@ def test_every_carrier_unreachable_says_the_call_failed_after_trying_each_once(c
 def test_a_carriers_gateways_are_tried_in_order_before_the_next_carrier(cardd, database, demo_data, ledger):
     add_carriers(database.pool, gateways={"cheap": 2})
     t = cardd.call(card_caller(demo_data, UK_MOBILE + "#", destination="cc.noredial"),
-                   {gateway("cheap"): Callee(outcome="unreachable"), gateway("cheap", n=2): Callee(talk=31)})
+                   {gateway("cheap"): Callee(outcome="unreachable"), gateway("cheap", n=2): Callee(talk=30)})
     assert endpoints(t) == [gateway("cheap"), gateway("cheap", n=2)]
     _, carried = cdrs_by_time(ledger, demo_data.card_id)
     assert (carried.carrier, carried.gateway) == ("cheap", "sofia/gateway/cheap2/{number}")
@@ -147,21 +148,21 @@ def test_carrier_at_its_channel_limit_is_skipped(cardd, database, demo_data, led
     held = ledger.grant(other.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination=UK_MOBILE)
     assert held.route.carrier == "cheap"
     t = cardd.call(card_caller(demo_data, UK_MOBILE + "#", destination="cc.noredial"),
-                   {gateway("cheap"): Callee(talk=31), gateway("mid"): Callee(talk=31)})
+                   {gateway("cheap"): Callee(talk=30), gateway("mid"): Callee(talk=30)})
     assert endpoints(t) == [gateway("mid")]
     (cdr,) = ledger.cdrs_for(demo_data.card_id)
     assert cdr.carrier == "mid"
     # Once that call ends, cheap takes calls again.
     ledger.settle(held.b_uuid, billmsec=5000, hangup_cause="NORMAL_CLEARING")
     t = cardd.call(card_caller(demo_data, UK_MOBILE + "#", destination="cc.noredial"),
-                   {gateway("cheap"): Callee(talk=31)})
+                   {gateway("cheap"): Callee(talk=30)})
     assert endpoints(t) == [gateway("cheap")]
 
 
 def test_disabled_carrier_is_skipped(cardd, routed, database, ledger):
     carriers.set_enabled(database.pool, "cheap", False)
     t = cardd.call(card_caller(routed, UK_MOBILE + "#", destination="cc.noredial"),
-                   {gateway("mid"): Callee(talk=31)})
+                   {gateway("mid"): Callee(talk=30)})
     assert endpoints(t) == [gateway("mid")]
 
 
@@ -177,7 +178,7 @@ def test_equal_first_minutes_go_to_the_lower_priority_number(cardd, database, de
 
 def test_destination_cheaper_to_sell_than_to_buy_is_refused(cardd, routed, ledger):
     # London sells at 0.03/min; every carrier's longest prefix for it buys dearer.
-    t = cardd.call(card_caller(routed, LONDON + "#", destination="cc.noredial"), Callee(talk=31))
+    t = cardd.call(card_caller(routed, LONDON + "#", destination="cc.noredial"), Callee(talk=30))
     assert bridge_args(t) == []
     assert "destination_unavailable" in cardd.heard(t)
     assert ledger.cdrs_for(routed.card_id) == []
@@ -188,7 +189,7 @@ def test_route_at_a_loss_lets_the_cheapest_carrier_take_it_and_the_margin_is_neg
         cardd_with, database, routed, ledger, tmp_path):
     running = cardd_with(database, "calling_card:\n  route_at_a_loss: true\n", tmp_path=tmp_path)
     t = running.call(card_caller(routed, LONDON + "#", destination="cc.noredial"),
-                     {gateway("mid", LONDON): Callee(talk=31)})
+                     {gateway("mid", LONDON): Callee(talk=30)})
     # cheap's longest prefix for London is 4420 at 0.05: mid's 44 at 0.035 is cheaper.
     assert endpoints(t) == [gateway("mid", LONDON)]
     (cdr,) = ledger.cdrs_for(routed.card_id)
@@ -196,14 +197,14 @@ def test_route_at_a_loss_lets_the_cheapest_carrier_take_it_and_the_margin_is_neg
 
 
 def test_destination_no_carrier_rates_is_unavailable_not_a_crash(cardd, routed, ledger):
-    t = cardd.call(card_caller(routed, "15551234567#", destination="cc.noredial"), Callee(talk=31))
+    t = cardd.call(card_caller(routed, "15551234567#", destination="cc.noredial"), Callee(talk=30))
     assert bridge_args(t) == []
     assert "destination_unavailable" in cardd.heard(t)
     assert t.hangup_cause == "NORMAL_CLEARING"
 
 
 def test_without_carriers_the_dial_string_template_is_dialled_as_before(cardd, demo_data, ledger):
-    t = cardd.call(card_caller(demo_data, UK_MOBILE + "#"), Callee(talk=31))
+    t = cardd.call(card_caller(demo_data, UK_MOBILE + "#"), Callee(talk=30))
     (dial,) = bridge_args(t)
     assert dial.endswith(f"sofia/external/{UK_MOBILE}@198.51.100.7:5060")
     (cdr,) = ledger.cdrs_for(demo_data.card_id)
