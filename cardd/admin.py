@@ -119,6 +119,7 @@ def add_parsers(subparsers: Any) -> None:
     c_add.add_argument("--customer", default=None, help="customer (name) owning the card")
     c_add.add_argument("--plan", default=None, help="service plan (name)")
     add_guard_flags(c_add)
+    add_by(c_add)
     c_add.set_defaults(func=run_card_add)
     c_show = c_sub.add_parser("show", help="balance, tariff, customer, plan, PIN state, open reservations, last CDRs")
     c_show.add_argument("number")
@@ -292,13 +293,13 @@ def run_card_add(args: argparse.Namespace, settings: Any) -> int:
         pins.use_key_of(settings.daemon)
     with operator_database(settings) as db:
         try:
-            cid = catalog.create_card(
-                db.pool, args.number, tariff=args.tariff, currency=args.currency, pin=args.pin,
+            cid = operator.add_card(
+                db.pool, args.number, who=operator_name(args), tariff=args.tariff, currency=args.currency, pin=args.pin,
                 balance=args.balance, authname=args.authname, max_concurrent_calls=args.max_calls,
                 expires_at=args.expires, customer=args.customer, plan=args.plan,
                 allow_negative=args.allow_negative,
             )
-        except catalog.CatalogError as exc:
+        except (catalog.CatalogError, operator.OperatorError) as exc:
             return refuse(str(exc))
     print(f"card {args.number} created, id {cid}, balance {format_money(args.balance, args.currency)}")
     return 0

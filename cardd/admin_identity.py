@@ -108,19 +108,23 @@ def add_parsers(subparsers: Any) -> None:
     gen.add_argument("--customer", default=None, help="customer (name) owning the cards")
     gen.add_argument("--plan", default=None, help="service plan (name) of the cards")
     add_guard_flags(gen)
+    add_by(gen)
     gen.set_defaults(func=run_card_generate)
     for name, status in (("block", "blocked"), ("unblock", "active")):
         p = card.add_parser(name, help=f"set a card's status to {status}")
         p.add_argument("number")
+        add_by(p)
         p.set_defaults(func=run_card_status, status=status)
     sp = card.add_parser("set-pin", help="set (or with --pin '' clear) a card's PIN; stored hashed")
     sp.add_argument("number")
     sp.add_argument("--pin", required=True)
+    add_by(sp)
     sp.set_defaults(func=run_card_set_pin)
     tr = card.add_parser("transfer", help="move balance from one card to another (one transaction)")
     tr.add_argument("from_number")
     tr.add_argument("to_number")
     tr.add_argument("amount", type=_positive_amount)
+    add_by(tr)
     tr.set_defaults(func=run_card_transfer)
     imp = card.add_parser(
         "import", help="import cards from CSV (all rows or none); PINs are stored hashed",
@@ -132,6 +136,7 @@ def add_parsers(subparsers: Any) -> None:
     imp.add_argument("--customer", default=None, help="customer (name) owning the cards")
     imp.add_argument("--plan", default=None, help="service plan (name) of the cards")
     add_guard_flags(imp)
+    add_by(imp)
     imp.set_defaults(func=run_card_import)
     hp = card.add_parser("hash-pins", help="hash imported plain PINs (pin_hash 'plain$<pin>') in place")
     hp.set_defaults(func=run_card_hash_pins)
@@ -351,6 +356,11 @@ def run_card_generate(args: argparse.Namespace, settings: Any) -> int:
                 conn.execute("INSERT INTO ledger (account_id, amount, kind, reference)"
                              " VALUES (%s, %s, 'initial', 'card generated')", (row[0], amount))
             made.append((number, pin))
+        operator.audit(conn, operator_name(args), "card generate",
+                       {"count": args.count, "tariff": args.tariff, "currency": args.currency, "balance": amount,
+                        "customer": args.customer, "plan": args.plan, "expires": args.expires,
+                        "valid_days": args.valid_days, "max_calls": args.max_calls},
+                       detail=f"{len(made)} cards, {format_money(amount, args.currency)} each")
     out = csv.writer(sys.stdout, lineterminator="\n")
     out.writerow(["number", "pin", "balance", "currency"])
     for number, pin in made:
@@ -362,7 +372,9 @@ def run_card_generate(args: argparse.Namespace, settings: Any) -> int:
 
 def run_card_status(args: argparse.Namespace, settings: Any) -> int:
     with operator_database(settings) as db:
-        if not identity.set_status(db.pool, args.number, args.status):
+        try:
+            operator.set_card_status(db.pool, args.number, args.status, who=operator_name(args))
+        except operator.OperatorError:
             return refuse(f"no card {args.number!r}")
     print(f"card {args.number}: {args.status}")
     return 0
@@ -373,22 +385,21 @@ def run_card_set_pin(args: argparse.Namespace, settings: Any) -> int:
     if args.pin and not is_digits(args.pin):
         return refuse(f"a PIN is digits only, got {args.pin!r}")
     with operator_database(settings) as db:
-        cid = _card_id(db, args.number)
-        if cid is None:
+        try:
+            operator.set_card_pin(db.pool, args.number, args.pin, who=operator_name(args))
+        except operator.OperatorError:
             return refuse(f"no card {args.number!r}")
-        identity.set_pin(db.pool, cid, args.pin)
     print(f"card {args.number}: PIN {'set' if args.pin else 'cleared'}")
     return 0
 
 
 def run_card_transfer(args: argparse.Namespace, settings: Any) -> int:
     with operator_database(settings) as db:
-        source, target = _card_id(db, args.from_number), _card_id(db, args.to_number)
-        if source is None or target is None:
-            return refuse(f"no card {args.from_number if source is None else args.to_number!r}")
         try:
-            done = vouchers.transfer(db.pool, source, target, args.amount, reference="operator transfer")
-        except (vouchers.TransferError, InsufficientFunds, CardBlocked, CardNotFound) as exc:
+            done = operator.transfer_credit(db.pool, args.from_number, args.to_number, args.amount,
+                                            who=operator_name(args))
+        except (operator.OperatorError, vouchers.TransferError, InsufficientFunds, CardBlocked,
+                CardNotFound) as exc:
             return refuse(str(exc))
     print(f"moved {format_money(done.amount, done.currency)}: card {args.from_number} now"
           f" {format_money(done.from_balance, done.currency)}, card {args.to_number} now"
@@ -412,7 +423,8 @@ def run_card_import(args: argparse.Namespace, settings: Any) -> int:
         with stream, operator_database(settings) as db:
             count = operator.import_cards(
                 db.pool, stream, tariff=args.tariff, currency=args.currency, customer=args.customer,
-                plan=args.plan, allow_negative=args.allow_negative, allow_past_expiry=args.allow_past_expiry)
+                plan=args.plan, allow_negative=args.allow_negative, allow_past_expiry=args.allow_past_expiry,
+                who=operator_name(args), source=name)
     except operator.OperatorError as exc:
         return refuse(exc)
     except UnicodeDecodeError as exc:

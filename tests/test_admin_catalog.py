@@ -342,3 +342,31 @@ def test_card_import_from_standard_input_and_a_header_without_number(run, shop, 
     assert "1 cards imported from standard input" in done.stdout
     with Database(dsn) as db:
         assert Ledger(db.pool).find_card("7770001").balance == Decimal("2.50000")
+
+
+def test_every_operator_change_of_money_or_card_terms_is_audited_without_the_pin(run, shop, tmp_path, capsys):
+    path = tmp_path / "cards.csv"
+    path.write_text("number,pin,balance\n7770001,9137,1\n7770002,,2\n")
+    assert run("card", "add", "5550002", "--pin", "8642", "--currency", "USD", "--tariff", "std", "--by", "ann") == 0
+    assert run("card", "generate", "2", "--tariff", "std", "--currency", "USD", "--balance", "3", "--by", "ann") == 0
+    assert run("card", "import", str(path), "--tariff", "std", "--currency", "USD", "--by", "ann") == 0
+    assert run("card", "transfer", "5550001", "5550002", "2", "--by", "ann") == 0
+    assert run("card", "block", "5550002", "--by", "ann") == 0
+    assert run("card", "unblock", "5550002", "--by", "ann") == 0
+    assert run("card", "set-pin", "5550002", "--pin", "7531", "--by", "ann") == 0
+    assert run("card", "set-pin", "999", "--pin", "7531", "--by", "ann") == 2
+    capsys.readouterr()
+    assert run("audit") == 0
+    lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()[1:]]
+    lines = [line for line in lines if line[1] == "ann"]   # the shop fixture's own card add came first
+    assert [(who, action) for _, who, action, *_ in lines] == [
+        ("ann", "card add"), ("ann", "card generate"), ("ann", "card import"), ("ann", "card transfer"),
+        ("ann", "card transfer"), ("ann", "card block"), ("ann", "card unblock"), ("ann", "card set-pin")]
+    transfers = [(card, detail) for _, _, action, card, detail, _ in lines if action == "card transfer"]
+    assert transfers == [("5550001", "2.00000 USD to card 5550002"), ("5550002", "2.00000 USD from card 5550001")]
+    assert "2 cards, 3.00000 USD each" in lines[1][4]
+    assert "2 cards 7770001..7770002, balances 3.00000 USD" in lines[2][4]
+    text = "\n".join("\t".join(line) for line in lines)
+    assert "8642" not in text and "7531" not in text and "9137" not in text
+    with psycopg.connect(shop) as conn:
+        assert conn.execute("SELECT count(*) FROM operator_audit WHERE args::text LIKE '%7531%'").fetchone()[0] == 0

@@ -26,7 +26,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from cardd.digits import is_digits
-from cardd.billing import catalog
+from cardd.billing import catalog, identity, vouchers
 from cardd.billing.identity import PLAIN_PREFIX
 from cardd.billing.ledger import Cdr, Ledger, LedgerEntry, _database_errors
 from cardd.billing.pins import hash_pin
@@ -187,6 +187,53 @@ def adjust_card(pool: ConnectionPool, number: str, amount: Decimal, *, who: str,
                                          "allow_negative": allow_negative},
               account_id=card_id, detail=f"{format_money(value, currency)}: balance {format_money(new_balance)}")
     return new_balance
+
+
+# --- cards: every write audited -----------------------------------------------------------------
+
+@_database_errors
+def add_card(pool: ConnectionPool, number: str, *, who: str, **card: Any) -> int:
+    """catalog.create_card, audited; `card` holds its keywords (the PIN is never recorded)."""
+    with pool.connection() as conn, conn.transaction():
+        card_id = catalog.create_card(_OneConnection(conn), number, **card)  # type: ignore[arg-type]
+        shown = {k: v for k, v in card.items() if k != "pin" and v is not None}
+        audit(conn, who, "card add", {"card": number, **shown, "pin": "set" if card.get("pin") else "none"},
+              account_id=card_id, detail=f"card {number} created, balance {money(card.get('balance') or 0)}")
+    return card_id
+
+
+@_database_errors
+def transfer_credit(pool: ConnectionPool, from_number: str, to_number: str, amount: Decimal, *,
+                    who: str) -> vouchers.Transfer:
+    """vouchers.transfer between two cards by number, audited on both cards."""
+    with pool.connection() as conn, conn.transaction():
+        ids = dict(_card_ids(conn, [from_number, to_number]))
+        done = vouchers.transfer(_OneConnection(conn), ids[from_number], ids[to_number], amount,  # type: ignore[arg-type]
+                                 reference="operator transfer")
+        args = {"from": from_number, "to": to_number, "amount": money(amount)}
+        moved = format_money(done.amount, done.currency)
+        audit(conn, who, "card transfer", args, account_id=ids[from_number], detail=f"{moved} to card {to_number}")
+        audit(conn, who, "card transfer", args, account_id=ids[to_number], detail=f"{moved} from card {from_number}")
+    return done
+
+
+@_database_errors
+def set_card_status(pool: ConnectionPool, number: str, status: str, *, who: str) -> None:
+    with pool.connection() as conn, conn.transaction():
+        [(_, card_id)] = _card_ids(conn, [number])
+        identity.set_status(_OneConnection(conn), number, status)  # type: ignore[arg-type]
+        audit(conn, who, f"card {'block' if status == 'blocked' else 'unblock'}", {"card": number},
+              account_id=card_id, detail=f"card {number}: {status}")
+
+
+@_database_errors
+def set_card_pin(pool: ConnectionPool, number: str, pin: str, *, who: str) -> None:
+    """identity.set_pin, audited; the audit says whether a PIN was set, never which."""
+    with pool.connection() as conn, conn.transaction():
+        [(_, card_id)] = _card_ids(conn, [number])
+        identity.set_pin(_OneConnection(conn), card_id, pin)  # type: ignore[arg-type]
+        audit(conn, who, "card set-pin", {"card": number, "pin": "set" if pin else "cleared"},
+              account_id=card_id, detail=f"card {number}: PIN {'set' if pin else 'cleared'}")
 
 
 # --- customers -----------------------------------------------------------------------------
@@ -559,7 +606,8 @@ def _card_row(line: int, names: list[str], cells: list[str], *, allow_negative: 
 
 @_database_errors
 def import_cards(pool: ConnectionPool, f: Any, *, tariff: str, currency: str, customer: str | None = None,
-                 plan: str | None = None, allow_negative: bool = False, allow_past_expiry: bool = False) -> int:
+                 plan: str | None = None, allow_negative: bool = False, allow_past_expiry: bool = False,
+                 who: str = "", source: str = "") -> int:
     """Import cards from CSV (a header naming number[,pin,balance,expires]), all or nothing.
 
     Every bad row is reported (CardImportRefused, with line numbers): a bad
@@ -620,4 +668,9 @@ def import_cards(pool: ConnectionPool, f: Any, *, tariff: str, currency: str, cu
             if row.balance != 0:
                 conn.execute("INSERT INTO ledger (account_id, amount, kind, reference)"
                              " VALUES (%s, %s, 'initial', 'card imported')", (new[0], row.balance))
+        total = sum((r.balance for r in rows), Decimal(0))
+        audit(conn, who, "card import", {"file": source, "tariff": tariff, "currency": currency, "customer": customer,
+                                         "plan": plan, "allow_negative": allow_negative,
+                                         "allow_past_expiry": allow_past_expiry},
+              detail=f"{len(rows)} cards {rows[0].number}..{rows[-1].number}, balances {format_money(total, currency)}")
     return len(rows)
