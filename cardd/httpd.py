@@ -114,32 +114,33 @@ class HttpListener:
             return None
         return self.handler(Request(method, path, headers, body, peer))
 
-    def _recv(self, sock, deadline: gevent.Timeout, what: str) -> bytes:
+    def _read_within(self, what: str, read):
+        """read() under one deadline of read_timeout seconds; 408 past it."""
+        deadline = gevent.Timeout(self.read_timeout)
+        deadline.start()
         try:
-            with deadline:
-                return sock.recv(65536)
+            return read()
         except gevent.Timeout as exc:
             if exc is not deadline:
                 raise
             raise _Refused(408, f"{what} not received within {self.read_timeout:g} s") from None
+        finally:
+            deadline.close()
 
     def _read_head(self, sock) -> tuple[bytes, bytes]:
-        data = b""
-        deadline = gevent.Timeout(self.read_timeout)
-        deadline.start()
-        try:
+        def read() -> tuple[bytes, bytes]:
+            data = b""
             while True:
                 end = data.find(b"\r\n\r\n")
                 if end >= 0:
                     return data[:end], data[end + 4:]
                 if len(data) > MAX_HEAD:
                     raise _Refused(431, "request head too large")
-                chunk = self._recv(sock, deadline, "request head")
+                chunk = sock.recv(65536)
                 if not chunk:
                     raise OSError("closed before the request head ended")
                 data += chunk
-        finally:
-            deadline.close()
+        return self._read_within("request head", read)
 
     def _read_body(self, sock, headers: dict[str, str], rest: bytes) -> bytes:
         if "transfer-encoding" in headers:
@@ -150,20 +151,18 @@ class HttpListener:
         length = int(raw)
         if length > self.max_body:
             raise _Refused(413, f"body over {self.max_body} bytes")
-        body = rest[:length]
-        if len(body) < length and headers.get("expect", "").lower() == "100-continue":
+        if len(rest) < length and headers.get("expect", "").lower() == "100-continue":
             sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-        deadline = gevent.Timeout(self.read_timeout)
-        deadline.start()
-        try:
+
+        def read() -> bytes:
+            body = rest[:length]
             while len(body) < length:
-                chunk = self._recv(sock, deadline, "request body")
+                chunk = sock.recv(65536)
                 if not chunk:
                     raise OSError("closed before the body ended")
                 body += chunk
-        finally:
-            deadline.close()
-        return body[:length]
+            return body[:length]
+        return self._read_within("request body", read)
 
     def _send(self, sock, response: Response, *, timeout: float) -> None:
         reason = _REASONS.get(response.status, "Error")

@@ -250,7 +250,8 @@ def kill(daemon: Daemon) -> None:
     daemon.server._server.close()
     gevent.killall(list(daemon.server.active), block=True, timeout=5)
     for part in (daemon.reconciler, daemon.cdr_endpoint):
-        part.stop()
+        if part is not None:
+            part.stop()
     daemon.journal.stop()
     daemon.nodes.stop(forget=False)
 
@@ -422,3 +423,85 @@ def test_a_reservation_whose_settlement_waits_in_the_journal_is_left_to_the_repl
     cdr = ledger.cdr(g.b_uuid)
     assert (cdr.estimated, cdr.cost) == (False, D("0.13600"))
     assert [e.kind for e in ledger.ledger_entries(demo.card_id)].count("refund") == 0
+
+
+# -- issue 12 section 2: an estimate is bounded by what cardd knew ----------------------
+
+def dead_node_grant(ledger: Ledger, card_id: int, **kw):
+    """A reservation of a cardd process that is gone (it never beats)."""
+    ledger.node = f"gone:{uuid.uuid4().hex[:6]}"
+    try:
+        return grant(ledger, card_id, switchname="fs1", **kw)
+    finally:
+        ledger.node = None
+
+
+@pytest.fixture
+def node_rig(ledger, demo_data, tmp_path):
+    from cardd.nodes import NodeRegistry
+    switch = Switch(hostname="fs1")
+    inbound = switch.listen_inbound()
+    nodes = NodeRegistry(ledger.pool, interval=0.2)
+    nodes.start()
+    reconciler = OrphanReconciler(ledger, SettlementJournal(tmp_path / "j.jsonl", ledger),
+                                  esl_address=inbound.address, esl_password="ClueCon", live_a_uuids=set,
+                                  nodes=nodes)
+    yield reconciler, ledger, demo_data
+    nodes.stop()
+    inbound.stop()
+
+
+def test_an_orphan_never_dialled_is_released_at_no_cost(node_rig):
+    reconciler, ledger, demo = node_rig
+    g = dead_node_grant(ledger, demo.card_id)
+    assert reconciler.run_once().estimated == 1
+    cdr = ledger.cdr(g.b_uuid)
+    assert (cdr.cost, cdr.billed_seconds, cdr.estimated, cdr.hangup_cause) == (D(0), 0, False, "NOT_DIALLED")
+    assert ledger.get_card(demo.card_id).balance == D("10.00000")
+    assert ledger.open_reservations(demo.card_id) == []
+
+
+def test_an_orphan_dialled_but_never_answered_costs_nothing_until_its_cdr_says_otherwise(node_rig):
+    reconciler, ledger, demo = node_rig
+    g = dead_node_grant(ledger, demo.card_id)
+    ledger.mark_dialled(g.b_uuid)
+    reconciler.run_once()
+    cdr = ledger.cdr(g.b_uuid)
+    assert (cdr.cost, cdr.billed_seconds, cdr.estimated) == (D(0), 0, True)
+    # Its CDR shows an answer cardd never got to record: the difference is charged, and counted.
+    seen = []
+    ledger.on_disagreement = lambda kind, *rest: seen.append(kind)
+    reconciler.on_cdr(parse_body(json.dumps(cdr_doc(str(g.b_uuid), 31_000)).encode()))
+    cdr = ledger.cdr(g.b_uuid)
+    assert (cdr.cost, cdr.billed_seconds, cdr.estimated) == (D("0.13600"), 31, False)
+    assert seen == ["estimate_below_real"]
+    assert ledger.get_card(demo.card_id).balance == D("10.00000") - D("0.13600")
+
+
+def test_an_orphan_answered_31_s_ago_is_billed_at_most_the_time_since_not_its_grant(node_rig):
+    reconciler, ledger, demo = node_rig
+    g = dead_node_grant(ledger, demo.card_id)
+    ledger.mark_dialled(g.b_uuid)
+    ledger.mark_answered(g.b_uuid)
+    with ledger.pool.connection() as conn:
+        conn.execute("UPDATE reservations SET answered_at = now() - interval '31 seconds' WHERE b_uuid = %s",
+                     (g.b_uuid,))
+    reconciler.run_once()
+    cdr = ledger.cdr(g.b_uuid)
+    assert cdr.estimated and 31 <= cdr.billed_seconds <= 33 < g.duration_s     # not the 120 s grant
+    assert cdr.cost == D("0.13600")
+    assert ledger.get_card(demo.card_id).balance == D("10.00000") - D("0.13600")
+
+
+def test_a_correction_above_an_estimate_never_takes_the_balance_below_zero(node_rig):
+    reconciler, ledger, demo = node_rig
+    g = dead_node_grant(ledger, demo.card_id)
+    ledger.mark_dialled(g.b_uuid)
+    reconciler.run_once()                                   # estimated at 0
+    ledger.adjust(demo.card_id, "-9.95000")                 # the credit is spent meanwhile: 0.05 left
+    seen = []
+    ledger.on_disagreement = lambda kind, *rest: seen.append(kind)
+    reconciler.on_cdr(parse_body(json.dumps(cdr_doc(str(g.b_uuid), 31_000)).encode()))
+    assert ledger.get_card(demo.card_id).balance == D("0.00000")
+    assert ledger.cdr(g.b_uuid).cost == D("0.05000")        # what was charged, as the ledger says
+    assert seen == ["estimate_below_real", "estimate_shortfall"]
