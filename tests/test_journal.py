@@ -303,3 +303,31 @@ def test_database_down_and_disk_full_the_held_settlement_goes_to_the_database_wh
     # Retried again (a second loop pass, a restart's replay): charged once.
     assert journal.retry_held() == 0
     assert_money_invariant(ledger, demo.card_id, D("10.00000"))
+
+
+def test_held_settlements_go_to_the_journal_in_order_asking_a_down_database_once_per_pass(tmp_path, monkeypatch):
+    """Each ask of a down database costs a pool timeout: one per retry pass, not one per held settlement."""
+    from cardd.errors import DatabaseUnavailable
+
+    class DownLedger:
+        asked = 0
+
+        def settle(self, *args, **kwargs):
+            DownLedger.asked += 1
+            raise DatabaseUnavailable("connection refused")
+
+    disk = FullDisk("refusing_writes", tmp_path, monkeypatch)
+    journal = SettlementJournal(disk.path / "journal.jsonl", DownLedger())
+    legs = [str(uuid.uuid4()) for _ in range(3)]
+    disk.fill()
+    for b in legs:
+        assert journal.settle(b, billmsec=6_000, hangup_cause="NORMAL_CLEARING") is None
+    assert journal.held_count == 3 and not journal.accepting
+    DownLedger.asked = 0
+    assert journal.retry_held() == 0
+    assert DownLedger.asked == 1
+    disk.free()
+    DownLedger.asked = 0
+    assert journal.retry_held() == 3
+    assert DownLedger.asked == 1
+    assert journal.accepting and [e.b_uuid for e in journal.pending()] == legs

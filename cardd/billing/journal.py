@@ -185,13 +185,17 @@ class SettlementJournal:
             return 0
         try:
             gone: set[str] = set()
+            db_down = False   # found down in this pass: the rest go straight to the journal
             for entry in list(self._held):
                 try:
+                    if db_down:
+                        raise DatabaseUnavailable("database unavailable earlier in this pass")
                     self.ledger.settle(entry.b_uuid, billmsec=entry.billmsec,
                                        hangup_cause=entry.hangup_cause, answered_at=entry.answered_at,
                                        ended_at=entry.ended_at, estimated=entry.estimated)
                     log.info("held settlement b=%s applied to the database", entry.b_uuid)
                 except DatabaseUnavailable:
+                    db_down = True
                     try:
                         self._append(entry)
                     except OSError as write_exc:
