@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import gevent
+import gevent.event
 import pytest
 
 from cardd.sim import Callee, Caller, Switch
@@ -56,24 +57,33 @@ def card_show(config: Path) -> str:
     return done.stdout
 
 
-def test_sigkill_mid_bridge_then_restart_settles_every_call_once_from_freeswitch_cdrs(tmp_path):
-    switch = Switch()
-    inbound = switch.listen_inbound()
-    port, cdr_port = free_port(), free_port()
-    # mod_json_cdr retrying every 0.25 s for 60 s: longer than a restart.
-    poster = JsonCdrPoster(switch, f"http://127.0.0.1:{cdr_port}/cdr", retries=240, delay=0.25)
-    gate = Gate(switch)
+CRED = "freeswitch:cdr-s3cret"
+
+
+def write_config(tmp_path: Path, port: int, cdr_port: int, inbound) -> Path:
     config = tmp_path / "cardd.yaml"
     config.write_text(
         "daemon:\n"
         f"  listen: 127.0.0.1:{port}\n"
         f"  metrics_listen: 127.0.0.1:{free_port()}\n"
         f"  cdr_listen: 127.0.0.1:{cdr_port}\n"
+        f"  cdr_credentials: {CRED}\n"
         f"  inbound_esl: 127.0.0.1:{inbound.address[1]}\n"
         f"  data_dir: {tmp_path / 'var'}\n"
         "  outbound_proxy: 198.51.100.7:5060\n"
         "calling_card:\n  max_call_duration: 20\n"
         "instances:\n  cc: {}\n")
+    return config
+
+
+def test_sigkill_mid_bridge_then_restart_settles_every_call_once_from_freeswitch_cdrs(tmp_path):
+    switch = Switch()
+    inbound = switch.listen_inbound()
+    port, cdr_port = free_port(), free_port()
+    # mod_json_cdr retrying every 0.25 s for 60 s: longer than a restart.
+    poster = JsonCdrPoster(switch, f"http://127.0.0.1:{cdr_port}/cdr", retries=240, delay=0.25, cred=CRED)
+    gate = Gate(switch)
+    config = write_config(tmp_path, port, cdr_port, inbound)
     log = tmp_path / "serve.log"
     log.write_text("")
     with open(log, "a") as err:
@@ -125,5 +135,88 @@ def test_sigkill_mid_bridge_then_restart_settles_every_call_once_from_freeswitch
             except subprocess.TimeoutExpired:
                 proc.kill()
         poster.close()
+        inbound.stop()
+    assert "Traceback" not in log.read_text()
+
+
+class SetupGate:
+    """Holds a call's clock at its first playback after the destination was
+    asked (the duration announcement: granted, bridge not sent yet)."""
+
+    def __init__(self, switch: Switch):
+        self.switch = switch
+        self.asked: dict[str, int] = {}
+        self.held: dict[str, gevent.event.Event] = {}
+        self.release = gevent.event.Event()
+        switch.inbound.append(self)
+
+    def offer(self, name, headers) -> None:
+        hd = dict(headers)
+        a = hd.get("Unique-ID", "")
+        found = self.switch.find(a)
+        if name != "CHANNEL_EXECUTE" or found is None or found[0].a.uuid != a:
+            return
+        app = hd.get("Application")
+        if app == "play_and_get_digits":
+            self.asked[a] = self.asked.get(a, 0) + 1      # card number, PIN, destination
+        elif app == "playback" and self.asked.get(a) == 3 and a not in self.held:
+            self.held[a] = gevent.event.Event()
+
+            def hold() -> None:
+                self.held[a].set()
+                self.release.wait()
+            found[0].clock.call_later(0, hold)
+
+
+def test_sigkill_during_call_set_up_releases_every_undialled_grant_at_no_cost(tmp_path):
+    """Issue 12 section 2: granted, never dialled, cardd SIGKILLed: the restarted
+    cardd releases each reservation at 0 (it charged each its full grant)."""
+    switch = Switch()
+    inbound = switch.listen_inbound()
+    port, cdr_port = free_port(), free_port()
+    gate = SetupGate(switch)
+    config = write_config(tmp_path, port, cdr_port, inbound)
+    log = tmp_path / "serve.log"
+    log.write_text("")
+    with open(log, "a") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "cardd", "-c", str(config), "serve", "--demo"],
+                                cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+    calls = []
+    try:
+        wait_ready(proc, log, 1)
+        calls = [switch.call("127.0.0.1", port,
+                             Caller(cli=f"1555000000{i}", digits=["1000000001#", "1234#", "442071234567#"],
+                                    type_after=6), Callee(talk=10))
+                 for i in range(CALLS)]
+        deadline = time.monotonic() + 60
+        while not (len(gate.held) == CALLS and all(e.is_set() for e in gate.held.values())):
+            assert time.monotonic() < deadline, [c.transcript.text()[-800:] for c in calls]
+            gevent.sleep(0.05)
+        assert f"open reservations: {CALLS}" in card_show(config)
+
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        with open(log, "a") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "cardd", "-c", str(config), "serve", "--demo"],
+                                    cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+        wait_ready(proc, log, 2)
+        deadline = time.monotonic() + 30
+        while "open reservations: 0" not in (shown := card_show(config)):
+            assert time.monotonic() < deadline, shown
+            gevent.sleep(0.5)
+        # Money: 10.00000 in, nothing charged, nothing estimated, nothing open.
+        assert "balance    10.00000 USD" in shown, shown
+        assert "(estimated)" not in shown, shown
+        assert len(re.findall(r"NOT_DIALLED", shown)) == CALLS, shown
+    finally:
+        gate.release.set()
+        for c in calls:
+            c.wait(60)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         inbound.stop()
     assert "Traceback" not in log.read_text()
