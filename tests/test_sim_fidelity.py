@@ -5,8 +5,10 @@ outgoing_from), and `cardd call`'s phone options (issue 10 §6)."""
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
+import gevent
 import pytest
 
 from cardd import cli
@@ -142,3 +144,91 @@ def test_cardd_call_refuses_a_bad_press_in_bridge_in_one_line(tmp_path, capsys, 
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("cardd")]
     assert code == 2
     assert lines == ["cardd: call: --press-in-bridge 'soon:##': expected SECONDS:DIGITS, e.g. 5:##"]
+
+
+# -- timestamps of a simulated call's CDR ------------------------------------------------
+
+@pytest.mark.xfail(strict=False, reason="cardd derives answered_at as its wall-clock end minus "
+                   "billmsec (Ledger.settle); a virtual-clock call takes milliseconds of real "
+                   "time, so answered_at lands before started_at. Fix: cardd/ivr/dial.py passes "
+                   "B's answer_uepoch/end_uepoch from its CHANNEL_HANGUP_COMPLETE (FreeSWITCH's "
+                   "clock, as the CDR endpoint already does); not the simulator's files.")
+def test_a_simulated_calls_cdr_times_are_ordered_start_answer_end(cardd, demo_data, ledger):
+    cardd.call(card_caller(demo_data, UK_MOBILE + "#"), Callee(talk=45))
+    (cdr,) = ledger.cdrs_for(demo_data.card_id)
+    assert cdr.started_at <= cdr.answered_at <= cdr.ended_at
+    assert (cdr.ended_at - cdr.answered_at).total_seconds() == pytest.approx(45.02, abs=0.01)
+
+
+# -- cardd call's inbound Event Socket: a cardd killed mid-call settles after restart ---------
+
+def test_cardd_killed_mid_call_settles_the_reservation_after_restart_through_cardd_calls_inbound_socket(
+        database, tmp_path, capsys, monkeypatch):
+    """`cardd call` serves FreeSWITCH's inbound Event Socket (daemon.inbound_esl),
+    so the restarted cardd can ask the switch (switchname, uuid_exists) about
+    the call its dead predecessor bridged, and settle it instead of leaving
+    it open as "unknown"."""
+    from cardd.billing.ledger import Ledger
+    from cardd.daemon import Daemon
+    from cardd.metrics import Metrics
+    from cardd.sim import Switch
+    from tests.callfixtures import Cardd, make_settings
+    from tests.test_orphans import Gate, free_port, kill, wait_dead
+
+    demo = create_demo_data(database.pool, balance="10.00000")
+    ledger = Ledger(database.pool)
+    esl = f"127.0.0.1:{free_port()}"
+    settings = make_settings("calling_card:\n  max_call_duration: 120\n", tmp_path=tmp_path,
+                             data_dir=str(tmp_path / "var"), inbound_esl=esl,
+                             node_heartbeat_interval=1.0)
+
+    def start() -> Cardd:
+        d = Daemon(settings, database=database, metrics=Metrics(), serve_metrics=False)
+        d.start()
+        return Cardd(d)
+
+    gates: list[Gate] = []
+
+    class HeldSwitch(Switch):
+        """The phone's switch, held once bridged until the test releases it."""
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            gates.append(Gate(self))
+
+    monkeypatch.setattr("cardd.sim.Switch", HeldSwitch)
+    first = start()
+    host, port = first.address
+    config = tmp_path / "phone.yaml"
+    config.write_text("{}\n")
+    phone_call = gevent.spawn(cli.main, [
+        "-c", str(config), "call", "--server", f"{host}:{port}", "--inbound-esl", esl,
+        "--stay", "600", "--talk", "20", *card_digits(demo, UK_MOBILE + "#")])
+    try:
+        deadline = time.monotonic() + 60
+        while not (gates and gates[0].bridged) and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        (bridged,) = gates[0].bridged.values()
+        assert bridged.wait(30)
+        assert len(ledger.open_reservations(demo.card_id)) == 1
+        first_node = first.daemon.nodes.node
+        kill(first.daemon)                          # kill -9, in-process
+        gates[0].release(list(gates[0].bridged))   # the call goes on, then ends
+        deadline = time.monotonic() + 60
+        while "call ended:" not in capsys.readouterr().out and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+        assert len(ledger.open_reservations(demo.card_id)) == 1   # nobody settled it
+
+        wait_dead(database.pool, first_node)
+        second = start()
+        try:
+            deadline = time.monotonic() + 30
+            while ledger.open_reservations(demo.card_id) and time.monotonic() < deadline:
+                gevent.sleep(0.05)
+            assert ledger.open_reservations(demo.card_id) == []
+            (cdr,) = ledger.cdrs_for(demo.card_id)
+            assert cdr.estimated                  # no CDR reached it: bounded estimate
+            assert second.daemon.reconciler.last.unknown == 0
+        finally:
+            second.daemon.stop()
+    finally:
+        phone_call.kill()
