@@ -41,8 +41,9 @@ class Cardd:
     def address(self) -> tuple[str, int]:
         return self.daemon.server.address[:2]
 
-    def call(self, caller, callees=None, *, timeout: float = 30.0):
-        """Place one call and return its transcript."""
+    def call(self, caller, callees=None, *, timeout: float = 120.0):
+        """Place one call and return its transcript. The timeout is a deadline for a
+        stuck call, not an expected duration: a busy machine may be slow."""
         return self.dial(caller, callees).wait(timeout)
 
     def dial(self, caller, callees=None, switch: Switch | None = None):
