@@ -22,11 +22,8 @@ import io
 import logging
 import secrets
 import sys
-from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
-
-from psycopg import errors
 
 from cardd.digits import is_digits, whole_number
 from cardd.admin import (
