@@ -127,3 +127,21 @@ def test_cdr_export_carries_carrier_gateway_buy_cost_and_margin(cardd, dsn, tmp_
     (row,) = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert (row["carrier"], row["gateway"], row["cost"], row["buy_cost"], row["margin"]) == (
         "acme", "sofia/gateway/acme1/{number}", "0.13600", "0.01602", "0.11998")
+
+
+def test_freeswitch_carriers_example_commands_work_and_name_its_gateways(cardd, capsys):
+    import re
+    import shlex
+    import xml.etree.ElementTree as ET
+    from pathlib import Path
+
+    conf = Path(__file__).resolve().parent.parent / "freeswitch-conf"
+    defined = {g.get("name") for g in ET.parse(conf / "carriers-example.xml").iter("gateway")}
+    commands = re.findall(r"^cardd (carrier add .*)$", (conf / "carriers-example.sh").read_text(), re.M)
+    assert len(commands) == 2
+    for line in commands:
+        assert cardd(*shlex.split(line)) == 0, capsys.readouterr().err
+    cardd("carrier", "list")
+    listed = capsys.readouterr().out
+    named = set(re.findall(r"sofia/gateway/([\w.-]+)/\{number\}", listed))
+    assert named == defined == {"acme-a", "acme-b", "globex"}
