@@ -31,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from cardd.esl.protocol import FrameParser
+from cardd.sim.apps import sched_fire_delay
 from cardd.sim.caller import Callee
 from cardd.sim.replay import (Scenario, compare, fs_chosen_uuids, read_capture, replay,
                               _position_free)
@@ -191,3 +192,61 @@ def test_parser_reads_the_same_commands_whole_bytewise_and_split_anywhere(stem):
     assert _commands([data[i:i + 1] for i in range(len(data))]) == expected
     for cut in range(1, len(data)):
         assert _commands([data[:cut], data[cut:]]) == expected, cut
+
+
+# --- timing: the scheduler model against the captured sched_* firings ---------------
+
+def _events(stem: str) -> list[dict[str, str]]:
+    parser = FrameParser()
+    for rec in read_capture(CAPTURES / f"{stem}.txt"):
+        if rec.kind == "RECV":
+            parser.feed(rec.data)
+    out = []
+    for frame in parser:
+        if frame.headers.get("Content-Type") == "text/event-plain":
+            out.append(dict(_plain_pairs(frame.body)))
+    return out
+
+
+def _plain_pairs(body: bytes) -> list[tuple[str, str]]:
+    from urllib.parse import unquote
+    return [(k, unquote(v)) for k, _, v in (line.partition(": ") for line in
+                                            body.decode("utf-8").split("\n") if line)]
+
+
+def _stamp(event: dict[str, str]) -> float:
+    return int(event["Event-Date-Timestamp"]) / 1e6
+
+
+@pytest.mark.parametrize("stem, leg", [
+    ("13_sched_hangup_aleg_after_bridge", "A"),        # +8, run at x.32: fired 8.00 s later
+    ("20_sched_hangup_aleg_fires_while_bridged", "A"),  # +5, run at x.46: 5.00 s
+    ("14_billing_sched_hangup_and_broadcast_bleg", "B"),  # +10, run at x.98: 9.50 s
+])
+def test_sched_hangup_fires_when_the_scheduler_model_says_it_does(stem, leg):
+    """cardd.sim.apps.sched_fire_delay (switch_scheduler.c: epoch-second
+    runtime, checks every 0.5 s from the moment the task was added) predicts
+    each captured firing to the 20 ms tick it adds for the hang-up's stamp."""
+    events = _events(stem)
+    run = next(e for e in events if e.get("Event-Name") == "CHANNEL_EXECUTE"
+               and e.get("Application") == "sched_hangup")
+    spec = run["Application-Data"].split()[0]
+    hangup = next(e for e in events if e.get("Event-Name") == "CHANNEL_HANGUP"
+                  and e.get("Unique-ID") == run["Unique-ID"])
+    predicted = _stamp(run) + sched_fire_delay(_stamp(run), spec)
+    assert abs(_stamp(hangup) - predicted) <= 0.021, (leg, _stamp(hangup) - _stamp(run))
+
+
+def test_sched_broadcast_fires_on_the_scheduler_model_and_plays_within_0_2_s():
+    """Capture 14: +3 and +5 run at x.98 fire 2.5 s and 4.5 s later; the
+    playback starts on the leg up to 0.2 s after (the session picks the
+    broadcast up from its message queue)."""
+    events = _events("14_billing_sched_hangup_and_broadcast_bleg")
+    runs = [e for e in events if e.get("Event-Name") == "CHANNEL_EXECUTE"
+            and e.get("Application") == "sched_broadcast"]
+    plays = [e for e in events if e.get("Event-Name") == "CHANNEL_EXECUTE"
+             and e.get("Application") == "playback"]
+    assert len(runs) == len(plays) == 2
+    for run, play in zip(runs, plays):
+        fired = _stamp(run) + sched_fire_delay(_stamp(run), run["Application-Data"].split()[0])
+        assert -0.021 <= _stamp(play) - fired <= 0.2

@@ -540,7 +540,12 @@ SCHED_WAIT = 0.5
 
 
 def _sched_delay(call: SimCall, spec: str) -> float | None:
-    """Seconds until a `sched_*` task fires; None: hang up now.
+    return sched_fire_delay(call.now(), spec)
+
+
+def sched_fire_delay(now: float, spec: str) -> float | None:
+    """Seconds from `now` (epoch) until a `sched_*` task run then fires;
+    None: `+0`, hang up now.
 
     mod_dptools sched_hangup_function (1.10.12):
         int sec = atol(argv[0] + 1);
@@ -554,8 +559,12 @@ def _sched_delay(call: SimCall, spec: str) -> float | None:
     the first check (app time + k * 0.5 s) whose whole second has reached
     `when`. +N run at x.0-x.49 fires N s (+20 ms) later, run at x.5-x.99 it
     fires N-0.5 s (+20 ms) later: measured N-0.5 to N+0.02 s (captures 08,
-    13, 14, 16, 20; README fact 23; realfs: 12020 ms for +12 in 2 of 4 runs)."""
-    now = call.now()
+    13, 14, 16, 20; README fact 23; realfs: 12020 ms for +12 in 2 of 4 runs).
+    The 20 ms: billmsec runs from B's answer stamp, and the hang-up the task
+    causes is stamped a 20 ms tick later (billmsec 10020, 12020, 6020 for
+    +10, +12, +6; 9520, 5520 when it fired half a second early); the
+    captures' event stamps show the check itself on the half second
+    (test_sim_replay: the scheduler model against the captures)."""
     if spec.startswith("+"):
         if _int(spec[1:], 0) == 0:
             return None
