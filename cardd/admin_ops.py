@@ -676,15 +676,19 @@ def run_reservations(args: argparse.Namespace, settings: Any) -> int:
     with operator_database(settings) as db, db.pool.connection() as conn:
         rows = conn.execute(
             "SELECT a.username, r.b_uuid, r.amount, a.currency, r.duration_s, r.cld, r.created_at, r.expires_at,"
-            "       r.expires_at <= now()"
+            "       r.switchname, r.bridge_sent_at, r.answered_at, r.expires_at <= now()"
             "  FROM reservations r JOIN accounts a ON a.id = r.account_id"
             " WHERE r.status = 'open'" + (" AND r.expires_at <= now()" if args.expired else "") +
             " ORDER BY r.created_at"
         ).fetchall()
-    print("card\tb_uuid\tamount\tcurrency\tseconds\tdestination\tcreated\texpires\texpired")
-    for card, b_uuid, amount, currency, seconds, cld, created, expires, expired in rows:
+    # What cardd recorded of each call (which box, bridge sent, answered) is what an operator
+    # settling one by hand has to go on.
+    print("card\tb_uuid\tamount\tcurrency\tseconds\tdestination\tcreated\texpires\tswitch\tdialled\tanswered"
+          "\texpired")
+    for card, b_uuid, amount, currency, seconds, cld, created, expires, switch, dialled, answered, expired in rows:
         print(f"{card}\t{b_uuid}\t{format_money(amount)}\t{currency.strip()}\t{seconds}\t{cld}"
-              f"\t{_iso(created)}\t{_iso(expires)}\t{'yes' if expired else 'no'}")
+              f"\t{_iso(created)}\t{_iso(expires)}\t{switch or ''}\t{_iso(dialled)}\t{_iso(answered)}"
+              f"\t{'yes' if expired else 'no'}")
     print(f"{len(rows)} open reservation(s)", file=sys.stderr)
     return 0
 

@@ -241,7 +241,7 @@ def test_reservations_lists_open_ones_with_their_expired_flag(cardd, dsn, capsys
     assert cardd("reservations") == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split("\t") == ["card", "b_uuid", "amount", "currency", "seconds", "destination", "created",
-                                    "expires", "expired"]
+                                    "expires", "switch", "dialled", "answered", "expired"]
     body = {line.split("\t")[1]: line.split("\t") for line in lines[1:]}
     assert set(body) == {str(up.b_uuid), str(stale.b_uuid)}
     assert body[str(up.b_uuid)][0] == demo.card_number

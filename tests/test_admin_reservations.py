@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -247,3 +248,30 @@ def test_what_the_orphan_rule_leaves_open_when_freeswitch_cannot_be_asked_the_op
     after = state(dsn, grant.b_uuid)
     assert after["ledger"] == [("call", Decimal("-0.13600"), "4412345")]
     assert [(w, a) for w, a, _, _ in after["audit"]] == [("ops", "reservations settle")]
+
+
+def test_the_list_shows_what_cardd_recorded_and_a_settle_starts_the_call_at_the_recorded_answer(
+        cardd, dsn, capsys):
+    with Database(dsn) as db:
+        ledger = Ledger(db.pool)
+        demo = create_demo_data(db.pool)
+        grant = ledger.grant(demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345",
+                             max_call_duration=600, switchname="fs-london-1")
+        ledger.mark_dialled(grant.b_uuid)
+        ledger.mark_answered(grant.b_uuid)
+        with db.pool.connection() as conn:
+            conn.execute("UPDATE reservations SET answered_at = created_at + interval '7 seconds',"
+                         " expires_at = now() - interval '1 second' WHERE b_uuid = %s", (grant.b_uuid,))
+            answered = conn.execute("SELECT answered_at FROM reservations WHERE b_uuid = %s",
+                                    (grant.b_uuid,)).fetchone()[0]
+    capsys.readouterr()
+    assert cardd("reservations") == 0
+    header, row = (line.split("\t") for line in capsys.readouterr().out.splitlines())
+    shown = dict(zip(header, row))
+    assert shown["switch"] == "fs-london-1" and shown["dialled"] != ""
+    assert datetime.fromisoformat(shown["answered"]) == answered and shown["expired"] == "yes"
+    assert cardd("reservations", "settle", str(grant.b_uuid), "--billed-seconds", "31") == 0
+    with psycopg.connect(dsn) as conn:
+        cdr_answered, cdr_ended = conn.execute("SELECT answered_at, ended_at FROM cdrs WHERE b_uuid = %s",
+                                               (grant.b_uuid,)).fetchone()
+    assert cdr_answered == answered and cdr_ended == answered + timedelta(seconds=31)

@@ -98,9 +98,9 @@ def close_reservation(pool: ConnectionPool, b_uuid: uuid.UUID, *, billed_seconds
     would let the call's own settlement find it settled and bill nothing.
 
     The operator's figure is final: the CDR is not marked estimated, so a FreeSWITCH
-    CDR arriving later is taken as a repeat and charges nothing. The CDR's times
-    are the grant's (answered when granted, ended billed seconds later), the best
-    known when FreeSWITCH could not tell."""
+    CDR arriving later is taken as a repeat and charges nothing. The CDR is answered
+    when cardd recorded the answer (else when granted) and ended billed seconds
+    later: the best known when FreeSWITCH could not tell."""
     action = "reservations release" if billed_seconds is None else "reservations settle"
     with pool.connection() as conn, conn.transaction():
         head = conn.execute("SELECT account_id FROM reservations WHERE b_uuid = %s", (b_uuid,)).fetchone()
@@ -111,12 +111,12 @@ def close_reservation(pool: ConnectionPool, b_uuid: uuid.UUID, *, billed_seconds
                             (head[0],)).fetchone()
         assert acct is not None
         res = conn.execute(
-            "SELECT status, settled_at, duration_s, created_at, expires_at, expires_at > now()"
+            "SELECT status, settled_at, duration_s, coalesce(answered_at, created_at), expires_at, expires_at > now()"
             "  FROM reservations WHERE b_uuid = %s FOR UPDATE",
             (b_uuid,),
         ).fetchone()
         assert res is not None
-        status, settled_at, granted, created_at, expires_at, live = res
+        status, settled_at, granted, answered_at, expires_at, live = res
         ledger = Ledger(_OneConnection(conn))  # type: ignore[arg-type]
         if status != "open":
             done = ledger.cdr(b_uuid)
@@ -132,8 +132,8 @@ def close_reservation(pool: ConnectionPool, b_uuid: uuid.UUID, *, billed_seconds
             raise OperatorError(f"reservation {b_uuid} granted {granted} s; cannot bill {seconds} s")
         cdr = ledger.settle(
             b_uuid, billmsec=seconds * 1000, hangup_cause=SETTLED_CAUSE if billed_seconds is not None
-            else RELEASED_CAUSE, answered_at=created_at if seconds else None,
-            ended_at=created_at + timedelta(seconds=seconds), estimated=False,
+            else RELEASED_CAUSE, answered_at=answered_at if seconds else None,
+            ended_at=answered_at + timedelta(seconds=seconds), estimated=False,
         )
         detail = ("released: nothing charged" if billed_seconds is None
                   else f"settled at {cdr.billed_seconds} s: {format_money(cdr.cost, cdr.currency)}")
