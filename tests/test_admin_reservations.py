@@ -275,3 +275,32 @@ def test_the_list_shows_what_cardd_recorded_and_a_settle_starts_the_call_at_the_
         cdr_answered, cdr_ended = conn.execute("SELECT answered_at, ended_at FROM cdrs WHERE b_uuid = %s",
                                                (grant.b_uuid,)).fetchone()
     assert cdr_answered == answered and cdr_ended == answered + timedelta(seconds=31)
+
+
+def test_operators_and_the_call_racing_to_settle_one_reservation_charge_it_once(dsn, stuck):
+    """Two operators and the call's own late settlement at once: one of them closes it, the others find it
+    closed (the operators are refused, the call's settlement returns the CDR): one charge."""
+    import gevent
+
+    from cardd.billing import operator
+
+    demo, grant = stuck
+    with Database(dsn, pool_size=4) as db:
+        ledger = Ledger(db.pool)
+
+        def by(name: str):
+            try:
+                return operator.close_reservation(db.pool, grant.b_uuid, billed_seconds=31, who=name)
+            except operator.OperatorError as exc:
+                return exc
+
+        jobs = [gevent.spawn(by, "op1"), gevent.spawn(by, "op2"),
+                gevent.spawn(ledger.settle, grant.b_uuid, billmsec=40_000, hangup_cause="NORMAL_CLEARING")]
+        gevent.joinall(jobs, raise_error=True)
+        refused = [j.value for j in jobs[:2] if isinstance(j.value, operator.OperatorError)]
+        assert all("already settled" in str(e) for e in refused)
+        assert len(refused) in (1, 2)
+    after = state(dsn, grant.b_uuid)
+    assert len(after["cdrs"]) == 1 and len([r for r in after["ledger"] if r[0] == "call"]) == 1
+    assert after["balance"] == after["ledger_sum"] == Decimal("10") + after["ledger"][0][1]
+    assert len(after["audit"]) == 2 - len(refused)
