@@ -72,6 +72,7 @@ class Channel:
     def __init__(self, session: EslSession):
         self.session = session
         self._bridge_ready = False
+        self._answered_before = False   # a bridge of this call was answered
         # The B leg of the last bridge actually sent: from then on that leg
         # may exist in FreeSWITCH, whatever happens to this socket.
         self.dialled_leg: str | None = None
@@ -187,6 +188,10 @@ class Channel:
             self._bridge_ready = True
         if ringback:
             self.set("ringback", ringback)
+        if self._answered_before:
+            # Channel variables outlive the bridge: a busy or unanswered next
+            # attempt would still show the last answered call's cause.
+            self.session.execute("unset", "bridge_hangup_cause", timeout=10)
         self.session.add_leg(leg_uuid)
         self.session.execute("bind_digit_action",
                              "ccbreak,##,exec[H]:hangup,NORMAL_CLEARING,self,peer", timeout=10)
@@ -211,7 +216,9 @@ class Channel:
                 self.session.execute("clear_digit_action", "ccbreak", timeout=10)
             except CallGone:
                 pass
-        return _outcome(done, b_end)
+        outcome = _outcome(done, b_end)
+        self._answered_before = self._answered_before or outcome.answered
+        return outcome
 
 
 def _answer_listener(channel: "Channel"):

@@ -520,6 +520,13 @@ OPTIONS: tuple[Option, ...] = (
       BASIC),
     O("early_media", BOOL, False, "keep early media until the destination answers", BASIC,
       cld_on=("earlymedia",)),
+    # Beyond the reference product (issue 13): what callers of other platforms expect to hear
+    O("announce_rate", BOOL, False,
+      "before dialling say the destination's price per minute (first interval), in the card's currency", BASIC,
+      cld_on=("playrate",), cld_off=("noplayrate",)),
+    O("announce_balance_after_call", BOOL, False,
+      "after an answered call, back at the destination prompt, say the new balance", BASIC,
+      cld_on=("playbalanceaftercall",), cld_off=("noplaybalanceaftercall",)),
     # Trusted CLI
     O("cli_registration", BOOL, True, "CLI registration sub-application enabled", TRUSTED_CLI,
       cld_off=("noclireg",)),
@@ -571,6 +578,8 @@ OPTIONS: tuple[Option, ...] = (
     O("hot_dial_edit_ext", EXTENSION, None, "menu extension of hot dial edit (null: none)", HOT_DIAL,
       cld_value_prefix="hotdialeditext"),
     O("limit_hot_keys", BOOL, False, "only keys 1, 2, 3 may be hot-dial keys", HOT_DIAL),
+    O("direct_hot_dial_any_key", BOOL, False,
+      "under direct_hot_dial every single digit is a hot key (else only 1, 2, 3, as in the reference)", HOT_DIAL),
     O("smart_dial_exclusive", BOOL, False,
       "a smart-dial DID belongs to one account (else shared, resolved by CLI)", HOT_DIAL),
     # Top-up

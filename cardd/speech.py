@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_DOWN, ROUND_UP, Decimal
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "LANGUAGES", "CURRENCIES", "Currency", "currency", "number_ids", "amount_ids", "duration_ids", "digit_ids",
-    "balance_ids", "talk_time_ids", "disconnect_warning_ids", "all_ids",
+    "balance_ids", "rate_ids", "talk_time_ids", "disconnect_warning_ids", "all_ids",
 ]
 
 #: Languages whose number rules this module knows.
@@ -269,6 +269,20 @@ def balance_ids(amount: Decimal, currency_code: str, lang: str, *, negative_as_z
     return ["you_have"] + amount_ids(amount, currency_code, lang, negative_as_zero=negative_as_zero) + ["remaining"]
 
 
+def rate_ids(price_per_minute: Decimal, currency_code: str, lang: str) -> list[str]:
+    """The rate announcement: "This call costs" + price + "per minute".
+
+    A price is rounded UP to the currency's minor unit (0.035 USD is "four cents"): unlike a balance, a price
+    said too low would promise the caller a cheaper call than the one billed."""
+    if not isinstance(price_per_minute, Decimal):
+        raise TypeError(f"rate_ids needs a Decimal, got {type(price_per_minute).__name__}")
+    if not price_per_minute.is_finite() or price_per_minute < 0:
+        raise ValueError(f"cannot say the price {price_per_minute}")
+    quantum = Decimal(1).scaleb(-currency(currency_code).minor_digits)
+    said = price_per_minute.quantize(quantum, rounding=ROUND_UP)
+    return ["this_call_costs"] + amount_ids(said, currency_code, lang) + ["per_minute"]
+
+
 # --- durations -------------------------------------------------------------------------------------------------
 
 def duration_ids(seconds: int, lang: str, *, no_seconds: bool = False, no_hours: bool = False) -> list[str]:
@@ -326,7 +340,8 @@ def disconnect_warning_ids(seconds: int, lang: str) -> list[str]:
 def all_ids() -> set[str]:
     """Every prompt id the functions of this module can produce (for the catalogue completeness test)."""
     ids = {"minus", "and", "of", "star", "pound_key", "thousand", "million", "millions",
-           "you_have", "remaining", "you_can_talk_for", "call_will_be_disconnected_in"}
+           "you_have", "remaining", "you_can_talk_for", "call_will_be_disconnected_in",
+           "this_call_costs", "per_minute"}
     ids |= {f"num_{n}" for n in range(100)}
     ids |= {f"num_{n}_{form}" for n in (1, 21, 31, 41, 51, 61, 71, 81, 91) for form in ("a", "f")}
     ids.add("num_80_x")

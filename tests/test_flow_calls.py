@@ -48,7 +48,8 @@ def balance(ledger, demo) -> Decimal:
 # -- the whole flow -----------------------------------------------------------------
 
 def test_card_call_is_bridged_with_timer_and_warning_and_billed_the_tariff_cost(cardd, demo_data, ledger):
-    t = cardd.call(card_caller(demo_data, UK_MOBILE + "#"), Callee(talk=31))
+    # 30 s of talk: billmsec 30020 as on the real switch, 31 billed seconds
+    t = cardd.call(card_caller(demo_data, UK_MOBILE + "#"), Callee(talk=30))
     heard = cardd.heard(t)
     assert heard[:3] == ["welcome", "enter_card_number", "enter_pin"]
     assert heard[3:7] == ["you_have", "num_10", "cur_usd_majors", "remaining"]
@@ -62,6 +63,8 @@ def test_card_call_is_bridged_with_timer_and_warning_and_billed_the_tariff_cost(
     assert "call_will_be_disconnected_in.wav" in v["execute_on_answer_2"]
     assert v["origination_uuid"] == t.bridges[0].b_uuid
     assert v["origination_caller_id_number"] == demo_data.card_number
+    # the display name too, or FreeSWITCH shows the caller's own number to the callee
+    assert v["origination_caller_id_name"] == demo_data.card_number
     assert dial.endswith(f"sofia/external/{UK_MOBILE}@198.51.100.7:5060")
     # 31 s: 0.10 + 0.06*30/60 + 0.06*6/60 = 0.136
     assert balance(ledger, demo_data) == Decimal("9.86400")
@@ -133,6 +136,7 @@ def test_silence_ends_the_call_after_the_input_timeouts(cardd, demo_data):
     heard = cardd.heard(t)
     assert heard.count("enter_card_number") == 3
     assert heard.count("no_input") == 2
+    assert heard[-1] == "goodbye"   # as at the destination prompt, never a silent drop
     assert t.hangup_cause == "NORMAL_CLEARING"
 
 
@@ -222,11 +226,23 @@ def test_busy_callee_costs_nothing_and_leaves_a_zero_cdr(cardd, demo_data, ledge
 
 def test_each_attempt_of_a_session_is_billed_on_its_own(cardd, demo_data, ledger):
     t = cardd.call(card_caller(demo_data, UK_MOBILE + "#", LONDON + "#"),
-                   {UK_MOBILE: Callee(talk=31), LONDON: Callee(talk=60)})
+                   {UK_MOBILE: Callee(talk=30), LONDON: Callee(talk=59)})  # 31 and 60 billed seconds
     assert len(t.bridges) == 2
     cdrs = ledger.cdrs_for(demo_data.card_id)
     assert sorted(c.cost for c in cdrs) == [Decimal("0.03000"), Decimal("0.13600")]
     assert balance(ledger, demo_data) == Decimal("9.83400")
+
+
+def test_a_busy_attempt_after_an_answered_call_is_not_taken_for_answered(cardd, demo_data, ledger):
+    # FreeSWITCH keeps bridge_hangup_cause on A after the first call; the second must not read it.
+    t = cardd.call(card_caller(demo_data, UK_MOBILE + "#", LONDON + "#"),
+                   {UK_MOBILE: Callee(talk=31), LONDON: Callee(outcome="busy")})
+    assert [b.answered for b in t.bridges] == [True, False]
+    heard = cardd.heard(t)
+    assert heard[heard.index("destination_busy") - 1] == "hour"   # right after "you can talk for one hour"
+    assert cardd.metric("cardd_bridge_attempts_total", result="answered") == 1
+    assert cardd.metric("cardd_bridge_attempts_total", result="failed") == 1
+    assert sorted(c.billed_seconds > 0 for c in ledger.cdrs_for(demo_data.card_id)) == [False, True]
 
 
 def test_calls_active_are_counted_by_calling_card_instance(cardd, demo_data):
@@ -268,7 +284,8 @@ def test_nodial_allows_no_normal_calls(cardd, demo_data):
 
 def test_keepcli_calls_out_with_the_callers_number(cardd, demo_data):
     t = cardd.call(card_caller(demo_data, UK_MOBILE + "#", destination="cc.keepcli"), Callee(talk=5))
-    assert dial_vars(bridge_args(t)[0])["origination_caller_id_number"] == "15555550100"
+    v = dial_vars(bridge_args(t)[0])
+    assert v["origination_caller_id_number"] == v["origination_caller_id_name"] == "15555550100"
 
 
 def test_ringback_is_played_unless_early_media_is_kept(cardd, demo_data):

@@ -44,6 +44,8 @@ SPEC_DEFAULTS = {
     "no_hours_in_duration": False, "announce_duration": True, "call_several_destinations": True,
     "outbound_proxy": "", "disconnect_warning_time": 60, "play_plan_minutes_only": False,
     "destination_completion_regex": None, "own_accounts_only": False, "early_media": False,
+    # Basic, beyond the reference (issue 13 section 3)
+    "announce_rate": False, "announce_balance_after_call": False,
     # Trusted CLI
     "cli_registration": True, "cli_registration_ext": None, "auto_cli_registration": False,
     "silent_auto_cli_registration": True, "trusted_cli_auth": False, "min_valid_cli_length": 6,
@@ -58,7 +60,7 @@ SPEC_DEFAULTS = {
     "destination_check_script": None, "duration_script": None,
     # Hot dial and smart dial
     "direct_hot_dial": False, "hot_dial": True, "hot_dial_ext": None, "hot_dial_edit_ext": None,
-    "limit_hot_keys": False, "smart_dial_exclusive": False,
+    "limit_hot_keys": False, "direct_hot_dial_any_key": False, "smart_dial_exclusive": False,
     # Top-up
     "topup": True, "topup_card_length": 10, "topup_ext": None, "topup_only": False,
     # Black list
@@ -84,6 +86,10 @@ SPEC_FLAGS = {
     "noredial": ("call_several_destinations", False),
     "planminutes": ("play_plan_minutes_only", True),
     "earlymedia": ("early_media", True),
+    "playrate": ("announce_rate", True),
+    "noplayrate": ("announce_rate", False),
+    "playbalanceaftercall": ("announce_balance_after_call", True),
+    "noplaybalanceaftercall": ("announce_balance_after_call", False),
     "noclireg": ("cli_registration", False),
     "trustcli": ("trusted_cli_auth", True),
     "nocardenter": ("cli_auth_only", True),

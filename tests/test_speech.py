@@ -257,6 +257,7 @@ def _every_producible_id() -> set[str]:
                 for neg_zero in (False, True):
                     seen.update(amount_ids(Decimal(amount), code, lang, negative_as_zero=neg_zero))
             seen.update(speech.balance_ids(Decimal("1"), code, lang))
+            seen.update(speech.rate_ids(Decimal("0.035"), code, lang))
         for seconds in (0, 1, 2, 21, 60, 61, 120, 3600, 3661, 7322, 2_000_000 * 60):
             for no_seconds in (False, True):
                 for no_hours in (False, True):

@@ -11,9 +11,9 @@ def refused(call: Call) -> bool:
     """True when the caller's CLI is blacklisted (the call has been ended)."""
     if not call.options.blacklist:
         return False
-    if not identity.is_blacklisted(call.services.ledger.pool, call.channel.cli):
+    if not identity.is_blacklisted(call.services.ledger.pool, call.cli):
         return False
-    call.log.info("CLI %s is blacklisted: refused", call.channel.cli)
+    call.log.info("CLI %s is blacklisted: refused", call.cli)
     call.services.metrics.auth_failures.labels("blacklisted").inc()
     call.goodbye("cli_blacklisted")
     return True

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from cardd.channel import Channel, Collected
+from cardd.options import translate
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,11 @@ class Call:
     instance: str = ""
     customer: str | None = None  # who owns the instance (own_accounts_only)
     pending: list[str] = field(default_factory=list)
+    # The languages the access number offers (CLD tokens or the instance), and
+    # whether the caller picked call.lang in the language menu: a card's own
+    # language replaces call.lang only when it is offered and nobody chose.
+    languages: tuple[str, ...] = ()
+    lang_chosen: bool = False
     # For cardd_call_setup_seconds: the Call is made as the flow starts, right
     # after the ESL connect; observed when the first bridge is sent.
     connected_at: float = field(default_factory=time.monotonic)
@@ -40,6 +46,13 @@ class Call:
 
     def __post_init__(self) -> None:
         self.log = CallLog(log, {"uuid": self.channel.uuid})
+
+    @property
+    def cli(self) -> str:
+        """The caller's CLI after cli_translation: what identification, CLI
+        registration, smart dial and the black list go by, so a rule can turn
+        a bogus CLI into an unusable one (the reference's Note 1)."""
+        return translate(self.channel.cli, self.options.cli_translation)
 
     # -- speaking ------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ def offer_after_entry(call: Call, card) -> None:
     """auto_cli_registration: after a card number was entered, trust this CLI —
     silently, or when the caller presses 1 (silent_auto_cli_registration false)."""
     opts = call.options
-    cli = call.channel.cli
+    cli = call.cli
     if not opts.auto_cli_registration or not identity.is_registrable_cli(cli, opts.min_valid_cli_length):
         return
     pool = call.services.ledger.pool
@@ -39,7 +39,7 @@ def offer_after_entry(call: Call, card) -> None:
 
 
 def _register(call: Call, card) -> bool:
-    cli = call.channel.cli
+    cli = call.cli
     if not identity.is_registrable_cli(cli, call.options.min_valid_cli_length):
         call.log.info("CLI %r cannot be registered", cli)
         return False

@@ -69,6 +69,14 @@ def place_call(call: Call, card, number: str) -> bool:
     outcome = None
     try:
         # From the reservation on, whatever happens ends in `finally`.
+        if grant.route is None and _endpoint(call, dialled) is None:
+            # No carrier and no proxy: `sofia/external/4420...@` would go
+            # nowhere. Refused; `finally` settles the grant as not dialled.
+            call.log.error("no outbound proxy for instance %r (daemon.outbound_proxy or calling_card "
+                           "outbound_proxy): %s not dialled", call.instance, dialled)
+            call.queue("call_failed")
+            return False
+        _announce_rate(call, card, grant)
         _announce_duration(call, card, grant, number, dialled, translated_cli)
         call.flush()
         _observe_setup(call, started)
@@ -171,6 +179,13 @@ def _counted(call: Call, grant, b_uuid: str, outcome, cdr) -> None:
     call.log.info("attempt %s ended %s (billmsec %s)", b_uuid, outcome.cause, outcome.billmsec)
 
 
+def _announce_rate(call: Call, card, grant) -> None:
+    """announce_rate: "this call costs N per minute", the first interval's
+    price, in the card's currency and the call's language."""
+    if call.options.announce_rate:
+        call.queue(*speech.rate_ids(grant.rate.price_1, card.currency, call.lang))
+
+
 def _announce_duration(call: Call, card, grant, number: str, dialled: str,
                        translated_cli: str) -> None:
     opts = call.options
@@ -214,12 +229,15 @@ def _outgoing_cli(call: Call, card) -> str:
     return card.username
 
 
-def _endpoint(call: Call, number: str) -> str:
+def _endpoint(call: Call, number: str) -> str | None:
+    """The dial string's endpoint; None when every alternative needs a proxy
+    and none is set (an alternative that needs one is left out)."""
     daemon = call.services.settings.daemon
     proxy = call.options.outbound_proxy  # already falls back to daemon.outbound_proxy
     # `|` in the template is FreeSWITCH's failover between gateways.
-    return "|".join(part.format(number=number, proxy=proxy)
-                    for part in daemon.dial_string.split("|"))
+    parts = [part.format(number=number, proxy=proxy) for part in daemon.dial_string.split("|")
+             if proxy or "{proxy}" not in part]
+    return "|".join(parts) or None
 
 
 def _leg_variables(call: Call, cli: str, seconds: int) -> dict[str, str]:
@@ -227,7 +245,9 @@ def _leg_variables(call: Call, cli: str, seconds: int) -> dict[str, str]:
     the dial string), so they bound the call even if cardd dies (capture 16);
     `bleg` makes the warning play to the caller (capture 14)."""
     opts = call.options
-    variables = {"origination_caller_id_number": cli,
+    # The name too: left unset, FreeSWITCH presents the caller's own number
+    # as the SIP display name, whatever number is presented.
+    variables = {"origination_caller_id_number": cli, "origination_caller_id_name": cli,
                  "execute_on_answer_1": f"sched_hangup +{seconds} ALLOTTED_TIMEOUT"}
     warn_at = seconds - opts.disconnect_warning_time
     if opts.disconnect_warning_time > 0 and warn_at >= 1:

@@ -19,18 +19,23 @@ from cardd.prompts import FILE_STRING, LANGUAGE_MENU_IDS
 MENU_TIMEOUT_MS = 5000
 
 
-def greet(call: Call, languages: list[str]) -> str | None:
+def greet(call: Call, languages: list[str], card_language: str | None = None) -> str | None:
     """Play the greetings and run the language menu. Returns the caller's language, or None when the
-    call has ended (no valid choice within the attempts and no fallback to the default language)."""
+    call has ended (no valid choice within the attempts and no fallback to the default language).
+
+    `card_language`: the language of the caller's card when it is known before the menu (a CLI
+    mapping); when the menu offers it, the menu is skipped and the call speaks it."""
     opts = call.options
     before = _early_greetings(call)
     menu = _menu_languages(call, languages)
-    if len(menu) > 1:
+    if len(menu) > 1 and card_language not in menu:
         lang = _language_menu(call, menu, before)
         if lang is None:
             return None
     else:
-        lang = menu[0]
+        lang = card_language if card_language in menu else menu[0]
+        if len(menu) > 1:
+            call.log.info("language menu skipped: the card's language %s", lang)
         if before:
             _play(call, before)
     call.lang = lang
@@ -87,6 +92,7 @@ def _language_menu(call: Call, menu: list[str], before: list[str]) -> str | None
         if entry.digits is not None:
             lang = menu[int(entry.digits) - 1]
             call.log.info("language %s chosen", lang)
+            call.lang_chosen = True
             return lang
         call.log.info("language menu: %s (attempt %d of %d)",
                       "no key" if entry.timed_out else f"wrong key {entry.invalid!r}", attempt + 1, attempts)

@@ -1,6 +1,7 @@
 """Hot dial: keys that stand for destinations. The sub-application dials a key,
 the edit sub-application says a key's number and stores a new one, and under
-direct_hot_dial a single digit at the destination prompt is a key."""
+direct_hot_dial a single digit at the destination prompt is a key: 1, 2 or 3
+as in the reference product, any digit with direct_hot_dial_any_key."""
 
 from __future__ import annotations
 
@@ -67,7 +68,9 @@ def direct(call: Call, card, digits: str) -> MenuResult | None:
     opts = call.options
     if not (opts.direct_hot_dial and opts.hot_dial and len(digits) == 1):
         return None
-    if not valid_key(opts, digits):
+    # The reference's direct hot keys are 1, 2 and 3; any digit only when asked for.
+    direct_key = valid_key(opts, digits) if opts.direct_hot_dial_any_key else digits in LIMITED_KEYS
+    if not direct_key:
         call.queue("invalid_hot_dial_key")
         return MenuResult()
     return _dial_key(call, card, digits)

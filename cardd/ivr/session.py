@@ -15,7 +15,7 @@ from cardd.ivr.call import Call, CallLog, Services
 from cardd.ivr.destination import ask_destination
 from cardd.ivr.dial import CardRefused, place_call
 from cardd.ivr.greeting import greet
-from cardd.ivr.identify import InputTimeouts, identify
+from cardd.ivr.identify import InputTimeouts, card_language_by_cli, identify
 
 def run(channel: Channel, services: Services) -> None:
     """The IVR for one call, from answer to hangup."""
@@ -37,7 +37,7 @@ def run(channel: Channel, services: Services) -> None:
         else:
             # Greetings and the language menu set call.lang; None: the call ended there.
             with services.metrics.step("greeting"):
-                chosen = greet(call, languages)
+                chosen = greet(call, languages, card_language_by_cli(call))
             outcome = "no_language" if chosen is None else _serve(call)
     except _SessionOver:
         outcome = "card_refused"
@@ -78,7 +78,7 @@ def _call_for(channel: Channel, services: Services) -> tuple[Call, list[str]]:
     for lang in skipped:
         log.warning("language %r has no prompts: skipped", lang)
     return Call(channel=channel, options=call_options.options, lang=languages[0],
-                services=services, instance=call_options.instance,
+                services=services, instance=call_options.instance, languages=tuple(languages),
                 # own_accounts_only: the instance's customer, else the instance name
                 customer=call_options.customer or call_options.instance), languages
 
@@ -92,12 +92,13 @@ def _serve(call: Call) -> str:
         card, first_number = smart if smart else (identify(call, timeouts), None)
     if card is None:
         return "auth_failed"
+    _speak_the_cards_language(call, card)
     if opts.topup_only:
         # CLD `topup`: the top-up sub-application and nothing else.
         done = topup.run(call, card, timeouts)
         call.goodbye(*done.farewell)
         return done.end or "topup"
-    if first_number is None:
+    if first_number is None and opts.announce_balance:
         with call.services.metrics.step("balance"):
             _announce_balance(call, card)
     failures = 0
@@ -128,15 +129,21 @@ def _serve(call: Call) -> str:
         elif not opts.normal_calls_allowed:
             call.queue("invalid_destination")
             failures += 1
-        elif _dial(call, card, entry.digits):
-            answered_any = True
-            failures = 0
-            if not opts.call_several_destinations:
-                break
         else:
-            failures += 1
-            if opts.disconnect_on_failure:
+            answered = _dial(call, card, entry.digits)
+            if answered:
+                answered_any = True
+                failures = 0
+            else:
+                failures += 1
+            if not opts.call_several_destinations:
+                # noredial: one attempt per session, "regardless it was
+                # successful or not" (busy, no answer, refused for funds).
                 break
+            if not answered and opts.disconnect_on_failure:
+                break
+            if answered and opts.announce_balance_after_call and not call.channel.hung_up:
+                _balance_after_call(call, card)
         if call.channel.hung_up:
             return "bridged" if answered_any else "caller_hung_up"
         if failures >= opts.wrong_destinations:
@@ -165,10 +172,31 @@ class _SessionOver(Exception):
     """The session ended inside a step; the main loop has nothing more to do."""
 
 
+def _balance_after_call(call: Call, card) -> None:
+    """announce_balance_after_call: the new balance, heard as the start of
+    the next destination prompt. A database away now (the call's settlement
+    journalled) costs the caller this sentence, not the call."""
+    try:
+        _announce_balance(call, card)
+    except (psycopg.Error, DatabaseUnavailable) as exc:
+        call.log.warning("balance after the call not said: %s", exc)
+
+
+def _speak_the_cards_language(call: Call, card) -> None:
+    """From identification on, the card's own language (accounts.language),
+    when the access number offers it and the caller did not pick one."""
+    lang = card.language
+    if lang and lang != call.lang and lang in call.languages and not call.lang_chosen:
+        call.log.info("speaking the card's language %s", lang)
+        call.lang = lang
+
+
 def _announce_balance(call: Call, card) -> None:
-    # Not with a minutes plan or a suspended plan: the money balance is not
-    # what the caller is spending then.
-    if not call.options.announce_balance or card.minutes_plan or card.plan_suspended:
+    """The balance sentence (after identification, and after a call with
+    announce_balance_after_call). Not with a minutes plan or a suspended
+    plan: the money balance is not what the caller is spending then; not
+    when it is zero (the reference's rule)."""
+    if card.minutes_plan or card.plan_suspended:
         return
     available = call.services.ledger.available_credit(card.id)
     if available == 0:

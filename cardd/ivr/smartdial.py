@@ -17,7 +17,7 @@ def identify(call: Call):
     if not did:
         return None
     ledger = call.services.ledger
-    found = identity.smart_dial_lookup(ledger.pool, did, call.channel.cli,
+    found = identity.smart_dial_lookup(ledger.pool, did, call.cli,
                                        exclusive=call.options.smart_dial_exclusive)
     if found is None:
         return None
