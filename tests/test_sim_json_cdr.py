@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -51,10 +52,16 @@ class CdrSink:
         self.server.stop()
 
 
+# FreeSWITCH global variables ($${name}) the shipped file may use, given test values.
+SHIPPED_VARS = {name: f"value-of-{name}"
+                for name in re.findall(r"\$\$\{([^}]+)\}", SHIPPED.read_text())}
+
+
 def shipped_setting(name: str) -> str | None:
     for param in ElementTree.parse(SHIPPED).getroot().iter("param"):
         if param.get("name") == name:
-            return param.get("value")
+            return re.sub(r"\$\$\{([^}]+)\}", lambda m: SHIPPED_VARS[m.group(1)],
+                          param.get("value", ""))
     return None
 
 
@@ -134,7 +141,7 @@ def test_the_shipped_json_cdr_conf_is_modelled_as_the_module_reads_it():
     queue-capacity and the encodings, read at run time."""
     sink = CdrSink()
     switch = Switch()
-    poster = JsonCdrPoster.from_conf(switch, SHIPPED, url=sink.url)
+    poster = JsonCdrPoster.from_conf(switch, SHIPPED, url=sink.url, variables=SHIPPED_VARS)
     try:
         out = bridged_call(switch)
         poster.wait(30)

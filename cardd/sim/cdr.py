@@ -39,6 +39,7 @@ import http.client
 import json
 import logging
 import os
+import re
 from urllib.parse import quote, urlsplit
 from xml.etree import ElementTree
 
@@ -89,36 +90,44 @@ class JsonCdrPoster:
         return self.urls[self.url_index]
 
     @classmethod
-    def from_conf(cls, switch, path: str | os.PathLike, **override) -> JsonCdrPoster:
+    def from_conf(cls, switch, path: str | os.PathLike, *,
+                  variables: dict[str, str] | None = None, **override) -> JsonCdrPoster:
         """A poster configured as mod_json_cdr_load reads `path` (a
-        json_cdr.conf.xml): the file is read now, so it is whatever it says."""
+        json_cdr.conf.xml): the file is read now, so it is whatever it says.
+        `variables` stand for FreeSWITCH's global variables (vars.xml) in
+        `$${name}` values; err-log-dir and log-dir are not used."""
         params: dict[str, str] = {}
         urls: list[str] = []
         root = ElementTree.parse(path).getroot()
         for param in root.iter("param"):
             name, value = param.get("name", "").lower(), param.get("value", "")
+            if name not in ("err-log-dir", "log-dir"):
+                value = _expand(value, variables or {}, f"{path}: param {name}")
             if name == "url" and value:
                 urls.append(value)
             else:
                 params[name] = value
 
         def true(name: str, default: bool) -> bool:
+            """switch_true(): yes/on/true/t/enabled/active/allow or a non-zero number."""
             if name not in params:
                 return default
-            return params[name].strip().lower() in ("yes", "on", "true", "t", "enabled",
-                                                    "active", "allow", "1")
+            value = params[name].strip().lower()
+            if value.lstrip("-").isdigit():
+                return int(value) != 0
+            return value in ("yes", "on", "true", "t", "enabled", "active", "allow")
 
-        retries = int(params.get("retries") or 0)
-        delay = int(params.get("delay") or 0)
+        retries = _atoi(params.get("retries"))
+        delay = _atoi(params.get("delay"))
         if retries and not delay:
             delay = 5           # "Retries set but delay 0 setting to 5 seconds"
         encode = params.get("encode", "false").strip().lower()
         encode = "base64" if encode == "base64" else ("true" if true("encode", False) else "false")
-        capacity = int(params.get("queue-capacity") or 0)
+        capacity = _atoi(params.get("queue-capacity"))
         kw = dict(retries=retries, delay=delay, encode=encode,
                   encode_values=true("encode-values", True),
                   legs="ab" if true("log-b-leg", True) else "a",
-                  timeout=max(int(params.get("timeout") or 0), 0) or None,
+                  timeout=max(_atoi(params.get("timeout")), 0) or None,
                   cred=params.get("cred") or None,
                   queue_capacity=capacity if capacity > 0 else None,
                   disable_100_continue=true("disable-100-continue", False))
@@ -262,3 +271,18 @@ class JsonCdrPoster:
                 registry.remove(self)
             except ValueError:
                 pass
+
+
+def _atoi(text: str | None) -> int:
+    """C's atoi: the leading digits, 0 when there are none."""
+    m = re.match(r"\s*([-+]?\d+)", text or "")
+    return int(m.group(1)) if m else 0
+
+
+def _expand(value: str, variables: dict[str, str], where: str) -> str:
+    def one(m: re.Match) -> str:
+        if m.group(1) not in variables:
+            raise ValueError(f"{where}: $${{{m.group(1)}}} is a FreeSWITCH global variable; "
+                             f"pass its value in variables=")
+        return variables[m.group(1)]
+    return re.sub(r"\$\$\{([^}]+)\}", one, value)
