@@ -564,7 +564,7 @@ OPTIONS: tuple[Option, ...] = (
       BILLING),
     # Custom scripts
     O("destination_check_script", SCRIPT, None,
-      "Python file: check_destination(cli, translated_cli, cld, translated_cld, username, original_cli) -> bool",
+      "Python file: check_destination or checkDestination(cli, translated_cli, cld, translated_cld, username, original_cli)",
       SCRIPTS),
     O("duration_script", SCRIPT, None,
       "program printing the duration to announce (only the announcement changes; null: none)", SCRIPTS),
