@@ -16,8 +16,13 @@ from typing import Any
 from cardd.digits import whole_number
 from cardd.admin import _currency, operator_database, refuse, sub_commands
 from cardd.admin_ops import Deck, import_deck
-from cardd.billing import carriers
+from cardd.billing import carriers, catalog
 from cardd.billing.catalog import CatalogError
+from cardd.billing.ledger import find_rate
+from cardd.billing.rating import call_cost
+from cardd.billing.routing import FIRST_MINUTE_S, Route, choose_route
+from cardd.errors import NoRoute
+from cardd.money import format_money
 
 CARRIER_DECK = Deck("carrier", "carrier_rates", "carrier_id", carriers.carrier_id)
 
@@ -78,6 +83,16 @@ def add_parsers(subparsers: Any) -> None:
                           " replace: the deck becomes exactly the file")
     imp.set_defaults(func=run_carrier_rates_import)
 
+    route = c_sub.add_parser(
+        "route", help="the routes a call to NUMBER would take now, in order, with their buy prices",
+        description="What a grant would choose, in order, without reserving anything: the carrier, gateway,"
+                    " longest prefix and first-minute buy price of each route, against the tariff's sell"
+                    " price. Carriers at their channel limit right now are left out, as for a call.")
+    route.add_argument("number")
+    route.add_argument("--tariff", required=True, help="the sell side: the card's tariff")
+    route.add_argument("--allow-loss", action="store_true", help="as calling_card.route_at_a_loss: true")
+    route.set_defaults(func=run_carrier_route)
+
 
 def run_carrier_add(args: argparse.Namespace, settings: Any) -> int:
     with operator_database(settings) as db:
@@ -115,3 +130,49 @@ def run_carrier_enable(args: argparse.Namespace, settings: Any) -> int:
 
 def run_carrier_rates_import(args: argparse.Namespace, settings: Any) -> int:
     return import_deck(args, settings, CARRIER_DECK, args.carrier)
+
+
+def routes_in_order(conn, number: str, tariff: str, *, allow_loss: bool) -> tuple[Any, str, list[Route]]:
+    """(sell rate, currency, every route a call would try, in order), as choose_route picks
+    them one after the other; in the caller's transaction, to be rolled back."""
+    tid, currency = catalog.tariff_id(conn, tariff)
+    sell = find_rate(conn, tid, number)
+    if sell is None or sell.forbidden:
+        return sell, currency, []
+    routes: list[Route] = []
+    while True:
+        try:
+            route = choose_route(conn, number, sell, currency, allow_loss=allow_loss,
+                                 tried=[r.key for r in routes])
+        except NoRoute:
+            return sell, currency, routes
+        if route is None:
+            return sell, currency, routes
+        routes.append(route)
+
+
+def run_carrier_route(args: argparse.Namespace, settings: Any) -> int:
+    if not args.number.isascii() or not args.number.isdigit():
+        return refuse(f"a number is digits only, got {args.number!r}")
+    with operator_database(settings) as db, db.pool.connection() as conn:
+        try:
+            with conn.transaction(force_rollback=True):
+                sell, currency, routes = routes_in_order(conn, args.number, args.tariff,
+                                                         allow_loss=args.allow_loss)
+        except CatalogError as exc:
+            return refuse(exc)
+    if sell is None or sell.forbidden:
+        print(f"{args.number}: {'forbidden' if sell else 'no rate'} in tariff {args.tariff}: calls are refused")
+        return 1
+    sell_minute = call_cost(sell, FIRST_MINUTE_S)
+    print(f"sell: tariff {args.tariff} prefix {sell.prefix or '(catch-all)'}, first minute"
+          f" {format_money(sell_minute, currency)}")
+    if not routes:
+        print("no route: the caller hears \"destination unavailable\" (or, with no carrier at all,"
+              " daemon.dial_string is dialled)")
+        return 1
+    print("#\tcarrier\tgateway\tprefix\tbuy first minute\tmargin first minute")
+    for n, r in enumerate(routes, 1):
+        print(f"{n}\t{r.carrier}\t{r.gateway}\t{r.buy.prefix or '(catch-all)'}\t{format_money(r.first_minute)}"
+              f"\t{format_money(sell_minute - r.first_minute)}")
+    return 0

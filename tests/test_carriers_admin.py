@@ -145,3 +145,30 @@ def test_freeswitch_carriers_example_commands_work_and_name_its_gateways(cardd, 
     listed = capsys.readouterr().out
     named = set(re.findall(r"sofia/gateway/([\w.-]+)/\{number\}", listed))
     assert named == defined == {"acme-a", "acme-b", "globex"}
+
+
+def test_carrier_route_lists_the_routes_in_the_order_a_call_takes_them(cardd, tmp_path, capsys):
+    assert cardd("tariff", "add", "std", "--currency", "USD") == 0
+    assert cardd("rate", "add", "--tariff", "std", "44", "--price-1", "0.06", "--interval-1", "1",
+                 "--price-n", "0.06", "--interval-n", "1") == 0
+    add_acme(cardd)
+    assert cardd("carrier", "add", "globex", "--currency", "USD", "--gateway", "sofia/gateway/globex/{number}") == 0
+    assert cardd("carrier", "add", "pricey", "--currency", "USD", "--gateway", "sofia/gateway/pricey/{number}") == 0
+    for name, row in (("acme", "44,UK,0.031,1,0.031,1,0,0,0"), ("globex", "447,UK mobile,0.035,60,0.035,60,0,0,0"),
+                      ("pricey", "44,UK,0.07,60,0.07,60,0,0,0")):
+        deck = tmp_path / f"{name}.csv"
+        deck.write_text(HEADER + row + "\n")
+        assert cardd("carrier", "rates", "import", str(deck), "--carrier", name) == 0
+    capsys.readouterr()
+    assert cardd("carrier", "route", "447700900123", "--tariff", "std") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "sell: tariff std prefix 44, first minute 0.06000 USD"
+    # pricey's first minute (0.07) is dearer than the sell price: not a route
+    assert [line.split("\t") for line in lines[2:]] == [
+        ["1", "acme", "sofia/gateway/acme1/{number}", "44", "0.03100", "0.02900"],
+        ["2", "acme", "sofia/gateway/acme2/{number}", "44", "0.03100", "0.02900"],
+        ["3", "globex", "sofia/gateway/globex/{number}", "447", "0.03500", "0.02500"]]
+    assert cardd("carrier", "route", "447700900123", "--tariff", "std", "--allow-loss") == 0
+    assert capsys.readouterr().out.splitlines()[-1].split("\t")[:2] == ["4", "pricey"]
+    assert cardd("carrier", "route", "33123456", "--tariff", "std") == 1
+    assert "no rate in tariff std" in capsys.readouterr().out
