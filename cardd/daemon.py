@@ -146,7 +146,8 @@ class Daemon:
             esl_password=d.inbound_esl_password, live_a_uuids=lambda: set(self.live_calls),
             store=store, interval=d.orphan_check_interval,
             on_settled=lambda how: fm["orphans"].labels(how).inc(),
-            nodes=self.nodes, on_refused=lambda why: m.cdr_refused.labels(why).inc())
+            nodes=self.nodes, on_refused=lambda why: m.cdr_refused.labels(why).inc(),
+            boxes={name: parse_address(address) for name, address in d.inbound_esl_boxes})
         if self._serve_cdr and d.cdr_listen:
             if not d.cdr_credentials:
                 log.warning("daemon.cdr_credentials is empty: every CDR POST is refused (401); set it "

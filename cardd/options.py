@@ -291,6 +291,27 @@ class NetworksKind(Kind):
         return "[" + ", ".join(json.dumps(v) for v in value) + "]"
 
 
+class SwitchAddressesKind(Kind):
+    """FreeSWITCH boxes by switchname: {fs2: "10.0.0.2:8021"} (kept as sorted pairs)."""
+
+    expected = "a mapping of switchname to host:port such as {fs2: \"10.0.0.2:8021\"} ({}: none)"
+    annotation = tuple[tuple[str, str], ...]
+
+    def _convert(self, raw: Any, base_dir: str | None) -> tuple[tuple[str, str], ...]:
+        pairs = raw.items() if isinstance(raw, Mapping) else raw
+        address = HostPortKind()
+        try:
+            out = tuple(sorted((str(name), address.convert(value)) for name, value in pairs))
+        except (BadValue, TypeError, ValueError):
+            raise BadValue(self.describe(), raw) from None
+        if any(not name or not isinstance(name, str) for name, _ in out):
+            raise BadValue(self.describe(), raw)
+        return out
+
+    def _to_yaml(self, value: tuple[tuple[str, str], ...]) -> str:
+        return "{" + ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in value) + "}"
+
+
 class MoneyKind(Kind):
     expected = "an amount with an optional currency, such as \"2 USD\" or 2"
     annotation = "MinimumBalance | None"
@@ -649,6 +670,9 @@ DAEMON_OPTIONS: tuple[Option, ...] = (
       "user:password mod_json_cdr must send (json_cdr.conf.xml's cred; \"\": every CDR refused)", DAEMON),
     O("cdr_allowed_sources", NetworksKind(), (),
       "addresses or networks CDRs may come from ([]: any; credentials are checked either way)", DAEMON),
+    O("inbound_esl_boxes", SwitchAddressesKind(), (),
+      "more FreeSWITCH boxes the orphan rule may ask, by switchname (same password; {}: inbound_esl only)",
+      DAEMON),
     O("node_heartbeat_interval", SecondsKind(0, 3600, lo_open=True), 10.0,
       "seconds between this process's heartbeats; 3 missed and its calls are orphans to the others", DAEMON),
     O("http_read_timeout", SecondsKind(0, 600, lo_open=True), 10.0,

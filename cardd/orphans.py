@@ -173,57 +173,85 @@ class PassReport:
 
 
 class _Box:
-    """The one FreeSWITCH box this cardd can ask, for the length of one pass
-    (or one CDR): connected on first use, its switchname checked."""
+    """The FreeSWITCH boxes this cardd can ask, for the length of one pass (or
+    one CDR): `daemon.inbound_esl` (whose switchname is learnt by asking it) and
+    `daemon.inbound_esl_boxes` (switchname -> address, the name checked on
+    connect: a box that answers to another name is not asked). Connected on
+    first use."""
 
     def __init__(self, owner: "OrphanReconciler"):
         self.owner = owner
-        self.esl: InboundEsl | None = None
-        self.failed = False
+        self.conns: dict[tuple[str, int], InboundEsl] = {}
+        self.broken: set[tuple[str, int]] = set()
+        self.failed = False          # the last box wanted could not be asked
 
     def exists(self, b_uuid: str, switchname: str | None) -> bool | None:
-        """Whether the B leg is up on its box; None when that box cannot be asked."""
-        esl = self._connect()
+        """Whether the B leg is up on its box; None when that box cannot be asked
+        (`failed` tells a broken box from one this cardd does not know)."""
+        esl = self._esl(switchname)
         if esl is None:
-            return None
-        if switchname is not None and switchname != self.owner.box_name:
             return None
         try:
             return esl.uuid_exists(b_uuid)
         except InboundEslError as exc:
             log.warning("orphan check of B %s: %s", b_uuid, exc)
-            self.close()
+            address = esl.address
+            esl.close()
+            self.conns.pop(address, None)
+            self.broken.add(address)
             self.failed = True
             return None
 
-    def can_ask(self, switchname: str | None) -> bool:
-        return self._connect() is not None and (switchname is None or switchname == self.owner.box_name)
-
-    def _connect(self) -> InboundEsl | None:
-        if self.esl is not None or self.failed:
-            return self.esl
+    def _esl(self, switchname: str | None) -> InboundEsl | None:
         owner = self.owner
+        self.failed = False
+        named = switchname is not None and switchname in owner.boxes
+        address = owner.boxes[switchname] if named else owner.esl_address
+        if address in self.broken:
+            self.failed = True
+            return None
+        esl = self.conns.get(address)
+        if esl is None:
+            esl = self._connect(address, switchname if named else None)
+            if esl is None:
+                self.failed = True
+                return None
+            self.conns[address] = esl
+        if not named and switchname is not None and switchname != owner.box_name:
+            return None          # another box, and not one configured: its own cardd's
+        return esl
+
+    def _connect(self, address: tuple[str, int], expected: str | None) -> InboundEsl | None:
+        owner = self.owner
+        esl = InboundEsl(address, owner.esl_password, timeout=owner.esl_timeout)
         try:
-            esl = InboundEsl(owner.esl_address, owner.esl_password, timeout=owner.esl_timeout)
             esl.connect()
             name = esl.switchname()
         except InboundEslError as exc:
             log.warning("orphan check: %s; reservations stay open until FreeSWITCH answers", exc)
-            self.failed = True
+            esl.close()
+            self.broken.add(address)
             return None
+        if expected is not None:
+            if name != expected:
+                log.error("orphan check: FreeSWITCH at %s:%d calls itself %r, daemon.inbound_esl_boxes says "
+                          "%r: not asked", *address, name, expected)
+                esl.close()
+                self.broken.add(address)
+                return None
+            return esl
         if owner.box_name is None:
-            log.info("orphan check: FreeSWITCH at %s:%d is %r", *owner.esl_address, name)
+            log.info("orphan check: FreeSWITCH at %s:%d is %r", *address, name)
         elif owner.box_name != name:
             log.warning("orphan check: FreeSWITCH at %s:%d now calls itself %r (was %r)",
-                        *owner.esl_address, name, owner.box_name)
+                        *address, name, owner.box_name)
         owner.box_name = name
-        self.esl = esl
         return esl
 
     def close(self) -> None:
-        if self.esl is not None:
-            self.esl.close()
-            self.esl = None
+        for esl in self.conns.values():
+            esl.close()
+        self.conns.clear()
 
 
 class OrphanReconciler:
@@ -235,11 +263,12 @@ class OrphanReconciler:
                  interval: float = 60.0, esl_timeout: float = 5.0,
                  on_settled: Callable[[str], None] | None = None,
                  nodes: NodeRegistry | None = None,
-                 on_refused: Callable[[str], None] | None = None):
+                 on_refused: Callable[[str], None] | None = None,
+                 boxes: dict[str, tuple[str, int]] | None = None):
         """on_settled(how): how is "cdr" or "estimated" (metrics); on_refused(why):
         a CDR not applied ("call_up": its B leg is still up). nodes: this
         process's registry (None: every reservation is this process's, as
-        before schema 006)."""
+        before schema 006). boxes: more FreeSWITCH boxes, by switchname."""
         self.ledger = ledger
         self.journal = journal
         self.esl_address = esl_address
@@ -253,6 +282,7 @@ class OrphanReconciler:
         self.nodes = nodes
         self.node = nodes.node if nodes is not None else None
         self.box_name: str | None = None     # learnt from the box (api switchname)
+        self.boxes = dict(boxes or {})
         self._loop: gevent.Greenlet | None = None
         self._busy: set[str] = set()
         self.passes = 0

@@ -239,3 +239,35 @@ def test_the_orphan_rule_leaves_reservations_of_another_freeswitch_box_alone(led
     finally:
         nodes.stop()
         inbound.stop()
+
+
+def test_the_orphan_rule_asks_each_reservations_own_box_and_only_a_box_that_answers_to_its_name(
+        ledger, demo_data, tmp_path):
+    fs1, fs2 = Switch(hostname="fs1"), Switch(hostname="fs2")
+    in1, in2 = fs1.listen_inbound(), fs2.listen_inbound()
+    nodes = NodeRegistry(ledger.pool, interval=0.2)
+    nodes.start()
+    try:
+        ledger.node = "elsewhere:2:2:dead"
+        on2 = grant(ledger, demo_data.card_id, switchname="fs2")
+        on3 = grant(ledger, demo_data.card_id, switchname="fs3")
+        journal = SettlementJournal(tmp_path / "j.jsonl", ledger)
+        # fs3 is configured at fs1's address: that box says it is fs1, so it is never asked about fs3.
+        reconciler = OrphanReconciler(ledger, journal, esl_address=in1.address, esl_password="ClueCon",
+                                      live_a_uuids=set, nodes=nodes,
+                                      boxes={"fs2": in2.address, "fs3": in1.address})
+        report = reconciler.run_once(startup=True)
+        assert (report.estimated, report.unknown) == (1, 1)
+        assert ledger.cdr(on2.b_uuid).hangup_cause == "NOT_DIALLED"
+        assert [r.b_uuid for r in ledger.open_reservations(demo_data.card_id)] == [on3.b_uuid]
+        assert_money_holds_with_open(ledger, demo_data.card_id)
+    finally:
+        nodes.stop()
+        in1.stop()
+        in2.stop()
+
+
+def assert_money_holds_with_open(ledger: Ledger, card_id: int) -> None:
+    """The invariant while a reservation is rightly left open: nothing charged for it."""
+    costs = sum((c.cost for c in ledger.cdrs_for(card_id, limit=1000)), D(0))
+    assert ledger.get_card(card_id).balance == D("10.00000") - costs >= 0

@@ -187,7 +187,7 @@ def test_daemon_settings_fields_and_defaults_are_the_contract():
         "reservation_margin": 120, "pool_size": 10, "inbound_esl": "127.0.0.1:8021",
         "inbound_esl_password": "ClueCon", "cdr_listen": "127.0.0.1:8085", "orphan_check_interval": 60.0,
         # CDR authentication, process liveness, HTTP listener limits (issue 12 sections 1, 6)
-        "cdr_credentials": "", "cdr_allowed_sources": (), "node_heartbeat_interval": 10.0,
+        "cdr_credentials": "", "cdr_allowed_sources": (), "inbound_esl_boxes": (), "node_heartbeat_interval": 10.0,
         "http_read_timeout": 10.0, "http_max_connections": 64,
         # security (issue 12 sections 3, 4, 7)
         "pin_key_file": "", "pin_throttle_window": 900, "pin_failures_per_cli": 10, "pin_failures_per_card": 5,
