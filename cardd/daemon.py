@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 
 import gevent
 
@@ -100,7 +101,7 @@ class Daemon:
                                        max_connections=d.http_max_connections)
                 except OSError as exc:
                     raise ListenError(f"cannot listen on {d.metrics_listen} (daemon.metrics_listen): "
-                                      f"{exc.strerror or exc}") from None
+                                      f"{os.strerror(exc.errno) if exc.errno else exc}") from None
             self._start_parts(listener, demo)
         except BaseException:
             listener.close()

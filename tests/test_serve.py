@@ -206,3 +206,16 @@ def test_a_second_serve_on_a_taken_port_says_so_in_one_line_and_exits_2(served):
     assert served.proc.poll() is None
     show = served.cardd("card", "show", "1000000001")
     assert show.returncode == 0, show.stderr
+
+
+def test_a_taken_metrics_port_is_one_line_and_starts_no_database(served, tmp_path):
+    metrics = next(line.split()[-1] for line in served.config.read_text().splitlines() if "metrics_listen" in line)
+    other = tmp_path / "other.yaml"
+    other.write_text(f"daemon:\n  listen: 127.0.0.1:{free_port()}\n  metrics_listen: {metrics}\n"
+                     f"  cdr_listen: \"\"\n  data_dir: {tmp_path / 'other-var'}\n")
+    second = subprocess.run([sys.executable, "-m", "cardd", "-c", str(other), "serve"],
+                            cwd=REPO, env=_env(), capture_output=True, text=True, timeout=90)
+    assert second.returncode == 2
+    assert second.stderr.strip().splitlines()[-1] == (
+        f"cardd: cannot listen on {metrics} (daemon.metrics_listen): Address already in use")
+    assert not (tmp_path / "other-var").exists()   # the ports come first, then the database
