@@ -3,8 +3,8 @@
 The attack: 60 simultaneous calls on one card from 60 caller IDs, one wrong
 PIN each. Checked before the PIN and recorded after, 53 wrong PINs were
 evaluated inside one window (limit 5) and a right PIN got in. Now every
-attempt is counted before it is evaluated (cardd.billing.identity.begin_attempt),
-so at most the limit is evaluated however many race, and the right PIN typed
+attempt is evaluated inside the gate (cardd.billing.identity.gate), so at most
+the limit is evaluated however many race, and the right PIN typed
 after them is refused. Money is checked after each attack.
 
 Demo card (tests/dbfixtures.py): 1234567890, PIN 4321, 10.00 USD."""
@@ -26,29 +26,34 @@ def card_rows(pool, scope: str = "card") -> int:
         return conn.execute("SELECT count(*) FROM auth_failures WHERE scope = %s", (scope,)).fetchone()[0]
 
 
-def test_sixty_racing_attempts_through_two_pools_get_at_most_the_card_limit_past_the_gate(database, dsn,
-                                                                                         demo_data):
+def test_sixty_racing_attempts_through_two_pools_evaluate_at_most_the_card_limit(database, dsn, demo_data):
+    evaluated = []
+
+    def wrong_pin(conn):
+        evaluated.append(1)
+        return False, None
+
     # Two pools: two cardd processes on one database.
     with Database(dsn, pool_size=10) as other_process:
         pools = [database.pool, other_process.pool]
 
         def attempt(i: int) -> bool:
             buckets = identity.pin_buckets(LIMITS, cli=f"1555000{i:04d}", card_id=demo_data.card_id)
-            return identity.begin_attempt(pools[i % 2], buckets, LIMITS.window_s).allowed
+            return identity.gate(pools[i % 2], buckets, LIMITS.window_s, wrong_pin).allowed
 
         racers = [gevent.spawn(attempt, i) for i in range(60)]
         gevent.joinall(racers, raise_error=True)
-    allowed = sum(g.value for g in racers)
-    assert allowed == LIMITS.per_card
+    assert sum(g.value for g in racers) == LIMITS.per_card == len(evaluated)
     assert card_rows(database.pool) == LIMITS.per_card
 
 
-def test_a_right_attempt_is_forgiven_and_uses_up_no_limit(database, demo_data):
+def test_right_attempts_never_count_however_many_race(database, demo_data):
+    """Fifty right PINs at once on one card (fifty calls on one card is legal) all get in."""
     buckets = identity.pin_buckets(LIMITS, cli="15550001234", card_id=demo_data.card_id)
-    for _ in range(3 * LIMITS.per_card):
-        attempt = identity.begin_attempt(database.pool, buckets, LIMITS.window_s)
-        assert attempt.allowed
-        identity.forgive(database.pool, attempt)
+    racers = [gevent.spawn(identity.gate, database.pool, buckets, LIMITS.window_s, lambda conn: (True, None))
+              for _ in range(50)]
+    gevent.joinall(racers, raise_error=True)
+    assert all(g.value.ok for g in racers)
     assert card_rows(database.pool) == 0 and card_rows(database.pool, "cli") == 0
 
 

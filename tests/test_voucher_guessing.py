@@ -4,8 +4,8 @@ The attack: `voucher generate 10000 --length 6` was accepted (1 % of the space
 valid); 150 calls from 150 caller IDs, 3 guesses each, stole 2 vouchers; only
 "unknown" outcomes counted, per CLI only, and the used/expired/other-currency
 prompts told a guesser which numbers exist. Now: the generator keeps at most one
-valid number per million of a length's space; top-up attempts are counted per
-card, per CLI and service-wide before the number is looked up; every failure
+valid number per million of a length's space; top-up numbers are looked up inside
+a gate that counts failures per card, per CLI and service-wide; every failure
 counts; every refusal sounds the same. Money is checked after each attack.
 
 Demo card (tests/dbfixtures.py): 1234567890, PIN 4321, 10.00 USD."""
@@ -72,7 +72,7 @@ def test_sixty_racing_top_up_guesses_on_one_card_get_at_most_the_card_limit_eval
 
     def guess(i: int) -> bool:
         buckets = identity.topup_buckets(limits, cli=f"1555400{i:04d}", card_id=demo_data.card_id)
-        return identity.begin_attempt(database.pool, buckets, limits.window_s).allowed
+        return identity.gate(database.pool, buckets, limits.window_s, lambda conn: (False, None)).allowed
 
     racers = [gevent.spawn(guess, i) for i in range(60)]
     gevent.joinall(racers, raise_error=True)

@@ -11,14 +11,14 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 from psycopg import errors
 from psycopg_pool import ConnectionPool
 
 from cardd.digits import is_digits
 from cardd.billing.ledger import _database_errors
-from cardd.billing.pins import HMAC_SCHEME, PLAIN_PREFIX, check_pin, hash_pin, needs_rehash
+from cardd.billing.pins import HMAC_SCHEME, PLAIN_PREFIX, hash_pin, needs_rehash
 from cardd.errors import CardNotFound, CarddError
 
 log = logging.getLogger(__name__)
@@ -173,14 +173,14 @@ def blacklist_remove(pool: ConnectionPool, cli: str) -> bool:
 # --- throttling --------------------------------------------------------------------
 #
 # Every attempt at a secret (a PIN, a card number under use_word_pin, a voucher
-# number) passes one gate, begin_attempt, BEFORE the secret is evaluated: in one
-# transaction it takes an advisory lock per bucket (scope, key), counts the
-# bucket's rows inside the window and, when every bucket is under its limit,
-# writes one row per bucket. So however many calls race on one card or CLI, at
-# most `limit` attempts per window get past the gate; an attempt that proves
-# right is forgiven (its rows deleted), so only failures (and attempts still
-# being evaluated) use up a limit. Counting after the check instead let 60
-# parallel calls evaluate 53 PINs against a limit of 5 (issue 12).
+# number) is evaluated INSIDE the throttle's gate, `gate`: one transaction takes
+# an advisory lock per bucket (scope, key), counts the bucket's failures inside
+# the window, refuses without evaluating when a bucket is full, else evaluates
+# and records a failure in every bucket before the locks are released. So however
+# many calls race on one card or CLI, at most `limit` wrong attempts per window
+# are ever evaluated, and a right one never counts. Counting after the check and
+# outside any lock let 60 parallel calls evaluate 53 PINs against a limit of 5
+# (issue 12). A PIN check is one HMAC (microseconds), so the lock is held briefly.
 
 #: Rows older than this can never count again (the longest window allowed).
 PRUNE_AFTER_S = 86400
@@ -207,10 +207,11 @@ def topup_limits(daemon: Any) -> Limits:
 
 
 @dataclass(frozen=True)
-class Attempt:
-    """What the gate said: counted (row ids, to forgive), or refused by a full bucket."""
-    ids: tuple[int, ...] = ()
+class Gated:
+    """What the gate said: refused by a full bucket (nothing evaluated), or the evaluation's result."""
     refused_by: str | None = None
+    ok: bool = False
+    value: Any = None
 
     @property
     def allowed(self) -> bool:
@@ -245,38 +246,33 @@ def topup_buckets(limits: Limits, *, cli: str | None, card_id: int) -> list[tupl
 
 
 @_database_errors
-def begin_attempt(pool: ConnectionPool, buckets: list[tuple[str, str, int]], window_s: int) -> Attempt:
-    """Count one attempt in every bucket, atomically, unless one of them is full."""
+def gate(pool: ConnectionPool, buckets: list[tuple[str, str, int]], window_s: int,
+         evaluate: Callable[[Any], tuple[bool, Any]]) -> Gated:
+    """Evaluate one attempt under the buckets' locks unless a bucket is full.
+    `evaluate(conn)` runs inside the gate's transaction (it must use that
+    connection, never take another from the pool: every gate waiting on a lock
+    holds one) and returns (ok, value); a failure is counted in every bucket."""
     ordered = sorted(set(buckets))  # one lock order for every caller: no deadlocks
     with pool.connection() as conn, conn.transaction():
         for scope, key, _ in ordered:
             conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, f"{scope}:{key}"))
         for scope, key, limit in ordered:
             # A statement after the locks: under READ COMMITTED it sees every
-            # attempt committed by whoever held them before us.
+            # failure committed by whoever held them before us.
             row = conn.execute(
                 "SELECT count(*) FROM auth_failures WHERE scope = %s AND key = %s"
                 "   AND at > clock_timestamp() - make_interval(secs => %s)",
                 (scope, key, window_s),
             ).fetchone()
             if row is not None and row[0] >= limit:
-                return Attempt(refused_by=scope)
-        ids = []
-        for scope, key, _ in ordered:
-            row = conn.execute("INSERT INTO auth_failures (scope, key, at) VALUES (%s, %s, clock_timestamp())"
-                               " RETURNING id", (scope, key)).fetchone()
-            assert row is not None
-            ids.append(int(row[0]))
-        _prune(conn)
-    return Attempt(ids=tuple(ids))
-
-
-@_database_errors
-def forgive(pool: ConnectionPool, attempt: Attempt) -> None:
-    """The attempt proved right: it no longer counts against anyone."""
-    if attempt.ids:
-        with pool.connection() as conn, conn.transaction():
-            conn.execute("DELETE FROM auth_failures WHERE id = ANY(%s)", (list(attempt.ids),))
+                return Gated(refused_by=scope)
+        ok, value = evaluate(conn)
+        if not ok:
+            for scope, key, _ in ordered:
+                conn.execute("INSERT INTO auth_failures (scope, key, at) VALUES (%s, %s, clock_timestamp())",
+                             (scope, key))
+            _prune(conn)
+    return Gated(ok=ok, value=value)
 
 
 @_database_errors
@@ -301,7 +297,7 @@ def _prune(conn: Any) -> None:
 def is_full(pool: ConnectionPool, buckets: list[tuple[str, str, int]], window_s: int) -> bool:
     """True when one of the buckets is at its limit. A courtesy before asking
     for a secret (a locked-out caller is not made to type it); the guarantee
-    is begin_attempt's."""
+    is gate's."""
     with pool.connection() as conn:
         for scope, key, limit in buckets:
             row = conn.execute(
@@ -325,19 +321,17 @@ def throttled(pool: ConnectionPool, limits: Limits, *, cli: str | None = None, c
 # --- PINs and card status ------------------------------------------------------------
 
 @_database_errors
-def verify_pin(pool: ConnectionPool, card_id: int, stored: str | None, pin: str) -> bool:
-    """The card's PIN checked inline (HMAC: microseconds). A right PIN stored in
-    a legacy form (scrypt, or plain from an import) is rehashed to HMAC at once;
-    the UPDATE only replaces the form it checked, so a PIN changed meanwhile stays."""
-    if not check_pin(pin, stored):
-        return False
-    if needs_rehash(stored) and pin:
-        with pool.connection() as conn, conn.transaction():
-            row = conn.execute("UPDATE accounts SET pin_hash = %s WHERE id = %s AND pin_hash = %s RETURNING id",
-                               (hash_pin(pin), card_id, stored)).fetchone()
-        if row is not None:
-            log.info("card id %s: PIN rehashed from %s to %s", card_id, stored.split("$")[0], HMAC_SCHEME)
-    return True
+def rehash_if_legacy(pool: ConnectionPool, card_id: int, stored: str | None, pin: str) -> None:
+    """After a right PIN: a legacy stored form (scrypt, or plain from an import)
+    becomes HMAC. The UPDATE only replaces the form that was checked, so a PIN
+    changed meanwhile stays."""
+    if not pin or not needs_rehash(stored):
+        return
+    with pool.connection() as conn, conn.transaction():
+        row = conn.execute("UPDATE accounts SET pin_hash = %s WHERE id = %s AND pin_hash = %s RETURNING id",
+                           (hash_pin(pin), card_id, stored)).fetchone()
+    if row is not None:
+        log.info("card id %s: PIN rehashed from %s to %s", card_id, (stored or "").split("$")[0], HMAC_SCHEME)
 
 
 @_database_errors

@@ -66,26 +66,32 @@ class Transfer:
 def redeem(pool: ConnectionPool, number: str, card_id: int) -> Redemption:
     """Move a voucher's value to a card, once. Safe under any number of simultaneous tries."""
     with pool.connection() as conn, conn.transaction():
-        # The currency test is part of the claim: a voucher in another currency
-        # stays unused (the caller may own a card it fits).
-        row = conn.execute(
-            "UPDATE vouchers v SET status = 'used', used_by = a.id, used_at = now()"
-            "  FROM accounts a"
-            " WHERE v.number = %s AND v.status = 'unused'"
-            "   AND (v.expires_at IS NULL OR v.expires_at > now())"
-            "   AND a.id = %s AND a.currency = v.currency"
-            " RETURNING v.id, v.amount, v.currency",
-            (number, card_id),
-        ).fetchone()
-        if row is None:
-            return Redemption(_why_not(conn, number, card_id))
-        voucher_id, amount, currency = row
-        credited = conn.execute(
-            "INSERT INTO ledger (account_id, amount, kind, voucher_id, reference)"
-            " VALUES (%s, %s, 'topup', %s, %s) RETURNING balance_after",
-            (card_id, amount, voucher_id, f"voucher {number[-4:]}"),
-        ).fetchone()
-        assert credited is not None
+        return redeem_in(conn, number, card_id)
+
+
+def redeem_in(conn: Any, number: str, card_id: int) -> Redemption:
+    """redeem inside the caller's transaction (the top-up throttle's gate holds
+    it, so the claim, the credit and a failure's count commit together)."""
+    # The currency test is part of the claim: a voucher in another currency
+    # stays unused (the caller may own a card it fits).
+    row = conn.execute(
+        "UPDATE vouchers v SET status = 'used', used_by = a.id, used_at = now()"
+        "  FROM accounts a"
+        " WHERE v.number = %s AND v.status = 'unused'"
+        "   AND (v.expires_at IS NULL OR v.expires_at > now())"
+        "   AND a.id = %s AND a.currency = v.currency"
+        " RETURNING v.id, v.amount, v.currency",
+        (number, card_id),
+    ).fetchone()
+    if row is None:
+        return Redemption(_why_not(conn, number, card_id))
+    voucher_id, amount, currency = row
+    credited = conn.execute(
+        "INSERT INTO ledger (account_id, amount, kind, voucher_id, reference)"
+        " VALUES (%s, %s, 'topup', %s, %s) RETURNING balance_after",
+        (card_id, amount, voucher_id, f"voucher {number[-4:]}"),
+    ).fetchone()
+    assert credited is not None
     log.info("voucher %s redeemed: %s %s to card id %s", voucher_id, amount, currency.strip(), card_id)
     return Redemption(OK, money(amount), currency.strip(), money(credited[0]), voucher_id)
 

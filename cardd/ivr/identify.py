@@ -1,11 +1,11 @@
 """Identify the card: by the caller's CLI when enabled, else card number (and
 PIN), up to the allowed attempts.
 
-Every PIN (and, under use_word_pin, every card number) passes the throttle's
-gate before it is checked: the attempt is counted per CLI and per card in
-PostgreSQL first (cardd.billing.identity.begin_attempt), so however many calls
-race, at most the limit of attempts per window is ever evaluated, across calls
-and cardd processes. Wrong card numbers in a row blacklist the CLI when the
+Every PIN (and, under use_word_pin, every card number) is checked inside the
+throttle's gate (cardd.billing.identity.gate: per CLI and per card, locked,
+counted and recorded in PostgreSQL), so however many calls race, at most the
+limit of wrong attempts per window is ever evaluated, across calls and cardd
+processes. Wrong card numbers in a row blacklist the CLI when the
 black list is on.
 """
 
@@ -55,11 +55,15 @@ def card_language_by_cli(call: Call) -> str | None:
     identification goes by CLI: known before the language menu, it can spare
     the caller the menu. Only a CLI mapping counts, never the CLI tried as a
     card number: skipping the menu must not tell a caller with a forged CLI
-    that some card number exists."""
+    that some card number exists. A smart-dial DID (a CLI mapping too) counts."""
     opts = call.options
-    if not (opts.cli_as_card_number or opts.cli_auth_only or opts.trusted_cli_auth):
-        return None
-    card_id = identity.card_id_for_cli(call.services.ledger.pool, call.cli)
+    pool = call.services.ledger.pool
+    card_id = None
+    if call.channel.rdnis:
+        smart = identity.smart_dial_lookup(pool, call.channel.rdnis, call.cli, exclusive=opts.smart_dial_exclusive)
+        card_id = smart.card_id if smart is not None else None
+    if card_id is None and (opts.cli_as_card_number or opts.cli_auth_only or opts.trusted_cli_auth):
+        card_id = identity.card_id_for_cli(pool, call.cli)
     if card_id is None:
         return None
     return call.services.ledger.get_card(card_id).language
@@ -154,15 +158,15 @@ def _by_entry(call: Call, timeouts: InputTimeouts):
             call.queue(wrong_card)
             continue
         if opts.use_word_pin:
-            # The number alone is the secret: it passes the gate like a PIN.
-            attempt = identity.begin_attempt(pool, identity.pin_buckets(limits, cli=cli, number=entry.digits),
-                                             limits.window_s)
-            if not attempt.allowed:
-                return _throttled(call, attempt.refused_by)
-            card = _find(call, entry.digits)
+            # The number alone is the secret: what it is, the caller learns only
+            # through the gate, like a PIN's verdict.
+            found = _find(call, entry.digits)
+            gated = identity.gate(pool, identity.pin_buckets(limits, cli=cli, number=entry.digits),
+                                  limits.window_s, lambda conn: (found is not None, found))
+            if not gated.allowed:
+                return _throttled(call, gated.refused_by)
+            card = gated.value
             refusal = refusal_of(call, card)
-            if card is not None:
-                identity.forgive(pool, attempt)  # a card: refused or not, the number was no guess
         else:
             card = _find(call, entry.digits)
             refusal = _number_and_pin(call, card, timeouts, entry.digits)
@@ -310,27 +314,29 @@ def _check_pin(call: Call, card, timeouts: InputTimeouts, number: str | None = N
                 return "timeout"
             continue
         break
-    # The guarantee: counted before it is checked, so racing calls cannot
+    # The guarantee: checked inside the gate (under the card's and the CLI's
+    # locks, failure recorded before they are released), so racing calls cannot
     # evaluate more than the limit. During a lock-out even the right PIN fails,
     # or the lock-out would still let a guesser find it.
-    attempt = identity.begin_attempt(pool, identity.pin_buckets(limits, cli=cli, card_id=card_id, number=number),
-                                     limits.window_s)
-    if not attempt.allowed:
-        _throttled(call, attempt.refused_by)
+    typed = entry.digits or ""
+
+    def check(conn) -> tuple[bool, None]:
+        if card is None:
+            pins.decoy_check(typed)  # as costly as a PIN check
+            return False, None
+        return entry.digits is not None and pins.check_pin(typed, card.pin_hash), None
+
+    gated = identity.gate(pool, identity.pin_buckets(limits, cli=cli, card_id=card_id, number=number),
+                          limits.window_s, check)
+    if not gated.allowed:
+        _throttled(call, gated.refused_by)
         return "throttled"
     if card is None:
-        pins.decoy_check(entry.digits or "")  # as costly as a PIN check
-        return "unknown"  # counted by the caller as a wrong card number
-    if entry.digits is not None and pin_matches(call, card, entry.digits):
-        identity.forgive(pool, attempt)
+        return "unknown"  # counted by the gate against the CLI and the number
+    if gated.ok:
+        identity.rehash_if_legacy(pool, card.id, card.pin_hash, typed)
         return None
     return "wrong_pin"
-
-
-def pin_matches(call: Call, card, pin: str) -> bool:
-    """The card's PIN, in any stored form; a legacy form (scrypt, or plain from
-    an import) is rehashed to HMAC the moment it is proved right."""
-    return identity.verify_pin(call.services.ledger.pool, card.id, card.pin_hash, pin)
 
 
 def _refusal_prompt(call: Call, refusal: str) -> str:

@@ -4,9 +4,8 @@ MIN_PIN_LENGTH..MAX_PIN_LENGTH digits and is stored as a keyed hash
 
 from __future__ import annotations
 
-from cardd.billing import identity
+from cardd.billing import identity, pins
 from cardd.ivr.call import Call
-from cardd.ivr.identify import pin_matches
 from cardd.ivr.menu import MenuResult
 
 MIN_PIN_LENGTH = 4   # the prompt invalid_new_pin says "four to twelve digits"
@@ -32,16 +31,18 @@ def run(call: Call, card, timeouts) -> MenuResult:
                        regex=r"^[0-9]{1,20}$", timeout_ms=7000)
         if old.timed_out:
             return MenuResult.timed_out(timeouts)
-        # Counted before it is checked, like every PIN (cardd.ivr.identify).
-        attempt = identity.begin_attempt(pool, buckets, limits.window_s)
-        if not attempt.allowed:
+        # Checked inside the throttle's gate, like every PIN (cardd.ivr.identify).
+        typed = old.digits or ""
+        gated = identity.gate(pool, buckets, limits.window_s,
+                              lambda conn: (old.digits is not None and pins.check_pin(typed, current.pin_hash), None))
+        if not gated.allowed:
             call.services.metrics.auth_failures.labels("throttled").inc()
             return MenuResult(end="throttled", farewell=("too_many_attempts",))
-        if old.digits is None or not pin_matches(call, current, old.digits):
+        if not gated.ok:
             call.services.metrics.auth_failures.labels("wrong_pin").inc()
             call.queue("wrong_pin")
             return MenuResult()
-        identity.forgive(pool, attempt)
+        identity.rehash_if_legacy(pool, card.id, current.pin_hash, typed)
     pin_regex = rf"^[0-9]{{{MIN_PIN_LENGTH},{MAX_PIN_LENGTH}}}$"
     new = call.ask(_prompt(call, "enter_new_pin"), min_digits=1, max_digits=20,
                    regex=pin_regex, timeout_ms=7000)

@@ -1,10 +1,10 @@
 """Top-up: a voucher number moves its value to the card (one transaction in
 cardd.billing.vouchers), and the caller hears the new balance.
 
-Voucher numbers are secrets, guarded like PINs: every number typed passes the
-throttle's gate BEFORE it is looked up (cardd.billing.identity.begin_attempt,
-per card, per CLI and across the service), and every outcome but a credit
-counts. A refused voucher, whatever the reason (no such number, used, expired,
+Voucher numbers are secrets, guarded like PINs: every number typed is looked
+up inside the throttle's gate (cardd.billing.identity.gate: per card, per CLI
+and across the service; nothing is looked up when a bucket is full), and every
+outcome but a credit counts. A refused voucher, whatever the reason (no such number, used, expired,
 voided, another currency), gets one prompt, `voucher_unknown`: a guesser who hit
 a used or foreign-currency number must not learn that it exists (a foreign one
 could then be redeemed with another card). The log and the metric keep the
@@ -39,14 +39,17 @@ def run(call: Call, card, timeouts) -> MenuResult:
             failures += 1
             call.queue("voucher_unknown")
             continue
-        # The guarantee: counted before the number is looked up, so racing calls
-        # cannot try more numbers than the limits allow.
-        attempt = identity.begin_attempt(pool, buckets, limits.window_s)
-        if not attempt.allowed:
-            return _throttled(call, attempt.refused_by)
-        result = vouchers.redeem(pool, entry.digits, card.id)
+        # The guarantee: the number is looked up inside the gate (a failure
+        # recorded before the locks are released), so racing calls cannot try
+        # more numbers than the limits allow.
+        def redeem(conn, number=entry.digits):
+            result = vouchers.redeem_in(conn, number, card.id)
+            return result.ok, result
+        gated = identity.gate(pool, buckets, limits.window_s, redeem)
+        if not gated.allowed:
+            return _throttled(call, gated.refused_by)
+        result = gated.value
         if result.ok:
-            identity.forgive(pool, attempt)
             call.log.info("top-up of %s %s", result.amount, result.currency)
             available = call.services.ledger.available_credit(card.id)
             call.queue("topup_successful",
