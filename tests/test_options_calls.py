@@ -119,6 +119,17 @@ def test_a_card_known_by_its_cli_skips_the_language_menu_and_speaks_its_language
     assert len(t.bridges) == 1
 
 
+def test_a_smart_dial_caller_skips_the_language_menu_in_the_cards_language(cardd, database, demo_data):
+    set_language(database.pool, demo_data.card_id, "es")
+    identity.map_cli(database.pool, CLI, demo_data.card_id)
+    identity.smart_dial_add(database.pool, "18005550001", demo_data.card_id, UK_MOBILE, exclusive=False)
+    caller = Caller(cli=CLI, destination="cc.en.es.noredial", rdnis="18005550001", digits=[], type_after=6)
+    t = cardd.call(caller, Callee(talk=5))
+    heard = spoken(cardd, t)
+    assert not [pid for _, pid in heard if pid.startswith("for_")]
+    assert ("es", "you_can_talk_for") in heard and [b.number for b in t.bridges] == [UK_MOBILE]
+
+
 def test_a_card_language_the_access_number_does_not_offer_leaves_the_menu(cardd, database, demo_data):
     set_language(database.pool, demo_data.card_id, "fr")
     identity.map_cli(database.pool, CLI, demo_data.card_id)
