@@ -69,21 +69,6 @@ def card_language_by_cli(call: Call) -> str | None:
     return call.services.ledger.get_card(card_id).language
 
 
-def card_language_by_cli(call: Call) -> str | None:
-    """The language of the card the caller's CLI is mapped to, when the
-    identification goes by CLI: known before the language menu, it can spare
-    the caller the menu. Only a CLI mapping counts, never the CLI tried as a
-    card number: skipping the menu must not tell a caller with a forged CLI
-    that some card number exists."""
-    opts = call.options
-    if not (opts.cli_as_card_number or opts.cli_auth_only or opts.trusted_cli_auth):
-        return None
-    card_id = identity.card_id_for_cli(call.services.ledger.pool, call.cli)
-    if card_id is None:
-        return None
-    return call.services.ledger.get_card(card_id).language
-
-
 # A sentinel: the CLI did not settle it, ask for the card number.
 _ASK_NUMBER = object()
 
