@@ -3,12 +3,15 @@ calls, drain on SIGTERM; and `cardd call` against it."""
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -95,8 +98,12 @@ def test_serve_logs_ready_with_its_addresses_and_takes_a_call(served):
     assert "bridge to 442071234567: SUCCESS, billsec 42" in out
     show = served.cardd("card", "show", "1000000001")
     assert show.returncode == 0, show.stderr
-    # 42 s to London on the demo tariff (rate 44: 0.10 + 0.03 + 2 * 0.006)
-    assert "9.85800" in show.stdout
+    # 42 s talked (the simulated BYE comes a few ms later, so 42 or 43 whole seconds are
+    # billed) to London on the demo tariff: 0.10 + 0.03 for the first 30 s, 0.006 per 6 s after
+    seconds, cost = re.search(r"442071234567\s+(\d+) s\s+(\d+\.\d{5})", show.stdout).groups()
+    assert int(seconds) in (42, 43)
+    assert Decimal(cost) == Decimal("0.13") + Decimal("0.006") * math.ceil((int(seconds) - 30) / 6)
+    assert f"balance    {Decimal('10.00000') - Decimal(cost)} USD" in show.stdout
 
 
 def test_sigterm_drains_calls_and_exits_0_without_traceback(served):
