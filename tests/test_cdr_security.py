@@ -271,3 +271,21 @@ def assert_money_holds_with_open(ledger: Ledger, card_id: int) -> None:
     """The invariant while a reservation is rightly left open: nothing charged for it."""
     costs = sum((c.cost for c in ledger.cdrs_for(card_id, limit=1000)), D(0))
     assert ledger.get_card(card_id).balance == D("10.00000") - costs >= 0
+
+
+def test_a_reservation_released_by_another_cardd_before_its_bridge_is_never_dialled(rig, demo_data):
+    from tests.test_faults_sigkill import SetupGate
+    cardd, _ = rig.start()
+    gate = SetupGate(rig.switch)
+    call = cardd.dial(Caller(digits=[demo_data.card_number + "#", demo_data.pin + "#", UK_MOBILE + "#"],
+                             type_after=6), Callee(talk=31), rig.switch)
+    wait_for(lambda: call.a_uuid in gate.held and gate.held[call.a_uuid].is_set(), "not held before the bridge")
+    [res] = rig.ledger.open_reservations(demo_data.card_id)
+    # Another cardd took this process for dead (its heartbeat late) and released the grant.
+    rig.ledger.settle(res.b_uuid, billmsec=None, hangup_cause="ORPHAN_ESTIMATED", estimated=True)
+    gate.release.set()
+    t = call.wait(60)
+    assert t.bridges == []                       # never dialled: it would have been free
+    assert cardd.heard(t)[-2:] == ["call_failed", "goodbye"]
+    assert rig.ledger.cdr(res.b_uuid).cost == D(0)
+    assert_money_holds(rig.ledger, demo_data.card_id, D("10.00000"))

@@ -424,12 +424,14 @@ class Ledger:
     # --- during the call ---------------------------------------------------
 
     @_database_errors
-    def mark_dialled(self, b_uuid: UuidLike) -> None:
+    def mark_dialled(self, b_uuid: UuidLike) -> bool:
         """Record, before the bridge is sent, that it is being sent: an orphan
-        without this mark was never dialled and is released at no cost."""
+        without this mark was never dialled and is released at no cost. False
+        when the reservation is no longer open (another cardd took this process
+        for dead and released it): then the bridge must not be sent."""
         with self.pool.connection() as conn:
-            conn.execute("UPDATE reservations SET bridge_sent_at = now()"
-                         " WHERE b_uuid = %s AND status = 'open'", (_uuid(b_uuid),))
+            return conn.execute("UPDATE reservations SET bridge_sent_at = now()"
+                                " WHERE b_uuid = %s AND status = 'open'", (_uuid(b_uuid),)).rowcount == 1
 
     @_database_errors
     def mark_answered(self, b_uuid: UuidLike) -> None:

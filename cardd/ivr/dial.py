@@ -152,7 +152,11 @@ def _bridge(call: Call, card, grant, b_uuid: str, endpoint: str, dialled: str):
     # Durably, before the bridge goes out: after a crash, a reservation without
     # this mark was never dialled and is released at no cost (cardd/orphans.py).
     # The database away here: the caller hears "service unavailable", nothing dialled.
-    call.services.ledger.mark_dialled(b_uuid)
+    if not call.services.ledger.mark_dialled(b_uuid):
+        # Released meanwhile by another cardd that took this process for dead
+        # (its heartbeat late by three intervals): dialling now would be free.
+        call.log.error("reservation %s was released before its bridge: not dialled", b_uuid)
+        raise CardRefused("call_failed")
     return call.channel.bridge(
         endpoint, leg_uuid=b_uuid,
         variables=_leg_variables(call, _outgoing_cli(call, card), grant.duration_s),
