@@ -270,7 +270,8 @@ class Database:
         try:
             # One plain connection first: its error says why (no such database, wrong
             # password), where a pool that cannot connect only times out.
-            psycopg.connect(self.dsn, connect_timeout=max(2, int(self.pool_timeout))).close()
+            # (as patient as the pool's usual 10 s even when a test shortens pool_timeout)
+            psycopg.connect(self.dsn, connect_timeout=max(10, int(self.pool_timeout))).close()
         except psycopg.Error as exc:
             self._stop_embedded()
             raise DatabaseUnavailable(f"cannot connect to the database: {_one_line(exc)}") from exc
