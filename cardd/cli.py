@@ -75,6 +75,12 @@ def cmd_call(args, settings) -> int:
     return place_call(args, settings)
 
 
+def cmd_api(args, settings) -> int:
+    from cardd.api.server import cmd_api as run_api
+
+    return run_api(args, settings)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse whose mistakes are one `cardd: …` line and exit status 2, as
     every other refusal; the usage block is for --help."""
@@ -147,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     admin_ops.add_parsers(sub)
     from cardd import prompt_admin
     prompt_admin.add_parsers(sub)
+    from cardd import admin_apikeys
+    admin_apikeys.add_parsers(sub)
+    api = sub.add_parser("api", help="run the HTTP JSON API (the api: section of cardd.yaml)")
+    api.set_defaults(func=cmd_api)
     _config_after_commands(parser)
     return parser
 

@@ -1,0 +1,1 @@
+"""The HTTP JSON API (`cardd api`): operators, resellers and card holders, on the billing service layer."""

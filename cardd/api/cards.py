@@ -1,0 +1,133 @@
+"""/cards: create, list, show (available credit and history), adjust, block/unblock, set PIN."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from cardd.api import schemas as s
+from cardd.api.app import READ, WRITE, Problem, after_of, allow, card_id_for, idempotent, owner_scope, pool, who
+from cardd.billing import apistore, operator
+
+blp = Blueprint("cards", __name__, url_prefix="/cards", description="Calling cards")
+
+HISTORY_ON_SHOW = 20
+
+
+def card_json(row: apistore.CardRow) -> dict[str, Any]:
+    c = row.summary
+    return {"number": c.username, "status": c.status, "balance": c.balance, "available": c.available,
+            "currency": c.currency, "tariff": c.tariff, "customer": c.customer, "plan": c.plan,
+            "open_reservations": c.open_reservations, "expires_at": row.expires_at, "created_at": row.created_at}
+
+
+def page_json(page: apistore.Page[Any], items: list[Any]) -> dict[str, Any]:
+    return {"items": items, "next_cursor": apistore.encode_cursor(page.next_after)}
+
+
+@blp.route("")
+class Cards(MethodView):
+    @blp.arguments(s.CardListArgs, location="query")
+    @blp.response(200, s.page_of(s.CardSchema))
+    @allow(READ)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Cards by id, filtered; a reseller sees only its customers' cards."""
+        page = apistore.cards_page(pool(), owner=owner_scope(), status=args.get("status"),
+                                   customer=args.get("customer"), tariff=args.get("tariff"),
+                                   number_prefix=args.get("number_prefix"), balance_below=args.get("balance_below"),
+                                   after=after_of(args["cursor"]), limit=args["limit"])
+        return page_json(page, [card_json(r) for r in page.items])
+
+    @blp.arguments(s.CardCreateSchema)
+    @blp.response(201, s.CardSchema)
+    @allow(WRITE)
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a card; its starting balance is an 'initial' ledger row. A reseller must name one of its
+        customers."""
+        if owner_scope() is not None:
+            if body["customer"] is None:
+                raise Problem(422, "Unprocessable Content", "a reseller's card belongs to one of its customers",
+                              invalid_params=[{"name": "customer", "reason": "required for a reseller key"}])
+            apistore.customer_visible(pool(), body["customer"], owner_scope())
+        number = body.pop("number")
+        card_id = operator.add_card(pool(), number, who=who(), allow_negative=False,
+                                    **{k: v for k, v in body.items()})
+        return card_json(apistore.card_row(pool(), card_id))
+
+
+@blp.route("/<string:number>")
+class Card(MethodView):
+    @blp.response(200, s.CardDetailSchema)
+    @allow(READ)
+    def get(self, number: str) -> dict[str, Any]:
+        """A card with its available credit (balance minus open reservations) and newest ledger rows."""
+        card_id = card_id_for(number)
+        history = apistore.ledger_page(pool(), card_id, limit=HISTORY_ON_SHOW)
+        return {**card_json(apistore.card_row(pool(), card_id)), "history": history.items,
+                "history_cursor": apistore.encode_cursor(history.next_after)}
+
+
+@blp.route("/<string:number>/history")
+class CardHistory(MethodView):
+    @blp.arguments(s.PageArgs, location="query")
+    @blp.response(200, s.page_of(s.LedgerEntrySchema))
+    @allow(READ)
+    def get(self, args: dict[str, Any], number: str) -> dict[str, Any]:
+        """The card's ledger, newest first."""
+        page = apistore.ledger_page(pool(), card_id_for(number), after=after_of(args["cursor"]), limit=args["limit"])
+        return page_json(page, page.items)
+
+
+@blp.route("/<string:number>/adjust")
+class CardAdjust(MethodView):
+    @blp.arguments(s.AdjustSchema)
+    @blp.response(200, s.BalanceSchema)
+    @blp.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "required": True, "schema": {"type": "string"}}])
+    @allow(WRITE)
+    def post(self, body: dict[str, Any], number: str) -> Any:
+        """Credit or debit the card (an 'adjustment' ledger row). Needs an Idempotency-Key."""
+        card_id_for(number)
+
+        def work(pool_like: Any) -> dict[str, Any]:
+            balance = operator.adjust_card(pool_like, number, body["amount"], who=who(),
+                                           reference=body["reference"], allow_negative=body["allow_negative"])
+            currency = apistore.card_row(pool_like, card_id_for(number)).summary.currency
+            return {"number": number, "balance": balance, "currency": currency}
+
+        return idempotent(200, s.BalanceSchema(), work)
+
+
+def _status(number: str, status: str) -> dict[str, Any]:
+    card_id_for(number)
+    operator.set_card_status(pool(), number, status, who=who())
+    return {"number": number, "status": status}
+
+
+@blp.route("/<string:number>/block")
+class CardBlock(MethodView):
+    @blp.response(200, s.StatusSchema)
+    @allow(WRITE)
+    def post(self, number: str) -> dict[str, Any]:
+        """Block the card: it cannot place calls until unblocked."""
+        return _status(number, "blocked")
+
+
+@blp.route("/<string:number>/unblock")
+class CardUnblock(MethodView):
+    @blp.response(200, s.StatusSchema)
+    @allow(WRITE)
+    def post(self, number: str) -> dict[str, Any]:
+        return _status(number, "active")
+
+
+@blp.route("/<string:number>/pin")
+class CardPin(MethodView):
+    @blp.arguments(s.PinSchema)
+    @blp.response(204)
+    @allow(WRITE)
+    def put(self, body: dict[str, Any], number: str) -> None:
+        """Set (or with "" clear) the card's PIN. The PIN is never echoed nor audited."""
+        card_id_for(number)
+        operator.set_card_pin(pool(), number, body["pin"], who=who())

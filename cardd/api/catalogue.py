@@ -1,0 +1,239 @@
+"""/tariffs (and their rates: CRUD, CSV import, longest-prefix lookup), /vouchers, /customers, /plans."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from flask import request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from cardd.api import schemas as s
+from cardd.api.app import (ADMIN, READ, WRITE, Problem, after_of, allow, card_id_for, idempotent, owner_scope, pool,
+                           who)
+from cardd.api.cards import page_json
+from cardd.billing import apistore, catalog, operator, vouchers
+from cardd.billing.ledger import Ledger
+from cardd.billing.rating import max_duration
+
+tariffs_blp = Blueprint("tariffs", __name__, url_prefix="/tariffs", description="Tariffs and their rates")
+vouchers_blp = Blueprint("vouchers", __name__, url_prefix="/vouchers", description="Prepaid vouchers")
+customers_blp = Blueprint("customers", __name__, url_prefix="/customers", description="Customers")
+plans_blp = Blueprint("plans", __name__, url_prefix="/plans", description="Service plans")
+
+OPERATOR_READ = ("admin", "readonly")   # the catalogue is the operator's, not a reseller's
+_IDEMPOTENCY = [{"in": "header", "name": "Idempotency-Key", "required": True, "schema": {"type": "string"}}]
+
+
+# --- tariffs and rates ---------------------------------------------------------------------------
+
+@tariffs_blp.route("")
+class Tariffs(MethodView):
+    @tariffs_blp.arguments(s.PageArgs, location="query")
+    @tariffs_blp.response(200, s.page_of(s.TariffSchema))
+    @allow(READ)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        page = apistore.tariffs_page(pool(), after=after_of(args["cursor"]), limit=args["limit"])
+        return page_json(page, page.items)
+
+    @tariffs_blp.arguments(s.TariffSchema)
+    @tariffs_blp.response(201, s.TariffSchema)
+    @allow(ADMIN)
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        with apistore.transaction(pool()) as (conn, one):
+            catalog.create_tariff(one, body["name"], body["currency"])
+            apistore.audit(conn, who(), "tariff add", body, detail=f"tariff {body['name']} ({body['currency']})")
+        return {**body, "rates": 0}
+
+
+def _rate_json(rate: Any) -> dict[str, Any]:
+    return {k: getattr(rate, k) for k in ("prefix", "price_1", "interval_1", "price_n", "interval_n", "connect_fee",
+                                          "free_seconds", "grace", "forbidden")}
+
+
+@tariffs_blp.route("/<string:tariff>/rates")
+class Rates(MethodView):
+    @tariffs_blp.arguments(s.RateListArgs, location="query")
+    @tariffs_blp.response(200, s.page_of(s.RateSchema))
+    @allow(READ)
+    def get(self, args: dict[str, Any], tariff: str) -> dict[str, Any]:
+        page = apistore.rates_page(pool(), tariff, prefix=args.get("prefix"), after=after_of(args["cursor"]),
+                                   limit=args["limit"])
+        return page_json(page, [_rate_json(r) for r in page.items])
+
+    @tariffs_blp.arguments(s.RateSchema)
+    @tariffs_blp.response(200, s.RateSchema)
+    @allow(ADMIN)
+    def put(self, body: dict[str, Any], tariff: str) -> dict[str, Any]:
+        """Add or replace the rate of one prefix."""
+        with apistore.transaction(pool()) as (conn, one):
+            catalog.add_rate(one, tariff, body["prefix"], replace=True,
+                             **{k: v for k, v in body.items() if k != "prefix"})
+            apistore.audit(conn, who(), "rate add", {"tariff": tariff, **body},
+                           detail=f"tariff {tariff}: rate for {body['prefix'] or '(any)'}")
+        return body
+
+
+@tariffs_blp.route("/<string:tariff>/rates/<string:prefix>")
+class RateByPrefix(MethodView):
+    @tariffs_blp.response(204)
+    @allow(ADMIN)
+    def delete(self, tariff: str, prefix: str) -> None:
+        with apistore.transaction(pool()) as (conn, _):
+            if not apistore.delete_rate(conn, tariff, prefix):
+                raise apistore.NotVisible(f"tariff {tariff} has no rate for prefix {prefix!r}")
+            apistore.audit(conn, who(), "rate delete", {"tariff": tariff, "prefix": prefix},
+                           detail=f"tariff {tariff}: rate for {prefix} deleted")
+
+
+@tariffs_blp.route("/<string:tariff>/lookup")
+class Lookup(MethodView):
+    @tariffs_blp.arguments(s.LookupArgs, location="query")
+    @tariffs_blp.response(200, s.LookupSchema)
+    @allow(READ)
+    def get(self, args: dict[str, Any], tariff: str) -> dict[str, Any]:
+        """The longest-prefix rate of a number, and the longest call a credit (or a card's available credit) allows."""
+        currency, rate = apistore.lookup_rate(pool(), tariff, args["number"])
+        credit = args.get("credit")
+        if "card" in args:
+            card_id = card_id_for(args["card"])
+            credit = Ledger(pool()).available_credit(card_id)
+        seconds = None
+        if rate is not None and credit is not None:
+            seconds = 0 if rate.forbidden else max_duration(rate, credit)
+        return {"number": args["number"], "tariff": tariff, "currency": currency,
+                "rate": _rate_json(rate) if rate else None, "credit": credit, "max_duration_s": seconds}
+
+
+@tariffs_blp.route("/<string:tariff>/rates/import")
+class RateImport(MethodView):
+    @tariffs_blp.arguments(s.ImportArgs, location="query")
+    @tariffs_blp.response(200, s.ImportResultSchema)
+    @tariffs_blp.doc(requestBody={"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}})
+    @allow(ADMIN)
+    def post(self, args: dict[str, Any], tariff: str) -> dict[str, Any]:
+        """Import a rates CSV (the format of `cardd rate import`), all or nothing: a file with bad rows
+        changes nothing and the answer lists every bad row with its line."""
+        from cardd.admin_ops import ImportRefused, import_rates   # the CLI's importer, shared
+
+        try:
+            text = request.get_data().decode("utf-8")
+        except UnicodeDecodeError:
+            raise Problem(422, "Unprocessable Content", "the CSV is not UTF-8 text") from None
+        try:
+            with apistore.transaction(pool()) as (conn, one):
+                result = import_rates(one, tariff, io.StringIO(text), mode=args["mode"])
+                apistore.audit(conn, who(), "rate import", {"tariff": tariff, "mode": args["mode"]},
+                               detail=f"tariff {tariff}: {result.rows} rows, {result.inserted} new,"
+                                      f" {result.updated} changed, {result.deleted} deleted")
+        except ImportRefused as exc:
+            raise Problem(422, "Unprocessable Content", f"{len(exc.errors)} bad rows of {exc.rows}; nothing imported",
+                          invalid_params=[{"name": f"line {line}", "reason": why} for line, why in exc.errors]) from None
+        return {"rows": result.rows, "inserted": result.inserted, "updated": result.updated,
+                "deleted": result.deleted}
+
+
+# --- vouchers -----------------------------------------------------------------------------------
+
+@vouchers_blp.route("")
+class Vouchers(MethodView):
+    @vouchers_blp.arguments(s.VoucherListArgs, location="query")
+    @vouchers_blp.response(200, s.page_of(s.VoucherSchema))
+    @allow(OPERATOR_READ)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        page = apistore.vouchers_page(pool(), batch=args.get("batch"), status=args.get("status"),
+                                      after=after_of(args["cursor"]), limit=args["limit"])
+        return page_json(page, page.items)
+
+    @vouchers_blp.arguments(s.VoucherGenerateSchema)
+    @vouchers_blp.response(201, s.GeneratedSchema)
+    @allow(ADMIN)
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Generate vouchers; their numbers are in this answer (and in GET /vouchers)."""
+        with apistore.transaction(pool()) as (conn, one):
+            numbers = vouchers.generate(one, body["count"], amount=body["amount"], currency=body["currency"],
+                                        length=body["length"], expires_at=body["expires_at"], batch=body["batch"])
+            apistore.audit(conn, who(), "voucher generate", {k: v for k, v in body.items()},
+                           detail=f"{len(numbers)} vouchers of {body['amount']} {body['currency']}")
+        return {"numbers": numbers}
+
+
+@vouchers_blp.route("/<string:number>/void")
+class VoucherVoid(MethodView):
+    @vouchers_blp.response(204)
+    @allow(ADMIN)
+    def post(self, number: str) -> None:
+        with apistore.transaction(pool()) as (conn, one):
+            if not vouchers.void(one, number):
+                raise apistore.NotVisible(f"no unused voucher {number}")
+            apistore.audit(conn, who(), "voucher void", {"voucher": number[-4:]}, detail="voucher voided")
+
+
+@vouchers_blp.route("/<string:number>/redeem")
+class VoucherRedeem(MethodView):
+    @vouchers_blp.arguments(s.Schema.from_dict({"card": s.fields.Str(required=True, validate=s.DIGITS)},
+                                               name="RedeemForCardSchema"))
+    @vouchers_blp.response(200, s.RedeemedSchema)
+    @vouchers_blp.doc(parameters=_IDEMPOTENCY)
+    @allow(WRITE)
+    def post(self, body: dict[str, Any], number: str) -> Any:
+        """Redeem a voucher for a card. Needs an Idempotency-Key."""
+        card_id = card_id_for(body["card"])
+
+        def work(pool_like: Any) -> dict[str, Any]:
+            with pool_like.connection() as conn, conn.transaction():
+                result = vouchers.redeem_in(conn, number, card_id)
+                if not result.ok:
+                    raise Problem(422, "Unprocessable Content", f"voucher not redeemed: {result.outcome}")
+                apistore.audit(conn, who(), "voucher redeem", {"voucher": number[-4:], "card": body["card"]},
+                               account_id=card_id, detail=f"{result.amount} {result.currency} credited")
+            return {"voucher": number, "amount": result.amount, "currency": result.currency,
+                    "balance": result.balance}
+
+        return idempotent(200, s.RedeemedSchema(), work)
+
+
+# --- customers and plans ----------------------------------------------------------------------------
+
+@customers_blp.route("")
+class Customers(MethodView):
+    @customers_blp.arguments(s.PageArgs, location="query")
+    @customers_blp.response(200, s.page_of(s.CustomerSchema))
+    @allow(READ)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        page = apistore.customers_page(pool(), owner=owner_scope(), after=after_of(args["cursor"]),
+                                       limit=args["limit"])
+        return page_json(page, page.items)
+
+    @customers_blp.arguments(s.CustomerSchema)
+    @customers_blp.response(201, s.CustomerSchema)
+    @allow(WRITE)
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a customer; a reseller's customers are its own."""
+        with apistore.transaction(pool()) as (conn, one):
+            customer_id = operator.add_customer(one, body["name"], who=who())
+            apistore.set_customer_owner(conn, customer_id, owner_scope())
+        [row] = [c for c in apistore.customers_page(pool(), owner=owner_scope(), after=customer_id - 1,
+                                                    limit=1).items]
+        return row
+
+
+@plans_blp.route("")
+class Plans(MethodView):
+    @plans_blp.response(200, s.page_of(s.PlanSchema))
+    @allow(OPERATOR_READ)
+    def get(self) -> dict[str, Any]:
+        """Every service plan (a short list: one page)."""
+        return {"items": operator.list_plans(pool()), "next_cursor": None}
+
+    @plans_blp.arguments(s.PlanSchema)
+    @plans_blp.response(201, s.PlanSchema)
+    @allow(ADMIN)
+    def post(self, body: dict[str, Any]) -> Any:
+        with apistore.transaction(pool()) as (_, one):
+            operator.add_plan(one, body["name"], who=who(), minutes_plan=body["minutes_plan"],
+                              minutes=body["minutes"])
+            if body["suspended"]:
+                operator.update_plan(one, body["name"], who=who(), suspended=True)
+        return operator.list_plans(pool(), body["name"])[0]
