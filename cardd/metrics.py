@@ -152,9 +152,13 @@ class Metrics:
     def carrier_attempt(self, carrier: str, *, answered: bool, cdr: Any) -> None:
         """Count one attempt on a carrier; `cdr` (None when the settlement was
         journalled) brings its seconds and money."""
+        # A carrier's answers and failovers exist from its first attempt, at 0: a
+        # carrier that never answers still has an ASR (0), and the alert sees it.
+        answers = self.carrier_answers.labels(carrier)
+        self.carrier_failovers.labels(carrier)
         self.carrier_attempts.labels(carrier).inc()
         if answered:
-            self.carrier_answers.labels(carrier).inc()
+            answers.inc()
         if cdr is None or cdr.buy_cost is None:
             return
         self.carrier_talk_seconds.labels(carrier).inc(cdr.billed_seconds)

@@ -130,6 +130,10 @@ def test_every_carrier_unreachable_says_the_call_failed_after_trying_each_once(c
     assert "call_failed" in cardd.heard(t)
     assert [c.carrier for c in cdrs_by_time(ledger, routed.card_id)] == ["cheap", "mid", "dear"]
     assert balance(ledger, routed) == Decimal("10.00000")
+    # Answers exist at 0 for carriers that never answered: their ASR is 0, not missing.
+    for name in ("cheap", "mid", "dear"):
+        assert cardd.metrics.registry.get_sample_value("cardd_carrier_answers_total", {"carrier": name}) == 0.0
+        assert cardd.metric("cardd_carrier_attempts_total", carrier=name) == 1
 
 
 def test_a_carriers_gateways_are_tried_in_order_before_the_next_carrier(cardd, database, demo_data, ledger):
