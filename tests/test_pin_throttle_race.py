@@ -108,3 +108,18 @@ def test_racing_old_pin_guesses_in_the_password_change_evaluate_at_most_the_card
     assert sum("too_many_attempts" in h for h in heard) >= 18
     assert not any("pin_changed" in h for h in heard)
     assert_money_holds(database.pool, before)
+
+
+def test_under_use_word_pin_racing_number_guesses_from_one_cli_evaluate_at_most_its_limit(cardd_with, database,
+                                                                                       demo_data, tmp_path):
+    """use_word_pin: the card number alone is the secret, so it passes the same gate."""
+    cardd = cardd_with(database, "calling_card:\n  use_word_pin: true\n", tmp_path=tmp_path, pin_failures_per_cli=3)
+    before = snapshot_balances(database.pool)
+    calls = [cardd.dial(Caller(cli="15557000001", digits=[f"99999{i:05d}#"], type_after=6)) for i in range(20)]
+    heard = [cardd.heard(c.wait(120)) for c in calls]
+    assert sum(h.count("invalid_pin_word") for h in heard) <= 3
+    assert card_rows(database.pool, "cli") <= 3
+    # the real number from that CLI is refused while the bucket is full
+    t = cardd.call(Caller(cli="15557000001", digits=[demo_data.card_number + "#"], type_after=6))
+    assert "you_have" not in cardd.heard(t) and "too_many_attempts" in cardd.heard(t)
+    assert_money_holds(database.pool, before)

@@ -184,8 +184,8 @@ def _by_entry(call: Call, timeouts: InputTimeouts):
         if refusal in ("blocked", "expired"):
             call.goodbye("card_blocked" if refusal == "blocked" else "card_expired")
             return None
-        # The gate already counted the attempt against the CLI.
-        if refusal == "unknown" and _wrong_card_number(call, entry.digits, counted=True):
+        # A number that is no card was counted against the CLI by the gate already.
+        if refusal == "unknown" and _wrong_card_number(call, entry.digits, counted=card is None):
             return None
         if not opts.use_word_pin and refusal in ("unknown", "wrong_pin"):
             call.queue("invalid_card_or_pin")  # the same words for both: see _number_and_pin
