@@ -62,6 +62,8 @@ def main() -> int:
         print(f"FAILED: {exc}")
         return 1
     print("OK: zero overspend, balance = its ledger, nothing reserved")
+    print(f"FIGURE overspend with {f.calls} calls on one card through {f.daemons} cardd instances: "
+          f"{max(f.charged - f.money_in, 0)} (target 0)")
     return 0
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -27,6 +26,7 @@ sys.path.insert(0, str(REPO))
 
 import psycopg  # noqa: E402
 
+from bench.common import machine  # noqa: E402
 from cardd.db import EmbeddedServer, migrate_conn  # noqa: E402
 
 
@@ -78,8 +78,9 @@ def main() -> None:
             write_csv(repriced, args.rows, seed=8)
             write_csv(shifted, args.rows, seed=9, first=10_000_000 + args.rows // 2)
             size_mb = csv_path.stat().st_size / 1e6
-            print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}")
+            print(f"machine: {machine()}")
             print(f"CSV: {args.rows:,} rows per file, {size_mb:.1f} MB (generated in {time.monotonic() - t0:.1f} s)")
+            figures: list[str] = []
             print(f"{'import':<34} {'seconds':>8} {'rows/s':>10}")
             for label, path, mode in (("merge into an empty tariff", csv_path, "merge"),
                                       ("same file again (unchanged)", csv_path, "merge"),
@@ -87,6 +88,10 @@ def main() -> None:
                                       ("replace, half the prefixes new", shifted, "replace")):
                 seconds, line = run_import(config, path, mode)
                 print(f"{label:<34} {seconds:>8.1f} {args.rows / seconds:>10,.0f}   [{line}]")
+                figures.append(f"FIGURE rate import, {label}, {args.rows:,} rows: {seconds:.1f} s"
+                               + (" (target <= 12 s for 1,000,000 new rows)" if label.startswith("merge into")
+                                  else " (no target)"))
+            print("\n".join(figures))
         finally:
             if server is not None:
                 server.stop()

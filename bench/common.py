@@ -25,7 +25,8 @@ import gevent.subprocess as subprocess
 REPO = Path(__file__).resolve().parent.parent
 SERVE = Path(__file__).resolve().parent / "serve.py"
 
-# The demo data's card shape: bench cards are 2000000000 + i, all with this PIN.
+# The demo data's card shape: bench cards are 2000000000 + i, all with this PIN
+# (each card hashed on its own: its own salt, so no two stored hashes match).
 BENCH_PIN = "1234"
 BENCH_CARD_BASE = 2_000_000_000
 # 44 is the demo tariff's UK rate; the number is dialled through the demo proxy.
@@ -97,21 +98,30 @@ class EmbeddedPg:
         pins.use_key_of(load_settings(None).daemon, create=True)
         with ConnectionPool(self.dsn, min_size=1, max_size=1, open=True) as pool:
             ensure_demo_data(pool)
-        # One hash for every card (the salt lives in the stored string): one
-        # INSERT ... SELECT sets up any number of cards.
-        pin_hash = hash_pin(BENCH_PIN)
+        # Every card its own salted hash (cardd.billing.pins, the one PIN
+        # module): a cache keyed by the stored hash cannot look perfect.
         with psycopg.connect(self.dsn) as conn, conn.transaction():
-            conn.execute(
-                "INSERT INTO accounts (username, pin_hash, currency, tariff_id)"
-                " SELECT (%s::bigint + i)::text, %s, t.currency, t.id"
-                "   FROM generate_series(0, %s - 1) AS i, tariffs t WHERE t.name = %s",
-                (BENCH_CARD_BASE, pin_hash, self.cards, DEMO_TARIFF))
+            tariff = conn.execute("SELECT id, currency FROM tariffs WHERE name = %s",
+                                  (DEMO_TARIFF,)).fetchone()
+            with conn.cursor().copy(
+                    "COPY accounts (username, pin_hash, currency, tariff_id) FROM STDIN") as copy:
+                for i in range(self.cards):
+                    copy.write_row((card_number(i), hash_pin(BENCH_PIN), tariff[1], tariff[0]))
             # Balances move only through ledger rows (the trigger applies them).
             conn.execute(
                 "INSERT INTO ledger (account_id, amount, kind, reference)"
                 " SELECT id, %s, 'initial', 'bench' FROM accounts WHERE username::bigint >= %s",
                 (self.balance, BENCH_CARD_BASE))
             conn.execute("ANALYZE")
+
+    def wal_lsn(self) -> int:
+        """The server's current WAL position in bytes (pg_current_wal_lsn): the
+        difference over a run is the WAL it wrote (every write, all sessions)."""
+        import psycopg
+
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            return int(conn.execute(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint").fetchone()[0])
 
     def backend_cpu(self) -> float:
         """CPU seconds used so far by this PostgreSQL server's processes (the
@@ -133,6 +143,44 @@ class EmbeddedPg:
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
         return total
+
+
+class DbCounter:
+    """Every exchange this process has with PostgreSQL, counted where psycopg
+    makes it: each `Connection.wait` runs one query generator to its end (send,
+    then wait for the results), i.e. one round trip; each `Cursor.execute` is
+    one statement, the empty ones being the pool's connection checks; the
+    round trips that are not statements are BEGIN/COMMIT/ROLLBACK. Counted,
+    not estimated. Installed once per process (install())."""
+
+    counts = {"round_trips": 0, "statements": 0, "checks": 0}
+    _installed = False
+
+    @classmethod
+    def install(cls) -> dict[str, int]:
+        if cls._installed:
+            return cls.counts
+        import psycopg
+
+        counts = cls.counts
+        wait, execute = psycopg.Connection.wait, psycopg.Cursor.execute
+
+        def counted_wait(self, gen, *args, **kw):
+            counts["round_trips"] += 1
+            return wait(self, gen, *args, **kw)
+
+        def counted_execute(self, query, *args, **kw):
+            counts["checks" if query == "" else "statements"] += 1
+            return execute(self, query, *args, **kw)
+
+        psycopg.Connection.wait = counted_wait
+        psycopg.Cursor.execute = counted_execute
+        cls._installed = True
+        return counts
+
+    @classmethod
+    def snapshot(cls) -> dict[str, int]:
+        return dict(cls.counts)
 
 
 @dataclass

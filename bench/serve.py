@@ -11,7 +11,8 @@ OutboundESLServer does them, behind gevent's StreamServer instead of
 OutboundESLServer.listen (whose 100 ms accept poll would cap it, ESL.md).
 
 It prints {"port", "pid"} once listening, then answers one JSON line per
-request line on stdin: usage, lag_start, lag_stop, open_reservations, gc,
+request line on stdin: usage (CPU, RSS, calls held, database round trips
+counted by bench.common.DbCounter), lag_start, lag_stop, open_reservations, gc,
 quit.
 """
 
@@ -37,7 +38,7 @@ from gevent.server import StreamServer  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import PROXY  # noqa: E402
+from bench.common import PROXY, DbCounter  # noqa: E402
 # cardd's own subscription, so the bare handler receives exactly what cardd does.
 from cardd.esl.session import EVENTS  # noqa: E402
 
@@ -216,6 +217,8 @@ def main() -> int:
     mark = None
     logging.basicConfig(filename=args.log_file, level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.kind == "cardd":
+        DbCounter.install()    # before the daemon opens its pool
     server = CarddServer(args.dsn, args.log_level) if args.kind == "cardd" else StockServer()
     out = sys.stdout
     out.write(json.dumps({"port": server.port, "pid": os.getpid()}) + "\n")
@@ -231,7 +234,7 @@ def main() -> int:
         if op == "usage":
             ru = resource.getrusage(resource.RUSAGE_SELF)
             reply = {"cpu": ru.ru_utime + ru.ru_stime, "maxrss_kb": ru.ru_maxrss,
-                     "rss_kb": _rss_kb(), "active": len(server.active)}
+                     "rss_kb": _rss_kb(), "active": len(server.active), "extra": DbCounter.snapshot()}
         elif op == "lag_start":
             lag.start()
             reply = {}
