@@ -28,6 +28,8 @@ import yaml
 from cardd import installed_dir
 from cardd.errors import ConfigError
 from cardd.options import (
+    API_OPTIONS,
+    API_OPTIONS_BY_NAME,
     DAEMON_OPTIONS,
     DAEMON_OPTIONS_BY_NAME,
     FLAG_TOKENS,
@@ -36,6 +38,7 @@ from cardd.options import (
     OPTIONS_BY_NAME,
     BadValue,
     CardOptions,
+    ApiSettings,
     CldTokens,
     DaemonSettings,
     Option,
@@ -50,7 +53,7 @@ __all__ = [
     "REPO_SOUNDS_DIR", "INSTALLED_SOUNDS_DIR", "SYSTEM_CONFIG", "find_config",
 ]
 
-TOP_LEVEL_KEYS = ("daemon", "calling_card", "instances")
+TOP_LEVEL_KEYS = ("daemon", "calling_card", "instances", "api")
 INSTANCE_ONLY_KEYS = ("customer",)
 # The prompts installed with cardd (the checkout's sounds/, mapped into the
 # package by setup.cfg): the default daemon.sounds_dir.
@@ -227,6 +230,7 @@ class Settings:
     daemon: Any  # DaemonSettings
     calling_card: dict[str, Any] = field(default_factory=dict)
     instances: dict[str, dict[str, Any]] = field(default_factory=dict)
+    api: Any = field(default_factory=ApiSettings)  # ApiSettings: `cardd api`
     # How the file was found (find_config): "-c", "cwd", "system" or "none" (built-in
     # defaults). Commands say which config and database they use unless it was -c or ./cardd.yaml.
     found_by: str = "-c"
@@ -369,6 +373,14 @@ def _daemon_section(raw: dict[Any, Any], where: _Where, base_dir: str) -> Any:
     return _finish_daemon(DaemonSettings(**values))
 
 
+def _api_section(raw: dict[Any, Any], where: _Where, base_dir: str) -> Any:
+    for key in raw:
+        if str(key) not in API_OPTIONS_BY_NAME:
+            raise where.error(("api", str(key)), _unknown_key(str(key), list(API_OPTIONS_BY_NAME), "api"))
+    return ApiSettings(**{o.name: _convert(o, raw.get(o.name, o.default), ("api", o.name), where, base_dir)
+                          for o in API_OPTIONS})
+
+
 _INSTANCE_NAME = "a name matching [a-z][a-z0-9_-]* (the first part of the CLD)"
 
 
@@ -448,8 +460,9 @@ def load_settings(path: str | None) -> Settings:
     _check_combination(defaults | calling_card, calling_card, ("calling_card",), where, None, False)
     raw_instances = _section(data.get("instances"), ("instances",), where, "a mapping of instance names")
     instances = _instances_section(raw_instances, where, base_dir, calling_card)
+    api = _api_section(_section(data.get("api"), ("api",), where, "a mapping of API settings"), where, base_dir)
     log.debug("loaded %s: %d calling_card settings, %d instances", path, len(calling_card), len(instances))
-    return Settings(path, daemon, calling_card, instances)
+    return Settings(path, daemon, calling_card, instances, api)
 
 
 # --- text for `cardd check-config` and `cardd check-cld` --------------------------------

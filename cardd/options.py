@@ -699,10 +699,26 @@ DAEMON_OPTIONS: tuple[Option, ...] = (
     O("http_max_connections", IntKind(1, 100000), 64,
       "open connections per HTTP listener (CDR, metrics); one more is answered 503 and closed", DAEMON),
 )
+
+API = "api"
+# `cardd api` (issue 15): the HTTP JSON API, a process of its own on the daemon's database.
+API_OPTIONS: tuple[Option, ...] = (
+    O("listen", HostPortKind(), "127.0.0.1:8086",
+      "HTTP address of the API (plain HTTP: put a TLS-terminating proxy in front of anything but localhost)", API),
+    O("max_body_bytes", IntKind(1024, 100 * 2**20, "bytes"), 1048576,
+      "largest request body (a rates CSV included); a larger one is answered 413", API),
+    O("request_timeout", SecondsKind(0, 600, lo_open=True), 30.0,
+      "seconds a request may take; a slower one is answered 503", API),
+    O("max_connections", IntKind(1, 100000), 256,
+      "connections served at once; more wait in the listen backlog", API),
+    O("session_lifetime", IntKind(60, 2592000, "seconds"), 3600,
+      "how long a card holder's sign-in (card number + PIN) lasts", API),
+)
 del O
 
 OPTIONS_BY_NAME: Mapping[str, Option] = MappingProxyType({o.name: o for o in OPTIONS})
 DAEMON_OPTIONS_BY_NAME: Mapping[str, Option] = MappingProxyType({o.name: o for o in DAEMON_OPTIONS})
+API_OPTIONS_BY_NAME: Mapping[str, Option] = MappingProxyType({o.name: o for o in API_OPTIONS})
 
 
 def _dataclass_from(name: str, table: tuple[Option, ...], doc: str) -> type:
@@ -725,6 +741,10 @@ DaemonSettings = _dataclass_from(
     "DaemonSettings", DAEMON_OPTIONS,
     "The `daemon:` section of cardd.yaml, one attribute per entry of DAEMON_OPTIONS;\n"
     "data_dir and sounds_dir are absolute after cardd.config.load_settings.",
+)
+ApiSettings = _dataclass_from(
+    "ApiSettings", API_OPTIONS,
+    "The `api:` section of cardd.yaml (`cardd api`), one attribute per entry of API_OPTIONS.",
 )
 
 
@@ -894,6 +914,9 @@ def render_yaml() -> str:
             if option.section == section:
                 lines += _yaml_entry(option, option.default)
     lines += ["", _YAML_INSTANCES]
+    lines += ["# The HTTP JSON API, `cardd api` (README \"HTTP API\").", "api:"]
+    for option in API_OPTIONS:
+        lines += _yaml_entry(option, option.default)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

@@ -276,7 +276,7 @@ def test_bad_daemon_values_name_key_and_expectation(tmp_path, key, value, expect
 
 
 @pytest.mark.parametrize("text, fragment", [
-    ("- a\n- b\n", "expected a mapping with daemon, calling_card, instances at the top"),
+    ("- a\n- b\n", "expected a mapping with daemon, calling_card, instances, api at the top"),
     ("calling_card: 5\n", ":1: calling_card: expected a mapping of calling-card options, got 5"),
     ("instances: [cc]\n", ":1: instances: expected a mapping of instance names"),
     ("instances:\n  Cc: {}\n", "instances.Cc: expected a name matching [a-z][a-z0-9_-]*"),

@@ -343,7 +343,7 @@ def test_cardd_yaml_is_exactly_the_generated_text():
 
 def test_cardd_yaml_has_every_option_with_the_table_default_and_nothing_extra():
     data = yaml.safe_load((REPO / "cardd.yaml").read_text(encoding="utf-8"))
-    assert set(data) == {"daemon", "calling_card", "instances"}
+    assert set(data) == {"daemon", "calling_card", "instances", "api"}
     assert list(data["calling_card"]) == [o.name for s in SECTIONS for o in OPTIONS if o.section == s]
     assert set(data["calling_card"]) == set(OPTIONS_BY_NAME)
     for option in OPTIONS:
