@@ -51,9 +51,6 @@ def test_a_callee_talking_whole_seconds_is_billed_one_second_more_as_on_the_real
 
 # -- what the callee's phone shows ------------------------------------------------------
 
-@pytest.mark.xfail(strict=False, reason="cardd sets origination_caller_id_name with issue 10 §3 "
-                   "(cardd/ivr/dial.py, another engineer's change); until it lands the callee "
-                   "sees the caller's own number as the display name. Drop this mark then.")
 def test_the_callee_sees_the_presented_number_not_the_callers_own_as_display_name(
         cardd, demo_data):
     """preserve_original_cli off: the card's number is presented. Before
