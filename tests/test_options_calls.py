@@ -11,7 +11,7 @@ import logging
 from decimal import Decimal
 
 from cardd import speech
-from cardd.billing import identity
+from cardd.billing import catalog, identity
 from cardd.sim import Callee, Caller
 from tests.dbfixtures import create_demo_data
 from tests.test_flow_calls import LONDON, UK_MOBILE, bridge_args, card_caller, dial_vars
@@ -335,6 +335,14 @@ def test_the_rate_is_said_before_the_bridge_with_playrate(cardd, demo_data):
     assert heard[start + len(rate)] == "you_can_talk_for"
     # said before the bridge: the last playback before it ends with the duration
     assert t.bridges and heard.index("this_call_costs") < heard.index("you_can_talk_for")
+
+
+def test_a_price_below_the_minor_unit_is_said_rounded_up(cardd, database, demo_data):
+    # 0.035 a minute is said as four cents: never a cheaper call than the one billed
+    catalog.add_rate(database.pool, demo_data.tariff, "4477", price_1="0.035", interval_1=60, price_n="0.035",
+                     interval_n=60, connect_fee="0", free_seconds=0, grace=0, forbidden=False)
+    t = cardd.call(card_caller(demo_data, UK_MOBILE + "#", destination="cc.playrate.noredial"), Callee(talk=5))
+    assert contains(cardd.heard(t), ["this_call_costs", "num_4", "cur_usd_minors", "per_minute"])
 
 
 def test_the_rate_is_not_said_by_default(cardd, demo_data):
