@@ -93,12 +93,43 @@ def time_routes(conn: psycopg.Connection, numbers: list[str]) -> tuple[list[floa
     return samples, routed, alternatives
 
 
+def compare_import(dsn: str, rows: int, rng: random.Random) -> int:
+    """A tariff's rates and a carrier's deck from one CSV, through the one import code:
+    the difference is the carrier deck's second index (prefix, for route selection)."""
+    import io
+
+    from psycopg_pool import ConnectionPool
+
+    from cardd.admin_carriers import CARRIER_DECK
+    from cardd.admin_ops import import_rates
+    from cardd.billing import carriers, catalog
+
+    lines = ["prefix,description,price_1,interval_1,price_n,interval_n,connect_fee,free_seconds,grace\n"]
+    lines += [f"{p},zone,0.0{rng.randint(1000, 9999)},60,0.01000,6,0,0,0\n" for p in make_prefixes(rows, rng)]
+    text = "".join(lines)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrate_conn(conn)
+    with ConnectionPool(dsn, min_size=1, max_size=2, open=True) as pool:
+        catalog.create_tariff(pool, "t", "USD")
+        catalog.create_tariff(pool, "t2", "USD")
+        carriers.create_carrier(pool, "c", currency="USD", gateways=["sofia/gateway/c/{number}"])
+        # a second tariff last, so that neither kind has only the cold first run
+        for name, kwargs in (("tariff t", {}), ("carrier c", {"deck": CARRIER_DECK}), ("tariff t2", {})):
+            result = import_rates(pool, name.split()[1], io.StringIO(text), **kwargs)
+            print(f"{name}: {result.rows:,} rows imported in {result.seconds:.1f} s")
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dsn", default="", help="an empty database to use (default: embedded, temporary)")
     ap.add_argument("--carriers", type=int, default=100)
     ap.add_argument("--prefixes", type=int, default=100_000, help="per carrier (the pool is 1.25 times this)")
     ap.add_argument("--lookups", type=int, default=5000)
+    ap.add_argument("--compare-import", type=int, default=0, metavar="ROWS",
+                    help="instead: import a generated deck of ROWS rows into a tariff and into a carrier"
+                         " (the same code, cardd.admin_ops.import_rates) and print both times")
     args = ap.parse_args()
     rng = random.Random(17)
 
@@ -109,6 +140,8 @@ def main() -> int:
         server = EmbeddedServer(Path(tempfile.mkdtemp(prefix="cardd-bench-")) / "pg").start()
         dsn = server.uri()
     try:
+        if args.compare_import:
+            return compare_import(dsn, args.compare_import, rng)
         with psycopg.connect(dsn, autocommit=True) as conn:
             migrate_conn(conn)
             pool = make_prefixes(args.prefixes * 5 // 4, rng)
