@@ -184,6 +184,8 @@ def main() -> int:
     p.add_argument("--log-level", default="info", help="both handlers' log level (cardd's default: info)")
     p.add_argument("--log-dir", default="", help="keep the handlers' logs here (default: discarded)")
     p.add_argument("--only", choices=["cardd", "stock"], help="run one handler (e.g. under py-spy)")
+    p.add_argument("--db-trace", action="store_true",
+                   help="cardd counts each statement it sends; the counts go to stderr at the end")
     args = p.parse_args()
     levels = [int(c) for c in args.callers.split(",")]
     soft, _ = raise_nofile()
@@ -197,7 +199,9 @@ def main() -> int:
         log = lambda kind: str(Path(args.log_dir) / f"{kind}.log") if args.log_dir else ""  # noqa: E731
         kinds = [args.only] if args.only else ["stock", "cardd"]
         handlers = {k: Handler(k, dsn=pg.dsn if k == "cardd" else "", log_file=log(k),
-                               log_level=args.log_level) for k in kinds}
+                               log_level=args.log_level,
+                               extra_args=["--db-trace"] if args.db_trace and k == "cardd" else [])
+                    for k in kinds}
         try:
             for h in handlers.values():
                 print(f"# {h.kind}: pid {h.pid}, port {h.port}")

@@ -147,34 +147,65 @@ class EmbeddedPg:
 
 class DbCounter:
     """Every exchange this process has with PostgreSQL, counted where psycopg
-    makes it: each `Connection.wait` runs one query generator to its end (send,
-    then wait for the results), i.e. one round trip; each `Cursor.execute` is
-    one statement, the empty ones being the pool's connection checks; the
-    round trips that are not statements are BEGIN/COMMIT/ROLLBACK. Counted,
-    not estimated. Installed once per process (install())."""
+    makes it. psycopg runs each exchange as a generator driven by
+    `Connection.wait`: the generator sends, then yields to wait on the socket
+    for the reply. A generator that yields at least once is one round trip;
+    one that finishes without yielding sent nothing (the `commit()` of an idle
+    autocommit connection that the pool's `with conn:` does on every return).
+    Each `Cursor.execute` is one statement, the empty ones being the pool's
+    connection checks; round trips that are neither are BEGIN/COMMIT/ROLLBACK.
+    Counted, not estimated (the one undercount: the exchange in which a
+    statement is prepared, once per statement and connection, rides with its
+    first prepared execute). Installed once per process (install())."""
 
     counts = {"round_trips": 0, "statements": 0, "checks": 0}
+    # With trace: how often each statement (its first words) and each
+    # transaction command ran (bench/serve.py --db-trace prints it at exit).
+    trace: dict[str, int] | None = None
     _installed = False
 
     @classmethod
-    def install(cls) -> dict[str, int]:
+    def install(cls, *, trace: bool = False) -> dict[str, int]:
         if cls._installed:
             return cls.counts
         import psycopg
 
         counts = cls.counts
-        wait, execute = psycopg.Connection.wait, psycopg.Cursor.execute
+        wait, execute, command = psycopg.Connection.wait, psycopg.Cursor.execute, psycopg.Connection._exec_command
+        seen = cls.trace = {} if trace else None
+
+        def counted(gen):
+            try:
+                waiting_on = gen.send(None)
+            except StopIteration as done:
+                return done.value          # nothing went over the wire
+            counts["round_trips"] += 1
+            while True:
+                ready = yield waiting_on
+                try:
+                    waiting_on = gen.send(ready)
+                except StopIteration as done:
+                    return done.value
 
         def counted_wait(self, gen, *args, **kw):
-            counts["round_trips"] += 1
-            return wait(self, gen, *args, **kw)
+            return wait(self, counted(gen), *args, **kw)
 
         def counted_execute(self, query, *args, **kw):
             counts["checks" if query == "" else "statements"] += 1
+            if seen is not None:
+                key = " ".join(str(query if isinstance(query, str) else query.as_string(self)).split())[:90]
+                seen[key] = seen.get(key, 0) + 1
             return execute(self, query, *args, **kw)
+
+        def traced_command(self, cmd, *args, **kw):
+            key = "[tx] " + (cmd.decode() if isinstance(cmd, bytes) else str(cmd))[:60]
+            seen[key] = seen.get(key, 0) + 1
+            return command(self, cmd, *args, **kw)
 
         psycopg.Connection.wait = counted_wait
         psycopg.Cursor.execute = counted_execute
+        if seen is not None:
+            psycopg.Connection._exec_command = traced_command
         cls._installed = True
         return counts
 

@@ -209,6 +209,8 @@ def main() -> int:
     p.add_argument("--log-level", default="info")
     p.add_argument("--tracemalloc", action="store_true",
                    help="trace Python allocations (ops malloc_mark / malloc_top)")
+    p.add_argument("--db-trace", action="store_true",
+                   help="count each statement and transaction command; printed to stderr at quit")
     args = p.parse_args()
     if args.tracemalloc:
         import tracemalloc
@@ -218,7 +220,7 @@ def main() -> int:
     logging.basicConfig(filename=args.log_file, level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.kind == "cardd":
-        DbCounter.install()    # before the daemon opens its pool
+        DbCounter.install(trace=args.db_trace)    # before the daemon opens its pool
     server = CarddServer(args.dsn, args.log_level) if args.kind == "cardd" else StockServer()
     out = sys.stdout
     out.write(json.dumps({"port": server.port, "pid": os.getpid()}) + "\n")
@@ -259,6 +261,9 @@ def main() -> int:
             reply = {"top": [str(d) for d in diff[:req.get("n", 20)]],
                      "total_kb": sum(d.size_diff for d in diff) / 1024}
         elif op == "quit":
+            if DbCounter.trace is not None:
+                for key, n in sorted(DbCounter.trace.items(), key=lambda kv: -kv[1]):
+                    print(f"# db trace {n:8d}  {key}", file=sys.stderr)
             out.write("{}\n")
             out.flush()
             break
