@@ -37,7 +37,9 @@ def run(channel: Channel, services: Services) -> None:
         else:
             # Greetings and the language menu set call.lang; None: the call ended there.
             with services.metrics.step("greeting"):
-                chosen = greet(call, languages, card_language_by_cli(call))
+                # Only a menu can be skipped: no look-up for a one-language number.
+                known = card_language_by_cli(call) if len(languages) > 1 else None
+                chosen = greet(call, languages, known)
             outcome = "no_language" if chosen is None else _serve(call)
     except _SessionOver:
         outcome = "card_refused"
