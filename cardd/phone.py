@@ -57,6 +57,10 @@ def add_call_options(call: argparse.ArgumentParser) -> None:
     call.add_argument("--inbound-esl", default=None, metavar="HOST:PORT",
                       help="serve FreeSWITCH's inbound Event Socket there during the call "
                            "(default: daemon.inbound_esl; 'off' for none)")
+    call.add_argument("--json-cdr", default=None, metavar="FILE",
+                      help="post each leg's CDR as mod_json_cdr configured by this "
+                           "json_cdr.conf.xml would (e.g. freeswitch-conf/autoload_configs/"
+                           "json_cdr.conf.xml; default: no CDRs)")
     call.add_argument("--stay", type=float, default=0.0, metavar="SECONDS",
                       help="keep the inbound Event Socket up this long after the call ended "
                            "(a cardd killed mid-call and restarted settles it then)")
@@ -123,6 +127,14 @@ def place_call(args, settings) -> int:
                     hear_prompts=args.hear_prompts, type_after=args.type_after)
     callee = Callee(outcome=args.answer, talk=args.talk)
     switch = Switch(virtual_clock=not args.real_time)
+    poster = None
+    if args.json_cdr:
+        from cardd.sim.cdr import JsonCdrPoster
+        try:
+            poster = JsonCdrPoster.from_conf(switch, args.json_cdr)
+        except (OSError, ValueError, SyntaxError) as exc:
+            print(f"cardd: call: --json-cdr {args.json_cdr}: {exc}", file=sys.stderr)
+            return 2
     inbound = _serve_inbound(switch, args.inbound_esl or settings.daemon.inbound_esl,
                              settings.daemon.inbound_esl_password)
     try:
@@ -142,6 +154,14 @@ def place_call(args, settings) -> int:
             if bridge.sip_from is not None:
                 print(f"  the callee's phone showed From: {bridge.sip_from}")
         print(f"call ended: {transcript.hangup_cause or 'socket closed'}")
+        if poster is not None:
+            # Background posts (queue-capacity) may still be retrying.
+            poster.wait()
+            for doc in poster.posted:
+                print(f"CDR posted: {doc['variables'].get('uuid')}")
+            for doc in poster.failed:
+                print(f"CDR not delivered after {poster.retries + 1} tries: "
+                      f"{doc['variables'].get('uuid')}")
         if inbound is not None and args.stay > 0:
             print(f"inbound Event Socket stays up at {_at(inbound.address)} for {args.stay:g} s")
             gevent.sleep(args.stay)

@@ -231,3 +231,35 @@ def test_cardd_killed_mid_call_settles_the_reservation_after_restart_through_car
             second.daemon.stop()
     finally:
         phone_call.kill()
+
+
+def test_cardd_call_posts_the_legs_cdrs_as_a_json_cdr_conf_says(database, demo_data, ledger,
+                                                                 tmp_path, capsys):
+    from cardd.daemon import Daemon
+    from cardd.metrics import Metrics
+    from tests.callfixtures import Cardd, make_settings
+    from tests.test_orphans import free_port
+
+    cdr_at = f"127.0.0.1:{free_port()}"
+    settings = make_settings(tmp_path=None, cdr_listen=cdr_at, cdr_credentials="fs:s3cret")
+    daemon = Daemon(settings, database=database, metrics=Metrics(), serve_metrics=False,
+                    serve_cdr=True)
+    daemon.start()
+    try:
+        conf = tmp_path / "json_cdr.conf.xml"
+        conf.write_text('<configuration name="json_cdr.conf"><settings>'
+                        f'<param name="url" value="http://{cdr_at}/cdr"/>'
+                        '<param name="cred" value="fs:s3cret"/>'
+                        '<param name="encode-values" value="false"/>'
+                        '</settings></configuration>')
+        code = cli.main(phone(Cardd(daemon), tmp_path, *card_digits(demo_data, UK_MOBILE + "#"),
+                              "--talk", "12", "--json-cdr", str(conf)))
+        out = capsys.readouterr().out
+        assert code == 0, out
+        (cdr,) = ledger.cdrs_for(demo_data.card_id)
+        assert f"CDR posted: {cdr.b_uuid}" in out
+        assert f"CDR posted: {cdr.a_uuid}" in out
+        assert "not delivered" not in out
+        assert daemon.cdr_endpoint.store.get(str(cdr.b_uuid)).billmsec == 12_020
+    finally:
+        daemon.stop()

@@ -103,6 +103,10 @@ class Switch:
             leg.set_var(argv[1], " ".join(argv[2:]) or None)
             return "+OK\n"
         if cmd == "uuid_exists":
+            # switch_ivr_uuid_exists -> switch_core_session_locate -> read lock,
+            # which fails once `switch_channel_down_nosig(session->channel)`
+            # (state >= CS_HANGUP, switch_core_rwlock.c): a leg hung up but
+            # still reporting (posting its CDR) does not exist any more.
             return "true" if leg is not None else "false"
         if cmd == "uuid_kill":
             if leg is None:
