@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 from xml.etree import ElementTree
 
-import pytest
 from gevent.pywsgi import WSGIServer
 
 from cardd.sim import Callee, Caller, Switch
@@ -72,9 +71,13 @@ def bridged_call(switch: Switch, talk: float = 3):
                                             and e.unique_id == B)
 
     out: dict = {}
-    daemon = ToyDaemon(lambda conn: (out.__setitem__("conn", conn),
-                                     bridge_flow(f"{{origination_uuid={B}}}sofia/external/1000@x",
-                                                 after=after)(conn, out)))
+    flow = bridge_flow(f"{{origination_uuid={B}}}sofia/external/1000@x", after=after)
+
+    def serve(conn):
+        out["conn"] = conn
+        flow(conn, out)
+
+    daemon = ToyDaemon(serve)
     try:
         call = switch.call("127.0.0.1", daemon.port, Caller(), Callee(talk=talk))
         out["t"] = call.wait(30)
