@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import select
 import subprocess
 import sys
 import threading
@@ -281,8 +282,9 @@ class Database:
             max_size=self.pool_size,
             timeout=self.pool_timeout,
             kwargs={"autocommit": True},
-            # A connection broken by a database restart is replaced, not handed out.
-            check=ConnectionPool.check_connection,
+            # A connection broken by a database restart is replaced, not handed out;
+            # checking costs a round trip only when the socket says something happened.
+            check=check_idle_connection,
             name="cardd",
             open=False,
         )
@@ -341,6 +343,22 @@ class Database:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_idle_connection(conn: psycopg.Connection[Any]) -> None:
+    """The pool's check of a connection it is about to hand out, off the request
+    path: no round trip for a healthy one. An idle connection's socket has
+    nothing to read (cardd LISTENs to nothing) unless the server went away or
+    ended the session (a restart, pg_terminate_backend: an error, then EOF);
+    only then does psycopg_pool's own check (an empty query) run, fail, and the
+    pool discards the connection and hands out another. A peer that vanished
+    without a word is the pool's max_idle and the query's error, as before."""
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("connection closed")
+    # select() with a zero timeout never blocks (gevent's returns at once too).
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable:
+        ConnectionPool.check_connection(conn)
 
 
 def open_for_operator(settings: Any, *, migrate: bool = False) -> Database:
