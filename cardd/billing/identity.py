@@ -251,28 +251,40 @@ def gate(pool: ConnectionPool, buckets: list[tuple[str, str, int]], window_s: in
     """Evaluate one attempt under the buckets' locks unless a bucket is full.
     `evaluate(conn)` runs inside the gate's transaction (it must use that
     connection, never take another from the pool: every gate waiting on a lock
-    holds one) and returns (ok, value); a failure is counted in every bucket."""
+    holds one) and returns (ok, value); a failure is counted in every bucket.
+    Round trips: BEGIN, the locks, the counts, COMMIT (+ one insert on a failure)."""
     ordered = sorted(set(buckets))  # one lock order for every caller: no deadlocks
+    scopes, keys = [b[0] for b in ordered], [b[1] for b in ordered]
     with pool.connection() as conn, conn.transaction():
-        for scope, key, _ in ordered:
-            conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, f"{scope}:{key}"))
-        for scope, key, limit in ordered:
-            # A statement after the locks: under READ COMMITTED it sees every
-            # failure committed by whoever held them before us.
-            row = conn.execute(
-                "SELECT count(*) FROM auth_failures WHERE scope = %s AND key = %s"
-                "   AND at > clock_timestamp() - make_interval(secs => %s)",
-                (scope, key, window_s),
-            ).fetchone()
-            if row is not None and row[0] >= limit:
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(k)) FROM unnest(%s::text[]) AS k",
+                     (_LOCK_CLASS, [f"{scope}:{key}" for scope, key in zip(scopes, keys)]))
+        # A statement after the locks: under READ COMMITTED it sees every
+        # failure committed by whoever held them before us.
+        counts = _counts(conn, scopes, keys, window_s)
+        for (scope, _, limit), count in zip(ordered, counts):
+            if count >= limit:
                 return Gated(refused_by=scope)
         ok, value = evaluate(conn)
         if not ok:
-            for scope, key, _ in ordered:
-                conn.execute("INSERT INTO auth_failures (scope, key, at) VALUES (%s, %s, clock_timestamp())",
-                             (scope, key))
-            _prune(conn)
+            # The failure and the pruning of rows no window can count again, in one statement.
+            conn.execute(
+                "WITH failed AS (INSERT INTO auth_failures (scope, key, at)"
+                "                SELECT s, k, clock_timestamp() FROM unnest(%s::text[], %s::text[]) AS u(s, k))"
+                " DELETE FROM auth_failures WHERE at < now() - make_interval(secs => %s)",
+                (scopes, keys, PRUNE_AFTER_S))
     return Gated(ok=ok, value=value)
+
+
+def _counts(conn: Any, scopes: list[str], keys: list[str], window_s: int) -> list[int]:
+    """Each bucket's rows inside the window, in the buckets' order, in one statement."""
+    rows = conn.execute(
+        "SELECT b.i, count(f.id) FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS b(scope, key, i)"
+        "  LEFT JOIN auth_failures f ON f.scope = b.scope AND f.key = b.key"
+        "        AND f.at > clock_timestamp() - make_interval(secs => %s)"
+        " GROUP BY b.i ORDER BY b.i",
+        (scopes, keys, window_s),
+    ).fetchall()
+    return [int(r[1]) for r in rows]
 
 
 @_database_errors
@@ -295,19 +307,12 @@ def _prune(conn: Any) -> None:
 
 @_database_errors
 def is_full(pool: ConnectionPool, buckets: list[tuple[str, str, int]], window_s: int) -> bool:
-    """True when one of the buckets is at its limit. A courtesy before asking
-    for a secret (a locked-out caller is not made to type it); the guarantee
-    is gate's."""
+    """True when one of the buckets is at its limit (one round trip). A courtesy
+    before asking for a secret (a locked-out caller is not made to type it);
+    the guarantee is gate's."""
     with pool.connection() as conn:
-        for scope, key, limit in buckets:
-            row = conn.execute(
-                "SELECT count(*) FROM auth_failures WHERE scope = %s AND key = %s"
-                "   AND at > clock_timestamp() - make_interval(secs => %s)",
-                (scope, key, window_s),
-            ).fetchone()
-            if row is not None and row[0] >= limit:
-                return True
-    return False
+        counts = _counts(conn, [b[0] for b in buckets], [b[1] for b in buckets], window_s)
+    return any(count >= limit for (_, _, limit), count in zip(buckets, counts))
 
 
 def throttled(pool: ConnectionPool, limits: Limits, *, cli: str | None = None, card_id: int | None = None,
