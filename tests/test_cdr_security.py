@@ -31,7 +31,7 @@ from cardd.orphans import OrphanReconciler
 from cardd.sim import Callee, Caller, Switch
 from cardd.sim.cdr import JsonCdrPoster
 from tests.callfixtures import Cardd, make_settings
-from tests.test_orphans import CRED, UK_MOBILE, Gate, free_port, grant, kill, wait_dead
+from tests.test_orphans import CRED, UK_MOBILE, Gate, assert_money_holds, free_port, grant, kill, wait_dead
 
 
 def forged(b_uuid: str, billmsec: int = 0) -> bytes:
@@ -48,17 +48,6 @@ def post(port: int, body: bytes, cred: str | None = None) -> int:
         return conn.getresponse().status
     finally:
         conn.close()
-
-
-def assert_money_holds(ledger: Ledger, card_id: int, initial: D) -> None:
-    """initial + top-ups - CDR costs = balance; nothing open; nothing negative."""
-    assert ledger.open_reservations(card_id) == []
-    entries = ledger.ledger_entries(card_id)
-    topups = sum((e.amount for e in entries if e.kind in ("topup", "adjustment") and e.b_uuid is None), D(0))
-    costs = sum((c.cost for c in ledger.cdrs_for(card_id, limit=1000)), D(0))
-    balance = ledger.get_card(card_id).balance
-    assert initial + topups - costs == balance
-    assert balance >= 0
 
 
 def wait_for(condition, what: str, timeout: float = 30.0) -> None:
