@@ -225,6 +225,7 @@ def refuse(message: object) -> int:
 def run_db_migrate(args: argparse.Namespace, settings: Any) -> int:
     pins.use_key_of(settings.daemon, create=True)  # the PIN key is created with the schema
     with operator_database(settings, migrate=True) as db:
+        pins.refuse_new_key_for_hashed_pins(db.pool)
         print(f"schema at version {db.schema_version()}")
     return 0
 

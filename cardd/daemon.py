@@ -117,6 +117,7 @@ class Daemon:
             self.database = Database(d.dsn, d.data_dir, pool_size=d.pool_size)
             self.database.start()
         self.database.migrate()
+        pins.refuse_new_key_for_hashed_pins(self.database.pool)
         # This process's heartbeat row: the reservations it grants carry its
         # name, and no other cardd settles them while it lives (cardd/nodes.py).
         self.nodes = NodeRegistry(self.database.pool, interval=d.node_heartbeat_interval)

@@ -119,3 +119,23 @@ def test_a_legacy_pin_still_opens_the_card_and_is_rehashed_to_hmac(cardd, databa
     t = cardd.call(Caller(digits=[demo_data.card_number + "#", demo_data.pin + "#"], type_after=6))
     assert "you_have" in cardd.heard(t)
     assert_money_holds(database.pool, before)
+
+
+def test_a_host_without_the_shared_key_refuses_to_start_instead_of_making_a_new_one(tmp_path, dsn, database,
+                                                                                    demo_data, capsys):
+    """The database holds PINs hashed under a key; a host whose key file was not
+    copied must not create a key of its own (every PIN would fail there)."""
+    from cardd.daemon import Daemon
+    from cardd.metrics import Metrics
+    from tests.callfixtures import make_settings
+
+    yaml_path = config(tmp_path, dsn)
+    assert cli.main(["-c", yaml_path, "db", "migrate"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"cardd: PIN key file {tmp_path / 'var' / 'pin.key'} was missing, but 1 cards' PINs")
+    assert not (tmp_path / "var" / "pin.key").exists()
+    daemon = Daemon(make_settings(pin_key_file=str(tmp_path / "other.key")), database=database,
+                    metrics=Metrics(), serve_metrics=False)
+    with pytest.raises(pins.PinKeyError, match="copy pin.key"):
+        daemon.start()
+    assert not (tmp_path / "other.key").exists()

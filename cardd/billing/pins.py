@@ -50,11 +50,12 @@ class PinKeyError(CarddError):
 class PinKey:
     """The secret PIN hashes are keyed with, and where it came from."""
 
-    def __init__(self, secret: bytes, path: str):
+    def __init__(self, secret: bytes, path: str, *, created: bool = False):
         if len(secret) != KEY_BYTES:
             raise PinKeyError(f"PIN key file {path}: expected {KEY_BYTES} bytes, got {len(secret)}")
         self._secret = secret
         self.path = path
+        self.created = created  # by this process, just now
 
     def mac(self, salt: bytes, pin: str) -> bytes:
         return hmac.new(self._secret, salt + pin.encode("utf-8"), hashlib.sha256).digest()
@@ -75,8 +76,7 @@ def load_key(path: str | os.PathLike[str], *, create: bool) -> PinKey:
     """Read (with create: first create) the key file and make it this process's key."""
     global _key
     path = os.fspath(path)
-    if create and not os.path.exists(path):
-        _create_key_file(path)
+    created = create and not os.path.exists(path) and _create_key_file(path)
     try:
         info = os.stat(path)
         if not stat.S_ISREG(info.st_mode):
@@ -95,7 +95,7 @@ def load_key(path: str | os.PathLike[str], *, create: bool) -> PinKey:
         secret = bytes.fromhex(text)
     except ValueError:
         raise PinKeyError(f"PIN key file {path}: expected {2 * KEY_BYTES} hex digits") from None
-    _key = PinKey(secret, path)
+    _key = PinKey(secret, path, created=bool(created))
     return _key
 
 
@@ -104,10 +104,10 @@ def use_key_of(daemon: Any, *, create: bool = False) -> PinKey:
     return load_key(key_path(daemon), create=create)
 
 
-def _create_key_file(path: str) -> None:
+def _create_key_file(path: str) -> bool:
     """Write a new key atomically: a complete 0600 file appears under `path`, or
     nothing does. When two processes create at once, the first link wins and
-    both then read the winner's key."""
+    both then read the winner's key. True when this call's key won."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
@@ -120,9 +120,28 @@ def _create_key_file(path: str) -> None:
         try:
             os.link(tmp, path)
         except FileExistsError:
-            pass
+            return False
+        return True
     finally:
         os.unlink(tmp)
+
+
+def refuse_new_key_for_hashed_pins(pool: Any) -> None:
+    """A key this process just created cannot check PINs hashed under another
+    one: on a host where the shared key file was not copied, starting would
+    make every card's PIN fail. Refuse, and take the new file back."""
+    key = installed_key()
+    if not key.created:
+        return
+    with pool.connection() as conn:
+        row = conn.execute("SELECT count(*) FROM accounts WHERE pin_hash LIKE %s",
+                           (HMAC_SCHEME + "$%",)).fetchone()
+    if row and row[0]:
+        os.unlink(key.path)
+        key.created = False
+        raise PinKeyError(
+            f"PIN key file {key.path} was missing, but {row[0]} cards' PINs are hashed under a key: copy"
+            " pin.key (mode 0600) from a cardd host that has it; the new key was not kept")
 
 
 def installed_key() -> PinKey:
