@@ -10,7 +10,9 @@ CALLING_CARD_OPTIONS.md "Custom scripts" asks:
   reference product) -- logged once per change of the file and reported through
   `on_load_error`. A script that loads but misbehaves while running (exception,
   non-bool, too slow) means "prohibited": we fail closed, because the operator
-  wrote it to stop calls.
+  wrote it to stop calls. Loading and running happen in a worker thread with a
+  deadline (`_off_loop`), never on the event loop: a slow script delays its own
+  call, not every call in the process.
 * DurationScript: a program printing the duration to ANNOUNCE. It never changes
   the real limit, so any failure falls back to the computed duration.
 
@@ -35,6 +37,7 @@ from typing import Any, Callable
 
 import gevent
 from gevent import subprocess
+from gevent.threadpool import ThreadPool
 
 log = logging.getLogger(__name__)
 
@@ -181,31 +184,17 @@ class DestinationCheck:
     # -- running --
 
     def _run(self, function: Callable[..., Any], args: tuple[str, ...], call_uuid: str) -> bool:
-        started = time.monotonic()
-        timer = gevent.Timeout(self.timeout)
-        timer.start()
-        try:
-            result = function(*args)
-        except gevent.Timeout as exc:
-            if exc is not timer:
-                raise  # somebody else's deadline (e.g. the call's): not ours to judge
+        finished, ok, result = _off_loop(function, args, self.timeout)
+        if not finished:
             return self._prohibit(call_uuid, RUN_TIMEOUT, "took longer than %.3g s", self.timeout)
-        except (Exception, SystemExit) as exc:
-            # SystemExit too: a script calling sys.exit() must not end the greenlet.
+        if not ok:
+            # SystemExit too: a script calling sys.exit() must not end the call.
             log.error("call %s: destination check script %s raised %s: %s; call prohibited",
-                      call_uuid, self.path, type(exc).__name__, exc,
-                      exc_info=log.isEnabledFor(logging.DEBUG))
+                      call_uuid, self.path, type(result).__name__, result,
+                      exc_info=(type(result), result, result.__traceback__)
+                      if log.isEnabledFor(logging.DEBUG) else None)
             _report(self._on_run_error, self.path or "", RUN_EXCEPTION)
             return False
-        finally:
-            timer.close()
-        # A script that blocks without yielding to gevent (CPU loop, unpatched
-        # sleep) cannot be interrupted; at least its answer does not count.
-        elapsed = time.monotonic() - started
-        if elapsed > self.timeout:
-            return self._prohibit(call_uuid, RUN_TIMEOUT,
-                                  "blocked for %.3g s (limit %.3g s) without yielding",
-                                  elapsed, self.timeout)
         if not isinstance(result, bool):
             return self._prohibit(call_uuid, RUN_NOT_BOOL, "returned %s, not a bool",
                                   type(result).__name__)
@@ -298,18 +287,68 @@ class DestinationCheck:
         return importlib.util.module_from_spec(spec)
 
     def _exec(self, code: Any, module: ModuleType) -> None:
-        timer = gevent.Timeout(self.timeout)
-        timer.start()
+        finished, ok, error = _off_loop(exec, (code, module.__dict__), self.timeout)
+        if not finished:
+            raise _LoadError(LOAD_TIMEOUT, f"loading took longer than {self.timeout:.3g} s")
+        if not ok:
+            raise _LoadError(LOAD_EXCEPTION, f"{type(error).__name__}: {error}")
+
+
+# --- running operator Python off the event loop ---------------------------------
+
+# Threads for the destination check script, apart from the hub's own pool (which
+# resolves host names): a script stuck for good keeps its thread, and must not
+# starve anything but other checks, which then time out and prohibit their calls.
+SCRIPT_THREADS = 16
+_pool: ThreadPool | None = None
+
+
+class _Job:
+    """One piece of operator code handed to a worker thread."""
+
+    __slots__ = ("function", "args", "abandoned")
+
+    def __init__(self, function: Callable[..., Any], args: tuple[Any, ...]):
+        self.function = function
+        self.args = args
+        self.abandoned = False
+
+    def __call__(self) -> tuple[bool, Any]:
+        # In the worker thread. A job whose caller gave up while it waited for a
+        # thread (all busy) is not run at all: its answer would not count.
+        if self.abandoned:
+            return False, None
         try:
-            exec(code, module.__dict__)
-        except gevent.Timeout as exc:
-            if exc is not timer:
-                raise
-            raise _LoadError(LOAD_TIMEOUT, f"loading took longer than {self.timeout:.3g} s") from None
-        except (Exception, SystemExit) as exc:
-            raise _LoadError(LOAD_EXCEPTION, f"{type(exc).__name__}: {exc}") from None
-        finally:
-            timer.close()
+            return True, self.function(*self.args)
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt: the script's, not ours
+            return False, exc
+
+
+def _off_loop(function: Callable[..., Any], args: tuple[Any, ...],
+              timeout: float) -> tuple[bool, bool, Any]:
+    """Run operator code in a worker thread, waiting at most `timeout` seconds.
+
+    (finished, ok, result or exception). The event loop keeps serving every other
+    call meanwhile, whatever the code does (blocking I/O, time.sleep, a busy
+    loop: a thread switch every few ms). A thread cannot be killed: code past its
+    deadline runs on unobserved and its answer is dropped. A gevent.Timeout of the
+    caller's own (the call's deadline) goes through.
+    """
+    global _pool
+    if _pool is None or _pool.hub is not gevent.get_hub():
+        _pool = ThreadPool(SCRIPT_THREADS)
+    job = _Job(function, args)
+    try:
+        waiter = _pool.spawn(job)
+        outcome = waiter.wait(timeout)
+        if not waiter.ready():
+            return False, False, None
+    finally:
+        job.abandoned = True
+    if not waiter.successful():
+        return True, False, waiter.exception
+    ok, result = outcome
+    return True, ok, result
 
 
 # --- duration script ---------------------------------------------------------

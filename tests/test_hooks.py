@@ -295,6 +295,72 @@ def test_script_blocking_past_the_limit_prohibits(tmp_path):
     assert run_errors.reasons == [hooks.RUN_TIMEOUT]
 
 
+# Two calls whose checks each need the other's to be running: call "slow" says it has
+# started, then waits for call "fast"; call "fast" waits for "slow" to have started.
+# select() is the unpatched one: operator code that blocks the thread it runs on.
+# Run on the event loop, whichever check ran first would hold the loop until its
+# 10 s cap and answer False; off the loop both are allowed.
+TWO_CALLS = """
+    import os
+    from gevent.monkey import get_original
+    select = get_original("select", "select")
+
+    def wait_for(fd):
+        ready, _, _ = select([fd], [], [], 10)
+        return bool(ready) and os.read(fd, 1) == b"x"
+
+    def check_destination(cli, translated_cli, cld, translated_cld, username, original_cli):
+        if cld == "slow":
+            os.write({started_w}, b"x")
+            return wait_for({progress_r})
+        if not wait_for({started_r}):
+            return False
+        os.write({progress_w}, b"x")
+        return True
+"""
+
+
+def test_a_blocking_check_does_not_stall_the_other_calls(tmp_path):
+    import gevent
+    started_r, started_w = os.pipe()
+    progress_r, progress_w = os.pipe()
+    try:
+        script = write(tmp_path / "check.py", TWO_CALLS.format(
+            started_r=started_r, started_w=started_w, progress_r=progress_r, progress_w=progress_w))
+        check = DestinationCheck(str(script), timeout=30)
+        slow = gevent.spawn(check.allowed, **dict(CALL, cld="slow"))
+        assert check.allowed(**dict(CALL, cld="fast")) is True
+        assert slow.get(timeout=30) is True
+    finally:
+        for fd in (started_r, started_w, progress_r, progress_w):
+            os.close(fd)
+
+
+def test_a_check_blocked_past_its_deadline_prohibits_and_the_loop_runs_on(tmp_path, caplog):
+    import gevent
+    run_errors = Recorder()
+    release_r, release_w = os.pipe()
+    try:
+        script = write(tmp_path / "check.py", f"""
+            import os
+            from gevent.monkey import get_original
+            select = get_original("select", "select")
+            def check_destination(*a):
+                select([{release_r}], [], [], 30)
+                return True
+        """)
+        check = DestinationCheck(str(script), on_run_error=run_errors, timeout=0.1)
+        other_call = gevent.spawn(lambda: "served")
+        assert check.allowed(**CALL) is False
+        # The loop served another greenlet while the script blocked its thread.
+        assert other_call.ready() and other_call.value == "served"
+        assert run_errors.reasons == [hooks.RUN_TIMEOUT]
+        assert "took longer than 0.1 s; call prohibited" in caplog.text
+    finally:
+        os.write(release_w, b"x")  # let the abandoned thread finish
+        os.close(release_w)
+
+
 def test_outer_timeout_is_not_swallowed(tmp_path):
     import gevent
     script = write(tmp_path / "check.py", "import gevent\ndef check_destination(*a):\n"
