@@ -227,3 +227,44 @@ def test_encode_event_round_trips_through_the_parser():
 def test_event_with_its_own_body():
     event = parse_event(b"Event-Name: BACKGROUND_JOB\nContent-Length: 4\n\n+OK\n")
     assert event.body == b"+OK\n"
+
+
+def _capture_events() -> list:
+    events = []
+    for path in CAPTURES:
+        for data in recv_frames(path):
+            parser = FrameParser()
+            parser.feed(data)
+            events += [f.body for f in parser if f.is_event]
+    return events
+
+
+def test_lazy_lookups_answer_exactly_what_the_full_header_table_answers():
+    """Every capture event: the dispatch fields and any header read without the
+    table (find_raw) equal the full table's answer, first occurrence included."""
+    bodies = _capture_events()
+    assert len(bodies) > 100
+    for body in bodies:
+        lazy, full = parse_event(body), parse_event(body)
+        table = dict(full.headers.raw)
+        assert lazy.name == table.get("Event-Name")
+        assert lazy.unique_id == table.get("Unique-ID")
+        assert lazy.application_uuid == table.get("Application-UUID")
+        for name in list(table)[::7] + ["Hangup-Cause", "variable_billmsec", "No-Such-Header"]:
+            assert lazy.get(name) == full.get(name), name
+        assert lazy._headers is None        # none of that built the table
+
+
+def test_a_repeated_header_reads_as_its_first_occurrence_without_the_table():
+    event = parse_event(b"Event-Name: CHANNEL_HANGUP\nHangup-Cause: NORMAL_CLEARING\n"
+                        b"Unique-ID: u1\nHangup-Cause: NO_ANSWER\nX-Cause-Echo: Hangup-Cause: x\n")
+    assert event.get("Hangup-Cause") == "NORMAL_CLEARING" == event.headers.get("Hangup-Cause")
+    assert event.get("Cause") is None          # a name's tail is not the name
+    assert event.get("X-Cause-Echo") == "Hangup-Cause: x"
+
+
+def test_a_garbled_event_line_is_never_a_header_and_the_table_refuses_it():
+    event = parse_event(b"Event-Name: DTMF\ngarbage Unique-ID\nUnique-ID: u2\n")
+    assert event.unique_id == "u2"
+    with pytest.raises(ProtocolError):
+        event.headers

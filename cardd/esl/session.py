@@ -231,7 +231,7 @@ class EslSession(OutboundSession):
             return  # another channel's event: never ours to act on
         name = event.name
         if name == "CHANNEL_EXECUTE_COMPLETE":
-            waiter = self._executions.get(event.headers.raw.get("Application-UUID", ""))
+            waiter = self._executions.get(event.application_uuid or "")
             if waiter is not None:
                 waiter.set(event)
         elif leg == self.uuid:
