@@ -146,9 +146,10 @@ def create_app(pool: ConnectionPool, config: ApiConfig) -> Flask:
     app.before_request(_authenticate)
     app.after_request(_log_request)
 
-    from cardd.api import cards, catalogue, cdrs, holder
+    from cardd.api import cards, catalogue, cdrs, dialing, holder
     for blp in (cards.blp, holder.blp, cdrs.blp, cdrs.reservations_blp, catalogue.tariffs_blp,
-                catalogue.vouchers_blp, catalogue.customers_blp, catalogue.plans_blp):
+                catalogue.vouchers_blp, catalogue.customers_blp, catalogue.plans_blp, dialing.cards_blp,
+                dialing.smartdial_blp, dialing.blacklist_blp, dialing.nodes_blp):
         api.register_blueprint(blp, url_prefix=PREFIX + blp.url_prefix)
     return app
 
@@ -247,16 +248,22 @@ def after_of(cursor: str | None) -> int | None:
 
 # --- money-moving requests ------------------------------------------------------------------
 
-def idempotent(status: int, schema: Any, work: Callable[[Any], Any]) -> Response:
+def idempotent(status: int, schema: Any, work: Callable[[Any], Any], *,
+               render: Callable[[Any], tuple[str, str]] | None = None,
+               stored: Callable[[Any], tuple[str, str]] | None = None) -> Response:
     """Run `work(pool_like)` once per Idempotency-Key of this caller. The first answer (a
     refusal included) is stored with the change in one transaction; a repeat gets it back
-    with Idempotent-Replayed: true and moves nothing."""
+    with Idempotent-Replayed: true and moves nothing. `render` makes the answer's (body,
+    content type) from work's result (default: JSON through `schema`); `stored`, when given,
+    is what a repeat gets instead (the first answer without the secrets it showed once)."""
     key = request.headers.get("Idempotency-Key", "")
     if not key or len(key) > 200 or not key.isprintable():
         raise Problem(400, "Bad Request", "a request that moves money needs an Idempotency-Key header"
                       " (1 to 200 printable characters)",
                       invalid_params=[{"name": "Idempotency-Key", "reason": "required"}])
     body_hash = hashlib.sha256(request.get_data()).hexdigest()
+    render = render or (lambda result: (json.dumps(schema.dump(result)), "application/json"))
+    live: list[tuple[str, str]] = []
 
     def run(pool_like: Any) -> apistore.StoredAnswer:
         try:
@@ -264,11 +271,13 @@ def idempotent(status: int, schema: Any, work: Callable[[Any], Any]) -> Response
         except (CarddError, ValueError, Problem) as exc:
             p = problem_of(exc)
             return apistore.StoredAnswer(p.status, json.dumps(p.body()), PROBLEM)
-        return apistore.StoredAnswer(status, json.dumps(schema.dump(result)), "application/json")
+        live.append(render(result))
+        return apistore.StoredAnswer(status, *(stored or render)(result))
 
     answer, replayed = apistore.idempotent(pool(), principal().ident, key, request.method, request.path,
                                            body_hash, run)
-    response = Response(answer.body, status=answer.status, content_type=answer.content_type)
+    body, content_type = live[0] if live else (answer.body, answer.content_type)
+    response = Response(body, status=answer.status, content_type=content_type)
     if replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return response

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from cardd.api import schemas as s
-from cardd.api.app import READ, WRITE, Problem, after_of, allow, card_id_for, idempotent, owner_scope, pool, who
-from cardd.billing import apistore, operator
+from cardd.api.app import ADMIN, READ, WRITE, Problem, after_of, allow, card_id_for, idempotent, owner_scope, pool, who
+from cardd.billing import apistore, cardadmin, operator
 
 blp = Blueprint("cards", __name__, url_prefix="/cards", description="Calling cards")
 
@@ -131,3 +133,72 @@ class CardPin(MethodView):
         """Set (or with "" clear) the card's PIN. The PIN is never echoed nor audited."""
         card_id_for(number)
         operator.set_card_pin(pool(), number, body["pin"], who=who())
+
+
+@blp.route("/<string:number>/transfer")
+class CardTransfer(MethodView):
+    @blp.arguments(s.TransferSchema)
+    @blp.response(200, s.TransferredSchema)
+    @blp.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "required": True, "schema": {"type": "string"}}])
+    @allow(WRITE)
+    def post(self, body: dict[str, Any], number: str) -> Any:
+        """Move credit to another card of the same currency (only what open calls have not reserved).
+        Needs an Idempotency-Key."""
+        card_id_for(number)
+        card_id_for(body["to"])
+
+        def work(pool_like: Any) -> dict[str, Any]:
+            done = operator.transfer_credit(pool_like, number, body["to"], body["amount"], who=who())
+            return {"from_card": number, "to": body["to"], "amount": done.amount, "currency": done.currency,
+                    "from_balance": done.from_balance, "to_balance": done.to_balance}
+
+        return idempotent(200, s.TransferredSchema(), work)
+
+
+@blp.route("/<string:number>/terms")
+class CardTerms(MethodView):
+    @blp.arguments(s.CardPatchSchema)
+    @blp.response(200, s.CardSchema)
+    @allow(WRITE)
+    def patch(self, body: dict[str, Any], number: str) -> dict[str, Any]:
+        """Change a card's expiry, service plan or customer (each field given; null removes it).
+        A reseller may move a card only between its own customers, and not off them."""
+        card_id = card_id_for(number)
+        if owner_scope() is not None and "customer" in body:
+            if body["customer"] is None:
+                raise Problem(403, "Forbidden", "a reseller's card stays with one of its customers")
+            apistore.customer_visible(pool(), body["customer"], owner_scope())
+        with apistore.transaction(pool()) as (_, one):
+            if "expires_at" in body:
+                cardadmin.set_expiry(one, number, body["expires_at"], who=who())
+            if "plan" in body:
+                operator.assign_plan(one, [number], body["plan"], who=who())
+            if "customer" in body:
+                operator.assign_customer(one, [number], body["customer"], who=who())
+        return card_json(apistore.card_row(pool(), card_id))
+
+
+@blp.route("/batch")
+class CardBatch(MethodView):
+    @blp.arguments(s.BatchSchema)
+    @blp.response(201, description="number,pin,balance,currency: the PINs are shown in this answer only",
+                  content_type="text/csv")
+    @blp.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "required": True, "schema": {"type": "string"}}])
+    @allow(ADMIN)
+    def post(self, body: dict[str, Any]) -> Any:
+        """Generate a batch of random cards, all or none, as CSV. The PINs are in this answer only: they are
+        stored hashed, and a repeat of the request (same Idempotency-Key) gets the numbers with the PIN
+        column empty. Needs an Idempotency-Key."""
+        def work(pool_like: Any) -> list[cardadmin.NewCard]:
+            return cardadmin.generate_cards(pool_like, body.pop("count"), who=who(), **body)
+
+        def as_csv(cards: list[cardadmin.NewCard], *, pins: bool = True) -> tuple[str, str]:
+            out = io.StringIO()
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(["number", "pin", "balance", "currency"])
+            for card in cards:
+                writer.writerow([card.number, card.pin if pins else "", f"{body['balance']:.5f}", body["currency"]])
+            return out.getvalue(), "text/csv; charset=utf-8"
+
+        return idempotent(201, None, work, render=as_csv, stored=lambda cards: as_csv(cards, pins=False))
+

@@ -351,3 +351,88 @@ class PlanSchema(Schema):
     minutes = fields.Dict(keys=fields.Str(validate=PREFIX), values=fields.Int(validate=validate.Range(0, 10**6)),
                           load_default=dict)
     cards = fields.Int(dump_only=True)
+
+
+# --- more card operations ----------------------------------------------------------------------
+
+class CardPatchSchema(Schema):
+    expires_at = UtcDateTime(allow_none=True, metadata={"description": "null: never expires"})
+    plan = fields.Str(allow_none=True, validate=NAME, metadata={"description": "null: no plan"})
+    customer = fields.Str(allow_none=True, validate=NAME, metadata={"description": "null: no customer"})
+
+
+class TransferSchema(Schema):
+    to = fields.Str(required=True, validate=DIGITS)
+    amount = Money(required=True, positive=True)
+
+
+class TransferredSchema(Schema):
+    from_card = fields.Str(required=True, data_key="from")
+    to = fields.Str(required=True)
+    amount = Money(required=True)
+    currency = fields.Str(required=True)
+    from_balance = Money(required=True)
+    to_balance = Money(required=True)
+
+
+class BatchSchema(Schema):
+    count = fields.Int(required=True, validate=validate.Range(1, 10000))
+    tariff = fields.Str(required=True, validate=NAME)
+    currency = fields.Str(required=True, validate=CURRENCY)
+    length = fields.Int(load_default=10, validate=validate.Range(6, 32))
+    pin_length = fields.Int(load_default=4, validate=validate.Range(0, 20))
+    balance = Money(load_default=Decimal(0), non_negative=True)
+    customer = fields.Str(load_default=None, validate=NAME)
+    plan = fields.Str(load_default=None, validate=NAME)
+    expires_at = UtcDateTime(load_default=None)
+    valid_days = fields.Int(load_default=None, validate=validate.Range(1, 36500))
+    max_concurrent_calls = fields.Int(load_default=None, validate=validate.Range(1, 1000))
+
+
+# --- dialling: CLI maps, hot dial, smart dial, black list; live calls ------------------------------
+
+CLI = validate.Regexp(r"^\+?[0-9]{1,32}$", error="digits 0-9, optionally after +, at most 32")
+
+
+class CliMapSchema(Schema):
+    cli = fields.Str(required=True)
+    card = fields.Str(required=True)
+
+
+class CliMapArgs(Schema):
+    replace = fields.Bool(load_default=False, metadata={"description": "take the CLI from another card"})
+
+
+class HotDialSchema(Schema):
+    key = fields.Str(dump_only=True)
+    destination = fields.Str(required=True, validate=DIGITS)
+
+
+class SmartDialSchema(Schema):
+    did = fields.Str(dump_only=True)
+    card = fields.Str(dump_only=True)
+    destination = fields.Str(required=True, validate=DIGITS)
+    exclusive = fields.Bool(load_default=False)
+
+
+class BlacklistSchema(Schema):
+    cli = fields.Str(dump_only=True)
+    failed_attempts = fields.Int(dump_only=True)
+    blocked = fields.Bool(dump_only=True)
+    blocked_at = UtcDateTime(dump_only=True, allow_none=True)
+    reason = fields.Str(load_default="added by the operator", allow_none=True, validate=validate.Length(max=500))
+    updated_at = UtcDateTime(dump_only=True)
+
+
+class BlacklistArgs(PageArgs):
+    all = fields.Bool(load_default=False, metadata={"description": "also CLIs counting wrong cards, not blocked"})
+
+
+class NodeSchema(Schema):
+    node = fields.Str(required=True)
+    host = fields.Str(required=True)
+    pid = fields.Int(required=True)
+    started_at = UtcDateTime(required=True)
+    heartbeat_at = UtcDateTime(required=True)
+    alive = fields.Bool(required=True)
+    calls = fields.Int(required=True, metadata={"description": "open reservations this process granted"})

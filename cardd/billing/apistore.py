@@ -462,3 +462,96 @@ def lookup_rate(pool: ConnectionPool, tariff: str, number: str) -> tuple[str, Ra
     with pool.connection() as conn:
         tid, currency = catalog.tariff_id(conn, tariff)
         return currency.strip(), find_rate(conn, tid, number)
+
+
+# --- dialling: blacklist and smart dial pages; live calls per process -----------------------
+
+def encode_text_cursor(after: str | None) -> str | None:
+    return None if after is None else base64.urlsafe_b64encode(f"v1s:{after}".encode()).decode().rstrip("=")
+
+
+def decode_text_cursor(cursor: str | None) -> str | None:
+    if not cursor:
+        return None
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValueError("not a cursor this API gave out") from None
+    if not text.startswith("v1s:"):
+        raise ValueError("not a cursor this API gave out")
+    return text[4:]
+
+
+@dataclass(frozen=True)
+class BlacklistRow:
+    cli: str
+    failed_attempts: int
+    blocked: bool
+    blocked_at: datetime | None
+    reason: str | None
+    updated_at: datetime
+
+
+@_database_errors
+def blacklist_page(pool: ConnectionPool, *, blocked_only: bool = True, after: str | None = None,
+                   limit: int = 100) -> tuple[list[BlacklistRow], str | None]:
+    """Black-listed CLIs by CLI (after = the last CLI of the previous page)."""
+    with pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT cli, failed_attempts, blocked, blocked_at, reason, updated_at FROM blacklist"
+            " WHERE (blocked OR NOT %s) AND (%s::text IS NULL OR cli > %s) ORDER BY cli LIMIT %s",
+            (blocked_only, after, after, limit + 1)).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [BlacklistRow(*r) for r in rows], (rows[-1][0] if more else None)
+
+
+@dataclass(frozen=True)
+class SmartDialRow:
+    id: int
+    did: str
+    card: str
+    destination: str
+    exclusive: bool
+
+
+@_database_errors
+def smart_dial_page(pool: ConnectionPool, *, owner: str | None = None, card_id: int | None = None,
+                    after: int | None = None, limit: int = 100) -> Page[SmartDialRow]:
+    where = _Where()
+    _owner_clause(where, owner, "a.customer_id")
+    if card_id is not None:
+        where.add("s.account_id = %s", card_id)
+    if after is not None:
+        where.add("s.id > %s", after)
+    with pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT s.id, s.did, a.username, s.destination, s.exclusive FROM smart_dial s"
+            f" JOIN accounts a ON a.id = s.account_id WHERE {where.sql} ORDER BY s.id LIMIT %s",
+            (*where.params, limit + 1)).fetchall()
+    rows, next_after = _page(rows, limit, lambda r: r[0])
+    return Page([SmartDialRow(*r) for r in rows], next_after)
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    node: str
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    alive: bool
+    calls: int            # open reservations it granted: its calls up (or being set up)
+
+
+@_database_errors
+def live_nodes(pool: ConnectionPool, *, owner: str | None = None) -> list[NodeRow]:
+    """Every registered cardd process with its calls up now (a reseller counts only its cards' calls)."""
+    scope = "" if owner is None else (" AND r.account_id IN (SELECT a.id FROM accounts a JOIN customers c"
+                                      " ON c.id = a.customer_id WHERE c.owner = %(owner)s)")
+    with pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT n.node, n.host, n.pid, n.started_at, n.heartbeat_at, n.heartbeat_at > now() - n.stale_after,"
+            f"      (SELECT count(*) FROM reservations r WHERE r.node = n.node AND r.status = 'open'{scope})"
+            "  FROM cardd_nodes n ORDER BY n.started_at", {"owner": owner}).fetchall()
+    return [NodeRow(r[0], r[1], int(r[2]), r[3], r[4], bool(r[5]), int(r[6])) for r in rows]
