@@ -121,13 +121,15 @@ def main() -> int:
     from psycopg_pool import ConnectionPool
 
     from cardd.billing.ledger import Ledger
+    from cardd.db import check_idle_connection
 
     with EmbeddedPg(args.cards, balance=str(INITIAL)) as pg:
-        # As cardd.db.Database opens it (autocommit, checked connections).
+        # As cardd.db.Database opens it (autocommit, each checkout checked without a
+        # round trip unless the socket says the server spoke: check_idle_connection).
         with ConnectionPool(pg.dsn, min_size=args.pool, max_size=args.pool, timeout=30,
                             kwargs={"autocommit": True,
                                     **({"options": "-c synchronous_commit=off"} if args.async_commit else {})},
-                            check=None if args.no_check else ConnectionPool.check_connection,
+                            check=None if args.no_check else check_idle_connection,
                             open=True) as pool:
             pool.wait(timeout=30)
             with pool.connection() as conn:
