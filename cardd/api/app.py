@@ -108,8 +108,13 @@ class CarddApi(Api):
                                         headers=data.get("headers") or {}))
 
 
+def _json(value: Any) -> str:
+    """JSON as Flask writes it (compact, keys sorted), so a stored answer reads like a live one."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
 def problem_response(p: Problem) -> Response:
-    response = Response(json.dumps(p.body()), status=p.status, content_type=PROBLEM)
+    response = Response(_json(p.body()), status=p.status, content_type=PROBLEM)
     for name, value in p.headers.items():
         response.headers[name] = value
     return response
@@ -262,7 +267,7 @@ def idempotent(status: int, schema: Any, work: Callable[[Any], Any], *,
                       " (1 to 200 printable characters)",
                       invalid_params=[{"name": "Idempotency-Key", "reason": "required"}])
     body_hash = hashlib.sha256(request.get_data()).hexdigest()
-    render = render or (lambda result: (json.dumps(schema.dump(result)), "application/json"))
+    render = render or (lambda result: (_json(schema.dump(result)), "application/json"))
     live: list[tuple[str, str]] = []
 
     def run(pool_like: Any) -> apistore.StoredAnswer:
@@ -270,7 +275,7 @@ def idempotent(status: int, schema: Any, work: Callable[[Any], Any], *,
             result = work(pool_like)
         except (CarddError, ValueError, Problem) as exc:
             p = problem_of(exc)
-            return apistore.StoredAnswer(p.status, json.dumps(p.body()), PROBLEM)
+            return apistore.StoredAnswer(p.status, _json(p.body()), PROBLEM)
         live.append(render(result))
         return apistore.StoredAnswer(status, *(stored or render)(result))
 
