@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -133,7 +134,8 @@ def test_a_rates_csv_with_bad_rows_is_refused_whole_with_every_bad_row_named(api
     assert done.status_code == 200 and done.get_json()["inserted"] == 2
 
 
-def test_vouchers_are_generated_listed_voided_and_redeemed_once(api):
+def test_vouchers_are_generated_listed_voided_and_redeemed_once(api, caplog):
+    caplog.set_level(logging.INFO)
     app, database, demo = api
     client = admin_client(api)
     made = client.post("/vouchers", json={"count": 3, "amount": "5", "currency": "USD", "batch": "shop-1"})
@@ -152,6 +154,9 @@ def test_vouchers_are_generated_listed_voided_and_redeemed_once(api):
     assert Ledger(database.pool).get_card(demo.card_id).balance == Decimal("15")
     assert [v["status"] for v in client.get("/vouchers", query_string={"batch": "shop-1"}).get_json()["items"]] == \
         ["void", "used", "unused"]
+    # a voucher number is as good as money: the request log keeps its last 4 digits only
+    assert f"/vouchers/…{numbers[1][-4:]}/redeem" in caplog.text
+    assert all(n not in caplog.text for n in numbers)
 
 
 def test_resellers_do_not_see_vouchers_tariff_changes_or_plans(api):
