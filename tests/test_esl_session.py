@@ -195,3 +195,27 @@ def test_malformed_frame_ends_the_call_not_the_daemon(pair):
     with pytest.raises(CallGone):
         job.get(timeout=30)
     assert errors == [1]
+
+
+def test_no_method_waits_without_a_deadline(pair):
+    """greenswitch's OutboundSession blocking calls (send, hangup, playback,
+    bridge, ...) wait on a queue cardd never fills: none is reachable here."""
+    from greenswitch.esl import ESLProtocol, OutboundSession
+    session, _ = pair
+    assert not isinstance(session, ESLProtocol)
+    inherited = {name for name in vars(OutboundSession) | vars(ESLProtocol) if not name.startswith("__")}
+    assert [name for name in sorted(inherited) if hasattr(session, name)] == \
+        ["connect", "stop", "uuid"]  # cardd's own, with deadlines
+
+
+def test_listeners_see_the_events_of_the_calls_legs_only(pair):
+    session, peer = pair
+    seen = []
+    session.add_listener(lambda event: seen.append((event.name, event.unique_id)))
+    peer.event("DTMF", uuid="cccccccc-0000", DTMF_Digit="1")
+    peer.event("DTMF", DTMF_Digit="2")
+    deadline = time.monotonic() + 30
+    while not seen:
+        assert time.monotonic() < deadline
+        gevent.sleep(0.01)
+    assert seen == [("DTMF", A)] and session.dtmf_count == 1

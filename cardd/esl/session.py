@@ -1,34 +1,35 @@
-"""One outbound Event Socket connection: cardd's thin layer over greenswitch.
+"""One outbound Event Socket connection: the socket driver around EslConnection.
 
-greenswitch's OutboundSession gives us the class shape and the FIFO of
-command replies. What it gets wrong for a calling-card IVR (ESL.md) is
-replaced here:
+The rules (reply order, completion by Application-UUID, which legs' events
+count, who is released when the call goes away) live in
+cardd.esl.connection, sans-IO. This module only moves bytes and time:
 
-- frames are cut by cardd.esl.protocol (bytes, Content-Length) instead of
-  readline + unquote of the whole block;
-- events are dispatched inline by the reader greenlet: no second greenlet
-  polling a queue once a second;
-- every execute carries an Event-UUID and completes on the matching
-  Application-UUID, never on the application name;
-- every wait has a deadline, and every waiter is released with CallGone when
-  the call goes away;
-- events are accepted only when their Unique-ID is one of this call's legs.
+- one reader greenlet reads the socket, feeds the connection and wakes the
+  callers whose tickets it completed; events are dispatched inline, no second
+  greenlet polling a queue;
+- every wait has a deadline (ESLTimeout), and every waiter is released with
+  CallGone when the call goes away.
+
+It does not subclass greenswitch's OutboundSession: that class's send,
+hangup, playback, bridge, ... wait on a queue of its own reader with no
+deadline, so one accidental call would hang a call's greenlet. Composition
+leaves nothing of the kind to inherit (greenswitch stays the benchmarks'
+baseline, bench/serve.py).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid as uuidlib
-from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import gevent
-from gevent.event import AsyncResult
-from greenswitch.esl import OutboundSession
+from gevent.event import Event as Wakeup
 
 from cardd.errors import CallGone, ESLTimeout, ProtocolError
-from cardd.esl.protocol import Event, Frame, FrameParser, Headers, encode_command, encode_execute
+from cardd.esl.connection import CHANNEL_DATA_KEPT, EslConnection, Ticket  # noqa: F401 (re-exported)
+from cardd.esl.protocol import Event, Frame, Headers
 
 log = logging.getLogger(__name__)
 
@@ -40,107 +41,54 @@ EVENTS = "CHANNEL_EXECUTE_COMPLETE CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE DTMF"
 
 _RECV_BYTES = 65536
 
-CHANNEL_DATA_KEPT = ("Unique-ID", "Channel-Name", "Caller-Caller-ID-Number",
-                     "Caller-Caller-ID-Name", "Caller-Destination-Number", "Caller-RDNIS",
-                     "Caller-Network-Addr", "variable_rdnis", "variable_sip_from_user")
 
-
-class EslSession(OutboundSession):
+class EslSession:
     """The daemon side of one call's socket."""
 
-    def __init__(self, sock, address, *, reply_timeout: float = 10.0,
+    def __init__(self, sock: Any, address: Any, *, reply_timeout: float = 10.0,
                  on_protocol_error: Callable[[], None] | None = None):
-        # Set before the base class spawns the reader greenlet.
-        self._parser = FrameParser()
-        self._replies: deque[AsyncResult] = deque()
-        self._executions: dict[str, AsyncResult] = {}
-        self._leg_ends: dict[str, AsyncResult] = {}
-        self._legs: set[str] = set()
+        self.sock = sock
+        self.address = address
+        self._conn = EslConnection()
+        self._wakeups: dict[Ticket, Wakeup] = {}
         self._listeners: list[Callable[[Event], None]] = []
         self._reply_timeout = reply_timeout
         self._on_protocol_error = on_protocol_error
-        self.a_hungup = False
-        self.hangup_cause: str | None = None
-        # DTMF events seen on A: tells "typed nothing" from "typed only #",
-        # which play_and_get_digits reports alike (captures 04, 19).
-        self.dtmf_count = 0
-        self.closed = False
-        super().__init__(address, sock)
+        self._reader = gevent.spawn(self._read)
 
-    # -- greenswitch hooks ---------------------------------------------------
+    # -- what the connection knows ----------------------------------------------
 
-    def start_event_handlers(self) -> None:
-        self._receive_events_greenlet = gevent.spawn(self.receive_events)
+    @property
+    def uuid(self) -> str | None:
+        return self._conn.uuid
 
-    def receive_events(self) -> None:
-        parser = self._parser
-        try:
-            while True:
-                data = self.sock.recv(_RECV_BYTES)
-                if not data:
-                    break
-                parser.feed(data)
-                for frame in parser:
-                    self._dispatch(frame)
-                # Drop the last chunk and frame before blocking in recv():
-                # held for the life of a bridged call, they cost ~90 KB each.
-                data = frame = None
-        except ProtocolError as exc:
-            log.error("[%s] ESL protocol error from FreeSWITCH: %s", self.uuid, exc)
-            if self._on_protocol_error:
-                self._on_protocol_error()
-        except OSError as exc:
-            log.debug("[%s] socket error: %s", self.uuid, exc)
-        finally:
-            self._close("socket closed")
+    @property
+    def session_data(self) -> Headers | None:
+        return self._conn.channel_data
 
-    def stop(self) -> None:
-        """Say `exit` (bounded) and close. Safe to call twice."""
-        if not self.closed:
-            try:
-                self.command("exit", timeout=2.0)
-            except (CallGone, ESLTimeout, OSError):
-                pass
-        self._close("stopped")
-        for closable in (self.sock_file, self.sock):
-            try:
-                closable.close()
-            except OSError:
-                pass
+    @property
+    def a_hungup(self) -> bool:
+        return self._conn.a_hungup
 
-    # -- sending ---------------------------------------------------------------
+    @property
+    def hangup_cause(self) -> str | None:
+        return self._conn.hangup_cause
 
-    def _write(self, data: bytes) -> AsyncResult:
-        if self.closed:
-            raise CallGone("socket closed")
-        waiter = AsyncResult()
-        self._replies.append(waiter)
-        try:
-            self.sock.sendall(data)
-        except OSError as exc:
-            self._close(f"send failed: {exc}")
-            raise CallGone(f"send failed: {exc}") from None
-        return waiter
+    @property
+    def dtmf_count(self) -> int:
+        return self._conn.dtmf_count
 
-    def _wait(self, waiter: AsyncResult, timeout: float, what: str):
-        try:
-            return waiter.get(timeout=timeout)
-        except gevent.Timeout:
-            raise ESLTimeout(f"no answer to {what} within {timeout:g} s") from None
+    @property
+    def closed(self) -> bool:
+        return self._conn.closed
 
-    def _wait_reply(self, waiter: AsyncResult, timeout: float, what: str) -> Frame:
-        try:
-            return self._wait(waiter, timeout, what)
-        except ESLTimeout:
-            # Replies are matched in order: once one is missing, every later
-            # reply would land on the wrong waiter. The socket is done.
-            self._close(f"no reply to {what}")
-            raise
+    # -- the call's side: commands and waits ------------------------------------
 
     def command(self, text: str, *, timeout: float | None = None) -> Frame:
         """A plain command; returns its command/reply or api/response frame."""
-        waiter = self._write(encode_command(text))
-        return self._wait_reply(waiter, timeout or self._reply_timeout, text.split(" ", 1)[0])
+        data, reply = self._conn.send_command(text)
+        self._send(data)
+        return self._wait_reply(reply, timeout or self._reply_timeout, reply.what)
 
     def api(self, command: str, *, timeout: float | None = None) -> str:
         frame = self.command("api " + command, timeout=timeout)
@@ -148,18 +96,8 @@ class EslSession(OutboundSession):
 
     def connect(self) -> Headers:
         frame = self.command("connect")
-        # The connect reply is the whole channel (~150 headers); a call keeps
-        # only what cardd reads, as a bridged call may live for an hour.
-        raw = frame.headers.raw
-        self.session_data = Headers({k: raw[k] for k in CHANNEL_DATA_KEPT if k in raw})
-        self._outbound_connected = True
-        self._legs.add(self.uuid)
+        self._conn.channel_connected(frame)
         return frame.headers
-
-    @property
-    def uuid(self) -> str | None:
-        data = self.session_data
-        return data.get("Unique-ID") if data is not None else None
 
     def subscribe(self) -> None:
         """linger, then A's filter and the plain event list (capture 14's order)."""
@@ -169,105 +107,115 @@ class EslSession(OutboundSession):
 
     def add_leg(self, leg_uuid: str) -> None:
         """Let a B leg's events through (its uuid was chosen by cardd)."""
-        self._legs.add(leg_uuid)
-        self._leg_ends[leg_uuid] = AsyncResult()
+        self._conn.add_leg(leg_uuid)
         self.command(f"filter Unique-ID {leg_uuid}")
 
     def execute(self, app: str, arg: str = "", *, timeout: float,
                 event_lock: bool = True) -> Event:
         """Run a dialplan application on A and wait for its completion."""
-        if self.a_hungup:
-            raise CallGone(f"call already hung up ({self.hangup_cause})")
-        app_uuid = str(uuidlib.uuid4())
-        done = AsyncResult()
-        self._executions[app_uuid] = done
+        data, reply, done = self._conn.send_execute(app, arg, event_lock=event_lock)
         deadline = time.monotonic() + timeout
         try:
-            reply = self._wait_reply(self._write(encode_execute(
-                app, arg, event_uuid=app_uuid, event_lock=event_lock)),
-                self._reply_timeout, app)
-            if not (reply.reply_text or "").startswith("+OK"):
-                raise ProtocolError(f"{app} refused: {reply.reply_text}")
+            self._send(data)
+            frame = self._wait_reply(reply, self._reply_timeout, app)
+            if not (frame.reply_text or "").startswith("+OK"):
+                raise ProtocolError(f"{app} refused: {frame.reply_text}")
             return self._wait(done, max(0.0, deadline - time.monotonic()), app)
         finally:
-            self._executions.pop(app_uuid, None)
+            self._conn.forget_execution(done)
 
     def wait_leg_end(self, leg_uuid: str, timeout: float) -> Event | None:
         """B's CHANNEL_HANGUP_COMPLETE, or None when it does not come in time."""
-        waiter = self._leg_ends.get(leg_uuid)
-        if waiter is None:
+        ticket = self._conn.leg_end(leg_uuid)
+        if ticket is None:
             return None
         try:
-            return waiter.get(timeout=timeout)
-        except (gevent.Timeout, CallGone):
+            return self._wait(ticket, timeout, f"the end of B {leg_uuid}")
+        except (ESLTimeout, CallGone):
             return None
 
     def add_listener(self, listener: Callable[[Event], None]) -> None:
+        """Call `listener(event)` in the reader greenlet for every event of
+        this call's legs (cardd.channel's B-answered watch)."""
         self._listeners.append(listener)
 
-    # -- receiving -------------------------------------------------------------
+    def stop(self) -> None:
+        """Say `exit` (bounded) and close. Safe to call twice."""
+        if not self.closed:
+            try:
+                self.command("exit", timeout=2.0)
+            except (CallGone, ESLTimeout, OSError):
+                pass
+        self._close("stopped")
+        try:
+            self.sock.close()
+        except OSError:
+            pass
 
-    def _dispatch(self, frame: Frame) -> None:
-        ctype = frame.content_type
-        if ctype == "text/event-plain":
-            self._on_event(frame.event())
-        elif ctype in ("command/reply", "api/response"):
-            if self._replies:
-                self._replies.popleft().set(frame)
-            else:
-                log.warning("[%s] reply with no command waiting: %r", self.uuid, frame)
-        elif ctype == "text/disconnect-notice":
-            if frame.headers.get("Content-Disposition") == "linger":
-                # Events keep flowing after a linger notice (captures 11b, 20).
-                self._lingering = True
-            else:
-                self._close("disconnected by FreeSWITCH")
-        else:
-            log.debug("[%s] ignored frame %r", self.uuid, frame)
+    # -- bytes and time ----------------------------------------------------------
 
-    def _on_event(self, event: Event) -> None:
-        leg = event.unique_id
-        if leg not in self._legs:
-            return  # another channel's event: never ours to act on
-        name = event.name
-        if name == "CHANNEL_EXECUTE_COMPLETE":
-            waiter = self._executions.get(event.application_uuid or "")
-            if waiter is not None:
-                waiter.set(event)
-        elif leg == self.uuid:
-            if name == "DTMF":
-                self.dtmf_count += 1
-            elif name == "CHANNEL_HANGUP":
-                self.a_hungup = True
-                self.hangup_cause = event.get("Hangup-Cause")
-            elif name == "CHANNEL_HANGUP_COMPLETE":
-                self.a_hungup = True
-                # A's last event: every app that ran has completed by now.
-                self._release_executions(CallGone("call ended"))
-        elif name == "CHANNEL_HANGUP_COMPLETE":
-            waiter = self._leg_ends.get(leg)
-            if waiter is not None:
-                waiter.set(event)
-        for listener in self._listeners:
-            listener(event)
+    def _send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            self._close(f"send failed: {exc}")
+            raise CallGone(f"send failed: {exc}") from None
 
-    def _release_executions(self, exc: Exception) -> None:
-        for waiter in self._executions.values():
-            if not waiter.ready():
-                waiter.set_exception(exc)
+    def _wait(self, ticket: Ticket, timeout: float, what: str) -> Any:
+        if not ticket.done:
+            wakeup = self._wakeups[ticket] = Wakeup()
+            try:
+                wakeup.wait(timeout)
+            finally:
+                self._wakeups.pop(ticket, None)
+            if not ticket.done:
+                raise ESLTimeout(f"no answer to {what} within {timeout:g} s")
+        return ticket.result()
+
+    def _wait_reply(self, ticket: Ticket, timeout: float, what: str) -> Frame:
+        try:
+            return self._wait(ticket, timeout, what)
+        except ESLTimeout:
+            # Replies are matched in order: once one is missing, every later
+            # reply would land on the wrong waiter. The socket is done.
+            self._close(f"no reply to {what}")
+            raise
+
+    def _wake(self, tickets: list) -> None:
+        for ticket in tickets:
+            wakeup = self._wakeups.get(ticket) if isinstance(ticket, Ticket) else None
+            if wakeup is not None:
+                wakeup.set()
+
+    def _read(self) -> None:
+        conn = self._conn
+        try:
+            while True:
+                data = self.sock.recv(_RECV_BYTES)
+                if not data:
+                    break
+                out = conn.receive_data(data)
+                self._wake(out)
+                if self._listeners:
+                    for item in out:
+                        if isinstance(item, Event):
+                            for listener in self._listeners:
+                                listener(item)
+                # Drop the last chunk and events before blocking in recv():
+                # held for the life of a bridged call, they cost ~90 KB each.
+                data = out = None  # type: ignore[assignment]
+        except ProtocolError as exc:
+            log.error("[%s] ESL protocol error from FreeSWITCH: %s", self.uuid, exc)
+            if self._on_protocol_error:
+                self._on_protocol_error()
+        except OSError as exc:
+            log.debug("[%s] socket error: %s", self.uuid, exc)
+        finally:
+            self._close("socket closed")
 
     def _close(self, why: str) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.connected = False
-        self._outbound_connected = False
-        exc = CallGone(why)
-        while self._replies:
-            waiter = self._replies.popleft()
-            if not waiter.ready():
-                waiter.set_exception(exc)
-        self._release_executions(exc)
-        for waiter in self._leg_ends.values():
-            if not waiter.ready():
-                waiter.set_exception(exc)
+        self._wake(self._conn.close(why))
+        # Tickets completed in a batch cut short by a malformed frame.
+        for ticket, wakeup in list(self._wakeups.items()):
+            if ticket.done:
+                wakeup.set()
