@@ -211,7 +211,7 @@ class EslConnection:
             return  # another channel's event: never ours to act on
         name = event.name
         if name == "CHANNEL_EXECUTE_COMPLETE":
-            ticket = self._executions.get(event.headers.raw.get("Application-UUID", ""))
+            ticket = self._executions.get(event.application_uuid or "")
             if ticket is not None and ticket.resolve(event):
                 out.append(ticket)
         elif leg == self.uuid:
