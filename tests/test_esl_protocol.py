@@ -115,7 +115,7 @@ def test_event_headers_are_decoded_only_when_read():
         parser = FrameParser()
         parser.feed(data)
         frame = parser.next_frame()
-        if frame.is_event and frame.event().name == "CHANNEL_EXECUTE_COMPLETE":
+        if frame.content_type == "text/event-plain" and frame.event().name == "CHANNEL_EXECUTE_COMPLETE":
             event = frame.event()
             assert "%" in event.headers.raw["Event-Date-Local"]
             assert "%" not in event.get("Event-Date-Local")
@@ -235,7 +235,7 @@ def _capture_events() -> list:
         for data in recv_frames(path):
             parser = FrameParser()
             parser.feed(data)
-            events += [f.body for f in parser if f.is_event]
+            events += [f.body for f in parser if f.content_type == "text/event-plain"]
     return events
 
 

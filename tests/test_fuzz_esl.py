@@ -64,7 +64,7 @@ def _drain(parser: FrameParser) -> int:
     n = 0
     for frame in parser:
         n += 1
-        if frame.is_event:
+        if frame.content_type == "text/event-plain":
             event = frame.event()
             (event.name, event.unique_id, event.variable("billmsec"), dict(event.headers))
         frame.reply_text, frame.content_type, dict(frame.headers)

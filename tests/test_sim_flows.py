@@ -888,7 +888,7 @@ def test_inbound_observer_sees_the_socket_app_end_before_a_hangs_up_after_a_daem
                 return
             parser.feed(data)
             for f in parser:
-                if f.is_event:
+                if f.content_type == "text/event-plain":
                     events.append(f.event())
 
     reader = gevent.spawn(observe)

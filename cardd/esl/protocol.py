@@ -219,10 +219,6 @@ class Frame:
     def reply_text(self) -> str | None:
         return self.headers.get("Reply-Text")
 
-    @property
-    def is_event(self) -> bool:
-        return self.content_type == "text/event-plain"
-
     def event(self) -> Event:
         """The event carried by a text/event-plain frame (parsed once)."""
         if self._event is None:
@@ -264,6 +260,8 @@ class FrameParser:
 
     @property
     def buffered(self) -> int:
+        """Bytes held, not yet framed: what one peer makes cardd keep (the fuzz
+        tests pin its bound on it)."""
         return len(self._buf)
 
     def __iter__(self) -> Iterator[Frame]:
