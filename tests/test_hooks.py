@@ -502,3 +502,35 @@ def test_calls_during_a_reload_still_use_the_old_version(tmp_path):
     gevent.sleep(0.01)
     assert check.allowed(**CALL) is False  # checked by the old version
     assert reloading.get(timeout=2) is False
+
+
+# --- through a running cardd -------------------------------------------------
+
+def test_a_blocking_destination_check_on_one_call_does_not_stall_another_call(
+        cardd_with, database, demo_data, tmp_path):
+    """Two calls through cardd and the simulated switch: the first call's check
+    waits until the second call's check has run. With the check on the event
+    loop, cardd (and the in-process switch) would stand still until the first
+    script's 10 s cap, and the first call would be refused."""
+    from cardd.sim import Callee, Caller
+    slow, fast = "447700900123", "447700900124"
+    started_r, started_w = os.pipe()
+    progress_r, progress_w = os.pipe()
+    try:
+        script = write(tmp_path / "check.py", TWO_CALLS.replace('cld == "slow"', f'cld == "{slow}"').format(
+            started_r=started_r, started_w=started_w, progress_r=progress_r, progress_w=progress_w))
+        running = cardd_with(database, f"calling_card:\n  destination_check_script: {script}\n",
+                             tmp_path=tmp_path)
+
+        def card_call(destination):
+            return Caller(destination="cc.noredial", type_after=6,
+                          digits=[demo_data.card_number + "#", demo_data.pin + "#", destination + "#"])
+
+        first = running.dial(card_call(slow), Callee(talk=5))
+        second = running.dial(card_call(fast), Callee(talk=5))
+        for call in (second.wait(120), first.wait(120)):
+            assert "destination_forbidden" not in running.heard(call) and len(call.bridges) == 1
+        assert running.metric("cardd_destination_check_errors_total", reason="timeout") == 0
+    finally:
+        for fd in (started_r, started_w, progress_r, progress_w):
+            os.close(fd)
