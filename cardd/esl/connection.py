@@ -28,7 +28,8 @@ from __future__ import annotations
 import logging
 import uuid as uuidlib
 from collections import deque
-from typing import Any
+from collections.abc import Iterable
+from typing import Generic, TypeVar
 
 from cardd.errors import CallGone
 from cardd.esl.protocol import Event, Frame, FrameParser, Headers, encode_command, encode_execute
@@ -42,19 +43,22 @@ CHANNEL_DATA_KEPT = ("Unique-ID", "Channel-Name", "Caller-Caller-ID-Number",
                      "Caller-Network-Addr", "variable_rdnis", "variable_sip_from_user")
 
 
-class Ticket:
-    """One thing a caller waits for: a command's reply, an execute's
-    completion, a B leg's end. Done once, with a value or an error."""
+T = TypeVar("T", Frame, Event)
+
+
+class Ticket(Generic[T]):
+    """One thing a caller waits for: a command's reply (a Frame), an execute's
+    completion or a B leg's end (an Event). Done once, with a value or an error."""
 
     __slots__ = ("what", "done", "value", "error")
 
     def __init__(self, what: str):
         self.what = what
         self.done = False
-        self.value: Any = None
+        self.value: T | None = None
         self.error: BaseException | None = None
 
-    def resolve(self, value: Any) -> bool:
+    def resolve(self, value: T) -> bool:
         if self.done:
             return False
         self.done, self.value = True, value
@@ -66,11 +70,12 @@ class Ticket:
         self.done, self.error = True, error
         return True
 
-    def result(self) -> Any:
+    def result(self) -> T:
         """The value, or the error raised; only once done."""
         assert self.done, f"{self.what}: not done"
         if self.error is not None:
             raise self.error
+        assert self.value is not None
         return self.value
 
     def __repr__(self) -> str:
@@ -78,7 +83,7 @@ class Ticket:
         return f"Ticket({self.what!r}, {state})"
 
 
-Output = Ticket | Event
+Output = Ticket[Frame] | Ticket[Event] | Event
 """What receive_data() returns: the tickets it completed, and the accepted
 events of this call's legs (for listeners), in the order they happened."""
 
@@ -89,9 +94,9 @@ class EslConnection:
 
     def __init__(self) -> None:
         self._parser = FrameParser()
-        self._replies: deque[Ticket] = deque()
-        self._executions: dict[str, Ticket] = {}
-        self._leg_ends: dict[str, Ticket] = {}
+        self._replies: deque[Ticket[Frame]] = deque()
+        self._executions: dict[str, Ticket[Event]] = {}
+        self._leg_ends: dict[str, Ticket[Event]] = {}
         self._legs: set[str] = set()
         self.channel_data: Headers | None = None
         self.a_hungup = False
@@ -111,13 +116,13 @@ class EslConnection:
 
     # -- what the daemon sends ---------------------------------------------------
 
-    def send_command(self, text: str) -> tuple[bytes, Ticket]:
+    def send_command(self, text: str) -> tuple[bytes, Ticket[Frame]]:
         """The bytes of a plain command and the ticket its reply completes."""
         data = encode_command(text)      # refused line breaks leave no ticket behind
         return data, self._expect_reply(text.split(" ", 1)[0])
 
     def send_execute(self, app: str, arg: str = "", *, event_lock: bool = True,
-                     app_uuid: str | None = None) -> tuple[bytes, Ticket, Ticket]:
+                     app_uuid: str | None = None) -> tuple[bytes, Ticket[Frame], Ticket[Event]]:
         """A sendmsg execute on A: (bytes, reply ticket, completion ticket).
         Call forget_execution(completion) once no longer waiting for it."""
         if self.a_hungup:
@@ -125,19 +130,19 @@ class EslConnection:
         app_uuid = app_uuid or str(uuidlib.uuid4())
         data = encode_execute(app, arg, event_uuid=app_uuid, event_lock=event_lock)
         reply = self._expect_reply(app)
-        completion = Ticket(app)
+        completion: Ticket[Event] = Ticket(app)
         self._executions[app_uuid] = completion
         return data, reply, completion
 
-    def forget_execution(self, completion: Ticket) -> None:
+    def forget_execution(self, completion: Ticket[Event]) -> None:
         for app_uuid, ticket in list(self._executions.items()):
             if ticket is completion:
                 del self._executions[app_uuid]
 
-    def _expect_reply(self, what: str) -> Ticket:
+    def _expect_reply(self, what: str) -> Ticket[Frame]:
         if self.closed:
             raise CallGone(self.close_reason or "socket closed")
-        ticket = Ticket(what)
+        ticket: Ticket[Frame] = Ticket(what)
         self._replies.append(ticket)
         return ticket
 
@@ -148,16 +153,17 @@ class EslConnection:
         if self.uuid is not None:
             self._legs.add(self.uuid)
 
-    def add_leg(self, leg_uuid: str) -> Ticket:
+    def add_leg(self, leg_uuid: str) -> Ticket[Event]:
         """Let a B leg's events through (its uuid was chosen by cardd); the
         ticket completes with its CHANNEL_HANGUP_COMPLETE."""
         self._legs.add(leg_uuid)
-        ticket = self._leg_ends[leg_uuid] = Ticket(f"end of {leg_uuid}")
+        ticket: Ticket[Event] = Ticket(f"end of {leg_uuid}")
+        self._leg_ends[leg_uuid] = ticket
         if self.closed:
             ticket.fail(CallGone(self.close_reason or "socket closed"))
         return ticket
 
-    def leg_end(self, leg_uuid: str) -> Ticket | None:
+    def leg_end(self, leg_uuid: str) -> Ticket[Event] | None:
         return self._leg_ends.get(leg_uuid)
 
     # -- what FreeSWITCH sends ---------------------------------------------------
@@ -171,7 +177,7 @@ class EslConnection:
             self._on_frame(frame, out)
         return out
 
-    def close(self, why: str) -> list[Ticket]:
+    def close(self, why: str) -> list[Output]:
         """The socket is done (closed, cut, a reply missing): every waiter is
         released with CallGone(why). Returns the tickets so released."""
         if self.closed:
@@ -179,7 +185,7 @@ class EslConnection:
         self.closed = True
         self.close_reason = why
         exc = CallGone(why)
-        released = [t for t in self._replies if t.fail(exc)]
+        released: list[Output] = [t for t in self._replies if t.fail(exc)]
         self._replies.clear()
         released += self._release(self._executions.values(), exc)
         released += self._release(self._leg_ends.values(), exc)
@@ -231,5 +237,5 @@ class EslConnection:
         out.append(event)
 
     @staticmethod
-    def _release(tickets, exc: BaseException) -> list[Ticket]:
+    def _release(tickets: Iterable[Ticket[Event]], exc: BaseException) -> list[Output]:
         return [t for t in list(tickets) if t.fail(exc)]
