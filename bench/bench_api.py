@@ -63,7 +63,7 @@ def seed(dsn: str, cards: int, cdrs: int) -> float:
                 "        round((g %% 600) * 0.001, 5), CASE WHEN g %% 10 = 0 THEN 'USER_BUSY' ELSE 'NORMAL_CLEARING' END"
                 "   FROM (SELECT g, 1 + (g * 7919) %% %s AS a,"
                 "                now() - interval '30 days' + g * (interval '30 days' / %s) AS t"
-                "           FROM generate_series(%s, %s) g) s",
+                "           FROM generate_series(%s::bigint, %s::bigint) g) s",
                 (CARD_BASE, cards, cdrs, start, start + n - 1))
             print(f"  {start + n:,} CDRs", file=sys.stderr, flush=True)
         conn.execute("VACUUM ANALYZE")

@@ -331,3 +331,23 @@ def test_no_response_or_log_line_carries_a_pin_or_a_key(api, caplog):
     for text in bodies + [caplog.text]:
         for needle in ("80808080", "70707070", "60606060", secret):
             assert needle not in text
+
+
+def test_racing_repeats_of_one_idempotency_key_move_money_once(api):
+    import gevent
+
+    app, database, demo = api
+    token = key(database, "admin")
+    body = {"amount": "1.00000", "reference": "race"}
+
+    def attempt(_: int) -> tuple[int, str]:
+        response = Client(app, token).post("/cards/1234567890/adjust", json=body, headers={"Idempotency-Key": "race"})
+        return response.status_code, response.get_data(as_text=True)
+
+    racers = [gevent.spawn(attempt, i) for i in range(12)]
+    gevent.joinall(racers, raise_error=True)
+    answers = {r.value for r in racers}
+    assert len(answers) == 1 and next(iter(answers))[0] == 200
+    assert Ledger(database.pool).get_card(demo.card_id).balance == Decimal("11")
+    with psycopg.connect(database.dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM ledger WHERE kind = 'adjustment'").fetchone()[0] == 1

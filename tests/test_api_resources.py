@@ -194,3 +194,30 @@ def test_every_api_change_is_audited_with_who_and_from_where(api):
     assert [a for _, a in rows] == ["tariff add", "card add", "voucher generate"]
     assert all(w.startswith("api key test (") and w.endswith(" from 127.0.0.1") for w, _ in rows)
 
+
+
+def test_customers_and_plans_are_renamed_and_deleted_and_the_audit_is_paged(api):
+    app, database, demo = api
+    client = admin_client(api)
+    client.post("/customers", json={"name": "walk-in"})
+    renamed = client.request("PATCH", "/customers/walk-in", json={"name": "street"})
+    assert renamed.status_code == 200 and renamed.get_json()["name"] == "street"
+    assert client.get("/customers/walk-in").status_code == 404
+    client.post("/cards", json={"number": "6100001", "tariff": "demo", "currency": "USD", "customer": "street"})
+    assert client.request("DELETE", "/customers/street").status_code == 422   # still has a card
+    client.post("/plans", json={"name": "gold", "minutes": {"44": 10}})
+    changed = client.request("PATCH", "/plans/gold", json={"suspended": True, "minutes": {"1": 5},
+                                                           "remove_prefixes": ["44"]})
+    assert changed.get_json()["suspended"] is True and changed.get_json()["minutes"] == {"1": 5}
+    assert client.request("DELETE", "/plans/gold").status_code == 204
+    actions, cursor = [], None
+    while True:
+        page = client.get("/audit", query_string={"limit": 2, **({"cursor": cursor} if cursor else {})}).get_json()
+        actions += [line["action"] for line in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert actions == ["plan delete", "plan update", "plan add", "card add", "customer rename", "customer add",
+                       "apikey add"]
+    card_lines = client.get("/audit", query_string={"card": "6100001"}).get_json()["items"]
+    assert [line["action"] for line in card_lines] == ["card add"]

@@ -153,9 +153,12 @@ def create_app(pool: ConnectionPool, config: ApiConfig) -> Flask:
 
     from cardd.api import cards, catalogue, cdrs, dialing, holder
     for blp in (cards.blp, holder.blp, cdrs.blp, cdrs.reservations_blp, catalogue.tariffs_blp,
-                catalogue.vouchers_blp, catalogue.customers_blp, catalogue.plans_blp, dialing.cards_blp,
+                catalogue.vouchers_blp, catalogue.customers_blp, catalogue.plans_blp, catalogue.audit_blp,
+                dialing.cards_blp,
                 dialing.smartdial_blp, dialing.blacklist_blp, dialing.nodes_blp):
         api.register_blueprint(blp, url_prefix=PREFIX + blp.url_prefix)
+    from cardd.web import register as register_web   # the console and self-care page under / (issue 16)
+    register_web(app)
     return app
 
 
@@ -280,6 +283,8 @@ def idempotent(status: int, schema: Any, work: Callable[[Any], Any], *,
             result = work(pool_like)
         except (CarddError, ValueError, Problem) as exc:
             p = problem_of(exc)
+            if p.status >= 500:
+                raise   # a database outage is not an answer: nothing is stored, a repeat tries again
             return apistore.StoredAnswer(p.status, _json(p.body()), PROBLEM)
         live.append(render(result))
         return apistore.StoredAnswer(status, *(stored or render)(result))

@@ -90,12 +90,14 @@ class CardAdjust(MethodView):
     @allow(WRITE)
     def post(self, body: dict[str, Any], number: str) -> Any:
         """Credit or debit the card (an 'adjustment' ledger row). Needs an Idempotency-Key."""
-        card_id_for(number)
+        card_id = card_id_for(number)
 
         def work(pool_like: Any) -> dict[str, Any]:
+            # Only pool_like in here: this transaction holds the key's lock, and waiting for a second
+            # connection while others wait for the lock would starve the pool.
             balance = operator.adjust_card(pool_like, number, body["amount"], who=who(),
                                            reference=body["reference"], allow_negative=body["allow_negative"])
-            currency = apistore.card_row(pool_like, card_id_for(number)).summary.currency
+            currency = apistore.card_row(pool_like, card_id).summary.currency
             return {"number": number, "balance": balance, "currency": currency}
 
         return idempotent(200, s.BalanceSchema(), work)

@@ -237,3 +237,63 @@ class Plans(MethodView):
             if body["suspended"]:
                 operator.update_plan(one, body["name"], who=who(), suspended=True)
         return operator.list_plans(pool(), body["name"])[0]
+
+
+@customers_blp.route("/<string:name>")
+class Customer(MethodView):
+    @customers_blp.response(200, s.CustomerSchema)
+    @allow(READ)
+    def get(self, name: str) -> Any:
+        customer_id = apistore.customer_visible(pool(), name, owner_scope())
+        return apistore.customers_page(pool(), after=customer_id - 1, limit=1).items[0]
+
+    @customers_blp.arguments(s.RenameSchema)
+    @customers_blp.response(200, s.CustomerSchema)
+    @allow(WRITE)
+    def patch(self, body: dict[str, Any], name: str) -> Any:
+        """Rename a customer."""
+        customer_id = apistore.customer_visible(pool(), name, owner_scope())
+        operator.rename_customer(pool(), name, body["name"], who=who())
+        return apistore.customers_page(pool(), after=customer_id - 1, limit=1).items[0]
+
+    @customers_blp.response(204)
+    @allow(WRITE)
+    def delete(self, name: str) -> None:
+        """Delete a customer no card belongs to."""
+        apistore.customer_visible(pool(), name, owner_scope())
+        operator.delete_customer(pool(), name, who=who())
+
+
+@plans_blp.route("/<string:name>")
+class Plan(MethodView):
+    @plans_blp.arguments(s.PlanPatchSchema)
+    @plans_blp.response(200, s.PlanSchema)
+    @allow(ADMIN)
+    def patch(self, body: dict[str, Any], name: str) -> Any:
+        """Rename, suspend or resume a plan, and set or remove its free minutes per prefix."""
+        operator.update_plan(pool(), name, who=who(), new_name=body.get("name"), suspended=body.get("suspended"),
+                             minutes_plan=body.get("minutes_plan"), set_minutes=body.get("minutes"),
+                             remove_prefixes=body.get("remove_prefixes"))
+        return operator.list_plans(pool(), body.get("name") or name)[0]
+
+    @plans_blp.response(204)
+    @allow(ADMIN)
+    def delete(self, name: str) -> None:
+        """Delete a plan no card uses."""
+        operator.delete_plan(pool(), name, who=who())
+
+
+audit_blp = Blueprint("audit", __name__, url_prefix="/audit", description="The operator audit")
+
+
+@audit_blp.route("")
+class Audit(MethodView):
+    @audit_blp.arguments(s.AuditArgs, location="query")
+    @audit_blp.response(200, s.page_of(s.AuditSchema))
+    @allow(OPERATOR_READ)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Every change, newest first: who (key or operator, and from where), when, what."""
+        card_id = card_id_for(args["card"]) if "card" in args else None
+        page = apistore.audit_page(pool(), card_id=card_id, action=args.get("action"),
+                                   after=after_of(args["cursor"]), limit=args["limit"])
+        return page_json(page, page.items)

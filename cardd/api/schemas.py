@@ -436,3 +436,32 @@ class NodeSchema(Schema):
     heartbeat_at = UtcDateTime(required=True)
     alive = fields.Bool(required=True)
     calls = fields.Int(required=True, metadata={"description": "open reservations this process granted"})
+
+
+class RenameSchema(Schema):
+    name = fields.Str(required=True, validate=NAME)
+
+
+class PlanPatchSchema(Schema):
+    name = fields.Str(validate=NAME, metadata={"description": "a new name"})
+    suspended = fields.Bool()
+    minutes_plan = fields.Bool()
+    minutes = fields.Dict(keys=fields.Str(validate=PREFIX), values=fields.Int(validate=validate.Range(0, 10**6)),
+                          metadata={"description": "free minutes to set per prefix"})
+    remove_prefixes = fields.List(fields.Str(validate=PREFIX))
+
+
+class AuditSchema(Schema):
+    id = fields.Int(required=True)
+    at = UtcDateTime(required=True)
+    who = fields.Str(required=True)
+    action = fields.Str(required=True)
+    args = fields.Dict(required=True)
+    card = fields.Str(allow_none=True)
+    b_uuid = fields.UUID(allow_none=True)
+    detail = fields.Str()
+
+
+class AuditArgs(PageArgs):
+    card = fields.Str(validate=DIGITS)
+    action = fields.Str(validate=validate.Length(min=1, max=100))

@@ -555,3 +555,35 @@ def live_nodes(pool: ConnectionPool, *, owner: str | None = None) -> list[NodeRo
             f"      (SELECT count(*) FROM reservations r WHERE r.node = n.node AND r.status = 'open'{scope})"
             "  FROM cardd_nodes n ORDER BY n.started_at", {"owner": owner}).fetchall()
     return [NodeRow(r[0], r[1], int(r[2]), r[3], r[4], bool(r[5]), int(r[6])) for r in rows]
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    id: int
+    at: datetime
+    who: str
+    action: str
+    args: dict[str, Any]
+    card: str | None
+    b_uuid: uuid.UUID | None
+    detail: str
+
+
+@_database_errors
+def audit_page(pool: ConnectionPool, *, card_id: int | None = None, action: str | None = None,
+               after: int | None = None, limit: int = 100) -> Page[AuditRow]:
+    """The operator audit, newest first (after = continue below this id)."""
+    where = _Where()
+    if card_id is not None:
+        where.add("o.account_id = %s", card_id)
+    if action is not None:
+        where.add("o.action = %s", action)
+    if after is not None:
+        where.add("o.id < %s", after)
+    with pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT o.id, o.at, o.who, o.action, o.args, a.username, o.b_uuid, o.detail"
+            "  FROM operator_audit o LEFT JOIN accounts a ON a.id = o.account_id"
+            f" WHERE {where.sql} ORDER BY o.id DESC LIMIT %s", (*where.params, limit + 1)).fetchall()
+    rows, next_after = _page(rows, limit, lambda r: r[0])
+    return Page([AuditRow(*r) for r in rows], next_after)
