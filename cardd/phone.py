@@ -63,7 +63,8 @@ def add_call_options(call: argparse.ArgumentParser) -> None:
                            "json_cdr.conf.xml; default: no CDRs)")
     call.add_argument("--stay", type=float, default=0.0, metavar="SECONDS",
                       help="keep the inbound Event Socket up this long after the call ended "
-                           "(a cardd killed mid-call and restarted settles it then)")
+                           "(a cardd killed mid-call and restarted settles it at its next orphan "
+                           "check: daemon.orphan_check_interval)")
 
 
 def _press_in_bridge(values: list[str] | None) -> list[tuple[float, str] | None]:
