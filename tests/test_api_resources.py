@@ -16,7 +16,7 @@ import psycopg
 from cardd.billing import catalog
 from cardd.billing.ledger import Ledger
 from cardd.billing.rating import Rate, max_duration
-from tests.test_api import Client, _reseller_world, admin_client, api, key  # noqa: F401 (fixture)
+from tests.test_api import Client, _reseller_world, admin_client, api  # noqa: F401 (fixture)
 
 
 def call(database, card_id: int, destination: str, seconds: int, cause: str = "NORMAL_CLEARING") -> uuid.UUID:

@@ -23,7 +23,7 @@ from flask_smorest import Api
 from psycopg_pool import ConnectionPool
 from werkzeug.exceptions import HTTPException
 
-from cardd.billing import apiauth, apistore, catalog, operator, vouchers
+from cardd.billing import apiauth, apistore
 from cardd.billing.identity import Limits
 from cardd.errors import CardNotFound, CarddError, DatabaseUnavailable
 
@@ -299,4 +299,4 @@ def idempotent(status: int, schema: Any, work: Callable[[Any], Any], *,
 
 
 __all__ = ["ADMIN", "ApiConfig", "Problem", "READ", "WRITE", "allow", "create_app", "idempotent", "owner_scope",
-           "pool", "principal", "who", "catalog", "operator", "vouchers"]
+           "pool", "principal", "who"]

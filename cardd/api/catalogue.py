@@ -209,7 +209,7 @@ class Customers(MethodView):
     @customers_blp.arguments(s.CustomerSchema)
     @customers_blp.response(201, s.CustomerSchema)
     @allow(WRITE)
-    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+    def post(self, body: dict[str, Any]) -> Any:
         """Create a customer; a reseller's customers are its own."""
         with apistore.transaction(pool()) as (conn, one):
             customer_id = operator.add_customer(one, body["name"], who=who())

@@ -25,12 +25,11 @@ class Money(fields.Field):
     """A decimal string with at most 5 places in, exactly 5 out."""
 
     def __init__(self, *, positive: bool = False, non_negative: bool = False, **kwargs: Any):
-        super().__init__(**kwargs)
+        metadata = {"type": "string", "pattern": r"^[+-]?[0-9]{1,13}(\.[0-9]{1,5})?$", "example": "10.00000",
+                    **kwargs.pop("metadata", {})}
+        super().__init__(metadata=metadata, **kwargs)
         self.positive = positive
         self.non_negative = non_negative
-        self.metadata.setdefault("type", "string")
-        self.metadata.setdefault("pattern", r"^[+-]?[0-9]{1,13}(\.[0-9]{1,5})?$")
-        self.metadata.setdefault("example", "10.00000")
 
     def _serialize(self, value: Any, attr: Any, obj: Any, **kwargs: Any) -> str | None:
         return None if value is None else f"{Decimal(value).quantize(QUANTUM)}"
