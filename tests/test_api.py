@@ -351,3 +351,24 @@ def test_racing_repeats_of_one_idempotency_key_move_money_once(api):
     assert Ledger(database.pool).get_card(demo.card_id).balance == Decimal("11")
     with psycopg.connect(database.dsn) as conn:
         assert conn.execute("SELECT count(*) FROM ledger WHERE kind = 'adjustment'").fetchone()[0] == 1
+
+
+def test_a_session_ends_at_its_expiry_and_when_the_pin_changes(api):
+    app, database, demo = api
+    first = Client(app, sign_in(app, demo.card_number, demo.pin).get_json()["token"])
+    second = Client(app, sign_in(app, demo.card_number, demo.pin).get_json()["token"])
+    assert first.get("/me").status_code == second.get("/me").status_code == 200
+    with psycopg.connect(database.dsn) as conn:
+        conn.execute("UPDATE card_sessions SET expires_at = now() - interval '1 second'"
+                     " WHERE token_hash = encode(sha256(%s::bytea), 'hex')", (first.token[3:],))
+    assert first.get("/me").status_code == 401 and second.get("/me").status_code == 200
+    admin_client(api).request("PUT", f"/cards/{demo.card_number}/pin", json={"pin": "97531"})
+    assert second.get("/me").status_code == 401
+    assert sign_in(app, demo.card_number, "97531").status_code == 201
+
+
+def test_unknown_routes_and_methods_are_problem_documents(api):
+    client = admin_client(api)
+    for response, status in ((client.get("/nowhere"), 404), (client.request("DELETE", "/cards"), 405)):
+        assert response.status_code == status and response.content_type == "application/problem+json"
+        assert response.get_json()["status"] == status

@@ -11,7 +11,7 @@ from flask_smorest import Blueprint
 
 from cardd.api import schemas as s
 from cardd.api.app import ADMIN, READ, WRITE, Problem, after_of, allow, card_id_for, idempotent, owner_scope, pool, who
-from cardd.billing import apistore, cardadmin, operator
+from cardd.billing import apiauth, apistore, cardadmin, operator
 
 blp = Blueprint("cards", __name__, url_prefix="/cards", description="Calling cards")
 
@@ -132,9 +132,12 @@ class CardPin(MethodView):
     @blp.response(204)
     @allow(WRITE)
     def put(self, body: dict[str, Any], number: str) -> None:
-        """Set (or with "" clear) the card's PIN. The PIN is never echoed nor audited."""
-        card_id_for(number)
-        operator.set_card_pin(pool(), number, body["pin"], who=who())
+        """Set (or with "" clear) the card's PIN. The PIN is never echoed nor audited. The card
+        holder's sessions end: whoever signed in with the old PIN must sign in again."""
+        card_id = card_id_for(number)
+        with apistore.transaction(pool()) as (conn, one):
+            operator.set_card_pin(one, number, body["pin"], who=who())
+            apiauth.end_sessions(conn, card_id)
 
 
 @blp.route("/<string:number>/transfer")

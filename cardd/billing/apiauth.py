@@ -221,5 +221,10 @@ def sign_out(pool: ConnectionPool, token: str) -> None:
             conn.execute("DELETE FROM card_sessions WHERE token_hash = %s", (_sha256(session.group(1)),))
 
 
+def end_sessions(conn: Any, card_id: int) -> int:
+    """End every session of a card (its PIN changed), in the caller's transaction."""
+    return conn.execute("DELETE FROM card_sessions WHERE account_id = %s", (card_id,)).rowcount
+
+
 __all__ = ["ApiKeyError", "KeyRow", "Principal", "ROLES", "Session", "SignInRefused", "authenticate",
-           "create_key", "list_keys", "revoke_key", "sign_in", "sign_out"]
+           "create_key", "end_sessions", "list_keys", "revoke_key", "sign_in", "sign_out"]
