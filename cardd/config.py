@@ -518,6 +518,10 @@ def format_settings(settings: Settings) -> str:
         instance_options = settings.options_for(name)
         lines += _option_lines(chosen, instance_options, {}, "    ")
     lines.append("# a CLD naming any other instance gets the calling_card settings, with a warning")
+    api_sources = {o.name: "default" if getattr(settings.api, o.name) == o.default else "cardd.yaml"
+                   for o in API_OPTIONS}
+    lines.append("api:")
+    lines += _option_lines(API_OPTIONS, settings.api, api_sources, "  ")
     return "\n".join(lines) + "\n"
 
 

@@ -165,3 +165,15 @@ def test_a_request_past_the_time_limit_is_answered_503():
     body = RequestDeadline(slow, 0.05)({"REQUEST_METHOD": "GET", "PATH_INFO": "/"},
                                        lambda status, headers, exc=None: statuses.append(status))
     assert statuses == ["503 Service Unavailable"] and json.loads(b"".join(body))["status"] == 503
+
+
+def test_the_api_section_is_checked_and_shown_by_check_config(tmp_path, restore_logging, capsys):
+    config = tmp_path / "cardd.yaml"
+    config.write_text("api:\n  listen: 127.0.0.1:9999\n  max_conections: 3\n")
+    assert cli.main(["-c", str(config), "check-config"]) == 2
+    assert f"{config}:3: api.max_conections: unknown key 'max_conections'; did you mean 'max_connections'?" \
+        in capsys.readouterr().err
+    config.write_text("api:\n  listen: 127.0.0.1:9999\n  request_timeout: 2.5\n")
+    assert cli.main(["-c", str(config), "check-config"]) == 0
+    shown = capsys.readouterr().out
+    assert 'listen: "127.0.0.1:9999"  # cardd.yaml' in shown and "request_timeout: 2.5" in shown
