@@ -1,0 +1,346 @@
+"""The web console and the self-care page (cardd/web) through the API's WSGI application, on real
+PostgreSQL: sign-in, CSRF, headers, escaping, and every page's money adding up."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from cardd.api.app import ApiConfig, create_app
+from cardd.billing import apiauth, vouchers
+from cardd.billing.identity import Limits
+from cardd.billing.ledger import Ledger
+from cardd.web import CSP
+from tests.dbfixtures import create_demo_data
+
+PIN_LIMITS = Limits(window_s=900, per_cli=10, per_card=5)
+TOPUP_LIMITS = Limits(window_s=3600, per_cli=5, per_card=5, service=100)
+SCRIPT = "<script>alert(1)</script>"
+SAME_SITE = {"Referer": "https://localhost/"}   # over https Flask-WTF also checks the referrer is this site
+
+
+class Browser:
+    """The Flask test client as a browser: cookies kept (over https, as the Secure cookie needs),
+    the CSRF token read from the last page's form."""
+
+    def __init__(self, app: Any):
+        self.http = app.test_client()
+        self.last = ""
+
+    def get(self, path: str, **kw: Any) -> Any:
+        response = self.http.get(path, base_url="https://localhost", **kw)
+        self.last = response.get_data(as_text=True)
+        return response
+
+    def token(self) -> str:
+        found = re.search(r'name="csrf_token" value="([^"]+)"', self.last)
+        assert found, "the page has no CSRF token"
+        return found.group(1)
+
+    def post(self, path: str, data: dict[str, Any] | None = None, *, csrf: bool = True, **kw: Any) -> Any:
+        form = dict(data or {})
+        if csrf:
+            form["csrf_token"] = self.token()
+        response = self.http.post(path, data=form, base_url="https://localhost", headers=SAME_SITE, **kw)
+        self.last = response.get_data(as_text=True)
+        return response
+
+    def hidden(self, name: str) -> str:
+        found = re.search(rf'name="{name}" value="([^"]*)"', self.last)
+        assert found, f"no hidden field {name}"
+        return found.group(1)
+
+
+def balance(database, card_id: int) -> Decimal:
+    return Ledger(database.pool).get_card(card_id).balance
+
+
+@pytest.fixture
+def web(database):
+    demo = create_demo_data(database.pool)
+    app = create_app(database.pool, ApiConfig(limits=PIN_LIMITS, topup_limits=TOPUP_LIMITS))
+    return app, database, demo
+
+
+def operator(web, role: str = "admin", owner: str | None = None) -> Browser:
+    app, database, _ = web
+    key = apiauth.create_key(database.pool, "console", role, owner=owner, who="pytest")
+    b = Browser(app)
+    b.get("/login")
+    response = b.post("/login", {"key": key})
+    assert response.status_code == 302, b.last
+    return b
+
+
+def holder(web, number: str | None = None, pin: str | None = None) -> Browser:
+    app, _, demo = web
+    b = Browser(app)
+    b.get("/my/login")
+    response = b.post("/my/login", {"number": number or demo.card_number, "pin": pin or demo.pin})
+    assert response.status_code == 302, b.last
+    return b
+
+
+def test_pages_need_a_signed_in_operator(web):
+    app, _, _ = web
+    b = Browser(app)
+    for path in ("/", "/cards", "/cards/1234567890", "/rates", "/cdrs", "/cdrs.csv", "/reservations"):
+        response = b.get(path)
+        assert response.status_code == 302 and "/login" in response.headers["Location"], path
+    assert b.get("/my").status_code == 302
+
+
+def test_a_wrong_api_key_is_refused_and_a_good_one_signs_in(web):
+    app, _, _ = web
+    b = Browser(app)
+    b.get("/login")
+    assert b.post("/login", {"key": "cardd_nope_nope"}).status_code == 401
+    assert "not valid" in b.last
+    b = operator(web)
+    assert b.get("/").status_code == 200 and "Dashboard" in b.last
+
+
+def test_every_page_has_the_security_headers_and_a_secure_cookie(web):
+    app, _, _ = web
+    b = Browser(app)
+    response = b.get("/login")
+    assert response.headers["Content-Security-Policy"] == CSP
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    cookie = response.headers["Set-Cookie"]
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    key = apiauth.create_key(app.extensions["cardd"]["pool"], "console", "admin", who="pytest")
+    signed = b.post("/login", {"key": key}).headers["Set-Cookie"]
+    assert "Secure" in signed and "HttpOnly" in signed and "Expires=" in signed   # a session that ends
+    ops = operator(web)
+    for path in ("/", "/cards", "/cards/1234567890", "/rates", "/cdrs", "/reservations"):
+        assert ops.get(path).headers["Content-Security-Policy"] == CSP, path
+    # The API keeps its own answers (no cookie, no CSP needed for JSON).
+    assert "Set-Cookie" not in app.test_client().get("/api/v1/openapi.json").headers
+
+
+def test_a_form_without_its_csrf_token_changes_nothing(web):
+    app, database, demo = web
+    b = operator(web)
+    b.get(f"/cards/{demo.card_number}")
+    response = b.post(f"/cards/{demo.card_number}/block", csrf=False)
+    assert response.status_code == 400 and "not sent by this site" in b.last
+    assert b.get(f"/cards/{demo.card_number}").status_code == 200 and '<dd id="status">active</dd>' in b.last
+    # Nor does a sign-in form without one.
+    fresh = Browser(app)
+    assert fresh.post("/my/login", {"number": demo.card_number, "pin": demo.pin}, csrf=False).status_code == 400
+
+
+def test_the_api_keeps_bearer_auth_beside_the_pages(web):
+    app, database, _ = web
+    key = apiauth.create_key(database.pool, "k", "admin", who="pytest")
+    client = app.test_client()
+    assert client.get("/api/v1/cards").status_code == 401
+    assert client.get("/api/v1/cards", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+
+
+def test_sessions_expire(database):
+    create_demo_data(database.pool)
+    app = create_app(database.pool, ApiConfig(limits=PIN_LIMITS, topup_limits=TOPUP_LIMITS, session_lifetime_s=0))
+    key = apiauth.create_key(database.pool, "console", "admin", who="pytest")
+    b = Browser(app)
+    b.get("/login")
+    assert b.post("/login", {"key": key}).status_code == 302
+    assert b.get("/").status_code == 302   # a session of 0 s is over at once
+
+
+def test_signing_out_ends_the_session(web):
+    b = operator(web)
+    b.get("/")
+    b.post("/logout")
+    assert b.get("/").status_code == 302
+
+
+def test_the_card_page_history_adds_up_to_the_balance(web):
+    app, database, demo = web
+    ledger = Ledger(database.pool)
+    ledger.adjust(demo.card_id, Decimal("2.50000"), reference="goodwill")
+    ledger.adjust(demo.card_id, Decimal("-0.75000"), reference="fee")
+    b = operator(web)
+    b.get(f"/cards/{demo.card_number}")
+    balance = re.search(r'<dd id="balance">([-\d.]+) USD</dd>', b.last).group(1)
+    total = re.search(r'<td class="num" id="total">([-\d.]+) USD</td>', b.last).group(1)
+    forward = Decimal(re.search(r'id="forward">([-\d.]+)<', b.last).group(1))
+    amounts = re.findall(r'<td class="num">([-\d.]+)</td><td class="num">[-\d.]+</td></tr>', b.last)
+    assert Decimal(balance) == Decimal("11.75000") == Decimal(total) == forward + sum(Decimal(a) for a in amounts)
+    assert len(amounts) == 3   # initial, goodwill, fee
+
+
+def test_an_adjustment_is_confirmed_then_made_once_and_shows_its_ledger_row(web):
+    app, database, demo = web
+    b = operator(web)
+    b.get(f"/cards/{demo.card_number}")
+    b.post(f"/cards/{demo.card_number}/adjust", {"amount": "5", "reference": "refund"})
+    assert "Please confirm" in b.last and "5.00000 USD to card 1234567890" in b.last
+    assert balance(database, demo.card_id) == Decimal("10")     # nothing moved yet
+    confirm = {"step": "confirm", "confirm_key": b.hidden("confirm_key"), "amount": b.hidden("amount"),
+               "reference": b.hidden("reference"), "allow_negative": ""}
+    token = b.token()
+    response = b.post(f"/cards/{demo.card_number}/adjust", {**confirm, "csrf_token": token}, csrf=False)
+    assert response.status_code == 200 and 'id="ledger-row"' in b.last
+    assert "adjustment" in b.last and "15.00000 USD" in b.last
+    # The same confirmation sent again (a double click, a reload) moves nothing.
+    b.post(f"/cards/{demo.card_number}/adjust", {**confirm, "csrf_token": token}, csrf=False)
+    assert "already done" in b.last
+    assert balance(database, demo.card_id) == Decimal("15")
+
+
+def test_a_refused_adjustment_says_why_and_moves_nothing(web):
+    app, database, demo = web
+    b = operator(web)
+    b.get(f"/cards/{demo.card_number}")
+    b.post(f"/cards/{demo.card_number}/adjust", {"amount": "-50"})
+    b.post(f"/cards/{demo.card_number}/adjust",
+           {"step": "confirm", "confirm_key": b.hidden("confirm_key"), "amount": "-50.00000",
+            "reference": b.hidden("reference"), "allow_negative": ""})
+    assert "would take the balance" in b.last
+    assert balance(database, demo.card_id) == Decimal("10")
+
+
+def test_a_readonly_key_sees_but_cannot_change(web):
+    app, database, demo = web
+    b = operator(web, role="readonly")
+    assert b.get(f"/cards/{demo.card_number}").status_code == 200
+    assert "Review adjustment" not in b.last
+    assert b.post(f"/cards/{demo.card_number}/block").status_code == 403
+    b.get("/rates")
+    assert b.post("/rates", {"tariff": "demo"}).status_code == 403
+
+
+def test_a_reseller_cannot_open_another_owners_card(web):
+    b = operator(web, role="reseller", owner="acme")
+    assert b.get("/cards/1234567890").status_code == 404
+    assert "1234567890" not in b.get("/cards").get_data(as_text=True)
+
+
+def test_block_and_set_pin(web):
+    app, database, demo = web
+    b = operator(web)
+    b.get(f"/cards/{demo.card_number}")
+    b.post(f"/cards/{demo.card_number}/block")
+    b.get(f"/cards/{demo.card_number}")
+    assert '<dd id="status">blocked</dd>' in b.last
+    b.post(f"/cards/{demo.card_number}/pin", {"pin": "9999"})
+    assert "PIN was changed" in b.last
+    holder(web, pin="9999")
+
+
+def _upload(b: Browser, tariff: str, text: str) -> Any:
+    import io
+    b.get("/rates")
+    return b.http.post("/rates", base_url="https://localhost", content_type="multipart/form-data", headers=SAME_SITE,
+                       data={"csrf_token": b.token(), "tariff": tariff, "mode": "merge",
+                             "file": (io.BytesIO(text.encode()), "rates.csv")})
+
+
+def test_a_rates_file_with_bad_rows_lists_them_all_and_imports_nothing(web):
+    app, database, demo = web
+    b = operator(web)
+    response = _upload(b, "demo", "prefix,price_1,interval_1,price_n,interval_n\n"
+                                  "3312,0.1,60,0.1,60\n"
+                                  "3313,abc,60,0.1,60\n"
+                                  "3314,0.1,-1,0.1,60\n")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 422 and "Nothing imported: 2 bad rows" in page
+    assert "line 3" in page and "line 4" in page
+    assert "3312" not in b.get("/rates?tariff=demo&prefix=33").get_data(as_text=True)
+    response = _upload(b, "demo", "prefix,price_1,interval_1,price_n,interval_n\n3312,0.1,60,0.1,60\n")
+    assert response.status_code == 200 and "1 new" in response.get_data(as_text=True)
+    assert "3312" in b.get("/rates?tariff=demo&prefix=33").get_data(as_text=True)
+
+
+def test_cards_are_searched_and_paged(web):
+    app, database, demo = web
+    b = operator(web)
+    b.get("/cards")
+    for n in range(3):
+        b.post("/cards/new", {"number": f"55500{n}", "tariff": "demo", "balance": "1", "pin": "1111"})
+        b.get("/cards")
+    page = b.get("/cards?number=555").get_data(as_text=True)
+    assert page.count("/cards/55500") == 3 and "1234567890" not in page
+    assert "No cards match" in b.get("/cards?status=blocked").get_data(as_text=True)
+
+
+def test_holder_sees_balance_calls_and_tops_up_with_a_voucher(web):
+    app, database, demo = web
+    [number] = vouchers.generate(database.pool, 1, amount="5", currency="USD")
+    b = holder(web)
+    b.get("/my")
+    assert '<dd id="balance">10.00000 USD</dd>' in b.last
+    b.post("/my/topup", {"voucher": number, "confirm_key": b.hidden("confirm_key")})
+    assert "Your balance is now 15.00000 USD" in b.last and '<dd id="balance">15.00000 USD</dd>' in b.last
+    b.post("/my/topup", {"voucher": number, "confirm_key": b.hidden("confirm_key")})
+    assert "cannot be used" in b.last and balance(database, demo.card_id) == Decimal("15")
+
+
+def test_holder_page_speaks_spanish_and_french(web):
+    b = holder(web)
+    assert "Saldo" in b.get("/my?lang=es").get_data(as_text=True)
+    assert "Solde" in b.get("/my?lang=fr").get_data(as_text=True)
+    assert 'lang="fr"' in b.last
+
+
+def test_five_wrong_pins_throttle_even_the_right_one(web):
+    app, _, demo = web
+    b = Browser(app)
+    b.get("/my/login")
+    for _ in range(5):
+        assert b.post("/my/login", {"number": demo.card_number, "pin": "0000"}).status_code == 401
+    assert b.post("/my/login", {"number": demo.card_number, "pin": demo.pin}).status_code == 429
+    assert "Too many failed attempts" in b.last
+
+
+def test_holder_changes_pin_after_proving_the_old_one(web):
+    app, _, demo = web
+    b = holder(web)
+    b.get("/my")
+    b.post("/my/pin", {"current_pin": "0000", "new_pin": "2468", "repeat_pin": "2468"})
+    assert "Wrong card number or PIN" in b.last
+    b.post("/my/pin", {"current_pin": demo.pin, "new_pin": "2468", "repeat_pin": "2468"})
+    assert "Your PIN was changed" in b.last
+    holder(web, pin="2468")
+
+
+def test_nothing_typed_is_rendered_unescaped(web):
+    """<script> typed into every text field of every form and filter comes back escaped."""
+    app, database, demo = web
+    b = operator(web)
+    pages = [f"/cards?number={SCRIPT}&customer={SCRIPT}&status={SCRIPT}",
+             f"/cdrs?card=&destination={SCRIPT}&cause={SCRIPT}", f"/rates?tariff=demo&prefix={SCRIPT}"]
+    for path in pages:
+        text = b.get(path).get_data(as_text=True)
+        assert SCRIPT not in text and ("&lt;script&gt;" in text or "%3Cscript%3E" in text), path
+    b.get("/cards")
+    b.post("/cards/new", {"number": SCRIPT, "tariff": "demo", "balance": "0", "customer": SCRIPT, "pin": ""})
+    assert SCRIPT not in b.last
+    b.get(f"/cards/{demo.card_number}")
+    b.post(f"/cards/{demo.card_number}/adjust", {"amount": "1", "reference": SCRIPT})
+    assert SCRIPT not in b.last and "&lt;script&gt;" in b.last
+    b.post(f"/cards/{demo.card_number}/adjust", {"step": "confirm", "confirm_key": b.hidden("confirm_key"),
+                                                 "amount": "1.00000", "reference": SCRIPT, "allow_negative": ""})
+    assert SCRIPT not in b.last and "&lt;script&gt;" in b.last
+    assert SCRIPT not in b.get(f"/cards/{demo.card_number}").get_data(as_text=True)
+    for field in ("amount", "pin"):
+        b.post(f"/cards/{demo.card_number}/{'adjust' if field == 'amount' else 'pin'}", {field: SCRIPT})
+        assert SCRIPT not in b.last, field
+    b.get("/login")
+    b.post("/login", {"key": SCRIPT})
+    assert SCRIPT not in b.last
+    h = Browser(app)
+    h.get("/my/login")
+    h.post("/my/login", {"number": SCRIPT, "pin": SCRIPT})
+    assert SCRIPT not in h.last and "&lt;script&gt;" in h.last
+    h = holder(web)
+    h.get("/my")
+    for path, form in (("/my/topup", {"voucher": SCRIPT, "confirm_key": h.hidden("confirm_key")}),
+                       ("/my/pin", {"current_pin": SCRIPT, "new_pin": SCRIPT, "repeat_pin": SCRIPT})):
+        h.post(path, form)
+        assert SCRIPT not in h.last, path
