@@ -311,6 +311,8 @@ def test_a_card_holder_tops_up_with_a_voucher_once(api):
     assert first.status_code == again.status_code == 200
     assert first.get_json() == again.get_json()
     assert first.get_json()["balance"] == "15.00000"
+    history = holder.get("/me/history").get_json()["items"]
+    assert [(h["kind"], h["amount"]) for h in history] == [("topup", "5.00000"), ("initial", "10.00000")]
     reuse = holder.post("/me/topup", json={"voucher": number}, headers={"Idempotency-Key": "t2"})
     assert reuse.status_code == 422
     assert Ledger(database.pool).get_card(demo.card_id).balance == Decimal("15")

@@ -61,6 +61,16 @@ class MyCalls(MethodView):
         return page_json(page, [{"id": i, **c.__dict__} for i, c in page.items])
 
 
+@blp.route("/me/history")
+class MyHistory(MethodView):
+    @blp.arguments(s.PageArgs, location="query")
+    @blp.response(200, s.page_of(s.LedgerEntrySchema))
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The signed-in card's ledger (calls, top-ups, adjustments), newest first."""
+        page = apistore.ledger_page(pool(), _holder(), after=after_of(args["cursor"]), limit=args["limit"])
+        return page_json(page, page.items)
+
+
 @blp.route("/me/topup")
 class MyTopup(MethodView):
     @blp.arguments(s.RedeemSchema)
