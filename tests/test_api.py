@@ -374,3 +374,18 @@ def test_unknown_routes_and_methods_are_problem_documents(api):
     for response, status in ((client.get("/nowhere"), 404), (client.request("DELETE", "/cards"), 405)):
         assert response.status_code == status and response.content_type == "application/problem+json"
         assert response.get_json()["status"] == status
+
+
+def test_a_card_holders_failed_top_ups_are_throttled_like_the_ivrs(api):
+    from cardd.billing import vouchers
+
+    app, database, demo = api
+    [good] = vouchers.generate(database.pool, 1, amount="5", currency="USD")
+    holder = Client(app, sign_in(app, demo.card_number, demo.pin).get_json()["token"])
+    for i in range(TOPUP_LIMITS.per_card):
+        wrong = holder.post("/me/topup", json={"voucher": f"99999999{i}"}, headers={"Idempotency-Key": f"w{i}"})
+        assert wrong.status_code == 422
+    # the card's top-up bucket is full: even a good voucher is not looked at
+    refused = holder.post("/me/topup", json={"voucher": good}, headers={"Idempotency-Key": "good"})
+    assert refused.status_code == 429
+    assert Ledger(database.pool).get_card(demo.card_id).balance == Decimal("10")
