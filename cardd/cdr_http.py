@@ -41,17 +41,13 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from cardd.digits import is_digits
-from cardd.errors import DatabaseUnavailable
+from cardd.errors import BadCdr, DatabaseUnavailable
 from cardd.httpd import HttpListener, Request, Response
 
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1024 * 1024          # a B leg's JSON CDR is a few KB
 _CAUSE = re.compile(r"^[A-Z0-9_]{1,64}$")
-
-
-class BadCdr(ValueError):
-    """The body is not a usable mod_json_cdr document."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import gevent
 
 from cardd.digits import is_digits
-from cardd.errors import CallGone, ProtocolError
+from cardd.errors import CallGone, LocalProtocolError
 from cardd.esl.session import EslSession
 
 log = logging.getLogger(__name__)
@@ -33,14 +33,14 @@ LEG_END_WAIT = 5.0
 def _arg(value: str, what: str) -> str:
     """One word of an application argument; quote it when it has spaces."""
     if "'" in value or "\n" in value:
-        raise ProtocolError(f"{what} cannot be passed to FreeSWITCH: {value!r}", peer=False)
+        raise LocalProtocolError(f"{what} cannot be passed to FreeSWITCH: {value!r}")
     return f"'{value}'" if (" " in value or not value) else value
 
 
 def dial_var(value: str) -> str:
     """A value inside a dial string's {...}: single-quoted when it holds , or space."""
     if "'" in value or "\n" in value or "}" in value:
-        raise ProtocolError(f"dial-string value not allowed: {value!r}", peer=False)
+        raise LocalProtocolError(f"dial-string value not allowed: {value!r}")
     return f"'{value}'" if re.search(r"[,\s]", value) else value
 
 

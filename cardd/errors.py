@@ -1,7 +1,14 @@
 """The domain errors of cardd, in one place.
 
-Flows catch these by class; nobody matches on message text.
+Flows catch these by class; nobody matches on message text. Every exception
+class of cardd derives from CarddError, and every public one is declared here
+(tests/test_errors.py checks both); a module's private control-flow signal
+(`_SessionOver`) may live beside its only user, still under CarddError.
 """
+
+from __future__ import annotations
+
+import json
 
 
 class CarddError(Exception):
@@ -15,15 +22,19 @@ class ConfigError(CarddError):
 # --- the Event Socket --------------------------------------------------------
 
 class ProtocolError(CarddError):
-    """The ESL byte stream broke the protocol.
+    """The Event Socket protocol was broken, by one side or the other.
 
-    `peer` says who broke it: True when the bytes we received were bad,
-    False when we were asked to encode something that cannot be sent.
+    Catch this to handle both; the two subclasses say who broke it.
     """
 
-    def __init__(self, message: str, *, peer: bool = True):
-        super().__init__(message)
-        self.peer = peer
+
+class RemoteProtocolError(ProtocolError):
+    """The bytes FreeSWITCH sent (or its answer to a command) broke the protocol."""
+
+
+class LocalProtocolError(ProtocolError):
+    """cardd was asked to send something that cannot be sent (a line break in a
+    header, a value FreeSWITCH would misread): a bug or bad input on our side."""
 
 
 class CallGone(CarddError):
@@ -49,10 +60,6 @@ class CardBlocked(CarddError):
 
 
 class CardExpired(CarddError):
-    pass
-
-
-class WrongPin(CarddError):
     pass
 
 
@@ -88,3 +95,97 @@ class SchemaError(CarddError):
 
 class ListenError(CarddError):
     """An address cardd must listen on is taken or impossible. The message names it."""
+
+
+def show_value(value: object) -> str:
+    """A value as the operator wrote it in YAML, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(show_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "a mapping"
+    return str(value)
+
+
+class BadValue(CarddError, ValueError):
+    """A value does not fit its option (cardd.options). `expected` says what would."""
+
+    def __init__(self, expected: str, got: object):
+        self.expected = expected
+        self.got = got
+        super().__init__(f"expected {expected}, got {show_value(got)}")
+
+
+# --- calls -------------------------------------------------------------------
+
+class CardRefused(CarddError):
+    """The card cannot be used any more in this session; `prompt` says why."""
+
+    def __init__(self, prompt: str):
+        super().__init__(prompt)
+        self.prompt = prompt
+
+
+class InboundEslError(CarddError):
+    """FreeSWITCH's inbound Event Socket could not be used."""
+
+
+class BadCdr(CarddError, ValueError):
+    """The body is not a usable mod_json_cdr document."""
+
+
+# --- billing -----------------------------------------------------------------
+
+class ReservationNotFound(CarddError, LookupError):
+    """settle() was asked about a B-leg UUID that was never granted."""
+
+
+class DuplicateGrant(CarddError):
+    """A reservation for this B-leg UUID exists already: a B leg is granted once."""
+
+
+class PinKeyError(CarddError):
+    """The PIN key file is missing, unreadable, malformed or readable by others."""
+
+
+class TransferError(CarddError):
+    """A card-to-card transfer was refused (same card, other currency, bad amount)."""
+
+
+class IdentityError(CarddError):
+    """An operator write about identities was refused (bad CLI, unknown card, duplicate)."""
+
+
+class CatalogError(CarddError):
+    """An operator write was refused (unknown tariff, duplicate card number, bad value)."""
+
+
+class OperatorError(CarddError):
+    """An operator command was refused (unknown name, closed reservation, a rule it would break)."""
+
+
+class CardImportRefused(CarddError):
+    """The whole file was refused: `errors` lists (line number, message) of every bad row."""
+
+    def __init__(self, errors: list[tuple[int, str]], rows: int):
+        super().__init__(f"{len(errors)} bad rows")
+        self.errors = errors
+        self.rows = rows
+
+
+class ImportRefused(CarddError):
+    """A rates file was refused whole: `errors` lists (line number, message) of every bad row."""
+
+    def __init__(self, errors: list[tuple[int, str]], rows: int):
+        super().__init__(f"{len(errors)} bad rows")
+        self.errors = errors
+        self.rows = rows
+
+
+class PromptError(CarddError):
+    """An operator's prompt request that cannot be done; the message says why."""

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import gevent
 from gevent.server import StreamServer
 
+from cardd.errors import CarddError
+
 log = logging.getLogger(__name__)
 
 MAX_HEAD = 16 * 1024
@@ -45,7 +47,7 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
-class _Refused(Exception):
+class _Refused(CarddError):
     def __init__(self, status: int, why: str):
         super().__init__(why)
         self.status = status

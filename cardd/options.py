@@ -32,7 +32,7 @@ from types import MappingProxyType
 from typing import Any
 
 from cardd.digits import is_digits
-from cardd.errors import ConfigError
+from cardd.errors import BadValue, ConfigError, show_value
 
 __all__ = [
     "BadValue", "CardOptions", "CldTokens", "DAEMON_OPTIONS", "DaemonSettings",
@@ -42,30 +42,6 @@ __all__ = [
 
 
 # --- value types ---------------------------------------------------------------
-
-class BadValue(ValueError):
-    """A value does not fit its option. `expected` says what would."""
-
-    def __init__(self, expected: str, got: Any):
-        self.expected = expected
-        self.got = got
-        super().__init__(f"expected {expected}, got {show_value(got)}")
-
-
-def show_value(value: Any) -> str:
-    """A value as the operator wrote it in YAML, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(show_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "a mapping"
-    return str(value)
-
 
 class Kind:
     """How one option's value is checked, converted and written back to YAML.
@@ -665,6 +641,20 @@ DAEMON_OPTIONS: tuple[Option, ...] = (
       "HTTP address mod_json_cdr POSTs FreeSWITCH's CDRs to (orphan settlements; \"\": off)", DAEMON),
     O("orphan_check_interval", SecondsKind(0, 86400, lo_open=True), 60.0,
       "seconds between checks of reservations past their expiry", DAEMON),
+    # Issue 12: who may post CDRs, which processes are alive, bounded HTTP listeners
+    O("cdr_credentials", StrKind(r"([^:\s]+:\S+)?", "user:password, or \"\""), "",
+      "user:password mod_json_cdr must send (json_cdr.conf.xml's cred; \"\": every CDR refused)", DAEMON),
+    O("cdr_allowed_sources", NetworksKind(), (),
+      "addresses or networks CDRs may come from ([]: any; credentials are checked either way)", DAEMON),
+    O("inbound_esl_boxes", SwitchAddressesKind(), (),
+      "more FreeSWITCH boxes the orphan rule may ask, by switchname (same password; {}: inbound_esl only)",
+      DAEMON),
+    O("node_heartbeat_interval", SecondsKind(0, 3600, lo_open=True), 10.0,
+      "seconds between this process's heartbeats; 3 missed and its calls are orphans to the others", DAEMON),
+    O("http_read_timeout", SecondsKind(0, 600, lo_open=True), 10.0,
+      "seconds the CDR and metrics listeners wait for a request's head, then again for its body", DAEMON),
+    O("http_max_connections", IntKind(1, 100000), 64,
+      "open connections per HTTP listener (CDR, metrics); one more is answered 503 and closed", DAEMON),
     # Security (issue 12; README "Security")
     O("pin_key_file", PathKind(allow_empty=True), "",
       "secret key of the PIN hashes, mode 0600, the same file on every cardd host (\"\": pin.key under data_dir)",
@@ -684,20 +674,6 @@ DAEMON_OPTIONS: tuple[Option, ...] = (
       "failed top-ups one card may try per window", DAEMON),
     O("topup_failures_service", IntKind(1, 10000000), 100,
       "failed top-ups all callers together may try per window (bounds voucher guessing)", DAEMON),
-    # Issue 12: who may post CDRs, which processes are alive, bounded HTTP listeners
-    O("cdr_credentials", StrKind(r"([^:\s]+:\S+)?", "user:password, or \"\""), "",
-      "user:password mod_json_cdr must send (json_cdr.conf.xml's cred; \"\": every CDR refused)", DAEMON),
-    O("cdr_allowed_sources", NetworksKind(), (),
-      "addresses or networks CDRs may come from ([]: any; credentials are checked either way)", DAEMON),
-    O("inbound_esl_boxes", SwitchAddressesKind(), (),
-      "more FreeSWITCH boxes the orphan rule may ask, by switchname (same password; {}: inbound_esl only)",
-      DAEMON),
-    O("node_heartbeat_interval", SecondsKind(0, 3600, lo_open=True), 10.0,
-      "seconds between this process's heartbeats; 3 missed and its calls are orphans to the others", DAEMON),
-    O("http_read_timeout", SecondsKind(0, 600, lo_open=True), 10.0,
-      "seconds the CDR and metrics listeners wait for a request's head, then again for its body", DAEMON),
-    O("http_max_connections", IntKind(1, 100000), 64,
-      "open connections per HTTP listener (CDR, metrics); one more is answered 503 and closed", DAEMON),
 )
 
 API = "api"

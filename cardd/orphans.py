@@ -46,15 +46,11 @@ from gevent import socket
 from cardd.billing.journal import SettlementJournal
 from cardd.billing.ledger import Ledger, OpenReservation
 from cardd.cdr_http import CdrRecord, CdrStore
-from cardd.errors import DatabaseUnavailable, ESLTimeout, ProtocolError
+from cardd.errors import DatabaseUnavailable, ESLTimeout, InboundEslError, ProtocolError
 from cardd.esl.protocol import Frame, FrameParser, encode_command
 from cardd.nodes import NodeRegistry
 
 log = logging.getLogger(__name__)
-
-
-class InboundEslError(Exception):
-    """FreeSWITCH's inbound Event Socket could not be used."""
 
 
 class InboundEsl:

@@ -29,6 +29,7 @@ from typing import Any
 
 from cardd.digits import is_digits
 from cardd.admin import operator_database, refuse
+from cardd.errors import PromptError
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,6 @@ DEFAULT_AUDIO = "default"
 # sox's own conversion is fast; a minute guards against a pathological input.
 SOX_TIMEOUT_S = 60
 _LANG = re.compile(r"^[a-z]{2}$")
-
-
-class PromptError(Exception):
-    """An operator's request that cannot be done; the message says why."""
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,10 @@ from psycopg import errors
 from psycopg_pool import ConnectionPool
 
 from cardd.billing.pins import hash_pin
-from cardd.errors import CarddError
+from cardd.errors import CatalogError
 from cardd.money import check_currency, money
 
 log = logging.getLogger(__name__)
-
-
-class CatalogError(CarddError):
-    """An operator write was refused (unknown tariff, duplicate card number, bad value)."""
 
 
 @dataclass(frozen=True)

@@ -19,16 +19,12 @@ from psycopg_pool import ConnectionPool
 from cardd.digits import is_digits
 from cardd.billing.ledger import _database_errors
 from cardd.billing.pins import HMAC_SCHEME, PLAIN_PREFIX, hash_pin, needs_rehash
-from cardd.errors import CardNotFound, CarddError
+from cardd.errors import CardNotFound, IdentityError
 
 log = logging.getLogger(__name__)
 
 #: A CLI cardd will store (map, blacklist): digits, optionally after a +.
 VALID_CLI = re.compile(r"^\+?[0-9]{1,32}$")
-
-
-class IdentityError(CarddError):
-    """An operator write about identities was refused (bad CLI, unknown card, duplicate)."""
 
 
 def is_registrable_cli(cli: str | None, min_length: int) -> bool:

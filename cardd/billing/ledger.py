@@ -35,9 +35,11 @@ from cardd.errors import (
     CardExpired,
     CardNotFound,
     DatabaseUnavailable,
+    DuplicateGrant,
     ForbiddenDestination,
     InsufficientFunds,
     NoRate,
+    ReservationNotFound,
     TooManyCalls,
 )
 from cardd.money import money
@@ -61,10 +63,6 @@ def _database_errors(fn: _F) -> _F:
             raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
 
     return wrapper  # type: ignore[return-value]
-
-
-class ReservationNotFound(LookupError):
-    """settle() was asked about a B-leg UUID that was never granted."""
 
 
 @dataclass(frozen=True)
@@ -387,7 +385,7 @@ class Ledger:
                      switchname or None, self.node),
                 )
             except errors.UniqueViolation:
-                raise ValueError(f"B-leg UUID {b_id} was already granted") from None
+                raise DuplicateGrant(f"B-leg UUID {b_id} was already granted") from None
             if route is not None:
                 record_route(conn, b_id, route)
         log.info(

@@ -30,7 +30,7 @@ from cardd.billing import catalog, identity, vouchers
 from cardd.billing.identity import PLAIN_PREFIX
 from cardd.billing.ledger import Cdr, Ledger, LedgerEntry, _database_errors
 from cardd.billing.pins import hash_pin
-from cardd.errors import CarddError
+from cardd.errors import CardImportRefused, OperatorError
 from cardd.money import format_money, money
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,6 @@ log = logging.getLogger(__name__)
 #: hangup_cause of the CDR of a reservation an operator closed by hand
 SETTLED_CAUSE = "OPERATOR_SETTLED"
 RELEASED_CAUSE = "OPERATOR_RELEASED"
-
-
-class OperatorError(CarddError):
-    """An operator command was refused (unknown name, closed reservation, a rule it would break)."""
 
 
 class _OneConnection:
@@ -538,15 +534,6 @@ def audit_lines(pool: ConnectionPool, *, card: str | None = None, limit: int = 1
 # --- card import -----------------------------------------------------------------------------
 
 CARD_COLUMNS = ("number", "pin", "balance", "expires")
-
-
-class CardImportRefused(CarddError):
-    """The whole file was refused: `errors` lists (line number, message) of every bad row."""
-
-    def __init__(self, errors: list[tuple[int, str]], rows: int):
-        super().__init__(f"{len(errors)} bad rows")
-        self.errors = errors
-        self.rows = rows
 
 
 @dataclass(frozen=True)

@@ -34,17 +34,13 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from cardd.errors import CarddError
+from cardd.errors import PinKeyError
 
 KEY_BYTES = 32
 KEY_FILE_NAME = "pin.key"
 HMAC_SCHEME = "hmac-sha256"
 PLAIN_PREFIX = "plain$"
 _SALT_BYTES = 16
-
-
-class PinKeyError(CarddError):
-    """The PIN key file is missing, unreadable, malformed or readable by others."""
 
 
 class PinKey:

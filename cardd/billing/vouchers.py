@@ -22,7 +22,7 @@ from psycopg import errors
 from psycopg_pool import ConnectionPool
 
 from cardd.billing.ledger import _database_errors
-from cardd.errors import CardBlocked, CardNotFound, CarddError, InsufficientFunds
+from cardd.errors import CardBlocked, CardNotFound, InsufficientFunds, TransferError
 from cardd.money import check_currency, money
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,6 @@ UNKNOWN = "unknown"
 USED = "used"
 EXPIRED = "expired"
 WRONG_CURRENCY = "wrong_currency"
-
-
-class TransferError(CarddError):
-    """A card-to-card transfer was refused (same card, other currency, bad amount)."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from urllib.parse import unquote
 
 from cardd.digits import whole_number
-from cardd.errors import ProtocolError
+from cardd.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 
 # Bounds on what one peer can make us hold. A connect reply carries the whole
 # channel (about 6 KB in the captures); the biggest event seen is about 9 KB.
@@ -102,7 +102,7 @@ def parse_header_block(block: str) -> dict[str, str]:
             continue
         name, sep, value = line.partition(":")
         if not sep:
-            raise ProtocolError(f"header line without a colon: {line[:80]!r}")
+            raise RemoteProtocolError(f"header line without a colon: {line[:80]!r}")
         if name not in headers:
             headers[name] = value[1:] if value.startswith(" ") else value
     return headers
@@ -193,7 +193,7 @@ def parse_event(body: bytes) -> Event:
     try:
         text = head.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ProtocolError(f"event header block is not UTF-8: {exc}") from None
+        raise RemoteProtocolError(f"event header block is not UTF-8: {exc}") from None
     inner = b""
     length = find_raw(text, "Content-Length")
     if length is not None and sep:
@@ -233,9 +233,9 @@ def _content_length(text: str) -> int:
     try:
         n = whole_number(text)
     except ValueError:
-        raise ProtocolError(f"Content-Length is not a number: {text[:40]!r}") from None
+        raise RemoteProtocolError(f"Content-Length is not a number: {text[:40]!r}") from None
     if n < 0 or n > MAX_BODY_BYTES:
-        raise ProtocolError(f"Content-Length {n} out of bounds (max {MAX_BODY_BYTES})")
+        raise RemoteProtocolError(f"Content-Length {n} out of bounds (max {MAX_BODY_BYTES})")
     return n
 
 
@@ -278,11 +278,11 @@ class FrameParser:
             end = buf.find(b"\n\n")
             if end < 0:
                 if len(buf) > self._max_header:
-                    raise ProtocolError(
+                    raise RemoteProtocolError(
                         f"header block longer than {self._max_header} bytes")
                 return None
             if end > self._max_header:
-                raise ProtocolError(f"header block longer than {self._max_header} bytes")
+                raise RemoteProtocolError(f"header block longer than {self._max_header} bytes")
             block = bytes(buf[:end])
             del buf[: end + 2]
             headers = self._parse_block(block)
@@ -302,7 +302,7 @@ class FrameParser:
         try:
             text = block.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ProtocolError(f"header block is not UTF-8: {exc}") from None
+            raise RemoteProtocolError(f"header block is not UTF-8: {exc}") from None
         if self._commands:
             command, _, rest = text.partition("\n")
             raw = parse_header_block(rest)
@@ -315,7 +315,7 @@ class FrameParser:
 
 def _check_line(text: str, what: str) -> str:
     if "\n" in text or "\r" in text:
-        raise ProtocolError(f"{what} contains a line break: {text[:80]!r}", peer=False)
+        raise LocalProtocolError(f"{what} contains a line break: {text[:80]!r}")
     return text
 
 

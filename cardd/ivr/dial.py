@@ -10,8 +10,8 @@ import uuid as uuidlib
 from cardd import speech
 from cardd.billing.routing import may_fail_over
 from cardd.errors import (
-    CardBlocked, CardExpired, DatabaseUnavailable, ForbiddenDestination, InsufficientFunds, NoRate, NoRoute,
-    TooManyCalls,
+    CardBlocked, CardExpired, CardRefused, DatabaseUnavailable, ForbiddenDestination, InsufficientFunds,
+    NoRate, NoRoute, TooManyCalls,
 )
 from cardd.ivr.call import Call
 from cardd.options import translate
@@ -30,14 +30,6 @@ _REFUSALS = {ForbiddenDestination: "destination_forbidden", NoRate: "destination
 # Outcomes that are the callee's doing, told apart for the caller.
 _FAILURE_PROMPTS = {"USER_BUSY": "destination_busy", "NO_ANSWER": "no_answer",
                     "NO_USER_RESPONSE": "no_answer"}
-
-
-class CardRefused(Exception):
-    """The card cannot be used any more in this session; `prompt` says why."""
-
-    def __init__(self, prompt: str):
-        super().__init__(prompt)
-        self.prompt = prompt
 
 
 def place_call(call: Call, card, number: str) -> bool:

@@ -9,7 +9,7 @@ import psycopg
 
 from cardd import speech
 from cardd.channel import Channel
-from cardd.errors import CallGone, ConfigError, DatabaseUnavailable
+from cardd.errors import CallGone, CarddError, ConfigError, DatabaseUnavailable
 from cardd.ivr import blacklist, menu, smartdial, topup
 from cardd.ivr.call import Call, CallLog, Services
 from cardd.ivr.destination import ask_destination
@@ -170,7 +170,7 @@ class _Entered:
         self.timed_out = False
 
 
-class _SessionOver(Exception):
+class _SessionOver(CarddError):
     """The session ended inside a step; the main loop has nothing more to do."""
 
 
