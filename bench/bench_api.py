@@ -49,6 +49,16 @@ def seed(dsn: str, cards: int, cdrs: int) -> float:
             (CARD_BASE, cards - 1))
         conn.execute("INSERT INTO ledger (account_id, amount, kind, reference)"
                      " SELECT id, 100, 'initial', 'bench' FROM accounts")
+        # A bulk load: the CDRs' secondary indexes are dropped and built again afterwards (a sort
+        # each, instead of 10 million random inserts into the UUID indexes), with the same definitions.
+        indexes = [r[0] for r in conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'cdrs' AND indexname NOT IN ('cdrs_pkey',"
+            " 'cdrs_b_uuid_key')").fetchall()]
+        for name in [r[0] for r in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'cdrs' AND indexname NOT IN ('cdrs_pkey',"
+                " 'cdrs_b_uuid_key')").fetchall()]:
+            conn.execute(f'DROP INDEX "{name}"')
+        conn.execute("ALTER TABLE cdrs DROP CONSTRAINT cdrs_b_uuid_key")
         # CDRs in chunks: one statement of 10 million rows would hold its whole transaction.
         chunk = 1_000_000
         for start in range(0, cdrs, chunk):
@@ -66,6 +76,9 @@ def seed(dsn: str, cards: int, cdrs: int) -> float:
                 "           FROM generate_series(%s::bigint, %s::bigint) g) s",
                 (CARD_BASE, cards, cdrs, start, start + n - 1))
             print(f"  {start + n:,} CDRs", file=sys.stderr, flush=True)
+        conn.execute("ALTER TABLE cdrs ADD CONSTRAINT cdrs_b_uuid_key UNIQUE (b_uuid)")
+        for definition in indexes:
+            conn.execute(definition)
         conn.execute("VACUUM ANALYZE")
     return time.monotonic() - started
 
