@@ -221,3 +221,19 @@ def test_customers_and_plans_are_renamed_and_deleted_and_the_audit_is_paged(api)
                        "apikey add"]
     card_lines = client.get("/audit", query_string={"card": "6100001"}).get_json()["items"]
     assert [line["action"] for line in card_lines] == ["card add"]
+
+
+def test_a_cards_csv_with_bad_rows_is_refused_whole_and_a_good_one_imported(api):
+    app, database, demo = api
+    client = admin_client(api)
+    query = {"tariff": "demo", "currency": "USD"}
+    bad = "number,pin,balance\n5000001,1111,5\n50x,1111,5\n5000001,2222,5\n"
+    refused = client.post("/cards/import", query_string=query, data=bad, content_type="text/csv")
+    assert refused.status_code == 422
+    assert [p["name"] for p in refused.get_json()["invalid_params"]] == ["line 3", "line 4"]
+    assert Ledger(database.pool).find_card("5000001") is None
+    good = "number,pin,balance\n5000001,1111,5\n5000002,,2.5\n"
+    done = client.post("/cards/import", query_string=query, data=good, content_type="text/csv")
+    assert done.status_code == 201 and done.get_json() == {"cards": 2}
+    assert Ledger(database.pool).find_card("5000002").balance == Decimal("2.5")
+    assert "1111" not in done.get_data(as_text=True) + refused.get_data(as_text=True)

@@ -6,6 +6,7 @@ import csv
 import io
 from typing import Any
 
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
@@ -207,3 +208,30 @@ class CardBatch(MethodView):
 
         return idempotent(201, None, work, render=as_csv, stored=lambda cards: as_csv(cards, pins=False))
 
+
+
+@blp.route("/import")
+class CardImport(MethodView):
+    @blp.arguments(s.CardImportArgs, location="query")
+    @blp.response(201, s.CardImportResultSchema)
+    @blp.doc(requestBody={"required": True, "content": {"text/csv": {"schema": {"type": "string"}}}})
+    @allow(WRITE)
+    def post(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Import cards from CSV (`number[,pin,balance,expires]`, the format of `cardd card import`), all or
+        nothing: a file with bad rows creates nothing and the answer lists every bad row with its line.
+        A reseller imports into one of its own customers."""
+        if owner_scope() is not None:
+            if "customer" not in args:
+                raise Problem(422, "Unprocessable Content", "a reseller's cards belong to one of its customers",
+                              invalid_params=[{"name": "customer", "reason": "required for a reseller key"}])
+            apistore.customer_visible(pool(), args["customer"], owner_scope())
+        try:
+            text = request.get_data().decode("utf-8")
+        except UnicodeDecodeError:
+            raise Problem(422, "Unprocessable Content", "the CSV is not UTF-8 text") from None
+        try:
+            count = operator.import_cards(pool(), io.StringIO(text), who=who(), source="HTTP API", **args)
+        except operator.CardImportRefused as exc:
+            raise Problem(422, "Unprocessable Content", f"{len(exc.errors)} bad rows of {exc.rows}; nothing imported",
+                          invalid_params=[{"name": f"line {line}", "reason": why} for line, why in exc.errors]) from None
+        return {"cards": count}

@@ -464,3 +464,16 @@ class AuditSchema(Schema):
 class AuditArgs(PageArgs):
     card = fields.Str(validate=DIGITS)
     action = fields.Str(validate=validate.Length(min=1, max=100))
+
+
+class CardImportArgs(Schema):
+    tariff = fields.Str(required=True, validate=NAME)
+    currency = fields.Str(required=True, validate=CURRENCY)
+    customer = fields.Str(validate=NAME)
+    plan = fields.Str(validate=NAME)
+    allow_negative = fields.Bool(load_default=False)
+    allow_past_expiry = fields.Bool(load_default=False)
+
+
+class CardImportResultSchema(Schema):
+    cards = fields.Int(required=True)
