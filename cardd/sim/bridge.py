@@ -315,8 +315,9 @@ def originate_parallel(call: SimCall, a: Leg, state: apps.BridgeState, group: li
             plan.append((min(callee.busy_after, timeout), i, "USER_BUSY"))
         else:
             plan.append((0.02, i, "ring"))
-            if callee.outcome == "answer" and callee.answer_after <= timeout:
-                plan.append((callee.answer_after, i, "answer"))
+            answer_after = callee.ring_time(call.now())
+            if callee.outcome == "answer" and answer_after <= timeout:
+                plan.append((answer_after, i, "answer"))
     plan.sort(key=lambda x: x[0])
     start = call.now()
     winner = None
