@@ -316,6 +316,9 @@ def test_a_card_holder_tops_up_with_a_voucher_once(api):
     reuse = holder.post("/me/topup", json={"voucher": number}, headers={"Idempotency-Key": "t2"})
     assert reuse.status_code == 422
     assert Ledger(database.pool).get_card(demo.card_id).balance == Decimal("15")
+    with psycopg.connect(database.dsn) as conn:
+        [(who, args)] = conn.execute("SELECT who, args FROM operator_audit WHERE action = 'voucher redeem'").fetchall()
+    assert who == f"card holder {demo.card_number} from 127.0.0.1" and args["voucher"] == number[-4:]
 
 
 def test_no_response_or_log_line_carries_a_pin_or_a_key(api, caplog):

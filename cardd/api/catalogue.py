@@ -213,7 +213,10 @@ class Customers(MethodView):
         """Create a customer; a reseller's customers are its own."""
         with apistore.transaction(pool()) as (conn, one):
             customer_id = operator.add_customer(one, body["name"], who=who())
-            apistore.set_customer_owner(conn, customer_id, owner_scope())
+            if owner_scope() is not None:
+                apistore.set_customer_owner(conn, customer_id, owner_scope())
+                apistore.audit(conn, who(), "customer owner", {"name": body["name"], "owner": owner_scope()},
+                               detail=f"customer {body['name']} belongs to reseller {owner_scope()}")
         [row] = [c for c in apistore.customers_page(pool(), owner=owner_scope(), after=customer_id - 1,
                                                     limit=1).items]
         return row

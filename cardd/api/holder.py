@@ -10,7 +10,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from cardd.api import schemas as s
-from cardd.api.app import Problem, after_of, config, idempotent, pool, principal
+from cardd.api.app import Problem, after_of, config, idempotent, pool, principal, who
 from cardd.api.cards import card_json, page_json
 from cardd.billing import apiauth, apistore, identity, vouchers
 
@@ -89,6 +89,9 @@ class MyTopup(MethodView):
         def work(pool_like: Any) -> dict[str, Any]:
             def redeem(conn: Any) -> tuple[bool, vouchers.Redemption]:
                 result = vouchers.redeem_in(conn, number, card_id)
+                if result.ok:
+                    apistore.audit(conn, who(), "voucher redeem", {"voucher": number[-4:], "card": principal().name},
+                                   account_id=card_id, detail=f"{result.amount} {result.currency} credited")
                 return result.ok, result
 
             gated = identity.gate(pool_like, buckets, limits.window_s, redeem)
