@@ -338,16 +338,23 @@ def _off_loop(function: Callable[..., Any], args: tuple[Any, ...],
     if _pool is None or _pool.hub is not gevent.get_hub():
         _pool = ThreadPool(SCRIPT_THREADS)
     job = _Job(function, args)
+    # One deadline over both waits: for a free thread (spawn() waits for one
+    # without a deadline of its own when every thread is taken) and for the answer.
+    timer = gevent.Timeout(timeout)
+    timer.start()
     try:
         waiter = _pool.spawn(job)
-        outcome = waiter.wait(timeout)
-        if not waiter.ready():
-            return False, False, None
+        waiter.wait()
+    except gevent.Timeout as exc:
+        if exc is not timer:
+            raise  # somebody else's deadline (e.g. the call's): not ours to judge
+        return False, False, None
     finally:
+        timer.close()
         job.abandoned = True
     if not waiter.successful():
         return True, False, waiter.exception
-    ok, result = outcome
+    ok, result = waiter.value
     return True, ok, result
 
 

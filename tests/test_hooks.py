@@ -361,6 +361,33 @@ def test_a_check_blocked_past_its_deadline_prohibits_and_the_loop_runs_on(tmp_pa
         os.close(release_w)
 
 
+def test_with_every_script_thread_stuck_a_check_still_ends_by_its_deadline(tmp_path, monkeypatch):
+    from gevent.threadpool import ThreadPool
+    monkeypatch.setattr(hooks, "_pool", ThreadPool(1))
+    run_errors = Recorder()
+    release_r, release_w = os.pipe()
+    try:
+        script = write(tmp_path / "check.py", f"""
+            import os
+            from gevent.monkey import get_original
+            select = get_original("select", "select")
+            def check_destination(cli, translated_cli, cld, translated_cld, username, original_cli):
+                if cld == "stuck":
+                    select([{release_r}], [], [], 30)
+                return True
+        """)
+        check = DestinationCheck(str(script), on_run_error=run_errors, timeout=0.1)
+        assert check.allowed(**dict(CALL, cld="stuck")) is False      # its thread stays stuck
+        assert check.allowed(**CALL) is False                          # no thread free: prohibited in time
+        assert run_errors.reasons == [hooks.RUN_TIMEOUT, hooks.RUN_TIMEOUT]
+        os.write(release_w, b"x")
+        check.timeout = 30
+        assert check.allowed(**CALL) is True                           # the thread is back
+    finally:
+        os.close(release_w)
+        os.close(release_r)
+
+
 def test_outer_timeout_is_not_swallowed(tmp_path):
     import gevent
     script = write(tmp_path / "check.py", "import gevent\ndef check_destination(*a):\n"

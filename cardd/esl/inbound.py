@@ -30,12 +30,8 @@ import time
 
 from gevent import socket
 
-from cardd.errors import CarddError, ESLTimeout, ProtocolError
+from cardd.errors import ESLTimeout, InboundEslError, ProtocolError
 from cardd.esl.protocol import Frame, FrameParser, encode_command
-
-
-class InboundEslError(CarddError):
-    """FreeSWITCH's inbound Event Socket could not be used."""
 
 
 class InboundEsl:
@@ -53,7 +49,7 @@ class InboundEsl:
         self.connect()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def connect(self) -> None:

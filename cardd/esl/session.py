@@ -22,13 +22,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import gevent
 from gevent.event import Event as Wakeup
 
-from cardd.errors import CallGone, ESLTimeout, ProtocolError
-from cardd.esl.connection import CHANNEL_DATA_KEPT, EslConnection, Ticket  # noqa: F401 (re-exported)
+from cardd.errors import CallGone, ESLTimeout, ProtocolError, RemoteProtocolError
+from cardd.esl.connection import EslConnection, Output, Ticket
 from cardd.esl.protocol import Event, Frame, Headers
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,8 @@ EVENTS = "CHANNEL_EXECUTE_COMPLETE CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE DTMF"
 
 _RECV_BYTES = 65536
 
+T = TypeVar("T", Frame, Event)
+
 
 class EslSession:
     """The daemon side of one call's socket."""
@@ -50,7 +52,7 @@ class EslSession:
         self.sock = sock
         self.address = address
         self._conn = EslConnection()
-        self._wakeups: dict[Ticket, Wakeup] = {}
+        self._wakeups: dict[Ticket[Any], Wakeup] = {}
         self._listeners: list[Callable[[Event], None]] = []
         self._reply_timeout = reply_timeout
         self._on_protocol_error = on_protocol_error
@@ -119,7 +121,7 @@ class EslSession:
             self._send(data)
             frame = self._wait_reply(reply, self._reply_timeout, app)
             if not (frame.reply_text or "").startswith("+OK"):
-                raise ProtocolError(f"{app} refused: {frame.reply_text}")
+                raise RemoteProtocolError(f"{app} refused: {frame.reply_text}")
             return self._wait(done, max(0.0, deadline - time.monotonic()), app)
         finally:
             self._conn.forget_execution(done)
@@ -161,7 +163,7 @@ class EslSession:
             self._close(f"send failed: {exc}")
             raise CallGone(f"send failed: {exc}") from None
 
-    def _wait(self, ticket: Ticket, timeout: float, what: str) -> Any:
+    def _wait(self, ticket: Ticket[T], timeout: float, what: str) -> T:
         if not ticket.done:
             wakeup = self._wakeups[ticket] = Wakeup()
             try:
@@ -172,7 +174,7 @@ class EslSession:
                 raise ESLTimeout(f"no answer to {what} within {timeout:g} s")
         return ticket.result()
 
-    def _wait_reply(self, ticket: Ticket, timeout: float, what: str) -> Frame:
+    def _wait_reply(self, ticket: Ticket[Frame], timeout: float, what: str) -> Frame:
         try:
             return self._wait(ticket, timeout, what)
         except ESLTimeout:
@@ -181,8 +183,8 @@ class EslSession:
             self._close(f"no reply to {what}")
             raise
 
-    def _wake(self, tickets: list) -> None:
-        for ticket in tickets:
+    def _wake(self, outputs: list[Output]) -> None:
+        for ticket in outputs:
             wakeup = self._wakeups.get(ticket) if isinstance(ticket, Ticket) else None
             if wakeup is not None:
                 wakeup.set()
