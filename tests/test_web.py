@@ -344,3 +344,69 @@ def test_nothing_typed_is_rendered_unescaped(web):
                        ("/my/pin", {"current_pin": SCRIPT, "new_pin": SCRIPT, "repeat_pin": SCRIPT})):
         h.post(path, form)
         assert SCRIPT not in h.last, path
+
+
+def _stuck_reservation(database, demo) -> Any:
+    """An open reservation to 4412345 (the 44 rate: 31 s cost 0.13600) past its expiry."""
+    grant = Ledger(database.pool).grant(demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(),
+                                        destination="4412345", max_call_duration=600)
+    with database.pool.connection() as conn:
+        conn.execute("UPDATE reservations SET expires_at = now() - interval '1 minute' WHERE b_uuid = %s",
+                     (grant.b_uuid,))
+    return grant
+
+
+def test_an_expired_reservation_is_settled_once_after_confirmation_showing_its_ledger_row(web):
+    app, database, demo = web
+    grant = _stuck_reservation(database, demo)
+    b = operator(web)
+    page = b.get("/reservations?expired=1").get_data(as_text=True)
+    assert "4412345" in page and "expired" in page
+    assert '<span class="figure" id="expired-reservations">1</span>' in b.get("/").get_data(as_text=True)
+    b.get("/reservations")
+    b.post(f"/reservations/{grant.b_uuid}/settle", {"billed_seconds": "31"})
+    assert "Please confirm" in b.last and "at 31 billed seconds" in b.last
+    confirm = {"step": "confirm", "confirm_key": b.hidden("confirm_key"), "billed_seconds": "31",
+               "reason": b.hidden("reason")}
+    token = b.token()
+    b.post(f"/reservations/{grant.b_uuid}/settle", {**confirm, "csrf_token": token}, csrf=False)
+    assert 'id="ledger-row"' in b.last and "-0.13600 USD" in b.last and "9.86400 USD" in b.last
+    b.post(f"/reservations/{grant.b_uuid}/settle", {**confirm, "csrf_token": token}, csrf=False)
+    assert "already done" in b.last and balance(database, demo.card_id) == Decimal("9.86400")
+    assert "No open reservations" in b.get("/reservations").get_data(as_text=True)
+    # The CDR it wrote is found by card, and in the CSV export; the dashboard counts it today.
+    page = b.get(f"/cdrs?card={demo.card_number}&destination=44").get_data(as_text=True)
+    assert str(grant.b_uuid) in page and "0.13600 USD" in page
+    csv_text = b.get(f"/cdrs.csv?card={demo.card_number}").get_data(as_text=True)
+    assert csv_text.startswith("id,b_uuid,card") and str(grant.b_uuid) in csv_text and ",0.13600," in csv_text
+    assert "No CDRs match" in b.get(f"/cdrs?card={demo.card_number}&destination=33").get_data(as_text=True)
+    dash = b.get("/").get_data(as_text=True)
+    assert re.search(r"<td>USD</td><td class=\"num\">1</td><td class=\"num\">0.13600</td>", dash)
+    assert "<svg" in dash and "ASR by hour" in dash
+
+
+def test_a_release_moves_no_money(web):
+    app, database, demo = web
+    grant = _stuck_reservation(database, demo)
+    b = operator(web)
+    b.get("/reservations")
+    b.post(f"/reservations/{grant.b_uuid}/release")
+    b.post(f"/reservations/{grant.b_uuid}/release", {"step": "confirm", "confirm_key": b.hidden("confirm_key"),
+                                                     "billed_seconds": "", "reason": b.hidden("reason")})
+    assert "Done" in b.last and balance(database, demo.card_id) == Decimal("10")
+
+
+def test_a_card_holder_stays_signed_in_while_the_page_loads_its_stylesheet(web):
+    b = holder(web)
+    b.get("/my")
+    token = b.token()
+    assert b.get("/assets/style.css").status_code == 200
+    assert b.get("/").status_code == 302          # a card holder opens no console page ...
+    assert b.get("/my").status_code == 200 and b.token() == token   # ... and keeps their own session
+
+
+def test_the_dashboard_charts_are_svg_with_a_text_alternative(web):
+    b = operator(web)
+    page = b.get("/").get_data(as_text=True)
+    assert page.count('<svg xmlns="http://www.w3.org/2000/svg"') == 2 and page.count("<desc>") == 2
+    assert "no calls" in page

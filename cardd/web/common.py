@@ -9,7 +9,7 @@ import time
 from decimal import Decimal
 from typing import Any, Callable
 
-from flask import Blueprint, Response, current_app, g, render_template, session
+from flask import Blueprint, Response, current_app, g, render_template, request, session
 from flask_wtf.csrf import CSRFError
 
 from cardd.api.app import pool
@@ -79,14 +79,15 @@ def sign_out_browser() -> str | None:
 def load_principal(kind: str) -> None:
     """g.principal from the session (as the API's bearer check sets it), or None; POSTs checked for CSRF."""
     g.principal = None
+    if request.endpoint and request.endpoint.endswith(".static"):
+        return   # the stylesheet needs nobody signed in, and must not touch the session
     token = browsers().token(session.get("sid"))
     if token:
         principal = apiauth.authenticate(pool(), token)
-        if principal is not None and principal.kind == kind:
-            g.principal = principal
-        else:
+        if principal is None:
             sign_out_browser()   # a revoked key or an expired card session
-    from flask import request
+        elif principal.kind == kind:
+            g.principal = principal   # (a card holder's session opens no console page, and the reverse)
     if request.method == "POST":
         current_app.extensions["cardd_web_csrf"].protect()
 

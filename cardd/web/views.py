@@ -17,7 +17,7 @@ from flask import Blueprint, Response, g, redirect, render_template, request, ur
 
 from cardd.api.app import (ADMIN, READ, WRITE, Problem, card_id_for, owner_scope, pool, principal, problem_of,
                            who)
-from cardd.billing import apiauth, apistore, identity, operator
+from cardd.billing import apiauth, apistore, catalog, identity, operator
 from cardd.errors import CarddError
 from cardd.money import money
 from cardd.web import charts, common, stats
@@ -263,6 +263,18 @@ def rates() -> Any:
                                   limit=PAGE) if chosen else None
     return render_template("rates.html", tariffs=tariffs, chosen=chosen, report=report, listing=listing,
                            next=apistore.encode_cursor(listing.next_after) if listing else None), status
+
+
+@bp.route("/tariffs/new", methods=["POST"])
+@signed_in(ADMIN)
+def tariff_new() -> Any:
+    """A tariff, as POST /api/v1/tariffs makes it (audited)."""
+    name, currency = request.form.get("name", "").strip(), request.form.get("currency", "").strip().upper()
+    with apistore.transaction(pool()) as (conn, one):
+        catalog.create_tariff(one, name, currency)
+        apistore.audit(conn, who(), "tariff add", {"name": name, "currency": currency},
+                       detail=f"tariff {name} ({currency}) (web console)")
+    return redirect(url_for("web.rates", tariff=name))
 
 
 def _import(tariff: str, mode: str) -> tuple[dict[str, Any], int]:
