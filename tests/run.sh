@@ -15,4 +15,10 @@ fi
 if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get install -y prometheus >/dev/null || { apt-get update >/dev/null && apt-get install -y prometheus >/dev/null; }
 fi
+# Chromium and its WebDriver drive the web console's browser tests (tests/test_web_browser.py;
+# under CI=true they fail rather than skip without them). Installed only as root and only when missing.
+if ! command -v chromedriver >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y chromium chromium-driver >/dev/null ||
+        { apt-get update >/dev/null && apt-get install -y chromium chromium-driver >/dev/null; }
+fi
 exec .venv/bin/python -m pytest "$@"
