@@ -145,7 +145,11 @@ class Browser:
             time.sleep(0.05)
 
     def shot(self, name: str) -> bytes:
+        """The whole page (the window stretched to its height for the picture)."""
+        height = self.driver.execute_script("return document.documentElement.scrollHeight")
+        self.driver.set_window_size(1000, min(max(int(height), 400), 3000))
         png = self.driver.get_screenshot_as_png()
+        self.driver.set_window_size(1000, 760)
         self.shots[name] = png
         return png
 
