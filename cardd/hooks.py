@@ -12,7 +12,9 @@ CALLING_CARD_OPTIONS.md "Custom scripts" asks:
   non-bool, too slow) means "prohibited": we fail closed, because the operator
   wrote it to stop calls. Loading and running happen in a worker thread with a
   deadline (`_off_loop`), never on the event loop: a slow script delays its own
-  call, not every call in the process.
+  call, not every call in the process. Several calls may run the function at
+  once, each in its own thread: an object the script opens at load time and
+  that is bound to one thread (a sqlite3 connection) must be opened per call.
 * DurationScript: a program printing the duration to ANNOUNCE. It never changes
   the real limit, so any failure falls back to the computed duration.
 
