@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from urllib.parse import urlencode
 from decimal import Decimal
 from typing import Any
 
@@ -150,6 +151,19 @@ def test_sessions_expire(database):
     b.get("/login")
     assert b.post("/login", {"key": key}).status_code == 302
     assert b.get("/").status_code == 302   # a session of 0 s is over at once
+
+
+@pytest.mark.parametrize("target", ["//evil.example/", "/\\evil.example/", "https://evil.example/"])
+def test_sign_in_never_redirects_off_the_site(web, target):
+    app, database, _ = web
+    key = apiauth.create_key(database.pool, "console", "admin", who="pytest")
+    b = Browser(app)
+    b.get("/login")
+    response = b.post("/login?" + urlencode({"next": target}), {"key": key})
+    assert response.status_code == 302 and response.headers["Location"] == "/"
+    b2 = Browser(app)
+    b2.get("/login")
+    assert b2.post("/login?next=/cards", {"key": key}).headers["Location"] == "/cards"
 
 
 def test_signing_out_ends_the_session(web):
@@ -331,6 +345,13 @@ def test_nothing_typed_is_rendered_unescaped(web):
     for field in ("amount", "pin"):
         b.post(f"/cards/{demo.card_number}/{'adjust' if field == 'amount' else 'pin'}", {field: SCRIPT})
         assert SCRIPT not in b.last, field
+    b.get("/rates")
+    b.post("/tariffs/new", {"name": SCRIPT, "currency": "USD"})
+    assert SCRIPT not in b.get("/rates").get_data(as_text=True)
+    b.post("/tariffs/new", {"name": "t2", "currency": SCRIPT})
+    assert SCRIPT.upper() not in b.last and "&lt;script&gt;" in b.last.lower()   # (the message upper-cases it)
+    text = _upload(b, "demo", f"prefix,price_1,interval_1,price_n,interval_n\n{SCRIPT},0.1,60,0.1,60\n")
+    assert SCRIPT not in text.get_data(as_text=True)
     b.get("/login")
     b.post("/login", {"key": SCRIPT})
     assert SCRIPT not in b.last

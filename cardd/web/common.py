@@ -3,6 +3,7 @@ the page's error answer, and money as text."""
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -11,10 +12,13 @@ from typing import Any, Callable
 
 from flask import Blueprint, Response, current_app, g, render_template, request, session
 from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
 
 from cardd.api.app import pool
 from cardd.billing import apiauth
 from cardd.money import money
+
+log = logging.getLogger("cardd.web")
 
 #: Headers on every page: the CSP (see cardd.web), no sniffing, a referrer only to this site (Flask-WTF checks it over https), never cached.
 HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
@@ -111,6 +115,23 @@ def install(bp: Blueprint, kind: str, error_template: str) -> None:
                                        " try again."), 400
 
     bp.register_error_handler(CSRFError, csrf_refused)
+
+    def refused(exc: Exception) -> tuple[str, int]:
+        # A refusal by the service layer (CarddError, ValueError...) as the API maps it, on a page.
+        from cardd.api.app import problem_of
+        try:
+            p = problem_of(exc)
+        except Exception:   # not a refusal: a fault of ours
+            log.exception("unexpected error in %s %s", request.method, request.path)
+            return render_template(error_template, status=500, message="An internal error; it was logged."), 500
+        return render_template(error_template, status=p.status, message=p.detail or p.title), p.status
+
+    def http_error(exc: HTTPException) -> tuple[str, int]:
+        code = exc.code or 500
+        return render_template(error_template, status=code, message=exc.description or exc.name), code
+
+    bp.register_error_handler(HTTPException, http_error)
+    bp.register_error_handler(Exception, refused)
 
 
 def amount(value: Any, currency: str | None = None) -> str:

@@ -50,13 +50,6 @@ def signed_in(roles: tuple[str, ...] = READ) -> Callable[[Callable[..., Any]], C
     return wrap
 
 
-@bp.errorhandler(CarddError)
-@bp.errorhandler(Problem)
-def _refused(exc: Exception) -> tuple[str, int]:
-    p = problem_of(exc)
-    return render_template("error.html", status=p.status, message=p.detail or p.title), p.status
-
-
 def can_write() -> bool:
     return g.principal is not None and principal().role in WRITE
 
@@ -78,9 +71,14 @@ def login() -> Any:
             common.sign_in_browser(key)
             target = request.args.get("next", "")
             # Only a path of this site: never an open redirect.
-            return redirect(target if target.startswith("/") and not target.startswith("//") else url_for("web.dashboard"))
+            return redirect(target if _local(target) else url_for("web.dashboard"))
         error = "That API key is not valid (or was revoked)."
     return render_template("login.html", error=error), 401 if error else 200
+
+
+def _local(target: str) -> bool:
+    """A path on this site only (never an open redirect: browsers read /\\host and //host as another host)."""
+    return target.startswith("/") and not target.startswith(("//", "/\\")) and target.isprintable()
 
 
 @bp.route("/logout", methods=["POST"])
