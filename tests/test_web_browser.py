@@ -146,10 +146,11 @@ class Browser:
 
     def shot(self, name: str) -> bytes:
         """The whole page (the window stretched to its height for the picture)."""
+        size = self.driver.get_window_size()
         height = self.driver.execute_script("return document.documentElement.scrollHeight")
-        self.driver.set_window_size(1000, min(max(int(height), 400), 3000))
+        self.driver.set_window_size(size["width"], min(max(int(height), 400), 3000))
         png = self.driver.get_screenshot_as_png()
-        self.driver.set_window_size(1000, 760)
+        self.driver.set_window_size(size["width"], size["height"])
         self.shots[name] = png
         return png
 
@@ -295,3 +296,38 @@ def test_a_wrong_pin_five_times_is_throttled(browser, demo_data):
         b.submit()
         b.wait_text("Too many failed attempts", "#login-error")
         b.shot("throttled")
+
+
+def test_signing_in_by_keyboard_alone_and_every_page_fits_a_phone(browser, web_process, demo_data):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    b = browser
+    _, config = web_process
+    _, key = cardd(config, "apikey", "add", "phone", "--role", "admin")
+    keyboard = ActionChains(b.driver)
+    with screenshots_on_failure(b):
+        b.open("/my/login")
+        b.wait_text("Card number")
+        # The number field has the focus; Tab reaches the PIN, Enter submits.
+        keyboard.send_keys(demo_data.card_number, Keys.TAB, demo_data.pin, Keys.ENTER).perform()
+        assert b.wait_text("USD", "#balance") == "10.00000 USD"
+        b.driver.set_window_size(390, 844)
+        b.shot("my-phone")
+        assert _fits(b), "the self-care page scrolls sideways on a phone"
+        b.open("/login")
+        b.wait_text("Operator sign-in")
+        ActionChains(b.driver).send_keys(key.strip(), Keys.ENTER).perform()
+        b.wait_text("calls up now")
+        for path in ("/", "/cards", f"/cards/{demo_data.card_number}", "/rates", "/cdrs", "/reservations"):
+            b.driver.set_window_size(390, 844)
+            b.open(path)
+            b.wait_text("", "h1")
+            assert _fits(b), f"{path} scrolls sideways on a phone"
+
+
+def _fits(b: Browser) -> bool:
+    """Nothing wider than the screen: wide tables scroll inside their own box, the page does not."""
+    assert b.driver.execute_script("return window.innerWidth") <= 400   # the phone's width, really
+    return b.driver.execute_script(
+        "return document.documentElement.scrollWidth <= document.documentElement.clientWidth")
