@@ -352,6 +352,15 @@ def test_nothing_typed_is_rendered_unescaped(web):
     assert SCRIPT.upper() not in b.last and "&lt;script&gt;" in b.last.lower()   # (the message upper-cases it)
     text = _upload(b, "demo", f"prefix,price_1,interval_1,price_n,interval_n\n{SCRIPT},0.1,60,0.1,60\n")
     assert SCRIPT not in text.get_data(as_text=True)
+    b.get("/vouchers")
+    b.post("/vouchers/generate", {"count": "1", "amount": "1", "currency": "USD", "batch": SCRIPT})
+    assert SCRIPT not in b.last and "&lt;script&gt;" in b.last
+    assert SCRIPT not in b.get(f"/vouchers?batch={SCRIPT}").get_data(as_text=True)
+    b.post("/cards/batch", {"count": "1", "tariff": "demo", "balance": "0", "customer": SCRIPT})
+    assert SCRIPT not in b.last and "&lt;script&gt;" in b.last
+    b.post("/cards/batch", {"step": "confirm", "confirm_key": b.hidden("confirm_key"), "count": "1",
+                            "tariff": "demo", "balance": "0.00000", "customer": SCRIPT})
+    assert SCRIPT not in b.last and "&lt;script&gt;" in b.last
     b.get("/login")
     b.post("/login", {"key": SCRIPT})
     assert SCRIPT not in b.last
@@ -431,3 +440,46 @@ def test_the_dashboard_charts_are_svg_with_a_text_alternative(web):
     page = b.get("/").get_data(as_text=True)
     assert page.count('<svg xmlns="http://www.w3.org/2000/svg"') == 2 and page.count("<desc>") == 2
     assert "no calls" in page
+
+
+def test_a_card_batch_is_confirmed_then_its_pins_are_downloaded_once(web):
+    app, database, demo = web
+    b = operator(web)
+    b.get("/cards")
+    b.post("/cards/batch", {"count": "3", "tariff": "demo", "balance": "2", "customer": ""})
+    assert "Please confirm" in b.last and "3 cards on tariff demo, each with 2.00000 USD" in b.last
+    confirm = {k: b.hidden(k) for k in ("confirm_key", "count", "tariff", "balance", "customer")}
+    token = b.token()
+    first = b.http.post("/cards/batch", data={**confirm, "step": "confirm", "csrf_token": token},
+                        base_url="https://localhost", headers=SAME_SITE)
+    assert first.headers["Content-Disposition"] == "attachment; filename=cards.csv"
+    rows = [line.split(",") for line in first.get_data(as_text=True).splitlines()[1:]]
+    assert len(rows) == 3 and all(len(pin) == 4 and amount == "2.00000" for _, pin, amount, _ in rows)
+    again = b.http.post("/cards/batch", data={**confirm, "step": "confirm", "csrf_token": token},
+                        base_url="https://localhost", headers=SAME_SITE)
+    repeat = [line.split(",") for line in again.get_data(as_text=True).splitlines()[1:]]
+    assert [r[0] for r in repeat] == [r[0] for r in rows] and all(r[1] == "" for r in repeat)   # no PINs twice
+    page = b.get("/cards").get_data(as_text=True)
+    assert all(f"/cards/{number}" in page for number, *_ in rows)
+    holder(web, number=rows[0][0], pin=rows[0][1])
+
+
+def test_vouchers_are_generated_listed_and_voided_by_an_admin_only(web):
+    app, database, demo = web
+    b = operator(web)
+    b.get("/vouchers")
+    response = b.post("/vouchers/generate", {"count": "2", "amount": "5", "currency": "USD", "batch": "promo"})
+    assert response.status_code == 201
+    made = re.findall(r"<li>(\d+)</li>", b.last)
+    assert len(made) == 2
+    b.post(f"/vouchers/{made[0]}/void")
+    page = b.get("/vouchers?status=void").get_data(as_text=True)
+    assert made[0] in page and made[1] not in page
+    h = holder(web)
+    h.get("/my")
+    h.post("/my/topup", {"voucher": made[0], "confirm_key": h.hidden("confirm_key")})
+    assert "cannot be used" in h.last and balance(database, demo.card_id) == Decimal("10")
+    readonly = operator(web, role="readonly")
+    assert made[1] in readonly.get("/vouchers").get_data(as_text=True) and "Generate vouchers" not in readonly.last
+    assert readonly.post(f"/vouchers/{made[1]}/void").status_code == 403
+    assert operator(web, role="reseller", owner="acme").get("/vouchers").status_code == 403

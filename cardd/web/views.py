@@ -17,7 +17,8 @@ from flask import Blueprint, Response, g, redirect, render_template, request, ur
 
 from cardd.api.app import (ADMIN, READ, WRITE, Problem, card_id_for, owner_scope, pool, principal, problem_of,
                            who)
-from cardd.billing import apiauth, apistore, catalog, identity, operator
+from cardd.billing import apiauth, apistore, cardadmin, catalog, identity, operator
+from cardd.billing import vouchers as voucher_service
 from cardd.errors import CarddError
 from cardd.money import money
 from cardd.web import charts, common, stats
@@ -382,3 +383,107 @@ def reservation_close(b_uuid: uuid.UUID, action: str) -> Any:
     return render_template("ledger_row.html", number=result["card"] if result else "", entry=entry,
                            currency=result["currency"] if result else "", refused=refused,
                            replayed=replayed), 422 if refused else 200
+
+
+# --- card batches: a CSV with the PINs, downloaded once ---------------------------------------
+
+@bp.route("/cards/batch", methods=["POST"])
+@signed_in(ADMIN)
+def card_batch() -> Any:
+    """Random cards, all or none, after a confirmation; the CSV answer is the only place their PINs
+    are ever shown: the same confirmation sent again gets the numbers with the PIN column empty."""
+    f = request.form
+    count_text, tariff = f.get("count", "").strip(), f.get("tariff", "")
+    if not count_text.isdigit() or not 1 <= int(count_text) <= 10000:
+        raise Problem(422, "Unprocessable Content", "count: a whole number from 1 to 10000")
+    currency = next((t.currency for t in apistore.tariffs_page(pool(), limit=200).items if t.name == tariff), None)
+    if currency is None:
+        raise Problem(422, "Unprocessable Content", f"no tariff {tariff!r}")
+    value = _decimal(f.get("balance", "0"), "balance")
+    customer = f.get("customer", "").strip() or None
+    if f.get("step") != "confirm":
+        return render_template("confirm.html", title="Generate a batch of cards",
+                               what=f"{count_text} cards on tariff {tariff}, each with"
+                                    f" {common.amount(value, currency)}; their PINs are shown in this download only",
+                               action=url_for("web.card_batch"), key=secrets.token_urlsafe(16),
+                               back=url_for("web.cards"),
+                               fields={"count": count_text, "tariff": tariff, "balance": str(value),
+                                       "customer": customer or ""})
+    key = f.get("confirm_key", "")
+    if not key or len(key) > 64:
+        raise Problem(400, "Bad Request", "the confirmation form is incomplete; start again")
+    body_hash = hashlib.sha256(json.dumps(sorted((k, v) for k, v in f.items() if k != "csrf_token")).encode())
+
+    def as_csv(cards: list[Any], *, pins: bool) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["number", "pin", "balance", "currency"])
+        for c in cards:
+            writer.writerow([c.number, c.pin if pins else "", f"{value:.5f}", currency])
+        return out.getvalue()
+
+    shown: list[str] = []
+
+    def run(pool_like: Any) -> apistore.StoredAnswer:
+        try:
+            made = cardadmin.generate_cards(pool_like, int(count_text), who=who(), tariff=tariff, currency=currency,
+                                            balance=value, customer=customer)
+        except (CarddError, ValueError) as exc:
+            p = problem_of(exc)
+            return apistore.StoredAnswer(p.status, p.detail or p.title, "text/plain")
+        shown.append(as_csv(made, pins=True))
+        return apistore.StoredAnswer(201, as_csv(made, pins=False), "text/csv")
+
+    answer, _ = apistore.idempotent(pool(), principal().ident, "web:" + key, "POST", request.path,
+                                    body_hash.hexdigest(), run)
+    if answer.status >= 400:
+        raise Problem(answer.status, "Unprocessable Content", answer.body)
+    response = Response(shown[0] if shown else answer.body, content_type="text/csv; charset=utf-8")
+    response.headers["Content-Disposition"] = "attachment; filename=cards.csv"
+    return response
+
+
+# --- vouchers --------------------------------------------------------------------------------------
+
+VOUCHER_READ = ("admin", "readonly")   # the catalogue is the operator's, not a reseller's (as in the API)
+
+
+@bp.route("/vouchers")
+@signed_in(VOUCHER_READ)
+def vouchers_list() -> str:
+    batch = request.args.get("batch", "").strip()
+    status = request.args.get("status", "")
+    page = apistore.vouchers_page(pool(), batch=batch or None,
+                                  status=status if status in ("unused", "used", "void") else None,
+                                  after=_cursor(), limit=PAGE)
+    return render_template("vouchers.html", page=page, batch=batch, status=status, made=None,
+                           next=apistore.encode_cursor(page.next_after))
+
+
+@bp.route("/vouchers/generate", methods=["POST"])
+@signed_in(ADMIN)
+def vouchers_generate() -> Any:
+    f = request.form
+    count_text = f.get("count", "").strip()
+    if not count_text.isdigit() or not 1 <= int(count_text) <= 10000:
+        raise Problem(422, "Unprocessable Content", "count: a whole number from 1 to 10000")
+    value = _decimal(f.get("amount", ""), "amount")
+    currency, batch = f.get("currency", "").strip().upper(), f.get("batch", "").strip()
+    with apistore.transaction(pool()) as (conn, one):
+        numbers = voucher_service.generate(one, int(count_text), amount=value, currency=currency, batch=batch)
+        apistore.audit(conn, who(), "voucher generate", {"count": int(count_text), "amount": value,
+                                                         "currency": currency, "batch": batch},
+                       detail=f"{len(numbers)} vouchers of {value} {currency} (web console)")
+    page = apistore.vouchers_page(pool(), batch=batch or None, limit=PAGE)
+    return render_template("vouchers.html", page=page, batch=batch, status="", made=numbers,
+                           next=apistore.encode_cursor(page.next_after)), 201
+
+
+@bp.route("/vouchers/<number>/void", methods=["POST"])
+@signed_in(ADMIN)
+def voucher_void(number: str) -> Any:
+    with apistore.transaction(pool()) as (conn, one):
+        if not voucher_service.void(one, number):
+            raise apistore.NotVisible("no unused voucher with that number")
+        apistore.audit(conn, who(), "voucher void", {"voucher": number[-4:]}, detail="voucher voided (web console)")
+    return redirect(url_for("web.vouchers_list", status="void"))
