@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import gevent
 
@@ -66,6 +67,10 @@ class BridgeOutcome:
     dialstatus: str | None
     billmsec: int | None       # from B's CHANNEL_HANGUP_COMPLETE
     fallback_msec: int | None  # unbridge time - B's answer time, seen on A
+    # B's answer and end on FreeSWITCH's clock (its CHANNEL_HANGUP_COMPLETE,
+    # else what A's bridge completion says); None when it did not say.
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
 
 
 class Channel:
@@ -246,6 +251,26 @@ def _outcome(done, b_end) -> BridgeOutcome:
     if answered_us and ended_us and is_digits(answered_us) and is_digits(ended_us) and int(answered_us):
         fallback = max(0, math.ceil((int(ended_us) - int(answered_us)) / 1000))
     answered = bool(bridged_cause) or bool(billmsec)
+    # The CDR's times come from FreeSWITCH's clock, as its own CDR's do
+    # (cdr_http): cardd's clock minus billmsec can land before the call began.
+    if b_end is not None:
+        answered_at = _uepoch(b_end.variable("answer_uepoch"))
+        ended_at = _uepoch(b_end.variable("end_uepoch"))
+    else:
+        answered_at, ended_at = _uepoch(answered_us), _uepoch(ended_us)
     return BridgeOutcome(answered=answered, cause=cause,
                          dialstatus=done.variable("DIALSTATUS"),
-                         billmsec=billmsec, fallback_msec=fallback)
+                         billmsec=billmsec, fallback_msec=fallback,
+                         answered_at=answered_at if answered else None,
+                         ended_at=ended_at)
+
+
+def _uepoch(text: str | None) -> datetime | None:
+    """A FreeSWITCH microsecond epoch (answer_uepoch, ...) as a UTC time;
+    None for absent, 0 (never happened) or garbage."""
+    if not text or not is_digits(text) or int(text) <= 0:
+        return None
+    try:
+        return datetime.fromtimestamp(int(text) / 1_000_000, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None

@@ -147,16 +147,29 @@ def test_cardd_call_refuses_a_bad_press_in_bridge_in_one_line(tmp_path, capsys, 
 
 # -- timestamps of a simulated call's CDR ------------------------------------------------
 
-@pytest.mark.xfail(strict=False, reason="cardd derives answered_at as its wall-clock end minus "
-                   "billmsec (Ledger.settle); a virtual-clock call takes milliseconds of real "
-                   "time, so answered_at lands before started_at. Fix: cardd/ivr/dial.py passes "
-                   "B's answer_uepoch/end_uepoch from its CHANNEL_HANGUP_COMPLETE (FreeSWITCH's "
-                   "clock, as the CDR endpoint already does); not the simulator's files.")
 def test_a_simulated_calls_cdr_times_are_ordered_start_answer_end(cardd, demo_data, ledger):
-    cardd.call(card_caller(demo_data, UK_MOBILE + "#"), Callee(talk=45))
+    # answered_at/ended_at are B's answer_uepoch/end_uepoch (FreeSWITCH's
+    # clock), not cardd's wall-clock end minus billmsec: a virtual-clock call
+    # takes milliseconds of real time, which put the answer before the start.
+    t = cardd.call(card_caller(demo_data, UK_MOBILE + "#"), Callee(talk=45))
     (cdr,) = ledger.cdrs_for(demo_data.card_id)
     assert cdr.started_at <= cdr.answered_at <= cdr.ended_at
     assert (cdr.ended_at - cdr.answered_at).total_seconds() == pytest.approx(45.02, abs=0.01)
+    assert cdr.answered_at.timestamp() == pytest.approx(t.bridges[0].answer_epoch_us / 1e6, abs=1e-6)
+    assert cdr.ended_at.timestamp() == pytest.approx(t.bridges[0].end_epoch_us / 1e6, abs=1e-6)
+
+
+def test_the_virtual_clock_never_falls_behind_the_wall_clock_while_nothing_is_scheduled():
+    """Its stamps are FreeSWITCH's answer_uepoch etc.: a daemon thinking while
+    no timer is pending must not find the switch's clock in its past."""
+    from cardd.sim.clock import VirtualClock
+    clock = VirtualClock()
+    began = clock.now()
+    while time.time() <= began + 0.01:
+        gevent.sleep(0.001)
+    assert clock.now() > began + 0.01
+    pinned = VirtualClock(1_000_000_000.0)
+    assert pinned.now() == 1_000_000_000.0
 
 
 # -- cardd call's inbound Event Socket: a cardd killed mid-call settles after restart ---------

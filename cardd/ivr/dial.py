@@ -210,7 +210,10 @@ def _settle(call: Call, b_uuid: str, outcome):
         # reservation stays open for the orphan check, never silently released.
         return None
     billmsec = outcome.billmsec if outcome.billmsec is not None else outcome.fallback_msec
-    cdr = settle(b_uuid, billmsec=billmsec if outcome.answered else 0, hangup_cause=outcome.cause)
+    # B's answer and end as FreeSWITCH stamped them; absent, settle() falls
+    # back to cardd's clock.
+    cdr = settle(b_uuid, billmsec=billmsec if outcome.answered else 0, hangup_cause=outcome.cause,
+                 answered_at=outcome.answered_at, ended_at=outcome.ended_at)
     if cdr is not None:
         services.metrics.billed_seconds.labels(cdr.currency).inc(cdr.billed_seconds)
         services.metrics.revenue.labels(cdr.currency).inc(float(cdr.cost))

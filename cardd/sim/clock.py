@@ -87,6 +87,10 @@ class VirtualClock(Clock):
     def __init__(self, start: float | None = None, *, quiet: float = 0.003,
                  idle_quiet: float = 0.05, idle_jumps: bool = False):
         self._now = time.time() if start is None else start
+        # Started from the wall clock: its stamps (answer_uepoch, ...) must
+        # never fall behind it, or a CDR would be answered before cardd
+        # reserved the call. A pinned start (a replay) keeps its own epoch.
+        self._keeps_up = start is None
         self._heap: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self._activity = False
@@ -101,10 +105,15 @@ class VirtualClock(Clock):
         self.idle = False
 
     def now(self) -> float:
+        # Time stands still while nothing is scheduled (the daemon thinking,
+        # no timer): catch up with the wall clock then. With timers pending
+        # the driver moves time, in order.
+        if self._keeps_up and not self._heap:
+            self._now = max(self._now, time.time())
         return self._now
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> Timer:
-        timer = Timer(self._now + max(delay, 0.0), fn)
+        timer = Timer(self.now() + max(delay, 0.0), fn)
         heapq.heappush(self._heap, (timer.due, next(self._seq), timer))
         if self._driver is None and not self._stopped:
             self._driver = gevent.spawn(self._drive)
