@@ -361,6 +361,13 @@ def test_nothing_typed_is_rendered_unescaped(web):
     b.post("/cards/batch", {"step": "confirm", "confirm_key": b.hidden("confirm_key"), "count": "1",
                             "tariff": "demo", "balance": "0.00000", "customer": SCRIPT})
     assert SCRIPT not in b.last and "&lt;script&gt;" in b.last
+    b.get("/keys")
+    b.post("/keys", {"name": SCRIPT, "role": "reseller", "owner": SCRIPT})
+    assert SCRIPT not in b.last and "&lt;script&gt;" in b.last
+    b.post("/keys", {"name": "x", "role": SCRIPT, "owner": ""})
+    assert SCRIPT not in b.last and "&lt;script&gt;" in b.last
+    b.post("/keys", {"revoke": SCRIPT})
+    assert SCRIPT not in b.last and "&lt;script&gt;" in b.last
     b.get("/login")
     b.post("/login", {"key": SCRIPT})
     assert SCRIPT not in b.last
@@ -483,3 +490,41 @@ def test_vouchers_are_generated_listed_and_voided_by_an_admin_only(web):
     assert made[1] in readonly.get("/vouchers").get_data(as_text=True) and "Generate vouchers" not in readonly.last
     assert readonly.post(f"/vouchers/{made[1]}/void").status_code == 403
     assert operator(web, role="reseller", owner="acme").get("/vouchers").status_code == 403
+
+
+def test_an_admin_makes_a_key_shown_once_and_revoking_it_signs_its_browser_out(web):
+    app, database, demo = web
+    b = operator(web)
+    b.get("/keys")
+    assert b.post("/keys", {"name": "shop", "role": "readonly", "owner": ""}).status_code == 201
+    made = re.search(r"<code>(cardd_[^<]+)</code>", b.last).group(1)
+    assert made not in b.get("/keys").get_data(as_text=True)          # shown on that answer only
+    shop = Browser(app)
+    shop.get("/login")
+    assert shop.post("/login", {"key": made}).status_code == 302
+    assert shop.get("/cards").status_code == 200
+    key_id = made.split("_")[1]
+    b.get("/keys")
+    b.post("/keys", {"revoke": key_id})
+    assert "revoked" in b.last
+    assert shop.get("/cards").status_code == 302                      # back to the sign-in page
+    b.post("/keys", {"name": "r", "role": "reseller", "owner": ""})
+    assert "needs --owner" in b.last                                   # the service's own refusal
+    assert operator(web, role="readonly").get("/keys").status_code == 403
+
+
+def test_customers_and_plans_are_listed_a_reseller_sees_only_its_own(web):
+    app, database, demo = web
+    from cardd.billing import apistore, operator as ops
+    acme = ops.add_customer(database.pool, "acme shop", who="pytest")
+    with database.pool.connection() as conn:
+        apistore.set_customer_owner(conn, acme, "acme")
+    ops.add_customer(database.pool, "other shop", who="pytest")
+    ops.add_plan(database.pool, "gold", who="pytest")
+    page = operator(web).get("/customers").get_data(as_text=True)
+    assert "acme shop" in page and "other shop" in page
+    reseller = operator(web, role="reseller", owner="acme")
+    page = reseller.get("/customers").get_data(as_text=True)
+    assert "acme shop" in page and "other shop" not in page
+    assert reseller.get("/plans").status_code == 403
+    assert "gold" in operator(web, role="readonly").get("/plans").get_data(as_text=True)

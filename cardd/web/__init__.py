@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any, Callable
 
 from flask import Flask, request
-from flask_wtf.csrf import CSRFProtect
+from flask_wtf.csrf import CSRFProtect  # type: ignore[import-untyped]
 
 #: No script at all, styles and images only from this origin, forms only to it, never framed.
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none';"

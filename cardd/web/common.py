@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from flask import Blueprint, Response, current_app, g, render_template, request, session
-from flask_wtf.csrf import CSRFError
+from flask_wtf.csrf import CSRFError  # type: ignore[import-untyped]
 from werkzeug.exceptions import HTTPException
 
 from cardd.api.app import pool

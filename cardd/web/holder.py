@@ -95,6 +95,7 @@ def topup() -> Any:
     """The API's /me/topup, for a form: the voucher under the top-up throttle, once per form."""
     t = i18n.translator(g.lang)
     card_id = principal().card_id
+    assert card_id is not None   # a card holder's principal always names its card
     number = request.form.get("voucher", "").strip()
     limits = config().topup_limits
     buckets = [("topup_cli", f"api:{request.remote_addr or 'unknown'}", limits.per_cli),

@@ -63,10 +63,12 @@ def _owner_filter(owner: str | None) -> tuple[str, tuple[Any, ...]]:
 def dashboard(pool: ConnectionPool, *, owner: str | None = None) -> Dashboard:
     extra, params = _owner_filter(owner)
     with pool.connection() as conn:
-        up, open_, expired = conn.execute(
+        counts = conn.execute(
             "SELECT count(*) FILTER (WHERE answered_at IS NOT NULL AND expires_at > now()), count(*),"
             "       count(*) FILTER (WHERE expires_at <= now())"
             f"  FROM reservations WHERE status = 'open'{extra}", params).fetchone()
+        assert counts is not None   # an aggregate always has its row
+        up, open_, expired = counts
         today = conn.execute(
             "SELECT currency, count(*), coalesce(sum(cost), 0) FROM cdrs"
             " WHERE ended_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"

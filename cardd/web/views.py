@@ -487,3 +487,35 @@ def voucher_void(number: str) -> Any:
             raise apistore.NotVisible("no unused voucher with that number")
         apistore.audit(conn, who(), "voucher void", {"voucher": number[-4:]}, detail="voucher voided (web console)")
     return redirect(url_for("web.vouchers_list", status="void"))
+
+
+# --- customers, plans, API keys ------------------------------------------------------------------
+
+@bp.route("/customers")
+@signed_in()
+def customers() -> str:
+    page = apistore.customers_page(pool(), owner=owner_scope(), after=_cursor(), limit=PAGE)
+    return render_template("customers.html", page=page, next=apistore.encode_cursor(page.next_after))
+
+
+@bp.route("/plans")
+@signed_in(VOUCHER_READ)
+def plans() -> str:
+    return render_template("plans.html", plans=operator.list_plans(pool()))
+
+
+@bp.route("/keys", methods=["GET", "POST"])
+@signed_in(ADMIN)
+def keys() -> Any:
+    """API keys as `cardd apikey add|list|revoke` handles them; a new key is shown on this answer only."""
+    made = None
+    status = 200
+    if request.method == "POST":
+        f = request.form
+        if f.get("revoke"):
+            apiauth.revoke_key(pool(), f["revoke"], who=who())
+        else:
+            made = apiauth.create_key(pool(), f.get("name", "").strip(), f.get("role", ""), who=who(),
+                                      owner=f.get("owner", "").strip() or None)
+            status = 201
+    return render_template("keys.html", keys=apiauth.list_keys(pool()), made=made), status
