@@ -433,3 +433,32 @@ def test_caller_hanging_up_just_before_the_bridge_runs_owes_nothing_and_holds_no
     (cdr,) = ledger.cdrs_for(demo_data.card_id)
     assert cdr.cost == Decimal("0")
     assert balance(ledger, demo_data) == Decimal("10.00000")
+
+
+def test_a_stopped_daemon_leaves_no_greenlet_of_its_own_running(database, demo_data, tmp_path):
+    """stop() ends every loop the daemon started (reservation gauges, node
+    heartbeat, orphan check, journal retry, listeners): a loop left behind
+    outlives the database and logs "Database not started" into a closed stream."""
+    import gc
+
+    from cardd.daemon import Daemon
+    from cardd.metrics import Metrics
+    from tests.callfixtures import Cardd, make_settings
+
+    def live() -> set:
+        gc.collect()
+        return {g for g in gc.get_objects() if isinstance(g, gevent.Greenlet) and not g.dead}
+
+    before = live()
+    settings = make_settings(tmp_path=tmp_path, data_dir=str(tmp_path / "var"),
+                             cdr_listen="127.0.0.1:0", metrics_listen="127.0.0.1:0")
+    daemon = Daemon(settings, database=database, metrics=Metrics(), serve_cdr=True)
+    daemon.start()
+    t = Cardd(daemon).call(card_caller(demo_data, UK_MOBILE + "#"), Callee(talk=5))
+    assert t.bridges[0].answered
+    names = {g.name for g in live() - before}
+    assert {"node-heartbeat", "orphan-reconciler", "settlement-journal"} <= names
+    assert any("_refresh_reservation_gauges" in repr(g._run) for g in live() - before)
+    daemon.stop()
+    left = live() - before
+    assert left == set(), [(g.name, g._run) for g in left]

@@ -254,6 +254,10 @@ def kill(daemon: Daemon) -> None:
             part.stop()
     daemon.journal.stop()
     daemon.nodes.stop(forget=False)
+    # The reservation-gauge loop dies with the process too; left running, it
+    # outlives the test database and logs "Database not started" forever.
+    daemon._gauges.kill()
+    daemon._gauges = None
 
 
 def wait_dead(pool, node: str) -> None:
