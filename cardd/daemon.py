@@ -7,17 +7,15 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from typing import cast
 
 import gevent
-
-from prometheus_client import Counter, Gauge
 
 from cardd.billing.journal import SettlementJournal, journal_path
 from cardd.billing.ledger import Ledger
 from cardd.billing import pins
 from cardd.cdr_http import CdrEndpoint, CdrStore
 from cardd.db import Database
-from cardd import logs
 from cardd.demo import ensure_demo_data
 from cardd.hooks import ScriptHooks
 from cardd.ivr import session as ivr
@@ -38,32 +36,6 @@ RESERVATIONS_GAUGE_INTERVAL_S = 15.0
 def parse_address(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host or "127.0.0.1", int(port)
-
-
-def _fault_metrics(m: Metrics) -> dict:
-    """The journal's and the orphan rule's counters, registered once per
-    Metrics (a restarted Daemon may reuse its Metrics)."""
-    found = getattr(m, "_fault_metrics", None)
-    if found is None:
-        r = m.registry
-        found = {
-            "journalled": Counter("cardd_settlements_journalled_total",
-                                  "Settlements journalled while the database was unreachable", registry=r),
-            "replayed": Counter("cardd_settlements_replayed_total",
-                                "Journalled settlements applied once the database was back", registry=r),
-            "orphans": Counter("cardd_orphans_settled_total",
-                               "Reservations settled by the orphan rule, by source", ["how"], registry=r),
-            "held": Gauge("cardd_settlements_held",
-                          "Settlements in memory only: neither the database nor the journal took them "
-                          "(new calls are refused meanwhile)", registry=r),
-            "journal_errors": Counter("cardd_journal_write_errors_total",
-                                      "Failed writes of the settlement journal (full disk, I/O error)",
-                                      registry=r),
-        }
-        for how in ("cdr", "estimated"):
-            found["orphans"].labels(how)
-        m._fault_metrics = found
-    return found
 
 
 class Daemon:
@@ -122,9 +94,10 @@ class Daemon:
         # name, and no other cardd settles them while it lives (cardd/nodes.py).
         self.nodes = NodeRegistry(self.database.pool, interval=d.node_heartbeat_interval)
         self.nodes.start()
-        ledger = TimedLedger(Ledger(self.database.pool, node=self.nodes.node,
-                                    on_disagreement=lambda kind, *_: self.metrics.settlement_disagreements
-                                    .labels(kind).inc()), self.metrics)
+        # A TimedLedger is a Ledger to its users (every method passes through, timed).
+        ledger = cast(Ledger, TimedLedger(Ledger(self.database.pool, node=self.nodes.node,
+                                                 on_disagreement=lambda kind, *_: self.metrics
+                                                 .settlement_disagreements.labels(kind).inc()), self.metrics))
         if demo:
             ensure_demo_data(self.database.pool)
         m = self.metrics
@@ -132,13 +105,17 @@ class Daemon:
             on_load_error=lambda path, reason: m.script_load_errors.labels(reason).inc(),
             on_run_error=lambda path, reason: m.destination_check_errors.labels(reason).inc(),
             on_duration_error=lambda path, reason: m.duration_script_errors.labels(reason).inc())
-        fm = _fault_metrics(m)
+
+        def journalled() -> None:
+            m.db_errors.labels("settle").inc()
+            m.settlements_journalled.inc()
+
         self.journal = SettlementJournal(
             journal_path(d.data_dir), ledger,
-            on_journalled=lambda: (m.db_errors.labels("settle").inc(), fm["journalled"].inc()),
-            on_replayed=fm["replayed"].inc,
-            on_write_error=lambda exc: fm["journal_errors"].inc())
-        fm["held"].set_function(lambda journal=self.journal: journal.held_count)
+            on_journalled=journalled,
+            on_replayed=m.settlements_replayed.inc,
+            on_write_error=lambda exc: m.journal_write_errors.inc())
+        m.settlements_held.set_function(lambda journal=self.journal: journal.held_count)
         m.initialise_instances(self.settings.instances)
         self._initialise_currencies()
         self.journal.start()
@@ -147,7 +124,7 @@ class Daemon:
             ledger, self.journal, esl_address=parse_address(d.inbound_esl),
             esl_password=d.inbound_esl_password, live_a_uuids=lambda: set(self.live_calls),
             store=store, interval=d.orphan_check_interval,
-            on_settled=lambda how: fm["orphans"].labels(how).inc(),
+            on_settled=lambda how: m.orphans_settled.labels(how).inc(),
             nodes=self.nodes, on_refused=lambda why: m.cdr_refused.labels(why).inc(),
             boxes={name: parse_address(address) for name, address in d.inbound_esl_boxes})
         if self._serve_cdr and d.cdr_listen:
@@ -201,9 +178,7 @@ class Daemon:
         uuid = channel.uuid
         self.live_calls.add(uuid)
         try:
-            # every log line of this call's greenlet carries its UUID (cardd/logs.py)
-            with logs.call_context(uuid):
-                flow(channel)
+            flow(channel)   # in the call's greenlet: cardd.server set its UUID for the logs
         finally:
             self.live_calls.discard(uuid)
 

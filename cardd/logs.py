@@ -10,12 +10,13 @@
   fields time, level, logger, msg, call_uuid (when the record carries one)
   and exc (a traceback, when there is one).
 
-Every line of a call carries its UUID: cardd.ivr.call.CallLog prefixes each
-message with "[<uuid>] "; both formatters lift that prefix into a
-`call_uuid` field. A record may also carry it as an attribute
-(`log.info(..., extra={"call_uuid": u})`), and any other line logged while
-a call's flow runs (the ledger's, the hooks') gets the UUID the daemon set
-with `call_context()` (a context variable: each greenlet has its own).
+Every line of a call carries its UUID, one way: the greenlet that runs a
+call sets it in a context variable (`call_context()`, done by cardd.server
+for each call's connection; each greenlet has its own), and the
+`CallUuidFilter` on the handler copies it onto each record as `call_uuid`,
+whoever logs (the IVR, the ledger, the hooks). Messages carry no UUID text.
+Code that logs about a call from another greenlet (the ESL socket reader)
+names it with `extra={"call_uuid": uuid}`; the filter keeps that.
 
 Logs go to stderr: stdout belongs to commands' output (`cardd cdr export`
 writes CSV there), and systemd sends both to the journal.
@@ -32,11 +33,6 @@ import time
 from contextvars import ContextVar
 from typing import IO, Any, Iterator
 
-# The CallLog prefix. Only a UUID-shaped token is lifted, so a message that
-# merely starts with something in brackets is left alone.
-_CALL_PREFIX = re.compile(
-    r"\[([0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})\] ?"
-)
 _NEEDS_QUOTES = re.compile(r'[\s"=\\]')
 
 FORMATS = ("text", "json")
@@ -45,13 +41,29 @@ _current_call: ContextVar[str | None] = ContextVar("cardd_call_uuid", default=No
 
 
 @contextlib.contextmanager
-def call_context(call_uuid: str) -> Iterator[None]:
+def call_context(call_uuid: str | None) -> Iterator[None]:
     """Lines logged inside (in this greenlet) carry `call_uuid`."""
     token = _current_call.set(call_uuid)
     try:
         yield
     finally:
         _current_call.reset(token)
+
+
+def current_call() -> str | None:
+    """The UUID of the call this greenlet runs, if any."""
+    return _current_call.get()
+
+
+class CallUuidFilter(logging.Filter):
+    """Puts the call UUID of the logging greenlet on each record (`call_uuid`),
+    unless the record names one itself (extra=). Filters run in the greenlet
+    that logs, so the context is the call's own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "call_uuid", None) is None:
+            record.call_uuid = _current_call.get()
+        return True
 
 
 def iso_time(created: float) -> str:
@@ -61,17 +73,10 @@ def iso_time(created: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
-def split_call_uuid(record: logging.LogRecord) -> tuple[str | None, str]:
-    """The call UUID a record carries (attribute or CallLog prefix) and its message without the prefix."""
-    message = record.getMessage()
+def record_call_uuid(record: logging.LogRecord) -> str | None:
+    """The call UUID a record carries (set by CallUuidFilter, or given as extra=)."""
     found = getattr(record, "call_uuid", None)
-    m = _CALL_PREFIX.match(message)
-    if m:
-        message = message[m.end():]
-        found = found or m.group(1)
-    # Formatting runs in the logging greenlet, so the context is the call's own.
-    found = found or _current_call.get()
-    return (str(found) if found else None), message
+    return str(found) if found else None
 
 
 def logfmt_value(value: str) -> str:
@@ -87,7 +92,7 @@ class TextFormatter(logging.Formatter):
     """key=value lines (logfmt), the message last."""
 
     def format(self, record: logging.LogRecord) -> str:
-        call_uuid, message = split_call_uuid(record)
+        call_uuid, message = record_call_uuid(record), record.getMessage()
         parts = [f"time={iso_time(record.created)}", f"level={record.levelname}",
                  f"logger={logfmt_value(record.name)}"]
         if call_uuid:
@@ -112,7 +117,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, msg, call_uuid, exc."""
 
     def format(self, record: logging.LogRecord) -> str:
-        call_uuid, message = split_call_uuid(record)
+        call_uuid, message = record_call_uuid(record), record.getMessage()
         obj: dict[str, Any] = {
             "time": iso_time(record.created),
             "level": record.levelname,
@@ -147,6 +152,7 @@ def setup_logging(level: str = "info", fmt: str = "text", stream: IO[str] | None
     """
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(formatter_for(fmt))
+    handler.addFilter(CallUuidFilter())
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

@@ -30,6 +30,7 @@ DURATION_SCRIPT_ERROR_REASONS = ("start_failed", "timeout", "exit_status", "bad_
 CDR_REFUSED_REASONS = ("source", "credentials", "call_up")
 DISAGREEMENT_KINDS = ("repeat_differs", "estimate_below_real", "estimate_shortfall")
 HTTP_REFUSED_REASONS = ("cap", "timeout", "too_large", "bad_request")
+ORPHAN_SETTLEMENTS = ("cdr", "estimated")
 
 
 class Metrics:
@@ -125,7 +126,23 @@ class Metrics:
         # Signed (a call routed at a loss lowers it): a gauge summing margins since start.
         self.carrier_margin = Gauge("cardd_carrier_margin", "Sum of call margins (sell - buy) since start",
                                     ["carrier", "currency"], registry=r)
-        self._http = None
+        # The settlement journal (cardd/billing/journal.py) and the orphan rule (cardd/orphans.py).
+        self.settlements_journalled = Counter(
+            "cardd_settlements_journalled_total", "Settlements journalled while the database was unreachable",
+            registry=r)
+        self.settlements_replayed = Counter(
+            "cardd_settlements_replayed_total", "Journalled settlements applied once the database was back",
+            registry=r)
+        self.orphans_settled = Counter("cardd_orphans_settled_total",
+                                       "Reservations settled by the orphan rule, by source", ["how"], registry=r)
+        self.settlements_held = Gauge(
+            "cardd_settlements_held",
+            "Settlements in memory only: neither the database nor the journal took them "
+            "(new calls are refused meanwhile)", registry=r)
+        self.journal_write_errors = Counter(
+            "cardd_journal_write_errors_total", "Failed writes of the settlement journal (full disk, I/O error)",
+            registry=r)
+        self._http: Any = None
         self._initialise_labels()
 
     def _initialise_labels(self) -> None:
@@ -134,7 +151,8 @@ class Metrics:
                                (self.ivr_step_seconds, IVR_STEPS),
                                (self.script_load_errors, SCRIPT_LOAD_ERROR_REASONS),
                                (self.destination_check_errors, DESTINATION_CHECK_ERROR_REASONS),
-                               (self.duration_script_errors, DURATION_SCRIPT_ERROR_REASONS)):
+                               (self.duration_script_errors, DURATION_SCRIPT_ERROR_REASONS),
+                               (self.orphans_settled, ORPHAN_SETTLEMENTS)):
             for value in values:
                 family.labels(value)
 

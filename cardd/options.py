@@ -5,8 +5,8 @@ the cardd.yaml key under `calling_card:`, value type, default, one-line help,
 CLD tokens). The daemon's own settings are declared the same way in
 `DAEMON_OPTIONS`. From these two tables come:
 
-- `CardOptions` and `DaemonSettings`, frozen dataclasses with one attribute
-  per option;
+- `CardOptions`, `DaemonSettings` and `ApiSettings`, frozen dataclasses with one
+  attribute per option, written out (a test checks them against the tables);
 - config loading and its error messages (cardd.config);
 - CLD token parsing, `parse_cld` (grammar and synonyms: DESIGN.md "Decisions");
 - cardd.yaml itself, `render_yaml()` (`python -m cardd.options > cardd.yaml`;
@@ -19,7 +19,6 @@ loader reads YAML floats as Decimal.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -209,7 +208,7 @@ class DigitsKind(StrKind):
 
 class RegexKind(Kind):
     expected = "a regular expression (a string that compiles)"
-    annotation = re.Pattern | None
+    annotation = re.Pattern[str] | None
 
     def _convert(self, raw: Any, base_dir: str | None) -> re.Pattern[str]:
         if isinstance(raw, re.Pattern):
@@ -697,31 +696,146 @@ DAEMON_OPTIONS_BY_NAME: Mapping[str, Option] = MappingProxyType({o.name: o for o
 API_OPTIONS_BY_NAME: Mapping[str, Option] = MappingProxyType({o.name: o for o in API_OPTIONS})
 
 
-def _dataclass_from(name: str, table: tuple[Option, ...], doc: str) -> type:
-    cls = dataclasses.make_dataclass(
-        name,
-        [(o.name, o.type.annotation, dataclasses.field(default=o.default)) for o in table],
-        frozen=True,
-        namespace={"__doc__": doc, "__module__": __name__},
-    )
-    return cls
+# CardOptions, DaemonSettings and ApiSettings are written out, not made from the tables, so that
+# mypy and a reader see every attribute (a misspelt option is a type error, not an
+# AttributeError inside a live call). tests/test_options.py checks that their fields
+# (names, types, defaults, order) are exactly OPTIONS, DAEMON_OPTIONS and API_OPTIONS:
+# adding an option means adding its line here too.
+
+@dataclass(frozen=True)
+class CardOptions:
+    """The calling-card options of one call, one attribute per entry of OPTIONS.
+
+    Built by cardd.config.Settings.call_options, where balance_threshold (when unset),
+    outbound_proxy (when empty) and languages (when empty) are already resolved.
+    """
+
+    # Basic
+    announce_balance: bool = True
+    normal_calls_allowed: bool = True
+    disconnect_on_failure: bool = False
+    allow_empty_pin: bool = True
+    preserve_original_cli: bool = False
+    max_call_duration: int = 3600
+    card_number_length: int = 10
+    min_card_number_length: int | None = None
+    card_entry_attempts: int = 3
+    wrong_destinations: int = 3
+    input_timeouts: int = 3
+    min_call_duration: int = 10
+    no_seconds_in_duration: bool = False
+    no_hours_in_duration: bool = False
+    announce_duration: bool = True
+    call_several_destinations: bool = True
+    outbound_proxy: str = ""
+    disconnect_warning_time: int = 60
+    play_plan_minutes_only: bool = False
+    destination_completion_regex: re.Pattern[str] | None = None
+    own_accounts_only: bool = False
+    early_media: bool = False
+    announce_rate: bool = False
+    announce_balance_after_call: bool = False
+    # Trusted CLI
+    cli_registration: bool = True
+    cli_registration_ext: str | None = None
+    auto_cli_registration: bool = False
+    silent_auto_cli_registration: bool = True
+    trusted_cli_auth: bool = False
+    min_valid_cli_length: int = 6
+    cli_auth_only: bool = False
+    cli_as_card_number: bool = False
+    voip_login_as_card_number: bool = False
+    # Password change
+    password_change: bool = True
+    password_change_ext: str | None = None
+    # Billing
+    balance_threshold: MinimumBalance | None = None
+    minimum_balance: MinimumBalance | None = None
+    ignore_connect_fee: bool = False
+    route_at_a_loss: bool = False
+    say_negative_balance_as_zero: bool = True
+    say_no_card_on_low_balance: bool = True
+    # Custom scripts
+    destination_check_script: str | None = None
+    duration_script: str | None = None
+    # Hot dial and smart dial
+    direct_hot_dial: bool = False
+    hot_dial: bool = True
+    hot_dial_ext: str | None = None
+    hot_dial_edit_ext: str | None = None
+    limit_hot_keys: bool = False
+    direct_hot_dial_any_key: bool = False
+    smart_dial_exclusive: bool = False
+    # Top-up
+    topup: bool = True
+    topup_card_length: int = 10
+    topup_ext: str | None = None
+    topup_only: bool = False
+    # Black list
+    blacklist: bool = False
+    blacklist_attempts: int = 3
+    # Prompts and languages
+    use_word_pin: bool = False
+    suppress_pound_phrase: bool = False
+    custom_greeting: bool = False
+    custom_greeting_file: str | None = None
+    early_greeting_prompt: int | None = None
+    late_greeting_prompt: int | None = None
+    languages: tuple[str, ...] = ()
+    default_language: str = "en"
+    fallback_to_default_language: bool = False
+    # Number translation
+    cli_translation: tuple[TranslationRule, ...] = ()
+    cld_translation: tuple[TranslationRule, ...] = ()
 
 
-CardOptions = _dataclass_from(
-    "CardOptions", OPTIONS,
-    "The calling-card options of one call, one attribute per entry of OPTIONS.\n\n"
-    "Built by cardd.config.Settings.call_options, where balance_threshold (when unset),\n"
-    "outbound_proxy (when empty) and languages (when empty) are already resolved.",
-)
-DaemonSettings = _dataclass_from(
-    "DaemonSettings", DAEMON_OPTIONS,
-    "The `daemon:` section of cardd.yaml, one attribute per entry of DAEMON_OPTIONS;\n"
-    "data_dir and sounds_dir are absolute after cardd.config.load_settings.",
-)
-ApiSettings = _dataclass_from(
-    "ApiSettings", API_OPTIONS,
-    "The `api:` section of cardd.yaml (`cardd api`), one attribute per entry of API_OPTIONS.",
-)
+@dataclass(frozen=True)
+class DaemonSettings:
+    """The `daemon:` section of cardd.yaml, one attribute per entry of DAEMON_OPTIONS;
+    data_dir and sounds_dir are absolute after cardd.config.load_settings."""
+
+    listen: str = "127.0.0.1:8084"
+    dsn: str = ""
+    data_dir: str = "var"
+    metrics_listen: str = "127.0.0.1:9108"
+    log_level: str = "info"
+    log_format: str = "text"
+    sounds_dir: str = ""
+    outbound_proxy: str = ""
+    dial_string: str = "sofia/external/{number}@{proxy}"
+    shutdown_grace: float = 30.0
+    esl_reply_timeout: float = 10.0
+    reservation_margin: int = 120
+    pool_size: int = 10
+    inbound_esl: str = "127.0.0.1:8021"
+    inbound_esl_password: str = "ClueCon"
+    cdr_listen: str = "127.0.0.1:8085"
+    orphan_check_interval: float = 60.0
+    cdr_credentials: str = ""
+    cdr_allowed_sources: tuple[str, ...] = ()
+    inbound_esl_boxes: tuple[tuple[str, str], ...] = ()
+    node_heartbeat_interval: float = 10.0
+    http_read_timeout: float = 10.0
+    http_max_connections: int = 64
+    pin_key_file: str = ""
+    pin_throttle_window: int = 900
+    pin_failures_per_cli: int = 10
+    pin_failures_per_card: int = 5
+    topup_throttle_window: int = 3600
+    topup_failures_per_cli: int = 5
+    topup_failures_per_card: int = 5
+    topup_failures_service: int = 100
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The `api:` section of cardd.yaml (`cardd api`), one attribute per entry of API_OPTIONS."""
+
+    listen: str = "127.0.0.1:8086"
+    max_body_bytes: int = 1048576
+    request_timeout: float = 30.0
+    max_connections: int = 256
+    session_lifetime: int = 3600
 
 
 # --- CLD tokens ------------------------------------------------------------------

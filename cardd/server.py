@@ -7,6 +7,7 @@ flow runs in that connection's greenlet and ends with `exit`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -17,6 +18,7 @@ from typing import Any
 import gevent
 from gevent.server import StreamServer
 
+from cardd import logs
 from cardd.channel import Channel
 from cardd.errors import CallGone, ESLTimeout, ListenError
 from cardd.esl.session import EslSession
@@ -67,21 +69,25 @@ class CallServer:
         self.metrics.calls_active.inc()
         session = EslSession(sock, address, reply_timeout=self.reply_timeout,
                              on_protocol_error=self.metrics.esl_errors.inc)
-        try:
-            session.connect()
-            session.subscribe()
-            self.flow(Channel(session))
-        except (CallGone, ESLTimeout) as exc:
-            log.info("[%s] call ended: %s", session.uuid, exc)
-        except gevent.GreenletExit:
-            log.info("[%s] call closed by shutdown", session.uuid)
-        except Exception:
-            # One broken call must never take the daemon down.
-            log.exception("[%s] call flow failed", session.uuid)
-        finally:
-            session.stop()
-            self.metrics.calls_active.dec()
-            self.active.discard(me)
+        # This greenlet is the call's: from the connect reply on, every line it
+        # logs (flow, ledger, hooks, the lines below) carries the call's UUID.
+        with contextlib.ExitStack() as call_logs:
+            try:
+                session.connect()
+                call_logs.enter_context(logs.call_context(session.uuid))
+                session.subscribe()
+                self.flow(Channel(session))
+            except (CallGone, ESLTimeout) as exc:
+                log.info("call ended: %s", exc)
+            except gevent.GreenletExit:
+                log.info("call closed by shutdown")
+            except Exception:
+                # One broken call must never take the daemon down.
+                log.exception("call flow failed")
+            finally:
+                session.stop()
+                self.metrics.calls_active.dec()
+                self.active.discard(me)
 
     def stop(self, grace: float) -> None:
         """Stop accepting, let calls finish for up to `grace` seconds, then

@@ -13,6 +13,7 @@ import logging
 from decimal import Decimal
 
 from cardd import speech
+from cardd.logs import CallUuidFilter
 from cardd.sim import Callee, Caller
 
 UK_MOBILE = "447700900123"
@@ -137,13 +138,14 @@ def test_a_wrong_key_then_a_right_one_picks_the_language(cardd, demo_data):
 
 def test_a_language_without_prompts_is_skipped_with_a_warning(cardd, demo_data, caplog):
     caplog.set_level(logging.WARNING)
+    caplog.handler.addFilter(CallUuidFilter())   # as cardd's own handler does (cardd/logs.py)
     t = cardd.call(caller(demo_data, "2", destination="cc.de.en.es"))
     heard = spoken(cardd, t)
     # German has no prompts: the menu offers English as 1 and Spanish as 2.
     assert menu_entries(heard) == [("en", "for_english"), ("es", "for_spanish")]
     assert ("es", "welcome") in heard
-    warnings = [r.getMessage() for r in caplog.records if "'de' has no prompts" in r.getMessage()]
-    assert warnings and t.a_uuid in warnings[0]
+    warnings = [r for r in caplog.records if "'de' has no prompts" in r.getMessage()]
+    assert warnings and warnings[0].call_uuid == t.a_uuid
 
 
 def test_a_language_without_prompts_leaves_one_language_and_no_menu(cardd, demo_data):
@@ -154,11 +156,13 @@ def test_a_language_without_prompts_leaves_one_language_and_no_menu(cardd, demo_
 
 def test_unknown_cld_tokens_are_counted_and_logged_with_the_call_uuid(cardd, demo_data, caplog):
     caplog.set_level(logging.WARNING)
+    caplog.handler.addFilter(CallUuidFilter())   # as cardd's own handler does (cardd/logs.py)
     t = cardd.call(caller(demo_data, destination="cc.bogus.es.frobnicate"))
     assert cardd.metric("cardd_unknown_cld_tokens_total") == 2
-    logged = [r.getMessage() for r in caplog.records if "unknown CLD token" in r.getMessage()]
-    assert len(logged) == 2
-    assert all(t.a_uuid in line for line in logged)
+    records = [r for r in caplog.records if "unknown CLD token" in r.getMessage()]
+    assert len(records) == 2
+    assert all(r.call_uuid == t.a_uuid for r in records)
+    logged = [r.getMessage() for r in records]
     assert "'bogus'" in logged[0] and "'frobnicate'" in logged[1]
     # The call goes on with the rest of the tokens: Spanish, no menu.
     assert spoken(cardd, t)[0] == ("es", "welcome")

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from cardd import cli, logs
-from cardd.ivr.call import CallLog
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,11 +33,11 @@ def capture(fmt: str) -> io.StringIO:
     return stream
 
 
-def test_json_lines_parse_and_carry_the_call_uuid_of_a_call_log(restore_logging):
+def test_json_lines_parse_and_carry_the_call_uuid_of_the_call_context(restore_logging):
     stream = capture("json")
     call_uuid = str(uuid.uuid4())
-    call_log = CallLog(logging.getLogger("cardd.ivr.session"), {"uuid": call_uuid})
-    call_log.warning("unknown CLD token %r in %r", 'x"y', "cc.x\"y\nz")
+    with logs.call_context(call_uuid):
+        logging.getLogger("cardd.ivr.session").warning("unknown CLD token %r in %r", 'x"y', "cc.x\"y\nz")
     logging.getLogger("cardd.server").info("ready: tab\there, unicode \u00e9\u20ac")
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2
@@ -63,20 +62,25 @@ def test_json_line_of_a_multiline_message_and_exception_stays_one_line(restore_l
     assert "ValueError: boom" in obj["exc"] and "Traceback" in obj["exc"]
 
 
-def test_call_uuid_given_as_extra_and_bracketed_non_uuid_left_alone(restore_logging):
+def test_call_uuid_given_as_extra_wins_and_a_message_is_never_parsed_for_one(restore_logging):
     stream = capture("json")
     log = logging.getLogger("cardd.x")
-    log.info("settled", extra={"call_uuid": "abc-123"})
+    bracketed = f"[{uuid.uuid4()}] kept as written"
+    with logs.call_context("the-call"):
+        log.info("settled", extra={"call_uuid": "abc-123"})   # e.g. the ESL reader naming its call
     log.info("[not a uuid] kept")
-    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    log.info(bracketed)
+    first, second, third = (json.loads(line) for line in stream.getvalue().splitlines())
     assert first["call_uuid"] == "abc-123"
     assert second["msg"] == "[not a uuid] kept" and "call_uuid" not in second
+    assert third["msg"] == bracketed and "call_uuid" not in third
 
 
 def test_text_lines_are_key_value_with_the_call_uuid(restore_logging):
     stream = capture("text")
     call_uuid = str(uuid.uuid4())
-    CallLog(logging.getLogger("cardd.ivr.dial"), {"uuid": call_uuid}).info('bridge to "44" ok')
+    with logs.call_context(call_uuid):
+        logging.getLogger("cardd.ivr.dial").info('bridge to "44" ok')
     logging.getLogger("cardd").info("stopped")
     first, second = stream.getvalue().splitlines()
     assert f"level=INFO logger=cardd.ivr.dial call_uuid={call_uuid} " in first
@@ -146,5 +150,8 @@ def test_every_line_of_a_real_call_carries_its_uuid_in_json(cardd, demo_data, re
     assert call_uuid and grant[0]["call_uuid"] == call_uuid
     # the ledger's own lines, without any prefix, are tagged with the call they belong to
     for r in records:
-        if r["logger"].startswith("cardd.billing") or r["logger"].startswith("cardd.ivr"):
+        if r["logger"].startswith(("cardd.billing", "cardd.ivr", "cardd.server", "cardd.esl")):
             assert r.get("call_uuid") == call_uuid, r
+        # the UUID is a field, never text in the message
+        assert f"[{call_uuid}]" not in r["msg"], r
+    assert any(r["logger"].startswith("cardd.ivr") for r in records)

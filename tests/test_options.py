@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import yaml
 
+from cardd import options as options_module
 from cardd.errors import ConfigError
 from cardd.options import (
+    API_OPTIONS,
     DAEMON_OPTIONS,
     FLAG_TOKENS,
     OPTIONS,
@@ -19,6 +22,7 @@ from cardd.options import (
     SECTIONS,
     VALUE_PREFIXES,
     BadValue,
+    ApiSettings,
     BoolKind,
     CardOptions,
     DaemonSettings,
@@ -172,6 +176,23 @@ def test_no_token_can_be_mistaken_for_a_language_or_another_token():
 def test_card_options_has_an_attribute_per_option_with_the_defaults():
     fields = {f.name: f.default for f in dataclasses.fields(CardOptions)}
     assert fields == SPEC_DEFAULTS
+
+
+@pytest.mark.parametrize("cls, table", [(CardOptions, OPTIONS), (DaemonSettings, DAEMON_OPTIONS),
+                                        (ApiSettings, API_OPTIONS)], ids=["calling_card", "daemon", "api"])
+def test_the_written_out_settings_classes_are_exactly_their_tables(cls, table):
+    # Written out for mypy and readers; the table stays the one source of names,
+    # types and defaults, so the two must agree field by field, in order.
+    hints = typing.get_type_hints(cls, vars(options_module))
+    fields = dataclasses.fields(cls)
+    assert [f.name for f in fields] == [o.name for o in table]
+    for f, option in zip(fields, table):
+        annotation = option.type.annotation
+        if isinstance(annotation, str):
+            annotation = eval(annotation, vars(options_module))
+        assert hints[f.name] == annotation, f.name
+        assert f.default == option.default, f.name
+    assert cls.__dataclass_params__.frozen
 
 
 def test_card_options_is_frozen():

@@ -201,7 +201,7 @@ class EslConnection:
                 if ticket.resolve(frame):
                     out.append(ticket)
             else:
-                log.warning("[%s] reply with no command waiting: %r", self.uuid, frame)
+                log.warning("reply with no command waiting: %r", frame, extra={"call_uuid": self.uuid})
         elif ctype == "text/disconnect-notice":
             if frame.headers.get("Content-Disposition") == "linger":
                 # Events keep flowing after a linger notice (captures 11b, 20).
@@ -209,7 +209,7 @@ class EslConnection:
             else:
                 out.extend(self.close("disconnected by FreeSWITCH"))
         else:
-            log.debug("[%s] ignored frame %r", self.uuid, frame)
+            log.debug("ignored frame %r", frame, extra={"call_uuid": self.uuid})
 
     def _on_event(self, event: Event, out: list[Output]) -> None:
         leg = event.unique_id

@@ -207,11 +207,11 @@ class EslSession:
                 # held for the life of a bridged call, they cost ~90 KB each.
                 data = out = None  # type: ignore[assignment]
         except ProtocolError as exc:
-            log.error("[%s] ESL protocol error from FreeSWITCH: %s", self.uuid, exc)
+            log.error("ESL protocol error from FreeSWITCH: %s", exc, extra={"call_uuid": self.uuid})
             if self._on_protocol_error:
                 self._on_protocol_error()
         except OSError as exc:
-            log.debug("[%s] socket error: %s", self.uuid, exc)
+            log.debug("socket error: %s", exc, extra={"call_uuid": self.uuid})
         finally:
             self._close("socket closed")
 

@@ -11,26 +11,28 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
 
 from cardd.channel import Channel, Collected
-from cardd.options import translate
+from cardd.options import CardOptions, translate
+
+if TYPE_CHECKING:  # the services' types only: the IVR is handed them, it does not build them
+    from cardd.billing.journal import SettlementJournal
+    from cardd.billing.ledger import Ledger
+    from cardd.config import Settings
+    from cardd.hooks import ScriptHooks
+    from cardd.metrics import Metrics
+    from cardd.prompts import Prompts
 
 log = logging.getLogger(__name__)
-
-
-class CallLog(logging.LoggerAdapter):
-    """Every line of a call carries its UUID."""
-
-    def process(self, msg, kwargs):
-        return f"[{self.extra['uuid']}] {msg}", kwargs
 
 
 @dataclass
 class Call:
     channel: Channel
-    options: object            # cardd.options.CardOptions
+    options: CardOptions
     lang: str
-    services: "Services"
+    services: Services
     instance: str = ""
     customer: str | None = None  # who owns the instance (own_accounts_only)
     pending: list[str] = field(default_factory=list)
@@ -44,8 +46,9 @@ class Call:
     connected_at: float = field(default_factory=time.monotonic)
     bridges_sent: int = 0
 
-    def __post_init__(self) -> None:
-        self.log = CallLog(log, {"uuid": self.channel.uuid})
+    # The call's lines carry its UUID through cardd.logs.call_context, which
+    # the server sets around the call's greenlet: no prefix to add here.
+    log: ClassVar[logging.Logger] = log
 
     @property
     def cli(self) -> str:
@@ -99,11 +102,12 @@ class Call:
 @dataclass
 class Services:
     """Long-lived things every call uses (one set per daemon)."""
-    settings: object           # cardd.config.Settings
-    prompts: object            # cardd.prompts.Prompts
-    ledger: object             # cardd.billing.ledger.Ledger
-    metrics: object            # cardd.metrics.Metrics
-    hooks: object              # cardd.hooks.ScriptHooks
-    # cardd.billing.journal.SettlementJournal: settles through the ledger, or
-    # journals the settlement while the database is unreachable.
-    journal: object = None
+    settings: Settings
+    prompts: Prompts
+    # In the daemon a cardd.metrics.TimedLedger: a Ledger whose queries are timed.
+    ledger: Ledger
+    metrics: Metrics
+    hooks: ScriptHooks
+    # Settles through the ledger, or journals the settlement while the
+    # database is unreachable.
+    journal: SettlementJournal | None = None

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from cardd.billing import identity
 from cardd.ivr.call import Call
+from cardd.ivr.subapp import MenuResult
 
 
-def run(call: Call, card, timeouts):
+def run(call: Call, card, timeouts) -> MenuResult:
     """The sub-application: register this CLI now."""
-    from cardd.ivr.menu import MenuResult
     if _register(call, card):
         call.queue("cli_registered")
     else:

@@ -10,7 +10,7 @@ import re
 from cardd import speech
 from cardd.billing import identity
 from cardd.ivr.call import Call
-from cardd.ivr.menu import MenuResult
+from cardd.ivr.subapp import MenuResult
 
 _KEY = re.compile(r"^[0-9]{1,2}$")
 LIMITED_KEYS = ("1", "2", "3")

@@ -9,25 +9,23 @@ A sub-application returns a MenuResult: back to the destination prompt
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
+from cardd.ivr import cli_registration, hotdial, password, topup
 from cardd.ivr.call import Call
+from cardd.ivr.subapp import MenuResult, Silences
+from cardd.options import CardOptions
+
+__all__ = ["MenuResult", "dispatch", "extensions"]
+
+# The sub-applications by name; each takes (call, card, timeouts).
+_APPS: dict[str, Callable[[Call, Any, Silences], MenuResult]] = {
+    "topup": topup.run, "password": password.run, "cli_registration": cli_registration.run,
+    "hot_dial": hotdial.run_dial, "hot_dial_edit": hotdial.run_edit,
+}
 
 
-@dataclass(frozen=True)
-class MenuResult:
-    dial: str | None = None   # dial this destination now
-    end: str | None = None    # the session is over; the outcome to count
-    farewell: tuple[str, ...] = ()   # said before goodbye when the session ends
-
-    @classmethod
-    def timed_out(cls, timeouts) -> MenuResult:
-        """One silence inside a sub-application: back to the menu, or the end."""
-        return cls(end="input_timeout") if timeouts.silent() else cls()
-
-
-def extensions(options) -> dict[str, str]:
+def extensions(options: CardOptions) -> dict[str, str]:
     """Enabled menu extensions: the digits -> the sub-application's name."""
     table = [
         ("topup_ext", options.topup, "topup"),
@@ -46,18 +44,11 @@ def extensions(options) -> dict[str, str]:
     return found
 
 
-def _apps() -> dict[str, Callable]:
-    from cardd.ivr import cli_registration, hotdial, password, topup
-    return {"topup": topup.run, "password": password.run, "cli_registration": cli_registration.run,
-            "hot_dial": hotdial.run_dial, "hot_dial_edit": hotdial.run_edit}
-
-
-def dispatch(call: Call, card, digits: str, timeouts) -> MenuResult | None:
+def dispatch(call: Call, card: Any, digits: str, timeouts: Silences) -> MenuResult | None:
     """Run the sub-application `digits` names; None when they are not a menu
     extension (nor, under direct_hot_dial, a hot-dial key): an ordinary destination."""
     name = extensions(call.options).get(digits)
     if name is not None:
         call.log.info("menu extension %s: %s", digits, name)
-        return _apps()[name](call, card, timeouts)
-    from cardd.ivr import hotdial
+        return _APPS[name](call, card, timeouts)
     return hotdial.direct(call, card, digits)

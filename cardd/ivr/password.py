@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from cardd.billing import identity, pins
 from cardd.ivr.call import Call
-from cardd.ivr.menu import MenuResult
+from cardd.ivr.subapp import MenuResult
 
 MIN_PIN_LENGTH = 4   # the prompt invalid_new_pin says "four to twelve digits"
 MAX_PIN_LENGTH = 12

@@ -11,11 +11,14 @@ from cardd import speech
 from cardd.channel import Channel
 from cardd.errors import CallGone, CarddError, ConfigError, DatabaseUnavailable
 from cardd.ivr import blacklist, menu, smartdial, topup
-from cardd.ivr.call import Call, CallLog, Services
+from cardd.ivr.call import Call, Services
 from cardd.ivr.destination import ask_destination
 from cardd.ivr.dial import CardRefused, place_call
 from cardd.ivr.greeting import greet
 from cardd.ivr.identify import InputTimeouts, card_language_by_cli, identify
+
+log = logging.getLogger(__name__)
+
 
 def run(channel: Channel, services: Services) -> None:
     """The IVR for one call, from answer to hangup."""
@@ -64,7 +67,6 @@ def _call_for(channel: Channel, services: Services) -> tuple[Call, list[str]]:
     CLD is the dialplan's mistake, not the caller's: the call goes on with
     the calling_card settings, and the operator is told."""
     settings = services.settings
-    log = CallLog(logging.getLogger(__name__), {"uuid": channel.uuid})
     try:
         call_options = settings.call_options(channel.cld)
     except ConfigError as exc:

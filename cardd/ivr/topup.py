@@ -16,7 +16,7 @@ from __future__ import annotations
 from cardd import prompts, speech
 from cardd.billing import identity, vouchers
 from cardd.ivr.call import Call
-from cardd.ivr.menu import MenuResult
+from cardd.ivr.subapp import MenuResult
 
 
 def run(call: Call, card, timeouts) -> MenuResult:
