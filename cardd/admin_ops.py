@@ -40,6 +40,7 @@ from cardd.admin import _amount, add_by, operator_database, operator_name, refus
 from cardd.billing import catalog, operator
 from cardd.billing.ledger import Ledger, find_rate
 from cardd.billing.rating import Rate, max_duration
+from cardd.errors import ImportRefused
 from cardd.money import QUANTUM, format_money, money
 
 log = logging.getLogger(__name__)
@@ -65,15 +66,6 @@ _TRUE = frozenset({"1", "t", "true", "y", "yes"})
 _FALSE = frozenset({"", "0", "f", "false", "n", "no"})
 
 COPY_CHUNK = 1 << 20  # characters per COPY write
-
-
-class ImportRefused(Exception):
-    """The whole file was refused: `errors` lists (line number, message) of every bad row."""
-
-    def __init__(self, errors: list[tuple[int, str]], rows: int):
-        super().__init__(f"{len(errors)} bad rows")
-        self.errors = errors
-        self.rows = rows
 
 
 @dataclass(frozen=True)

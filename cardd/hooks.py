@@ -41,6 +41,8 @@ import gevent
 from gevent import subprocess
 from gevent.threadpool import ThreadPool
 
+from cardd.errors import CarddError
+
 log = logging.getLogger(__name__)
 
 ErrorCallback = Callable[[str, str], None]
@@ -113,7 +115,7 @@ class _Stamp:
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-class _LoadError(Exception):
+class _LoadError(CarddError):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
@@ -454,7 +456,7 @@ def _arg(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-class _ScriptFailed(Exception):
+class _ScriptFailed(CarddError):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
