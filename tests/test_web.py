@@ -528,3 +528,15 @@ def test_customers_and_plans_are_listed_a_reseller_sees_only_its_own(web):
     assert "acme shop" in page and "other shop" not in page
     assert reseller.get("/plans").status_code == 403
     assert "gold" in operator(web, role="readonly").get("/plans").get_data(as_text=True)
+
+
+def test_the_dashboard_lists_failed_calls_by_cause(web):
+    app, database, demo = web
+    ledger = Ledger(database.pool)
+    for cause in ("USER_BUSY", "USER_BUSY", "NO_ANSWER"):
+        grant = ledger.grant(demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345")
+        ledger.settle(grant.b_uuid, billmsec=0, hangup_cause=cause)
+    page = operator(web).get("/").get_data(as_text=True)
+    table = page[page.index('id="failures"'):]
+    assert re.search(r"USER_BUSY</a></td><td class=\"num\">2<", table)
+    assert re.search(r"NO_ANSWER</a></td><td class=\"num\">1<", table)

@@ -8,6 +8,7 @@ CARDD_WEB_SCREENSHOTS=DIR also writes the dashboard and card page screenshots th
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import logging
@@ -145,12 +146,13 @@ class Browser:
             time.sleep(0.05)
 
     def shot(self, name: str) -> bytes:
-        """The whole page (the window stretched to its height for the picture)."""
-        size = self.driver.get_window_size()
-        height = self.driver.execute_script("return document.documentElement.scrollHeight")
-        self.driver.set_window_size(size["width"], min(max(int(height), 400), 3000))
-        png = self.driver.get_screenshot_as_png()
-        self.driver.set_window_size(size["width"], size["height"])
+        """The whole page, beyond the window's height (Chromium's DevTools screenshot)."""
+        width, height = self.driver.execute_script(
+            "return [document.documentElement.clientWidth, document.documentElement.scrollHeight]")
+        shot = self.driver.execute_cdp_cmd("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": width, "height": min(height, 4000), "scale": 1}})
+        png = base64.b64decode(shot["data"])
         self.shots[name] = png
         return png
 

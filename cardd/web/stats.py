@@ -50,6 +50,7 @@ class Dashboard:
     expired_reservations: int
     today: list[Today]
     hours: list[Hour]            # the last 24 hours, oldest first, every hour present
+    failures: list[tuple[str, int]]   # unanswered calls of the last 24 h by hangup cause, most first
 
 
 def _owner_filter(owner: str | None) -> tuple[str, tuple[Any, ...]]:
@@ -82,6 +83,11 @@ def dashboard(pool: ConnectionPool, *, owner: str | None = None) -> Dashboard:
             "       AND c.ended_at >= date_trunc('hour', now()) - interval '23 hours'"
             f"{extra.replace('account_id', 'c.account_id')}"
             " GROUP BY h ORDER BY h", params).fetchall()
+        failures = conn.execute(
+            "SELECT coalesce(nullif(hangup_cause, ''), 'none recorded'), count(*) FROM cdrs"
+            " WHERE ended_at >= now() - interval '24 hours' AND answered_at IS NULL"
+            f"{extra} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10", params).fetchall()
     return Dashboard(int(up), int(open_), int(expired),
                      [Today(c.strip(), int(n), money(r)) for c, n, r in today],
-                     [Hour(h, int(n), int(a), int(s)) for h, n, a, s in hours])
+                     [Hour(h, int(n), int(a), int(s)) for h, n, a, s in hours],
+                     [(cause, int(n)) for cause, n in failures])
