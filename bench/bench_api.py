@@ -64,10 +64,11 @@ def seed(dsn: str, cards: int, cdrs: int) -> float:
         for start in range(0, cdrs, chunk):
             n = min(chunk, cdrs - start)
             conn.execute(
-                "INSERT INTO cdrs (b_uuid, a_uuid, account_id, username, currency, cli, cld, translated_cld,"
-                " rate_prefix, started_at, answered_at, ended_at, granted_seconds, billed_seconds, cost,"
-                " hangup_cause)"
-                " SELECT gen_random_uuid(), gen_random_uuid(), a, (%s + a - 1)::text, 'USD', '15551234567',"
+                "INSERT INTO cdrs (b_uuid, a_uuid, account_id, customer_id, username, currency, cli, cld,"
+                " translated_cld, rate_prefix, started_at, answered_at, ended_at, granted_seconds, billed_seconds,"
+                " cost, hangup_cause)"
+                " SELECT gen_random_uuid(), gen_random_uuid(), a, 1 + (a - 1) %% 100, (%s + a - 1)::text, 'USD',"
+                "        '15551234567',"
                 "        '44' || (2071000000 + g %% 1000000)::text, '44' || (2071000000 + g %% 1000000)::text, '44',"
                 "        t, t + interval '5 s', t + interval '5 s' + (g %% 600) * interval '1 s', 3600, g %% 600,"
                 "        round((g %% 600) * 0.001, 5), CASE WHEN g %% 10 = 0 THEN 'USER_BUSY' ELSE 'NORMAL_CLEARING' END"
@@ -105,6 +106,10 @@ def run(dsn: str, args: argparse.Namespace, workdir: Path) -> None:
                    capture_output=True)   # creates the PIN key file cardd api reads
     key = subprocess.run([sys.executable, "-m", "cardd", "-c", str(config), "apikey", "add", "bench", "--role",
                           "admin"], env=env, check=True, capture_output=True, text=True).stdout.strip()
+    # 'reseller 2' owns 10 of the 100 customers: a tenth of the cards and CDRs.
+    reseller = subprocess.run([sys.executable, "-m", "cardd", "-c", str(config), "apikey", "add", "bench reseller",
+                               "--role", "reseller", "--owner", "reseller 2"], env=env, check=True,
+                              capture_output=True, text=True).stdout.strip()
     log = open(workdir / "api.log", "w")
     api = subprocess.Popen([sys.executable, "-m", "cardd", "-c", str(config), "api"], env=env, stderr=log,
                            stdout=subprocess.DEVNULL)
@@ -124,12 +129,15 @@ def run(dsn: str, args: argparse.Namespace, workdir: Path) -> None:
             "CDRs, newest 100": lambda: "/api/v1/cdrs?limit=100",
             "CDRs since 3 days, by cause": lambda: f"/api/v1/cdrs?from={since}&cause=USER_BUSY&limit=100",
             "CDRs of a customer": lambda: f"/api/v1/cdrs?customer=customer%20{1 + rng.randrange(100)}&limit=100",
+            "CDRs as a reseller": lambda: "/api/v1/cdrs?limit=100",
+            "card show as a reseller": lambda: f"/api/v1/cards/{CARD_BASE + 1 + 10 * rng.randrange(args.cards // 10)}",
         }
         for name, path_of in kinds.items():
             samples = []
+            who = {"Authorization": f"Bearer {reseller}"} if "reseller" in name else headers
             for i in range(args.requests + 50):
                 started = time.perf_counter()
-                conn.request("GET", path_of(), headers=headers)
+                conn.request("GET", path_of(), headers=who)
                 response = conn.getresponse()
                 body = response.read()
                 if response.status != 200:

@@ -50,3 +50,20 @@ CREATE TABLE api_idempotency (
 
 -- The CDR list filters (card, customer, time, destination, cause) page by id.
 CREATE INDEX cdrs_ended_idx ON cdrs (ended_at, id);
+
+-- A CDR keeps the customer its card had when the call was billed, so a customer's (or a
+-- reseller's) CDRs are one index range instead of a join probed for every CDR: at 10 million
+-- CDRs the join took 190 ms a page (bench/bench_api.py). Filled on insert when not given.
+ALTER TABLE cdrs ADD COLUMN customer_id bigint REFERENCES customers(id);
+CREATE INDEX cdrs_customer_idx ON cdrs (customer_id, id) WHERE customer_id IS NOT NULL;
+
+CREATE FUNCTION cdrs_customer() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.customer_id IS NULL THEN
+        SELECT customer_id INTO NEW.customer_id FROM accounts WHERE id = NEW.account_id;
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER cdrs_customer BEFORE INSERT ON cdrs FOR EACH ROW EXECUTE FUNCTION cdrs_customer();

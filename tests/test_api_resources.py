@@ -237,3 +237,23 @@ def test_a_cards_csv_with_bad_rows_is_refused_whole_and_a_good_one_imported(api)
     assert done.status_code == 201 and done.get_json() == {"cards": 2}
     assert Ledger(database.pool).find_card("5000002").balance == Decimal("2.5")
     assert "1111" not in done.get_data(as_text=True) + refused.get_data(as_text=True)
+
+
+def test_customer_and_reseller_cdr_lists_follow_the_customer_a_call_was_billed_to(api):
+    app, database, demo = api
+    acme, globex = _reseller_world(database)
+    acme_card = Ledger(database.pool).find_card("880001")
+    globex_card = Ledger(database.pool).find_card("880002")
+    acme_call = call(database, acme_card.id, "442071234567", 30)
+    globex_call = call(database, globex_card.id, "442071234567", 30)
+    call(database, demo.card_id, "442071234567", 30)   # the operator's own card, no customer
+    client = admin_client(api)
+    by_customer = client.get("/cdrs", query_string={"customer": "acme shop"}).get_json()["items"]
+    assert [c["b_uuid"] for c in by_customer] == [str(acme_call)]
+    assert [c["b_uuid"] for c in Client(app, acme).get("/cdrs").get_json()["items"]] == [str(acme_call)]
+    assert Client(app, acme).get("/cdrs", query_string={"customer": "globex shop"}).status_code == 404
+    # the card moves to acme: its earlier call stays globex's (billed to globex's customer), later ones are acme's
+    client.request("PATCH", "/cards/880002/terms", json={"customer": "acme shop"})
+    later = call(database, globex_card.id, "442071234567", 30)
+    assert [c["b_uuid"] for c in Client(app, acme).get("/cdrs").get_json()["items"]] == [str(later), str(acme_call)]
+    assert [c["b_uuid"] for c in Client(app, globex).get("/cdrs").get_json()["items"]] == [str(globex_call)]

@@ -198,13 +198,13 @@ def cdrs_page(pool: ConnectionPool, *, owner: str | None = None, card_id: int | 
               limit: int = 100) -> Page[tuple[int, Cdr]]:
     """CDRs newest first, filtered by card, customer, end time [start, end), destination prefix, cause."""
     where = _Where()
+    # A CDR's customer is the one its card had when the call was billed (schema/008).
     if owner is not None:
-        where.add("account_id IN (SELECT a.id FROM accounts a JOIN customers c ON c.id = a.customer_id"
-                  " WHERE c.owner = %s)", owner)
+        where.add("customer_id = ANY(ARRAY(SELECT id FROM customers WHERE owner = %s))", owner)
     if card_id is not None:
         where.add("account_id = %s", card_id)
     if customer_id is not None:
-        where.add("account_id IN (SELECT id FROM accounts WHERE customer_id = %s)", customer_id)
+        where.add("customer_id = %s", customer_id)
     if start is not None:
         where.add("ended_at >= %s", start)
     if end is not None:
