@@ -27,22 +27,19 @@ import yaml
 
 from cardd import installed_dir
 from cardd.errors import ConfigError
+from cardd.cld import FLAG_TOKENS, INSTANCE_NAME, CldTokens, parse_cld
 from cardd.options import (
     API_OPTIONS,
     API_OPTIONS_BY_NAME,
     DAEMON_OPTIONS,
     DAEMON_OPTIONS_BY_NAME,
-    FLAG_TOKENS,
-    INSTANCE_NAME,
     OPTIONS,
     OPTIONS_BY_NAME,
     BadValue,
     CardOptions,
     ApiSettings,
-    CldTokens,
     DaemonSettings,
     Option,
-    parse_cld,
     show_value,
 )
 
@@ -477,6 +474,8 @@ def _masked(option: Option, value: Any) -> Any:
         return _DSN_KEYWORD_PASSWORD.sub(r"\1***", _DSN_URL_PASSWORD.sub(r"\1***\2", value))
     if option.name == "inbound_esl_password" and value != option.default:
         return "***"
+    if option.name == "cdr_credentials" and value:
+        return value.split(":", 1)[0] + ":***"
     return value
 
 
@@ -490,7 +489,7 @@ def _option_lines(table: tuple[Option, ...], values: Any, sources: Mapping[str, 
 def format_settings(settings: Settings) -> str:
     """The effective settings as YAML text (`cardd check-config`), each value commented with its source.
 
-    It loads back to the same settings, except that passwords (in the DSN, inbound_esl_password) show as ***.
+    It loads back to the same settings, except that passwords (in the DSN, inbound_esl_password, cdr_credentials) show as ***.
     """
     origin = settings.path or _BUILT_IN
     lines = [f"# effective cardd settings from {origin}"]

@@ -4,7 +4,7 @@ services -> database), so each can be read, tested and changed without the ones 
 A static walk with ast over every module: each `import` and `from ... import` counts,
 at the top of the file or inside a function (an import deferred into a function to
 dodge a cycle is still a cycle: the two modules still need each other), except those
-under `if TYPE_CHECKING:` (types only, never run). `from cardd.ivr import topup` is an
+under `if TYPE_CHECKING:` (types only, never run) or `if __name__ == "__main__":`. `from cardd.ivr import topup` is an
 edge to the module cardd.ivr.topup; `from cardd.sim import Caller` an edge to the
 package cardd.sim (its __init__).
 """
@@ -37,14 +37,20 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+def _never_imported(test: ast.expr) -> bool:
+    """`if TYPE_CHECKING:` (types only) or `if __name__ == "__main__":` (the module run as
+    a program is a second copy of it, `python -m cardd.options`): not an edge of the graph."""
+    if isinstance(test, ast.Name) and test.id == "TYPE_CHECKING":
+        return True
+    if isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING":
+        return True
+    return (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name) and test.left.id == "__name__"
+            and any(isinstance(c, ast.Constant) and c.value == "__main__" for c in test.comparators))
 
 
 def _imports(node: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
     for child in ast.iter_child_nodes(node):
-        if isinstance(child, ast.If) and _is_type_checking(child.test):
+        if isinstance(child, ast.If) and _never_imported(child.test):
             for other in child.orelse:
                 yield from _imports_in(other)
             continue

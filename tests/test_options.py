@@ -13,14 +13,14 @@ import yaml
 
 from cardd import options as options_module
 from cardd.errors import ConfigError
+from cardd.cld import FLAG_TOKENS, VALUE_PREFIXES, parse_cld
+from cardd.option_docs import render_docs, render_yaml
 from cardd.options import (
     API_OPTIONS,
     DAEMON_OPTIONS,
-    FLAG_TOKENS,
     OPTIONS,
     OPTIONS_BY_NAME,
     SECTIONS,
-    VALUE_PREFIXES,
     BadValue,
     ApiSettings,
     BoolKind,
@@ -29,9 +29,6 @@ from cardd.options import (
     MinimumBalance,
     TranslationKind,
     TranslationRule,
-    parse_cld,
-    render_docs,
-    render_yaml,
     translate,
 )
 
