@@ -115,7 +115,8 @@ class Daemon:
             on_journalled=journalled,
             on_replayed=m.settlements_replayed.inc,
             on_write_error=lambda exc: m.journal_write_errors.inc())
-        m.settlements_held.set_function(lambda journal=self.journal: journal.held_count)
+        journal = self.journal
+        m.settlements_held.set_function(lambda: journal.held_count)
         m.initialise_instances(self.settings.instances)
         self._initialise_currencies()
         self.journal.start()
@@ -164,6 +165,7 @@ class Daemon:
 
     def _initialise_currencies(self) -> None:
         """The money counters exist, at zero, for every tariff's currency."""
+        assert self.database is not None
         try:
             with self.database.pool.connection() as conn:
                 rows = conn.execute("SELECT DISTINCT currency FROM tariffs").fetchall()

@@ -22,27 +22,28 @@ def valid_key(options, key: str) -> bool:
     return bool(_KEY.match(key))
 
 
-def _ask_key(call: Call, timeouts) -> tuple[str | None, MenuResult | None]:
+def _ask_key(call: Call, timeouts) -> str | MenuResult:
+    """The key the caller typed, or what the sub-application returns without one."""
     entry = call.ask("enter_hot_dial_key", min_digits=1, max_digits=2, regex=r"^[0-9]{1,2}$", timeout_ms=7000)
     if entry.timed_out:
-        return None, MenuResult.timed_out(timeouts)
+        return MenuResult.timed_out(timeouts)
     if entry.digits is None or not valid_key(call.options, entry.digits):
         call.queue("invalid_hot_dial_key")
-        return None, MenuResult()
-    return entry.digits, None
+        return MenuResult()
+    return entry.digits
 
 
 def run_dial(call: Call, card, timeouts) -> MenuResult:
-    key, done = _ask_key(call, timeouts)
-    if done is not None:
-        return done
+    key = _ask_key(call, timeouts)
+    if isinstance(key, MenuResult):
+        return key
     return _dial_key(call, card, key)
 
 
 def run_edit(call: Call, card, timeouts) -> MenuResult:
-    key, done = _ask_key(call, timeouts)
-    if done is not None:
-        return done
+    key = _ask_key(call, timeouts)
+    if isinstance(key, MenuResult):
+        return key
     pool = call.services.ledger.pool
     current = identity.hot_dial_get(pool, card.id, key)
     if current is None:

@@ -8,7 +8,7 @@ import logging
 import psycopg
 
 from cardd import speech
-from cardd.channel import Channel
+from cardd.channel import Channel, Collected
 from cardd.errors import CallGone, CarddError, ConfigError, DatabaseUnavailable
 from cardd.ivr import blacklist, menu, smartdial, topup
 from cardd.ivr.call import Call, Services
@@ -107,6 +107,7 @@ def _serve(call: Call) -> str:
             _announce_balance(call, card)
     failures = 0
     answered_any = False
+    entry: _Entered | Collected
     while True:
         if first_number is not None:
             entry, first_number = _Entered(first_number), None
