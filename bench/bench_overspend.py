@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from cardd.db import EmbeddedServer  # noqa: E402
+from cardd.billing import pins  # noqa: E402
 from tests.dbfixtures import _make_template, PgServer  # noqa: E402
 from tests.test_faults_concurrency import check, overspend_run  # noqa: E402
 
@@ -40,6 +41,8 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="cardd-overspend-") as tmp:
+        # The cardd instances hash and check PINs under a key file (as the suite's conftest loads one).
+        pins.load_key(Path(tmp) / "pin.key", create=True)
         server = EmbeddedServer(Path(tmp) / "pg").start()
         try:
             admin = server.uri("postgres")
