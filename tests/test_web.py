@@ -65,6 +65,7 @@ def balance(database, card_id: int) -> Decimal:
 def web(database):
     demo = create_demo_data(database.pool)
     app = create_app(database.pool, ApiConfig(limits=PIN_LIMITS, topup_limits=TOPUP_LIMITS))
+    app.config["CARDD_WEB_FIGURES_CACHE_S"] = 0   # every dashboard load reads the CDRs afresh
     return app, database, demo
 
 
@@ -543,3 +544,18 @@ def test_the_dashboard_lists_failed_calls_by_cause(web):
     table = page[page.index('id="failures"'):]
     assert re.search(r"USER_BUSY</a></td><td class=\"num\">2<", table)
     assert re.search(r"NO_ANSWER</a></td><td class=\"num\">1<", table)
+
+
+def test_the_dashboard_reuses_its_cdr_figures_for_a_while_but_not_the_live_counts(web):
+    app, database, demo = web
+    app.config["CARDD_WEB_FIGURES_CACHE_S"] = 3600
+    b = operator(web)
+    assert "No calls today." in b.get("/").get_data(as_text=True)
+    ledger = Ledger(database.pool)
+    grant = ledger.grant(demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345")
+    page = b.get("/").get_data(as_text=True)
+    assert '<span class="figure" id="open-reservations">1</span>' in page     # live
+    ledger.settle(grant.b_uuid, billmsec=31000, hangup_cause="NORMAL_CLEARING")
+    assert "No calls today." in b.get("/").get_data(as_text=True)              # the CDR scan reused
+    app.config["CARDD_WEB_FIGURES_CACHE_S"] = 0
+    assert "No calls today." not in b.get("/").get_data(as_text=True)

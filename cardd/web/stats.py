@@ -8,7 +8,8 @@ so the dashboard stays quick at millions of CDRs. They belong in the service lay
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+import time
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -60,34 +61,60 @@ def _owner_filter(owner: str | None) -> tuple[str, tuple[Any, ...]]:
             " WHERE c.owner = %s)", (owner,))
 
 
+#: How long the CDR figures are reused by default: the 24 h scan reads every CDR of the last day
+#: (333,000 at 10 million CDRs a month), so a dashboard open on several screens must not run it per load.
+CACHE_S = 20.0
+Figures = tuple[list[Today], list[Hour], list[tuple[str, int]]]
+
+
 @_database_errors
-def dashboard(pool: ConnectionPool, *, owner: str | None = None) -> Dashboard:
+def dashboard(pool: ConnectionPool, *, owner: str | None = None,
+              cache: dict[str | None, tuple[float, Figures]] | None = None, cache_s: float = CACHE_S) -> Dashboard:
+    """The figures; the CDR ones are taken from `cache` (per owner) while younger than cache_s."""
     extra, params = _owner_filter(owner)
     with pool.connection() as conn:
         counts = conn.execute(
             "SELECT count(*) FILTER (WHERE answered_at IS NOT NULL AND expires_at > now()), count(*),"
             "       count(*) FILTER (WHERE expires_at <= now())"
             f"  FROM reservations WHERE status = 'open'{extra}", params).fetchone()
-        assert counts is not None   # an aggregate always has its row
-        up, open_, expired = counts
-        today = conn.execute(
-            "SELECT currency, count(*), coalesce(sum(cost), 0) FROM cdrs"
-            " WHERE ended_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
-            f"{extra} GROUP BY currency ORDER BY currency", params).fetchall()
-        hours = conn.execute(
-            "SELECT h, count(c.id), count(c.answered_at), coalesce(sum(c.billed_seconds)"
-            "       FILTER (WHERE c.answered_at IS NOT NULL), 0)"
-            "  FROM generate_series(date_trunc('hour', now()) - interval '23 hours', date_trunc('hour', now()),"
-            "                       interval '1 hour') AS h"
-            "  LEFT JOIN cdrs c ON c.ended_at >= h AND c.ended_at < h + interval '1 hour'"
-            "       AND c.ended_at >= date_trunc('hour', now()) - interval '23 hours'"
-            f"{extra.replace('account_id', 'c.account_id')}"
-            " GROUP BY h ORDER BY h", params).fetchall()
-        failures = conn.execute(
-            "SELECT coalesce(nullif(hangup_cause, ''), 'none recorded'), count(*) FROM cdrs"
-            " WHERE ended_at >= now() - interval '24 hours' AND answered_at IS NULL"
-            f"{extra} GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 10", params).fetchall()
-    return Dashboard(int(up), int(open_), int(expired),
-                     [Today(c.strip(), int(n), money(r)) for c, n, r in today],
-                     [Hour(h, int(n), int(a), int(s)) for h, n, a, s in hours],
-                     [(cause, int(n)) for cause, n in failures])
+    assert counts is not None   # an aggregate always has its row
+    up, open_, expired = counts
+    cache = {} if cache is None else cache
+    cached = cache.get(owner)
+    if cached is None or time.monotonic() - cached[0] >= cache_s:
+        cached = (time.monotonic(), _cdr_figures(pool, extra, params))
+        cache[owner] = cached
+    today, hours, failures = cached[1]
+    return Dashboard(int(up), int(open_), int(expired), today, hours, failures)
+
+
+def _cdr_figures(pool: ConnectionPool, extra: str, params: tuple[Any, ...]) -> Figures:
+    """Today's calls and revenue, ASR/ACD by hour and failures by cause, in one scan of the last 24
+    hourly buckets (cdrs_ended_idx); today since 00:00 UTC always lies inside them."""
+    with pool.connection() as conn:
+        start, midnight = conn.execute(
+            "SELECT date_trunc('hour', now()) - interval '23 hours',"
+            "       date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'").fetchone() or (None, None)
+        rows = conn.execute(
+            "SELECT date_trunc('hour', ended_at), currency, coalesce(nullif(hangup_cause, ''), 'none recorded'),"
+            "       answered_at IS NOT NULL, ended_at >= %s, count(*), sum(cost), sum(billed_seconds)"
+            f"  FROM cdrs WHERE ended_at >= %s{extra} GROUP BY 1, 2, 3, 4, 5",
+            (midnight, start, *params)).fetchall()
+    buckets = {start + timedelta(hours=i): [0, 0, 0] for i in range(24)}
+    today: dict[str, list[Any]] = {}
+    failures: dict[str, int] = {}
+    for hour, currency, cause, answered, is_today, n, cost, seconds in rows:
+        b = buckets.setdefault(hour, [0, 0, 0])
+        b[0] += n
+        if answered:
+            b[1] += n
+            b[2] += int(seconds)
+        else:
+            failures[cause] = failures.get(cause, 0) + n
+        if is_today:
+            t = today.setdefault(currency.strip(), [0, Decimal(0)])
+            t[0] += n
+            t[1] += cost
+    return ([Today(c, int(n), money(r)) for c, (n, r) in sorted(today.items())],
+            [Hour(h, *b) for h, b in sorted(buckets.items()) if h >= start][-24:],
+            sorted(failures.items(), key=lambda kv: (-kv[1], kv[0]))[:10])

@@ -13,7 +13,7 @@ import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
-from flask import Blueprint, Response, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
 
 from cardd.api.app import (ADMIN, READ, WRITE, Problem, card_id_for, owner_scope, pool, principal, problem_of,
                            who)
@@ -93,7 +93,8 @@ def logout() -> Any:
 @bp.route("/")
 @signed_in()
 def dashboard() -> str:
-    d = stats.dashboard(pool(), owner=owner_scope())
+    d = stats.dashboard(pool(), owner=owner_scope(), cache=current_app.extensions.setdefault("cardd_web_figures", {}),
+                        cache_s=current_app.config.get("CARDD_WEB_FIGURES_CACHE_S", stats.CACHE_S))
     labels = [h.start.strftime("%H:00") for h in d.hours]
     asr = charts.bars("ASR by hour, last 24 h", labels, [h.asr for h in d.hours], unit="%", top=100)
     acd = charts.bars("ACD by hour, last 24 h", labels, [h.acd for h in d.hours], unit=" s")
