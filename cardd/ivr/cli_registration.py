@@ -6,11 +6,12 @@ are never registered; a CLI already trusted by another card is not moved."""
 from __future__ import annotations
 
 from cardd.billing import identity
+from cardd.billing.ledger import Card
 from cardd.ivr.call import Call
-from cardd.ivr.subapp import MenuResult
+from cardd.ivr.subapp import MenuResult, Silences
 
 
-def run(call: Call, card, timeouts) -> MenuResult:
+def run(call: Call, card: Card, timeouts: Silences) -> MenuResult:
     """The sub-application: register this CLI now."""
     if _register(call, card):
         call.queue("cli_registered")
@@ -19,7 +20,7 @@ def run(call: Call, card, timeouts) -> MenuResult:
     return MenuResult()
 
 
-def offer_after_entry(call: Call, card) -> None:
+def offer_after_entry(call: Call, card: Card) -> None:
     """auto_cli_registration: after a card number was entered, trust this CLI —
     silently, or when the caller presses 1 (silent_auto_cli_registration false)."""
     opts = call.options
@@ -38,7 +39,7 @@ def offer_after_entry(call: Call, card) -> None:
         call.queue("cli_registered")
 
 
-def _register(call: Call, card) -> bool:
+def _register(call: Call, card: Card) -> bool:
     cli = call.cli
     if not identity.is_registrable_cli(cli, call.options.min_valid_cli_length):
         call.log.info("CLI %r cannot be registered", cli)

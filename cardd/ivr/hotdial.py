@@ -9,8 +9,9 @@ import re
 
 from cardd import speech
 from cardd.billing import identity
+from cardd.billing.ledger import Card
 from cardd.ivr.call import Call
-from cardd.ivr.subapp import MenuResult
+from cardd.ivr.subapp import MenuResult, Silences
 
 _KEY = re.compile(r"^[0-9]{1,2}$")
 LIMITED_KEYS = ("1", "2", "3")
@@ -33,14 +34,14 @@ def _ask_key(call: Call, timeouts) -> str | MenuResult:
     return entry.digits
 
 
-def run_dial(call: Call, card, timeouts) -> MenuResult:
+def run_dial(call: Call, card: Card, timeouts: Silences) -> MenuResult:
     key = _ask_key(call, timeouts)
     if isinstance(key, MenuResult):
         return key
     return _dial_key(call, card, key)
 
 
-def run_edit(call: Call, card, timeouts) -> MenuResult:
+def run_edit(call: Call, card: Card, timeouts: Silences) -> MenuResult:
     key = _ask_key(call, timeouts)
     if isinstance(key, MenuResult):
         return key
@@ -64,7 +65,7 @@ def run_edit(call: Call, card, timeouts) -> MenuResult:
     return MenuResult()
 
 
-def direct(call: Call, card, digits: str) -> MenuResult | None:
+def direct(call: Call, card: Card, digits: str) -> MenuResult | None:
     """direct_hot_dial: a one-digit destination is a key. None when not applicable."""
     opts = call.options
     if not (opts.direct_hot_dial and opts.hot_dial and len(digits) == 1):
@@ -77,7 +78,7 @@ def direct(call: Call, card, digits: str) -> MenuResult | None:
     return _dial_key(call, card, digits)
 
 
-def _dial_key(call: Call, card, key: str) -> MenuResult:
+def _dial_key(call: Call, card: Card, key: str) -> MenuResult:
     destination = identity.hot_dial_get(call.services.ledger.pool, card.id, key)
     if destination is None:
         call.queue("hot_dial_key_not_set")

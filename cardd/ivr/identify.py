@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from cardd.billing.ledger import Card
 from cardd.digits import is_digits
 from cardd import prompts
 from cardd.billing import identity
@@ -235,7 +236,7 @@ def _throttled(call: Call, what: str | None):
     return None
 
 
-def refusal_of(call: Call, card) -> str | None:
+def refusal_of(call: Call, card: Card | None) -> str | None:
     """Why this card may not be used on this call, or None."""
     if card is None:
         return "unknown"
@@ -255,7 +256,7 @@ def refusal_of(call: Call, card) -> str | None:
     return None
 
 
-def _own_account(call: Call, card) -> bool:
+def _own_account(call: Call, card: Card) -> bool:
     customer = getattr(call, "customer", None) or call.instance
     if not customer:
         return False
@@ -267,14 +268,14 @@ def _own_account(call: Call, card) -> bool:
     return card.customer_id == owner
 
 
-def _below_threshold(call: Call, card) -> bool:
+def _below_threshold(call: Call, card: Card) -> bool:
     threshold = call.options.balance_threshold
     if threshold is None or not threshold.applies_to(card.currency):
         return False
     return call.services.ledger.available_credit(card.id) < threshold.amount
 
 
-def _number_and_pin(call: Call, card, timeouts: InputTimeouts, number: str) -> str | None:
+def _number_and_pin(call: Call, card: Card | None, timeouts: InputTimeouts, number: str) -> str | None:
     """Card number then PIN. The PIN is asked whether or not the number is a
     card, checked at the same cost, and a wrong number sounds like a wrong
     PIN: neither the prompts nor their timing tell a guesser which numbers
@@ -290,7 +291,7 @@ def _number_and_pin(call: Call, card, timeouts: InputTimeouts, number: str) -> s
     return refusal_of(call, card)
 
 
-def _check_pin(call: Call, card, timeouts: InputTimeouts, number: str | None = None) -> str | None:
+def _check_pin(call: Call, card: Card | None, timeouts: InputTimeouts, number: str | None = None) -> str | None:
     """None when the caller typed the card's PIN; else why not ("unknown" for
     no card, "wrong_pin", "timeout", "throttled" — the last two have ended
     the call or will). `number` is what the caller typed as the card number

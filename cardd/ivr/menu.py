@@ -9,8 +9,9 @@ A sub-application returns a MenuResult: back to the destination prompt
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
+from cardd.billing.ledger import Card
 from cardd.ivr import cli_registration, hotdial, password, topup
 from cardd.ivr.call import Call
 from cardd.ivr.subapp import MenuResult, Silences
@@ -19,7 +20,7 @@ from cardd.options import CardOptions
 __all__ = ["MenuResult", "dispatch", "extensions"]
 
 # The sub-applications by name; each takes (call, card, timeouts).
-_APPS: dict[str, Callable[[Call, Any, Silences], MenuResult]] = {
+_APPS: dict[str, Callable[[Call, Card, Silences], MenuResult]] = {
     "topup": topup.run, "password": password.run, "cli_registration": cli_registration.run,
     "hot_dial": hotdial.run_dial, "hot_dial_edit": hotdial.run_edit,
 }
@@ -44,7 +45,7 @@ def extensions(options: CardOptions) -> dict[str, str]:
     return found
 
 
-def dispatch(call: Call, card: Any, digits: str, timeouts: Silences) -> MenuResult | None:
+def dispatch(call: Call, card: Card, digits: str, timeouts: Silences) -> MenuResult | None:
     """Run the sub-application `digits` names; None when they are not a menu
     extension (nor, under direct_hot_dial, a hot-dial key): an ordinary destination."""
     name = extensions(call.options).get(digits)

@@ -5,8 +5,9 @@ MIN_PIN_LENGTH..MAX_PIN_LENGTH digits and is stored as a keyed hash
 from __future__ import annotations
 
 from cardd.billing import identity, pins
+from cardd.billing.ledger import Card
 from cardd.ivr.call import Call
-from cardd.ivr.subapp import MenuResult
+from cardd.ivr.subapp import MenuResult, Silences
 
 MIN_PIN_LENGTH = 4   # the prompt invalid_new_pin says "four to twelve digits"
 MAX_PIN_LENGTH = 12
@@ -16,7 +17,7 @@ def _prompt(call: Call, base: str) -> str:
     return base + "_no_pound" if call.options.suppress_pound_phrase else base
 
 
-def run(call: Call, card, timeouts) -> MenuResult:
+def run(call: Call, card: Card, timeouts: Silences) -> MenuResult:
     pool = call.services.ledger.pool
     cli = call.cli
     # The PIN may have changed since the caller identified (another call).

@@ -8,6 +8,7 @@ import logging
 import psycopg
 
 from cardd import speech
+from cardd.billing.ledger import Card
 from cardd.channel import Channel, Collected
 from cardd.errors import CallGone, CarddError, ConfigError, DatabaseUnavailable
 from cardd.ivr import blacklist, menu, smartdial, topup
@@ -157,7 +158,7 @@ def _serve(call: Call) -> str:
     return "bridged" if answered_any else "failed"
 
 
-def _dial(call: Call, card, number: str) -> bool:
+def _dial(call: Call, card: Card, number: str) -> bool:
     try:
         return place_call(call, card, number)
     except CardRefused as refused:
@@ -177,7 +178,7 @@ class _SessionOver(CarddError):
     """The session ended inside a step; the main loop has nothing more to do."""
 
 
-def _balance_after_call(call: Call, card) -> None:
+def _balance_after_call(call: Call, card: Card) -> None:
     """announce_balance_after_call: the new balance, heard as the start of
     the next destination prompt. A database away now (the call's settlement
     journalled) costs the caller this sentence, not the call."""
@@ -187,7 +188,7 @@ def _balance_after_call(call: Call, card) -> None:
         call.log.warning("balance after the call not said: %s", exc)
 
 
-def _speak_the_cards_language(call: Call, card) -> None:
+def _speak_the_cards_language(call: Call, card: Card) -> None:
     """From identification on, the card's own language (accounts.language),
     when the access number offers it and the caller did not pick one."""
     lang = card.language
@@ -196,7 +197,7 @@ def _speak_the_cards_language(call: Call, card) -> None:
         call.lang = lang
 
 
-def _announce_balance(call: Call, card) -> None:
+def _announce_balance(call: Call, card: Card) -> None:
     """The balance sentence (after identification, and after a call with
     announce_balance_after_call). Not with a minutes plan or a suspended
     plan: the money balance is not what the caller is spending then; not

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from cardd import prompts, speech
 from cardd.billing import identity, vouchers
+from cardd.billing.ledger import Card
 from cardd.ivr.call import Call
-from cardd.ivr.subapp import MenuResult
+from cardd.ivr.subapp import MenuResult, Silences
 
 
-def run(call: Call, card, timeouts) -> MenuResult:
+def run(call: Call, card: Card, timeouts: Silences) -> MenuResult:
     opts = call.options
     pool = call.services.ledger.pool
     limits = identity.topup_limits(call.services.settings.daemon)
