@@ -193,22 +193,22 @@ class DestinationCheck:
             return self._prohibit(call_uuid, RUN_TIMEOUT, "took longer than %.3g s", self.timeout)
         if not ok:
             # SystemExit too: a script calling sys.exit() must not end the call.
-            log.error("call %s: destination check script %s raised %s: %s; call prohibited",
-                      call_uuid, self.path, type(result).__name__, result,
+            log.error("destination check script %s raised %s: %s; call prohibited",
+                      self.path, type(result).__name__, result,
                       exc_info=(type(result), result, result.__traceback__)
-                      if log.isEnabledFor(logging.DEBUG) else None)
+                      if log.isEnabledFor(logging.DEBUG) else None, extra={"call_uuid": call_uuid})
             _report(self._on_run_error, self.path or "", RUN_EXCEPTION)
             return False
         if not isinstance(result, bool):
             return self._prohibit(call_uuid, RUN_NOT_BOOL, "returned %s, not a bool",
                                   type(result).__name__)
         if not result:
-            log.info("call %s: destination check script %s prohibited the call", call_uuid, self.path)
+            log.info("destination check script %s prohibited the call", self.path, extra={"call_uuid": call_uuid})
         return result
 
     def _prohibit(self, call_uuid: str, reason: str, what: str, *args: Any) -> bool:
-        log.error("call %s: destination check script %s " + what + "; call prohibited",
-                  call_uuid, self.path, *args)
+        log.error("destination check script %s " + what + "; call prohibited", self.path, *args,
+                  extra={"call_uuid": call_uuid})
         _report(self._on_run_error, self.path or "", reason)
         return False
 
@@ -414,12 +414,12 @@ class DurationScript:
         try:
             seconds = self._run(argv, call_uuid)
         except _ScriptFailed as exc:
-            log.error("call %s: duration script %s failed (%s): %s; announcing the computed %d s",
-                      call_uuid, self.path, exc.reason, exc, max_duration_s)
+            log.error("duration script %s failed (%s): %s; announcing the computed %d s",
+                      self.path, exc.reason, exc, max_duration_s, extra={"call_uuid": call_uuid})
             _report(self._on_error, self.path, exc.reason)
             return max_duration_s
-        log.debug("call %s: duration script says %d s (real limit %d s)",
-                  call_uuid, seconds, max_duration_s)
+        log.debug("duration script says %d s (real limit %d s)", seconds, max_duration_s,
+                  extra={"call_uuid": call_uuid})
         return seconds
 
     def _run(self, argv: list[str], call_uuid: str) -> int:
@@ -444,7 +444,8 @@ class DurationScript:
             _kill(proc)  # the call greenlet was killed: do not leave the child behind
             raise
         if err:
-            log.warning("call %s: duration script %s wrote to stderr: %s", call_uuid, self.path, _short(err))
+            log.warning("duration script %s wrote to stderr: %s", self.path, _short(err),
+                        extra={"call_uuid": call_uuid})
         if proc.returncode != 0:
             raise _ScriptFailed(DURATION_EXIT_STATUS, f"exit status {proc.returncode}")
         return _parse_seconds(out)

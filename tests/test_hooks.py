@@ -255,7 +255,7 @@ def test_exception_while_running_prohibits_and_is_reported(tmp_path, caplog):
     with caplog.at_level(logging.ERROR, logger="cardd.hooks"):
         assert check.allowed(**CALL) is False
     assert run_errors.reasons == [hooks.RUN_EXCEPTION]
-    assert "uuid-1" in caplog.text
+    assert [r.call_uuid for r in caplog.records] == ["uuid-1"]   # the line names its call (cardd/logs.py)
 
 
 def test_sys_exit_while_running_prohibits(tmp_path):
@@ -477,7 +477,7 @@ def test_duration_failures_fall_back_to_the_computed_duration(tmp_path, body, re
     with caplog.at_level(logging.ERROR, logger="cardd.hooks"):
         assert script.announced(**DURATION_ARGS) == 600
     assert errors.reasons == [reason]
-    assert "uuid-2" in caplog.text
+    assert [r.call_uuid for r in caplog.records] == ["uuid-2"]   # the line names its call (cardd/logs.py)
 
 
 def test_duration_timeout_kills_the_script_and_falls_back(tmp_path):
