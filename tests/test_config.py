@@ -470,7 +470,9 @@ def test_pick_languages_skips_those_without_prompts_and_never_leaves_none():
     ("postgresql://cardd@db/cardd", "postgresql://cardd@db/cardd"),
 ])
 def test_format_settings_never_prints_passwords(tmp_path, dsn, shown):
-    settings = load_settings(None).with_daemon(dsn=dsn, inbound_esl_password="hunter2")
+    settings = load_settings(None).with_daemon(dsn=dsn, inbound_esl_password="hunter2",
+                                               cdr_credentials="freeswitch:s3cr3t-cdr")
     text = format_settings(settings)
     assert f"  dsn: {json.dumps(shown)}" in text
     assert "hunter2" not in text and 'inbound_esl_password: "***"' in text
+    assert "s3cr3t-cdr" not in text and "freeswitch:***" in text
