@@ -29,6 +29,13 @@ PROMPT_ALLOWANCE = 120.0
 # How long after the bridge returns we wait for B's CHANNEL_HANGUP_COMPLETE
 # (it trails A's bridge completion when B hung up first: capture 14).
 LEG_END_WAIT = 5.0
+# US ringback, played to the caller while B rings (no dead silence).
+RINGBACK = "%(2000,4000,440,480)"
+# play_and_get_digits plays its "invalid" file after a lone # or a silence;
+# a question with nothing to say then gets 1 ms of silence.
+_NOTHING_AFTER = "silence_stream://1"
+# FreeSWITCH's name for "no prompt": play_and_get_digits plays nothing.
+_NO_PROMPT = "silence"
 
 
 def _arg(value: str, what: str) -> str:
@@ -58,6 +65,14 @@ class Collected:
         """Nothing typed at all. read_terminator_used cannot tell: FreeSWITCH
         never clears it, so it still holds an earlier question's #."""
         return self.digits is None and not self.keys_pressed
+
+
+@dataclass(frozen=True)
+class DisconnectWarning:
+    """A sentence played to the caller `seconds_before_end` before the hard
+    limit hangs the call up (disconnect_warning_time)."""
+    sound: str
+    seconds_before_end: int
 
 
 @dataclass(frozen=True)
@@ -118,6 +133,11 @@ class Channel:
     def hung_up(self) -> bool:
         return self.session.a_hungup or self.session.closed
 
+    @property
+    def keys_pressed(self) -> int:
+        """Keys the caller has pressed on this call so far (DTMF events)."""
+        return self.session.dtmf_count
+
     # -- applications ----------------------------------------------------------
 
     def answer(self) -> None:
@@ -131,14 +151,18 @@ class Channel:
     def set(self, name: str, value: str) -> None:
         self.session.execute("set", f"{name}={value}", timeout=10)
 
-    def collect(self, prompt: str, invalid_prompt: str, *, min_digits: int, max_digits: int,
+    def collect(self, prompt: str | None, invalid_prompt: str | None = None, *,
+                min_digits: int, max_digits: int,
                 tries: int = 1, timeout_ms: int = 5000, terminators: str = "#",
                 regex: str = r"[0-9]+", digit_timeout_ms: int = 3000,
                 var: str = "cardd_digits") -> Collected:
         """play_and_get_digits with all 11 arguments spelled out.
 
         The prompt is the sentence that precedes the entry, so digits typed
-        over it are collected (capture 18)."""
+        over it are collected (capture 18). No prompt: the caller hears
+        nothing before typing; no invalid prompt: nothing after a wrong entry."""
+        prompt = _NO_PROMPT if prompt is None else prompt
+        invalid_prompt = _NOTHING_AFTER if invalid_prompt is None else invalid_prompt
         args = " ".join([
             str(min_digits), str(max_digits), str(tries), str(timeout_ms),
             _arg(terminators or "#", "terminators"), _arg(prompt, "prompt"),
@@ -146,13 +170,13 @@ class Channel:
             str(digit_timeout_ms), "''",
         ])
         waits = tries * (timeout_ms + max_digits * digit_timeout_ms) / 1000.0
-        keys_before = self.session.dtmf_count
+        keys_before = self.keys_pressed
         done = self.session.execute("play_and_get_digits", args,
                                     timeout=waits + PROMPT_ALLOWANCE * tries)
         return Collected(
             digits=done.variable(var),
             invalid=done.variable(var + "_invalid"),
-            keys_pressed=self.session.dtmf_count - keys_before,
+            keys_pressed=self.keys_pressed - keys_before,
             result=done.variable("read_result"),
         )
 
@@ -176,10 +200,13 @@ class Channel:
             self.session.add_listener(_answer_listener(self))
             self._answer_listening = True
 
-    def bridge(self, endpoint: str, *, leg_uuid: str, variables: dict[str, str],
-               ringback: str | None, max_seconds: int, originate_timeout: int,
+    def bridge(self, endpoint: str, *, leg_uuid: str, caller_id: str, hard_limit_s: int,
+               warning: DisconnectWarning | None, early_media: bool, originate_timeout: int,
                on_answer: Callable[[], None] | None = None) -> BridgeOutcome:
-        """Dial B with cardd's uuid for it and wait for the bridge to end.
+        """Dial B with cardd's uuid for it, presenting `caller_id`, and wait
+        for the bridge to end. B is hung up `hard_limit_s` after it answers,
+        the `warning` played to the caller before; with `early_media` the
+        caller hears B's early media, else cardd's ringback.
 
         `##` from the caller hangs B up, ringing or answered, and hands the
         call back (captures 12, 17). The bridge is sent without event-lock so
@@ -191,8 +218,8 @@ class Channel:
             self.set("continue_on_fail", "true")
             self.set("hangup_after_bridge", "false")
             self._bridge_ready = True
-        if ringback:
-            self.set("ringback", ringback)
+        if not early_media:
+            self.set("ringback", RINGBACK)
         if self._answered_before:
             # Channel variables outlive the bridge: a busy or unanswered next
             # attempt would still show the last answered call's cause.
@@ -202,12 +229,12 @@ class Channel:
                              "ccbreak,##,exec[H]:hangup,NORMAL_CLEARING,self,peer", timeout=10)
         self.session.execute("digit_action_set_realm", "ccbreak", timeout=10)
         all_vars = {"origination_uuid": leg_uuid, "originate_timeout": str(originate_timeout),
-                    **variables}
+                    **_leg_variables(caller_id, hard_limit_s, warning, early_media)}
         dial = "{" + ",".join(f"{k}={dial_var(v)}" for k, v in all_vars.items()) + "}" + endpoint
         self.dialled_leg = leg_uuid
         try:
             done = self.session.execute("bridge", dial, event_lock=False,
-                                        timeout=originate_timeout + max_seconds + 120)
+                                        timeout=originate_timeout + hard_limit_s + 120)
         except CallGone:
             if not self.session.closed:
                 # The caller left before the bridge ran: FreeSWITCH completes
@@ -224,6 +251,26 @@ class Channel:
         outcome = _outcome(done, b_end)
         self._answered_before = self._answered_before or outcome.answered
         return outcome
+
+
+def _leg_variables(caller_id: str, hard_limit_s: int, warning: DisconnectWarning | None,
+                   early_media: bool) -> dict[str, str]:
+    """Variables of the B leg. The timers run on B (execute_on_answer inside
+    the dial string), so they bound the call even if cardd dies (capture 16);
+    `bleg` makes the warning play to the caller (capture 14)."""
+    # The name too: left unset, FreeSWITCH presents the caller's own number
+    # as the SIP display name, whatever number is presented.
+    variables = {"origination_caller_id_number": caller_id, "origination_caller_id_name": caller_id,
+                 "execute_on_answer_1": f"sched_hangup +{hard_limit_s} ALLOTTED_TIMEOUT"}
+    if warning is not None:
+        warn_at = hard_limit_s - warning.seconds_before_end
+        if warn_at < 1:
+            raise LocalProtocolError(f"a warning {warning.seconds_before_end} s before the end of a "
+                                     f"{hard_limit_s} s call would come before the answer")
+        variables["execute_on_answer_2"] = f"sched_broadcast +{warn_at} playback::{warning.sound} bleg"
+    if not early_media:
+        variables["ignore_early_media"] = "true"
+    return variables
 
 
 def _answer_listener(channel: "Channel"):

@@ -16,9 +16,6 @@ from cardd.ivr.call import Call
 MAX_DESTINATION_DIGITS = 24
 FIRST_KEY_TIMEOUT_MS = 10000
 NEXT_KEY_TIMEOUT_MS = 3000
-# play_and_get_digits plays its "invalid" file after a lone # or a silence;
-# reading key by key, neither is an error, so that file is 1 ms of silence.
-NO_SOUND = "silence_stream://1"
 
 
 def ask_destination(call: Call) -> Collected:
@@ -29,13 +26,14 @@ def ask_destination(call: Call) -> Collected:
                         regex=r"^[0-9]+$", timeout_ms=FIRST_KEY_TIMEOUT_MS,
                         digit_timeout_ms=NEXT_KEY_TIMEOUT_MS)
     channel = call.channel
-    prompt = call.services.prompts.sentence(call.lang, call.pending + [prompt_id])
+    prompt: str | None = call.services.prompts.sentence(call.lang, call.pending + [prompt_id])
     call.pending = []
-    keys_before = channel.session.dtmf_count
+    keys_before = channel.keys_pressed
     digits = ""
     timeout = FIRST_KEY_TIMEOUT_MS
     while len(digits) < MAX_DESTINATION_DIGITS:
-        key = channel.collect(prompt, NO_SOUND, min_digits=1, max_digits=1, tries=1,
+        # Reading key by key, a lone # or a pause is no error: nothing is said after it.
+        key = channel.collect(prompt, None, min_digits=1, max_digits=1, tries=1,
                               timeout_ms=timeout, terminators="#", regex=r"^[0-9]$",
                               digit_timeout_ms=NEXT_KEY_TIMEOUT_MS)
         if key.digits is None:
@@ -43,7 +41,7 @@ def ask_destination(call: Call) -> Collected:
         digits += key.digits
         if pattern.fullmatch(digits):
             break
-        prompt, timeout = "silence", NEXT_KEY_TIMEOUT_MS
+        prompt, timeout = None, NEXT_KEY_TIMEOUT_MS  # no prompt before the next key
     return Collected(digits=digits or None, invalid=None,
-                     keys_pressed=channel.session.dtmf_count - keys_before,
+                     keys_pressed=channel.keys_pressed - keys_before,
                      result="success" if digits else "failure")

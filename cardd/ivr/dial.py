@@ -9,6 +9,7 @@ import uuid as uuidlib
 
 from cardd import speech
 from cardd.billing.routing import may_fail_over
+from cardd.channel import DisconnectWarning
 from cardd.errors import (
     CardBlocked, CardExpired, CardRefused, DatabaseUnavailable, ForbiddenDestination, InsufficientFunds,
     NoRate, NoRoute, TooManyCalls,
@@ -16,8 +17,6 @@ from cardd.errors import (
 from cardd.ivr.call import Call
 from cardd.options import translate
 
-# US ringback, played to the caller while B rings (no dead silence).
-RINGBACK = "%(2000,4000,440,480)"
 ORIGINATE_TIMEOUT = 60
 _CLI = re.compile(r"^\+?[0-9]{1,20}$")
 _DIALLABLE = re.compile(r"^\+?[0-9*#]{1,32}$")
@@ -150,10 +149,9 @@ def _bridge(call: Call, card, grant, b_uuid: str, endpoint: str, dialled: str):
         call.log.error("reservation %s was released before its bridge: not dialled", b_uuid)
         raise CardRefused("call_failed")
     return call.channel.bridge(
-        endpoint, leg_uuid=b_uuid,
-        variables=_leg_variables(call, _outgoing_cli(call, card), grant.duration_s),
-        ringback=None if call.options.early_media else RINGBACK,
-        max_seconds=grant.duration_s, originate_timeout=ORIGINATE_TIMEOUT,
+        endpoint, leg_uuid=b_uuid, caller_id=_outgoing_cli(call, card),
+        hard_limit_s=grant.duration_s, warning=_disconnect_warning(call, grant.duration_s),
+        early_media=call.options.early_media, originate_timeout=ORIGINATE_TIMEOUT,
         on_answer=lambda: _mark_answered(call, b_uuid))
 
 
@@ -239,20 +237,11 @@ def _endpoint(call: Call, number: str) -> str | None:
     return "|".join(parts) or None
 
 
-def _leg_variables(call: Call, cli: str, seconds: int) -> dict[str, str]:
-    """Variables of the B leg. The timers run on B (execute_on_answer inside
-    the dial string), so they bound the call even if cardd dies (capture 16);
-    `bleg` makes the warning play to the caller (capture 14)."""
-    opts = call.options
-    # The name too: left unset, FreeSWITCH presents the caller's own number
-    # as the SIP display name, whatever number is presented.
-    variables = {"origination_caller_id_number": cli, "origination_caller_id_name": cli,
-                 "execute_on_answer_1": f"sched_hangup +{seconds} ALLOTTED_TIMEOUT"}
-    warn_at = seconds - opts.disconnect_warning_time
-    if opts.disconnect_warning_time > 0 and warn_at >= 1:
-        warning = call.services.prompts.sentence(
-            call.lang, speech.disconnect_warning_ids(opts.disconnect_warning_time, call.lang))
-        variables["execute_on_answer_2"] = f"sched_broadcast +{warn_at} playback::{warning} bleg"
-    if not opts.early_media:
-        variables["ignore_early_media"] = "true"
-    return variables
+def _disconnect_warning(call: Call, seconds: int) -> DisconnectWarning | None:
+    """The "your call ends in N" sentence, when disconnect_warning_time asks
+    for one and it falls inside the granted time (the grant is the hard limit)."""
+    before = call.options.disconnect_warning_time
+    if before <= 0 or seconds - before < 1:
+        return None
+    sound = call.services.prompts.sentence(call.lang, speech.disconnect_warning_ids(before, call.lang))
+    return DisconnectWarning(sound=sound, seconds_before_end=before)
