@@ -35,6 +35,7 @@ BENCHES: list[tuple[str, list[str]]] = [
     ("bench_settle", [FIGURES, r"^money check", r"^MONEY CHECK"]),
     ("bench_overspend", [FIGURES, r"^(OK|FAILED)"]),
     ("bench_rate_import", [FIGURES]),
+    ("bench_routing", [FIGURES]),
 ]
 LAST_LINES = 3
 

@@ -164,15 +164,18 @@ class Daemon:
                  "embedded" if not d.dsn else "external")
 
     def _initialise_currencies(self) -> None:
-        """The money counters exist, at zero, for every tariff's currency."""
+        """The money counters exist, at zero, for every tariff's currency, and the
+        carrier counters for every carrier."""
         assert self.database is not None
         try:
             with self.database.pool.connection() as conn:
-                rows = conn.execute("SELECT DISTINCT currency FROM tariffs").fetchall()
+                currencies = conn.execute("SELECT DISTINCT currency FROM tariffs").fetchall()
+                carriers = conn.execute("SELECT name FROM carriers").fetchall()
         except Exception as exc:  # metrics must not stop cardd from starting
-            log.warning("cannot list the tariffs' currencies for the metrics: %s", exc)
+            log.warning("cannot list the tariffs' currencies and carriers for the metrics: %s", exc)
             return
-        self.metrics.initialise_currencies(row[0] for row in rows)
+        self.metrics.initialise_currencies(row[0] for row in currencies)
+        self.metrics.initialise_carriers(row[0] for row in carriers)
 
     def _tracked(self, flow, channel) -> None:
         """Run one call's flow with its A leg in live_calls (the orphan check

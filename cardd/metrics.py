@@ -167,6 +167,14 @@ class Metrics:
             self.billed_seconds.labels(currency)
             self.revenue.labels(currency)
 
+    def initialise_carriers(self, names: Any) -> None:
+        """Every carrier's attempt, answer, failover and talk counters at zero from
+        the start, so `increase()` sees a carrier's first attempt (the ASR alert)."""
+        for name in names:
+            for family in (self.carrier_attempts, self.carrier_answers, self.carrier_failovers,
+                           self.carrier_talk_seconds):
+                family.labels(name)
+
     def carrier_attempt(self, carrier: str, *, answered: bool, cdr: Any) -> None:
         """Count one attempt on a carrier; `cdr` (None when the settlement was
         journalled) brings its seconds and money."""

@@ -265,3 +265,15 @@ def test_channel_limit_holds_across_two_ledgers_granting_at_once(dsn, routed, da
         for db in dbs:
             db.close()
     assert sorted(routes) == ["cheap"] + ["mid"] * (len(others) - 1)
+
+
+def test_every_carriers_counters_exist_at_zero_from_the_start(database, demo_data, cardd_with):
+    """The ASR alert uses increase(): a carrier's first attempt is seen only when its
+    series existed, at zero, before it (like the currencies' money counters)."""
+    add_carriers(database.pool)
+    cardd = cardd_with(database)
+    samples = cardd.metrics.registry
+    for name in ("cheap", "mid", "dear"):
+        for family in ("cardd_carrier_attempts_total", "cardd_carrier_answers_total",
+                       "cardd_carrier_failovers_total", "cardd_carrier_talk_seconds_total"):
+            assert samples.get_sample_value(family, {"carrier": name}) == 0.0, (family, name)
