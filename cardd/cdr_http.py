@@ -36,7 +36,7 @@ import uuid as uuidlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
@@ -77,7 +77,7 @@ def _epoch_us(text: str) -> datetime | None:
     if us <= 0:
         return None
     try:
-        return datetime.fromtimestamp(us / 1_000_000, tz=timezone.utc)
+        return datetime.fromtimestamp(us / 1_000_000, tz=UTC)
     except (OverflowError, OSError, ValueError):
         return None
 
@@ -123,7 +123,7 @@ def parse_body(body: bytes, content_type: str = "") -> CdrRecord:
         uuid=leg, billmsec=billmsec, hangup_cause=cause,
         answered_at=_epoch_us(_value(variables, "answer_uepoch")) if billmsec else None,
         ended_at=_epoch_us(_value(variables, "end_uepoch")),
-        received_at=datetime.now(timezone.utc))
+        received_at=datetime.now(UTC))
 
 
 class CdrStore:

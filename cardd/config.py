@@ -26,8 +26,8 @@ from typing import Any
 import yaml
 
 from cardd import installed_dir
-from cardd.errors import ConfigError
 from cardd.cld import FLAG_TOKENS, INSTANCE_NAME, CldTokens, parse_cld
+from cardd.errors import ConfigError
 from cardd.options import (
     API_OPTIONS,
     API_OPTIONS_BY_NAME,
@@ -35,9 +35,9 @@ from cardd.options import (
     DAEMON_OPTIONS_BY_NAME,
     OPTIONS,
     OPTIONS_BY_NAME,
+    ApiSettings,
     BadValue,
     CardOptions,
-    ApiSettings,
     DaemonSettings,
     Option,
     show_value,
@@ -489,7 +489,8 @@ def _option_lines(table: tuple[Option, ...], values: Any, sources: Mapping[str, 
 def format_settings(settings: Settings) -> str:
     """The effective settings as YAML text (`cardd check-config`), each value commented with its source.
 
-    It loads back to the same settings, except that passwords (in the DSN, inbound_esl_password, cdr_credentials) show as ***.
+    It loads back to the same settings, except that passwords (in the DSN, inbound_esl_password,
+    cdr_credentials) show as ***.
     """
     origin = settings.path or _BUILT_IN
     lines = [f"# effective cardd settings from {origin}"]

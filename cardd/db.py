@@ -126,7 +126,7 @@ class EmbeddedServer:
         self.pgdata = Path(pgdata).expanduser().resolve()
         self._server: Any = None
 
-    def start(self) -> "EmbeddedServer":
+    def start(self) -> EmbeddedServer:
         # imported lazily: a DSN deployment never needs it. Its import warns
         # when XDG_RUNTIME_DIR is unset (as under systemd or cron) and then
         # falls back to /tmp/runtime-<uid>, which is fine for its lock file.
@@ -259,7 +259,7 @@ class Database:
             raise RuntimeError("Database not started")
         return self._pool
 
-    def start(self) -> "Database":
+    def start(self) -> Database:
         """Start the embedded server when there is no DSN, then open the pool. Idempotent."""
         if self._pool is not None:
             return self
@@ -338,7 +338,7 @@ class Database:
             self._embedded.stop()
             self._embedded = None
 
-    def __enter__(self) -> "Database":
+    def __enter__(self) -> Database:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -30,8 +30,9 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 _NEEDS_QUOTES = re.compile(r'[\s"=\\]')
 

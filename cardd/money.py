@@ -29,7 +29,7 @@ def money(value: MoneyLike) -> Decimal:
 
     Raises ValueError for floats, non-finite values, too many places or too large.
     """
-    if isinstance(value, float) or isinstance(value, bool):
+    if isinstance(value, (float, bool)):
         raise ValueError(f"money must not be a {type(value).__name__}: {value!r}")
     if isinstance(value, Fraction):
         d = Decimal(value.numerator) / Decimal(value.denominator)

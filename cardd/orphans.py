@@ -38,7 +38,7 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import gevent
 from gevent import socket
@@ -66,7 +66,7 @@ class InboundEsl:
         self._sock: socket.socket | None = None
         self._parser = FrameParser()
 
-    def __enter__(self) -> "InboundEsl":
+    def __enter__(self) -> InboundEsl:
         self.connect()
         return self
 
@@ -175,7 +175,7 @@ class _Box:
     connect: a box that answers to another name is not asked). Connected on
     first use."""
 
-    def __init__(self, owner: "OrphanReconciler"):
+    def __init__(self, owner: OrphanReconciler):
         self.owner = owner
         self.conns: dict[tuple[str, int], InboundEsl] = {}
         self.broken: set[tuple[str, int]] = set()
@@ -311,7 +311,7 @@ class OrphanReconciler:
         box = _Box(self)
         try:
             self._apply_stored_cdrs(report, box)
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             snapshot = self.ledger.open_reservations()
             dead = self._dead_nodes(snapshot)
             # Read after the snapshot: a call granted before the query registered

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from cardd.billing import identity, operator, pins
@@ -221,7 +222,7 @@ def sign_out(pool: ConnectionPool, token: str) -> None:
             conn.execute("DELETE FROM card_sessions WHERE token_hash = %s", (_sha256(session.group(1)),))
 
 
-def end_sessions(conn: Any, card_id: int) -> int:
+def end_sessions(conn: psycopg.Connection[Any], card_id: int) -> int:
     """End every session of a card (its PIN changed), in the caller's transaction."""
     return conn.execute("DELETE FROM card_sessions WHERE account_id = %s", (card_id,)).rowcount
 

@@ -14,10 +14,11 @@ import base64
 import binascii
 import contextlib
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Generic, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row

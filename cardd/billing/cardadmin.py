@@ -13,6 +13,7 @@ from psycopg_pool import ConnectionPool
 from cardd.billing import catalog, operator
 from cardd.billing.ledger import _database_errors
 from cardd.billing.pins import hash_pin
+from cardd.errors import CatalogError, OperatorError
 from cardd.money import check_currency, format_money, money
 
 
@@ -38,19 +39,19 @@ def generate_cards(pool: ConnectionPool, count: int, *, who: str, tariff: str, c
     check_currency(currency)
     amount = money(balance)
     if amount < 0:
-        raise catalog.CatalogError(f"a starting balance of {amount} is negative")
+        raise CatalogError(f"a starting balance of {amount} is negative")
     if length < 6:
-        raise catalog.CatalogError("card numbers need at least 6 digits to be hard to guess")
+        raise CatalogError("card numbers need at least 6 digits to be hard to guess")
     if count > 9 * 10 ** (length - 1) // 100:
-        raise catalog.CatalogError(f"{count} cards of {length} digits would make numbers easy to guess")
+        raise CatalogError(f"{count} cards of {length} digits would make numbers easy to guess")
     if expires_at is not None and valid_days is not None:
-        raise catalog.CatalogError("give expires_at or valid_days, not both")
+        raise CatalogError("give expires_at or valid_days, not both")
     status = "new" if valid_days else "active"
     made: list[NewCard] = []
     with pool.connection() as conn, conn.transaction():
         tid, tariff_currency = catalog.tariff_id(conn, tariff)
         if tariff_currency.strip() != currency:
-            raise catalog.CatalogError(f"tariff {tariff!r} is in {tariff_currency}; {currency} cards cannot use it")
+            raise CatalogError(f"tariff {tariff!r} is in {tariff_currency}; {currency} cards cannot use it")
         customer_id = catalog.named_id(conn, "customers", "customer", customer) if customer else None
         plan_id = catalog.named_id(conn, "service_plans", "service plan", plan) if plan else None
         while len(made) < count:
@@ -84,7 +85,7 @@ def set_expiry(pool: ConnectionPool, number: str, expires_at: datetime | None, *
         row = conn.execute("UPDATE accounts SET expires_at = %s WHERE username = %s RETURNING id",
                            (expires_at, number)).fetchone()
         if row is None:
-            raise operator.OperatorError(f"no card {number!r}")
+            raise OperatorError(f"no card {number!r}")
         operator.audit(conn, who, "card expiry", {"card": number, "expires_at": expires_at}, account_id=row[0],
                        detail=f"card {number}: expires {expires_at or 'never'}")
 

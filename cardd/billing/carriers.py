@@ -2,7 +2,7 @@
 
 Operator writes and reads, each one short transaction. A carrier's buy-rate
 deck has the shape and arithmetic of a tariff: it is imported by the same code
-as `rate import` (cardd.admin_ops.import_rates with CARRIER_DECK) and rated by
+as `rate import` (cardd.billing.rate_import.import_rates with CARRIER_DECK) and rated by
 cardd.billing.rating. Route selection is cardd.billing.routing.
 """
 
@@ -17,7 +17,7 @@ import psycopg
 from psycopg import errors
 from psycopg_pool import ConnectionPool
 
-from cardd.billing.catalog import CatalogError
+from cardd.errors import CatalogError
 from cardd.money import check_currency
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

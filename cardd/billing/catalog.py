@@ -185,7 +185,8 @@ def named_id(conn: psycopg.Connection[Any], table: str, what: str, name: str) ->
 def list_cards(pool: ConnectionPool, *, limit: int = 1000, status: str | None = None, customer: str | None = None,
                tariff: str | None = None, balance_below: Decimal | None = None) -> list[CardSummary]:
     """Cards by number, filtered; an unknown customer or tariff is a CatalogError, not an empty list."""
-    where, params = ["true"], []
+    where: list[str] = ["true"]
+    params: list[object] = []
     with pool.connection() as conn:
         if status is not None:
             where.append("a.status = %s")

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 from psycopg import errors
 from psycopg_pool import ConnectionPool
 
-from cardd.digits import is_digits
 from cardd.billing.ledger import _database_errors
 from cardd.billing.pins import HMAC_SCHEME, PLAIN_PREFIX, hash_pin, needs_rehash
+from cardd.digits import is_digits
 from cardd.errors import CardNotFound, IdentityError
 
 log = logging.getLogger(__name__)

@@ -31,14 +31,14 @@ import threading
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import gevent
 import gevent.lock
 
-from cardd.billing.ledger import Cdr, Ledger, ReservationNotFound
-from cardd.errors import DatabaseUnavailable
+from cardd.billing.ledger import Cdr, Ledger
+from cardd.errors import DatabaseUnavailable, ReservationNotFound
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class Entry:
         }, ensure_ascii=True, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, line: str) -> "Entry":
+    def from_json(cls, line: str) -> Entry:
         d = json.loads(line)
         billmsec = d.get("billmsec")
         return cls(
@@ -83,7 +83,7 @@ class Entry:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _fsync_dir(path: Path) -> None:

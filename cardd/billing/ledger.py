@@ -17,10 +17,11 @@ import functools
 import logging
 import math
 import uuid
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, Callable, Collection, TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors
@@ -592,10 +593,12 @@ class Ledger:
             )
         elif refund < 0:
             owed = -refund
-            avail = cur.execute(
+            account = cur.execute(
                 "SELECT a.balance - coalesce((SELECT sum(amount) FROM reservations r"
                 "   WHERE r.account_id = a.id AND r.status = 'open'), 0) AS avail"
-                "  FROM accounts a WHERE a.id = %s", (res["account_id"],)).fetchone()["avail"]
+                "  FROM accounts a WHERE a.id = %s", (res["account_id"],)).fetchone()
+            assert account is not None  # a reservation always has its account (foreign key)
+            avail = account["avail"]
             extra = min(owed, max(money(avail), Decimal(0)))
             self._disagree("estimate_below_real", res["b_uuid"], f"{done.billed_seconds} s {done.cost}",
                            f"{billed} s {cost} ({hangup_cause}), {extra} charged now")

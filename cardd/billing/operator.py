@@ -15,22 +15,22 @@ import contextlib
 import csv
 import logging
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Iterator
+from typing import Any
 
 import psycopg
 from psycopg import errors
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from cardd.digits import is_digits
 from cardd.billing import catalog, identity, vouchers
-from cardd.billing.identity import PLAIN_PREFIX
 from cardd.billing.ledger import Cdr, Ledger, LedgerEntry, _database_errors
-from cardd.billing.pins import hash_pin
-from cardd.errors import CardImportRefused, OperatorError
+from cardd.billing.pins import PLAIN_PREFIX, hash_pin
+from cardd.digits import is_digits
+from cardd.errors import CardImportRefused, CatalogError, OperatorError
 from cardd.money import format_money, money
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _utc(value: datetime) -> str:
-    return f"{value.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+    return f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
 
 
 # --- closing a reservation by hand -------------------------------------------------
@@ -585,7 +585,7 @@ def _card_row(line: int, names: list[str], cells: list[str], *, allow_negative: 
             expires = datetime.fromisoformat(cell["expires"])
         except ValueError:
             raise ValueError(f"expires: not a date (YYYY-MM-DD[THH:MM]): {cell['expires']!r}") from None
-        expires = expires if expires.tzinfo else expires.replace(tzinfo=timezone.utc)
+        expires = expires if expires.tzinfo else expires.replace(tzinfo=UTC)
         if expires <= now and not allow_past_expiry:
             raise ValueError(f"expires: {cell['expires']} is in the past (--allow-past-expiry if meant)")
     return _CardRow(line, number, pin, balance, expires)
@@ -605,7 +605,7 @@ def import_cards(pool: ConnectionPool, f: Any, *, tariff: str, currency: str, cu
     if first is None:
         raise CardImportRefused([(1, "the file is empty")], 0)
     names = _card_header(first)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     errors_: list[tuple[int, str]] = []
     rows: list[_CardRow] = []
     seen: dict[str, int] = {}
@@ -633,7 +633,7 @@ def import_cards(pool: ConnectionPool, f: Any, *, tariff: str, currency: str, cu
                 raise OperatorError(f"tariff {tariff!r} is in {tariff_currency}; {currency} cards cannot use it")
             customer_id = catalog.named_id(conn, "customers", "customer", customer) if customer else None
             plan_id = catalog.named_id(conn, "service_plans", "service plan", plan) if plan else None
-        except catalog.CatalogError as exc:
+        except CatalogError as exc:
             raise OperatorError(str(exc)) from None
         for (number,) in conn.execute("SELECT username FROM accounts WHERE username = ANY(%s)", (list(seen),)):
             errors_.append((seen[number], f"card number {number} already exists"))

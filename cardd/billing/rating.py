@@ -116,11 +116,11 @@ def tariff_duration(rate: Rate, credit: Decimal, *, ignore_connect_fee: bool = F
     With credit <= 0 the answer is 0, even where grace would make a short call
     free. With ignore_connect_fee the connect fee counts as 0.
     """
-    credit = Fraction(credit)
-    if credit <= 0:
+    exact = Fraction(credit)
+    if exact <= 0:
         return 0
     # ceil5(x) <= C  <=>  x <= floor5(C): ceil5(x) is a multiple of 0.00001.
-    limit = Fraction(floor_money(credit))
+    limit = Fraction(floor_money(exact))
     fee = Fraction(0) if ignore_connect_fee else Fraction(rate.connect_fee)
     first = rate.first_interval_price
     step = rate.next_interval_price

@@ -19,9 +19,10 @@ two cardd processes cannot both take its last channel).
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Collection, Mapping
+from typing import Any
 
 import psycopg
 
@@ -118,15 +119,17 @@ def choose_route(conn: psycopg.Connection[Any], number: str, sell: Rate, currenc
         if ahead and ahead[-1][0][2] is None:
             break
     full = _carriers_at_limit(conn, ahead)
-    for k, (row, index) in enumerate(ahead):
-        if row[0] not in full:
-            break
-    else:
-        if not read and conn.execute("SELECT NOT EXISTS (SELECT 1 FROM carriers)").fetchone()[0]:
-            return None
+    k = next((k for k, (row, _) in enumerate(ahead) if row[0] not in full), None)
+    if k is None:
+        if not read:
+            no_carriers = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM carriers)").fetchone()
+            assert no_carriers is not None  # NOT EXISTS always returns its one row
+            if no_carriers[0]:
+                return None
         why = ("every route was tried or is at its channel limit" if read else
                "no enabled carrier in this currency rates it at or under the sell price")
         raise NoRoute(f"no route for {number!r}: {why}")
+    row, index = ahead[k]
     cid, name, _limit, gateways, prefix, p1, i1, pn, i_n, fee, free, grace, _minute = row
     buy = Rate(prefix=prefix, price_1=p1, interval_1=i1, price_n=pn, interval_n=i_n, connect_fee=fee,
                free_seconds=free, grace=grace)

@@ -188,7 +188,7 @@ _GENERATE_LOCK = (0x7668, 1)  # "vh": one generate at a time, so two cannot both
 
 def capacity(length: int) -> int:
     """How many unused vouchers `length` digits may hold within the bound."""
-    return 10 ** length // NUMBERS_PER_VOUCHER
+    return int(10**length) // NUMBERS_PER_VOUCHER  # int ** int is typed Any (a negative power is a float)
 
 
 def unused_of_length(conn: Any, length: int) -> int:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import gevent
 
-from cardd.sim.channel import Leg, Q850, hangup_cause_name, new_uuid
+from cardd.sim.channel import Q850, Leg, hangup_cause_name, new_uuid
 from cardd.sim.media import part_seconds, split_file_string
 
 if TYPE_CHECKING:

@@ -411,9 +411,8 @@ def _failed(call: SimCall, a: Leg, b: Leg | None, cause: str) -> str:
     call.transcript.bridges.append(_outcome(call, b, cause, answered=False))
     call.transcript.add(call.rel(), "A", "bridge", outcome=cause)
     cof = (a.get_var("continue_on_fail") or "").lower()
-    if a.alive and cof not in ("true", "yes", "1", "on") and cause not in cof.split(","):
-        if cause not in _NO_HANGUP:
-            call.hangup_a(cause, remote=False)
+    if a.alive and cof not in ("true", "yes", "1", "on") and cause not in cof.split(",") and cause not in _NO_HANGUP:
+        call.hangup_a(cause, remote=False)
     return "_none_"
 
 

@@ -16,8 +16,7 @@ import gevent.event
 from gevent.server import StreamServer
 
 from cardd.errors import ProtocolError
-from cardd.esl.protocol import (DISCONNECT_BODY, FrameParser, encode_api_response, encode_event,
-                                encode_reply)
+from cardd.esl.protocol import DISCONNECT_BODY, FrameParser, encode_api_response, encode_event, encode_reply
 from cardd.sim import wire
 from cardd.sim.channel import new_uuid
 

@@ -20,9 +20,8 @@ import gevent.event
 import gevent.queue
 from gevent import socket
 
-from cardd.esl.protocol import (DISCONNECT_BODY, FrameParser, encode_api_response,
-                                encode_event, encode_reply)
 from cardd.errors import ProtocolError
+from cardd.esl.protocol import DISCONNECT_BODY, FrameParser, encode_api_response, encode_event, encode_reply
 from cardd.sim import apps, sofia, wire
 from cardd.sim.caller import Callee, Caller
 from cardd.sim.channel import Identity, Leg, hangup_cause_name, new_uuid
@@ -44,7 +43,7 @@ class Switch:
                  quiet: float = 0.003, idle_quiet: float = 0.05,
                  start_epoch: float | None = None, socket_data: str | None = None,
                  say_sound_prefix: str | None = None, early_linger_notice: bool = False,
-                 park_event: bool = True, sofia_setup: "sofia.SofiaSetup | None" = None,
+                 park_event: bool = True, sofia_setup: sofia.SofiaSetup | None = None,
                  context: str | None = None, dialplan_vars: dict[str, str] | None = None):
         self.virtual_clock = virtual_clock
         self.identity = Identity(core_uuid or new_uuid(), hostname, ipv4, ipv6, sequence=400)
@@ -635,12 +634,12 @@ class SimCall:
         self._linger_sent = True
         self.send((f"Content-Type: text/disconnect-notice\nControlled-Session-UUID: {self.a.uuid}\n"
                    f"Content-Disposition: linger\nChannel-Name: {self.a.name}\n"
-                   f"Linger-Time: {self.linger_time}\nContent-Length: 0\n\n").encode("utf-8"))
+                   f"Linger-Time: {self.linger_time}\nContent-Length: 0\n\n").encode())
 
     def send_disconnect(self) -> None:
         self.send((f"Content-Type: text/disconnect-notice\nControlled-Session-UUID: {self.a.uuid}\n"
                    f"Content-Disposition: disconnect\nContent-Length: {len(DISCONNECT_BODY)}\n\n"
-                   ).encode("utf-8") + DISCONNECT_BODY)
+                   ).encode() + DISCONNECT_BODY)
         self.connected = False
         self._out_ready.set()
         # FreeSWITCH closes the socket right after this notice.
