@@ -102,8 +102,7 @@ def compare_import(dsn: str, rows: int, rng: random.Random) -> int:
 
     from psycopg_pool import ConnectionPool
 
-    from cardd.admin_carriers import CARRIER_DECK
-    from cardd.admin_ops import import_rates
+    from cardd.billing.rate_import import CARRIER_DECK, import_rates
     from cardd.billing import carriers, catalog
 
     lines = ["prefix,description,price_1,interval_1,price_n,interval_n,connect_fee,free_seconds,grace\n"]
@@ -131,7 +130,7 @@ def main() -> int:
     ap.add_argument("--lookups", type=int, default=5000)
     ap.add_argument("--compare-import", type=int, default=0, metavar="ROWS",
                     help="instead: import a generated deck of ROWS rows into a tariff and into a carrier"
-                         " (the same code, cardd.admin_ops.import_rates) and print both times")
+                         " (the same code, cardd.billing.rate_import.import_rates) and print both times")
     args = ap.parse_args()
     rng = random.Random(17)
 

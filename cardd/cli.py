@@ -145,16 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_call_options(call)
     call.set_defaults(func=cmd_call)
 
-    from cardd import admin
+    from cardd import admin  # every operator command (cardd/admin/)
     admin.add_parsers(sub)
-    from cardd import admin_identity  # after admin: it adds generate/block/... to admin's `card`
-    admin_identity.add_parsers(sub)
-    from cardd import admin_ops  # after admin: it adds `rate import/lookup` to admin's `rate`
-    admin_ops.add_parsers(sub)
-    from cardd import prompt_admin
-    prompt_admin.add_parsers(sub)
-    from cardd import admin_apikeys
-    admin_apikeys.add_parsers(sub)
     api = sub.add_parser("api", help="run the HTTP JSON API (the api: section of cardd.yaml)")
     api.set_defaults(func=cmd_api)
     _config_after_commands(parser)

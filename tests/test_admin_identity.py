@@ -1,4 +1,4 @@
-"""Operator sub-commands of cardd/admin_identity.py against a real database: card
+"""Operator sub-commands of cardd/admin/identity.py against a real database: card
 generate/block/unblock/set-pin/transfer/import/hash-pins, cli, voucher, hotdial,
 smartdial, blacklist; and the imported plain PIN hashed on first use in a call."""
 
@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from cardd import admin, admin_identity
+from cardd import admin
 from cardd.billing import identity
 from cardd.billing.ledger import Ledger
 from cardd.billing.pins import check_pin
@@ -24,7 +24,6 @@ def run(dsn, *argv):
     parser = argparse.ArgumentParser(prog="cardd")
     sub = parser.add_subparsers(dest="command")
     admin.add_parsers(sub)
-    admin_identity.add_parsers(sub)
     args = parser.parse_args(list(argv))
     return args.func(args, load_settings(None).with_daemon(dsn=dsn))
 

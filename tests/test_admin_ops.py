@@ -14,7 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from cardd import admin_ops, cli
+from cardd import cli
+from cardd.admin import ops as admin_ops
 from cardd.billing import catalog
 from cardd.billing.ledger import Ledger
 from cardd.billing.rating import Rate, max_duration

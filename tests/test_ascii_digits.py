@@ -103,7 +103,7 @@ def test_money_amounts_take_only_ascii_digits(text):
 
 
 def test_rate_import_refuses_cells_in_other_digits(database, capsys):
-    from cardd.admin_ops import ImportRefused, import_rates
+    from cardd.billing.rate_import import ImportRefused, import_rates
     from cardd.billing import catalog
 
     catalog.create_tariff(database.pool, "std", "USD")
@@ -118,12 +118,11 @@ def test_rate_import_refuses_cells_in_other_digits(database, capsys):
 def run_admin(dsn, *argv) -> int:
     import argparse
 
-    from cardd import admin, admin_identity
+    from cardd import admin
 
     parser = argparse.ArgumentParser(prog="cardd")
     sub = parser.add_subparsers(dest="command")
     admin.add_parsers(sub)
-    admin_identity.add_parsers(sub)
     try:
         args = parser.parse_args(list(argv))
     except SystemExit as exc:

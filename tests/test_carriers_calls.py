@@ -20,8 +20,7 @@ from decimal import Decimal
 
 import pytest
 
-from cardd.admin_carriers import CARRIER_DECK
-from cardd.admin_ops import import_rates
+from cardd.billing.rate_import import CARRIER_DECK, import_rates
 from cardd.billing import carriers
 from cardd.billing.ledger import Ledger
 from cardd.errors import NoRoute

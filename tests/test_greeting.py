@@ -2,7 +2,7 @@
 
 custom greeting file, then the early greeting prompt (greet<id>, not localised), then the language menu, then
 the late greeting prompt (lgreet<id>, in the caller's language, else the prompt's default audio). Operator
-prompts are created with cardd.prompt_admin, from wavs sox makes here, in a sounds_dir of the test's own (the
+prompts are created with cardd.billing.prompt_store, from wavs sox makes here, in a sounds_dir of the test's own (the
 catalogue's languages linked in).
 """
 
@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 from cardd.logs import CallUuidFilter
-from cardd.prompt_admin import create_prompt, update_prompt
+from cardd.billing.prompt_store import create_prompt, update_prompt
 from cardd.sim import Caller
 
 pytestmark = pytest.mark.skipif(shutil.which("sox") is None,
@@ -26,7 +26,7 @@ REPO_SOUNDS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 
 def tone(path, freq: int, seconds: float = 0.3) -> str:
-    """A CD-quality stereo tone: prompt_admin must convert it."""
+    """A CD-quality stereo tone: prompt_store must convert it."""
     subprocess.run(["sox", "-n", "-r", "44100", "-c", "2", str(path), "synth", str(seconds), "sine", str(freq)],
                    check=True)
     return str(path)

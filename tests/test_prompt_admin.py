@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cardd.prompt_admin import get_prompt
+from cardd.billing.prompt_store import get_prompt
 
 REPO = Path(__file__).resolve().parent.parent
 

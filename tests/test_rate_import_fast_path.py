@@ -1,5 +1,5 @@
 """`cardd rate import` checks a row with one regex when its cells are already
-in the form COPY takes (cardd.admin_ops._fast_path), cell by cell otherwise.
+in the form COPY takes (cardd.billing.rate_import._fast_path), cell by cell otherwise.
 Both must accept, refuse and convert every row alike."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from cardd import admin_ops
-from cardd.admin_ops import RATE_COLUMNS, _row_converter
+from cardd.billing import rate_import
+from cardd.billing.rate_import import RATE_COLUMNS, _row_converter
 
 # Spellings around every edge the cell checks draw: empty, spaces, leading
 # zeros, 0 where the minimum is 1, 9/10 digits and INT_MAX, 5/6 decimals,
@@ -38,8 +38,8 @@ def _outcome(convert, cells):
 @pytest.mark.parametrize("names", LAYOUTS, ids=lambda n: ",".join(n))
 def test_the_one_regex_path_accepts_refuses_and_converts_every_row_as_the_cell_checks_do(names, monkeypatch):
     fast = _row_converter(names)
-    path = admin_ops._fast_path({n: i for i, n in enumerate(names)})
-    monkeypatch.setattr(admin_ops, "_fast_path", lambda index: None)
+    path = rate_import._fast_path({n: i for i, n in enumerate(names)})
+    monkeypatch.setattr(rate_import, "_fast_path", lambda index: None)
     slow = _row_converter(names)
     rng = random.Random(14)
     took_fast = 0

@@ -115,7 +115,7 @@ class RateImport(MethodView):
     def post(self, args: dict[str, Any], tariff: str) -> dict[str, Any]:
         """Import a rates CSV (the format of `cardd rate import`), all or nothing: a file with bad rows
         changes nothing and the answer lists every bad row with its line."""
-        from cardd.admin_ops import ImportRefused, import_rates   # the CLI's importer, shared
+        from cardd.billing.rate_import import ImportRefused, import_rates   # the CLI's importer, shared
 
         try:
             text = request.get_data().decode("utf-8")

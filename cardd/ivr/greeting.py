@@ -12,7 +12,7 @@ playback of its own: the card-number question that follows starts with the catal
 from __future__ import annotations
 
 from cardd.ivr.call import Call
-from cardd.prompt_admin import get_prompt, resolve
+from cardd.billing.prompt_store import get_prompt, resolve
 from cardd.prompts import FILE_STRING, LANGUAGE_MENU_IDS
 
 # How long the caller has to pick a language after the menu ends.

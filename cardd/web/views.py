@@ -279,7 +279,7 @@ def tariff_new() -> Any:
 
 def _import(tariff: str, mode: str) -> tuple[dict[str, Any], int]:
     """The CSV through the CLI's importer, in one transaction: every bad row reported, nothing imported."""
-    from cardd.admin_ops import ImportRefused, import_rates
+    from cardd.billing.rate_import import ImportRefused, import_rates
 
     upload = request.files.get("file")
     if upload is None or not upload.filename:

@@ -1,5 +1,5 @@
-"""Operator sub-commands for identities and vouchers, mounted by cardd/cli.py after
-cardd/admin.py (it adds to admin's `card` command):
+"""Operator sub-commands for identities and vouchers, mounted by cardd.admin.add_parsers() after
+cardd/admin/core.py (it adds to core's `card` command):
 
     cardd card generate N --tariff T --balance B --currency C   (CSV of numbers and PINs, printed once)
     cardd card block|unblock NUMBER,  cardd card set-pin NUMBER --pin P
@@ -11,7 +11,7 @@ cardd/admin.py (it adds to admin's `card` command):
     cardd hotdial set|remove|list,  cardd smartdial add|remove|list,  cardd blacklist list|add|remove
 
 A refused write prints one line on stderr and returns 2 (unknown card, duplicate
-number, bad amount), like cardd/admin.py.
+number, bad amount), like cardd/admin/core.py.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from decimal import Decimal
 from typing import Any
 
 from cardd.digits import is_digits, whole_number
-from cardd.admin import (
+from cardd.admin.common import (
     _amount,
     _currency,
     _digits,

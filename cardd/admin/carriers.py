@@ -2,7 +2,7 @@
 `cardd carrier rates import FILE --carrier C`.
 
 Mounted by cardd.admin.add_parsers. The buy-deck import is `rate import`'s own
-code (cardd.admin_ops.import_deck) pointed at carrier_rates: the same CSV
+code (cardd.admin.ops.import_deck) pointed at carrier_rates: the same CSV
 columns, the same all-or-nothing check with every bad row reported as
 FILE:LINE, the same COPY path and speed. Refusals print one `cardd: ...` line
 and return 2.
@@ -14,18 +14,16 @@ import argparse
 from typing import Any
 
 from cardd.digits import whole_number
-from cardd.admin import _currency, operator_database, refuse, sub_commands
-from cardd.admin_ops import Deck, import_deck
+from cardd.admin.common import _currency, operator_database, refuse, sub_commands
+from cardd.admin.ops import import_deck
 from cardd.billing import carriers, catalog
 from cardd.billing.catalog import CatalogError
+from cardd.billing.rate_import import CARRIER_DECK
 from cardd.billing.ledger import find_rate
 from cardd.billing.rating import call_cost
 from cardd.billing.routing import FIRST_MINUTE_S, Route, choose_route
 from cardd.errors import NoRoute
 from cardd.money import format_money
-
-CARRIER_DECK = Deck("carrier", "carrier_rates", "carrier_id", carriers.carrier_id)
-
 
 def _count(minimum: int):
     def parse(text: str) -> int:

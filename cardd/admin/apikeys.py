@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from cardd.admin import add_by, operator_database, operator_name
+from cardd.admin.common import add_by, operator_database, operator_name
 from cardd.billing import apiauth
 
 
