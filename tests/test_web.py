@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from urllib.parse import urlencode
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 
@@ -244,8 +244,10 @@ def test_block_and_set_pin(web):
     b.post(f"/cards/{demo.card_number}/block")
     b.get(f"/cards/{demo.card_number}")
     assert '<dd id="status">blocked</dd>' in b.last
+    signed_in_before = holder(web)
     b.post(f"/cards/{demo.card_number}/pin", {"pin": "9999"})
     assert "PIN was changed" in b.last
+    assert signed_in_before.get("/my").status_code == 302     # the old PIN's session has ended
     holder(web, pin="9999")
 
 
@@ -320,8 +322,11 @@ def test_holder_changes_pin_after_proving_the_old_one(web):
     b.get("/my")
     b.post("/my/pin", {"current_pin": "0000", "new_pin": "2468", "repeat_pin": "2468"})
     assert "Wrong card number or PIN" in b.last
+    elsewhere = holder(web)
     b.post("/my/pin", {"current_pin": demo.pin, "new_pin": "2468", "repeat_pin": "2468"})
     assert "Your PIN was changed" in b.last
+    assert b.get("/my").status_code == 200                    # this browser goes on ...
+    assert elsewhere.get("/my").status_code == 302            # ... one signed in with the old PIN does not
     holder(web, pin="2468")
 
 
@@ -519,7 +524,8 @@ def test_an_admin_makes_a_key_shown_once_and_revoking_it_signs_its_browser_out(w
 
 def test_customers_and_plans_are_listed_a_reseller_sees_only_its_own(web):
     app, database, demo = web
-    from cardd.billing import apistore, operator as ops
+    from cardd.billing import apistore
+    from cardd.billing import operator as ops
     acme = ops.add_customer(database.pool, "acme shop", who="pytest")
     with database.pool.connection() as conn:
         apistore.set_customer_owner(conn, acme, "acme")

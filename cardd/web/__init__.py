@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import functools
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 from flask import Flask, request
 from flask_wtf.csrf import CSRFProtect  # type: ignore[import-untyped]

@@ -8,7 +8,7 @@ import secrets
 import threading
 import time
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 from flask import Blueprint, Response, current_app, g, render_template, request, session
 from flask_wtf.csrf import CSRFError  # type: ignore[import-untyped]
@@ -20,7 +20,8 @@ from cardd.money import money
 
 log = logging.getLogger("cardd.web")
 
-#: Headers on every page: the CSP (see cardd.web), no sniffing, a referrer only to this site (Flask-WTF checks it over https), never cached.
+#: Headers on every page: the CSP (see cardd.web), no sniffing, a referrer only to this site
+#: (Flask-WTF checks it over https), never cached.
 HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
            "Cache-Control": "no-store", "X-Frame-Options": "DENY"}
 

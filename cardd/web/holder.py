@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import functools
 import secrets
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import Blueprint, g, redirect, render_template, request, session, url_for
 
@@ -137,9 +138,18 @@ def change_pin() -> Any:
                                 peer=request.remote_addr or "unknown", lifetime_s=60)
     except apiauth.SignInRefused as exc:
         return _page(error=t("throttled" if exc.throttled else "wrong"), status=429 if exc.throttled else 401)
-    apiauth.sign_out(pool(), proof.token)
     try:
-        operator.set_card_pin(pool(), number, new, who=who())
+        with apistore.transaction(pool()) as (conn, one):
+            operator.set_card_pin(one, number, new, who=who())
+            apiauth.end_sessions(conn, proof.card_id)   # every session opened with the old PIN, elsewhere too
     except CarddError as exc:
+        apiauth.sign_out(pool(), proof.token)
         return _page(error=str(exc), status=422)
+    # This browser goes on with a session of the new PIN.
+    fresh = apiauth.sign_in(pool(), config().limits, number, new, peer=request.remote_addr or "unknown",
+                            lifetime_s=config().session_lifetime_s)
+    lang = session.get("lang")
+    common.sign_in_browser(fresh.token)
+    if lang:
+        session["lang"] = lang
     return _page(message=t("pin_changed"))

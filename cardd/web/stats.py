@@ -7,8 +7,8 @@ so the dashboard stays quick at millions of CDRs. They belong in the service lay
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any

@@ -10,13 +10,13 @@ import io
 import json
 import secrets
 import uuid
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable
+from typing import Any
 
 from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
 
-from cardd.api.app import (ADMIN, READ, WRITE, Problem, card_id_for, owner_scope, pool, principal, problem_of,
-                           who)
+from cardd.api.app import ADMIN, READ, WRITE, Problem, card_id_for, owner_scope, pool, principal, problem_of, who
 from cardd.billing import apiauth, apistore, cardadmin, catalog, identity, operator
 from cardd.billing import vouchers as voucher_service
 from cardd.errors import CarddError
@@ -181,9 +181,12 @@ def card_block(number: str) -> Any:
 @bp.route("/cards/<number>/pin", methods=["POST"])
 @signed_in(WRITE)
 def card_pin(number: str) -> Any:
-    card_id_for(number)
-    operator.set_card_pin(pool(), number, request.form.get("pin", "").strip(), who=who())
-    return render_template("done.html", title=f"Card {number}", message="The PIN was changed.",
+    card_id = card_id_for(number)
+    with apistore.transaction(pool()) as (conn, one):
+        operator.set_card_pin(one, number, request.form.get("pin", "").strip(), who=who())
+        apiauth.end_sessions(conn, card_id)   # as the API does: whoever signed in with the old PIN signs in again
+    return render_template("done.html", title=f"Card {number}",
+                           message="The PIN was changed; the card holder's sessions have ended.",
                            back=url_for("web.card", number=number))
 
 
