@@ -46,7 +46,7 @@ class BridgeState:
     answered: bool = False
     lock: bool = False
     # broadcasts held back while an event-locked bridge runs (ESL.md)
-    deferred: list[Callable[[], None]] = field(default_factory=list)
+    deferred: list[Callable[[], object]] = field(default_factory=list)  # run for their effect
 
 
 # --- small helpers -----------------------------------------------------------
@@ -68,7 +68,9 @@ def wait_until(call: SimCall, leg: Leg, seconds: float, cond: Callable[[], bool]
 
 def split_args(data: str) -> list[str]:
     """switch_separate_string on ' ': single quotes group words and are removed."""
-    out, cur, quoted, have = [], [], False, False
+    out: list[str] = []
+    cur: list[str] = []
+    quoted, have = False, False
     for ch in data:
         if ch == "'":
             quoted = not quoted
@@ -311,9 +313,9 @@ def _sofia_answer_vars(call: SimCall, leg: Leg) -> None:
                  ("rtp_2833_send_payload", "101"), ("rtp_2833_recv_payload", "101")):
         leg.set_var(k, v)
     for k in ("remote_media_ip", "remote_media_port"):
-        v = leg.get_var(k)
-        if v is not None:
-            leg.set_var(k, v)
+        remote = leg.get_var(k)
+        if remote is not None:
+            leg.set_var(k, remote)
 
 
 def _sofia_ack_vars(call: SimCall, leg: Leg) -> None:
@@ -357,7 +359,7 @@ def app_playback(call: SimCall, leg: Leg, arg: str, r: Running) -> str:
     else:
         response = "FILE PLAYED"
     leg.set_var("current_application_response", response)
-    return None
+    return response
 
 
 def _next(seq, call: SimCall, attr: str):

@@ -37,7 +37,9 @@ _DIALSTATUS = {"USER_BUSY": "BUSY", "NO_ANSWER": "NOANSWER", "NO_USER_RESPONSE":
 
 def split_vars(body: str) -> list[tuple[str, str]]:
     """`k=v,k2='a b'` -> pairs; single quotes protect commas and spaces."""
-    out, cur, quoted = [], [], False
+    out: list[tuple[str, str]] = []
+    cur: list[str] = []
+    quoted = False
     for ch in body + ",":
         if ch == "'":
             quoted = not quoted
@@ -54,7 +56,9 @@ def split_vars(body: str) -> list[tuple[str, str]]:
 
 def _split_top(text: str, sep: str) -> list[str]:
     """Split on `sep` outside {}, [] and quotes."""
-    parts, cur, depth, quoted = [], [], 0, False
+    parts: list[str] = []
+    cur: list[str] = []
+    depth, quoted = 0, False
     for ch in text:
         if ch == "'":
             quoted = not quoted
@@ -252,6 +256,7 @@ def _ring(call: SimCall, a: Leg, b: Leg) -> None:
     """180 Ringing: CHANNEL_PROGRESS; ring_ready reaches A with the callee."""
     b.progress_us = call.us()
     b.profile.times["Channel-Progress-Time"] = b.progress_us
+    assert b.other_times is not None  # a B leg gets its A leg's times when it is made
     b.other_times["Channel-Progress-Time"] = b.progress_us
     call.fire(b, "CHANNEL_PROGRESS")
     b.call_state = "RINGING"

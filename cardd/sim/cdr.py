@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import re
+from typing import Any
 from urllib.parse import quote, urlsplit
 from xml.etree import ElementTree
 
@@ -61,7 +62,7 @@ class JsonCdrPoster:
 
     def __init__(self, switch, url: str | list[str], *, retries: int = 2, delay: float = 0.5,
                  encode: str = "false", encode_values: bool = False,
-                 legs: str = "ab", timeout: float = 5.0, cred: str | None = None,
+                 legs: str = "ab", timeout: float | None = 5.0, cred: str | None = None,
                  queue_capacity: int | None = 1000, disable_100_continue: bool = False):
         if encode not in ("false", "true", "base64"):
             raise ValueError("encode must be false, true or base64")
@@ -124,7 +125,7 @@ class JsonCdrPoster:
         encode = params.get("encode", "false").strip().lower()
         encode = "base64" if encode == "base64" else ("true" if true("encode", False) else "false")
         capacity = _atoi(params.get("queue-capacity"))
-        kw = dict(retries=retries, delay=delay, encode=encode,
+        kw: dict[str, Any] = dict(retries=retries, delay=delay, encode=encode,
                   encode_values=true("encode-values", True),
                   legs="ab" if true("log-b-leg", True) else "a",
                   timeout=max(_atoi(params.get("timeout")), 0) or None,
@@ -207,6 +208,8 @@ class JsonCdrPoster:
         """One POST; the HTTP status, or 0 when the endpoint is unreachable."""
         url = f"{self.url}?uuid={doc['variables'].get('uuid', '')}"
         parts = urlsplit(url)
+        if not parts.hostname:
+            raise ValueError(f"json_cdr url {self.url!r} names no host")
         body, ctype = self.body(doc)
         headers = {"User-Agent": "freeswitch-json/1.0", "Content-Type": ctype}
         if self.disable_100_continue:

@@ -15,8 +15,12 @@ from __future__ import annotations
 import time
 import uuid as uuidlib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import gevent.event
+
+if TYPE_CHECKING:  # sofia imports this module
+    from cardd.sim.sofia import SipFrom
 
 # switch_channel_state_t numbering (switch_types.h).
 STATE_NUMBER = {
@@ -198,7 +202,7 @@ class Leg:
         self.alive = True
         self.hangup_remote = False
         self.pending_destroy = False
-        self.sip_from = None  # an outgoing leg's INVITE From (cardd.sim.sofia.SipFrom)
+        self.sip_from: SipFrom | None = None  # an outgoing leg's INVITE From
         # posting its CDR before CHANNEL_HANGUP_COMPLETE (cardd.sim.cdr)
         self.reporting = False
         self.destroy_wanted = False

@@ -10,6 +10,7 @@ Controlled-Session-UUID (README fact 27).
 from __future__ import annotations
 
 import logging
+import socket
 
 import gevent
 import gevent.event
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 class InboundListener:
     """One inbound connection's subscription and socket."""
 
-    def __init__(self, sock):
+    def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.authed = False
         self.names: set[str] = set()

@@ -11,6 +11,7 @@ identity of the call) is used to produce the simulator's output.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import socket as pysocket
@@ -240,8 +241,7 @@ class Replayer:
             m = re.search(r"api uuid_recv_dtmf (\S+) (\S+) ->", text)
             if m:
                 digits = m.group(2)
-                clock.call_later(epoch0 + r.t - clock.now(),
-                                 lambda d=digits: _inject_dtmf(call, d))
+                clock.call_later(epoch0 + r.t - clock.now(), functools.partial(_inject_dtmf, call, digits))
                 continue
             m = re.search(r"api uuid_kill (\S+) ->", text)
             if m:

@@ -146,10 +146,12 @@ def caller_id(a_vars: dict[str, str], global_vars: dict[str, str], leg_vars: dic
                  "origination_caller_id_number": a_vars.get("effective_caller_id_number")}
     name, number = a_name, a_number
     for source in (effective, global_vars, leg_vars):
-        if source.get("origination_caller_id_name") is not None:
-            name = source["origination_caller_id_name"]
-        if source.get("origination_caller_id_number") is not None:
-            number = source["origination_caller_id_number"]
+        source_name = source.get("origination_caller_id_name")
+        if source_name is not None:
+            name = source_name
+        source_number = source.get("origination_caller_id_number")
+        if source_number is not None:
+            number = source_number
     return name, number
 
 

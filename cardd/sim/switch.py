@@ -108,7 +108,7 @@ class Switch:
             # still reporting (posting its CDR) does not exist any more.
             return "true" if leg is not None else "false"
         if cmd == "uuid_kill":
-            if leg is None:
+            if call is None or leg is None:
                 return "-ERR No such channel!\n"
             cause = hangup_cause_name(argv[1] if len(argv) > 1 else "NORMAL_CLEARING")
             if leg is call.a:
@@ -117,7 +117,7 @@ class Switch:
                 call.clock.call_later(0, lambda: apps.hangup_b(call, leg, cause))
             return "+OK\n"
         if cmd == "uuid_dump":
-            if leg is None:
+            if call is None or leg is None:
                 return "-ERR No such channel!\n"
             hdrs = leg.event("CHANNEL_DATA", call.now(),
                              calling=("mod_commands.c", "uuid_dump_function", "6468"))
@@ -198,7 +198,8 @@ class SimCall:
         self.digits_index = 0
         self.playback_index = 0
         self.bridge_index = 0
-        self.digit_bindings: dict[str, list[tuple[str, str, str, str, str]]] = {}
+        # realm -> (realm, digits, action, value, DTMF leg, exec leg): bind_digit_action's arguments
+        self.digit_bindings: dict[str, list[tuple[str, str, str, str, str, str]]] = {}
         self.digit_realm: str | None = None
         self.digit_buffer = ""
         self.bridge: apps.BridgeState | None = None
@@ -251,7 +252,7 @@ class SimCall:
     def us(self) -> int:
         return int(round(self.clock.now() * 1_000_000))
 
-    def serve(self, sock) -> None:
+    def serve(self, sock: socket.socket) -> None:
         """Serve one connected socket (already connected to the daemon)."""
         self._sock = sock
         try:
@@ -261,14 +262,14 @@ class SimCall:
         self.connected = True
         self.transcript.add(self.rel(), "A", "connect", uuid=self.a.uuid,
                             cli=self.caller.cli, destination=self.caller.destination)
-        writer = gevent.spawn(self._writer)
+        writer = gevent.spawn(self._writer, sock)
         runner = gevent.spawn(self._runner)
         self._greenlets += [writer, runner]
         if self.caller.hangup_after is not None:
             self.a_timers.append(self.clock.call_later(
                 self.caller.hangup_after, lambda: self.hangup_a("NORMAL_CLEARING", remote=True)))
         try:
-            self._reader()
+            self._reader(sock)
         finally:
             self._close_socket("daemon-close")
 
@@ -280,7 +281,7 @@ class SimCall:
         self._out_ready.set()
         self.clock.touch()
 
-    def _writer(self) -> None:
+    def _writer(self, sock: socket.socket) -> None:
         while True:
             self._out_ready.wait()
             self._out_ready.clear()
@@ -288,7 +289,7 @@ class SimCall:
                 data = bytes(self._out)
                 del self._out[:]
                 try:
-                    self._sock.sendall(data)
+                    sock.sendall(data)
                 except OSError:
                     self.connected = False
                     return
@@ -325,9 +326,8 @@ class SimCall:
         self.emit(leg, leg.event(name, self.now(), **kw))
 
     # --- input --------------------------------------------------------------
-    def _reader(self) -> None:
+    def _reader(self, sock: socket.socket) -> None:
         parser = FrameParser(commands=True)
-        sock = self._sock
         while True:
             try:
                 data = sock.recv(65536)
@@ -645,7 +645,7 @@ class SimCall:
         # FreeSWITCH closes the socket right after this notice.
         if self._sock is not None and not self._closing:
             self._closing = True
-            gevent.spawn(self._shutdown_sock)
+            gevent.spawn(self._shutdown_sock, self._sock)
 
     def _disconnect(self) -> None:
         if not self.connected:
@@ -662,22 +662,22 @@ class SimCall:
         # goes on until it ends by itself; the dialplan then hangs A up.
         if self._sock is not None and not self._closing:
             self._closing = True
-            gevent.spawn(self._shutdown_sock)
+            gevent.spawn(self._shutdown_sock, self._sock)
         if self.a.alive and self.current_app is None and self.bridge is None:
             self.hangup_a("NORMAL_CLEARING", remote=False)
 
-    def _shutdown_sock(self) -> None:
+    def _shutdown_sock(self, sock: socket.socket) -> None:
         # let the writer flush what is queued
         for _ in range(100):
             if not self._out:
                 break
             gevent.sleep(0.001)
         try:
-            self._sock.shutdown(pysocket.SHUT_RDWR)
+            sock.shutdown(pysocket.SHUT_RDWR)
         except OSError:
             pass
         try:
-            self._sock.close()
+            sock.close()
         except OSError:
             pass
         self.closed.set()

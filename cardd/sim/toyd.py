@@ -7,6 +7,7 @@ Application-UUID, read events), and the simulator calls into it.
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Callable
 
@@ -19,7 +20,7 @@ from cardd.esl.protocol import Frame, FrameParser, encode_command, encode_execut
 
 
 class ToyConn:
-    def __init__(self, sock):
+    def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.parser = FrameParser()
         self.frames: list[Frame] = []      # everything received, in order
