@@ -202,7 +202,7 @@ class _Box:
         owner = self.owner
         self.failed = False
         named = switchname is not None and switchname in owner.boxes
-        address = owner.boxes[switchname] if named else owner.esl_address
+        address = owner.boxes[switchname] if switchname is not None and named else owner.esl_address
         if address in self.broken:
             self.failed = True
             return None

@@ -15,8 +15,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import gevent
+
+if TYPE_CHECKING:  # the simulator is imported when a call is made
+    from cardd.sim.switch import SimCall
 
 # Long enough for any flow on the virtual clock; a real-time call is bounded
 # by the caller's patience (Ctrl-C).
@@ -90,7 +94,7 @@ class KeyboardDigits(Sequence):
 
     def __init__(self, catalogue: dict):
         self.catalogue = catalogue
-        self.call = None
+        self.call: SimCall | None = None
         self._shown = 0
 
     def __getitem__(self, index):

@@ -37,7 +37,7 @@ def listening_socket(address: tuple[str, int], what: str, backlog: int = 1024) -
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         return StreamServer.get_listener(address, backlog=backlog, family=family)
     except OSError as exc:
-        reason = os.strerror(exc.errno) if (exc.errno or 0) > 0 else str(exc)
+        reason = os.strerror(exc.errno) if exc.errno is not None and exc.errno > 0 else str(exc)
         raise ListenError(f"cannot listen on {address[0]}:{address[1]} ({what}): {reason}") from None
 
 
