@@ -32,10 +32,11 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import gevent
 from gevent import subprocess

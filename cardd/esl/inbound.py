@@ -45,7 +45,7 @@ class InboundEsl:
         self._sock: socket.socket | None = None
         self._parser = FrameParser()
 
-    def __enter__(self) -> "InboundEsl":
+    def __enter__(self) -> InboundEsl:
         self.connect()
         return self
 
