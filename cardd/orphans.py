@@ -34,123 +34,21 @@ charged once.
 from __future__ import annotations
 
 import logging
-import time
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import gevent
-from gevent import socket
 
 from cardd.billing.journal import SettlementJournal
 from cardd.billing.ledger import Ledger, OpenReservation
 from cardd.cdr_http import CdrRecord, CdrStore
-from cardd.errors import DatabaseUnavailable, ESLTimeout, InboundEslError, ProtocolError
-from cardd.esl.protocol import Frame, FrameParser, encode_command
+from cardd.errors import DatabaseUnavailable, InboundEslError
+from cardd.esl.inbound import InboundEsl
 from cardd.nodes import NodeRegistry
 
 log = logging.getLogger(__name__)
-
-
-class InboundEsl:
-    """A minimal inbound Event Socket client: auth, api, exit.
-
-    It subscribes to nothing, so every frame it reads is the reply to its own
-    last command (framing: cardd.esl.protocol)."""
-
-    def __init__(self, address: tuple[str, int], password: str, *, timeout: float = 5.0):
-        self.address = address
-        self.password = password
-        self.timeout = timeout
-        self._sock: socket.socket | None = None
-        self._parser = FrameParser()
-
-    def __enter__(self) -> InboundEsl:
-        self.connect()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def connect(self) -> None:
-        try:
-            self._sock = socket.create_connection(self.address, timeout=self.timeout)
-        except OSError as exc:
-            raise InboundEslError(f"cannot reach FreeSWITCH at {self.address[0]}:{self.address[1]}: "
-                                  f"{exc}") from None
-        hello = self._read()
-        if hello.content_type != "auth/request":
-            raise InboundEslError(f"expected auth/request, got {hello.content_type!r}")
-        reply = self._command(f"auth {self.password}")
-        if not (reply.reply_text or "").startswith("+OK"):
-            raise InboundEslError("FreeSWITCH refused the inbound ESL password")
-
-    def api(self, command: str) -> str:
-        frame = self._command(f"api {command}")
-        if frame.content_type != "api/response":
-            raise InboundEslError(f"expected api/response, got {frame.content_type!r}")
-        return frame.body.decode("utf-8", errors="replace")
-
-    def uuid_exists(self, leg_uuid: str) -> bool:
-        answer = self.api(f"uuid_exists {leg_uuid}").strip()
-        if answer not in ("true", "false"):
-            raise InboundEslError(f"uuid_exists answered {answer[:60]!r}")
-        return answer == "true"
-
-    def switchname(self) -> str:
-        """The box's own name (`api switchname`), as its channels report it
-        in FreeSWITCH-Switchname."""
-        name = self.api("switchname").strip()
-        if not name or name.startswith("-ERR") or len(name) > 255:
-            raise InboundEslError(f"switchname answered {name[:60]!r}")
-        return name
-
-    def close(self) -> None:
-        if self._sock is None:
-            return
-        try:
-            self._sock.sendall(encode_command("exit"))
-        except OSError:
-            pass
-        try:
-            self._sock.close()
-        except OSError:
-            pass
-        self._sock = None
-
-    def _command(self, text: str) -> Frame:
-        if self._sock is None:
-            raise InboundEslError("not connected")
-        try:
-            self._sock.sendall(encode_command(text))
-        except OSError as exc:
-            raise InboundEslError(f"inbound ESL write failed: {exc}") from None
-        return self._read()
-
-    def _read(self) -> Frame:
-        assert self._sock is not None
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                frame = self._parser.next_frame()
-            except ProtocolError as exc:
-                raise InboundEslError(f"malformed inbound ESL frame: {exc}") from None
-            if frame is not None:
-                if frame.content_type == "text/disconnect-notice":
-                    raise InboundEslError("FreeSWITCH closed the inbound connection")
-                return frame
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise InboundEslError("inbound ESL reply timed out")
-            self._sock.settimeout(left)
-            try:
-                data = self._sock.recv(65536)
-            except (OSError, ESLTimeout) as exc:
-                raise InboundEslError(f"inbound ESL read failed: {exc}") from None
-            if not data:
-                raise InboundEslError("FreeSWITCH closed the inbound connection")
-            self._parser.feed(data)
 
 
 @dataclass
