@@ -7,24 +7,26 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from typing import cast
 
 import gevent
 
+from cardd.billing import pins
+from cardd.billing.identity import Identity
 from cardd.billing.journal import SettlementJournal, journal_path
 from cardd.billing.ledger import Ledger
-from cardd.billing import pins
+from cardd.billing.prompt_store import PromptStore
+from cardd.billing.vouchers import Vouchers
 from cardd.cdr_http import CdrEndpoint, CdrStore
 from cardd.db import Database
 from cardd.demo import ensure_demo_data
+from cardd.errors import ListenError
 from cardd.hooks import ScriptHooks
 from cardd.ivr import session as ivr
 from cardd.ivr.call import Services
-from cardd.metrics import Metrics, TimedLedger
+from cardd.metrics import Metrics
 from cardd.nodes import NodeRegistry
 from cardd.orphans import OrphanReconciler
 from cardd.prompts import Prompts
-from cardd.errors import ListenError
 from cardd.server import CallServer, listening_socket
 
 log = logging.getLogger(__name__)
@@ -94,10 +96,10 @@ class Daemon:
         # name, and no other cardd settles them while it lives (cardd/nodes.py).
         self.nodes = NodeRegistry(self.database.pool, interval=d.node_heartbeat_interval)
         self.nodes.start()
-        # A TimedLedger is a Ledger to its users (every method passes through, timed).
-        ledger = cast(Ledger, TimedLedger(Ledger(self.database.pool, node=self.nodes.node,
-                                                 on_disagreement=lambda kind, *_: self.metrics
-                                                 .settlement_disagreements.labels(kind).inc()), self.metrics))
+        # Every repository times its queries into cardd_db_query_seconds{op}.
+        observe = self.metrics.observe_query
+        ledger = Ledger(self.database.pool, node=self.nodes.node, observe=observe,
+                        on_disagreement=lambda kind, *_: self.metrics.settlement_disagreements.labels(kind).inc())
         if demo:
             ensure_demo_data(self.database.pool)
         m = self.metrics
@@ -148,8 +150,12 @@ class Daemon:
                 log.error("CDR endpoint cannot listen on %s (%s): FreeSWITCH's CDRs will not "
                           "reach cardd", d.cdr_listen, exc)
         self.reconciler.start()
+        pool = self.database.pool
         services = Services(settings=self.settings, prompts=Prompts(d.sounds_dir),
-                            ledger=ledger, metrics=m, hooks=hooks, journal=self.journal)
+                            ledger=ledger, identity=Identity(pool, observe=observe),
+                            vouchers=Vouchers(pool, observe=observe),
+                            prompt_store=PromptStore(pool, observe=observe),
+                            metrics=m, hooks=hooks, journal=self.journal)
         flow = functools.partial(self._tracked, functools.partial(ivr.run, services=services))
         self.server = CallServer(listener, flow,
                                  metrics=self.metrics, reply_timeout=d.esl_reply_timeout)

@@ -309,7 +309,8 @@ class LanguagesKind(Kind):
     annotation = tuple[str, ...]
 
     def _convert(self, raw: Any, base_dir: str | None) -> tuple[str, ...]:
-        if not isinstance(raw, (list, tuple)) or not all(isinstance(x, str) and LANGUAGE_CODE.fullmatch(x) for x in raw):
+        if not isinstance(raw, (list, tuple)) or not all(
+                isinstance(x, str) and LANGUAGE_CODE.fullmatch(x) for x in raw):
             hint = _NORWEGIAN if isinstance(raw, (list, tuple)) and False in raw else ""
             raise BadValue(self.describe() + hint, raw)
         if len(set(raw)) != len(raw):
@@ -385,7 +386,7 @@ class MinimumBalance:
         """
         if isinstance(value, MinimumBalance):
             return value
-        if isinstance(value, bool) or isinstance(value, float):
+        if isinstance(value, (bool, float)):
             raise ValueError(f"not an amount: {value!r}")
         if isinstance(value, int):
             return cls(Decimal(value))

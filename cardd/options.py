@@ -27,9 +27,26 @@ from typing import Any
 
 from cardd.errors import BadValue, show_value
 from cardd.option_kinds import (
-    BoolKind, ChoiceKind, DialStringKind, DigitsKind, HostPortKind, IntKind, Kind, LanguageKind, LanguagesKind,
-    MinimumBalance, MoneyKind, NetworksKind, PathKind, RegexKind, SecondsKind, StrKind, SwitchAddressesKind,
-    TranslationKind, TranslationRule, translate,
+    BoolKind,
+    ChoiceKind,
+    DialStringKind,
+    DigitsKind,
+    HostPortKind,
+    IntKind,
+    Kind,
+    LanguageKind,
+    LanguagesKind,
+    MinimumBalance,
+    MoneyKind,
+    NetworksKind,
+    PathKind,
+    RegexKind,
+    SecondsKind,
+    StrKind,
+    SwitchAddressesKind,
+    TranslationKind,
+    TranslationRule,
+    translate,
 )
 
 __all__ = [
@@ -89,7 +106,7 @@ PROMPTS = "Prompts and languages"
 TRANSLATION = "Number translation"
 SECTIONS = (BASIC, TRUSTED_CLI, PASSWORD, BILLING, SCRIPTS, HOT_DIAL, TOPUP, BLACKLIST, PROMPTS, TRANSLATION)
 
-O = Option
+O = Option  # noqa: E741 (a one-letter alias keeps each option one row of the table)
 OPTIONS: tuple[Option, ...] = (
     # Basic
     O("announce_balance", BOOL, True, "say the balance after a successful identification", BASIC,
@@ -152,7 +169,8 @@ OPTIONS: tuple[Option, ...] = (
       TRUSTED_CLI, cld_on=("nocardenter", "climaponly")),
     O("cli_as_card_number", BOOL, False, "try the CLI as the card number first", TRUSTED_CLI,
       cld_on=("trycliauth", "cliauth"), cld_off=("nocliauth",)),
-    O("voip_login_as_card_number", BOOL, False, "look the card up by authname instead of username", TRUSTED_CLI),
+    O("voip_login_as_card_number", BOOL, False, "look the card up by authname instead of username",
+      TRUSTED_CLI),
     # Password change
     O("password_change", BOOL, True, "password change sub-application enabled", PASSWORD,
       cld_off=("nochpass",)),
@@ -174,7 +192,8 @@ OPTIONS: tuple[Option, ...] = (
       BILLING),
     # Custom scripts
     O("destination_check_script", SCRIPT, None,
-      "Python file: check_destination or checkDestination(cli, translated_cli, cld, translated_cld, username, original_cli)",
+      "Python file: check_destination or checkDestination(cli, translated_cli, cld, translated_cld, username,"
+      " original_cli)",
       SCRIPTS),
     O("duration_script", SCRIPT, None,
       "program printing the duration to announce (only the announcement changes; null: none)", SCRIPTS),
@@ -453,5 +472,5 @@ class ApiSettings:
 
 
 if __name__ == "__main__":
-    from cardd.option_docs import main   # `python -m cardd.options > cardd.yaml`
+    from cardd.option_docs import main  # `python -m cardd.options > cardd.yaml`
     main(sys.argv[1:])

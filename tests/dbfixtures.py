@@ -16,14 +16,14 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Iterator
 
 import psycopg
-from psycopg_pool import ConnectionPool
 import pytest
+from psycopg_pool import ConnectionPool
 
 from cardd.billing import catalog, pins
 from cardd.billing.ledger import Ledger

@@ -8,7 +8,7 @@ import io
 import logging
 import os
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -20,7 +20,6 @@ from cardd.billing.pins import check_pin
 from cardd.config import load_settings
 from cardd.db import Database
 from cardd.sim import Callee, Caller
-from tests.dbfixtures import create_demo_data
 
 
 @pytest.fixture
@@ -234,7 +233,7 @@ def test_card_import_reports_every_bad_row_with_its_line_and_imports_nothing(run
 
 
 def test_card_import_with_a_header_in_any_order_hashes_pins_and_honours_the_flags(run, shop, tmp_path, capsys):
-    past = (datetime.now(timezone.utc) - timedelta(days=1)).date().isoformat()
+    past = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
     path = tmp_path / "cards.csv"
     path.write_text(f"balance,number,pin,expires\n5,7770001,1111,\n-1,7770002,,{past}\n")
     assert run("card", "import", str(path), "--tariff", "std", "--currency", "USD") == 2
@@ -253,7 +252,7 @@ def test_card_import_with_a_header_in_any_order_hashes_pins_and_honours_the_flag
 
 
 def test_negative_balances_past_expiry_and_overdrawing_adjustments_need_a_flag(run, shop, capsys):
-    past = (datetime.now(timezone.utc) - timedelta(days=2)).date().isoformat()
+    past = (datetime.now(UTC) - timedelta(days=2)).date().isoformat()
     capsys.readouterr()
     assert run("card", "add", "5550002", "--currency", "USD", "--tariff", "std", "--balance", "-3") == 2
     assert "--allow-negative" in capsys.readouterr().err
@@ -290,7 +289,7 @@ def test_an_adjustment_may_not_take_credit_held_by_an_open_call(run, shop, capsy
 
 
 def test_cdr_export_of_an_unknown_card_writes_nothing_on_stdout(run, shop, capsys):
-    today = datetime.now(timezone.utc).date().isoformat()
+    today = datetime.now(UTC).date().isoformat()
     capsys.readouterr()
     assert run("cdr", "export", "--from", today, "--to", today, "--card", "999") == 2
     captured = capsys.readouterr()

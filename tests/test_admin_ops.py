@@ -7,7 +7,7 @@ import csv
 import io
 import logging
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -201,7 +201,7 @@ def test_cdr_export_is_csv_with_exact_money_filtered_by_dates_and_card(cardd, ds
         other = ledger.find_card("555")
         missed = ledger.grant(other.id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345")
         ledger.settle(missed.b_uuid, billmsec=None, hangup_cause="NO_ANSWER")
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     capsys.readouterr()
     assert cardd("cdr", "export", "--from", str(today - timedelta(days=1)), "--to", str(today)) == 0
     captured = capsys.readouterr()

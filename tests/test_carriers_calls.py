@@ -20,9 +20,9 @@ from decimal import Decimal
 
 import pytest
 
-from cardd.billing.rate_import import CARRIER_DECK, import_rates
 from cardd.billing import carriers
 from cardd.billing.ledger import Ledger
+from cardd.billing.rate_import import CARRIER_DECK, import_rates
 from cardd.errors import NoRoute
 from cardd.sim import Callee
 from tests.dbfixtures import create_demo_data

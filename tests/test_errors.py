@@ -52,12 +52,12 @@ def test_every_public_exception_class_is_declared_in_errors_py():
 
 def test_modules_that_raised_their_own_errors_still_export_the_same_classes():
     # Callers import these from where they used to live; they are the errors.py classes.
-    from cardd.billing.rate_import import ImportRefused
     from cardd.billing.ledger import ReservationNotFound
+    from cardd.billing.prompt_store import PromptError
+    from cardd.billing.rate_import import ImportRefused
     from cardd.cdr_http import BadCdr
     from cardd.ivr.dial import CardRefused
     from cardd.options import BadValue
-    from cardd.billing.prompt_store import PromptError
     for cls in (ImportRefused, ReservationNotFound, BadCdr, CardRefused, BadValue, PromptError):
         assert getattr(errors, cls.__name__) is cls
 

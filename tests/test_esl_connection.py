@@ -15,8 +15,7 @@ import pytest
 
 from cardd.errors import CallGone, ProtocolError
 from cardd.esl.connection import EslConnection, Ticket
-from cardd.esl.protocol import (DISCONNECT_BODY, Event, Frame, Headers, encode_api_response, encode_event,
-                                encode_reply)
+from cardd.esl.protocol import DISCONNECT_BODY, Event, Frame, Headers, encode_api_response, encode_event, encode_reply
 
 A = "aaaaaaaa-0000-0000-0000-000000000001"
 B = "bbbbbbbb-0000-0000-0000-000000000002"

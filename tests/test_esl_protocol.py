@@ -6,7 +6,12 @@ import pytest
 
 from cardd.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from cardd.esl.protocol import (
-    DISCONNECT_BODY, FrameParser, encode_command, encode_event, encode_execute, parse_event,
+    DISCONNECT_BODY,
+    FrameParser,
+    encode_command,
+    encode_event,
+    encode_execute,
+    parse_event,
     url_encode,
 )
 from tests.captures import capture_files, read_capture, recv_frames
@@ -265,4 +270,4 @@ def test_a_garbled_event_line_is_never_a_header_and_the_table_refuses_it():
     event = parse_event(b"Event-Name: DTMF\ngarbage Unique-ID\nUnique-ID: u2\n")
     assert event.unique_id == "u2"
     with pytest.raises(ProtocolError):
-        event.headers
+        _ = event.headers

@@ -15,8 +15,8 @@ import subprocess
 
 import pytest
 
-from cardd.logs import CallUuidFilter
 from cardd.billing.prompt_store import create_prompt, update_prompt
+from cardd.logs import CallUuidFilter
 from cardd.sim import Caller
 
 pytestmark = pytest.mark.skipif(shutil.which("sox") is None,

@@ -14,15 +14,13 @@ import http.client
 import json
 import logging
 import socket
-import time
 from decimal import Decimal as D
 
-import gevent
 import pytest
 
 from cardd.daemon import Daemon
 from cardd.metrics import Metrics
-from cardd.sim import Callee, Caller, Switch
+from cardd.sim import Callee, Caller
 from tests.callfixtures import Cardd, make_settings
 from tests.test_cdr_security import assert_money_holds, wait_for
 from tests.test_orphans import CRED, UK_MOBILE, free_port

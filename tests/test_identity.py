@@ -6,7 +6,7 @@ Demo card (tests/dbfixtures.py): 1234567890, PIN 4321, 10.00 USD."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -299,7 +299,7 @@ def test_own_accounts_only_takes_the_instance_name_as_customer(cardd_with, datab
 
 def test_an_expired_card_hears_its_own_prompt(cardd, database, demo_data):
     catalog.create_card(database.pool, "5550008881", tariff=demo_data.tariff, currency="USD", pin="1111",
-                        balance="5", expires_at=datetime.now(timezone.utc) - timedelta(minutes=1))
+                        balance="5", expires_at=datetime.now(UTC) - timedelta(minutes=1))
     t = cardd.call(Caller(digits=["5550008881#", "1111#"], type_after=6))
     assert cardd.heard(t)[-2:] == ["card_expired", "goodbye"]
 
@@ -314,7 +314,7 @@ def test_a_new_card_is_activated_by_its_first_call_and_expires_n_days_later(card
     assert len(t.bridges) == 1
     card = ledger.get_card(cid)
     assert card.status == "active"
-    assert timedelta(days=29) < card.expires_at - datetime.now(timezone.utc) <= timedelta(days=30)
+    assert timedelta(days=29) < card.expires_at - datetime.now(UTC) <= timedelta(days=30)
 
 
 def test_a_card_limited_to_one_call_refuses_a_second_simultaneous_call(cardd, database, demo_data, ledger):

@@ -129,7 +129,8 @@ def test_an_installed_cardd_migrates_serves_and_takes_a_call_outside_the_checkou
     assert migrated.returncode == 0, migrated.stderr
     assert migrated.stdout.startswith("schema at version ") and "version 0" not in migrated.stdout
     settings = run("check-config")
-    assert f"sounds_dir: \"{installed.parent}" in settings.stdout or f"sounds_dir: {installed.parent}" in settings.stdout
+    assert (f"sounds_dir: \"{installed.parent}" in settings.stdout
+            or f"sounds_dir: {installed.parent}" in settings.stdout)
 
     log = tmp_path / "serve.log"
     with open(log, "w") as err:

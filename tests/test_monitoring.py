@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from cardd.billing.ledger import Ledger
 from cardd.daemon import Daemon
-from cardd.metrics import Metrics, TimedLedger
+from cardd.metrics import Metrics
 from tests.dbfixtures import create_demo_data
 
 REPO = Path(__file__).resolve().parent.parent
@@ -119,10 +119,10 @@ def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
     return metrics.registry.get_sample_value(name, labels)
 
 
-def test_timed_ledger_observes_database_latency_per_operation(database):
+def test_the_ledger_observes_database_latency_per_operation(database):
     demo = create_demo_data(database.pool)
     metrics = Metrics(CollectorRegistry())
-    ledger = TimedLedger(Ledger(database.pool), metrics)
+    ledger = Ledger(database.pool, observe=metrics.observe_query)
     card = ledger.find_card(demo.card_number)
     assert ledger.verify_pin(card, demo.pin)
     grant = ledger.grant(card.id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345")
@@ -202,7 +202,8 @@ def test_gateway_example_is_xml_and_its_dial_string_is_accepted(tmp_path):
     names = [g.get("name") for g in root.iter("gateway")]
     assert names == ["carrier", "carrier-backup"]
     config = tmp_path / "cardd.yaml"
-    config.write_text('daemon:\n  dial_string: "sofia/gateway/carrier/{number}|sofia/gateway/carrier-backup/{number}"\n')
+    config.write_text('daemon:\n'
+                      '  dial_string: "sofia/gateway/carrier/{number}|sofia/gateway/carrier-backup/{number}"\n')
     assert load_settings(str(config)).daemon.dial_string.startswith("sofia/gateway/carrier/")
 
 

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from cardd import options as options_module
-from cardd.errors import ConfigError
 from cardd.cld import FLAG_TOKENS, VALUE_PREFIXES, parse_cld
+from cardd.errors import ConfigError
 from cardd.option_docs import render_docs, render_yaml
 from cardd.options import (
     API_OPTIONS,
@@ -21,8 +21,8 @@ from cardd.options import (
     OPTIONS,
     OPTIONS_BY_NAME,
     SECTIONS,
-    BadValue,
     ApiSettings,
+    BadValue,
     BoolKind,
     CardOptions,
     DaemonSettings,

@@ -4,7 +4,8 @@ from decimal import Decimal as D
 from fractions import Fraction
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cardd.billing.rating import (
     UNBOUNDED_CALL_LIMIT_S,
@@ -47,7 +48,8 @@ COST_CASES = [
     (EXAMPLE, 91, 60, "0.136", "91 - 60 = 31 s rated as the spec's 31 s call: 0.13600"),
     (PER_SECOND, 7, 0, "0.07", "7 * 0.60/60 = 0.07"),
     (Rate("9", D("0.07"), 7, D("0.07"), 7), 1, 0, "0.00817", "0.07*7/60 = 0.0081666.. ceil -> 0.00817"),
-    (Rate("9", D("0.07"), 7, D("0.07"), 7), 8, 0, "0.01634", "2*0.0081666.. = 0.0163333.. ceil (total only) -> 0.01634"),
+    (Rate("9", D("0.07"), 7, D("0.07"), 7), 8, 0, "0.01634",
+     "2*0.0081666.. = 0.0163333.. ceil (total only) -> 0.01634"),
     (Rate("9", D("0.00001"), 1, D("0.00001"), 1), 59, 0, "0.00001", "59/60 * 0.00001 = 0.0000098.. ceil -> 0.00001"),
 ]
 

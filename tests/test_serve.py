@@ -112,7 +112,8 @@ def test_sigterm_drains_calls_and_exits_0_without_traceback(served):
     calls = [switch.call("127.0.0.1", served.port, Caller(digits=[], cli=f"1555000000{i}"))
              for i in range(3)]
     for call in calls:
-        wait_until(lambda: call.transcript.prompts, what="the card-number prompt")
+        # wait_until calls the lambda before the loop moves on: it sees this `call`
+        wait_until(lambda: call.transcript.prompts, what="the card-number prompt")  # noqa: B023
     served.proc.send_signal(signal.SIGTERM)
     assert served.proc.wait(timeout=30) == 0
     for call in calls:

@@ -16,7 +16,6 @@ from cardd.sim import Callee
 from tests.dbfixtures import create_demo_data
 from tests.test_flow_calls import UK_MOBILE, bridge_args, card_caller, dial_vars
 
-
 # -- sched_hangup overshoots the grant; billing caps it -------------------------------
 
 @pytest.mark.parametrize("answered_in_second, billmsec", [(0.25, 396_020), (0.75, 395_520)])

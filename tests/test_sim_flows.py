@@ -337,7 +337,7 @@ def test_playback_of_missing_file_and_real_wav_length(tmp_path):
 
 def test_caller_hangup_during_playback_gives_playback_error_and_teardown_order():
     def flow(conn, out):
-        a = start(conn)
+        start(conn)
         conn.execute("answer")
         out["p"] = conn.execute("playback", "tone_stream://%(500,0,440);loops=20")
         conn.wait_event(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE")

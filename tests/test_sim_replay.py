@@ -33,8 +33,7 @@ import pytest
 from cardd.esl.protocol import FrameParser
 from cardd.sim.apps import sched_fire_delay
 from cardd.sim.caller import Callee
-from cardd.sim.replay import (Scenario, compare, fs_chosen_uuids, read_capture, replay,
-                              _position_free)
+from cardd.sim.replay import Scenario, _position_free, compare, fs_chosen_uuids, read_capture, replay
 
 CAPTURES = Path(__file__).parent / "fixtures" / "esl-captures"
 FILES = sorted(p.name for p in CAPTURES.glob("[0-9]*.txt"))

@@ -4,8 +4,8 @@ Each table row is (input, expected words); the words are the catalogue texts of 
 row reads like what the caller hears. test_ids_are_the_expected_ones pins a few rows as raw id lists too.
 """
 
-from decimal import Decimal
 import os
+from decimal import Decimal
 
 import pytest
 import yaml

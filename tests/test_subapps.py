@@ -6,6 +6,7 @@ Demo card (tests/dbfixtures.py): 1234567890, PIN 4321, 10.00 USD."""
 
 from __future__ import annotations
 
+from datetime import UTC
 from decimal import Decimal
 
 from cardd import speech
@@ -48,13 +49,13 @@ def test_topup_extension_redeems_a_voucher_and_announces_the_new_balance(cardd, 
 
 def test_used_expired_unknown_and_foreign_vouchers_all_sound_the_same(cardd, database, demo_data, ledger):
     """One prompt for every refusal: a guesser must not learn which numbers exist (issue 12)."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
     pool = database.pool
     add_voucher(pool, "9000000002")
     with pool.connection() as conn:
         other = catalog.create_card(pool, "5550009999", tariff=demo_data.tariff, currency="USD")
         conn.execute("UPDATE vouchers SET status = 'used', used_by = %s, used_at = now()", (other,))
-    add_voucher(pool, "9000000003", expires_at=datetime.now(timezone.utc) - timedelta(days=1))
+    add_voucher(pool, "9000000003", expires_at=datetime.now(UTC) - timedelta(days=1))
     add_voucher(pool, "9000000004", currency="EUR")
     t = cardd.call(caller(demo_data, "5#", "9000000002#", "9000000003#", "9000000004#", cld="cc.topupext5"))
     heard = cardd.heard(t)

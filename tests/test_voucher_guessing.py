@@ -12,7 +12,7 @@ Demo card (tests/dbfixtures.py): 1234567890, PIN 4321, 10.00 USD."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import gevent
 
@@ -116,7 +116,7 @@ def test_every_failed_outcome_counts_and_sounds_the_same(cardd_with, database, d
     before = snapshot_balances(pool)
     add_voucher(pool, "9000000041")
     assert vouchers.redeem(pool, "9000000041", other).ok    # used by someone else, for real
-    add_voucher(pool, "9000000042", expires_at=datetime.now(timezone.utc) - timedelta(days=1))
+    add_voucher(pool, "9000000042", expires_at=datetime.now(UTC) - timedelta(days=1))
     add_voucher(pool, "9000000043", currency="EUR")
     add_voucher(pool, "9000000044")
     vouchers.void(pool, "9000000044")

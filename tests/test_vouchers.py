@@ -4,7 +4,7 @@ once however many callers type it at the same moment."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import gevent
@@ -44,7 +44,7 @@ def test_redeeming_a_voucher_credits_the_card_through_one_ledger_row(database, d
 
 def test_each_unusable_voucher_says_why(database, demo_data):
     pool = database.pool
-    past = datetime.now(timezone.utc) - timedelta(days=1)
+    past = datetime.now(UTC) - timedelta(days=1)
     add_voucher(pool, "9000000002")
     vouchers.redeem(pool, "9000000002", demo_data.card_id)
     add_voucher(pool, "9000000003", expires_at=past)

@@ -11,8 +11,8 @@ playback of its own: the card-number question that follows starts with the catal
 
 from __future__ import annotations
 
+from cardd.billing.prompt_store import resolve
 from cardd.ivr.call import Call
-from cardd.billing.prompt_store import get_prompt, resolve
 from cardd.prompts import FILE_STRING, LANGUAGE_MENU_IDS
 
 # How long the caller has to pick a language after the menu ends.
@@ -109,7 +109,7 @@ def _language_menu(call: Call, menu: list[str], before: list[str]) -> str | None
 def _prompt_audio(call: Call, prompt_id: int, lang: str | None) -> str | None:
     """The absolute path of an operator prompt's recording in `lang` (None: its default audio), falling back
     to the default audio; None (logged) when the prompt or any recording is missing."""
-    found = get_prompt(call.services.ledger.pool, prompt_id)
+    found = call.services.prompt_store.get_prompt(prompt_id)
     if found is None:
         call.log.warning("greeting prompt %s does not exist (cardd prompt list): not played", prompt_id)
         return None

@@ -11,13 +11,12 @@ black list is on.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
+from cardd import prompts
+from cardd.billing import identity, pins
 from cardd.billing.ledger import Card
 from cardd.digits import is_digits
-from cardd import prompts
-from cardd.billing import identity
-from cardd.billing import pins
 from cardd.ivr import cli_registration
 from cardd.ivr.call import Call
 
@@ -58,13 +57,13 @@ def card_language_by_cli(call: Call) -> str | None:
     card number: skipping the menu must not tell a caller with a forged CLI
     that some card number exists. A smart-dial DID (a CLI mapping too) counts."""
     opts = call.options
-    pool = call.services.ledger.pool
+    ident = call.services.identity
     card_id = None
     if call.channel.rdnis:
-        smart = identity.smart_dial_lookup(pool, call.channel.rdnis, call.cli, exclusive=opts.smart_dial_exclusive)
+        smart = ident.smart_dial_lookup(call.channel.rdnis, call.cli, exclusive=opts.smart_dial_exclusive)
         card_id = smart.card_id if smart is not None else None
     if card_id is None and (opts.cli_as_card_number or opts.cli_auth_only or opts.trusted_cli_auth):
-        card_id = identity.card_id_for_cli(pool, call.cli)
+        card_id = ident.card_id_for_cli(call.cli)
     if card_id is None:
         return None
     return call.services.ledger.get_card(card_id).language
@@ -76,11 +75,11 @@ _ASK_NUMBER = object()
 
 def _by_cli(call: Call, timeouts: InputTimeouts):
     opts = call.options
-    pool = call.services.ledger.pool
+    ident = call.services.identity
     ledger = call.services.ledger
     cli = call.cli
     card = None
-    card_id = identity.card_id_for_cli(pool, cli)
+    card_id = ident.card_id_for_cli(cli)
     if card_id is not None:
         card = ledger.get_card(card_id)
     elif opts.cli_as_card_number and not opts.cli_auth_only and is_digits(cli):
@@ -132,7 +131,7 @@ def _by_cli(call: Call, timeouts: InputTimeouts):
 def _by_entry(call: Call, timeouts: InputTimeouts):
     opts = call.options
     catalogue = call.services.prompts
-    pool = call.services.ledger.pool
+    ident = call.services.identity
     metrics = call.services.metrics
     cli = call.cli
     min_len = opts.min_card_number_length or 1
@@ -142,7 +141,7 @@ def _by_entry(call: Call, timeouts: InputTimeouts):
     limits = _limits(call)
     failures = 0
     while failures < opts.card_entry_attempts:
-        if identity.throttled(pool, limits, cli=cli):
+        if ident.throttled(limits, cli=cli):
             return _throttled(call, "cli")
         entry = call.ask(number_prompt, min_digits=min_len, max_digits=max_len,
                          regex=rf"^[0-9]{{{min_len},{max_len}}}$", timeout_ms=7000)
@@ -162,8 +161,9 @@ def _by_entry(call: Call, timeouts: InputTimeouts):
             # The number alone is the secret: what it is, the caller learns only
             # through the gate, like a PIN's verdict.
             found = _find(call, entry.digits)
-            gated = identity.gate(pool, identity.pin_buckets(limits, cli=cli, number=entry.digits),
-                                  limits.window_s, lambda conn: (found is not None, found))
+            # gate() calls the verdict before it returns: it sees this iteration's `found`.
+            gated = ident.gate(identity.pin_buckets(limits, cli=cli, number=entry.digits),
+                               limits.window_s, lambda conn: (found is not None, found))  # noqa: B023
             if not gated.allowed:
                 return _throttled(call, gated.refused_by)
             card = gated.value
@@ -174,7 +174,7 @@ def _by_entry(call: Call, timeouts: InputTimeouts):
         if refusal is None:
             call.log.info("card %s identified", _masked(entry.digits))
             if opts.blacklist and cli:
-                identity.reset_wrong_cards(pool, cli)
+                ident.reset_wrong_cards(cli)
             cli_registration.offer_after_entry(call, card)
             return card
         if refusal in ("timeout", "throttled"):
@@ -205,23 +205,23 @@ def _wrong_card_number(call: Call, typed: str, *, counted: bool = False) -> bool
     """Count a wrong card number against the CLI (throttle, unless the gate
     counted it already; black list). True when this one blacklisted the CLI
     and the call was ended."""
-    pool = call.services.ledger.pool
+    ident = call.services.identity
     cli = call.cli
     digits = "".join(ch for ch in typed if is_digits(ch))
     if not digits:
         return False
     # Every wrong number slows guessing down, short ones too (short card numbers exist) ...
     if not counted:
-        identity.record_failure(pool, cli=cli)
+        ident.record_failure(cli=cli)
     # ... but only numbers of FRAUD_MIN_DIGITS or more count towards the black list,
     # and only a real CLI can be blacklisted: anonymous callers would all share it.
     if len(digits) < FRAUD_MIN_DIGITS:
         return False
-    if call.options.blacklist and identity.is_registrable_cli(cli, 1):
-        if identity.record_wrong_card(pool, cli, call.options.blacklist_attempts):
-            call.services.metrics.auth_failures.labels("blacklisted").inc()
-            call.goodbye("cli_blacklisted")
-            return True
+    if (call.options.blacklist and identity.is_registrable_cli(cli, 1)
+            and ident.record_wrong_card(cli, call.options.blacklist_attempts)):
+        call.services.metrics.auth_failures.labels("blacklisted").inc()
+        call.goodbye("cli_blacklisted")
+        return True
     return False
 
 
@@ -242,7 +242,7 @@ def refusal_of(call: Call, card: Card | None) -> str | None:
         return "unknown"
     if card.status in ("blocked", "closed"):
         return "blocked"
-    if card.expires_at is not None and card.expires_at <= datetime.now(timezone.utc):
+    if card.expires_at is not None and card.expires_at <= datetime.now(UTC):
         return "expired"
     if call.options.own_accounts_only and not _own_account(call, card):
         # Said as an unknown card: another operator's cards are not ours to reveal.
@@ -250,9 +250,9 @@ def refusal_of(call: Call, card: Card | None) -> str | None:
     if not card.has_pin and not call.options.allow_empty_pin and not call.options.use_word_pin:
         return "empty_pin"
     minimum = call.options.minimum_balance
-    if minimum is not None and minimum.applies_to(card.currency):
-        if call.services.ledger.available_credit(card.id) < minimum.amount:
-            return "low_balance"
+    if (minimum is not None and minimum.applies_to(card.currency)
+            and call.services.ledger.available_credit(card.id) < minimum.amount):
+        return "low_balance"
     return None
 
 
@@ -260,7 +260,7 @@ def _own_account(call: Call, card: Card) -> bool:
     customer = getattr(call, "customer", None) or call.instance
     if not customer:
         return False
-    owner = identity.customer_id(call.services.ledger.pool, customer)
+    owner = call.services.identity.customer_id(customer)
     if owner is None:
         # Misconfigured: fail closed, loudly.
         call.log.error("own_accounts_only: customer %r of instance %r does not exist", customer, call.instance)
@@ -298,12 +298,12 @@ def _check_pin(call: Call, card: Card | None, timeouts: InputTimeouts, number: s
     (the throttle's bucket when it is no card)."""
     if card is not None and not card.has_pin:
         return None  # allowed by allow_empty_pin, checked above
-    pool = call.services.ledger.pool
+    ident = call.services.identity
     cli = call.cli
     limits = _limits(call)
     card_id = card.id if card else None
     # A courtesy before the PIN is asked: a locked-out caller is not made to type it.
-    if identity.throttled(pool, limits, cli=cli, card_id=card_id, number=number):
+    if ident.throttled(limits, cli=cli, card_id=card_id, number=number):
         _throttled(call, "card")
         return "throttled"
     while True:
@@ -327,15 +327,15 @@ def _check_pin(call: Call, card: Card | None, timeouts: InputTimeouts, number: s
             return False, None
         return entry.digits is not None and pins.check_pin(typed, card.pin_hash), None
 
-    gated = identity.gate(pool, identity.pin_buckets(limits, cli=cli, card_id=card_id, number=number),
-                          limits.window_s, check)
+    gated = ident.gate(identity.pin_buckets(limits, cli=cli, card_id=card_id, number=number),
+                       limits.window_s, check)
     if not gated.allowed:
         _throttled(call, gated.refused_by)
         return "throttled"
     if card is None:
         return "unknown"  # counted by the gate against the CLI and the number
     if gated.ok:
-        identity.rehash_if_legacy(pool, card.id, card.pin_hash, typed)
+        ident.rehash_if_legacy(card.id, card.pin_hash, typed)
         return None
     return "wrong_pin"
 

@@ -9,7 +9,7 @@ A sub-application returns a MenuResult: back to the destination prompt
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from cardd.billing.ledger import Card
 from cardd.ivr import cli_registration, hotdial, password, topup
