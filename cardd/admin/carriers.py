@@ -13,17 +13,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cardd.digits import whole_number
 from cardd.admin.common import _currency, operator_database, refuse, sub_commands
 from cardd.admin.ops import import_deck
 from cardd.billing import carriers, catalog
-from cardd.billing.catalog import CatalogError
-from cardd.billing.rate_import import CARRIER_DECK
 from cardd.billing.ledger import find_rate
+from cardd.billing.rate_import import CARRIER_DECK
 from cardd.billing.rating import call_cost
 from cardd.billing.routing import FIRST_MINUTE_S, Route, choose_route
-from cardd.errors import NoRoute
+from cardd.digits import whole_number
+from cardd.errors import CatalogError, NoRoute
 from cardd.money import format_money
+
 
 def _count(minimum: int):
     def parse(text: str) -> int:

@@ -12,9 +12,10 @@ import contextlib
 import getpass
 import os
 import sys
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Iterator
+from typing import Any
 
 from cardd.db import Database, open_for_operator
 from cardd.digits import is_digits, whole_number
@@ -68,7 +69,7 @@ def when(text: str) -> datetime:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD[THH:MM]): {text!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def add_guard_flags(parser: argparse.ArgumentParser) -> None:
@@ -81,8 +82,8 @@ def guard(args: argparse.Namespace, *, balance: Decimal | None = None, expires: 
     """Why a negative balance or a past expiry is refused (None: fine or meant)."""
     if balance is not None and balance < 0 and not getattr(args, "allow_negative", False):
         return f"a starting balance of {balance} is negative; give --allow-negative if that is meant"
-    if expires is not None and expires <= datetime.now(timezone.utc) and not getattr(args, "allow_past_expiry", False):
-        return (f"expiry {expires.astimezone(timezone.utc):%Y-%m-%d %H:%M} UTC is in the past;"
+    if expires is not None and expires <= datetime.now(UTC) and not getattr(args, "allow_past_expiry", False):
+        return (f"expiry {expires.astimezone(UTC):%Y-%m-%d %H:%M} UTC is in the past;"
                 " give --allow-past-expiry if that is meant")
     return None
 

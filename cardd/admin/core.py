@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from datetime import timezone
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
@@ -35,6 +35,7 @@ from cardd.admin.common import (
 from cardd.billing import catalog, operator, pins
 from cardd.billing.ledger import Ledger
 from cardd.digits import is_digits
+from cardd.errors import CatalogError, OperatorError
 from cardd.money import format_money
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ def run_tariff_add(args: argparse.Namespace, settings: Any) -> int:
     with operator_database(settings) as db:
         try:
             tid = catalog.create_tariff(db.pool, args.name, args.currency)
-        except catalog.CatalogError as exc:
+        except CatalogError as exc:
             return refuse(str(exc))
     print(f"tariff {args.name} ({args.currency}) created, id {tid}")
     return 0
@@ -156,7 +157,7 @@ def run_rate_add(args: argparse.Namespace, settings: Any) -> int:
                 free_seconds=args.free_seconds, grace=args.grace, forbidden=args.forbidden,
                 replace=args.replace,
             )
-        except catalog.CatalogError as exc:
+        except CatalogError as exc:
             return refuse(str(exc))
     print(f"rate {args.prefix or '(default)'} in tariff {args.tariff}: {args.price_1}/min"
           f" {args.interval_1}s then {args.price_n}/min {args.interval_n}s"
@@ -196,7 +197,7 @@ def run_card_add(args: argparse.Namespace, settings: Any) -> int:
                 expires_at=args.expires, customer=args.customer, plan=args.plan,
                 allow_negative=args.allow_negative,
             )
-        except (catalog.CatalogError, operator.OperatorError) as exc:
+        except (CatalogError, OperatorError) as exc:
             return refuse(str(exc))
     print(f"card {args.number} created, id {cid}, balance {format_money(args.balance, args.currency)}")
     return 0
@@ -252,7 +253,7 @@ def run_card_history(args: argparse.Namespace, settings: Any) -> int:
         rows = operator.card_history(db.pool, card.id, limit=args.last)
     print("time (UTC)\tkind\tamount\tbalance\treference\tcall")
     for e in rows:
-        print(f"{e.created_at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S}\t{e.kind}\t{format_money(e.amount)}"
+        print(f"{e.created_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}\t{e.kind}\t{format_money(e.amount)}"
               f"\t{format_money(e.balance_after)}\t{e.reference}\t{e.b_uuid or ''}")
     print(f"card {card.username}: {len(rows)} ledger row(s), balance {format_money(card.balance, card.currency)}",
           file=sys.stderr)
@@ -264,7 +265,7 @@ def run_card_list(args: argparse.Namespace, settings: Any) -> int:
         try:
             cards = catalog.list_cards(db.pool, limit=args.limit, status=args.status, customer=args.customer,
                                        tariff=args.tariff, balance_below=args.balance_below)
-        except catalog.CatalogError as exc:
+        except CatalogError as exc:
             return refuse(str(exc))
     print("card\tstatus\tbalance\tavailable\tcurrency\ttariff\topen calls\tcustomer\tplan")
     for c in cards:
@@ -283,7 +284,7 @@ def run_card_adjust(args: argparse.Namespace, settings: Any) -> int:
         try:
             balance = operator.adjust_card(db.pool, args.number, args.amount, who=operator_name(args),
                                            reference=args.reference, allow_negative=args.allow_negative)
-        except operator.OperatorError as exc:
+        except OperatorError as exc:
             return refuse(exc)
     print(f"card {card.username}: balance {format_money(balance, card.currency)}")
     return 0

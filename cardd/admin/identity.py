@@ -25,7 +25,6 @@ import sys
 from decimal import Decimal
 from typing import Any
 
-from cardd.digits import is_digits, whole_number
 from cardd.admin.common import (
     _amount,
     _currency,
@@ -39,12 +38,21 @@ from cardd.admin.common import (
     sub_commands,
     when,
 )
-from cardd.billing import catalog, identity, operator, vouchers
-from cardd.billing.catalog import CatalogError, tariff_id
+from cardd.billing import catalog, identity, operator, pins, vouchers
+from cardd.billing.catalog import tariff_id
 from cardd.billing.ledger import Ledger
-from cardd.billing import pins
 from cardd.billing.pins import hash_pin
-from cardd.errors import CardBlocked, CardNotFound, InsufficientFunds
+from cardd.digits import is_digits, whole_number
+from cardd.errors import (
+    CardBlocked,
+    CardImportRefused,
+    CardNotFound,
+    CatalogError,
+    IdentityError,
+    InsufficientFunds,
+    OperatorError,
+    TransferError,
+)
 from cardd.money import format_money, money
 
 log = logging.getLogger(__name__)
@@ -216,7 +224,8 @@ def add_parsers(subparsers: Any) -> None:
 def _plan_minutes(text: str) -> tuple[str, int]:
     prefix, sep, minutes = text.partition("=")
     if not sep or not (prefix == "" or is_digits(prefix)) or len(prefix) > 32 or not is_digits(minutes):
-        raise argparse.ArgumentTypeError(f"expected PREFIX=MINUTES (e.g. 44=100; =60 for any destination), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected PREFIX=MINUTES (e.g. 44=100; =60 for any destination), got {text!r}")
     return prefix, int(minutes)
 
 
@@ -371,7 +380,7 @@ def run_card_status(args: argparse.Namespace, settings: Any) -> int:
     with operator_database(settings) as db:
         try:
             operator.set_card_status(db.pool, args.number, args.status, who=operator_name(args))
-        except operator.OperatorError:
+        except OperatorError:
             return refuse(f"no card {args.number!r}")
     print(f"card {args.number}: {args.status}")
     return 0
@@ -384,7 +393,7 @@ def run_card_set_pin(args: argparse.Namespace, settings: Any) -> int:
     with operator_database(settings) as db:
         try:
             operator.set_card_pin(db.pool, args.number, args.pin, who=operator_name(args))
-        except operator.OperatorError:
+        except OperatorError:
             return refuse(f"no card {args.number!r}")
     print(f"card {args.number}: PIN {'set' if args.pin else 'cleared'}")
     return 0
@@ -395,7 +404,7 @@ def run_card_transfer(args: argparse.Namespace, settings: Any) -> int:
         try:
             done = operator.transfer_credit(db.pool, args.from_number, args.to_number, args.amount,
                                             who=operator_name(args))
-        except (operator.OperatorError, vouchers.TransferError, InsufficientFunds, CardBlocked,
+        except (OperatorError, TransferError, InsufficientFunds, CardBlocked,
                 CardNotFound) as exc:
             return refuse(str(exc))
     print(f"moved {format_money(done.amount, done.currency)}: card {args.from_number} now"
@@ -412,7 +421,7 @@ def run_card_import(args: argparse.Namespace, settings: Any) -> int:
         name = "standard input"
     else:
         try:
-            stream = open(args.file, newline="", encoding="utf-8-sig")
+            stream = open(args.file, newline="", encoding="utf-8-sig")  # noqa: SIM115 (closed by the with below)
         except OSError as exc:
             return refuse(f"cannot read {args.file}: {exc.strerror}")
         name = args.file
@@ -422,13 +431,13 @@ def run_card_import(args: argparse.Namespace, settings: Any) -> int:
                 db.pool, stream, tariff=args.tariff, currency=args.currency, customer=args.customer,
                 plan=args.plan, allow_negative=args.allow_negative, allow_past_expiry=args.allow_past_expiry,
                 who=operator_name(args), source=name)
-    except operator.OperatorError as exc:
+    except OperatorError as exc:
         return refuse(exc)
     except UnicodeDecodeError as exc:
         return refuse(f"nothing imported: {name} is not UTF-8 text ({exc.reason} at byte {exc.start})")
     except csv.Error as exc:
         return refuse(f"nothing imported: {name}: {exc}")
-    except operator.CardImportRefused as refused:
+    except CardImportRefused as refused:
         for line, message in refused.errors:
             print(f"{name}:{line}: {message}", file=sys.stderr)
         return refuse(f"nothing imported: {len(refused.errors)} bad row(s) in {name} ({refused.rows} rows read)")
@@ -453,7 +462,7 @@ def run_cli_map(args: argparse.Namespace, settings: Any) -> int:
             return refuse(f"no card {args.number!r}")
         try:
             done = identity.map_cli(db.pool, args.cli, cid, replace=args.replace)
-        except identity.IdentityError as exc:
+        except IdentityError as exc:
             return refuse(str(exc))
     if not done:
         return refuse(f"CLI {args.cli} already belongs to another card (use --replace to move it)")
@@ -533,7 +542,7 @@ def run_hotdial_set(args: argparse.Namespace, settings: Any) -> int:
             return refuse(f"no card {args.number!r}")
         try:
             identity.hot_dial_set(db.pool, cid, args.key, args.destination)
-        except identity.IdentityError as exc:
+        except IdentityError as exc:
             return refuse(str(exc))
     print(f"card {args.number}: key {args.key} -> {args.destination}")
     return 0
@@ -569,7 +578,7 @@ def run_smartdial_add(args: argparse.Namespace, settings: Any) -> int:
             return refuse(f"no card {args.number!r}")
         try:
             identity.smart_dial_add(db.pool, args.did, cid, args.destination, exclusive=args.exclusive)
-        except identity.IdentityError as exc:
+        except IdentityError as exc:
             return refuse(str(exc))
     print(f"DID {args.did} for card {args.number} -> {args.destination}"
           + (" (exclusive)" if args.exclusive else " (shared)"))
@@ -632,7 +641,7 @@ def _operator_call(settings: Any, fn: Any, *args: Any, **kwargs: Any) -> tuple[i
     with operator_database(settings) as db:
         try:
             return 0, fn(db.pool, *args, **kwargs)
-        except (operator.OperatorError, CatalogError) as exc:
+        except (OperatorError, CatalogError) as exc:
             return refuse(exc), None
 
 

@@ -21,19 +21,19 @@ import os
 import sys
 import time
 import uuid
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import IO, Any
 
 from psycopg import sql
 
-from cardd.digits import is_digits
 from cardd.admin.common import _amount, add_by, operator_database, operator_name, refuse, sub_commands
 from cardd.billing import catalog, operator
-from cardd.billing.ledger import Ledger, find_rate
-from cardd.billing.rating import Rate, max_duration
+from cardd.billing.ledger import Card, Ledger, find_rate
 from cardd.billing.rate_import import TARIFF_DECK, Deck, import_rates
-from cardd.errors import ImportRefused
+from cardd.billing.rating import Rate, max_duration
+from cardd.digits import is_digits
+from cardd.errors import CatalogError, ImportRefused, OperatorError
 from cardd.money import QUANTUM, format_money
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def _when(text: str) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected a date (2026-11-23) or date-time (2026-11-23T14:00), got {text!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _b_uuid(text: str) -> uuid.UUID:
@@ -209,7 +209,7 @@ def import_deck(args: argparse.Namespace, settings: Any, deck: Deck, owner: str)
         name = "standard input"
     else:
         try:
-            f = open(args.file, encoding="utf-8-sig", newline="")
+            f = open(args.file, encoding="utf-8-sig", newline="")  # noqa: SIM115 (closed by the with below)
         except OSError as exc:
             return refuse(f"cannot read {args.file}: {exc.strerror}")
         total = os.path.getsize(args.file)
@@ -218,7 +218,7 @@ def import_deck(args: argparse.Namespace, settings: Any, deck: Deck, owner: str)
     try:
         with f, operator_database(settings) as db:
             result = import_rates(db.pool, owner, f, mode=args.mode, progress=progress, deck=deck)
-    except catalog.CatalogError as exc:
+    except CatalogError as exc:
         progress.finish()
         return refuse(str(exc))
     except UnicodeDecodeError as exc:
@@ -268,6 +268,7 @@ def run_rate_lookup(args: argparse.Namespace, settings: Any) -> int:
     with operator_database(settings) as db:
         credit: Decimal | None = args.balance
         card_text = ""
+        card: Card | None = None
         with db.pool.connection() as conn:
             if args.card is not None:
                 ledger = Ledger(db.pool)
@@ -287,9 +288,9 @@ def run_rate_lookup(args: argparse.Namespace, settings: Any) -> int:
                 tariff_name = args.tariff
             try:
                 tid, currency = catalog.tariff_id(conn, tariff_name)
-            except catalog.CatalogError as exc:
+            except CatalogError as exc:
                 return refuse(str(exc))
-            if args.card is not None and currency != card.currency:
+            if card is not None and currency != card.currency:
                 return refuse(f"card {card.username} is in {card.currency}, tariff {tariff_name} in {currency}")
             rate = find_rate(conn, tid, args.number)
     print(f"number        {args.number}")
@@ -316,7 +317,7 @@ CDR_FIELDS = ("b_uuid", "a_uuid", "card", "currency", "cli", "cld", "translated_
 
 
 def _iso(value: datetime | None) -> str:
-    return value.astimezone(timezone.utc).isoformat() if value is not None else ""
+    return value.astimezone(UTC).isoformat() if value is not None else ""
 
 
 def _money_or_empty(value: Decimal | None) -> str:
@@ -396,7 +397,7 @@ def _close(args: argparse.Namespace, settings: Any, billed_seconds: int | None) 
         try:
             done = operator.close_reservation(db.pool, args.b_uuid, billed_seconds=billed_seconds,
                                               who=operator_name(args), reason=args.reason, force=args.force)
-        except operator.OperatorError as exc:
+        except OperatorError as exc:
             return refuse(exc)
     cdr = done.cdr
     what = (f"settled: {cdr.billed_seconds} s to {cdr.cld}, {format_money(cdr.cost, done.currency)}"
@@ -419,6 +420,6 @@ def run_audit(args: argparse.Namespace, settings: Any) -> int:
         lines = operator.audit_lines(db.pool, card=args.card, limit=max(1, args.last))
     print("time (UTC)\twho\taction\tcard\tdetail\targs")
     for a in lines:
-        print(f"{a.at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S}\t{a.who}\t{a.action}\t{a.card or ''}"
+        print(f"{a.at.astimezone(UTC):%Y-%m-%d %H:%M:%S}\t{a.who}\t{a.action}\t{a.card or ''}"
               f"\t{a.detail}\t{json.dumps(a.args, sort_keys=True)}")
     return 0

@@ -25,7 +25,6 @@ from cardd.billing.prompt_store import create_prompt, list_prompts, update_promp
 from cardd.digits import is_digits
 from cardd.errors import PromptError
 
-
 # --- the commands -----------------------------------------------------------------------------------------------
 
 def _prompt_id(text: str) -> int:
