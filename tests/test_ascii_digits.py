@@ -15,7 +15,8 @@ import pytest
 from cardd.cdr_http import BadCdr, parse_body
 from cardd.config import load_settings
 from cardd.digits import is_digits, whole_number
-from cardd.esl.protocol import FrameParser, ProtocolError
+from cardd.errors import ProtocolError
+from cardd.esl.protocol import FrameParser
 from cardd.money import money
 from cardd.sim import Callee
 from tests.test_bad_input import UK_MOBILE, bridge_args, card_caller, dial_vars

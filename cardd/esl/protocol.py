@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from typing import TypeVar, overload
 from urllib.parse import unquote
 
 from cardd.digits import whole_number
-from cardd.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from cardd.errors import LocalProtocolError, RemoteProtocolError
+
+T = TypeVar("T")
 
 # Bounds on what one peer can make us hold. A connect reply carries the whole
 # channel (about 6 KB in the captures); the biggest event seen is about 9 KB.
@@ -73,7 +76,11 @@ class Headers(Mapping[str, str]):
     def __getitem__(self, name: str) -> str:
         return url_decode(self.raw[name])
 
-    def get(self, name: str, default=None):  # type: ignore[override]
+    @overload
+    def get(self, name: str, /) -> str | None: ...
+    @overload
+    def get(self, name: str, default: str | T, /) -> str | T: ...
+    def get(self, name: str, default: object = None, /) -> object:
         value = self.raw.get(name)
         return default if value is None else url_decode(value)
 
@@ -175,11 +182,19 @@ class Event:
         """The Event-UUID of the execute a CHANNEL_EXECUTE_COMPLETE answers."""
         return self.raw("Application-UUID")
 
-    def get(self, name: str, default=None):
+    @overload
+    def get(self, name: str, default: None = None) -> str | None: ...
+    @overload
+    def get(self, name: str, default: str) -> str: ...
+    def get(self, name: str, default: str | None = None) -> str | None:
         value = self.raw(name)
         return default if value is None else url_decode(value)
 
-    def variable(self, name: str, default=None):
+    @overload
+    def variable(self, name: str, default: None = None) -> str | None: ...
+    @overload
+    def variable(self, name: str, default: str) -> str: ...
+    def variable(self, name: str, default: str | None = None) -> str | None:
         return self.get("variable_" + name, default)
 
     def __repr__(self) -> str:
