@@ -13,9 +13,10 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from psycopg_pool import ConnectionPool
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
 
-from cardd.billing.ledger import _database_errors
+from cardd.errors import DatabaseUnavailable
 from cardd.money import money
 
 
@@ -67,10 +68,18 @@ CACHE_S = 20.0
 Figures = tuple[list[Today], list[Hour], list[tuple[str, int]]]
 
 
-@_database_errors
 def dashboard(pool: ConnectionPool, *, owner: str | None = None,
               cache: dict[str | None, tuple[float, Figures]] | None = None, cache_s: float = CACHE_S) -> Dashboard:
-    """The figures; the CDR ones are taken from `cache` (per owner) while younger than cache_s."""
+    """The figures; the CDR ones are taken from `cache` (per owner) while younger than cache_s.
+    A database that cannot be reached is DatabaseUnavailable, as for every service call."""
+    try:
+        return _dashboard(pool, owner, {} if cache is None else cache, cache_s)
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        raise DatabaseUnavailable(f"the database is unavailable: {exc}") from None
+
+
+def _dashboard(pool: ConnectionPool, owner: str | None, cache: dict[str | None, tuple[float, Figures]],
+               cache_s: float) -> Dashboard:
     extra, params = _owner_filter(owner)
     with pool.connection() as conn:
         counts = conn.execute(
@@ -79,7 +88,6 @@ def dashboard(pool: ConnectionPool, *, owner: str | None = None,
             f"  FROM reservations WHERE status = 'open'{extra}", params).fetchone()
     assert counts is not None   # an aggregate always has its row
     up, open_, expired = counts
-    cache = {} if cache is None else cache
     cached = cache.get(owner)
     if cached is None or time.monotonic() - cached[0] >= cache_s:
         cached = (time.monotonic(), _cdr_figures(pool, extra, params))
