@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import gevent
 
@@ -108,7 +108,8 @@ class Channel:
     def _data(self, name: str, default: str = "") -> str:
         # Caller-supplied (SIP From, Request-URI): control characters such as
         # a url-encoded NUL are dropped; PostgreSQL text cannot hold NUL.
-        value = self.session.session_data.get(name, default) or default
+        data = self.session.session_data  # None only before the connect reply, which a Channel follows
+        value = (data.get(name, default) if data is not None else default) or default
         return _CONTROL.sub("", value)
 
     @property
@@ -273,7 +274,7 @@ def _leg_variables(caller_id: str, hard_limit_s: int, warning: DisconnectWarning
     return variables
 
 
-def _answer_listener(channel: "Channel"):
+def _answer_listener(channel: Channel):
     def listener(event) -> None:
         watch = channel._answer_watch
         if (watch is not None and event.name == "CHANNEL_EXECUTE_COMPLETE" and event.unique_id == watch[0]
@@ -318,6 +319,6 @@ def _uepoch(text: str | None) -> datetime | None:
     if not text or not is_digits(text) or int(text) <= 0:
         return None
     try:
-        return datetime.fromtimestamp(int(text) / 1_000_000, tz=timezone.utc)
+        return datetime.fromtimestamp(int(text) / 1_000_000, tz=UTC)
     except (OverflowError, OSError, ValueError):
         return None

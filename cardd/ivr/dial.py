@@ -11,8 +11,15 @@ from cardd import speech
 from cardd.billing.routing import may_fail_over
 from cardd.channel import DisconnectWarning
 from cardd.errors import (
-    CardBlocked, CardExpired, CardRefused, DatabaseUnavailable, ForbiddenDestination, InsufficientFunds,
-    NoRate, NoRoute, TooManyCalls,
+    CardBlocked,
+    CardExpired,
+    CardRefused,
+    DatabaseUnavailable,
+    ForbiddenDestination,
+    InsufficientFunds,
+    NoRate,
+    NoRoute,
+    TooManyCalls,
 )
 from cardd.ivr.call import Call
 from cardd.options import translate
@@ -133,13 +140,16 @@ def _reserve(call: Call, card, b_uuid: str, number: str, dialled: str, caller_cl
         return None
 
 
-def _bridge(call: Call, card, grant, b_uuid: str, endpoint: str, dialled: str):
+def _bridge(call: Call, card, grant, b_uuid: str, endpoint: str | None, dialled: str):
     """One bridge: to the grant's carrier gateway, or the dial-string template
     when no carrier is configured. The card's grant bounds it either way."""
     if grant.route is not None:
         endpoint = grant.route.gateway.format(number=dialled, proxy=call.options.outbound_proxy)
         call.log.info("route: carrier %s gateway %d (%s), %s more", grant.route.carrier,
                       grant.route.gateway_index + 1, endpoint, grant.route.alternatives)
+    # Without a route the dial string's endpoint was checked before the first
+    # bridge, and a failover always has a route (carriers exist).
+    assert endpoint is not None
     # Durably, before the bridge goes out: after a crash, a reservation without
     # this mark was never dialled and is released at no cost (cardd/orphans.py).
     # The database away here: the caller hears "service unavailable", nothing dialled.
