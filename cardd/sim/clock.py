@@ -91,6 +91,10 @@ class VirtualClock(Clock):
         # never fall behind it, or a CDR would be answered before cardd
         # reserved the call. A pinned start (a replay) keeps its own epoch.
         self._keeps_up = start is None
+        # True while timers fire: what a timer schedules (the BYE after the
+        # answer) is timed from its own instant, never from a wall clock that
+        # a busy machine let run ahead, or talk time would depend on load.
+        self._firing = False
         self._heap: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self._activity = False
@@ -108,7 +112,7 @@ class VirtualClock(Clock):
         # Time stands still while nothing is scheduled (the daemon thinking,
         # no timer): catch up with the wall clock then. With timers pending
         # the driver moves time, in order.
-        if self._keeps_up and not self._heap:
+        if self._keeps_up and not self._heap and not self._firing:
             self._now = max(self._now, time.time())
         return self._now
 
@@ -183,11 +187,15 @@ class VirtualClock(Clock):
 
     def _advance_to(self, target: float) -> None:
         """Fire, in order, every timer due up to `target`; now = target."""
-        while self._heap and self._heap[0][0] <= target:
-            due, _, timer = heapq.heappop(self._heap)
-            if due > self._now:
-                self._now = due
-            if not timer.cancelled:
-                timer.fn()
+        self._firing = True
+        try:
+            while self._heap and self._heap[0][0] <= target:
+                due, _, timer = heapq.heappop(self._heap)
+                if due > self._now:
+                    self._now = due
+                if not timer.cancelled:
+                    timer.fn()
+        finally:
+            self._firing = False
         if target > self._now:
             self._now = target
