@@ -76,7 +76,7 @@ def test_openapi_document_is_valid_and_lists_every_route(api):
         if not rule.rule.startswith(V1) or rule.rule == V1 + "/openapi.json":
             continue
         path = rule.rule
-        for conv in ("<string:", "<uuid:", "<"):
+        for conv in ("<string:", "<uuid:", "<int:", "<"):
             path = path.replace(conv, "{")
         path = path.replace(">", "}")
         for method in rule.methods - {"HEAD", "OPTIONS"}:

@@ -5,6 +5,7 @@ against cardd, and its CDR read back through the API; the limits of the `api:` s
 from __future__ import annotations
 
 import contextlib
+import http.client
 import io
 import json
 import logging
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import psycopg
 import pytest
 
 from cardd import cli
@@ -66,6 +68,11 @@ class Api:
 
 @pytest.fixture
 def api_process(dsn, tmp_path, restore_logging):
+    yield from running_api(dsn, tmp_path, "  max_body_bytes: 4096\n")
+
+
+def running_api(dsn: str, tmp_path: Path, api_lines: str):
+    """`cardd api` as a process on a free port with these lines in its api: section: (base URL, config, log)."""
     port = free_port()
     config = tmp_path / "cardd.yaml"
     config.write_text(
@@ -73,8 +80,7 @@ def api_process(dsn, tmp_path, restore_logging):
         f"  dsn: \"{dsn}\"\n"
         f"  pin_key_file: {pins.installed_key().path}\n"
         "api:\n"
-        f"  listen: 127.0.0.1:{port}\n"
-        "  max_body_bytes: 4096\n")
+        f"  listen: 127.0.0.1:{port}\n" + api_lines)
     log = tmp_path / "api.log"
     with open(log, "w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "cardd", "-c", str(config), "api"], cwd=REPO,
@@ -177,3 +183,65 @@ def test_the_api_section_is_checked_and_shown_by_check_config(tmp_path, restore_
     assert cli.main(["-c", str(config), "check-config"]) == 0
     shown = capsys.readouterr().out
     assert 'listen: "127.0.0.1:9999"  # cardd.yaml' in shown and "request_timeout: 2.5" in shown
+
+
+@pytest.fixture
+def api_with_limits(dsn, tmp_path, restore_logging):
+    yield from running_api(dsn, tmp_path, "  max_connections: 2\n  request_timeout: 1\n")
+
+
+def _get(conn: http.client.HTTPConnection, path: str) -> tuple[int, str, Any]:
+    conn.request("GET", path)
+    response = conn.getresponse()
+    body = response.read()
+    return response.status, response.headers.get("Content-Type", ""), json.loads(body) if body else None
+
+
+def test_one_connection_over_max_connections_is_answered_503_at_once(api_with_limits):
+    base, _, log = api_with_limits
+    host, port = base.split("//")[1].split("/")[0].split(":")
+    held = [http.client.HTTPConnection(host, int(port), timeout=30) for _ in range(2)]
+    for conn in held:   # answered, and kept alive: each holds one of the 2 connections
+        assert _get(conn, "/api/v1/openapi.json")[0] == 200
+    extra = http.client.HTTPConnection(host, int(port), timeout=30)
+    status, content_type, problem = _get(extra, "/api/v1/openapi.json")
+    assert (status, content_type) == (503, "application/problem+json")
+    assert problem["status"] == 503 and "too many connections" in problem["detail"]
+    assert "api.max_connections" in log.read_text()
+    held.pop().close()
+    deadline = time.monotonic() + 30   # the server sees the close when its handler reads the end of stream
+    while True:
+        status = _get(http.client.HTTPConnection(host, int(port), timeout=30), "/api/v1/openapi.json")[0]
+        if status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert status == 200
+    held[0].close()
+
+
+def test_a_request_blocked_on_a_database_lock_past_the_time_limit_is_answered_503_and_its_query_cancelled(
+        api_with_limits, dsn):
+    base, config, _ = api_with_limits
+    code, out = cardd(config, "apikey", "add", "ops", "--role", "admin", "--by", "pytest")
+    api = Api(base, out.strip())
+    assert api("POST", "/tariffs", {"name": "retail", "currency": "USD"})[0] == 201
+    assert api("POST", "/cards", {"number": "1000000001", "tariff": "retail", "currency": "USD",
+                                  "balance": "10"})[0] == 201
+    with psycopg.connect(dsn, autocommit=False) as locker:
+        locker.execute("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+        status, head, problem = api("GET", "/cards/1000000001")
+        assert (status, head["Content-Type"]) == (503, "application/problem+json")
+        assert "longer than 1 s" in problem["detail"]
+        # The query the deadline interrupted is cancelled, not left waiting on the lock with its connection.
+        deadline = time.monotonic() + 30
+        while True:
+            with psycopg.connect(dsn, autocommit=True) as probe:
+                waiting = probe.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                        " AND pid <> %s", (locker.info.backend_pid,)).fetchone()[0]
+            if waiting == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert waiting == 0
+        locker.rollback()
+    status, _, card = api("GET", "/cards/1000000001")
+    assert status == 200 and card["balance"] == "10.00000"

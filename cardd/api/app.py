@@ -15,8 +15,9 @@ import functools
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from flask import Flask, Response, g, request
 from flask_smorest import Api
@@ -25,7 +26,7 @@ from werkzeug.exceptions import HTTPException
 
 from cardd.billing import apiauth, apistore
 from cardd.billing.identity import Limits
-from cardd.errors import CardNotFound, CarddError, DatabaseUnavailable
+from cardd.errors import CarddError, CardNotFound, DatabaseUnavailable
 
 log = logging.getLogger("cardd.api")
 
@@ -127,6 +128,7 @@ class ApiConfig:
     session_lifetime_s: int = 3600
     max_body_bytes: int = 1 << 20
     max_page: int = 500
+    sounds_dir: str = ""           # daemon.sounds_dir: where uploaded prompts are stored
 
 
 def create_app(pool: ConnectionPool, config: ApiConfig) -> Flask:
@@ -151,13 +153,13 @@ def create_app(pool: ConnectionPool, config: ApiConfig) -> Flask:
     app.before_request(_authenticate)
     app.after_request(_log_request)
 
-    from cardd.api import cards, catalogue, cdrs, dialing, holder
+    from cardd.api import cards, carriers, catalogue, cdrs, dialing, holder
     for blp in (cards.blp, holder.blp, cdrs.blp, cdrs.reservations_blp, catalogue.tariffs_blp,
                 catalogue.vouchers_blp, catalogue.customers_blp, catalogue.plans_blp, catalogue.audit_blp,
-                dialing.cards_blp,
+                carriers.carriers_blp, carriers.prompts_blp, carriers.admin_blp, dialing.cards_blp,
                 dialing.smartdial_blp, dialing.blacklist_blp, dialing.nodes_blp):
         api.register_blueprint(blp, url_prefix=PREFIX + blp.url_prefix)
-    from cardd.web import register as register_web   # the console and self-care page under / (issue 16)
+    from cardd.web import register as register_web  # the console and self-care page under / (issue 16)
     register_web(app)
     return app
 

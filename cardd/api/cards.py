@@ -233,5 +233,6 @@ class CardImport(MethodView):
             count = operator.import_cards(pool(), io.StringIO(text), who=who(), source="HTTP API", **args)
         except operator.CardImportRefused as exc:
             raise Problem(422, "Unprocessable Content", f"{len(exc.errors)} bad rows of {exc.rows}; nothing imported",
-                          invalid_params=[{"name": f"line {line}", "reason": why} for line, why in exc.errors]) from None
+                          invalid_params=[{"name": f"line {line}", "reason": why}
+                                          for line, why in exc.errors]) from None
         return {"cards": count}

@@ -10,8 +10,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from cardd.api import schemas as s
-from cardd.api.app import (ADMIN, READ, WRITE, Problem, after_of, allow, card_id_for, idempotent, owner_scope, pool,
-                           who)
+from cardd.api.app import ADMIN, READ, WRITE, Problem, after_of, allow, card_id_for, idempotent, owner_scope, pool, who
 from cardd.api.cards import page_json
 from cardd.billing import apistore, catalog, operator, vouchers
 from cardd.billing.ledger import Ledger
@@ -47,6 +46,36 @@ class Tariffs(MethodView):
         return {**body, "rates": 0}
 
 
+@tariffs_blp.route("/<string:tariff>")
+class Tariff(MethodView):
+    @tariffs_blp.arguments(s.RenameSchema)
+    @tariffs_blp.response(200, s.TariffSchema)
+    @allow(ADMIN)
+    def patch(self, body: dict[str, Any], tariff: str) -> dict[str, Any]:
+        """Rename a tariff; its cards and rates follow."""
+        with apistore.transaction(pool()) as (conn, one):
+            catalog.rename_tariff(one, tariff, body["name"])
+            apistore.audit(conn, who(), "tariff rename", {"name": tariff, "new_name": body["name"]},
+                           detail=f"tariff {tariff} renamed {body['name']}")
+        return _tariff_json(body["name"])
+
+    @tariffs_blp.response(204)
+    @allow(ADMIN)
+    def delete(self, tariff: str) -> None:
+        """Delete a tariff and its rates; refused (422) while any card uses it."""
+        with apistore.transaction(pool()) as (conn, one):
+            rates = catalog.delete_tariff(one, tariff)
+            apistore.audit(conn, who(), "tariff delete", {"name": tariff},
+                           detail=f"tariff {tariff} deleted with {rates} rates")
+
+
+def _tariff_json(name: str) -> dict[str, Any]:
+    with pool().connection() as conn:
+        tid, currency = catalog.tariff_id(conn, name)
+        row = conn.execute("SELECT count(*) FROM rates WHERE tariff_id = %s", (tid,)).fetchone()
+    return {"name": name, "currency": currency.strip(), "rates": row[0] if row else 0}
+
+
 def _rate_json(rate: Any) -> dict[str, Any]:
     return {k: getattr(rate, k) for k in ("prefix", "price_1", "interval_1", "price_n", "interval_n", "connect_fee",
                                           "free_seconds", "grace", "forbidden")}
@@ -74,17 +103,29 @@ class Rates(MethodView):
                            detail=f"tariff {tariff}: rate for {body['prefix'] or '(any)'}")
         return body
 
+    @tariffs_blp.arguments(s.RateDeleteArgs, location="query")
+    @tariffs_blp.response(204)
+    @allow(ADMIN)
+    def delete(self, args: dict[str, Any], tariff: str) -> None:
+        """Delete the rate of one prefix, given as ?prefix=; ?prefix= (empty) deletes the catch-all rate,
+        which no path segment can name."""
+        _delete_rate(tariff, args["prefix"])
+
+
+def _delete_rate(tariff: str, prefix: str) -> None:
+    with apistore.transaction(pool()) as (conn, _):
+        if not apistore.delete_rate(conn, tariff, prefix):
+            raise apistore.NotVisible(f"tariff {tariff} has no rate for prefix {prefix!r}")
+        apistore.audit(conn, who(), "rate delete", {"tariff": tariff, "prefix": prefix},
+                       detail=f"tariff {tariff}: rate for {prefix or '(catch-all)'} deleted")
+
 
 @tariffs_blp.route("/<string:tariff>/rates/<string:prefix>")
 class RateByPrefix(MethodView):
     @tariffs_blp.response(204)
     @allow(ADMIN)
     def delete(self, tariff: str, prefix: str) -> None:
-        with apistore.transaction(pool()) as (conn, _):
-            if not apistore.delete_rate(conn, tariff, prefix):
-                raise apistore.NotVisible(f"tariff {tariff} has no rate for prefix {prefix!r}")
-            apistore.audit(conn, who(), "rate delete", {"tariff": tariff, "prefix": prefix},
-                           detail=f"tariff {tariff}: rate for {prefix} deleted")
+        _delete_rate(tariff, prefix)
 
 
 @tariffs_blp.route("/<string:tariff>/lookup")
@@ -115,7 +156,7 @@ class RateImport(MethodView):
     def post(self, args: dict[str, Any], tariff: str) -> dict[str, Any]:
         """Import a rates CSV (the format of `cardd rate import`), all or nothing: a file with bad rows
         changes nothing and the answer lists every bad row with its line."""
-        from cardd.billing.rate_import import ImportRefused, import_rates   # the CLI's importer, shared
+        from cardd.billing.rate_import import ImportRefused, import_rates  # the CLI's importer, shared
 
         try:
             text = request.get_data().decode("utf-8")
@@ -129,7 +170,8 @@ class RateImport(MethodView):
                                       f" {result.updated} changed, {result.deleted} deleted")
         except ImportRefused as exc:
             raise Problem(422, "Unprocessable Content", f"{len(exc.errors)} bad rows of {exc.rows}; nothing imported",
-                          invalid_params=[{"name": f"line {line}", "reason": why} for line, why in exc.errors]) from None
+                          invalid_params=[{"name": f"line {line}", "reason": why}
+                                          for line, why in exc.errors]) from None
         return {"rows": result.rows, "inserted": result.inserted, "updated": result.updated,
                 "deleted": result.deleted}
 

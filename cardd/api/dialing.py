@@ -11,7 +11,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from cardd.api import schemas as s
-from cardd.api.app import (ADMIN, READ, WRITE, Problem, after_of, allow, card_id_for, owner_scope, pool, who)
+from cardd.api.app import ADMIN, READ, WRITE, Problem, after_of, allow, card_id_for, owner_scope, pool, who
 from cardd.api.cards import page_json
 from cardd.billing import apistore, identity
 
@@ -164,7 +164,8 @@ class Blacklist(MethodView):
         try:
             after = apistore.decode_text_cursor(args["cursor"])
         except ValueError as exc:
-            raise Problem(400, "Bad Request", str(exc), invalid_params=[{"name": "cursor", "reason": str(exc)}]) from None
+            raise Problem(400, "Bad Request", str(exc),
+                          invalid_params=[{"name": "cursor", "reason": str(exc)}]) from None
         rows, last = apistore.blacklist_page(pool(), blocked_only=not args["all"], after=after, limit=args["limit"])
         return {"items": rows, "next_cursor": apistore.encode_text_cursor(last)}
 

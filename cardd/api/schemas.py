@@ -7,7 +7,7 @@ Unknown fields are refused (marshmallow's RAISE), each with its own reason.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -54,7 +54,7 @@ class UtcDateTime(fields.DateTime):
     def _serialize(self, value: Any, attr: Any, obj: Any, **kwargs: Any) -> str | None:
         if value is None:
             return None
-        return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> datetime:
         result = super()._deserialize(value, attr, data, **kwargs)
@@ -477,3 +477,76 @@ class CardImportArgs(Schema):
 
 class CardImportResultSchema(Schema):
     cards = fields.Int(required=True)
+
+
+# --- carriers, prompts, maintenance ------------------------------------------------------------
+
+GATEWAY = validate.Length(min=1, max=500)
+
+
+class CarrierSchema(Schema):
+    name = fields.Str(required=True, validate=validate.Length(min=1, max=64))
+    currency = fields.Str(required=True, validate=CURRENCY)
+    gateways = fields.List(fields.Str(validate=GATEWAY), required=True, validate=validate.Length(min=1, max=20),
+                           metadata={"description": "dial-string templates with {number}, tried in order"})
+    priority = fields.Int(load_default=100, validate=validate.Range(0, 2_147_483_647),
+                          metadata={"description": "among equal first-minute prices the lower goes first"})
+    channel_limit = fields.Int(load_default=None, allow_none=True, validate=validate.Range(1, 2_147_483_647))
+    enabled = fields.Bool(dump_only=True)
+    rates = fields.Int(dump_only=True, metadata={"description": "prefixes in the buy deck"})
+    open_calls = fields.Int(dump_only=True, metadata={"description": "open reservations routed to it"})
+
+
+class RoutePlanArgs(Schema):
+    number = fields.Str(required=True, validate=DIGITS)
+    tariff = fields.Str(required=True, validate=NAME, metadata={"description": "the sell side: the card's tariff"})
+    allow_loss = fields.Bool(load_default=False, metadata={"description": "as calling_card.route_at_a_loss"})
+
+
+class RouteSchema(Schema):
+    carrier = fields.Str(required=True)
+    gateway = fields.Str(required=True)
+    prefix = fields.Str(required=True)
+    buy_first_minute = Money(required=True)
+    margin_first_minute = Money(required=True)
+
+
+class RoutePlanSchema(Schema):
+    number = fields.Str(required=True)
+    tariff = fields.Str(required=True)
+    currency = fields.Str(required=True)
+    refused = fields.Bool(required=True, metadata={"description": "the tariff has no rate or forbids the number"})
+    sell_prefix = fields.Str(allow_none=True, required=True)
+    sell_first_minute = Money(allow_none=True, required=True)
+    routes = fields.List(fields.Nested(RouteSchema), required=True)
+
+
+class PromptSchema(Schema):
+    id = fields.Int(required=True)
+    name = fields.Str(required=True)
+    description = fields.Str(required=True)
+    default_audio = fields.Str(allow_none=True, required=True,
+                               metadata={"description": "the default recording, relative to daemon.sounds_dir"})
+    languages = fields.Dict(keys=fields.Str(), values=fields.Str(), required=True,
+                            metadata={"description": "language -> recording, relative to daemon.sounds_dir"})
+
+
+class PromptCreateForm(Schema):
+    name = fields.Str(required=True, validate=NAME)
+    description = fields.Str(load_default="", validate=validate.Length(max=1000))
+
+
+class PromptUpdateForm(Schema):
+    name = fields.Str(validate=NAME)
+    description = fields.Str(validate=validate.Length(max=1000))
+    lang = fields.Str(validate=validate.Regexp(r"^[a-z]{2}$", error="a two-letter code such as th"),
+                      metadata={"description": "the uploaded audio's language; without it, the default audio"})
+
+
+class HashedPinsSchema(Schema):
+    hashed = fields.Int(required=True, metadata={"description": "plain PINs hashed by this request"})
+
+
+class RateDeleteArgs(Schema):
+    prefix = fields.Str(required=True, validate=PREFIX,
+                        metadata={"description": "the rate's prefix; empty for the catch-all rate"})

@@ -213,3 +213,33 @@ def list_cards(pool: ConnectionPool, *, limit: int = 1000, status: str | None = 
         ).fetchall()
     return [CardSummary(int(r[0]), r[1], r[2], r[3], r[4].strip(), r[5], r[6], int(r[7]), r[8], r[9])
             for r in rows]
+
+
+def delete_tariff(pool: ConnectionPool, name: str) -> int:
+    """Delete a tariff and its rates; refused while any card uses it. Returns how many rates went with it."""
+    with pool.connection() as conn, conn.transaction():
+        tid, _ = tariff_id(conn, name)
+        # The row lock makes a card created meanwhile on this tariff wait (its foreign key check
+        # takes a share lock on the row), so the count below cannot go stale before the delete.
+        conn.execute("SELECT 1 FROM tariffs WHERE id = %s FOR UPDATE", (tid,))
+        row = conn.execute("SELECT count(*) FROM accounts WHERE tariff_id = %s", (tid,)).fetchone()
+        assert row is not None
+        if row[0]:
+            raise CatalogError(f"tariff {name!r} is used by {row[0]} card(s): move them to another tariff first")
+        rates = conn.execute("DELETE FROM rates WHERE tariff_id = %s", (tid,)).rowcount
+        conn.execute("DELETE FROM tariffs WHERE id = %s", (tid,))
+    log.info("tariff %s deleted with %s rates", name, rates)
+    return rates
+
+
+def rename_tariff(pool: ConnectionPool, name: str, new_name: str) -> None:
+    """Rename a tariff; its cards and rates follow (they hold its id)."""
+    if not new_name:
+        raise CatalogError("a tariff needs a name")
+    try:
+        with pool.connection() as conn, conn.transaction():
+            tid, _ = tariff_id(conn, name)
+            conn.execute("UPDATE tariffs SET name = %s WHERE id = %s", (new_name, tid))
+    except errors.UniqueViolation:
+        raise CatalogError(f"tariff {new_name!r} already exists") from None
+    log.info("tariff %s renamed %s", name, new_name)
