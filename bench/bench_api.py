@@ -71,7 +71,8 @@ def seed(dsn: str, cards: int, cdrs: int) -> float:
                 "        '15551234567',"
                 "        '44' || (2071000000 + g %% 1000000)::text, '44' || (2071000000 + g %% 1000000)::text, '44',"
                 "        t, t + interval '5 s', t + interval '5 s' + (g %% 600) * interval '1 s', 3600, g %% 600,"
-                "        round((g %% 600) * 0.001, 5), CASE WHEN g %% 10 = 0 THEN 'USER_BUSY' ELSE 'NORMAL_CLEARING' END"
+                "        round((g %% 600) * 0.001, 5),"
+                "        CASE WHEN g %% 10 = 0 THEN 'USER_BUSY' ELSE 'NORMAL_CLEARING' END"
                 "   FROM (SELECT g, 1 + (g * 7919) %% %s AS a,"
                 "                now() - interval '30 days' + g * (interval '30 days' / %s) AS t"
                 "           FROM generate_series(%s::bigint, %s::bigint) g) s",
@@ -110,7 +111,7 @@ def run(dsn: str, args: argparse.Namespace, workdir: Path) -> None:
     reseller = subprocess.run([sys.executable, "-m", "cardd", "-c", str(config), "apikey", "add", "bench reseller",
                                "--role", "reseller", "--owner", "reseller 2"], env=env, check=True,
                               capture_output=True, text=True).stdout.strip()
-    log = open(workdir / "api.log", "w")
+    log = open(workdir / "api.log", "w")  # noqa: SIM115 (the API process writes it until the finally below)
     api = subprocess.Popen([sys.executable, "-m", "cardd", "-c", str(config), "api"], env=env, stderr=log,
                            stdout=subprocess.DEVNULL)
     try:

@@ -41,8 +41,7 @@ from gevent.lock import BoundedSemaphore  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (BENCH_PIN, DESTINATION, EmbeddedPg, Handler, card_number,  # noqa: E402
-                          machine, raise_nofile, table)
+from bench.common import BENCH_PIN, DESTINATION, EmbeddedPg, Handler, card_number, machine, raise_nofile, table  # noqa: E402
 from cardd.sim import Callee, Caller, Switch  # noqa: E402
 from cardd.sim.clock import Clock, VirtualClock  # noqa: E402
 

@@ -45,8 +45,7 @@ import gevent  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (BENCH_PIN, DESTINATION, EmbeddedPg, Handler, card_number,  # noqa: E402
-                          machine, raise_nofile, table)
+from bench.common import BENCH_PIN, DESTINATION, EmbeddedPg, Handler, card_number, machine, raise_nofile, table  # noqa: E402
 from cardd.sim import Callee, Caller, Switch  # noqa: E402
 from cardd.sim.bridge import CALLEE_BYE_LAG  # noqa: E402
 

@@ -26,9 +26,9 @@ from pathlib import Path  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from cardd.db import EmbeddedServer  # noqa: E402
 from cardd.billing import pins  # noqa: E402
-from tests.dbfixtures import _make_template, PgServer  # noqa: E402
+from cardd.db import EmbeddedServer  # noqa: E402
+from tests.dbfixtures import PgServer, _make_template  # noqa: E402
 from tests.test_faults_concurrency import check, overspend_run  # noqa: E402
 
 

@@ -21,11 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psycopg  # noqa: E402
+import psycopg
 
-from bench.common import machine  # noqa: E402
-from cardd.billing.ledger import find_rate  # noqa: E402
-from cardd.db import EmbeddedServer, migrate_conn  # noqa: E402
+from bench.common import machine
+from cardd.billing.ledger import find_rate
+from cardd.db import EmbeddedServer, migrate_conn
 
 
 def make_prefixes(n: int, rng: random.Random) -> list[str]:
@@ -39,7 +39,8 @@ def make_prefixes(n: int, rng: random.Random) -> list[str]:
 
 def load(conn: psycopg.Connection, name: str, prefixes: list[str]) -> int:
     with conn.transaction():
-        tid = conn.execute("INSERT INTO tariffs (name, currency) VALUES (%s, 'USD') RETURNING id", (name,)).fetchone()[0]
+        tid = conn.execute("INSERT INTO tariffs (name, currency) VALUES (%s, 'USD') RETURNING id",
+                           (name,)).fetchone()[0]
         with conn.cursor().copy(
             "COPY rates (tariff_id, prefix, price_1, interval_1, price_n, interval_n) FROM STDIN"
         ) as copy:

@@ -35,13 +35,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import psycopg  # noqa: E402
+import psycopg
+from bench_rating import make_prefixes, percentile
 
-from bench_rating import make_prefixes, percentile  # noqa: E402
-from cardd.billing.rating import Rate  # noqa: E402
-from cardd.billing.routing import choose_route  # noqa: E402
-from cardd.db import EmbeddedServer, migrate_conn  # noqa: E402
-from cardd.errors import NoRoute  # noqa: E402
+from cardd.billing.rating import Rate
+from cardd.billing.routing import choose_route
+from cardd.db import EmbeddedServer, migrate_conn
+from cardd.errors import NoRoute
 
 TARGET_S = 0.002
 # A sell rate no buy price reaches: every candidate stays in the route.
@@ -102,8 +102,8 @@ def compare_import(dsn: str, rows: int, rng: random.Random) -> int:
 
     from psycopg_pool import ConnectionPool
 
-    from cardd.billing.rate_import import CARRIER_DECK, import_rates
     from cardd.billing import carriers, catalog
+    from cardd.billing.rate_import import CARRIER_DECK, import_rates
 
     lines = ["prefix,description,price_1,interval_1,price_n,interval_n,connect_fee,free_seconds,grace\n"]
     lines += [f"{p},zone,0.0{rng.randint(1000, 9999)},60,0.01000,6,0,0,0\n" for p in make_prefixes(rows, rng)]

@@ -39,7 +39,7 @@ def machine() -> str:
     # The load average says whether something else was competing for the cores.
     return (f"{os.cpu_count()} cores, Python {platform.python_version()}, "
             f"{platform.system()} {platform.release()}, load {os.getloadavg()[0]:.2f}, "
-            f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+            f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
 
 
 def raise_nofile() -> tuple[int, int]:
@@ -68,7 +68,7 @@ class EmbeddedPg:
         self.server = None
         self.dsn = ""
 
-    def __enter__(self) -> "EmbeddedPg":
+    def __enter__(self) -> EmbeddedPg:
         from cardd.db import EmbeddedServer
 
         self.server = EmbeddedServer(self.dir / "pg").start()
@@ -269,7 +269,7 @@ class Handler:
                 self.proc.kill()
                 self.proc.wait()
 
-    def __enter__(self) -> "Handler":
+    def __enter__(self) -> Handler:
         return self
 
     def __exit__(self, *exc) -> None:

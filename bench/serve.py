@@ -39,6 +39,7 @@ from gevent.server import StreamServer  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import PROXY, DbCounter  # noqa: E402
+
 # cardd's own subscription, so the bare handler receives exactly what cardd does.
 from cardd.esl.session import EVENTS  # noqa: E402
 

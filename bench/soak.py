@@ -51,8 +51,16 @@ import gevent  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (BENCH_CARD_BASE, BENCH_PIN, DESTINATION, EmbeddedPg, Handler,  # noqa: E402
-                          card_number, machine, raise_nofile)
+from bench.common import (  # noqa: E402
+    BENCH_CARD_BASE,
+    BENCH_PIN,
+    DESTINATION,
+    EmbeddedPg,
+    Handler,
+    card_number,
+    machine,
+    raise_nofile,
+)
 from cardd.sim import Callee, Caller, Switch  # noqa: E402
 
 CALL_TIMEOUT = 300.0
@@ -241,7 +249,7 @@ def main() -> int:
     failed = []
     if n_open:
         failed.append(f"{n_open} open reservations")
-        for b, a, created, expires, duration in still_open[:5]:
+        for b, a, created, _expires, duration in still_open[:5]:
             print(f"  open reservation b={b} a={a} created {created:%H:%M:%S.%f} duration {duration} s, "
                   f"in transcripts: {str(b) in bridged}; call: {calls_by_a.get(str(a), 'unknown')}")
     if no_cdr:
