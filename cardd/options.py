@@ -318,7 +318,7 @@ API_OPTIONS: tuple[Option, ...] = (
     O("request_timeout", SecondsKind(0, 600, lo_open=True), 30.0,
       "seconds a request may take; a slower one is answered 503", API),
     O("max_connections", IntKind(1, 100000), 256,
-      "connections served at once; more wait in the listen backlog", API),
+      "connections served at once; one more is answered 503 and closed", API),
     O("session_lifetime", IntKind(60, 2592000, "seconds"), 3600,
       "how long a card holder's sign-in (card number + PIN) lasts", API),
 )

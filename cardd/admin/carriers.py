@@ -15,13 +15,13 @@ from typing import Any
 
 from cardd.admin.common import _currency, operator_database, refuse, sub_commands
 from cardd.admin.ops import import_deck
-from cardd.billing import carriers, catalog
-from cardd.billing.ledger import find_rate
+from cardd.billing import carriers
+from cardd.billing.carrier_plan import routes_in_order
 from cardd.billing.rate_import import CARRIER_DECK
 from cardd.billing.rating import call_cost
-from cardd.billing.routing import FIRST_MINUTE_S, Route, choose_route
+from cardd.billing.routing import FIRST_MINUTE_S
 from cardd.digits import whole_number
-from cardd.errors import CatalogError, NoRoute
+from cardd.errors import CatalogError
 from cardd.money import format_money
 
 
@@ -128,25 +128,6 @@ def run_carrier_enable(args: argparse.Namespace, settings: Any) -> int:
 
 def run_carrier_rates_import(args: argparse.Namespace, settings: Any) -> int:
     return import_deck(args, settings, CARRIER_DECK, args.carrier)
-
-
-def routes_in_order(conn, number: str, tariff: str, *, allow_loss: bool) -> tuple[Any, str, list[Route]]:
-    """(sell rate, currency, every route a call would try, in order), as choose_route picks
-    them one after the other; in the caller's transaction, to be rolled back."""
-    tid, currency = catalog.tariff_id(conn, tariff)
-    sell = find_rate(conn, tid, number)
-    if sell is None or sell.forbidden:
-        return sell, currency, []
-    routes: list[Route] = []
-    while True:
-        try:
-            route = choose_route(conn, number, sell, currency, allow_loss=allow_loss,
-                                 tried=[r.key for r in routes])
-        except NoRoute:
-            return sell, currency, routes
-        if route is None:
-            return sell, currency, routes
-        routes.append(route)
 
 
 def run_carrier_route(args: argparse.Namespace, settings: Any) -> int:
