@@ -10,7 +10,8 @@ import string
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openapi_schema_validator import OAS30Validator
 
 from cardd.api.app import ApiConfig, create_app

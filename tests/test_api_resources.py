@@ -8,7 +8,7 @@ import csv
 import io
 import logging
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import psycopg
@@ -46,7 +46,7 @@ def test_cdrs_filter_by_card_destination_cause_and_time_and_page_by_cursor(api):
         if not cursor:
             break
     assert seen == sorted(seen, reverse=True) and len(seen) == len(set(seen)) == 5
-    future = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     assert client.get("/cdrs", query_string={"from": future}).get_json()["items"] == []
     naive = client.get("/cdrs", query_string={"from": "2026-01-01T00:00:00"})
     assert naive.status_code == 422 and naive.get_json()["invalid_params"][0]["name"] == "from"
@@ -111,7 +111,8 @@ def test_rates_are_added_listed_looked_up_and_deleted(api):
                                  interval_n=60), Decimal("1"))
     assert found["rate"]["prefix"] == "331" and found["max_duration_s"] == expected == 1200
     assert client.request("DELETE", "/tariffs/retail/rates/331").status_code == 204
-    assert client.get("/tariffs/retail/lookup", query_string={"number": "33112345"}).get_json()["rate"]["prefix"] == "33"
+    after = client.get("/tariffs/retail/lookup", query_string={"number": "33112345"}).get_json()
+    assert after["rate"]["prefix"] == "33"
     assert client.request("DELETE", "/tariffs/retail/rates/331").status_code == 404
     tariffs = client.get("/tariffs").get_json()["items"]
     assert {(t["name"], t["rates"]) for t in tariffs} == {("demo", 4), ("retail", 1)}

@@ -98,7 +98,7 @@ def _flatten(messages: Any, path: str = "") -> list[dict[str, str]]:
 class CarddApi(Api):
     """flask-smorest's Api whose errors are RFC 9457 problem documents."""
 
-    def handle_http_exception(self, error: HTTPException) -> Response:  # type: ignore[override]
+    def handle_http_exception(self, error: HTTPException) -> Response:
         data = getattr(error, "data", None) or {}
         params = _flatten(data.get("messages") or data.get("errors") or {})
         code = error.code or 500

@@ -13,6 +13,7 @@ from flask_smorest import Blueprint
 from cardd.api import schemas as s
 from cardd.api.app import ADMIN, READ, WRITE, Problem, after_of, allow, card_id_for, idempotent, owner_scope, pool, who
 from cardd.billing import apiauth, apistore, cardadmin, operator
+from cardd.errors import CardImportRefused
 
 blp = Blueprint("cards", __name__, url_prefix="/cards", description="Calling cards")
 
@@ -231,7 +232,7 @@ class CardImport(MethodView):
             raise Problem(422, "Unprocessable Content", "the CSV is not UTF-8 text") from None
         try:
             count = operator.import_cards(pool(), io.StringIO(text), who=who(), source="HTTP API", **args)
-        except operator.CardImportRefused as exc:
+        except CardImportRefused as exc:
             raise Problem(422, "Unprocessable Content", f"{len(exc.errors)} bad rows of {exc.rows}; nothing imported",
                           invalid_params=[{"name": f"line {line}", "reason": why}
                                           for line, why in exc.errors]) from None

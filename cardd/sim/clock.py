@@ -39,6 +39,8 @@ class Clock:
     """Real time. now() is epoch seconds (float)."""
 
     virtual = False
+    # The simulator sets it while no app runs on the call; only the virtual clock acts on it.
+    idle = False
 
     def __init__(self, start: float | None = None):
         # Offset lets a replay pin the epoch even in real time.

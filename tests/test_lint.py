@@ -1,0 +1,25 @@
+"""Lint and types are part of the suite (the suite is what CI runs): ruff and mypy, configured in
+pyproject.toml, report nothing. Both come with the test extras (setup.cfg)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_tool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_ruff_finds_nothing_in_cardd_tests_and_bench():
+    result = run_tool("ruff", "check", "--output-format", "concise", "cardd", "tests", "bench")
+    assert result.returncode == 0, f"ruff check:\n{result.stdout}{result.stderr}"
+
+
+def test_mypy_finds_no_type_error_in_cardd():
+    result = run_tool("mypy", "cardd")
+    assert result.returncode == 0, f"mypy cardd:\n{result.stdout}{result.stderr}"
+    assert result.stdout.startswith("Success: no issues found"), result.stdout
