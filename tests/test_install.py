@@ -26,7 +26,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 _NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "var", "build", "dist", "*.egg-info", "__pycache__",
-                                     ".hypothesis", ".pytest_cache", "custom")
+                                     ".hypothesis", ".pytest_cache", ".mypy_cache", ".ruff_cache", "custom")
 
 
 def free_port() -> int:
