@@ -181,6 +181,13 @@ def test_a_file_sox_cannot_read_is_refused_and_leaves_no_prompt(prompt_api, tmp_
     assert no_file.status_code == 422 and no_file.get_json()["invalid_params"][0]["name"] == "audio"
     as_json = client.post("/prompts", json={"name": "x"})
     assert as_json.status_code == 422
+    as_text = client.post("/prompts", content_type="multipart/form-data", data={"name": "t", "audio": "RIFF...."})
+    assert as_text.status_code == 422 and as_text.get_json()["invalid_params"][0]["name"] == "audio"
+    for filename in ("", "../../etc/x.wav", "x.wav;rm -rf", "noext"):
+        odd = client.post("/prompts", content_type="multipart/form-data",
+                          data={"name": "odd", "audio": (io.BytesIO(b""), filename)})
+        assert odd.status_code == 422 and odd.content_type == "application/problem+json", filename
+    assert not sounds.exists() or not any(sounds.rglob("*.wav"))
     lang_alone = client.request("PATCH", "/prompts/1", content_type="multipart/form-data", data={"lang": "th"})
     assert lang_alone.status_code == 404   # no prompt 1 yet
 

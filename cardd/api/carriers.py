@@ -13,9 +13,9 @@ from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from flask_smorest.fields import Upload
-from marshmallow import Schema
+from marshmallow import Schema, ValidationError
 from webargs.flaskparser import FlaskParser
-from werkzeug.datastructures import CombinedMultiDict
+from werkzeug.datastructures import CombinedMultiDict, FileStorage
 
 from cardd.api import schemas as s
 from cardd.api.app import ADMIN, Problem, after_of, allow, config, pool, who
@@ -178,12 +178,21 @@ class CarrierRoute(MethodView):
 _AUDIO = "any audio file sox reads; stored as 8 kHz 16-bit mono wav under daemon.sounds_dir"
 
 
+class AudioFile(Upload):
+    """A file part of the multipart body (a text field of the same name is not a file)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> FileStorage:
+        if not isinstance(value, FileStorage):
+            raise ValidationError("send the recording as a file part (multipart/form-data)")
+        return value
+
+
 class PromptCreateUpload(s.PromptCreateForm):
-    audio = Upload(required=True, metadata={"description": _AUDIO})
+    audio = AudioFile(required=True, metadata={"description": _AUDIO})
 
 
 class PromptUpdateUpload(s.PromptUpdateForm):
-    audio = Upload(metadata={"description": _AUDIO})
+    audio = AudioFile(metadata={"description": _AUDIO})
 
 
 def _prompt_json(p: prompt_store.OperatorPrompt) -> dict[str, Any]:
