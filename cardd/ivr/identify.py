@@ -11,7 +11,9 @@ black list is on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from cardd import prompts
 from cardd.billing import identity, pins
@@ -161,9 +163,8 @@ def _by_entry(call: Call, timeouts: InputTimeouts):
             # The number alone is the secret: what it is, the caller learns only
             # through the gate, like a PIN's verdict.
             found = _find(call, entry.digits)
-            # gate() calls the verdict before it returns: it sees this iteration's `found`.
             gated = ident.gate(identity.pin_buckets(limits, cli=cli, number=entry.digits),
-                               limits.window_s, lambda conn: (found is not None, found))  # noqa: B023
+                               limits.window_s, _known(found))
             if not gated.allowed:
                 return _throttled(call, gated.refused_by)
             card = gated.value
@@ -223,6 +224,11 @@ def _wrong_card_number(call: Call, typed: str, *, counted: bool = False) -> bool
         call.goodbye("cli_blacklisted")
         return True
     return False
+
+
+def _known(found: Card | None) -> Callable[[Any], tuple[bool, Card | None]]:
+    """The gate's verdict on a word PIN: the number alone is the secret."""
+    return lambda conn: (found is not None, found)
 
 
 def _limits(call: Call) -> identity.Limits:
