@@ -6,7 +6,6 @@ No card numbers, CLIs or UUIDs in labels. Tests pass their own registry.
 from __future__ import annotations
 
 import contextlib
-import functools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -193,6 +192,10 @@ class Metrics:
         self.carrier_revenue.labels(carrier, cdr.currency).inc(float(cdr.cost))
         self.carrier_margin.labels(carrier, cdr.currency).inc(float(cdr.margin))
 
+    def observe_query(self, op: str, seconds: float) -> None:
+        """A repository's query observer (cardd.billing.repository): cardd_db_query_seconds{op}."""
+        self.db_query_seconds.labels(op).observe(seconds)
+
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
         """Observe the wall time of one IVR step (a fixed name, never a number or UUID)."""
@@ -222,31 +225,3 @@ class Metrics:
             self._http.stop()
             self._http = None
 
-
-class TimedLedger:
-    """A cardd.billing.ledger.Ledger whose database methods are timed into
-    cardd_db_query_seconds{op=<method>}; everything else passes through.
-
-    verify_pin is CPU (an HMAC), not database, so it is not timed."""
-
-    _UNTIMED = frozenset({"verify_pin"})
-
-    def __init__(self, ledger: Any, metrics: Metrics):
-        self._ledger = ledger
-        self._metrics = metrics
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._ledger, name)
-        if name.startswith("_") or name in self._UNTIMED or not callable(attr):
-            return attr
-        histogram = self._metrics.db_query_seconds.labels(name)
-
-        @functools.wraps(attr)
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return attr(*args, **kwargs)
-            finally:
-                histogram.observe(time.perf_counter() - started)
-
-        return timed

@@ -24,7 +24,7 @@ from psycopg_pool import ConnectionPool
 
 from cardd.billing import identity, operator, pins
 from cardd.billing.identity import Limits
-from cardd.billing.ledger import _database_errors
+from cardd.billing.repository import database_errors
 from cardd.digits import is_digits
 from cardd.errors import CarddError
 
@@ -80,7 +80,7 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
-@_database_errors
+@database_errors
 def create_key(pool: ConnectionPool, name: str, role: str, *, who: str, owner: str | None = None) -> str:
     """A new key; returns the full key text, which is never stored nor shown again."""
     if role not in ROLES:
@@ -103,7 +103,7 @@ def create_key(pool: ConnectionPool, name: str, role: str, *, who: str, owner: s
     return f"{KEY_PREFIX}{key_id}_{secret}"
 
 
-@_database_errors
+@database_errors
 def list_keys(pool: ConnectionPool) -> list[KeyRow]:
     with pool.connection() as conn:
         rows = conn.execute(
@@ -112,7 +112,7 @@ def list_keys(pool: ConnectionPool) -> list[KeyRow]:
     return [KeyRow(*r) for r in rows]
 
 
-@_database_errors
+@database_errors
 def revoke_key(pool: ConnectionPool, key_id: str, *, who: str) -> None:
     """Revoke a key by its key_id (or the full key text); it stops working at once."""
     match = _KEY.fullmatch(key_id)
@@ -126,7 +126,7 @@ def revoke_key(pool: ConnectionPool, key_id: str, *, who: str) -> None:
     log.info("API key %s revoked", wanted)
 
 
-@_database_errors
+@database_errors
 def authenticate(pool: ConnectionPool, token: str) -> Principal | None:
     """The principal of a bearer token (API key or session), or None when it is no valid one."""
     key = _KEY.fullmatch(token)
@@ -170,7 +170,7 @@ class Session:
     expires_at: datetime
 
 
-@_database_errors
+@database_errors
 def sign_in(pool: ConnectionPool, limits: Limits, number: str, pin: str, *, peer: str,
             lifetime_s: int) -> Session:
     """Card number + PIN -> a session, under the IVR's race-free throttle: the card's bucket is
@@ -214,7 +214,7 @@ def sign_in(pool: ConnectionPool, limits: Limits, number: str, pin: str, *, peer
     return Session(SESSION_PREFIX + secret, card_id, row[0])
 
 
-@_database_errors
+@database_errors
 def sign_out(pool: ConnectionPool, token: str) -> None:
     session = _SESSION.fullmatch(token)
     if session:

@@ -25,8 +25,9 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from cardd.billing import catalog, operator
-from cardd.billing.ledger import _CDR_COLUMNS, Cdr, LedgerEntry, _cdr, _database_errors, find_rate
+from cardd.billing.ledger import _CDR_COLUMNS, Cdr, LedgerEntry, _cdr, find_rate
 from cardd.billing.rating import Rate
+from cardd.billing.repository import database_errors
 from cardd.errors import CarddError
 from cardd.money import money
 
@@ -94,7 +95,7 @@ def _owner_clause(where: _Where, owner: str | None, customer_col: str) -> None:
         where.add(f"{customer_col} IN (SELECT id FROM customers WHERE owner = %s)", owner)
 
 
-@_database_errors
+@database_errors
 def card_id_visible(pool: ConnectionPool, number: str, owner: str | None) -> int:
     """The id of card `number` when the caller may see it (owner None: every card)."""
     with pool.connection() as conn:
@@ -106,7 +107,7 @@ def card_id_visible(pool: ConnectionPool, number: str, owner: str | None) -> int
     return int(row[0])
 
 
-@_database_errors
+@database_errors
 def customer_visible(pool: ConnectionPool, name: str, owner: str | None) -> int:
     with pool.connection() as conn:
         row = conn.execute("SELECT id, owner FROM customers WHERE name = %s", (name,)).fetchone()
@@ -128,7 +129,7 @@ class CardRow:
     created_at: datetime
 
 
-@_database_errors
+@database_errors
 def cards_page(pool: ConnectionPool, *, owner: str | None = None, status: str | None = None,
                customer: str | None = None, tariff: str | None = None, number_prefix: str | None = None,
                balance_below: Decimal | None = None, after: int | None = None,
@@ -165,7 +166,7 @@ def cards_page(pool: ConnectionPool, *, owner: str | None = None, status: str | 
                                              int(r[7]), r[8], r[9]), r[10], r[11]) for r in rows], next_after)
 
 
-@_database_errors
+@database_errors
 def card_row(pool: ConnectionPool, card_id: int) -> CardRow:
     with pool.connection() as conn:
         number = conn.execute("SELECT username FROM accounts WHERE id = %s", (card_id,)).fetchone()
@@ -176,7 +177,7 @@ def card_row(pool: ConnectionPool, card_id: int) -> CardRow:
     return page.items[0]
 
 
-@_database_errors
+@database_errors
 def ledger_page(pool: ConnectionPool, card_id: int, *, after: int | None = None,
                 limit: int = 100) -> Page[LedgerEntry]:
     """A card's ledger rows, newest first (after = continue below this id)."""
@@ -192,7 +193,7 @@ def ledger_page(pool: ConnectionPool, card_id: int, *, after: int | None = None,
 
 # --- CDRs -------------------------------------------------------------------------
 
-@_database_errors
+@database_errors
 def cdrs_page(pool: ConnectionPool, *, owner: str | None = None, card_id: int | None = None,
               customer_id: int | None = None, start: datetime | None = None, end: datetime | None = None,
               destination_prefix: str | None = None, cause: str | None = None, after: int | None = None,
@@ -244,7 +245,7 @@ class ReservationRow:
     answered_at: datetime | None
 
 
-@_database_errors
+@database_errors
 def reservations_page(pool: ConnectionPool, *, owner: str | None = None, card_id: int | None = None,
                       expired_only: bool = False, after: int | None = None,
                       limit: int = 100) -> Page[ReservationRow]:
@@ -273,7 +274,7 @@ def reservations_page(pool: ConnectionPool, *, owner: str | None = None, card_id
     return Page([ReservationRow(int(r[0]), r[1], r[2], money(r[3]), r[4].strip(), *r[5:]) for r in rows], next_after)
 
 
-@_database_errors
+@database_errors
 def reservation_visible(pool: ConnectionPool, b_uuid: uuid.UUID, owner: str | None) -> None:
     with pool.connection() as conn:
         row = conn.execute(
@@ -293,7 +294,7 @@ class TariffRow:
     rates: int
 
 
-@_database_errors
+@database_errors
 def tariffs_page(pool: ConnectionPool, *, after: int | None = None, limit: int = 100) -> Page[TariffRow]:
     with pool.connection() as conn:
         rows = conn.execute(
@@ -304,7 +305,7 @@ def tariffs_page(pool: ConnectionPool, *, after: int | None = None, limit: int =
     return Page([TariffRow(int(r[0]), r[1], r[2].strip(), int(r[3])) for r in rows], next_after)
 
 
-@_database_errors
+@database_errors
 def tariff_of_card(pool: ConnectionPool, card_id: int) -> str:
     with pool.connection() as conn:
         row = conn.execute("SELECT t.name FROM accounts a JOIN tariffs t ON t.id = a.tariff_id WHERE a.id = %s",
@@ -328,7 +329,7 @@ class RateRow:
     forbidden: bool
 
 
-@_database_errors
+@database_errors
 def rates_page(pool: ConnectionPool, tariff: str, *, prefix: str | None = None, after: int | None = None,
                limit: int = 100) -> Page[RateRow]:
     with pool.connection() as conn:
@@ -342,7 +343,7 @@ def rates_page(pool: ConnectionPool, tariff: str, *, prefix: str | None = None, 
     return Page([RateRow(*r) for r in rows], next_after)
 
 
-@_database_errors
+@database_errors
 def delete_rate(conn: psycopg.Connection[Any], tariff: str, prefix: str) -> bool:
     tid, _ = catalog.tariff_id(conn, tariff)
     return conn.execute("DELETE FROM rates WHERE tariff_id = %s AND prefix = %s RETURNING id",
@@ -363,7 +364,7 @@ class VoucherRow:
     created_at: datetime
 
 
-@_database_errors
+@database_errors
 def vouchers_page(pool: ConnectionPool, *, batch: str | None = None, status: str | None = None,
                   after: int | None = None, limit: int = 100) -> Page[VoucherRow]:
     where = _Where()
@@ -391,7 +392,7 @@ class CustomerRow:
     created_at: datetime
 
 
-@_database_errors
+@database_errors
 def customers_page(pool: ConnectionPool, *, owner: str | None = None, after: int | None = None,
                    limit: int = 100) -> Page[CustomerRow]:
     where = _Where()
@@ -432,7 +433,7 @@ class StoredAnswer:
     content_type: str
 
 
-@_database_errors
+@database_errors
 def idempotent(pool: ConnectionPool, principal: str, key: str, method: str, path: str, request_hash: str,
                run: Callable[[Any], StoredAnswer]) -> tuple[StoredAnswer, bool]:
     """Run a money-moving request once per (principal, Idempotency-Key). Returns (answer,
@@ -457,7 +458,7 @@ def idempotent(pool: ConnectionPool, principal: str, key: str, method: str, path
     return answer, False
 
 
-@_database_errors
+@database_errors
 def lookup_rate(pool: ConnectionPool, tariff: str, number: str) -> tuple[str, Rate | None]:
     """The longest-prefix rate of `number` in a tariff: (currency, rate or None)."""
     with pool.connection() as conn:
@@ -493,7 +494,7 @@ class BlacklistRow:
     updated_at: datetime
 
 
-@_database_errors
+@database_errors
 def blacklist_page(pool: ConnectionPool, *, blocked_only: bool = True, after: str | None = None,
                    limit: int = 100) -> tuple[list[BlacklistRow], str | None]:
     """Black-listed CLIs by CLI (after = the last CLI of the previous page)."""
@@ -516,7 +517,7 @@ class SmartDialRow:
     exclusive: bool
 
 
-@_database_errors
+@database_errors
 def smart_dial_page(pool: ConnectionPool, *, owner: str | None = None, card_id: int | None = None,
                     after: int | None = None, limit: int = 100) -> Page[SmartDialRow]:
     where = _Where()
@@ -545,7 +546,7 @@ class NodeRow:
     calls: int            # open reservations it granted: its calls up (or being set up)
 
 
-@_database_errors
+@database_errors
 def live_nodes(pool: ConnectionPool, *, owner: str | None = None) -> list[NodeRow]:
     """Every registered cardd process with its calls up now (a reseller counts only its cards' calls)."""
     scope = "" if owner is None else (" AND r.account_id IN (SELECT a.id FROM accounts a JOIN customers c"
@@ -570,7 +571,7 @@ class AuditRow:
     detail: str
 
 
-@_database_errors
+@database_errors
 def audit_page(pool: ConnectionPool, *, card_id: int | None = None, action: str | None = None,
                after: int | None = None, limit: int = 100) -> Page[AuditRow]:
     """The operator audit, newest first (after = continue below this id)."""

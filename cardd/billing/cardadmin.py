@@ -11,8 +11,8 @@ from decimal import Decimal
 from psycopg_pool import ConnectionPool
 
 from cardd.billing import catalog, operator
-from cardd.billing.ledger import _database_errors
 from cardd.billing.pins import hash_pin
+from cardd.billing.repository import database_errors
 from cardd.errors import CatalogError, OperatorError
 from cardd.money import check_currency, format_money, money
 
@@ -28,7 +28,7 @@ def _random_digits(length: int) -> str:
     return str(1 + secrets.randbelow(9)) + "".join(str(secrets.randbelow(10)) for _ in range(length - 1))
 
 
-@_database_errors
+@database_errors
 def generate_cards(pool: ConnectionPool, count: int, *, who: str, tariff: str, currency: str, length: int = 10,
                    pin_length: int = 4, balance: Decimal | str = "0", customer: str | None = None,
                    plan: str | None = None, expires_at: datetime | None = None, valid_days: int | None = None,
@@ -78,7 +78,7 @@ def generate_cards(pool: ConnectionPool, count: int, *, who: str, tariff: str, c
     return made
 
 
-@_database_errors
+@database_errors
 def set_expiry(pool: ConnectionPool, number: str, expires_at: datetime | None, *, who: str) -> None:
     """Set (None: remove) a card's expiry."""
     with pool.connection() as conn, conn.transaction():

@@ -17,8 +17,8 @@ from typing import Any
 from psycopg import errors
 from psycopg_pool import ConnectionPool
 
-from cardd.billing.ledger import _database_errors
 from cardd.billing.pins import HMAC_SCHEME, PLAIN_PREFIX, hash_pin, needs_rehash
+from cardd.billing.repository import Repository, database_errors, query
 from cardd.digits import is_digits
 from cardd.errors import CardNotFound, IdentityError
 
@@ -38,7 +38,7 @@ def is_registrable_cli(cli: str | None, min_length: int) -> bool:
 
 # --- CLI map -------------------------------------------------------------------
 
-@_database_errors
+@database_errors
 def card_id_for_cli(pool: ConnectionPool, cli: str) -> int | None:
     if not cli or not VALID_CLI.match(cli):
         return None
@@ -47,7 +47,7 @@ def card_id_for_cli(pool: ConnectionPool, cli: str) -> int | None:
     return int(row[0]) if row else None
 
 
-@_database_errors
+@database_errors
 def map_cli(pool: ConnectionPool, cli: str, card_id: int, *, replace: bool = False) -> bool:
     """Map a CLI to a card. True when the CLI now maps to this card; False when it
     already belongs to another card (and replace is False)."""
@@ -66,14 +66,14 @@ def map_cli(pool: ConnectionPool, cli: str, card_id: int, *, replace: bool = Fal
     return row is not None and int(row[0]) == card_id
 
 
-@_database_errors
+@database_errors
 def unmap_cli(pool: ConnectionPool, cli: str) -> bool:
     with pool.connection() as conn, conn.transaction():
         row = conn.execute("DELETE FROM calling_card_cli_map WHERE cli = %s RETURNING cli", (cli,)).fetchone()
     return row is not None
 
 
-@_database_errors
+@database_errors
 def cli_map(pool: ConnectionPool, card_id: int | None = None) -> list[tuple[str, str]]:
     """(cli, card number) pairs, of one card or of all."""
     with pool.connection() as conn:
@@ -97,7 +97,7 @@ class BlacklistEntry:
     updated_at: datetime
 
 
-@_database_errors
+@database_errors
 def is_blacklisted(pool: ConnectionPool, cli: str) -> bool:
     if not cli:
         return False
@@ -106,7 +106,7 @@ def is_blacklisted(pool: ConnectionPool, cli: str) -> bool:
     return bool(row and row[0])
 
 
-@_database_errors
+@database_errors
 def record_wrong_card(pool: ConnectionPool, cli: str, attempts: int) -> bool:
     """Count one wrong card number from `cli` (in a row); True when this one blacklists it.
 
@@ -131,14 +131,14 @@ def record_wrong_card(pool: ConnectionPool, cli: str, attempts: int) -> bool:
     return True
 
 
-@_database_errors
+@database_errors
 def reset_wrong_cards(pool: ConnectionPool, cli: str) -> None:
     """A card was entered right: the run of wrong ones is broken (a blacklisting stays)."""
     with pool.connection() as conn, conn.transaction():
         conn.execute("DELETE FROM blacklist WHERE cli = %s AND NOT blocked", (cli,))
 
 
-@_database_errors
+@database_errors
 def blacklist_entries(pool: ConnectionPool, *, blocked_only: bool = True) -> list[BlacklistEntry]:
     with pool.connection() as conn:
         rows = conn.execute(
@@ -149,7 +149,7 @@ def blacklist_entries(pool: ConnectionPool, *, blocked_only: bool = True) -> lis
     return [BlacklistEntry(*r) for r in rows]
 
 
-@_database_errors
+@database_errors
 def blacklist_add(pool: ConnectionPool, cli: str, reason: str = "added by the operator") -> None:
     with pool.connection() as conn, conn.transaction():
         conn.execute(
@@ -160,7 +160,7 @@ def blacklist_add(pool: ConnectionPool, cli: str, reason: str = "added by the op
         )
 
 
-@_database_errors
+@database_errors
 def blacklist_remove(pool: ConnectionPool, cli: str) -> bool:
     with pool.connection() as conn, conn.transaction():
         row = conn.execute("DELETE FROM blacklist WHERE cli = %s RETURNING cli", (cli,)).fetchone()
@@ -242,7 +242,7 @@ def topup_buckets(limits: Limits, *, cli: str | None, card_id: int) -> list[tupl
     return buckets
 
 
-@_database_errors
+@database_errors
 def gate(pool: ConnectionPool, buckets: list[tuple[str, str, int]], window_s: int,
          evaluate: Callable[[Any], tuple[bool, Any]]) -> Gated:
     """Evaluate one attempt under the buckets' locks unless a bucket is full.
@@ -284,7 +284,7 @@ def _counts(conn: Any, scopes: list[str], keys: list[str], window_s: int) -> lis
     return [int(r[1]) for r in rows]
 
 
-@_database_errors
+@database_errors
 def record_failure(pool: ConnectionPool, *, cli: str | None, card_id: int | None = None) -> None:
     """One wrong entry that evaluated no secret (a malformed or short number):
     counted against the CLI and, when given, the card."""
@@ -302,7 +302,7 @@ def _prune(conn: Any) -> None:
     conn.execute("DELETE FROM auth_failures WHERE at < now() - make_interval(secs => %s)", (PRUNE_AFTER_S,))
 
 
-@_database_errors
+@database_errors
 def is_full(pool: ConnectionPool, buckets: list[tuple[str, str, int]], window_s: int) -> bool:
     """True when one of the buckets is at its limit (one round trip). A courtesy
     before asking for a secret (a locked-out caller is not made to type it);
@@ -322,7 +322,7 @@ def throttled(pool: ConnectionPool, limits: Limits, *, cli: str | None = None, c
 
 # --- PINs and card status ------------------------------------------------------------
 
-@_database_errors
+@database_errors
 def rehash_if_legacy(pool: ConnectionPool, card_id: int, stored: str | None, pin: str) -> None:
     """After a right PIN: a legacy stored form (scrypt, or plain from an import)
     becomes HMAC. The UPDATE only replaces the form that was checked, so a PIN
@@ -336,7 +336,7 @@ def rehash_if_legacy(pool: ConnectionPool, card_id: int, stored: str | None, pin
         log.info("card id %s: PIN rehashed from %s to %s", card_id, (stored or "").split("$")[0], HMAC_SCHEME)
 
 
-@_database_errors
+@database_errors
 def set_pin(pool: ConnectionPool, card_id: int, pin: str) -> None:
     """Store a new PIN, salted and hashed ('' = no PIN)."""
     if pin and not is_digits(pin):
@@ -348,7 +348,7 @@ def set_pin(pool: ConnectionPool, card_id: int, pin: str) -> None:
         raise CardNotFound(f"no card with id {card_id}")
 
 
-@_database_errors
+@database_errors
 def hash_plain_pins(pool: ConnectionPool, *, batch: int = 500) -> int:
     """Hash every imported plain PIN; returns how many were hashed."""
     done = 0
@@ -367,7 +367,7 @@ def hash_plain_pins(pool: ConnectionPool, *, batch: int = 500) -> int:
             return done
 
 
-@_database_errors
+@database_errors
 def set_status(pool: ConnectionPool, number: str, status: str) -> bool:
     """Block or unblock a card by number; False when there is no such card."""
     with pool.connection() as conn, conn.transaction():
@@ -376,7 +376,7 @@ def set_status(pool: ConnectionPool, number: str, status: str) -> bool:
     return row is not None
 
 
-@_database_errors
+@database_errors
 def customer_id(pool: ConnectionPool, customer: str) -> int | None:
     """A customer by name, or by id when the setting is a number."""
     with pool.connection() as conn:
@@ -388,7 +388,7 @@ def customer_id(pool: ConnectionPool, customer: str) -> int | None:
 
 # --- hot dial ------------------------------------------------------------------------------
 
-@_database_errors
+@database_errors
 def hot_dial_get(pool: ConnectionPool, card_id: int, key: str) -> str | None:
     with pool.connection() as conn:
         row = conn.execute("SELECT destination FROM hot_dial WHERE account_id = %s AND key = %s",
@@ -396,7 +396,7 @@ def hot_dial_get(pool: ConnectionPool, card_id: int, key: str) -> str | None:
     return row[0] if row else None
 
 
-@_database_errors
+@database_errors
 def hot_dial_set(pool: ConnectionPool, card_id: int, key: str, destination: str) -> None:
     try:
         with pool.connection() as conn, conn.transaction():
@@ -411,7 +411,7 @@ def hot_dial_set(pool: ConnectionPool, card_id: int, key: str, destination: str)
         raise CardNotFound(f"no card with id {card_id}") from None
 
 
-@_database_errors
+@database_errors
 def hot_dial_remove(pool: ConnectionPool, card_id: int, key: str) -> bool:
     with pool.connection() as conn, conn.transaction():
         row = conn.execute("DELETE FROM hot_dial WHERE account_id = %s AND key = %s RETURNING key",
@@ -419,7 +419,7 @@ def hot_dial_remove(pool: ConnectionPool, card_id: int, key: str) -> bool:
     return row is not None
 
 
-@_database_errors
+@database_errors
 def hot_dial_list(pool: ConnectionPool, card_id: int) -> list[tuple[str, str]]:
     with pool.connection() as conn:
         rows = conn.execute("SELECT key, destination FROM hot_dial WHERE account_id = %s ORDER BY key",
@@ -435,7 +435,7 @@ class SmartDial:
     destination: str
 
 
-@_database_errors
+@database_errors
 def smart_dial_lookup(pool: ConnectionPool, did: str, cli: str, *, exclusive: bool) -> SmartDial | None:
     """The destination of a DID for a caller whose CLI is mapped to a card.
 
@@ -454,7 +454,7 @@ def smart_dial_lookup(pool: ConnectionPool, did: str, cli: str, *, exclusive: bo
     return SmartDial(int(row[0]), row[1]) if row else None
 
 
-@_database_errors
+@database_errors
 def smart_dial_add(pool: ConnectionPool, did: str, card_id: int, destination: str, *, exclusive: bool) -> None:
     try:
         with pool.connection() as conn, conn.transaction():
@@ -481,7 +481,7 @@ def smart_dial_add(pool: ConnectionPool, did: str, card_id: int, destination: st
         raise CardNotFound(f"no card with id {card_id}") from None
 
 
-@_database_errors
+@database_errors
 def smart_dial_remove(pool: ConnectionPool, did: str, card_id: int) -> bool:
     with pool.connection() as conn, conn.transaction():
         row = conn.execute("DELETE FROM smart_dial WHERE did = %s AND account_id = %s RETURNING id",
@@ -489,7 +489,7 @@ def smart_dial_remove(pool: ConnectionPool, did: str, card_id: int) -> bool:
     return row is not None
 
 
-@_database_errors
+@database_errors
 def smart_dial_list(pool: ConnectionPool) -> list[tuple[str, str, str, bool]]:
     """(did, card number, destination, exclusive) rows."""
     with pool.connection() as conn:
@@ -499,3 +499,72 @@ def smart_dial_list(pool: ConnectionPool) -> list[tuple[str, str, str, bool]]:
         ).fetchall()
     return [(r[0], r[1], r[2], r[3]) for r in rows]
 
+
+
+# --- the repository the IVR holds -----------------------------------------------------------
+
+class Identity(Repository):
+    """Who is calling, for a call: the functions above on this repository's pool, each timed as
+    cardd_db_query_seconds{op=<method>}. Operator commands and the HTTP API call the functions."""
+
+    @query
+    def card_id_for_cli(self, cli: str) -> int | None:
+        return card_id_for_cli(self.pool, cli)
+
+    @query
+    def map_cli(self, cli: str, card_id: int) -> bool:
+        return map_cli(self.pool, cli, card_id)
+
+    @query
+    def is_blacklisted(self, cli: str) -> bool:
+        return is_blacklisted(self.pool, cli)
+
+    @query
+    def record_wrong_card(self, cli: str, attempts: int) -> bool:
+        return record_wrong_card(self.pool, cli, attempts)
+
+    @query
+    def reset_wrong_cards(self, cli: str) -> None:
+        reset_wrong_cards(self.pool, cli)
+
+    @query
+    def gate(self, buckets: list[tuple[str, str, int]], window_s: int,
+             evaluate: Callable[[Any], tuple[bool, Any]]) -> Gated:
+        return gate(self.pool, buckets, window_s, evaluate)
+
+    @query
+    def record_failure(self, *, cli: str | None, card_id: int | None = None) -> None:
+        record_failure(self.pool, cli=cli, card_id=card_id)
+
+    @query
+    def is_full(self, buckets: list[tuple[str, str, int]], window_s: int) -> bool:
+        return is_full(self.pool, buckets, window_s)
+
+    @query
+    def throttled(self, limits: Limits, *, cli: str | None = None, card_id: int | None = None,
+                  number: str | None = None) -> bool:
+        return throttled(self.pool, limits, cli=cli, card_id=card_id, number=number)
+
+    @query
+    def rehash_if_legacy(self, card_id: int, stored: str | None, pin: str) -> None:
+        rehash_if_legacy(self.pool, card_id, stored, pin)
+
+    @query
+    def set_pin(self, card_id: int, pin: str) -> None:
+        set_pin(self.pool, card_id, pin)
+
+    @query
+    def customer_id(self, customer: str) -> int | None:
+        return customer_id(self.pool, customer)
+
+    @query
+    def hot_dial_get(self, card_id: int, key: str) -> str | None:
+        return hot_dial_get(self.pool, card_id, key)
+
+    @query
+    def hot_dial_set(self, card_id: int, key: str, destination: str) -> None:
+        hot_dial_set(self.pool, card_id, key, destination)
+
+    @query
+    def smart_dial_lookup(self, did: str, cli: str, *, exclusive: bool) -> SmartDial | None:
+        return smart_dial_lookup(self.pool, did, cli, exclusive=exclusive)

@@ -13,7 +13,6 @@ call's own hangup) returns the first CDR and charges nothing more.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import uuid
@@ -21,7 +20,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 from psycopg import errors
@@ -30,12 +29,12 @@ from psycopg_pool import ConnectionPool
 
 from cardd.billing.pins import check_pin
 from cardd.billing.rating import Rate, billed_seconds, call_cost, max_duration, plan_seconds_used
+from cardd.billing.repository import QueryObserver, Repository, query
 from cardd.billing.routing import Route, buy_and_margin, choose_route, record_route
 from cardd.errors import (
     CardBlocked,
     CardExpired,
     CardNotFound,
-    DatabaseUnavailable,
     DuplicateGrant,
     ForbiddenDestination,
     InsufficientFunds,
@@ -48,22 +47,6 @@ from cardd.money import money
 log = logging.getLogger(__name__)
 
 UuidLike = uuid.UUID | str
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def _database_errors(fn: _F) -> _F:
-    """A lost server, a refused connection or a pool checkout past its deadline is
-    DatabaseUnavailable to callers (psycopg_pool.PoolTimeout is an OperationalError);
-    the transaction was rolled back, so the call may be retried or journalled."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except psycopg.OperationalError as exc:
-            raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
-
-    return wrapper  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -225,21 +208,22 @@ def find_rate(conn: psycopg.Connection[Any], tariff_id: int, number: str) -> Rat
 DisagreementHook = Callable[[str, uuid.UUID, str, str], None]
 
 
-class Ledger:
+class Ledger(Repository):
     """Cards, reservations, settlements and CDRs over a psycopg ConnectionPool.
 
     `node` (the granting cardd process, cardd.nodes) is written on every grant;
-    `on_disagreement` is told about settlements that differ from the first."""
+    `on_disagreement` is told about settlements that differ from the first;
+    `observe` about each query's time (cardd.billing.repository: op=<method>)."""
 
     def __init__(self, pool: ConnectionPool, *, node: str | None = None,
-                 on_disagreement: DisagreementHook | None = None):
-        self.pool = pool
+                 on_disagreement: DisagreementHook | None = None, observe: QueryObserver | None = None):
+        super().__init__(pool, observe=observe)
         self.node = node
         self.on_disagreement = on_disagreement
 
     # --- cards -------------------------------------------------------------
 
-    @_database_errors
+    @query
     def find_card(self, number: str, *, by_authname: bool = False) -> Card | None:
         column = "a.authname" if by_authname else "a.username"
         with self.pool.connection() as conn:
@@ -248,7 +232,7 @@ class Ledger:
             ).fetchone()
         return _card(row) if row else None
 
-    @_database_errors
+    @query
     def get_card(self, card_id: int) -> Card:
         with self.pool.connection() as conn:
             row = conn.cursor(row_factory=dict_row).execute(
@@ -263,7 +247,7 @@ class Ledger:
         inline: an HMAC costs microseconds."""
         return check_pin(pin, card.pin_hash)
 
-    @_database_errors
+    @query
     def available_credit(self, card_id: int) -> Decimal:
         """Balance minus open reservations: what the card may still spend."""
         with self.pool.connection() as conn:
@@ -279,7 +263,7 @@ class Ledger:
 
     # --- before the bridge -------------------------------------------------
 
-    @_database_errors
+    @query
     def grant(
         self,
         card_id: int,
@@ -422,7 +406,7 @@ class Ledger:
 
     # --- during the call ---------------------------------------------------
 
-    @_database_errors
+    @query
     def mark_dialled(self, b_uuid: UuidLike) -> bool:
         """Record, before the bridge is sent, that it is being sent: an orphan
         without this mark was never dialled and is released at no cost. False
@@ -432,7 +416,7 @@ class Ledger:
             return conn.execute("UPDATE reservations SET bridge_sent_at = now()"
                                 " WHERE b_uuid = %s AND status = 'open'", (_uuid(b_uuid),)).rowcount == 1
 
-    @_database_errors
+    @query
     def mark_answered(self, b_uuid: UuidLike) -> None:
         """Record when the B leg answered (the database's clock, the one the
         orphan estimate reads): an orphan is billed at most the time since."""
@@ -442,7 +426,7 @@ class Ledger:
 
     # --- after the hangup --------------------------------------------------
 
-    @_database_errors
+    @query
     def settle(
         self,
         b_uuid: UuidLike,
@@ -639,7 +623,7 @@ class Ledger:
 
     # --- reading -----------------------------------------------------------
 
-    @_database_errors
+    @query
     def cdrs_for(self, card_id: int, *, limit: int = 20) -> list[Cdr]:
         """The card's CDRs, newest first."""
         with self.pool.connection() as conn:
@@ -649,12 +633,12 @@ class Ledger:
             ).fetchall()
         return [_cdr(r) for r in rows]
 
-    @_database_errors
+    @query
     def cdr(self, b_uuid: UuidLike) -> Cdr | None:
         with self.pool.connection() as conn:
             return self._cdr(conn.cursor(row_factory=dict_row), _uuid(b_uuid))
 
-    @_database_errors
+    @query
     def open_reservations(self, card_id: int | None = None, *, expired_only: bool = False) -> list[OpenReservation]:
         """Open reservations of a card (or of every card); expired_only for the orphan check."""
         where = ["status = 'open'"]
@@ -673,7 +657,7 @@ class Ledger:
             ).fetchall()
         return [OpenReservation(**r) for r in rows]
 
-    @_database_errors
+    @query
     def ledger_entries(self, card_id: int) -> list[LedgerEntry]:
         with self.pool.connection() as conn:
             rows = conn.cursor(row_factory=dict_row).execute(
@@ -685,7 +669,7 @@ class Ledger:
 
     # --- operator money ----------------------------------------------------
 
-    @_database_errors
+    @query
     def adjust(self, card_id: int, amount: Decimal | str, *, kind: str = "adjustment", reference: str = "") -> Decimal:
         """Credit (positive) or debit (negative) a card through a ledger row; returns the new balance."""
         value = money(amount)

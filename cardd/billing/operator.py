@@ -27,8 +27,9 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from cardd.billing import catalog, identity, vouchers
-from cardd.billing.ledger import Cdr, Ledger, LedgerEntry, _database_errors
+from cardd.billing.ledger import Cdr, Ledger, LedgerEntry
 from cardd.billing.pins import PLAIN_PREFIX, hash_pin
+from cardd.billing.repository import database_errors
 from cardd.digits import is_digits
 from cardd.errors import CardImportRefused, CatalogError, OperatorError
 from cardd.money import format_money, money
@@ -85,7 +86,7 @@ class Closure:
     balance: Decimal
 
 
-@_database_errors
+@database_errors
 def close_reservation(pool: ConnectionPool, b_uuid: uuid.UUID, *, billed_seconds: int | None, who: str,
                       reason: str = "", force: bool = False) -> Closure:
     """Settle an open reservation with the given billed seconds, or (billed_seconds None)
@@ -151,7 +152,7 @@ def close_reservation(pool: ConnectionPool, b_uuid: uuid.UUID, *, billed_seconds
 
 # --- guarded adjustments ---------------------------------------------------------------
 
-@_database_errors
+@database_errors
 def adjust_card(pool: ConnectionPool, number: str, amount: Decimal, *, who: str, reference: str,
                 allow_negative: bool = False) -> Decimal:
     """Credit or debit a card as an 'adjustment' ledger row; returns the new balance.
@@ -187,7 +188,7 @@ def adjust_card(pool: ConnectionPool, number: str, amount: Decimal, *, who: str,
 
 # --- cards: every write audited -----------------------------------------------------------------
 
-@_database_errors
+@database_errors
 def add_card(pool: ConnectionPool, number: str, *, who: str, **card: Any) -> int:
     """catalog.create_card, audited; `card` holds its keywords (the PIN is never recorded)."""
     with pool.connection() as conn, conn.transaction():
@@ -198,7 +199,7 @@ def add_card(pool: ConnectionPool, number: str, *, who: str, **card: Any) -> int
     return card_id
 
 
-@_database_errors
+@database_errors
 def transfer_credit(pool: ConnectionPool, from_number: str, to_number: str, amount: Decimal, *,
                     who: str) -> vouchers.Transfer:
     """vouchers.transfer between two cards by number, audited on both cards."""
@@ -213,7 +214,7 @@ def transfer_credit(pool: ConnectionPool, from_number: str, to_number: str, amou
     return done
 
 
-@_database_errors
+@database_errors
 def set_card_status(pool: ConnectionPool, number: str, status: str, *, who: str) -> None:
     with pool.connection() as conn, conn.transaction():
         [(_, card_id)] = _card_ids(conn, [number])
@@ -222,7 +223,7 @@ def set_card_status(pool: ConnectionPool, number: str, status: str, *, who: str)
               account_id=card_id, detail=f"card {number}: {status}")
 
 
-@_database_errors
+@database_errors
 def set_card_pin(pool: ConnectionPool, number: str, pin: str, *, who: str) -> None:
     """identity.set_pin, audited; the audit says whether a PIN was set, never which."""
     with pool.connection() as conn, conn.transaction():
@@ -250,7 +251,7 @@ def _customer_id(conn: psycopg.Connection[Any], name: str) -> int:
     return int(row[0])
 
 
-@_database_errors
+@database_errors
 def add_customer(pool: ConnectionPool, name: str, *, who: str) -> int:
     if not name.strip():
         raise OperatorError("a customer needs a name")
@@ -264,7 +265,7 @@ def add_customer(pool: ConnectionPool, name: str, *, who: str) -> int:
     return int(row[0])
 
 
-@_database_errors
+@database_errors
 def list_customers(pool: ConnectionPool, name: str | None = None) -> list[CustomerRow]:
     with pool.connection() as conn:
         rows = conn.execute(
@@ -286,7 +287,7 @@ def list_customers(pool: ConnectionPool, name: str | None = None) -> list[Custom
     return out
 
 
-@_database_errors
+@database_errors
 def rename_customer(pool: ConnectionPool, old: str, new: str, *, who: str) -> None:
     if not new.strip():
         raise OperatorError("a customer needs a name")
@@ -299,7 +300,7 @@ def rename_customer(pool: ConnectionPool, old: str, new: str, *, who: str) -> No
         raise OperatorError(f"customer {new!r} already exists") from None
 
 
-@_database_errors
+@database_errors
 def delete_customer(pool: ConnectionPool, name: str, *, who: str) -> None:
     """Delete a customer no card belongs to."""
     with pool.connection() as conn, conn.transaction():
@@ -311,7 +312,7 @@ def delete_customer(pool: ConnectionPool, name: str, *, who: str) -> None:
         audit(conn, who, "customer delete", {"name": name}, detail=f"customer {name} deleted")
 
 
-@_database_errors
+@database_errors
 def assign_customer(pool: ConnectionPool, numbers: list[str], name: str | None, *, who: str) -> int:
     """Make `name` (None: nobody) the customer of the cards; all or none. Returns the count."""
     with pool.connection() as conn, conn.transaction():
@@ -351,7 +352,7 @@ def _plan_id(conn: psycopg.Connection[Any], name: str) -> int:
     return int(row[0])
 
 
-@_database_errors
+@database_errors
 def add_plan(pool: ConnectionPool, name: str, *, who: str, minutes_plan: bool = False,
              minutes: dict[str, int] | None = None) -> int:
     if not name.strip():
@@ -371,7 +372,7 @@ def add_plan(pool: ConnectionPool, name: str, *, who: str, minutes_plan: bool = 
     return int(row[0])
 
 
-@_database_errors
+@database_errors
 def list_plans(pool: ConnectionPool, name: str | None = None) -> list[Plan]:
     with pool.connection() as conn:
         rows = conn.execute(
@@ -390,7 +391,7 @@ def list_plans(pool: ConnectionPool, name: str | None = None) -> list[Plan]:
     return [Plan(r[0], r[1], r[2], r[3], minutes.get(r[0], {}), int(r[4])) for r in rows]
 
 
-@_database_errors
+@database_errors
 def update_plan(pool: ConnectionPool, name: str, *, who: str, new_name: str | None = None,
                 suspended: bool | None = None, minutes_plan: bool | None = None,
                 set_minutes: dict[str, int] | None = None, remove_prefixes: list[str] | None = None) -> None:
@@ -421,7 +422,7 @@ def update_plan(pool: ConnectionPool, name: str, *, who: str, new_name: str | No
         raise OperatorError(f"service plan {new_name!r} already exists") from None
 
 
-@_database_errors
+@database_errors
 def delete_plan(pool: ConnectionPool, name: str, *, who: str) -> None:
     """Delete a plan no card uses."""
     with pool.connection() as conn, conn.transaction():
@@ -433,7 +434,7 @@ def delete_plan(pool: ConnectionPool, name: str, *, who: str) -> None:
         audit(conn, who, "plan delete", {"name": name}, detail=f"plan {name} deleted")
 
 
-@_database_errors
+@database_errors
 def assign_plan(pool: ConnectionPool, numbers: list[str], name: str | None, *, who: str) -> int:
     """Put the cards on plan `name` (None: off any plan); all or none. Plan seconds already
     used stay counted (usage is kept per card and prefix), so re-assigning never refills them.
@@ -474,7 +475,7 @@ def pin_state(pin_hash: str | None) -> str:
     return "hashed"
 
 
-@_database_errors
+@database_errors
 def card_details(pool: ConnectionPool, card_id: int) -> CardDetails:
     with pool.connection() as conn:
         row = conn.execute(
@@ -500,7 +501,7 @@ def card_details(pool: ConnectionPool, card_id: int) -> CardDetails:
                        plan_usage=[(p, int(u), int(m)) for p, u, m in usage])
 
 
-@_database_errors
+@database_errors
 def card_history(pool: ConnectionPool, card_id: int, *, limit: int | None = None) -> list[LedgerEntry]:
     """The card's ledger rows, oldest first (the last `limit` of them); balance_after is the running balance."""
     entries = Ledger(pool).ledger_entries(card_id)
@@ -518,7 +519,7 @@ class AuditLine:
     detail: str
 
 
-@_database_errors
+@database_errors
 def audit_lines(pool: ConnectionPool, *, card: str | None = None, limit: int = 100) -> list[AuditLine]:
     """The newest audit lines (of one card), oldest first."""
     with pool.connection() as conn:
@@ -591,7 +592,7 @@ def _card_row(line: int, names: list[str], cells: list[str], *, allow_negative: 
     return _CardRow(line, number, pin, balance, expires)
 
 
-@_database_errors
+@database_errors
 def import_cards(pool: ConnectionPool, f: Any, *, tariff: str, currency: str, customer: str | None = None,
                  plan: str | None = None, allow_negative: bool = False, allow_past_expiry: bool = False,
                  who: str = "", source: str = "") -> int:

@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+from cardd.billing.repository import Repository, query
 from cardd.errors import PromptError
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ def create_prompt(pool: Any, sounds_dir: str, source: str, name: str, descriptio
             raise
         conn.execute("UPDATE ivr_prompts SET default_path = %s WHERE id = %s", (rel, prompt_id))
     log.info("prompt %s (%s) created from %s", prompt_id, name, source)
-    return prompt_id
+    return int(prompt_id)
 
 
 def update_prompt(pool: Any, sounds_dir: str, prompt_id: int, *, audio: str | None = None,
@@ -161,3 +162,11 @@ def update_prompt(pool: Any, sounds_dir: str, prompt_id: int, *, audio: str | No
                     "ON CONFLICT (prompt_id, lang) DO UPDATE SET path = EXCLUDED.path, updated_at = now()",
                     (prompt_id, lang, rel))
     log.info("prompt %s updated", prompt_id)
+
+
+class PromptStore(Repository):
+    """Operator prompts, for a call (the greetings): get_prompt timed as cardd_db_query_seconds{op=get_prompt}."""
+
+    @query
+    def get_prompt(self, prompt_id: int) -> OperatorPrompt | None:
+        return get_prompt(self.pool, prompt_id)

@@ -17,12 +17,13 @@ import csv
 import logging
 import re
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Iterable, Iterator, Protocol
+from typing import IO, Any, Protocol
 
 from cardd.billing import carriers, catalog
-from cardd.errors import ImportRefused
 from cardd.digits import is_digits
+from cardd.errors import ImportRefused
 from cardd.money import money
 
 __all__ = ["CARRIER_DECK", "Deck", "ImportProgress", "ImportRefused", "ImportResult", "RATE_COLUMNS",
@@ -149,7 +150,7 @@ def _header(first: list[str]) -> tuple[list[str], bool]:
                              f" instead of {len(RATE_COLUMNS) - 1} or {len(RATE_COLUMNS)}")], 0)
 
 
-def _row_converter(names: list[str]):
+def _row_converter(names: list[str]) -> Callable[[list[str]], str]:
     """A function turning one CSV row into a COPY text line (columns of the temp table after `line`)."""
     index = {n: names.index(n) for n in names}
     width = len(names)
@@ -242,7 +243,8 @@ _TEMP_TABLE = (
 _COPY = ("COPY rate_import (line, prefix, description, price_1, price_n, connect_fee, interval_1, interval_n,"
          " free_seconds, grace, forbidden) FROM STDIN")
 _RATE_FIELDS = "price_1, interval_1, price_n, interval_n, connect_fee, free_seconds, grace, forbidden"
-_ROW = "({0}.price_1, {0}.interval_1, {0}.price_n, {0}.interval_n, {0}.connect_fee, {0}.free_seconds, {0}.grace, {0}.forbidden)"
+_ROW = ("({0}.price_1, {0}.interval_1, {0}.price_n, {0}.interval_n, {0}.connect_fee, {0}.free_seconds, {0}.grace,"
+        " {0}.forbidden)")
 # Rows whose prefix is in the file with other values. They are deleted and
 # inserted again rather than UPDATEd: in PostgreSQL an UPDATE writes a new row
 # version and index entries too, and measured slower (26 s against 19 s for a
@@ -359,12 +361,12 @@ def import_rates(pool: Any, tariff: str, f: IO[str], *, mode: str = "merge",
         if progress is not None:
             progress.phase(f"{mode} into {deck.kind} {tariff} ...")
         deleted = 0
-        names = {"table": deck.table, "owner": deck.owner}
-        conn.execute(_LOCK_DECK.format(**names))
+        deck_names = {"table": deck.table, "owner": deck.owner}
+        conn.execute(_LOCK_DECK.format(**deck_names))
         if mode == "replace":
-            deleted = conn.execute(_DELETE_MISSING.format(**names), (tid,)).rowcount
-        updated = conn.execute(_DELETE_CHANGED.format(**names), (tid,)).rowcount
-        inserted = conn.execute(_INSERT_NEW.format(**names), (tid, tid)).rowcount - updated
+            deleted = conn.execute(_DELETE_MISSING.format(**deck_names), (tid,)).rowcount
+        updated = conn.execute(_DELETE_CHANGED.format(**deck_names), (tid,)).rowcount
+        inserted = conn.execute(_INSERT_NEW.format(**deck_names), (tid, tid)).rowcount - updated
         log.debug("rate import: %s done at %.1f s, committing", mode, time.monotonic() - started)
     if rows >= 10_000:
         # Fresh planner statistics for the longest-prefix lookups; outside the

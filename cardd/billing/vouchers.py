@@ -21,7 +21,7 @@ from typing import Any
 from psycopg import errors
 from psycopg_pool import ConnectionPool
 
-from cardd.billing.ledger import _database_errors
+from cardd.billing.repository import Repository, database_errors, query
 from cardd.errors import CardBlocked, CardNotFound, InsufficientFunds, TransferError
 from cardd.money import check_currency, money
 
@@ -58,7 +58,7 @@ class Transfer:
     to_balance: Decimal
 
 
-@_database_errors
+@database_errors
 def redeem(pool: ConnectionPool, number: str, card_id: int) -> Redemption:
     """Move a voucher's value to a card, once. Safe under any number of simultaneous tries."""
     with pool.connection() as conn, conn.transaction():
@@ -115,7 +115,7 @@ def _why_not(conn: Any, number: str, card_id: int) -> str:
     return USED
 
 
-@_database_errors
+@database_errors
 def transfer(pool: ConnectionPool, from_card_id: int, to_card_id: int, amount: Decimal | str,
              *, reference: str = "") -> Transfer:
     """Move `amount` from one card to another of the same currency, in one transaction.
@@ -221,7 +221,7 @@ def _pick_length(conn: Any, count: int, length: int | None, max_length: int) -> 
                      " (topup_card_length): raise topup_card_length or generate fewer")
 
 
-@_database_errors
+@database_errors
 def generate(pool: ConnectionPool, count: int, *, amount: Decimal | str, currency: str, length: int | None = None,
              max_length: int = MAX_LENGTH, expires_at: datetime | None = None, batch: str = "") -> list[str]:
     """Create `count` unused vouchers with random numbers; returns the numbers.
@@ -270,7 +270,7 @@ class VoucherRow:
     batch: str
 
 
-@_database_errors
+@database_errors
 def list_vouchers(pool: ConnectionPool, *, batch: str | None = None, limit: int = 1000) -> list[VoucherRow]:
     with pool.connection() as conn:
         rows = conn.execute(
@@ -282,7 +282,7 @@ def list_vouchers(pool: ConnectionPool, *, batch: str | None = None, limit: int 
     return [VoucherRow(r[0], money(r[1]), r[2].strip(), r[3], r[4], r[5], r[6], r[7]) for r in rows]
 
 
-@_database_errors
+@database_errors
 def void(pool: ConnectionPool, number: str) -> bool:
     """Withdraw an unused voucher; False when there is no unused voucher of that number."""
     with pool.connection() as conn, conn.transaction():
@@ -291,3 +291,19 @@ def void(pool: ConnectionPool, number: str) -> bool:
             (number,),
         ).fetchone()
     return row is not None
+
+
+# --- the repository the IVR holds -----------------------------------------------------------
+
+class Vouchers(Repository):
+    """Vouchers, for a call: redemption timed as cardd_db_query_seconds{op=<method>}. Operator commands and the
+    HTTP API call the functions above."""
+
+    @query
+    def redeem(self, number: str, card_id: int) -> Redemption:
+        return redeem(self.pool, number, card_id)
+
+    @query
+    def redeem_in(self, conn: Any, number: str, card_id: int) -> Redemption:
+        """redeem_in on the caller's connection (the top-up throttle's gate): timed on its own."""
+        return redeem_in(conn, number, card_id)

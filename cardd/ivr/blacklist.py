@@ -3,7 +3,6 @@ and the call ends before anything else happens."""
 
 from __future__ import annotations
 
-from cardd.billing import identity
 from cardd.ivr.call import Call
 
 
@@ -11,7 +10,7 @@ def refused(call: Call) -> bool:
     """True when the caller's CLI is blacklisted (the call has been ended)."""
     if not call.options.blacklist:
         return False
-    if not identity.is_blacklisted(call.services.ledger.pool, call.cli):
+    if not call.services.identity.is_blacklisted(call.cli):
         return False
     call.log.info("CLI %s is blacklisted: refused", call.cli)
     call.services.metrics.auth_failures.labels("blacklisted").inc()

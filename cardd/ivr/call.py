@@ -17,8 +17,11 @@ from cardd.channel import Channel, Collected
 from cardd.options import CardOptions, translate
 
 if TYPE_CHECKING:  # the services' types only: the IVR is handed them, it does not build them
+    from cardd.billing.identity import Identity
     from cardd.billing.journal import SettlementJournal
     from cardd.billing.ledger import Ledger
+    from cardd.billing.prompt_store import PromptStore
+    from cardd.billing.vouchers import Vouchers
     from cardd.config import Settings
     from cardd.hooks import ScriptHooks
     from cardd.metrics import Metrics
@@ -104,8 +107,12 @@ class Services:
     """Long-lived things every call uses (one set per daemon)."""
     settings: Settings
     prompts: Prompts
-    # In the daemon a cardd.metrics.TimedLedger: a Ledger whose queries are timed.
+    # The repositories (cardd.billing.repository): each query timed into cardd_db_query_seconds{op}. The IVR
+    # reaches the database only through them, never through a pool.
     ledger: Ledger
+    identity: Identity
+    vouchers: Vouchers
+    prompt_store: PromptStore
     metrics: Metrics
     hooks: ScriptHooks
     # Settles through the ledger, or journals the settlement while the

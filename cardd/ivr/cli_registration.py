@@ -27,8 +27,7 @@ def offer_after_entry(call: Call, card: Card) -> None:
     cli = call.cli
     if not opts.auto_cli_registration or not identity.is_registrable_cli(cli, opts.min_valid_cli_length):
         return
-    pool = call.services.ledger.pool
-    if identity.card_id_for_cli(pool, cli) is not None:
+    if call.services.identity.card_id_for_cli(cli) is not None:
         return
     if not opts.silent_auto_cli_registration:
         entry = call.ask("register_cli_offer", min_digits=1, max_digits=1, regex=r"^[0-9]$",
@@ -44,7 +43,7 @@ def _register(call: Call, card: Card) -> bool:
     if not identity.is_registrable_cli(cli, call.options.min_valid_cli_length):
         call.log.info("CLI %r cannot be registered", cli)
         return False
-    done = identity.map_cli(call.services.ledger.pool, cli, card.id)
+    done = call.services.identity.map_cli(cli, card.id)
     call.log.info("CLI %s %s card id %s", cli, "registered with" if done else "belongs to another card than",
                   card.id)
     return done

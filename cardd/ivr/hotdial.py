@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 
 from cardd import speech
-from cardd.billing import identity
 from cardd.billing.ledger import Card
 from cardd.ivr.call import Call
 from cardd.ivr.subapp import MenuResult, Silences
@@ -45,8 +44,8 @@ def run_edit(call: Call, card: Card, timeouts: Silences) -> MenuResult:
     key = _ask_key(call, timeouts)
     if isinstance(key, MenuResult):
         return key
-    pool = call.services.ledger.pool
-    current = identity.hot_dial_get(pool, card.id, key)
+    ident = call.services.identity
+    current = ident.hot_dial_get(card.id, key)
     if current is None:
         call.queue("hot_dial_key_not_set")
     else:
@@ -59,7 +58,7 @@ def run_edit(call: Call, card: Card, timeouts: Silences) -> MenuResult:
     if entry.digits is None:
         call.queue("invalid_destination")
         return MenuResult()
-    identity.hot_dial_set(pool, card.id, key, entry.digits)
+    ident.hot_dial_set(card.id, key, entry.digits)
     call.log.info("hot-dial key %s saved", key)
     call.queue("hot_dial_saved")
     return MenuResult()
@@ -79,7 +78,7 @@ def direct(call: Call, card: Card, digits: str) -> MenuResult | None:
 
 
 def _dial_key(call: Call, card: Card, key: str) -> MenuResult:
-    destination = identity.hot_dial_get(call.services.ledger.pool, card.id, key)
+    destination = call.services.identity.hot_dial_get(card.id, key)
     if destination is None:
         call.queue("hot_dial_key_not_set")
         return MenuResult()

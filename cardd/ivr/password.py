@@ -18,14 +18,14 @@ def _prompt(call: Call, base: str) -> str:
 
 
 def run(call: Call, card: Card, timeouts: Silences) -> MenuResult:
-    pool = call.services.ledger.pool
+    ident = call.services.identity
     cli = call.cli
     # The PIN may have changed since the caller identified (another call).
     current = call.services.ledger.get_card(card.id)
     if current.has_pin:
         limits = identity.pin_limits(call.services.settings.daemon)
         buckets = identity.pin_buckets(limits, cli=cli, card_id=card.id)
-        if identity.throttled(pool, limits, cli=cli, card_id=card.id):
+        if ident.throttled(limits, cli=cli, card_id=card.id):
             call.services.metrics.auth_failures.labels("throttled").inc()
             return MenuResult(end="throttled", farewell=("too_many_attempts",))
         old = call.ask(_prompt(call, "enter_old_pin"), min_digits=1, max_digits=20,
@@ -34,8 +34,8 @@ def run(call: Call, card: Card, timeouts: Silences) -> MenuResult:
             return MenuResult.timed_out(timeouts)
         # Checked inside the throttle's gate, like every PIN (cardd.ivr.identify).
         typed = old.digits or ""
-        gated = identity.gate(pool, buckets, limits.window_s,
-                              lambda conn: (old.digits is not None and pins.check_pin(typed, current.pin_hash), None))
+        gated = ident.gate(buckets, limits.window_s,
+                           lambda conn: (old.digits is not None and pins.check_pin(typed, current.pin_hash), None))
         if not gated.allowed:
             call.services.metrics.auth_failures.labels("throttled").inc()
             return MenuResult(end="throttled", farewell=("too_many_attempts",))
@@ -43,7 +43,7 @@ def run(call: Call, card: Card, timeouts: Silences) -> MenuResult:
             call.services.metrics.auth_failures.labels("wrong_pin").inc()
             call.queue("wrong_pin")
             return MenuResult()
-        identity.rehash_if_legacy(pool, card.id, current.pin_hash, typed)
+        ident.rehash_if_legacy(card.id, current.pin_hash, typed)
     pin_regex = rf"^[0-9]{{{MIN_PIN_LENGTH},{MAX_PIN_LENGTH}}}$"
     new = call.ask(_prompt(call, "enter_new_pin"), min_digits=1, max_digits=20,
                    regex=pin_regex, timeout_ms=7000)
@@ -59,7 +59,7 @@ def run(call: Call, card: Card, timeouts: Silences) -> MenuResult:
     if again.digits != new.digits:
         call.queue("pins_do_not_match")
         return MenuResult()
-    identity.set_pin(pool, card.id, new.digits)
+    ident.set_pin(card.id, new.digits)
     call.log.info("PIN changed")
     call.queue("pin_changed")
     return MenuResult()

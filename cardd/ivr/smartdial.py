@@ -6,7 +6,6 @@ destination prompt."""
 
 from __future__ import annotations
 
-from cardd.billing import identity
 from cardd.ivr.call import Call
 from cardd.ivr.identify import refusal_of
 
@@ -17,8 +16,7 @@ def identify(call: Call):
     if not did:
         return None
     ledger = call.services.ledger
-    found = identity.smart_dial_lookup(ledger.pool, did, call.cli,
-                                       exclusive=call.options.smart_dial_exclusive)
+    found = call.services.identity.smart_dial_lookup(did, call.cli, exclusive=call.options.smart_dial_exclusive)
     if found is None:
         return None
     card = ledger.get_card(found.card_id)

@@ -14,7 +14,7 @@ which says nothing about the number typed."""
 from __future__ import annotations
 
 from cardd import prompts, speech
-from cardd.billing import identity, vouchers
+from cardd.billing import identity
 from cardd.billing.ledger import Card
 from cardd.ivr.call import Call
 from cardd.ivr.subapp import MenuResult, Silences
@@ -22,7 +22,7 @@ from cardd.ivr.subapp import MenuResult, Silences
 
 def run(call: Call, card: Card, timeouts: Silences) -> MenuResult:
     opts = call.options
-    pool = call.services.ledger.pool
+    ident = call.services.identity
     limits = identity.topup_limits(call.services.settings.daemon)
     buckets = identity.topup_buckets(limits, cli=call.cli, card_id=card.id)
     length = opts.topup_card_length
@@ -30,7 +30,7 @@ def run(call: Call, card: Card, timeouts: Silences) -> MenuResult:
     failures = 0
     while failures < opts.card_entry_attempts:
         # A courtesy: a caller already over a limit is not asked for a number.
-        if identity.is_full(pool, buckets, limits.window_s):
+        if ident.is_full(buckets, limits.window_s):
             return _throttled(call, "before the number")
         entry = call.ask(ask_voucher, min_digits=1, max_digits=length, regex=rf"^[0-9]{{1,{length}}}$",
                          timeout_ms=10000)
@@ -44,9 +44,9 @@ def run(call: Call, card: Card, timeouts: Silences) -> MenuResult:
         # recorded before the locks are released), so racing calls cannot try
         # more numbers than the limits allow.
         def redeem(conn, number=entry.digits):
-            result = vouchers.redeem_in(conn, number, card.id)
+            result = call.services.vouchers.redeem_in(conn, number, card.id)
             return result.ok, result
-        gated = identity.gate(pool, buckets, limits.window_s, redeem)
+        gated = ident.gate(buckets, limits.window_s, redeem)
         if not gated.allowed:
             return _throttled(call, gated.refused_by)
         result = gated.value
