@@ -9,6 +9,7 @@ import dataclasses  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
+from typing import NoReturn  # noqa: E402
 
 import gevent  # noqa: E402
 import gevent.event  # noqa: E402
@@ -85,7 +86,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse whose mistakes are one `cardd: …` line and exit status 2, as
     every other refusal; the usage block is for --help."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         command = self.prog.partition(" ")[2]
         where = f"{command}: " if command else ""
         self.exit(2, f"cardd: {where}{message} (see {self.prog} --help)\n")

@@ -391,7 +391,8 @@ class MinimumBalance:
         if isinstance(value, int):
             return cls(Decimal(value))
         if isinstance(value, Decimal):
-            if not value.is_finite() or value.as_tuple().exponent < -5:  # type: ignore[operator]
+            exponent = value.as_tuple().exponent  # a str ('n', 'N', 'F') for NaN and infinity
+            if not isinstance(exponent, int) or exponent < -5:
                 raise ValueError(f"not an amount with at most 5 decimals: {value}")
             return cls(value)
         if not isinstance(value, str):

@@ -205,7 +205,7 @@ class EslSession:
                                 listener(item)
                 # Drop the last chunk and events before blocking in recv():
                 # held for the life of a bridged call, they cost ~90 KB each.
-                data = out = None  # type: ignore[assignment]
+                del data, out
         except ProtocolError as exc:
             log.error("ESL protocol error from FreeSWITCH: %s", exc, extra={"call_uuid": self.uuid})
             if self._on_protocol_error:

@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask, request
-from flask_wtf.csrf import CSRFProtect  # type: ignore[import-untyped]
+from flask_wtf.csrf import CSRFProtect
 
 #: No script at all, styles and images only from this origin, forms only to it, never framed.
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none';"

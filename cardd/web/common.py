@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, render_template, request, session
-from flask_wtf.csrf import CSRFError  # type: ignore[import-untyped]
+from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from cardd.api.app import pool
