@@ -111,7 +111,7 @@ def choose_route(conn: psycopg.Connection[Any], number: str, sell: Rate, currenc
         "sell_minute": call_cost(sell, FIRST_MINUTE_S)})
     # Rows are converted as they are read, and most calls stop at the first: the
     # routes up to the first one on a carrier without a channel limit.
-    ahead: list[tuple[tuple, int]] = []
+    ahead: list[tuple[tuple[Any, ...], int]] = []
     read = 0
     for row in cur:
         read += 1
@@ -138,7 +138,7 @@ def choose_route(conn: psycopg.Connection[Any], number: str, sell: Rate, currenc
                  alternatives=len(ahead) - k - 1 + cur.rowcount - read)
 
 
-def _carriers_at_limit(conn: psycopg.Connection[Any], ahead: list[tuple[tuple, int]]) -> set[int]:
+def _carriers_at_limit(conn: psycopg.Connection[Any], ahead: list[tuple[tuple[Any, ...], int]]) -> set[int]:
     """Which of the carriers with a channel limit in `ahead` are full.
 
     Their rows are locked (in id order, so two grants never deadlock) before the
