@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg import errors
@@ -51,6 +51,12 @@ class _OneConnection:
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         yield self._conn
+
+
+def _in_transaction(conn: psycopg.Connection[Any]) -> ConnectionPool:
+    """The operator's open connection where the billing functions take a pool: cast, because
+    _OneConnection offers only the connection() they use, not the whole ConnectionPool."""
+    return cast(ConnectionPool, _OneConnection(conn))
 
 
 def audit(conn: psycopg.Connection[Any], who: str, action: str, args: dict[str, Any], *,
@@ -114,7 +120,7 @@ def close_reservation(pool: ConnectionPool, b_uuid: uuid.UUID, *, billed_seconds
         ).fetchone()
         assert res is not None
         status, settled_at, granted, answered_at, expires_at, live = res
-        ledger = Ledger(_OneConnection(conn))  # type: ignore[arg-type]
+        ledger = Ledger(_in_transaction(conn))
         if status != "open":
             done = ledger.cdr(b_uuid)
             what = (f": {done.billed_seconds} s, {format_money(done.cost, done.currency)}"
@@ -179,7 +185,7 @@ def adjust_card(pool: ConnectionPool, number: str, amount: Decimal, *, who: str,
                 f"card {number}: {format_money(value, currency)} would take the balance from"
                 f" {format_money(balance, currency)} to {format_money(after, currency)}{held};"
                 " give --allow-negative if that is meant")
-        new_balance = Ledger(_OneConnection(conn)).adjust(card_id, value, reference=reference)  # type: ignore[arg-type]
+        new_balance = Ledger(_in_transaction(conn)).adjust(card_id, value, reference=reference)
         audit(conn, who, "card adjust", {"card": number, "amount": value, "reference": reference,
                                          "allow_negative": allow_negative},
               account_id=card_id, detail=f"{format_money(value, currency)}: balance {format_money(new_balance)}")
@@ -192,7 +198,7 @@ def adjust_card(pool: ConnectionPool, number: str, amount: Decimal, *, who: str,
 def add_card(pool: ConnectionPool, number: str, *, who: str, **card: Any) -> int:
     """catalog.create_card, audited; `card` holds its keywords (the PIN is never recorded)."""
     with pool.connection() as conn, conn.transaction():
-        card_id = catalog.create_card(_OneConnection(conn), number, **card)  # type: ignore[arg-type]
+        card_id = catalog.create_card(_in_transaction(conn), number, **card)
         shown = {k: v for k, v in card.items() if k != "pin" and v is not None}
         audit(conn, who, "card add", {"card": number, **shown, "pin": "set" if card.get("pin") else "none"},
               account_id=card_id, detail=f"card {number} created, balance {money(card.get('balance') or 0)}")
@@ -205,7 +211,7 @@ def transfer_credit(pool: ConnectionPool, from_number: str, to_number: str, amou
     """vouchers.transfer between two cards by number, audited on both cards."""
     with pool.connection() as conn, conn.transaction():
         ids = dict(_card_ids(conn, [from_number, to_number]))
-        done = vouchers.transfer(_OneConnection(conn), ids[from_number], ids[to_number], amount,  # type: ignore[arg-type]
+        done = vouchers.transfer(_in_transaction(conn), ids[from_number], ids[to_number], amount,
                                  reference="operator transfer")
         args = {"from": from_number, "to": to_number, "amount": money(amount)}
         moved = format_money(done.amount, done.currency)
@@ -218,7 +224,7 @@ def transfer_credit(pool: ConnectionPool, from_number: str, to_number: str, amou
 def set_card_status(pool: ConnectionPool, number: str, status: str, *, who: str) -> None:
     with pool.connection() as conn, conn.transaction():
         [(_, card_id)] = _card_ids(conn, [number])
-        identity.set_status(_OneConnection(conn), number, status)  # type: ignore[arg-type]
+        identity.set_status(_in_transaction(conn), number, status)
         audit(conn, who, f"card {'block' if status == 'blocked' else 'unblock'}", {"card": number},
               account_id=card_id, detail=f"card {number}: {status}")
 
@@ -228,7 +234,7 @@ def set_card_pin(pool: ConnectionPool, number: str, pin: str, *, who: str) -> No
     """identity.set_pin, audited; the audit says whether a PIN was set, never which."""
     with pool.connection() as conn, conn.transaction():
         [(_, card_id)] = _card_ids(conn, [number])
-        identity.set_pin(_OneConnection(conn), card_id, pin)  # type: ignore[arg-type]
+        identity.set_pin(_in_transaction(conn), card_id, pin)
         audit(conn, who, "card set-pin", {"card": number, "pin": "set" if pin else "cleared"},
               account_id=card_id, detail=f"card {number}: PIN {'set' if pin else 'cleared'}")
 
