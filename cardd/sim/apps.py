@@ -236,7 +236,7 @@ def execute(call: SimCall, leg: Leg, item: Pending, *, private: bool = False,
     # The completion reports whatever the response variable holds then, so a
     # broadcast playing on A during a bridge leaks FILE PLAYED into the
     # bridge's completion (fact 24).
-    fn = APPS.get(app.lower())
+    fn = call.applications.get(app.lower())
     if fn is None:
         call.transcript.errors.append(f"unknown application {app!r}")
     else:
@@ -853,9 +853,11 @@ def set_cdr_vars(call: SimCall, leg: Leg) -> None:
         sv("sip_hangup_disposition", leg.sip_disposition or "send_bye")
 
 
-from cardd.sim.bridge import app_bridge  # noqa: E402  (bridge uses the helpers above)
+# An application: runs on the leg with its argument, returns its response.
+App = Callable[["SimCall", Leg, str, Running], str]
 
-APPS: dict[str, Callable[[SimCall, Leg, str, Running], str]] = {
+# bridge (cardd.sim.bridge) is added by the switch: it runs these apps on its B legs.
+APPS: dict[str, App] = {
     "answer": app_answer, "pre_answer": app_noop, "playback": app_playback,
     "play_and_get_digits": app_play_and_get_digits, "read": app_read, "say": app_say,
     "set": app_set, "export": app_export, "unset": app_unset, "sleep": app_sleep,
@@ -863,6 +865,6 @@ APPS: dict[str, Callable[[SimCall, Leg, str, Running], str]] = {
     "bind_digit_action": app_bind_digit_action,
     "digit_action_set_realm": app_digit_action_set_realm,
     "clear_digit_action": app_clear_digit_action, "hangup": app_hangup,
-    "bridge": app_bridge, "ring_ready": app_noop, "log": app_noop, "info": app_noop,
+    "ring_ready": app_noop, "log": app_noop, "info": app_noop,
     "park": app_noop, "event": app_noop, "sched_cancel": app_noop, "flush_dtmf": app_flush_dtmf,
 }

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from cardd.sim import apps, sofia
-from cardd.sim.caller import Callee
+from cardd.sim.caller import Callee, callee_for
 from cardd.sim.channel import Leg, Profile
 
 if TYPE_CHECKING:
@@ -172,8 +172,7 @@ def app_bridge(call: SimCall, a: Leg, arg: str, r: apps.Running) -> str:
 
 
 def _callee(call: SimCall, dl: DialLeg) -> Callee:
-    from cardd.sim.switch import callee_for
-    return callee_for(call, dl.endpoint, dl.number)
+    return callee_for(call.callees, dl.endpoint, dl.number)
 
 
 def _new_b(call: SimCall, a: Leg, dl: DialLeg, lvars: list[tuple[str, str]]) -> Leg:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 # One play_and_get_digits' input: a string typed on its first try (later tries
@@ -83,3 +83,26 @@ class Callee:
             return self.answer_after
         at = now + self.answer_after
         return self.answer_after + (self.answer_in_second - at % 1) % 1
+
+
+# Who answers the B legs of one call: one Callee for every number, or by endpoint or
+# number (a list: one per attempt, the last repeating; "*": anyone else), or None: everyone answers.
+Callees = Callee | Mapping[str, Callee | list[Callee]] | None
+
+
+def callee_for(callees: Callees, endpoint: str, number: str) -> Callee:
+    """The callee a bridge reaches when it dials `endpoint` for `number`."""
+    if callees is None:
+        return Callee()
+    if isinstance(callees, Callee):
+        return callees
+    for key in (endpoint, number):
+        if key in callees:
+            value = callees[key]
+            if isinstance(value, list):
+                return value.pop(0) if len(value) > 1 else value[0]
+            return value
+    if "*" in callees:
+        value = callees["*"]
+        return value[0] if isinstance(value, list) else value
+    return Callee(outcome="unreachable")

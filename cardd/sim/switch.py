@@ -22,8 +22,8 @@ from gevent import socket
 
 from cardd.errors import ProtocolError
 from cardd.esl.protocol import DISCONNECT_BODY, FrameParser, encode_api_response, encode_event, encode_reply
-from cardd.sim import apps, sofia, wire
-from cardd.sim.caller import Callee, Caller
+from cardd.sim import apps, bridge, sofia, wire
+from cardd.sim.caller import Callees, Caller
 from cardd.sim.channel import Identity, Leg, hangup_cause_name, new_uuid
 from cardd.sim.clock import Clock, VirtualClock
 from cardd.sim.transcript import Transcript
@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 
 # Virtual seconds between a sendmsg's +OK and its CHANNEL_EXECUTE (captured: ~20 ms).
 EXEC_LATENCY = 0.02
+
+# The dialplan applications a call runs: mod_dptools' (apps) and bridge, which runs
+# the others on its B legs (execute_on_answer) and so is not imported by apps: each
+# call hands apps.execute this table.
+APPLICATIONS: Mapping[str, apps.App] = {**apps.APPS, "bridge": bridge.app_bridge}
 
 
 class Switch:
@@ -150,7 +155,7 @@ class Switch:
         return Clock(start)
 
     def call(self, host: str, port: int, caller: Caller | None = None,
-             callees: Callee | Mapping[str, Callee | list[Callee]] | None = None, *,
+             callees: Callees = None, *,
              a_uuid: str | None = None) -> SimCall:
         """Start a call: connect to the daemon and serve it (in a greenlet)."""
         # Connect first so an unreachable daemon raises OSError here.
@@ -166,7 +171,7 @@ class SimCall:
     """One outbound-socket session: the caller's A leg and its B legs."""
 
     def __init__(self, switch: Switch, caller: Caller,
-                 callees: Callee | Mapping[str, Callee | list[Callee]] | None, *,
+                 callees: Callees, *,
                  a_uuid: str | None = None, clock: Clock | None = None,
                  a_leg: Leg | None = None):
         self.switch = switch
@@ -192,6 +197,7 @@ class SimCall:
         self.done = gevent.event.Event()
         # execution state of the A leg
         self.queue: gevent.queue.Queue = gevent.queue.Queue()
+        self.applications = APPLICATIONS
         self.current_app: apps.Running | None = None
         self.last_response = "_none_"
         self.app_counts: dict[str, int] = {}
@@ -703,23 +709,4 @@ class SimCall:
     @property
     def a_uuid(self) -> str:
         return self.a.uuid
-
-
-def callee_for(call: SimCall, endpoint: str, number: str) -> Callee:
-    spec = call.callees
-    if spec is None:
-        return Callee()
-    if isinstance(spec, Callee):
-        return spec
-    for key in (endpoint, number):
-        if key in spec:
-            value = spec[key]
-            if isinstance(value, list):
-                return value.pop(0) if len(value) > 1 else value[0]
-            return value
-    if "*" in spec:
-        value = spec["*"]
-        return value[0] if isinstance(value, list) else value
-    return Callee(outcome="unreachable")
-
 
