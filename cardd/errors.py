@@ -9,6 +9,7 @@ class of cardd derives from CarddError, and every public one is declared here
 from __future__ import annotations
 
 import json
+from typing import Any
 
 
 class CarddError(Exception):
@@ -189,3 +190,50 @@ class ImportRefused(CarddError):
 
 class PromptError(CarddError):
     """An operator's prompt request that cannot be done; the message says why."""
+
+
+# --- the HTTP API --------------------------------------------------------------
+
+class ApiKeyError(CarddError):
+    """An API key command was refused (unknown key, bad role, reseller without an owner)."""
+
+
+class SignInRefused(CarddError):
+    """A card holder's sign-in failed. `throttled` says the throttle refused it (nothing was checked)."""
+
+    def __init__(self, message: str, *, throttled: bool = False):
+        super().__init__(message)
+        self.throttled = throttled
+
+
+class NotVisible(CarddError):
+    """The thing does not exist, or the caller may not see it (the API answers 404 either way)."""
+
+
+class IdempotencyConflict(CarddError):
+    """An Idempotency-Key was reused with another request."""
+
+
+class Problem(CarddError):
+    """An RFC 9457 problem: status, a short title, a detail, and per-field reasons.
+
+    The HTTP API (and the web console) raise it to refuse a request in HTTP's terms;
+    cardd.api.app answers it as a problem document, and maps every other CarddError to one.
+    """
+
+    def __init__(self, status: int, title: str, detail: str = "", *,
+                 invalid_params: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None):
+        super().__init__(detail or title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.invalid_params = invalid_params or []
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"type": "about:blank", "title": self.title, "status": self.status}
+        if self.detail:
+            doc["detail"] = self.detail
+        if self.invalid_params:
+            doc["invalid_params"] = self.invalid_params
+        return doc

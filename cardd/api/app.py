@@ -26,7 +26,15 @@ from werkzeug.exceptions import HTTPException
 
 from cardd.billing import apiauth, apistore
 from cardd.billing.identity import Limits
-from cardd.errors import CarddError, CardNotFound, DatabaseUnavailable
+from cardd.errors import (
+    CarddError,
+    CardNotFound,
+    DatabaseUnavailable,
+    IdempotencyConflict,
+    NotVisible,
+    Problem,
+    SignInRefused,
+)
 
 log = logging.getLogger("cardd.api")
 
@@ -36,36 +44,15 @@ PREFIX = "/api/v1"
 PUBLIC = {f"{PREFIX}/openapi.json", f"{PREFIX}/session"}
 
 
-class Problem(Exception):
-    """An RFC 9457 problem: status, a short title, a detail, and per-field reasons."""
-
-    def __init__(self, status: int, title: str, detail: str = "", *,
-                 invalid_params: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None):
-        super().__init__(detail or title)
-        self.status = status
-        self.title = title
-        self.detail = detail
-        self.invalid_params = invalid_params or []
-        self.headers = headers or {}
-
-    def body(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"type": "about:blank", "title": self.title, "status": self.status}
-        if self.detail:
-            doc["detail"] = self.detail
-        if self.invalid_params:
-            doc["invalid_params"] = self.invalid_params
-        return doc
-
-
 def problem_of(exc: BaseException) -> Problem:
     """The problem a domain error means to an API client."""
     if isinstance(exc, Problem):
         return exc
-    if isinstance(exc, (apistore.NotVisible, CardNotFound)):
+    if isinstance(exc, (NotVisible, CardNotFound)):
         return Problem(404, "Not Found", str(exc))
-    if isinstance(exc, apistore.IdempotencyConflict):
+    if isinstance(exc, IdempotencyConflict):
         return Problem(409, "Conflict", str(exc))
-    if isinstance(exc, apiauth.SignInRefused):
+    if isinstance(exc, SignInRefused):
         if exc.throttled:
             return Problem(429, "Too Many Requests", str(exc))
         return Problem(401, "Unauthorized", str(exc))
@@ -283,7 +270,7 @@ def idempotent(status: int, schema: Any, work: Callable[[Any], Any], *,
     def run(pool_like: Any) -> apistore.StoredAnswer:
         try:
             result = work(pool_like)
-        except (CarddError, ValueError, Problem) as exc:
+        except (CarddError, ValueError) as exc:   # a Problem is a CarddError too
             p = problem_of(exc)
             if p.status >= 500:
                 raise   # a database outage is not an answer: nothing is stored, a repeat tries again

@@ -11,9 +11,9 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from cardd.api import schemas as s
-from cardd.api.app import ADMIN, READ, WRITE, Problem, after_of, allow, card_id_for, idempotent, owner_scope, pool, who
+from cardd.api.app import ADMIN, READ, WRITE, after_of, allow, card_id_for, idempotent, owner_scope, pool, who
 from cardd.billing import apiauth, apistore, cardadmin, operator
-from cardd.errors import CardImportRefused
+from cardd.errors import CardImportRefused, Problem
 
 blp = Blueprint("cards", __name__, url_prefix="/cards", description="Calling cards")
 

@@ -18,11 +18,11 @@ from webargs.flaskparser import FlaskParser
 from werkzeug.datastructures import CombinedMultiDict, FileStorage
 
 from cardd.api import schemas as s
-from cardd.api.app import ADMIN, Problem, after_of, allow, config, pool, who
+from cardd.api.app import ADMIN, after_of, allow, config, pool, who
 from cardd.billing import apistore, carrier_plan, carriers, identity, prompt_store
 from cardd.billing.rating import call_cost
 from cardd.billing.routing import FIRST_MINUTE_S
-from cardd.errors import CatalogError, PromptError
+from cardd.errors import CatalogError, NotVisible, Problem, PromptError
 
 carriers_blp = Blueprint("carriers", __name__, url_prefix="/carriers", description="Carriers and least-cost routing")
 
@@ -93,7 +93,7 @@ def _known(name: str) -> carriers.CarrierSummary:
     try:
         return carrier_plan.get_carrier(pool(), name)
     except CatalogError as exc:
-        raise apistore.NotVisible(str(exc)) from None
+        raise NotVisible(str(exc)) from None
 
 
 def _set_enabled(name: str, enabled: bool) -> dict[str, Any]:
@@ -268,7 +268,7 @@ class Prompts(MethodView):
 def _prompt(prompt_id: int) -> prompt_store.OperatorPrompt:
     found = prompt_store.get_prompt(pool(), prompt_id)
     if found is None:
-        raise apistore.NotVisible(f"no prompt {prompt_id}")
+        raise NotVisible(f"no prompt {prompt_id}")
     return found
 
 

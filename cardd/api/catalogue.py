@@ -10,11 +10,12 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from cardd.api import schemas as s
-from cardd.api.app import ADMIN, READ, WRITE, Problem, after_of, allow, card_id_for, idempotent, owner_scope, pool, who
+from cardd.api.app import ADMIN, READ, WRITE, after_of, allow, card_id_for, idempotent, owner_scope, pool, who
 from cardd.api.cards import page_json
 from cardd.billing import apistore, catalog, operator, vouchers
 from cardd.billing.ledger import Ledger
 from cardd.billing.rating import max_duration
+from cardd.errors import NotVisible, Problem
 
 tariffs_blp = Blueprint("tariffs", __name__, url_prefix="/tariffs", description="Tariffs and their rates")
 vouchers_blp = Blueprint("vouchers", __name__, url_prefix="/vouchers", description="Prepaid vouchers")
@@ -115,7 +116,7 @@ class Rates(MethodView):
 def _delete_rate(tariff: str, prefix: str) -> None:
     with apistore.transaction(pool()) as (conn, _):
         if not apistore.delete_rate(conn, tariff, prefix):
-            raise apistore.NotVisible(f"tariff {tariff} has no rate for prefix {prefix!r}")
+            raise NotVisible(f"tariff {tariff} has no rate for prefix {prefix!r}")
         apistore.audit(conn, who(), "rate delete", {"tariff": tariff, "prefix": prefix},
                        detail=f"tariff {tariff}: rate for {prefix or '(catch-all)'} deleted")
 
@@ -208,7 +209,7 @@ class VoucherVoid(MethodView):
     def post(self, number: str) -> None:
         with apistore.transaction(pool()) as (conn, one):
             if not vouchers.void(one, number):
-                raise apistore.NotVisible(f"no unused voucher {number}")
+                raise NotVisible(f"no unused voucher {number}")
             apistore.audit(conn, who(), "voucher void", {"voucher": number[-4:]}, detail="voucher voided")
 
 

@@ -11,9 +11,10 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from cardd.api import schemas as s
-from cardd.api.app import ADMIN, READ, WRITE, Problem, after_of, allow, card_id_for, owner_scope, pool, who
+from cardd.api.app import ADMIN, READ, WRITE, after_of, allow, card_id_for, owner_scope, pool, who
 from cardd.api.cards import page_json
 from cardd.billing import apistore, identity
+from cardd.errors import NotVisible, Problem
 
 cards_blp = Blueprint("card dialling", __name__, url_prefix="/cards",
                       description="A card's trusted CLIs, hot-dial keys and smart-dial DIDs")
@@ -65,7 +66,7 @@ class CardCli(MethodView):
     def delete(self, number: str, cli: str) -> None:
         card_id = card_id_for(number)
         if identity.card_id_for_cli(pool(), cli) != card_id:
-            raise apistore.NotVisible(f"CLI {cli} is not mapped to card {number}")
+            raise NotVisible(f"CLI {cli} is not mapped to card {number}")
         with apistore.transaction(pool()) as (conn, one):
             identity.unmap_cli(one, cli)
             apistore.audit(conn, who(), "cli unmap", {"cli": cli, "card": number}, account_id=card_id,
@@ -106,7 +107,7 @@ class CardHotDial(MethodView):
         card_id = card_id_for(number)
         with apistore.transaction(pool()) as (conn, one):
             if not identity.hot_dial_remove(one, card_id, key):
-                raise apistore.NotVisible(f"card {number} has no hot-dial key {key}")
+                raise NotVisible(f"card {number} has no hot-dial key {key}")
             apistore.audit(conn, who(), "hotdial remove", {"card": number, "key": key}, account_id=card_id,
                            detail=f"card {number}: key {key} removed")
 
@@ -148,7 +149,7 @@ class CardSmartDial(MethodView):
         card_id = card_id_for(number)
         with apistore.transaction(pool()) as (conn, one):
             if not identity.smart_dial_remove(one, did, card_id):
-                raise apistore.NotVisible(f"card {number} has no smart-dial DID {did}")
+                raise NotVisible(f"card {number} has no smart-dial DID {did}")
             apistore.audit(conn, who(), "smartdial remove", {"card": number, "did": did}, account_id=card_id,
                            detail=f"DID {did} for card {number} removed")
 
@@ -187,7 +188,7 @@ class BlacklistEntry(MethodView):
     def delete(self, cli: str) -> None:
         with apistore.transaction(pool()) as (conn, one):
             if not identity.blacklist_remove(one, cli):
-                raise apistore.NotVisible(f"CLI {cli} is not on the black list")
+                raise NotVisible(f"CLI {cli} is not on the black list")
             apistore.audit(conn, who(), "blacklist remove", {"cli": cli}, detail=f"CLI {cli} unblocked")
 
 

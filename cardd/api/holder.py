@@ -10,9 +10,10 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from cardd.api import schemas as s
-from cardd.api.app import Problem, after_of, config, idempotent, pool, principal, who
+from cardd.api.app import after_of, config, idempotent, pool, principal, who
 from cardd.api.cards import card_json, page_json
 from cardd.billing import apiauth, apistore, identity, vouchers
+from cardd.errors import Problem
 
 blp = Blueprint("card holder", __name__, url_prefix="", description="A card holder's own card")
 

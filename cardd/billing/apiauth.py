@@ -26,7 +26,7 @@ from cardd.billing import identity, operator, pins
 from cardd.billing.identity import Limits
 from cardd.billing.repository import database_errors
 from cardd.digits import is_digits
-from cardd.errors import CarddError
+from cardd.errors import ApiKeyError, SignInRefused
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +35,6 @@ KEY_PREFIX = "cardd_"
 SESSION_PREFIX = "cs_"
 _KEY = re.compile(r"cardd_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 _SESSION = re.compile(r"cs_([A-Za-z0-9_-]{43})")
-
-
-class ApiKeyError(CarddError):
-    """An API key command was refused (unknown key, bad role, reseller without an owner)."""
-
-
-class SignInRefused(CarddError):
-    """A card holder's sign-in failed. `throttled` says the throttle refused it (nothing was checked)."""
-
-    def __init__(self, message: str, *, throttled: bool = False):
-        super().__init__(message)
-        self.throttled = throttled
 
 
 @dataclass(frozen=True)
@@ -227,5 +215,6 @@ def end_sessions(conn: psycopg.Connection[Any], card_id: int) -> int:
     return conn.execute("DELETE FROM card_sessions WHERE account_id = %s", (card_id,)).rowcount
 
 
-__all__ = ["ApiKeyError", "KeyRow", "Principal", "ROLES", "Session", "SignInRefused", "authenticate",
+# SignInRefused (cardd.errors) is re-exported: the web console catches apiauth.SignInRefused.
+__all__ = ["KeyRow", "Principal", "ROLES", "Session", "SignInRefused", "authenticate",
            "create_key", "end_sessions", "list_keys", "revoke_key", "sign_in", "sign_out"]

@@ -28,20 +28,13 @@ from cardd.billing import catalog, operator
 from cardd.billing.ledger import _CDR_COLUMNS, Cdr, LedgerEntry, _cdr, find_rate
 from cardd.billing.rating import Rate
 from cardd.billing.repository import database_errors
-from cardd.errors import CarddError
+from cardd.errors import IdempotencyConflict
+from cardd.errors import NotVisible as NotVisible  # re-exported: the web console raises apistore.NotVisible
 from cardd.money import money
 
 T = TypeVar("T")
 
 MAX_PAGE = 500
-
-
-class NotVisible(CarddError):
-    """The thing does not exist, or the caller may not see it (the API answers 404 either way)."""
-
-
-class IdempotencyConflict(CarddError):
-    """An Idempotency-Key was reused with another request."""
 
 
 @dataclass(frozen=True)
