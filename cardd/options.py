@@ -314,7 +314,9 @@ API_OPTIONS: tuple[Option, ...] = (
     O("listen", HostPortKind(), "127.0.0.1:8086",
       "HTTP address of the API (plain HTTP: put a TLS-terminating proxy in front of anything but localhost)", API),
     O("max_body_bytes", IntKind(1024, 100 * 2**20, "bytes"), 1048576,
-      "largest request body (a rates CSV included); a larger one is answered 413", API),
+      "largest request body (a rates CSV: max_upload_bytes); a larger one is answered 413", API),
+    O("max_upload_bytes", IntKind(1024, 2**30, "bytes"), 134217728,
+      "largest rates CSV uploaded (API import or web console; about a million rows), streamed to a temp file", API),
     O("request_timeout", SecondsKind(0, 600, lo_open=True), 30.0,
       "seconds a request may take; a slower one is answered 503", API),
     O("max_connections", IntKind(1, 100000), 256,
@@ -466,6 +468,7 @@ class ApiSettings:
 
     listen: str = "127.0.0.1:8086"
     max_body_bytes: int = 1048576
+    max_upload_bytes: int = 134217728
     request_timeout: float = 30.0
     max_connections: int = 256
     session_lifetime: int = 3600

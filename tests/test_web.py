@@ -251,12 +251,79 @@ def test_block_and_set_pin(web):
     holder(web, pin="9999")
 
 
-def _upload(b: Browser, tariff: str, text: str) -> Any:
+def _post_rates(b: Browser, tariff: str, text: str) -> Any:
     import io
     b.get("/rates")
     return b.http.post("/rates", base_url="https://localhost", content_type="multipart/form-data", headers=SAME_SITE,
                        data={"csrf_token": b.token(), "tariff": tariff, "mode": "merge",
                              "file": (io.BytesIO(text.encode()), "rates.csv")})
+
+
+REFRESH = '<meta http-equiv="refresh"'
+
+
+def _follow_import(b: Browser, response: Any) -> tuple[Any, list[str]]:
+    """The upload's answer followed as a browser without JavaScript does: the progress page's
+    meta refresh until the result. Returns the result and the progress pages seen."""
+    import gevent
+    assert response.status_code == 303, response.get_data(as_text=True)
+    progress, url = [], response.headers["Location"].replace("https://localhost", "")
+    while True:
+        response = b.get(url)
+        if REFRESH not in b.last:
+            return response, progress
+        progress.append(b.last)
+        gevent.sleep(0.01)   # the import's greenlet runs meanwhile
+
+
+def _upload(b: Browser, tariff: str, text: str) -> Any:
+    return _follow_import(b, _post_rates(b, tariff, text))[0]
+
+
+def _rate_rows(count: int, bad_line: int | None = None) -> str:
+    lines = ["prefix,price_1,interval_1,price_n,interval_n"]
+    lines += [f"49{n:07d},{'x' if n + 2 == bad_line else '0.01'},60,0.01,60" for n in range(count)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_large_rates_file_shows_its_progress_then_the_counts(web):
+    b = operator(web)
+    text = _rate_rows(50_000)
+    assert len(text) > 1 << 20        # over api.max_body_bytes: rate uploads have their own limit
+    response, progress = _follow_import(b, _post_rates(b, "demo", text))
+    assert progress and "rows checked" in progress[0] and 'role="status"' in progress[0]
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200 and "50000 rows, 50000 new" in " ".join(page.split())
+    assert "490049999" in b.get("/rates?tariff=demo&prefix=490049999").get_data(as_text=True)
+
+
+def test_a_large_rates_file_with_one_bad_row_imports_nothing_and_names_the_row(web):
+    b = operator(web)
+    response, progress = _follow_import(b, _post_rates(b, "demo", _rate_rows(50_000, bad_line=40_001)))
+    page = response.get_data(as_text=True)
+    assert progress and response.status_code == 422
+    assert "Nothing imported: 1 bad row of 50000" in page and "line 40001:" in page
+    assert "No rates." in b.get("/rates?tariff=demo&prefix=49").get_data(as_text=True)
+
+
+def test_rate_uploads_have_their_own_size_limit_over_the_body_limit(database):
+    create_demo_data(database.pool)
+    app = create_app(database.pool, ApiConfig(limits=PIN_LIMITS, topup_limits=TOPUP_LIMITS,
+                                              max_body_bytes=16 * 1024, max_upload_bytes=64 * 1024))
+    key = apiauth.create_key(database.pool, "console", "admin", who="pytest")
+    b = Browser(app)
+    b.get("/login")
+    b.post("/login", {"key": key})
+    assert _post_rates(b, "demo", _rate_rows(5_000)).status_code == 413
+    answer = b.http.post("/api/v1/tariffs/demo/rates/import", data=_rate_rows(5_000).encode(),
+                         headers={"Authorization": f"Bearer {key}", "Content-Type": "text/csv"})
+    assert answer.status_code == 413
+    answer = b.http.post("/api/v1/tariffs/demo/rates/import", data=_rate_rows(2_000).encode(),
+                         headers={"Authorization": f"Bearer {key}", "Content-Type": "text/csv"})
+    assert answer.status_code == 200 and answer.get_json()["inserted"] == 2_000   # 52 kB: over max_body_bytes
+    assert b.http.post("/api/v1/tariffs", data=b'{"name": "' + b"x" * 20_000 + b'"}',   # other routes keep it
+                       headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+                       ).status_code == 413
 
 
 def test_a_rates_file_with_bad_rows_lists_them_all_and_imports_nothing(web):

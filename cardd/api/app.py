@@ -114,6 +114,7 @@ class ApiConfig:
     topup_limits: Limits           # their voucher top-ups (the IVR's top-up limits)
     session_lifetime_s: int = 3600
     max_body_bytes: int = 1 << 20
+    max_upload_bytes: int = 128 << 20  # a rates CSV (RATE_UPLOADS): about a million rows
     max_page: int = 500
     sounds_dir: str = ""           # daemon.sounds_dir: where uploaded prompts are stored
 
@@ -137,6 +138,7 @@ def create_app(pool: ConnectionPool, config: ApiConfig) -> Flask:
     app.register_error_handler(Problem, problem_response)
     app.register_error_handler(CarddError, lambda exc: problem_response(problem_of(exc)))
     app.register_error_handler(Exception, _internal_error)
+    app.before_request(_upload_limit)
     app.before_request(_authenticate)
     app.after_request(_log_request)
 
@@ -175,8 +177,19 @@ def config() -> ApiConfig:
 
 # --- who is calling ----------------------------------------------------------------------
 
+#: The routes that take a rates CSV: api.max_upload_bytes instead of api.max_body_bytes.
+RATE_UPLOADS = frozenset({"tariffs.RateImport", "carriers.CarrierRatesImport", "web.rates"})
+
+
+def _upload_limit() -> None:
+    if request.endpoint in RATE_UPLOADS:
+        request.max_content_length = config().max_upload_bytes
+
+
 def _authenticate() -> Response | None:
     g.principal = None
+    if not request.path.startswith(PREFIX + "/") and request.path != PREFIX:
+        return None   # the web console's pages (cardd.web) sign in with a form and a cookie instead
     if request.path in PUBLIC and request.method in ("GET", "POST"):
         return None
     header = request.headers.get("Authorization", "")

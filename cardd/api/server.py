@@ -96,6 +96,7 @@ def build_server(settings: Any, pool: Any) -> WSGIServer:
     api = settings.api
     config = ApiConfig(limits=identity.pin_limits(settings.daemon), topup_limits=identity.topup_limits(settings.daemon),
                        session_lifetime_s=api.session_lifetime, max_body_bytes=api.max_body_bytes,
+                       max_upload_bytes=api.max_upload_bytes,
                        sounds_dir=settings.daemon.sounds_dir)
     app = RequestDeadline(create_app(pool, config), api.request_timeout)
     # Greenlets are not pooled: a bounded pool would stop accepting when full and leave further

@@ -14,13 +14,10 @@ Content-Security-Policy that allows nothing but this origin's stylesheet.
 
 from __future__ import annotations
 
-import functools
 import secrets
-from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
 
-from flask import Flask, request
+from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
 #: No script at all, styles and images only from this origin, forms only to it, never framed.
@@ -43,23 +40,6 @@ def register(app: Flask) -> None:
     )
     csrf = CSRFProtect(app)
     app.extensions["cardd_web_csrf"] = csrf
-    _leave_web_to_its_own_auth(app)
     app.register_blueprint(views.bp)
     app.register_blueprint(holder.bp)
 
-
-def _leave_web_to_its_own_auth(app: Flask) -> None:
-    """The API's app-wide hooks ask for a bearer token; the pages sign in with a form and a
-    cookie instead, so those hooks are skipped for the web blueprints' requests only."""
-    def api_only(hook: Callable[[], Any]) -> Callable[[], Any]:
-        @functools.wraps(hook)
-        def guarded() -> Any:
-            if request.blueprint in WEB_BLUEPRINTS:
-                return None
-            return hook()
-        return guarded
-
-    app.before_request_funcs[None] = [api_only(f) for f in app.before_request_funcs.get(None, [])]
-
-
-WEB_BLUEPRINTS = ("web", "selfcare")

@@ -21,7 +21,7 @@ from cardd.billing import apiauth, apistore, cardadmin, catalog, identity, opera
 from cardd.billing import vouchers as voucher_service
 from cardd.errors import CarddError
 from cardd.money import money
-from cardd.web import charts, common, stats
+from cardd.web import charts, common, imports, stats
 
 bp = Blueprint("web", __name__, url_prefix="", template_folder="templates", static_folder="static",
                static_url_path="/assets")
@@ -254,14 +254,42 @@ def card_adjust(number: str) -> Any:
 @bp.route("/rates", methods=["GET", "POST"])
 @signed_in()
 def rates() -> Any:
-    tariffs = apistore.tariffs_page(pool(), limit=200).items
-    report: dict[str, Any] | None = None
-    status = 200
     if request.method == "POST":
         if principal().role not in ADMIN:
             return render_template("error.html", status=403, message="Only an admin key may import rates."), 403
-        report, status = _import(request.form.get("tariff", ""), request.form.get("mode", "merge"))
-    chosen = request.values.get("tariff") or (tariffs[0].name if tariffs else "")
+        upload = request.files.get("file")
+        tariff = request.form.get("tariff", "")
+        if upload is None or not upload.filename:
+            return _rates_page({"errors": [(0, "choose a CSV file")], "rows": 0}, 422, tariff)
+        mode = request.form.get("mode", "merge")
+        job = rate_imports().start(pool(), who(), tariff, mode if mode in ("merge", "replace") else "merge",
+                                   upload.stream)
+        return redirect(url_for("web.rate_import", job_id=job.id), 303)
+    return _rates_page(None, 200, request.values.get("tariff"))
+
+
+def rate_imports() -> imports.RateImports:
+    return current_app.extensions.setdefault("cardd_web_rate_imports", imports.RateImports())
+
+
+@bp.route("/rates/import/<job_id>")
+@signed_in(ADMIN)
+def rate_import(job_id: str) -> Any:
+    """An upload's import: its progress (the page refreshes itself), then the rates page with the
+    all-bad-rows report (nothing imported) or the counts."""
+    job = rate_imports().get(job_id, who())
+    if job is None:
+        return render_template("error.html", status=404, message="No such import (or it was long ago)."), 404
+    if not job.finished:
+        return render_template("rate_import.html", job=job)
+    if job.errors:
+        return _rates_page({"errors": job.errors, "rows": job.rows}, 422, job.tariff)
+    return _rates_page({"imported": job.result, "tariff": job.tariff}, 200, job.tariff)
+
+
+def _rates_page(report: dict[str, Any] | None, status: int, chosen: str | None) -> Any:
+    tariffs = apistore.tariffs_page(pool(), limit=200).items
+    chosen = chosen or (tariffs[0].name if tariffs else "")
     listing = apistore.rates_page(pool(), chosen, prefix=request.args.get("prefix") or None, after=_cursor(),
                                   limit=PAGE) if chosen else None
     return render_template("rates.html", tariffs=tariffs, chosen=chosen, report=report, listing=listing,
@@ -278,29 +306,6 @@ def tariff_new() -> Any:
         apistore.audit(conn, who(), "tariff add", {"name": name, "currency": currency},
                        detail=f"tariff {name} ({currency}) (web console)")
     return redirect(url_for("web.rates", tariff=name))
-
-
-def _import(tariff: str, mode: str) -> tuple[dict[str, Any], int]:
-    """The CSV through the CLI's importer, in one transaction: every bad row reported, nothing imported."""
-    from cardd.billing.rate_import import ImportRefused, import_rates
-
-    upload = request.files.get("file")
-    if upload is None or not upload.filename:
-        return {"errors": [(0, "choose a CSV file")], "rows": 0}, 422
-    try:
-        text = upload.read().decode("utf-8")
-    except UnicodeDecodeError:
-        return {"errors": [(0, "the file is not UTF-8 text")], "rows": 0}, 422
-    mode = mode if mode in ("merge", "replace") else "merge"
-    try:
-        with apistore.transaction(pool()) as (conn, one):
-            result = import_rates(one, tariff, io.StringIO(text), mode=mode)
-            apistore.audit(conn, who(), "rate import", {"tariff": tariff, "mode": mode},
-                           detail=f"tariff {tariff}: {result.rows} rows, {result.inserted} new,"
-                                  f" {result.updated} changed, {result.deleted} deleted (web console)")
-    except ImportRefused as exc:
-        return {"errors": exc.errors, "rows": exc.rows}, 422
-    return {"imported": result, "tariff": tariff}, 200
 
 
 # --- CDRs -----------------------------------------------------------------------------------------
