@@ -2,6 +2,7 @@
 searches over a database of many cards and CDRs (seeded as bench/bench_api.py seeds it).
 
     python bench/bench_web.py [--dsn DSN] [--cards 1000000] [--cdrs 10000000] [--requests 200]
+        [--without-console-indexes]
 
 An operator signs in through the login form (CSRF token and cookie, as a browser does), then one client on a
 keep-alive connection asks for each kind of page, one request at a time; latencies (client side, HTTP and
@@ -57,6 +58,10 @@ class Site:
             raise SystemExit(f"sign-in refused: {status}")
 
 
+#: schema/010_console_indexes.sql: the destination-prefix CDR search, cards by status, the dashboard's 24 h scan.
+CONSOLE_INDEXES = ("cdrs_translated_cld_idx", "accounts_status_idx", "cdrs_ended_figures_idx")
+
+
 def run(dsn: str, args: argparse.Namespace, workdir: Path) -> None:
     port = free_port()
     config = workdir / "cardd.yaml"
@@ -66,6 +71,11 @@ def run(dsn: str, args: argparse.Namespace, workdir: Path) -> None:
                               capture_output=True, text=True)
     if migrated.returncode != 0:
         raise SystemExit(f"cardd db migrate failed:\n{migrated.stderr}")
+    if args.without_console_indexes:   # the "before" of schema/010, for a same-machine comparison
+        import psycopg
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for index in CONSOLE_INDEXES:
+                conn.execute(f"DROP INDEX {index}")
     key = subprocess.run([sys.executable, "-m", "cardd", "-c", str(config), "apikey", "add", "bench", "--role",
                           "admin"], env=env, check=True, capture_output=True, text=True).stdout.strip()
     with open(workdir / "api.log", "w") as log:   # the child keeps its own copy of the descriptor
@@ -119,6 +129,8 @@ def main() -> None:
     parser.add_argument("--cards", type=int, default=1_000_000)
     parser.add_argument("--cdrs", type=int, default=10_000_000)
     parser.add_argument("--requests", type=int, default=200, help="per kind of page")
+    parser.add_argument("--without-console-indexes", action="store_true",
+                        help="drop schema/010's indexes after migrating: the figures before them")
     args = parser.parse_args()
     print(f"bench_web: {args.cards:,} cards, {args.cdrs:,} CDRs; {machine()}")
     with tempfile.TemporaryDirectory(prefix="cardd-bench-web-") as tmp:
