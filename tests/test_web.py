@@ -366,6 +366,24 @@ def test_holder_sees_balance_calls_and_tops_up_with_a_voucher(web):
     assert "cannot be used" in b.last and balance(database, demo.card_id) == Decimal("15")
 
 
+def test_a_self_care_top_up_is_audited_as_the_apis_is_and_a_web_rate_import_too(web):
+    """The page and the API share apistore.redeem_voucher_throttled and apistore.import_rates_audited:
+    the same audit lines (the voucher by its last 4 digits only), whichever door the change came in by."""
+    app, database, demo = web
+    [number] = vouchers.generate(database.pool, 1, amount="5", currency="USD")
+    b = holder(web)
+    b.get("/my")
+    b.post("/my/topup", {"voucher": number, "confirm_key": b.hidden("confirm_key")})
+    _upload(operator(web), "demo", "prefix,price_1,interval_1,price_n,interval_n\n3399,0.1,60,0.1,60\n")
+    with database.pool.connection() as conn:
+        lines = conn.execute("SELECT action, args::text, account_id, detail FROM operator_audit"
+                             " WHERE action IN ('voucher redeem', 'rate import') ORDER BY id").fetchall()
+    (redeem, redeem_args, account, credited), (imported, _, _, detail) = lines
+    assert redeem == "voucher redeem" and account == demo.card_id and credited == "5.00000 USD credited"
+    assert number[-4:] in redeem_args and number not in redeem_args
+    assert imported == "rate import" and detail == "tariff demo: 1 rows, 1 new, 0 changed, 0 deleted (web console)"
+
+
 def test_holder_page_speaks_spanish_and_french(web):
     b = holder(web)
     assert "Saldo" in b.get("/my?lang=es").get_data(as_text=True)
@@ -632,3 +650,35 @@ def test_the_dashboard_reuses_its_cdr_figures_for_a_while_but_not_the_live_count
     assert "No calls today." in b.get("/").get_data(as_text=True)              # the CDR scan reused
     app.config["CARDD_WEB_FIGURES_CACHE_S"] = 0
     assert "No calls today." not in b.get("/").get_data(as_text=True)
+
+
+def _plan(conn: Any, sql: str, params: tuple[Any, ...]) -> str:
+    return str(conn.execute("EXPLAIN (FORMAT JSON) " + sql, params).fetchone()[0])
+
+
+def test_the_console_filters_at_scale_are_served_by_their_indexes(database):
+    """schema/010: at many cards and CDRs, a destination-prefix CDR search, a cards-by-status search and
+    the dashboard's 24 h scan read an index range, not every row (the queries of apistore.cdrs_page,
+    apistore.cards_page and cardd.billing.stats, with the planner's statistics of 20,000 rows)."""
+    import psycopg
+    demo = create_demo_data(database.pool)
+    with psycopg.connect(database.dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO accounts (username, currency, tariff_id)"
+                     " SELECT (5000000000 + i)::text, 'USD', %s FROM generate_series(1, 20000) i", (demo.tariff_id,))
+        conn.execute(
+            "INSERT INTO cdrs (b_uuid, a_uuid, account_id, username, currency, cli, cld, translated_cld, rate_prefix,"
+            "                  started_at, answered_at, ended_at, granted_seconds, billed_seconds, cost, hangup_cause)"
+            " SELECT gen_random_uuid(), gen_random_uuid(), %s, '1234567890', 'USD', '1555', '44' || (2071000000 + g),"
+            "        '44' || (2071000000 + g), '44', t, t, t + interval '60 s', 60, 60, 0.1, 'NORMAL_CLEARING'"
+            "   FROM (SELECT g, now() - interval '30 days' + g * interval '2 min' AS t"
+            "           FROM generate_series(1, 20000) g) s", (demo.card_id,))
+        conn.execute("ANALYZE accounts")
+        conn.execute("ANALYZE cdrs")
+        assert "cdrs_translated_cld_idx" in _plan(
+            conn, "SELECT id FROM cdrs WHERE translated_cld LIKE %s ORDER BY id DESC LIMIT 51", ("44207100012%",))
+        assert "accounts_status_idx" in _plan(
+            conn, "SELECT a.id FROM accounts a WHERE a.status = %s ORDER BY a.id LIMIT 51", ("blocked",))
+        figures = _plan(conn, "SELECT date_trunc('hour', ended_at), currency, hangup_cause, answered_at IS NOT NULL,"
+                              " count(*), sum(cost), sum(billed_seconds) FROM cdrs"
+                              " WHERE ended_at >= now() - interval '24 hours' GROUP BY 1, 2, 3, 4", ())
+        assert "cdrs_ended_figures_idx" in figures and "Index Only Scan" in figures

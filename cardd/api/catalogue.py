@@ -157,18 +157,14 @@ class RateImport(MethodView):
     def post(self, args: dict[str, Any], tariff: str) -> dict[str, Any]:
         """Import a rates CSV (the format of `cardd rate import`), all or nothing: a file with bad rows
         changes nothing and the answer lists every bad row with its line."""
-        from cardd.billing.rate_import import ImportRefused, import_rates  # the CLI's importer, shared
+        from cardd.billing.rate_import import ImportRefused  # the CLI's importer, shared (apistore)
 
         try:
             text = request.get_data().decode("utf-8")
         except UnicodeDecodeError:
             raise Problem(422, "Unprocessable Content", "the CSV is not UTF-8 text") from None
         try:
-            with apistore.transaction(pool()) as (conn, one):
-                result = import_rates(one, tariff, io.StringIO(text), mode=args["mode"])
-                apistore.audit(conn, who(), "rate import", {"tariff": tariff, "mode": args["mode"]},
-                               detail=f"tariff {tariff}: {result.rows} rows, {result.inserted} new,"
-                                      f" {result.updated} changed, {result.deleted} deleted")
+            result = apistore.import_rates_audited(pool(), who(), tariff, io.StringIO(text), mode=args["mode"])
         except ImportRefused as exc:
             raise Problem(422, "Unprocessable Content", f"{len(exc.errors)} bad rows of {exc.rows}; nothing imported",
                           invalid_params=[{"name": f"line {line}", "reason": why}

@@ -12,7 +12,7 @@ from flask_smorest import Blueprint
 from cardd.api import schemas as s
 from cardd.api.app import after_of, config, idempotent, pool, principal, who
 from cardd.api.cards import card_json, page_json
-from cardd.billing import apiauth, apistore, identity, vouchers
+from cardd.billing import apiauth, apistore
 from cardd.errors import Problem
 
 blp = Blueprint("card holder", __name__, url_prefix="", description="A card holder's own card")
@@ -81,21 +81,11 @@ class MyTopup(MethodView):
         """Top up the signed-in card with a voucher, under the IVR's top-up throttle. Needs an Idempotency-Key."""
         card_id = _holder()
         number = body["voucher"]
-        limits = config().topup_limits
-        buckets = [("topup_cli", f"api:{request.remote_addr or 'unknown'}", limits.per_cli),
-                   ("topup_card", str(card_id), limits.per_card)]
-        if limits.service is not None:
-            buckets.append(("topup_service", "all", limits.service))
 
         def work(pool_like: Any) -> dict[str, Any]:
-            def redeem(conn: Any) -> tuple[bool, vouchers.Redemption]:
-                result = vouchers.redeem_in(conn, number, card_id)
-                if result.ok:
-                    apistore.audit(conn, who(), "voucher redeem", {"voucher": number[-4:], "card": principal().name},
-                                   account_id=card_id, detail=f"{result.amount} {result.currency} credited")
-                return result.ok, result
-
-            gated = identity.gate(pool_like, buckets, limits.window_s, redeem)
+            gated = apistore.redeem_voucher_throttled(pool_like, config().topup_limits, who=who(),
+                                                      card=principal().name, card_id=card_id, number=number,
+                                                      remote=request.remote_addr)
             if not gated.allowed:
                 raise Problem(429, "Too Many Requests", "too many failed top-ups; try again later")
             result = gated.value

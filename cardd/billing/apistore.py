@@ -18,14 +18,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Generic, TypeVar
+from typing import IO, Any, Generic, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from cardd.billing import catalog, operator
+from cardd.billing import catalog, identity, operator, vouchers
 from cardd.billing.ledger import _CDR_COLUMNS, Cdr, LedgerEntry, _cdr, find_rate
+from cardd.billing.rate_import import ImportProgress, ImportResult, import_rates
 from cardd.billing.rating import Rate
 from cardd.billing.repository import database_errors
 from cardd.errors import IdempotencyConflict
@@ -582,3 +583,41 @@ def audit_page(pool: ConnectionPool, *, card_id: int | None = None, action: str 
             f" WHERE {where.sql} ORDER BY o.id DESC LIMIT %s", (*where.params, limit + 1)).fetchall()
     rows, next_after = _page(rows, limit, lambda r: r[0])
     return Page([AuditRow(*r) for r in rows], next_after)
+
+
+# --- shared by the API's routes and the web console's forms ----------------------------------------
+
+def import_rates_audited(pool: ConnectionPool, who: str, tariff: str, f: IO[str], *, mode: str = "merge",
+                         progress: ImportProgress | None = None, statement_timeout_s: int | None = None,
+                         via: str = "") -> ImportResult:
+    """A rates CSV into a tariff through the CLI's importer, all or nothing, and its audit line, in one
+    transaction. `statement_timeout_s` lifts the process's statement_timeout for this import only (a
+    background import may outlast api.request_timeout). Raises ImportRefused with every bad row."""
+    with transaction(pool) as (conn, one):
+        if statement_timeout_s is not None:
+            conn.execute(f"SET LOCAL statement_timeout = {int(statement_timeout_s) * 1000}")
+        result = import_rates(one, tariff, f, mode=mode, progress=progress)
+        audit(conn, who, "rate import", {"tariff": tariff, "mode": mode},
+              detail=f"tariff {tariff}: {result.rows} rows, {result.inserted} new,"
+                     f" {result.updated} changed, {result.deleted} deleted{via}")
+    return result
+
+
+def redeem_voucher_throttled(pool_like: Any, limits: identity.Limits, *, who: str, card: str, card_id: int,
+                             number: str, remote: str | None) -> identity.Gated:
+    """A card holder's voucher top-up (API or self-care page) under the IVR's top-up throttle: buckets per
+    client address, per card and for the whole service; a redemption is audited with the voucher's last 4
+    digits. Returns identity.gate's Gated (allowed, and the vouchers.Redemption as its value)."""
+    buckets = [("topup_cli", f"api:{remote or 'unknown'}", limits.per_cli),
+               ("topup_card", str(card_id), limits.per_card)]
+    if limits.service is not None:
+        buckets.append(("topup_service", "all", limits.service))
+
+    def redeem(conn: Any) -> tuple[bool, vouchers.Redemption]:
+        result = vouchers.redeem_in(conn, number, card_id)
+        if result.ok:
+            audit(conn, who, "voucher redeem", {"voucher": number[-4:], "card": card},
+                  account_id=card_id, detail=f"{result.amount} {result.currency} credited")
+        return result.ok, result
+
+    return identity.gate(pool_like, buckets, limits.window_s, redeem)

@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, g, redirect, render_template, request, session, url_for
 
 from cardd.api.app import config, pool, principal, who
-from cardd.billing import apiauth, apistore, identity, operator, vouchers
+from cardd.billing import apiauth, apistore, identity, operator
 from cardd.errors import CarddError
 from cardd.web import common, i18n
 from cardd.web.views import once
@@ -98,18 +98,10 @@ def topup() -> Any:
     card_id = principal().card_id
     assert card_id is not None   # a card holder's principal always names its card
     number = request.form.get("voucher", "").strip()
-    limits = config().topup_limits
-    buckets = [("topup_cli", f"api:{request.remote_addr or 'unknown'}", limits.per_cli),
-               ("topup_card", str(card_id), limits.per_card)]
-    if limits.service is not None:
-        buckets.append(("topup_service", "all", limits.service))
 
     def work(pool_like: Any) -> dict[str, Any]:
-        def redeem(conn: Any) -> tuple[bool, vouchers.Redemption]:
-            result = vouchers.redeem_in(conn, number, card_id)
-            return result.ok, result
-
-        gated = identity.gate(pool_like, buckets, limits.window_s, redeem)
+        gated = apistore.redeem_voucher_throttled(pool_like, config().topup_limits, who=who(), card=principal().name,
+                                                  card_id=card_id, number=number, remote=request.remote_addr)
         if not gated.allowed:
             return {"error": "topup_throttled"}
         if not gated.value.ok:

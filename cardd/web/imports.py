@@ -21,14 +21,14 @@ from typing import IO, Any
 import gevent
 
 from cardd.billing import apistore
-from cardd.billing.rate_import import ImportRefused, ImportResult, import_rates
+from cardd.billing.rate_import import ImportRefused, ImportResult
 
 log = logging.getLogger("cardd.web")
 
 #: Jobs kept for their result page; the oldest finished ones go first.
 KEEP = 50
 #: The import's statements may outlast api.request_timeout (the process's statement_timeout).
-STATEMENT_TIMEOUT = "15min"
+STATEMENT_TIMEOUT_S = 900
 
 
 @dataclass
@@ -99,12 +99,9 @@ class RateImports:
 def _run(pool: Any, job: RateImportJob, path: str) -> None:
     job.stage = "checking rows"
     try:
-        with open(path, encoding="utf-8", newline="") as f, apistore.transaction(pool) as (conn, one):
-            conn.execute(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'")
-            result = import_rates(one, job.tariff, f, mode=job.mode, progress=job)
-            apistore.audit(conn, job.who, "rate import", {"tariff": job.tariff, "mode": job.mode},
-                           detail=f"tariff {job.tariff}: {result.rows} rows, {result.inserted} new,"
-                                  f" {result.updated} changed, {result.deleted} deleted (web console)")
+        with open(path, encoding="utf-8", newline="") as f:
+            result = apistore.import_rates_audited(pool, job.who, job.tariff, f, mode=job.mode, progress=job,
+                                                   statement_timeout_s=STATEMENT_TIMEOUT_S, via=" (web console)")
         job.result = result
     except ImportRefused as exc:
         job.errors, job.rows = list(exc.errors), exc.rows

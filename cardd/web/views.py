@@ -17,11 +17,11 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
 
 from cardd.api.app import ADMIN, READ, WRITE, Problem, card_id_for, owner_scope, pool, principal, problem_of, who
-from cardd.billing import apiauth, apistore, cardadmin, catalog, identity, operator
+from cardd.billing import apiauth, apistore, cardadmin, catalog, identity, operator, stats
 from cardd.billing import vouchers as voucher_service
 from cardd.errors import CarddError
 from cardd.money import money
-from cardd.web import charts, common, imports, stats
+from cardd.web import charts, common, imports
 
 bp = Blueprint("web", __name__, url_prefix="", template_folder="templates", static_folder="static",
                static_url_path="/assets")

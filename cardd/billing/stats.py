@@ -1,9 +1,7 @@
-"""The dashboard's figures: read-only aggregates the API has no route for yet.
-
-These are the only queries of cardd/web (everything else goes through the API's service
-functions); each is bounded by an index (cdrs_ended_idx, the reservations' open indexes)
-so the dashboard stays quick at millions of CDRs. They belong in the service layer
-(cardd/billing) next to apistore; they live here until the API owns a dashboard route."""
+"""The console's dashboard figures (cardd.web): read-only aggregates over reservations and the CDRs
+of the last 24 hours, the service layer's as every other query of the console is. Each is bounded by
+an index range: the reservations' open indexes, and cdrs_ended_figures_idx (schema/010), which
+carries every column the figures read, so the 24 h scan is index-only."""
 
 from __future__ import annotations
 
@@ -98,7 +96,7 @@ def _dashboard(pool: ConnectionPool, owner: str | None, cache: dict[str | None, 
 
 def _cdr_figures(pool: ConnectionPool, extra: str, params: tuple[Any, ...]) -> Figures:
     """Today's calls and revenue, ASR/ACD by hour and failures by cause, in one scan of the last 24
-    hourly buckets (cdrs_ended_idx); today since 00:00 UTC always lies inside them."""
+    hourly buckets (cdrs_ended_figures_idx, index-only); today since 00:00 UTC always lies inside them."""
     with pool.connection() as conn:
         start, midnight = conn.execute(
             "SELECT date_trunc('hour', now()) - interval '23 hours',"
