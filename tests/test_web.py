@@ -145,6 +145,17 @@ def test_the_api_keeps_bearer_auth_beside_the_pages(web):
     assert client.get("/api/v1/cards", headers={"Authorization": f"Bearer {key}"}).status_code == 200
 
 
+def test_the_bearer_check_guards_only_the_api_and_every_app_hook_runs_for_pages(web):
+    """cardd.api.app._authenticate asks for a token under /api/v1 only; the app's hooks are not
+    wrapped for the pages (the upload limit, an app-wide hook, reaches the console's rates form)."""
+    app, _, _ = web
+    client = app.test_client()
+    assert client.get("/api/v1/nowhere").status_code == 401
+    outside = client.get("/nowhere")
+    assert outside.status_code == 404 and "WWW-Authenticate" not in outside.headers
+    assert all(not hasattr(hook, "__wrapped__") for hook in app.before_request_funcs[None])
+
+
 def test_sessions_expire(database):
     create_demo_data(database.pool)
     app = create_app(database.pool, ApiConfig(limits=PIN_LIMITS, topup_limits=TOPUP_LIMITS, session_lifetime_s=0))
