@@ -317,6 +317,22 @@ def test_a_large_rates_file_with_one_bad_row_imports_nothing_and_names_the_row(w
     assert "No rates." in b.get("/rates?tariff=demo&prefix=49").get_data(as_text=True)
 
 
+def test_a_rates_upload_to_an_unknown_tariff_or_not_in_utf8_says_why_and_imports_nothing(web):
+    import io
+    b = operator(web)
+    response, _ = _follow_import(b, _post_rates(b, "nosuch", "prefix,price_1,interval_1,price_n,interval_n\n"
+                                                           "3312,0.1,60,0.1,60\n"))
+    assert response.status_code == 422 and "nosuch" in b.last and "Nothing imported" in b.last
+    b.get("/rates")
+    latin1 = "prefix,description,price_1,interval_1,price_n,interval_n\n3312,Réunion,0.1,60,0.1,60\n"
+    posted = b.http.post("/rates", base_url="https://localhost", content_type="multipart/form-data",
+                         headers=SAME_SITE, data={"csrf_token": b.token(), "tariff": "demo", "mode": "merge",
+                                                  "file": (io.BytesIO(latin1.encode("latin-1")), "rates.csv")})
+    response, _ = _follow_import(b, posted)
+    assert response.status_code == 422 and "the file is not UTF-8 text" in b.last
+    assert "3312" not in b.get("/rates?tariff=demo&prefix=33").get_data(as_text=True)
+
+
 def test_rate_uploads_have_their_own_size_limit_over_the_body_limit(database):
     create_demo_data(database.pool)
     app = create_app(database.pool, ApiConfig(limits=PIN_LIMITS, topup_limits=TOPUP_LIMITS,

@@ -283,7 +283,11 @@ def rate_import(job_id: str) -> Any:
     if not job.finished:
         return render_template("rate_import.html", job=job)
     if job.errors:
-        return _rates_page({"errors": job.errors, "rows": job.rows}, 422, job.tariff)
+        report = {"errors": job.errors, "rows": job.rows}
+        try:
+            return _rates_page(report, 422, job.tariff)
+        except CarddError:   # the tariff named in the form does not exist: the report, beside the first tariff
+            return _rates_page(report, 422, None)
     return _rates_page({"imported": job.result, "tariff": job.tariff}, 200, job.tariff)
 
 
