@@ -499,6 +499,21 @@ def test_a_callee_talking_n_seconds_is_billed_n_seconds_and_20_ms():
     assert out["t"].bridges[0].billmsec == 8020
 
 
+@pytest.mark.parametrize("start_epoch", [1772622800.8245795, 1_765_112_345.1234565, 1_800_000_000.9999995])
+def test_talk_time_is_whole_microseconds_whatever_the_epochs_fraction(start_epoch):
+    """Float epochs near 1.8e9 s carry ~0.24 us of error: unrounded, answer + 8.02 s
+    stamped 8019.999 ms (billmsec 8019) from 1772622800.8245795 (found by search). FreeSWITCH's stamps are
+    integer microseconds, and so are the simulator's."""
+    dial = f"{{origination_uuid={B}}}sofia/external/1000@127.0.0.1"
+
+    def after(conn, out):
+        out["hc"] = conn.wait_event(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE"
+                                    and e.unique_id == B)
+
+    out = run(bridge_flow(dial, after=after), callees=Callee(talk=8), start_epoch=start_epoch)
+    assert out["hc"].variable("billmsec") == "8020"
+
+
 def test_billsec_is_the_difference_of_whole_epoch_seconds():
     dial = f"{{origination_uuid={B}}}sofia/external/1000@127.0.0.1"
 

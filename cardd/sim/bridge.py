@@ -278,7 +278,11 @@ def _answered(call: SimCall, state: apps.BridgeState, b: Leg, callee: Callee) ->
             apps.execute(call, b, apps.Pending(app, app_arg, apps.new_uuid(), True),
                          loops=False)
     if callee.talk is not None:
-        b.timers.append(call.clock.call_later(callee.talk + CALLEE_BYE_LAG,
+        # Timed from B's answer stamp (whole microseconds), not from the float
+        # clock: stamped separately, the two ends of a 12.02 s talk could be
+        # 12019.999 ms apart and billmsec read 12019 where the switch says 12020.
+        bye_at = b.answered_us / 1_000_000 + callee.talk + CALLEE_BYE_LAG
+        b.timers.append(call.clock.call_later(bye_at - call.clock.now(),
                                               lambda: _callee_bye(call, b)))
 
 

@@ -74,6 +74,14 @@ class Clock:
         """Release resources (meaningful for the virtual clock only)."""
 
 
+def _whole_us(epoch: float) -> float:
+    """An instant on a whole microsecond. FreeSWITCH's stamps are integer
+    microseconds; a float epoch near 1.8e9 s carries ~0.24 us of error, so a
+    sum like answer + 8.02 s taken unrounded can stamp 8019.999 ms (billmsec
+    8019 where the switch says 8020)."""
+    return round(epoch, 6)
+
+
 class VirtualClock(Clock):
     """Virtual time that jumps to the next timer when the call is quiet.
 
@@ -88,7 +96,7 @@ class VirtualClock(Clock):
 
     def __init__(self, start: float | None = None, *, quiet: float = 0.003,
                  idle_quiet: float = 0.05, idle_jumps: bool = False):
-        self._now = time.time() if start is None else start
+        self._now = _whole_us(time.time() if start is None else start)
         # Started from the wall clock: its stamps (answer_uepoch, ...) must
         # never fall behind it, or a CDR would be answered before cardd
         # reserved the call. A pinned start (a replay) keeps its own epoch.
@@ -115,7 +123,7 @@ class VirtualClock(Clock):
         # no timer): catch up with the wall clock then. With timers pending
         # the driver moves time, in order.
         if self._keeps_up and not self._heap and not self._firing:
-            self._now = max(self._now, time.time())
+            self._now = max(self._now, _whole_us(time.time()))
         return self._now
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> Timer:
@@ -172,7 +180,7 @@ class VirtualClock(Clock):
                     # The daemon's turn (no app runs): it may be thinking
                     # (database, rating), so time passes as in reality
                     # instead of jumping ahead of it.
-                    self._advance_to(self._now + (time.monotonic() - began))
+                    self._advance_to(_whole_us(self._now + (time.monotonic() - began)))
                     continue
                 if self._activity:
                     continue

@@ -13,6 +13,7 @@ from flask import Blueprint, g, redirect, render_template, request, session, url
 
 from cardd.api.app import config, pool, principal, who
 from cardd.billing import apiauth, apistore, identity, operator
+from cardd.digits import is_digits
 from cardd.errors import CarddError
 from cardd.web import common, i18n
 from cardd.web.views import once
@@ -122,7 +123,7 @@ def change_pin() -> Any:
     t = i18n.translator(g.lang)
     f = request.form
     new, again = f.get("new_pin", "").strip(), f.get("repeat_pin", "").strip()
-    if new != again or not new.isdigit() or not new.isascii() or not 4 <= len(new) <= 12:
+    if new != again or not is_digits(new) or not 4 <= len(new) <= 12:
         return _page(error=t("pin_mismatch"), status=422)
     number = principal().name
     try:

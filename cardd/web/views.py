@@ -19,6 +19,7 @@ from flask import Blueprint, Response, current_app, g, redirect, render_template
 from cardd.api.app import ADMIN, READ, WRITE, Problem, card_id_for, owner_scope, pool, principal, problem_of, who
 from cardd.billing import apiauth, apistore, cardadmin, catalog, identity, operator, stats
 from cardd.billing import vouchers as voucher_service
+from cardd.digits import is_digits
 from cardd.errors import CarddError
 from cardd.money import money
 from cardd.web import charts, common, imports
@@ -372,7 +373,7 @@ def reservation_close(b_uuid: uuid.UUID, action: str) -> Any:
     billed: int | None = None
     if action == "settle":
         text = request.form.get("billed_seconds", "").strip()
-        if not text.isdigit() or len(text) > 7:
+        if not is_digits(text) or len(text) > 7:
             raise Problem(422, "Unprocessable Content", "billed seconds: a whole number of seconds")
         billed = int(text)
     reason = request.form.get("reason", "").strip() or f"web console {action}"
@@ -407,7 +408,7 @@ def card_batch() -> Any:
     are ever shown: the same confirmation sent again gets the numbers with the PIN column empty."""
     f = request.form
     count_text, tariff = f.get("count", "").strip(), f.get("tariff", "")
-    if not count_text.isdigit() or not 1 <= int(count_text) <= 10000:
+    if not is_digits(count_text) or not 1 <= int(count_text) <= 10000:
         raise Problem(422, "Unprocessable Content", "count: a whole number from 1 to 10000")
     currency = next((t.currency for t in apistore.tariffs_page(pool(), limit=200).items if t.name == tariff), None)
     if currency is None:
@@ -478,7 +479,7 @@ def vouchers_list() -> str:
 def vouchers_generate() -> Any:
     f = request.form
     count_text = f.get("count", "").strip()
-    if not count_text.isdigit() or not 1 <= int(count_text) <= 10000:
+    if not is_digits(count_text) or not 1 <= int(count_text) <= 10000:
         raise Problem(422, "Unprocessable Content", "count: a whole number from 1 to 10000")
     value = _decimal(f.get("amount", ""), "amount")
     currency, batch = f.get("currency", "").strip().upper(), f.get("batch", "").strip()
