@@ -41,22 +41,34 @@ def seed(dsn: str, cards: int, cdrs: int) -> float:
     with psycopg.connect(dsn, autocommit=True) as conn:
         migrate_conn(conn)
         conn.execute("INSERT INTO tariffs (name, currency) VALUES ('bench', 'USD')")
-        conn.execute("INSERT INTO customers (name, owner) SELECT 'customer ' || i,"
-                     " CASE WHEN i % 2 = 0 THEN 'reseller ' || (i % 10) END FROM generate_series(1, 100) i")
+        conn.execute(
+            "INSERT INTO customers (name, owner) SELECT 'customer ' || i,"
+            " CASE WHEN i % 2 = 0 THEN 'reseller ' || (i % 10) END FROM generate_series(1, 100) i"
+        )
         conn.execute(
             "INSERT INTO accounts (username, currency, tariff_id, customer_id)"
             " SELECT (%s + i)::text, 'USD', (SELECT id FROM tariffs), 1 + i %% 100 FROM generate_series(0, %s) i",
-            (CARD_BASE, cards - 1))
-        conn.execute("INSERT INTO ledger (account_id, amount, kind, reference)"
-                     " SELECT id, 100, 'initial', 'bench' FROM accounts")
+            (CARD_BASE, cards - 1),
+        )
+        conn.execute(
+            "INSERT INTO ledger (account_id, amount, kind, reference) SELECT id, 100, 'initial', 'bench' FROM accounts"
+        )
         # A bulk load: the CDRs' secondary indexes are dropped and built again afterwards (a sort
         # each, instead of 10 million random inserts into the UUID indexes), with the same definitions.
-        indexes = [r[0] for r in conn.execute(
-            "SELECT indexdef FROM pg_indexes WHERE tablename = 'cdrs' AND indexname NOT IN ('cdrs_pkey',"
-            " 'cdrs_b_uuid_key')").fetchall()]
-        for name in [r[0] for r in conn.execute(
+        indexes = [
+            r[0]
+            for r in conn.execute(
+                "SELECT indexdef FROM pg_indexes WHERE tablename = 'cdrs' AND indexname NOT IN ('cdrs_pkey',"
+                " 'cdrs_b_uuid_key')"
+            ).fetchall()
+        ]
+        for name in [
+            r[0]
+            for r in conn.execute(
                 "SELECT indexname FROM pg_indexes WHERE tablename = 'cdrs' AND indexname NOT IN ('cdrs_pkey',"
-                " 'cdrs_b_uuid_key')").fetchall()]:
+                " 'cdrs_b_uuid_key')"
+            ).fetchall()
+        ]:
             conn.execute(f'DROP INDEX "{name}"')
         conn.execute("ALTER TABLE cdrs DROP CONSTRAINT cdrs_b_uuid_key")
         # CDRs in chunks: one statement of 10 million rows would hold its whole transaction.
@@ -76,7 +88,8 @@ def seed(dsn: str, cards: int, cdrs: int) -> float:
                 "   FROM (SELECT g, 1 + (g * 7919) %% %s AS a,"
                 "                now() - interval '30 days' + g * (interval '30 days' / %s) AS t"
                 "           FROM generate_series(%s::bigint, %s::bigint) g) s",
-                (CARD_BASE, cards, cdrs, start, start + n - 1))
+                (CARD_BASE, cards, cdrs, start, start + n - 1),
+            )
             print(f"  {start + n:,} CDRs", file=sys.stderr, flush=True)
         conn.execute("ALTER TABLE cdrs ADD CONSTRAINT cdrs_b_uuid_key UNIQUE (b_uuid)")
         for definition in indexes:
@@ -94,26 +107,52 @@ def free_port() -> int:
 def percentiles(samples: list[float]) -> str:
     ordered = sorted(samples)
     q = statistics.quantiles(ordered, n=100)
-    return (f"p50 {q[49] * 1000:6.1f} ms  p95 {q[94] * 1000:6.1f} ms  p99 {q[98] * 1000:6.1f} ms"
-            f"  max {ordered[-1] * 1000:6.1f} ms  ({len(ordered)} requests)")
+    return (
+        f"p50 {q[49] * 1000:6.1f} ms  p95 {q[94] * 1000:6.1f} ms  p99 {q[98] * 1000:6.1f} ms"
+        f"  max {ordered[-1] * 1000:6.1f} ms  ({len(ordered)} requests)"
+    )
 
 
 def run(dsn: str, args: argparse.Namespace, workdir: Path) -> None:
     port = free_port()
     config = workdir / "cardd.yaml"
-    config.write_text(f"daemon:\n  dsn: \"{dsn}\"\n  data_dir: {workdir}\napi:\n  listen: 127.0.0.1:{port}\n")
+    config.write_text(f'daemon:\n  dsn: "{dsn}"\n  data_dir: {workdir}\napi:\n  listen: 127.0.0.1:{port}\n')
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    subprocess.run([sys.executable, "-m", "cardd", "-c", str(config), "db", "migrate"], env=env, check=True,
-                   capture_output=True)   # creates the PIN key file cardd api reads
-    key = subprocess.run([sys.executable, "-m", "cardd", "-c", str(config), "apikey", "add", "bench", "--role",
-                          "admin"], env=env, check=True, capture_output=True, text=True).stdout.strip()
+    subprocess.run(
+        [sys.executable, "-m", "cardd", "-c", str(config), "db", "migrate"], env=env, check=True, capture_output=True
+    )  # creates the PIN key file cardd api reads
+    key = subprocess.run(
+        [sys.executable, "-m", "cardd", "-c", str(config), "apikey", "add", "bench", "--role", "admin"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     # 'reseller 2' owns 10 of the 100 customers: a tenth of the cards and CDRs.
-    reseller = subprocess.run([sys.executable, "-m", "cardd", "-c", str(config), "apikey", "add", "bench reseller",
-                               "--role", "reseller", "--owner", "reseller 2"], env=env, check=True,
-                              capture_output=True, text=True).stdout.strip()
+    reseller = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cardd",
+            "-c",
+            str(config),
+            "apikey",
+            "add",
+            "bench reseller",
+            "--role",
+            "reseller",
+            "--owner",
+            "reseller 2",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     log = open(workdir / "api.log", "w")  # noqa: SIM115 (the API process writes it until the finally below)
-    api = subprocess.Popen([sys.executable, "-m", "cardd", "-c", str(config), "api"], env=env, stderr=log,
-                           stdout=subprocess.DEVNULL)
+    api = subprocess.Popen(
+        [sys.executable, "-m", "cardd", "-c", str(config), "api"], env=env, stderr=log, stdout=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 60
         while "API listening" not in (workdir / "api.log").read_text():
@@ -143,7 +182,7 @@ def run(dsn: str, args: argparse.Namespace, workdir: Path) -> None:
                 body = response.read()
                 if response.status != 200:
                     raise SystemExit(f"{name}: {response.status} {body[:300]!r}")
-                if i >= 50:   # the first 50 warm the caches
+                if i >= 50:  # the first 50 warm the caches
                     samples.append(time.perf_counter() - started)
             print(f"{name:28s} {percentiles(samples)}")
         json.loads(body)

@@ -72,17 +72,31 @@ def _mb(kb: float) -> str:
     return f"{kb / 1024:.1f}"
 
 
-def hold(n: int, *, setups: int, hold_s: float, log_level: str, log_file: str,
-         malloc: bool = False, kind: str = "cardd") -> list[str]:
-    with EmbeddedPg(max(n, WARMUP_FLOWS)) as pg, Handler(kind, dsn=pg.dsn if kind == "cardd" else "",
-                                              log_file=log_file, log_level=log_level,
-                                              extra_args=["--tracemalloc"] if malloc else []) as handler:
+def hold(
+    n: int, *, setups: int, hold_s: float, log_level: str, log_file: str, malloc: bool = False, kind: str = "cardd"
+) -> list[str]:
+    with (
+        EmbeddedPg(max(n, WARMUP_FLOWS)) as pg,
+        Handler(
+            kind,
+            dsn=pg.dsn if kind == "cardd" else "",
+            log_file=log_file,
+            log_level=log_level,
+            extra_args=["--tracemalloc"] if malloc else [],
+        ) as handler,
+    ):
         switch = HoldSwitch()
         # Warm-up: a few complete flows, so the pool's connections, the
         # prepared statements and the imports are in the baseline.
-        warm = [switch.call("127.0.0.1", handler.port, Caller(
-            destination="cc.noredial", digits=[card_number(i) + "#", BENCH_PIN + "#", DESTINATION + "#"]),
-            Callee(talk=5.0)) for i in range(WARMUP_FLOWS)]
+        warm = [
+            switch.call(
+                "127.0.0.1",
+                handler.port,
+                Caller(destination="cc.noredial", digits=[card_number(i) + "#", BENCH_PIN + "#", DESTINATION + "#"]),
+                Callee(talk=5.0),
+            )
+            for i in range(WARMUP_FLOWS)
+        ]
         for call in warm:
             call.wait(120)
         handler.request("gc")
@@ -100,9 +114,12 @@ def hold(n: int, *, setups: int, hold_s: float, log_level: str, log_file: str,
             nonlocal bridged, failed
             with gate:
                 up = gevent.event.Event()
-                call = switch.call("127.0.0.1", handler.port, Caller(
-                    destination="cc", digits=[card_number(i) + "#", BENCH_PIN + "#", DESTINATION + "#"]),
-                    Callee(answer_after=1.0, talk=None))
+                call = switch.call(
+                    "127.0.0.1",
+                    handler.port,
+                    Caller(destination="cc", digits=[card_number(i) + "#", BENCH_PIN + "#", DESTINATION + "#"]),
+                    Callee(answer_after=1.0, talk=None),
+                )
                 calls.append(call)
 
                 def on_event(headers) -> None:
@@ -137,16 +154,27 @@ def hold(n: int, *, setups: int, hold_s: float, log_level: str, log_file: str,
                 for line in top["top"]:
                     print("#   " + line)
         per_call = (after_gc - base.rss_kb) / max(held.active, 1)
-        print(f"# {kind} {n} calls: {bridged} bridged ({failed} failed) in {ramp:.1f} s; handler holds "
-              f"{held.active} calls, {reservations} open reservations; simulator: {still} up; "
-              f"RSS {_mb(base.rss_kb)} -> {_mb(after_gc)} MB; lag ramp p99 {ramp_lag['p99_ms']:.1f} ms "
-              f"max {ramp_lag['max_ms']:.1f}, hold p99 {hold_lag['p99_ms']:.2f} ms")
+        print(
+            f"# {kind} {n} calls: {bridged} bridged ({failed} failed) in {ramp:.1f} s; handler holds "
+            f"{held.active} calls, {reservations} open reservations; simulator: {still} up; "
+            f"RSS {_mb(base.rss_kb)} -> {_mb(after_gc)} MB; lag ramp p99 {ramp_lag['p99_ms']:.1f} ms "
+            f"max {ramp_lag['max_ms']:.1f}, hold p99 {hold_lag['p99_ms']:.2f} ms"
+        )
         sys.stdout.flush()
-        return [kind, str(n), str(bridged), str(held.active),
-                str(reservations) if reservations >= 0 else "n/a", f"{ramp:.1f}",
-                f"{n / ramp:.0f}", _mb(base.rss_kb), _mb(after_gc), f"{per_call:.1f}",
-                f"{ramp_lag['p50_ms']:.1f} / {ramp_lag['p99_ms']:.1f} / {ramp_lag['max_ms']:.1f}",
-                f"{hold_lag['p50_ms']:.2f} / {hold_lag['p99_ms']:.2f} / {hold_lag['max_ms']:.2f}"]
+        return [
+            kind,
+            str(n),
+            str(bridged),
+            str(held.active),
+            str(reservations) if reservations >= 0 else "n/a",
+            f"{ramp:.1f}",
+            f"{n / ramp:.0f}",
+            _mb(base.rss_kb),
+            _mb(after_gc),
+            f"{per_call:.1f}",
+            f"{ramp_lag['p50_ms']:.1f} / {ramp_lag['p99_ms']:.1f} / {ramp_lag['max_ms']:.1f}",
+            f"{hold_lag['p50_ms']:.2f} / {hold_lag['p99_ms']:.2f} / {hold_lag['max_ms']:.2f}",
+        ]
 
 
 def main() -> int:
@@ -156,10 +184,15 @@ def main() -> int:
     p.add_argument("--hold", type=float, default=5.0, help="seconds to hold them (lag sampling)")
     p.add_argument("--log-level", default="info", help="cardd's log level (its default: info)")
     p.add_argument("--log-file", default="", help="keep cardd's log here (default: discarded)")
-    p.add_argument("--malloc", action="store_true",
-                   help="run cardd under tracemalloc and print where the held calls' memory is")
-    p.add_argument("--handler", choices=["cardd", "stock"], default="cardd",
-                   help="stock: the bare greenswitch handler of bench_flows, for contrast")
+    p.add_argument(
+        "--malloc", action="store_true", help="run cardd under tracemalloc and print where the held calls' memory is"
+    )
+    p.add_argument(
+        "--handler",
+        choices=["cardd", "stock"],
+        default="cardd",
+        help="stock: the bare greenswitch handler of bench_flows, for contrast",
+    )
     args = p.parse_args()
     soft, hard = raise_nofile()
     print(f"# bench_bridged: {machine()}; open-file limit raised to {soft} (hard {hard})")
@@ -169,17 +202,44 @@ def main() -> int:
         if n + 200 > soft:
             print(f"# {n} calls: skipped, needs ~{n + 200} open files here (limit {soft})")
             continue
-        rows.append(hold(n, setups=args.setups, hold_s=args.hold, log_level=args.log_level,
-                         log_file=args.log_file, malloc=args.malloc, kind=args.handler))
+        rows.append(
+            hold(
+                n,
+                setups=args.setups,
+                hold_s=args.hold,
+                log_level=args.log_level,
+                log_file=args.log_file,
+                malloc=args.malloc,
+                kind=args.handler,
+            )
+        )
     print()
     print(f"Machine: {machine()}; open-file limit {soft}")
-    print(table(rows, ["handler", "calls", "bridged (sim)", "held (handler)", "open reservations", "ramp s",
-                       "set-ups/s", "RSS base MB", "RSS held MB", "RSS KB/call",
-                       "lag ramp p50/p99/max ms", "lag hold p50/p99/max ms"]))
+    print(
+        table(
+            rows,
+            [
+                "handler",
+                "calls",
+                "bridged (sim)",
+                "held (handler)",
+                "open reservations",
+                "ramp s",
+                "set-ups/s",
+                "RSS base MB",
+                "RSS held MB",
+                "RSS KB/call",
+                "lag ramp p50/p99/max ms",
+                "lag hold p50/p99/max ms",
+            ],
+        )
+    )
     print()
     for row in rows:
-        print(f"FIGURE {row[0]} calls held in bridge by one process: {row[3]} of {row[1]} "
-              f"(target >= 2,000 at the largest level)")
+        print(
+            f"FIGURE {row[0]} calls held in bridge by one process: {row[3]} of {row[1]} "
+            f"(target >= 2,000 at the largest level)"
+        )
         print(f"FIGURE {row[0]} RSS per held call at {row[1]} calls: {row[9]} KB (target <= 100 KB)")
     return 0
 

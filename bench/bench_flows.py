@@ -64,12 +64,12 @@ class Run:
     flows: int
     bad: int
     wall: float
-    cpu: float          # handler process CPU seconds in the window
-    pg_cpu: float       # PostgreSQL server CPU seconds in the window
-    sim_cpu: float      # this process (the simulator) CPU seconds in the window
+    cpu: float  # handler process CPU seconds in the window
+    pg_cpu: float  # PostgreSQL server CPU seconds in the window
+    sim_cpu: float  # this process (the simulator) CPU seconds in the window
     maxrss_kb: int
-    db: dict            # the handler's database exchanges in the window (DbCounter)
-    wal_bytes: int      # WAL the server wrote in the window
+    db: dict  # the handler's database exchanges in the window (DbCounter)
+    wal_bytes: int  # WAL the server wrote in the window
 
     @property
     def rate(self) -> float:
@@ -118,10 +118,16 @@ def drive(port: int, *, callers: int, calls: int, cards: int, talk: float, first
         for i in counter:
             if i >= last:
                 return
-            call = switch.call("127.0.0.1", port, Caller(
-                cli="15551234567", destination="cc.noredial",
-                digits=[card_number(i % cards) + "#", BENCH_PIN + "#", DESTINATION + "#"]),
-                Callee(answer_after=1.0, talk=talk))
+            call = switch.call(
+                "127.0.0.1",
+                port,
+                Caller(
+                    cli="15551234567",
+                    destination="cc.noredial",
+                    digits=[card_number(i % cards) + "#", BENCH_PIN + "#", DESTINATION + "#"],
+                ),
+                Callee(answer_after=1.0, talk=talk),
+            )
             try:
                 problem = flow_problem(call.wait(CALL_TIMEOUT), talk)
             except TimeoutError:
@@ -135,16 +141,26 @@ def drive(port: int, *, callers: int, calls: int, cards: int, talk: float, first
     return bad
 
 
-def measure(handler: Handler, pg: EmbeddedPg, *, callers: int, calls: int, cards: int,
-            talk: float, first: int) -> Run:
+def measure(handler: Handler, pg: EmbeddedPg, *, callers: int, calls: int, cards: int, talk: float, first: int) -> Run:
     before, pg0, sim0, wal0 = handler.usage(), pg.backend_cpu(), _self_cpu(), pg.wal_lsn()
     t0 = time.perf_counter()
     bad = drive(handler.port, callers=callers, calls=calls, cards=cards, talk=talk, first=first)
     wall = time.perf_counter() - t0
     after, pg1, sim1, wal1 = handler.usage(), pg.backend_cpu(), _self_cpu(), pg.wal_lsn()
     db = {k: after.extra.get(k, 0) - before.extra.get(k, 0) for k in after.extra}
-    return Run(handler.kind, callers, calls, bad, wall, after.cpu - before.cpu, pg1 - pg0,
-               sim1 - sim0, after.maxrss_kb, db, wal1 - wal0)
+    return Run(
+        handler.kind,
+        callers,
+        calls,
+        bad,
+        wall,
+        after.cpu - before.cpu,
+        pg1 - pg0,
+        sim1 - sim0,
+        after.maxrss_kb,
+        db,
+        wal1 - wal0,
+    )
 
 
 def merged(runs: list[Run]) -> Run:
@@ -153,10 +169,19 @@ def merged(runs: list[Run]) -> Run:
     for r in runs:
         for k, v in r.db.items():
             db[k] = db.get(k, 0) + v
-    return Run(runs[0].kind, runs[0].callers, sum(r.flows for r in runs), sum(r.bad for r in runs),
-               sum(r.wall for r in runs), sum(r.cpu for r in runs), sum(r.pg_cpu for r in runs),
-               sum(r.sim_cpu for r in runs), max(r.maxrss_kb for r in runs), db,
-               sum(r.wal_bytes for r in runs))
+    return Run(
+        runs[0].kind,
+        runs[0].callers,
+        sum(r.flows for r in runs),
+        sum(r.bad for r in runs),
+        sum(r.wall for r in runs),
+        sum(r.cpu for r in runs),
+        sum(r.pg_cpu for r in runs),
+        sum(r.sim_cpu for r in runs),
+        max(r.maxrss_kb for r in runs),
+        db,
+        sum(r.wal_bytes for r in runs),
+    )
 
 
 def pin_check_ms(samples: int = 2000) -> float:
@@ -185,41 +210,61 @@ def main() -> int:
     p.add_argument("--log-level", default="info", help="both handlers' log level (cardd's default: info)")
     p.add_argument("--log-dir", default="", help="keep the handlers' logs here (default: discarded)")
     p.add_argument("--only", choices=["cardd", "stock"], help="run one handler (e.g. under py-spy)")
-    p.add_argument("--db-trace", action="store_true",
-                   help="cardd counts each statement it sends; the counts go to stderr at the end")
+    p.add_argument(
+        "--db-trace",
+        action="store_true",
+        help="cardd counts each statement it sends; the counts go to stderr at the end",
+    )
     args = p.parse_args()
     levels = [int(c) for c in args.callers.split(",")]
     soft, _ = raise_nofile()
-    print(f"# bench_flows: {machine()}; open files {soft}; {args.rounds} rounds of {args.calls} flows "
-          f"per handler and level, interleaved stock/cardd; talk {args.talk:g} s (virtual), "
-          f"{args.cards} cards, log level {args.log_level}")
+    print(
+        f"# bench_flows: {machine()}; open files {soft}; {args.rounds} rounds of {args.calls} flows "
+        f"per handler and level, interleaved stock/cardd; talk {args.talk:g} s (virtual), "
+        f"{args.cards} cards, log level {args.log_level}"
+    )
     sys.stdout.flush()
     rounds: dict[tuple[str, int], list[Run]] = {}
     first = 0
     with EmbeddedPg(args.cards) as pg:
         log = lambda kind: str(Path(args.log_dir) / f"{kind}.log") if args.log_dir else ""  # noqa: E731
         kinds = [args.only] if args.only else ["stock", "cardd"]
-        handlers = {k: Handler(k, dsn=pg.dsn if k == "cardd" else "", log_file=log(k),
-                               log_level=args.log_level,
-                               extra_args=["--db-trace"] if args.db_trace and k == "cardd" else [])
-                    for k in kinds}
+        handlers = {
+            k: Handler(
+                k,
+                dsn=pg.dsn if k == "cardd" else "",
+                log_file=log(k),
+                log_level=args.log_level,
+                extra_args=["--db-trace"] if args.db_trace and k == "cardd" else [],
+            )
+            for k in kinds
+        }
         try:
             for h in handlers.values():
                 print(f"# {h.kind}: pid {h.pid}, port {h.port}")
-                drive(h.port, callers=min(10, args.warmup), calls=args.warmup,
-                      cards=args.cards, talk=args.talk, first=first)
+                drive(
+                    h.port,
+                    callers=min(10, args.warmup),
+                    calls=args.warmup,
+                    cards=args.cards,
+                    talk=args.talk,
+                    first=first,
+                )
                 first += args.warmup
             for callers in levels:
                 # ABAB: each round measures both handlers back to back, so a change
                 # of the machine's load hits both sides of that round's ratio.
                 for k in range(args.rounds):
                     for h in handlers.values():
-                        run = measure(h, pg, callers=callers, calls=args.calls, cards=args.cards,
-                                      talk=args.talk, first=first)
+                        run = measure(
+                            h, pg, callers=callers, calls=args.calls, cards=args.cards, talk=args.talk, first=first
+                        )
                         first += args.calls
                         rounds.setdefault((h.kind, callers), []).append(run)
-                    line = "  ".join(f"{r.kind} {r.cpu_per_flow_ms:.2f} ms CPU/flow {r.rate:.1f} flows/s "
-                                     f"{r.bad} bad" for r in (rounds[(kd, callers)][-1] for kd in kinds))
+                    line = "  ".join(
+                        f"{r.kind} {r.cpu_per_flow_ms:.2f} ms CPU/flow {r.rate:.1f} flows/s {r.bad} bad"
+                        for r in (rounds[(kd, callers)][-1] for kd in kinds)
+                    )
                     if len(kinds) == 2:
                         c, st = rounds[("cardd", callers)][-1], rounds[("stock", callers)][-1]
                         line += f"  -> per-core ratio {st.cpu_per_flow_ms / c.cpu_per_flow_ms:.2f}"
@@ -236,15 +281,39 @@ def report(rounds: dict[tuple[str, int], list[Run]], levels: list[int], kinds: l
     runs = [merged(rounds[(k, c)]) for c in levels for k in kinds]
     rows = []
     for r in runs:
-        rows.append([r.kind, str(r.callers), str(r.flows), str(r.bad), f"{r.rate:.1f}",
-                     f"{r.cpu_per_flow_ms:.2f}", f"{1000 / r.cpu_per_flow_ms:.0f}",
-                     f"{1000 * r.pg_cpu / r.flows:.2f}", f"{1000 * r.sim_cpu / r.flows:.2f}",
-                     f"{r.maxrss_kb / 1024:.1f}"])
+        rows.append(
+            [
+                r.kind,
+                str(r.callers),
+                str(r.flows),
+                str(r.bad),
+                f"{r.rate:.1f}",
+                f"{r.cpu_per_flow_ms:.2f}",
+                f"{1000 / r.cpu_per_flow_ms:.0f}",
+                f"{1000 * r.pg_cpu / r.flows:.2f}",
+                f"{1000 * r.sim_cpu / r.flows:.2f}",
+                f"{r.maxrss_kb / 1024:.1f}",
+            ]
+        )
     print()
     print(f"Machine: {machine()}")
-    print(table(rows, ["handler", "callers", "flows", "bad", "flows/s", "CPU ms/flow",
-                       "flows/CPU-s", "PostgreSQL CPU ms/flow", "simulator CPU ms/flow",
-                       "peak RSS MB"]))
+    print(
+        table(
+            rows,
+            [
+                "handler",
+                "callers",
+                "flows",
+                "bad",
+                "flows/s",
+                "CPU ms/flow",
+                "flows/CPU-s",
+                "PostgreSQL CPU ms/flow",
+                "simulator CPU ms/flow",
+                "peak RSS MB",
+            ],
+        )
+    )
     if len(kinds) == 2:
         ratios = []
         for callers in levels:
@@ -252,32 +321,58 @@ def report(rounds: dict[tuple[str, int], list[Run]], levels: list[int], kinds: l
             per_core = [s.cpu_per_flow_ms / c.cpu_per_flow_ms for c, s in pairs]
             with_pg = [s.cpu_per_flow_ms / (c.cpu_per_flow_ms + 1000 * c.pg_cpu / c.flows) for c, s in pairs]
             speed = [c.rate / s.rate for c, s in pairs]
-            ratios.append([str(callers), " ".join(f"{x:.2f}" for x in per_core),
-                           f"{statistics.median(per_core):.2f}", f"{statistics.median(with_pg):.2f}",
-                           f"{statistics.median(speed):.2f}"])
+            ratios.append(
+                [
+                    str(callers),
+                    " ".join(f"{x:.2f}" for x in per_core),
+                    f"{statistics.median(per_core):.2f}",
+                    f"{statistics.median(with_pg):.2f}",
+                    f"{statistics.median(speed):.2f}",
+                ]
+            )
         print()
         print("cardd / bare stock greenswitch, round by round (> 1: cardd ahead)")
-        print(table(ratios, ["callers", "per-core ratio of each round", "median per-core ratio",
-                             "median, PostgreSQL CPU on cardd's side", "median flows/s ratio"]))
+        print(
+            table(
+                ratios,
+                [
+                    "callers",
+                    "per-core ratio of each round",
+                    "median per-core ratio",
+                    "median, PostgreSQL CPU on cardd's side",
+                    "median flows/s ratio",
+                ],
+            )
+        )
     print()
     for callers in levels:
         if len(kinds) == 2:
-            per_core = [s.cpu_per_flow_ms / c.cpu_per_flow_ms
-                        for c, s in zip(rounds[("cardd", callers)], rounds[("stock", callers)])]
-            print(f"FIGURE per-core ratio (stock CPU / cardd CPU per flow), {callers} callers: "
-                  f"{statistics.median(per_core):.2f} median of {len(per_core)} rounds "
-                  f"(target >= 1.0)")
+            per_core = [
+                s.cpu_per_flow_ms / c.cpu_per_flow_ms
+                for c, s in zip(rounds[("cardd", callers)], rounds[("stock", callers)])
+            ]
+            print(
+                f"FIGURE per-core ratio (stock CPU / cardd CPU per flow), {callers} callers: "
+                f"{statistics.median(per_core):.2f} median of {len(per_core)} rounds "
+                f"(target >= 1.0)"
+            )
         if "cardd" in kinds:
             c = merged(rounds[("cardd", callers)])
             rt, st, ck = c.per_flow("round_trips"), c.per_flow("statements"), c.per_flow("checks")
-            print(f"FIGURE database round trips per flow, {callers} callers: {rt:.1f} "
-                  f"(statements {st:.1f}, pool checks {ck:.1f}, BEGIN/COMMIT {rt - st - ck:.1f}; "
-                  f"counted in cardd's psycopg) (target <= 8)")
-            print(f"FIGURE WAL bytes per flow, {callers} callers: {c.wal_bytes / c.flows:,.0f} "
-                  f"(pg_current_wal_lsn over cardd's windows) (no target; bench/SCALING.md)")
+            print(
+                f"FIGURE database round trips per flow, {callers} callers: {rt:.1f} "
+                f"(statements {st:.1f}, pool checks {ck:.1f}, BEGIN/COMMIT {rt - st - ck:.1f}; "
+                f"counted in cardd's psycopg) (target <= 8)"
+            )
+            print(
+                f"FIGURE WAL bytes per flow, {callers} callers: {c.wal_bytes / c.flows:,.0f} "
+                f"(pg_current_wal_lsn over cardd's windows) (no target; bench/SCALING.md)"
+            )
     print()
-    print(f"One PIN check (HMAC-SHA256, cardd.billing.pins) costs {pin_check_ms():.4f} ms CPU here; "
-          "cardd does one per flow, the bare handler none.")
+    print(
+        f"One PIN check (HMAC-SHA256, cardd.billing.pins) costs {pin_check_ms():.4f} ms CPU here; "
+        "cardd does one per flow, the bare handler none."
+    )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=1000)
     ap.add_argument("--daemons", type=int, default=2)
-    ap.add_argument("--credit-calls", type=int, default=250,
-                    help="how many full 120 s grants the card's credit pays for")
+    ap.add_argument(
+        "--credit-calls", type=int, default=250, help="how many full 120 s grants the card's credit pays for"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="cardd-overspend-") as tmp:
@@ -48,25 +49,34 @@ def main() -> int:
             admin = server.uri("postgres")
             pg = PgServer(admin, _make_template(admin))
             dsn = pg.dsn_for(pg.create_database())
-            f = overspend_run(dsn, calls=args.calls, daemons=args.daemons, work_dir=Path(tmp),
-                              credit_calls=args.credit_calls)
+            f = overspend_run(
+                dsn, calls=args.calls, daemons=args.daemons, work_dir=Path(tmp), credit_calls=args.credit_calls
+            )
         finally:
             server.stop()
     print(f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
-    print(f"calls {f.calls} through {f.daemons} cardd instances in {f.seconds:.1f} s: "
-          f"{f.dialled} dialled, {f.refused} refused (insufficient funds), {f.other} other")
-    print(f"money in {f.money_in}, charged {f.charged}, balance {f.balance}, ledger sum {f.ledger_sum}, "
-          f"open reservations {f.open_reservations}")
-    print(f"overspend {max(f.charged - f.money_in, 0)}, difference balance - (in - charged) "
-          f"{f.balance - (f.money_in - f.charged)}")
+    print(
+        f"calls {f.calls} through {f.daemons} cardd instances in {f.seconds:.1f} s: "
+        f"{f.dialled} dialled, {f.refused} refused (insufficient funds), {f.other} other"
+    )
+    print(
+        f"money in {f.money_in}, charged {f.charged}, balance {f.balance}, ledger sum {f.ledger_sum}, "
+        f"open reservations {f.open_reservations}"
+    )
+    print(
+        f"overspend {max(f.charged - f.money_in, 0)}, difference balance - (in - charged) "
+        f"{f.balance - (f.money_in - f.charged)}"
+    )
     try:
         check(f, args.credit_calls)
     except AssertionError as exc:
         print(f"FAILED: {exc}")
         return 1
     print("OK: zero overspend, balance = its ledger, nothing reserved")
-    print(f"FIGURE overspend with {f.calls} calls on one card through {f.daemons} cardd instances: "
-          f"{max(f.charged - f.money_in, 0)} (target 0)")
+    print(
+        f"FIGURE overspend with {f.calls} calls on one card through {f.daemons} cardd instances: "
+        f"{max(f.charged - f.money_in, 0)} (target 0)"
+    )
     return 0
 
 

@@ -43,8 +43,25 @@ def write_csv(path: Path, rows: int, seed: int = 7, first: int = 10_000_000) -> 
 def run_import(config: Path, csv_path: Path, mode: str) -> tuple[float, str]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "cardd", "-c", str(config), "rate", "import", str(csv_path),
-                           "--tariff", "bench", "--mode", mode], env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cardd",
+            "-c",
+            str(config),
+            "rate",
+            "import",
+            str(csv_path),
+            "--tariff",
+            "bench",
+            "--mode",
+            mode,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     seconds = time.monotonic() - started
     if done.returncode != 0:
         raise SystemExit(f"import failed ({done.returncode}): {done.stderr}")
@@ -69,7 +86,7 @@ def main() -> None:
                 conn.execute("DELETE FROM rates WHERE tariff_id IN (SELECT id FROM tariffs WHERE name = 'bench')")
                 conn.execute("INSERT INTO tariffs (name, currency) VALUES ('bench', 'USD') ON CONFLICT DO NOTHING")
             config = tmpdir / "cardd.yaml"
-            config.write_text(f"daemon:\n  dsn: \"{dsn}\"\n  log_level: warning\n")
+            config.write_text(f'daemon:\n  dsn: "{dsn}"\n  log_level: warning\n')
             csv_path = tmpdir / "rates.csv"
             repriced = tmpdir / "repriced.csv"
             shifted = tmpdir / "shifted.csv"
@@ -82,15 +99,18 @@ def main() -> None:
             print(f"CSV: {args.rows:,} rows per file, {size_mb:.1f} MB (generated in {time.monotonic() - t0:.1f} s)")
             figures: list[str] = []
             print(f"{'import':<34} {'seconds':>8} {'rows/s':>10}")
-            for label, path, mode in (("merge into an empty tariff", csv_path, "merge"),
-                                      ("same file again (unchanged)", csv_path, "merge"),
-                                      ("merge, every price changed", repriced, "merge"),
-                                      ("replace, half the prefixes new", shifted, "replace")):
+            for label, path, mode in (
+                ("merge into an empty tariff", csv_path, "merge"),
+                ("same file again (unchanged)", csv_path, "merge"),
+                ("merge, every price changed", repriced, "merge"),
+                ("replace, half the prefixes new", shifted, "replace"),
+            ):
                 seconds, line = run_import(config, path, mode)
                 print(f"{label:<34} {seconds:>8.1f} {args.rows / seconds:>10,.0f}   [{line}]")
-                figures.append(f"FIGURE rate import, {label}, {args.rows:,} rows: {seconds:.1f} s"
-                               + (" (target <= 12 s for 1,000,000 new rows)" if label.startswith("merge into")
-                                  else " (no target)"))
+                figures.append(
+                    f"FIGURE rate import, {label}, {args.rows:,} rows: {seconds:.1f} s"
+                    + (" (target <= 12 s for 1,000,000 new rows)" if label.startswith("merge into") else " (no target)")
+                )
             print("\n".join(figures))
         finally:
             if server is not None:

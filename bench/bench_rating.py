@@ -39,8 +39,9 @@ def make_prefixes(n: int, rng: random.Random) -> list[str]:
 
 def load(conn: psycopg.Connection, name: str, prefixes: list[str]) -> int:
     with conn.transaction():
-        tid = conn.execute("INSERT INTO tariffs (name, currency) VALUES (%s, 'USD') RETURNING id",
-                           (name,)).fetchone()[0]
+        tid = conn.execute("INSERT INTO tariffs (name, currency) VALUES (%s, 'USD') RETURNING id", (name,)).fetchone()[
+            0
+        ]
         with conn.cursor().copy(
             "COPY rates (tariff_id, prefix, price_1, interval_1, price_n, interval_n) FROM STDIN"
         ) as copy:
@@ -62,7 +63,9 @@ def time_lookups(conn, tid: int, numbers: list[str], naive: bool = False) -> tup
         if naive:
             row = conn.execute(
                 "SELECT prefix FROM rates WHERE tariff_id = %s AND %s LIKE prefix || '%%'"
-                " ORDER BY length(prefix) DESC LIMIT 1", (tid, number)).fetchone()
+                " ORDER BY length(prefix) DESC LIMIT 1",
+                (tid, number),
+            ).fetchone()
             hit = row is not None
         else:
             hit = find_rate(conn, tid, number) is not None
@@ -104,18 +107,26 @@ def main() -> int:
                     numbers.append(base + "".join(rng.choice("0123456789") for _ in range(12 - len(base))))
                 time_lookups(conn, tid, numbers[:200])  # warm the cache and the plan
                 samples, hits = time_lookups(conn, tid, numbers)
-                print(f"{size:>10} {percentile(samples, .5) * 1e6:>8.0f} {percentile(samples, .99) * 1e6:>8.0f}"
-                      f" {statistics.fmean(samples) * 1e6:>8.0f} {100 * hits / len(numbers):>6.1f}"
-                      f"  = ANY(prefixes)   (loaded in {load_s:.1f} s)")
-                figures.append(f"FIGURE rate lookup at {size:,} prefixes: p50 {percentile(samples, .5) * 1e3:.2f} ms, "
-                               f"p99 {percentile(samples, .99) * 1e3:.2f} ms (target p99 < 1 ms at 1,000,000)")
+                print(
+                    f"{size:>10} {percentile(samples, 0.5) * 1e6:>8.0f} {percentile(samples, 0.99) * 1e6:>8.0f}"
+                    f" {statistics.fmean(samples) * 1e6:>8.0f} {100 * hits / len(numbers):>6.1f}"
+                    f"  = ANY(prefixes)   (loaded in {load_s:.1f} s)"
+                )
+                figures.append(
+                    f"FIGURE rate lookup at {size:,} prefixes: p50 {percentile(samples, 0.5) * 1e3:.2f} ms, "
+                    f"p99 {percentile(samples, 0.99) * 1e3:.2f} ms (target p99 < 1 ms at 1,000,000)"
+                )
                 if i == 0:
                     samples, _ = time_lookups(conn, tid, numbers[:500], naive=True)
-                    print(f"{size:>10} {percentile(samples, .5) * 1e6:>8.0f} {percentile(samples, .99) * 1e6:>8.0f}"
-                          f" {statistics.fmean(samples) * 1e6:>8.0f} {'':>6}  naive LIKE scan (contrast)")
+                    print(
+                        f"{size:>10} {percentile(samples, 0.5) * 1e6:>8.0f} {percentile(samples, 0.99) * 1e6:>8.0f}"
+                        f" {statistics.fmean(samples) * 1e6:>8.0f} {'':>6}  naive LIKE scan (contrast)"
+                    )
             plan = conn.execute(
                 "EXPLAIN SELECT id FROM rates WHERE tariff_id = %s AND prefix = ANY(%s)"
-                " ORDER BY length(prefix) DESC LIMIT 1", (tid, [numbers[0][:k] for k in range(13)])).fetchall()
+                " ORDER BY length(prefix) DESC LIMIT 1",
+                (tid, [numbers[0][:k] for k in range(13)]),
+            ).fetchall()
             print("plan at the largest size:")
             for (line,) in plan:
                 print("   ", line)

@@ -55,7 +55,9 @@ def load(conn: psycopg.Connection, carriers: int, pool: list[str]) -> tuple[int,
         conn.execute(
             "INSERT INTO carriers (name, currency, gateways, priority, channel_limit)"
             " SELECT 'c' || i, 'USD', ARRAY['sofia/gateway/c' || i || '/{number}'], i %% 7,"
-            "        CASE WHEN i %% 10 = 0 THEN 1000 END FROM generate_series(1, %s) i", (carriers,))
+            "        CASE WHEN i %% 10 = 0 THEN 1000 END FROM generate_series(1, %s) i",
+            (carriers,),
+        )
         conn.execute("CREATE TEMP TABLE pool (prefix text NOT NULL) ON COMMIT DROP")
         with conn.cursor().copy("COPY pool (prefix) FROM STDIN") as copy:
             for p in pool:
@@ -67,7 +69,8 @@ def load(conn: psycopg.Connection, carriers: int, pool: list[str]) -> tuple[int,
             "INSERT INTO carrier_rates (carrier_id, prefix, price_1, interval_1, price_n, interval_n)"
             " SELECT c.id, p.prefix, round((0.005 + random() * 0.05)::numeric, 5), 60,"
             "        round((0.005 + random() * 0.05)::numeric, 5), 60"
-            "   FROM carriers c CROSS JOIN pool p WHERE hashtext(p.prefix || '/' || c.id) % 5 <> 0")
+            "   FROM carriers c CROSS JOIN pool p WHERE hashtext(p.prefix || '/' || c.id) % 5 <> 0"
+        )
         conn.execute("ALTER TABLE carrier_rates ADD PRIMARY KEY (carrier_id, prefix)")
         conn.execute("CREATE INDEX carrier_rates_prefix_idx ON carrier_rates (prefix)")
     conn.execute("VACUUM ANALYZE carrier_rates")
@@ -128,9 +131,14 @@ def main() -> int:
     ap.add_argument("--carriers", type=int, default=100)
     ap.add_argument("--prefixes", type=int, default=100_000, help="per carrier (the pool is 1.25 times this)")
     ap.add_argument("--lookups", type=int, default=5000)
-    ap.add_argument("--compare-import", type=int, default=0, metavar="ROWS",
-                    help="instead: import a generated deck of ROWS rows into a tariff and into a carrier"
-                         " (the same code, cardd.billing.rate_import.import_rates) and print both times")
+    ap.add_argument(
+        "--compare-import",
+        type=int,
+        default=0,
+        metavar="ROWS",
+        help="instead: import a generated deck of ROWS rows into a tariff and into a carrier"
+        " (the same code, cardd.billing.rate_import.import_rates) and print both times",
+    )
     args = ap.parse_args()
     rng = random.Random(17)
 
@@ -147,33 +155,46 @@ def main() -> int:
             migrate_conn(conn)
             pool = make_prefixes(args.prefixes * 5 // 4, rng)
             rows, load_s = load(conn, args.carriers, pool)
-            print(f"{args.carriers} carriers, {rows:,} buy rates ({rows // args.carriers:,} per carrier),"
-                  f" generated and indexed in {load_s:.0f} s")
+            print(
+                f"{args.carriers} carriers, {rows:,} buy rates ({rows // args.carriers:,} per carrier),"
+                f" generated and indexed in {load_s:.0f} s"
+            )
             numbers = []
             for _ in range(args.lookups):
                 base = rng.choice(pool) if rng.random() < 0.9 else str(rng.randint(1, 9))
                 numbers.append(base + "".join(rng.choice("0123456789") for _ in range(12 - len(base))))
             time_routes(conn, numbers[:300])  # warm the cache and the plan
             samples, cpu, routed, alternatives = time_routes(conn, numbers)
-            p50, p99 = percentile(samples, .5), percentile(samples, .99)
-            print(f"{'lookups':>8} {'p50 ms':>7} {'p99 ms':>7} {'mean ms':>8} {'max ms':>7} {'routed %':>8}"
-                  f" {'routes/call':>11}")
-            print(f"{len(samples):>8} {p50 * 1e3:>7.2f} {p99 * 1e3:>7.2f} {statistics.fmean(samples) * 1e3:>8.2f}"
-                  f" {max(samples) * 1e3:>7.2f} {100 * routed / len(samples):>8.1f}"
-                  f" {1 + alternatives / max(routed, 1):>11.1f}")
-            print(f"this process's CPU per selection: p50 {percentile(cpu, .5) * 1e3:.2f} ms,"
-                  f" p99 {percentile(cpu, .99) * 1e3:.2f} ms (the rest of the wall time is PostgreSQL,"
-                  " the socket and waiting for a core)")
-            print(f"FIGURE route selection at {args.carriers} carriers x {rows // args.carriers:,} prefixes:"
-                  f" p99 {p99 * 1e3:.2f} ms (target < {TARGET_S * 1e3:.0f} ms)")
-            print(f"p99 {p99 * 1e3:.2f} ms against the {TARGET_S * 1e3:.0f} ms target:"
-                  f" {'within' if p99 <= TARGET_S else 'OVER'}; load average {os.getloadavg()[0]:.2f}"
-                  f" on {os.cpu_count()} cores")
+            p50, p99 = percentile(samples, 0.5), percentile(samples, 0.99)
+            print(
+                f"{'lookups':>8} {'p50 ms':>7} {'p99 ms':>7} {'mean ms':>8} {'max ms':>7} {'routed %':>8}"
+                f" {'routes/call':>11}"
+            )
+            print(
+                f"{len(samples):>8} {p50 * 1e3:>7.2f} {p99 * 1e3:>7.2f} {statistics.fmean(samples) * 1e3:>8.2f}"
+                f" {max(samples) * 1e3:>7.2f} {100 * routed / len(samples):>8.1f}"
+                f" {1 + alternatives / max(routed, 1):>11.1f}"
+            )
+            print(
+                f"this process's CPU per selection: p50 {percentile(cpu, 0.5) * 1e3:.2f} ms,"
+                f" p99 {percentile(cpu, 0.99) * 1e3:.2f} ms (the rest of the wall time is PostgreSQL,"
+                " the socket and waiting for a core)"
+            )
+            print(
+                f"FIGURE route selection at {args.carriers} carriers x {rows // args.carriers:,} prefixes:"
+                f" p99 {p99 * 1e3:.2f} ms (target < {TARGET_S * 1e3:.0f} ms)"
+            )
+            print(
+                f"p99 {p99 * 1e3:.2f} ms against the {TARGET_S * 1e3:.0f} ms target:"
+                f" {'within' if p99 <= TARGET_S else 'OVER'}; load average {os.getloadavg()[0]:.2f}"
+                f" on {os.cpu_count()} cores"
+            )
             number = numbers[0]
             plan = conn.execute(
                 "EXPLAIN (ANALYZE, BUFFERS) SELECT DISTINCT ON (carrier_id) * FROM carrier_rates"
                 " WHERE prefix = ANY(%s) ORDER BY carrier_id, length(prefix) DESC",
-                ([number[:k] for k in range(len(number) + 1)],)).fetchall()
+                ([number[:k] for k in range(len(number) + 1)],),
+            ).fetchall()
             print(f"plan for {number}:")
             for (line,) in plan:
                 print("   ", line)

@@ -67,8 +67,15 @@ def run(ledger, card_ids: list[int], *, workers: int, seconds: float, hot: bool)
             card = card_ids[0] if hot else next(cycle)
             b = uuid.uuid4()
             try:
-                ledger.grant(card, a_uuid=uuid.uuid4(), b_uuid=b, destination=DESTINATION,
-                             cli="15551234567", max_call_duration=60, min_call_duration=1)
+                ledger.grant(
+                    card,
+                    a_uuid=uuid.uuid4(),
+                    b_uuid=b,
+                    destination=DESTINATION,
+                    cli="15551234567",
+                    max_call_duration=60,
+                    min_call_duration=1,
+                )
                 ledger.settle(b, billmsec=BILLMSEC, hangup_cause="NORMAL_CLEARING")
             except Exception as exc:  # counted and shown, the run goes on
                 errors += 1
@@ -96,7 +103,8 @@ def money_check(pool) -> list[str]:
             "   OR a.balance <> (SELECT coalesce(sum(amount), 0) FROM ledger l"
             "                     WHERE l.account_id = a.id AND l.kind IN ('initial', 'topup'))"
             "                  - (SELECT coalesce(sum(cost), 0) FROM cdrs c WHERE c.account_id = a.id))",
-            (BENCH_CARD_BASE,)).fetchone()[0]
+            (BENCH_CARD_BASE,),
+        ).fetchone()[0]
         if bad:
             problems.append(f"{bad} cards whose balance differs from their ledger or CDRs")
     return problems
@@ -109,14 +117,22 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=15.0, help="measured seconds per run")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of spread traffic first")
     p.add_argument("--pool", type=int, default=10, help="pool connections (cardd's default: 10)")
-    p.add_argument("--no-check", action="store_true",
-                   help="no connection check per pool checkout (cardd checks; shows what it costs)")
-    p.add_argument("--async-commit", action="store_true",
-                   help="synchronous_commit=off on the bench's connections: shows how much of the "
-                        "time is the WAL flush of each commit (cardd runs with it on)")
+    p.add_argument(
+        "--no-check",
+        action="store_true",
+        help="no connection check per pool checkout (cardd checks; shows what it costs)",
+    )
+    p.add_argument(
+        "--async-commit",
+        action="store_true",
+        help="synchronous_commit=off on the bench's connections: shows how much of the "
+        "time is the WAL flush of each commit (cardd runs with it on)",
+    )
     args = p.parse_args()
-    print(f"# bench_settle: {machine()}; {args.workers} workers, pool {args.pool}, "
-          f"{args.cards} cards, {args.seconds:g} s per run")
+    print(
+        f"# bench_settle: {machine()}; {args.workers} workers, pool {args.pool}, "
+        f"{args.cards} cards, {args.seconds:g} s per run"
+    )
     sys.stdout.flush()
     from psycopg_pool import ConnectionPool
 
@@ -126,23 +142,34 @@ def main() -> int:
     with EmbeddedPg(args.cards, balance=str(INITIAL)) as pg:
         # As cardd.db.Database opens it (autocommit, each checkout checked without a
         # round trip unless the socket says the server spoke: check_idle_connection).
-        with ConnectionPool(pg.dsn, min_size=args.pool, max_size=args.pool, timeout=30,
-                            kwargs={"autocommit": True,
-                                    **({"options": "-c synchronous_commit=off"} if args.async_commit else {})},
-                            check=None if args.no_check else check_idle_connection,
-                            open=True) as pool:
+        with ConnectionPool(
+            pg.dsn,
+            min_size=args.pool,
+            max_size=args.pool,
+            timeout=30,
+            kwargs={"autocommit": True, **({"options": "-c synchronous_commit=off"} if args.async_commit else {})},
+            check=None if args.no_check else check_idle_connection,
+            open=True,
+        ) as pool:
             pool.wait(timeout=30)
             with pool.connection() as conn:
-                card_ids = [r[0] for r in conn.execute(
-                    "SELECT id FROM accounts WHERE username::bigint >= %s ORDER BY id",
-                    (BENCH_CARD_BASE,)).fetchall()]
+                card_ids = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT id FROM accounts WHERE username::bigint >= %s ORDER BY id", (BENCH_CARD_BASE,)
+                    ).fetchall()
+                ]
                 # Commits wait for the WAL flush unless these say otherwise.
-                durability = ", ".join(f"{k}={conn.execute('SHOW ' + k).fetchone()[0]}"
-                                       for k in ("fsync", "synchronous_commit"))
+                durability = ", ".join(
+                    f"{k}={conn.execute('SHOW ' + k).fetchone()[0]}" for k in ("fsync", "synchronous_commit")
+                )
             print(f"# PostgreSQL {durability}; pool check per checkout: {not args.no_check}")
             with pool.connection() as conn:
-                conn.execute("INSERT INTO ledger (account_id, amount, kind, reference)"
-                             " VALUES (%s, %s, 'topup', 'bench hot card')", (card_ids[0], HOT_TOPUP))
+                conn.execute(
+                    "INSERT INTO ledger (account_id, amount, kind, reference)"
+                    " VALUES (%s, %s, 'topup', 'bench hot card')",
+                    (card_ids[0], HOT_TOPUP),
+                )
             ledger = Ledger(pool)
             counts = DbCounter.install()
             run(ledger, card_ids, workers=args.workers, seconds=args.warmup, hot=False)
@@ -151,25 +178,58 @@ def main() -> int:
                 pg0, me0, wal0, db0 = pg.backend_cpu(), time.process_time(), pg.wal_lsn(), dict(counts)
                 n, wall, errors = run(ledger, card_ids, workers=args.workers, seconds=args.seconds, hot=hot)
                 db = {k: counts[k] - db0[k] for k in counts}
-                results[name] = (n, wall, errors, pg.backend_cpu() - pg0, time.process_time() - me0,
-                                 pg.wal_lsn() - wal0, db)
-                print(f"# {name:6}: {n} settlements in {wall:.1f} s = {n / wall:.0f}/s, {errors} errors "
-                      f"(load {os.getloadavg()[0]:.2f})")
+                results[name] = (
+                    n,
+                    wall,
+                    errors,
+                    pg.backend_cpu() - pg0,
+                    time.process_time() - me0,
+                    pg.wal_lsn() - wal0,
+                    db,
+                )
+                print(
+                    f"# {name:6}: {n} settlements in {wall:.1f} s = {n / wall:.0f}/s, {errors} errors "
+                    f"(load {os.getloadavg()[0]:.2f})"
+                )
                 sys.stdout.flush()
             problems = money_check(pool)
     rows = []
     for name, (n, wall, errors, pg_cpu, me_cpu, wal, db) in results.items():
         cards = "1 (hot)" if name == "hot" else str(args.cards)
         n1 = max(n, 1)
-        rows.append([name, cards, str(args.workers), str(n), str(errors), f"{n / wall:.0f}",
-                     f"{1000 * me_cpu / n1:.2f}", f"{1000 * pg_cpu / n1:.2f}",
-                     f"{db['round_trips'] / n1:.1f} ({db['statements'] / n1:.1f} / {db['checks'] / n1:.1f})",
-                     f"{wal / n1:,.0f}"])
+        rows.append(
+            [
+                name,
+                cards,
+                str(args.workers),
+                str(n),
+                str(errors),
+                f"{n / wall:.0f}",
+                f"{1000 * me_cpu / n1:.2f}",
+                f"{1000 * pg_cpu / n1:.2f}",
+                f"{db['round_trips'] / n1:.1f} ({db['statements'] / n1:.1f} / {db['checks'] / n1:.1f})",
+                f"{wal / n1:,.0f}",
+            ]
+        )
     print()
     print(f"Machine: {machine()}")
-    print(table(rows, ["run", "cards", "workers", "settlements", "errors", "settlements/s",
-                       "client CPU ms/settlement", "PostgreSQL CPU ms/settlement",
-                       "round trips (statements / pool checks)", "WAL bytes/settlement"]))
+    print(
+        table(
+            rows,
+            [
+                "run",
+                "cards",
+                "workers",
+                "settlements",
+                "errors",
+                "settlements/s",
+                "client CPU ms/settlement",
+                "PostgreSQL CPU ms/settlement",
+                "round trips (statements / pool checks)",
+                "WAL bytes/settlement",
+            ],
+        )
+    )
     spread = results["spread"][0] / results["spread"][1]
     hot = results["hot"][0] / results["hot"][1]
     print()
@@ -177,8 +237,10 @@ def main() -> int:
     print(f"FIGURE settlements/s spread over {args.cards} cards: {spread:.0f} (target >= 1,000)")
     print(f"FIGURE settlements/s on one hot card: {hot:.0f} (target >= 500)")
     sp = results["spread"]
-    print(f"FIGURE round trips per settlement (grant + settle): {sp[6]['round_trips'] / max(sp[0], 1):.1f} "
-          f"(counted in psycopg; one function call each: 2)")
+    print(
+        f"FIGURE round trips per settlement (grant + settle): {sp[6]['round_trips'] / max(sp[0], 1):.1f} "
+        f"(counted in psycopg; one function call each: 2)"
+    )
     if problems:
         print("MONEY CHECK FAILED: " + "; ".join(problems))
         return 1

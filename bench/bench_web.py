@@ -65,22 +65,30 @@ CONSOLE_INDEXES = ("cdrs_translated_cld_idx", "accounts_status_idx", "cdrs_ended
 def run(dsn: str, args: argparse.Namespace, workdir: Path) -> None:
     port = free_port()
     config = workdir / "cardd.yaml"
-    config.write_text(f"daemon:\n  dsn: \"{dsn}\"\n  data_dir: {workdir}\napi:\n  listen: 127.0.0.1:{port}\n")
+    config.write_text(f'daemon:\n  dsn: "{dsn}"\n  data_dir: {workdir}\napi:\n  listen: 127.0.0.1:{port}\n')
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    migrated = subprocess.run([sys.executable, "-m", "cardd", "-c", str(config), "db", "migrate"], env=env,
-                              capture_output=True, text=True)
+    migrated = subprocess.run(
+        [sys.executable, "-m", "cardd", "-c", str(config), "db", "migrate"], env=env, capture_output=True, text=True
+    )
     if migrated.returncode != 0:
         raise SystemExit(f"cardd db migrate failed:\n{migrated.stderr}")
-    if args.without_console_indexes:   # the "before" of schema/010, for a same-machine comparison
+    if args.without_console_indexes:  # the "before" of schema/010, for a same-machine comparison
         import psycopg
+
         with psycopg.connect(dsn, autocommit=True) as conn:
             for index in CONSOLE_INDEXES:
                 conn.execute(f"DROP INDEX {index}")
-    key = subprocess.run([sys.executable, "-m", "cardd", "-c", str(config), "apikey", "add", "bench", "--role",
-                          "admin"], env=env, check=True, capture_output=True, text=True).stdout.strip()
-    with open(workdir / "api.log", "w") as log:   # the child keeps its own copy of the descriptor
-        api = subprocess.Popen([sys.executable, "-m", "cardd", "-c", str(config), "api"], env=env, stderr=log,
-                               stdout=subprocess.DEVNULL)
+    key = subprocess.run(
+        [sys.executable, "-m", "cardd", "-c", str(config), "apikey", "add", "bench", "--role", "admin"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    with open(workdir / "api.log", "w") as log:  # the child keeps its own copy of the descriptor
+        api = subprocess.Popen(
+            [sys.executable, "-m", "cardd", "-c", str(config), "api"], env=env, stderr=log, stdout=subprocess.DEVNULL
+        )
     try:
         deadline = time.monotonic() + 60
         while "API listening" not in (workdir / "api.log").read_text():
@@ -91,8 +99,11 @@ def run(dsn: str, args: argparse.Namespace, workdir: Path) -> None:
         site.sign_in(key)
         started = time.perf_counter()
         status, _ = site.request("GET", "/")
-        print(f"{'dashboard, first load':26s} {(time.perf_counter() - started) * 1000:6.1f} ms"
-              "  (the CDR scan; later loads reuse its figures for 20 s)", flush=True)
+        print(
+            f"{'dashboard, first load':26s} {(time.perf_counter() - started) * 1000:6.1f} ms"
+            "  (the CDR scan; later loads reuse its figures for 20 s)",
+            flush=True,
+        )
         rng = random.Random(7)
         card = lambda: CARD_BASE + rng.randrange(args.cards)  # noqa: E731
         kinds = {
@@ -129,8 +140,11 @@ def main() -> None:
     parser.add_argument("--cards", type=int, default=1_000_000)
     parser.add_argument("--cdrs", type=int, default=10_000_000)
     parser.add_argument("--requests", type=int, default=200, help="per kind of page")
-    parser.add_argument("--without-console-indexes", action="store_true",
-                        help="drop schema/010's indexes after migrating: the figures before them")
+    parser.add_argument(
+        "--without-console-indexes",
+        action="store_true",
+        help="drop schema/010's indexes after migrating: the figures before them",
+    )
     args = parser.parse_args()
     print(f"bench_web: {args.cards:,} cards, {args.cdrs:,} CDRs; {machine()}")
     with tempfile.TemporaryDirectory(prefix="cardd-bench-web-") as tmp:

@@ -37,9 +37,11 @@ PROXY = "198.51.100.7:5060"
 def machine() -> str:
     """The line every figure is printed with."""
     # The load average says whether something else was competing for the cores.
-    return (f"{os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"{platform.system()} {platform.release()}, load {os.getloadavg()[0]:.2f}, "
-            f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC")
+    return (
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}, load {os.getloadavg()[0]:.2f}, "
+        f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC"
+    )
 
 
 def raise_nofile() -> tuple[int, int]:
@@ -101,17 +103,16 @@ class EmbeddedPg:
         # Every card its own salted hash (cardd.billing.pins, the one PIN
         # module): a cache keyed by the stored hash cannot look perfect.
         with psycopg.connect(self.dsn) as conn, conn.transaction():
-            tariff = conn.execute("SELECT id, currency FROM tariffs WHERE name = %s",
-                                  (DEMO_TARIFF,)).fetchone()
-            with conn.cursor().copy(
-                    "COPY accounts (username, pin_hash, currency, tariff_id) FROM STDIN") as copy:
+            tariff = conn.execute("SELECT id, currency FROM tariffs WHERE name = %s", (DEMO_TARIFF,)).fetchone()
+            with conn.cursor().copy("COPY accounts (username, pin_hash, currency, tariff_id) FROM STDIN") as copy:
                 for i in range(self.cards):
                     copy.write_row((card_number(i), hash_pin(BENCH_PIN), tariff[1], tariff[0]))
             # Balances move only through ledger rows (the trigger applies them).
             conn.execute(
                 "INSERT INTO ledger (account_id, amount, kind, reference)"
                 " SELECT id, %s, 'initial', 'bench' FROM accounts WHERE username::bigint >= %s",
-                (self.balance, BENCH_CARD_BASE))
+                (self.balance, BENCH_CARD_BASE),
+            )
             conn.execute("ANALYZE")
 
     def wal_lsn(self) -> int:
@@ -120,8 +121,7 @@ class EmbeddedPg:
         import psycopg
 
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            return int(conn.execute(
-                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint").fetchone()[0])
+            return int(conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint").fetchone()[0])
 
     def backend_cpu(self) -> float:
         """CPU seconds used so far by this PostgreSQL server's processes (the
@@ -136,8 +136,9 @@ class EmbeddedPg:
                 if not (proc.info["name"] or "").startswith("postgres"):
                     continue
                 parent = proc.parent()
-                if (str(self.dir) in " ".join(proc.info["cmdline"] or [])
-                        or (parent is not None and str(self.dir) in " ".join(parent.cmdline()))):
+                if str(self.dir) in " ".join(proc.info["cmdline"] or []) or (
+                    parent is not None and str(self.dir) in " ".join(parent.cmdline())
+                ):
                     t = proc.cpu_times()
                     total += t.user + t.system
             except (psutil.NoSuchProcess, psutil.AccessDenied):
@@ -178,7 +179,7 @@ class DbCounter:
             try:
                 waiting_on = gen.send(None)
             except StopIteration as done:
-                return done.value          # nothing went over the wire
+                return done.value  # nothing went over the wire
             counts["round_trips"] += 1
             while True:
                 ready = yield waiting_on
@@ -216,28 +217,33 @@ class DbCounter:
 
 @dataclass
 class Usage:
-    cpu: float        # user + system seconds of the handler process
-    rss_kb: int       # resident set now
-    maxrss_kb: int    # peak resident set
-    active: int       # calls the handler holds now
+    cpu: float  # user + system seconds of the handler process
+    rss_kb: int  # resident set now
+    maxrss_kb: int  # peak resident set
+    active: int  # calls the handler holds now
     extra: dict[str, Any]
 
 
 class Handler:
     """A handler under test in its own process (bench/serve.py)."""
 
-    def __init__(self, kind: str, *, dsn: str = "", log_file: str = "",
-                 log_level: str = "info", extra_args: list[str] | None = None):
-        args = [sys.executable, str(SERVE), kind, "--log-file", log_file or os.devnull,
-                "--log-level", log_level]
+    def __init__(
+        self,
+        kind: str,
+        *,
+        dsn: str = "",
+        log_file: str = "",
+        log_level: str = "info",
+        extra_args: list[str] | None = None,
+    ):
+        args = [sys.executable, str(SERVE), kind, "--log-file", log_file or os.devnull, "--log-level", log_level]
         if dsn:
             args += ["--dsn", dsn]
         args += extra_args or []
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         self.kind = kind
-        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     env=env, cwd=str(REPO))
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=str(REPO))
         hello = self._read()
         self.port = int(hello["port"])
         self.pid = int(hello["pid"])
@@ -280,5 +286,4 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     """A Markdown table (the README pastes it as printed)."""
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-                     + [line(r) for r in rows])
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in rows])

@@ -51,8 +51,14 @@ def run(script: Path) -> tuple[int, float, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, str(script)], cwd=str(REPO), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=str(REPO),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     out = []
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -78,10 +84,13 @@ def main() -> int:
         code, seconds, output = run(script)
         results.append((name, code, seconds, headline(output, patterns)))
     print("\n===== summary =====")
-    print(f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, "
-          f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC")
-    print("Every figure with its target beside it (shared 2-core box: wall-clock figures move with the load;"
-          " ratios are same-run)")
+    print(
+        f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC"
+    )
+    print(
+        "Every figure with its target beside it (shared 2-core box: wall-clock figures move with the load;"
+        " ratios are same-run)"
+    )
     print(f"{'benchmark':<18} {'exit':>4} {'seconds':>8}  figures")
     for name, code, seconds, lines in results:
         print(f"{name:<18} {code:>4} {seconds:>8.0f}  {lines[0] if lines else ''}")

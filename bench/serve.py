@@ -54,16 +54,18 @@ def _sentence(*ids: str) -> str:
 
 
 def _pagd(max_digits: int, timeout_ms: int, regex: str, *ids: str) -> str:
-    return (f"1 {max_digits} 1 {timeout_ms} # {_sentence(*ids)} {_sentence('invalid_input')} "
-            f"cardd_digits {regex} 3000 ''")
+    return (
+        f"1 {max_digits} 1 {timeout_ms} # {_sentence(*ids)} {_sentence('invalid_input')} cardd_digits {regex} 3000 ''"
+    )
 
 
 # The application arguments cardd sends for the benchmark's flow (a card with
 # a PIN, 1000 USD, a UK number, caller hangs up during the talk).
 CARD_ARGS = _pagd(11, 7000, r"^\d{1,10}$", "welcome", "enter_card_number")
 PIN_ARGS = _pagd(21, 7000, r"^\d{1,20}$", "enter_pin")
-DEST_ARGS = _pagd(25, 10000, r"^\d+$", "you_have", "num_1", "thousand", "cur_usd_majors", "remaining",
-                  "enter_destination")
+DEST_ARGS = _pagd(
+    25, 10000, r"^\d+$", "you_have", "num_1", "thousand", "cur_usd_majors", "remaining", "enter_destination"
+)
 TALK_TIME = _sentence("you_can_talk_for", "num_1", "hour")
 WARNING = _sentence("call_will_be_disconnected_in", "num_60", "seconds")
 
@@ -90,8 +92,7 @@ class Stats:
             self._g.kill()
         s = sorted(self.samples) or [0.0]
         pick = lambda q: s[min(len(s) - 1, int(q * len(s)))] * 1000  # noqa: E731
-        return {"n": len(self.samples), "p50_ms": pick(0.5), "p99_ms": pick(0.99),
-                "max_ms": s[-1] * 1000}
+        return {"n": len(self.samples), "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": s[-1] * 1000}
 
 
 def _rss_kb() -> int:
@@ -100,6 +101,7 @@ def _rss_kb() -> int:
 
 
 # -- the bare stock-greenswitch handler ----------------------------------------
+
 
 class StockFlow:
     """cardd's ESL round trips for one card flow, with stock greenswitch.
@@ -121,7 +123,8 @@ class StockFlow:
         s.send(f"filter Unique-ID {s.uuid}")
         s.send(f"event plain {EVENTS}")
         run = lambda app, arg=None, timeout=600: s.call_command(  # noqa: E731
-            app, arg, block=True, response_timeout=timeout)
+            app, arg, block=True, response_timeout=timeout
+        )
         run("answer")
         run("play_and_get_digits", CARD_ARGS)
         run("play_and_get_digits", PIN_ARGS)
@@ -134,11 +137,13 @@ class StockFlow:
         s.send(f"filter Unique-ID {b_uuid}")
         run("bind_digit_action", "ccbreak,##,exec[H]:hangup,NORMAL_CLEARING,self,peer")
         run("digit_action_set_realm", "ccbreak")
-        dial = (f"{{origination_uuid={b_uuid},originate_timeout=60,"
-                f"origination_caller_id_number=2000000000,"
-                f"execute_on_answer_1='sched_hangup +3600 ALLOTTED_TIMEOUT',"
-                f"execute_on_answer_2='sched_broadcast +3540 playback::{WARNING} bleg',"
-                f"ignore_early_media=true}}sofia/external/442071234567@{PROXY}")
+        dial = (
+            f"{{origination_uuid={b_uuid},originate_timeout=60,"
+            f"origination_caller_id_number=2000000000,"
+            f"execute_on_answer_1='sched_hangup +3600 ALLOTTED_TIMEOUT',"
+            f"execute_on_answer_2='sched_broadcast +3540 playback::{WARNING} bleg',"
+            f"ignore_early_media=true}}sofia/external/442071234567@{PROXY}"
+        )
         run("bridge", dial, timeout=None)
         run("clear_digit_action", "ccbreak")
         run("playback", _sentence("goodbye"))
@@ -175,6 +180,7 @@ class StockServer:
 
 # -- cardd -------------------------------------------------------------------------
 
+
 class CarddServer:
     def __init__(self, dsn: str, log_level: str) -> None:
         from cardd.config import load_settings
@@ -182,8 +188,8 @@ class CarddServer:
         from cardd.metrics import Metrics
 
         settings = load_settings(None).with_daemon(
-            listen="127.0.0.1:0", outbound_proxy=PROXY, dsn=dsn, log_level=log_level,
-            shutdown_grace=5)
+            listen="127.0.0.1:0", outbound_proxy=PROXY, dsn=dsn, log_level=log_level, shutdown_grace=5
+        )
         self.daemon = Daemon(settings, metrics=Metrics(), serve_metrics=False)
         self.daemon.start()
         self.dsn = dsn
@@ -208,20 +214,25 @@ def main() -> int:
     p.add_argument("--dsn", default="")
     p.add_argument("--log-file", default=os.devnull)
     p.add_argument("--log-level", default="info")
-    p.add_argument("--tracemalloc", action="store_true",
-                   help="trace Python allocations (ops malloc_mark / malloc_top)")
-    p.add_argument("--db-trace", action="store_true",
-                   help="count each statement and transaction command; printed to stderr at quit")
+    p.add_argument("--tracemalloc", action="store_true", help="trace Python allocations (ops malloc_mark / malloc_top)")
+    p.add_argument(
+        "--db-trace",
+        action="store_true",
+        help="count each statement and transaction command; printed to stderr at quit",
+    )
     args = p.parse_args()
     if args.tracemalloc:
         import tracemalloc
 
         tracemalloc.start(8)
     mark = None
-    logging.basicConfig(filename=args.log_file, level=getattr(logging, args.log_level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        filename=args.log_file,
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if args.kind == "cardd":
-        DbCounter.install(trace=args.db_trace)    # before the daemon opens its pool
+        DbCounter.install(trace=args.db_trace)  # before the daemon opens its pool
     server = CarddServer(args.dsn, args.log_level) if args.kind == "cardd" else StockServer()
     out = sys.stdout
     out.write(json.dumps({"port": server.port, "pid": os.getpid()}) + "\n")
@@ -236,8 +247,13 @@ def main() -> int:
         op = req["op"]
         if op == "usage":
             ru = resource.getrusage(resource.RUSAGE_SELF)
-            reply = {"cpu": ru.ru_utime + ru.ru_stime, "maxrss_kb": ru.ru_maxrss,
-                     "rss_kb": _rss_kb(), "active": len(server.active), "extra": DbCounter.snapshot()}
+            reply = {
+                "cpu": ru.ru_utime + ru.ru_stime,
+                "maxrss_kb": ru.ru_maxrss,
+                "rss_kb": _rss_kb(),
+                "active": len(server.active),
+                "extra": DbCounter.snapshot(),
+            }
         elif op == "lag_start":
             lag.start()
             reply = {}
@@ -259,8 +275,10 @@ def main() -> int:
 
             gc.collect()
             diff = tracemalloc.take_snapshot().compare_to(mark, req.get("by", "lineno"))
-            reply = {"top": [str(d) for d in diff[:req.get("n", 20)]],
-                     "total_kb": sum(d.size_diff for d in diff) / 1024}
+            reply = {
+                "top": [str(d) for d in diff[: req.get("n", 20)]],
+                "total_kb": sum(d.size_diff for d in diff) / 1024,
+            }
         elif op == "quit":
             if DbCounter.trace is not None:
                 for key, n in sorted(DbCounter.trace.items(), key=lambda kv: -kv[1]):

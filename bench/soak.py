@@ -64,18 +64,34 @@ from bench.common import (  # noqa: E402
 from cardd.sim import Callee, Caller, Switch  # noqa: E402
 
 CALL_TIMEOUT = 300.0
-SCENARIOS = {"talk": 50, "caller_talk": 8, "hash": 8, "busy": 6, "no_answer": 4, "unreachable": 3,
-             "step": 12, "early": 5, "bad_pin": 4}
+SCENARIOS = {
+    "talk": 50,
+    "caller_talk": 8,
+    "hash": 8,
+    "busy": 6,
+    "no_answer": 4,
+    "unreachable": 3,
+    "step": 12,
+    "early": 5,
+    "bad_pin": 4,
+}
 # Steps of cardd's card flow on the caller's leg: (application, nth execution).
-STEPS = [("play_and_get_digits", 1), ("play_and_get_digits", 2), ("play_and_get_digits", 3),
-         ("playback", 1), ("bridge", 1), ("playback", 2)]
+STEPS = [
+    ("play_and_get_digits", 1),
+    ("play_and_get_digits", 2),
+    ("play_and_get_digits", 3),
+    ("playback", 1),
+    ("bridge", 1),
+    ("playback", 2),
+]
 
 
 def scenario(name: str, rng: random.Random, card: str) -> tuple[Caller, Callee]:
     digits = [card + "#", BENCH_PIN + "#", DESTINATION + "#"]
     # A CLI of its own per call: wrong PINs are throttled per CLI (and per card).
-    caller = dict(cli="1555" + "".join(rng.choice("0123456789") for _ in range(7)),
-                  destination="cc.noredial", digits=digits)
+    caller = dict(
+        cli="1555" + "".join(rng.choice("0123456789") for _ in range(7)), destination="cc.noredial", digits=digits
+    )
     callee = Callee(answer_after=rng.uniform(0.5, 3), talk=rng.uniform(1, 60))
     if name == "caller_talk":
         after = rng.uniform(1, 30)
@@ -119,14 +135,13 @@ def main() -> int:
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
     raise_nofile()
-    print(f"# soak: {machine()}; {args.minutes:g} min, {args.callers} callers, {args.cards} cards, "
-          f"seed {seed}")
+    print(f"# soak: {machine()}; {args.minutes:g} min, {args.callers} callers, {args.cards} cards, seed {seed}")
     sys.stdout.flush()
     outcomes: collections.Counter[str] = collections.Counter()
     anomalies: collections.Counter[str] = collections.Counter()
     examples: list[str] = []
-    bridged: set[str] = set()       # every bridge attempt's B-leg UUID
-    answered: dict[str, int] = {}   # answered bridges: B-leg UUID -> billmsec
+    bridged: set[str] = set()  # every bridge attempt's B-leg UUID
+    answered: dict[str, int] = {}  # answered bridges: B-leg UUID -> billmsec
     samples: list[tuple[float, int]] = []
     calls_by_a: dict[str, str] = {}  # A-leg UUID -> what the call was, for open reservations
 
@@ -163,25 +178,34 @@ def main() -> int:
                     except (TimeoutError, OSError) as exc:
                         anomaly("call did not end", f"{name} #{i}: {exc}")
                         continue
-                    calls_by_a[t.a_uuid] += (f" -> apps {[a for a, _ in t.apps]}, bridges "
-                                             f"{[(b.disposition, b.billmsec) for b in t.bridges]}, "
-                                             f"hangup {t.hangup_cause}, closed by {t.closed_by}")
+                    calls_by_a[t.a_uuid] += (
+                        f" -> apps {[a for a, _ in t.apps]}, bridges "
+                        f"{[(b.disposition, b.billmsec) for b in t.bridges]}, "
+                        f"hangup {t.hangup_cause}, closed by {t.closed_by}"
+                    )
                     if t.errors:
                         anomaly("simulator error", f"{name} #{i}: {t.errors[:2]}")
                     if t.closed_by != "exit":
                         outcomes[f"closed by {t.closed_by}"] += 1
                     if name in ("talk", "caller_talk", "hash") and not any(b.answered for b in t.bridges):
-                        anomaly("full flow without an answered bridge",
-                                f"{name} #{i}: apps {[a for a, _ in t.apps]}, closed by {t.closed_by}")
+                        anomaly(
+                            "full flow without an answered bridge",
+                            f"{name} #{i}: apps {[a for a, _ in t.apps]}, closed by {t.closed_by}",
+                        )
                     for b in t.bridges:
                         bridged.add(b.b_uuid)
                         if b.answered:
                             answered[b.b_uuid] = b.billmsec
-                            if (name == "caller_talk" and c.hangup_after_talk is not None
-                                    and b.billmsec > (c.hangup_after_talk + 5) * 1000):
-                                anomaly("caller hang-up lost",
-                                        f"#{i}: hung up at {c.hangup_after_talk:.1f} s, "
-                                        f"billed {b.billmsec} ms (the callee's timer ended it)")
+                            if (
+                                name == "caller_talk"
+                                and c.hangup_after_talk is not None
+                                and b.billmsec > (c.hangup_after_talk + 5) * 1000
+                            ):
+                                anomaly(
+                                    "caller hang-up lost",
+                                    f"#{i}: hung up at {c.hangup_after_talk:.1f} s, "
+                                    f"billed {b.billmsec} ms (the callee's timer ended it)",
+                                )
 
             samp = gevent.spawn(sampler)
             gevent.joinall([gevent.spawn(caller) for _ in range(args.callers)], raise_error=True)
@@ -198,19 +222,25 @@ def main() -> int:
 
             with psycopg.connect(pg.dsn) as conn:
                 still_open = conn.execute(
-                    "SELECT b_uuid, a_uuid, created_at, expires_at, duration_s FROM reservations"
-                    " WHERE status = 'open'").fetchall()
-                cdrs = {str(r[0]): (r[1], r[2]) for r in conn.execute(
-                    "SELECT b_uuid, billed_seconds, cost FROM cdrs").fetchall()}
+                    "SELECT b_uuid, a_uuid, created_at, expires_at, duration_s FROM reservations WHERE status = 'open'"
+                ).fetchall()
+                cdrs = {
+                    str(r[0]): (r[1], r[2])
+                    for r in conn.execute("SELECT b_uuid, billed_seconds, cost FROM cdrs").fetchall()
+                }
                 cost_sum = conn.execute("SELECT coalesce(sum(cost), 0) FROM cdrs").fetchone()[0]
-                debit_sum = conn.execute(
-                    "SELECT coalesce(-sum(amount), 0) FROM ledger WHERE kind = 'call'").fetchone()[0]
+                debit_sum = conn.execute("SELECT coalesce(-sum(amount), 0) FROM ledger WHERE kind = 'call'").fetchone()[
+                    0
+                ]
                 off_balance = conn.execute(
                     "SELECT count(*) FROM accounts a WHERE a.balance <>"
-                    " (SELECT coalesce(sum(amount), 0) FROM ledger l WHERE l.account_id = a.id)").fetchone()[0]
+                    " (SELECT coalesce(sum(amount), 0) FROM ledger l WHERE l.account_id = a.id)"
+                ).fetchone()[0]
                 bench_cards_used = conn.execute(
                     "SELECT count(DISTINCT account_id) FROM cdrs c JOIN accounts a ON a.id = c.account_id"
-                    " WHERE a.username::bigint >= %s", (BENCH_CARD_BASE,)).fetchone()[0]
+                    " WHERE a.username::bigint >= %s",
+                    (BENCH_CARD_BASE,),
+                ).fetchone()[0]
 
     calls = sum(v for k, v in outcomes.items() if k in SCENARIOS)
     no_cdr = [b for b in bridged if b not in cdrs]
@@ -227,19 +257,26 @@ def main() -> int:
     other = {k: v for k, v in outcomes.items() if k not in SCENARIOS}
     if other:
         print("connections not ended by exit: " + ", ".join(f"{k} {v}" for k, v in sorted(other.items())))
-    print(f"RSS start {samples[0][1] / 1024:.1f} MB, end {samples[-1][1] / 1024:.1f} MB, "
-          f"max {max(kb for _, kb in samples) / 1024:.1f} MB, {len(samples)} samples; slope "
-          f"{slope_kb_per_min(samples):.1f} KB/min (whole run), "
-          f"{slope_kb_per_min(half):.1f} KB/min (second half)")
-    print("RSS MB by minute: " + " ".join(
-        f"{kb / 1024:.1f}" for t, kb in samples if int(t // 60) != int((t - args.sample) // 60) or t == 0))
-    print(f"bridge attempts {len(bridged)}, answered {len(answered)}, CDRs {len(cdrs)}, "
-          f"bridge attempts without a CDR {len(no_cdr)}, answered bridges billed 0 s {len(answered_unbilled)}, "
-          f"cards used {bench_cards_used}")
-    print(f"CDRs of grants that never reached the bridge {len(unbridged)} "
-          f"(charged: {len(unbridged_charged)})")
-    print(f"open reservations {n_open}; sum of CDR costs {cost_sum}, sum of call debits {debit_sum}, "
-          f"difference {cost_sum - debit_sum}; cards whose balance != their ledger {off_balance}")
+    print(
+        f"RSS start {samples[0][1] / 1024:.1f} MB, end {samples[-1][1] / 1024:.1f} MB, "
+        f"max {max(kb for _, kb in samples) / 1024:.1f} MB, {len(samples)} samples; slope "
+        f"{slope_kb_per_min(samples):.1f} KB/min (whole run), "
+        f"{slope_kb_per_min(half):.1f} KB/min (second half)"
+    )
+    print(
+        "RSS MB by minute: "
+        + " ".join(f"{kb / 1024:.1f}" for t, kb in samples if int(t // 60) != int((t - args.sample) // 60) or t == 0)
+    )
+    print(
+        f"bridge attempts {len(bridged)}, answered {len(answered)}, CDRs {len(cdrs)}, "
+        f"bridge attempts without a CDR {len(no_cdr)}, answered bridges billed 0 s {len(answered_unbilled)}, "
+        f"cards used {bench_cards_used}"
+    )
+    print(f"CDRs of grants that never reached the bridge {len(unbridged)} (charged: {len(unbridged_charged)})")
+    print(
+        f"open reservations {n_open}; sum of CDR costs {cost_sum}, sum of call debits {debit_sum}, "
+        f"difference {cost_sum - debit_sum}; cards whose balance != their ledger {off_balance}"
+    )
     if anomalies:
         print("anomalies: " + ", ".join(f"{k} {v}" for k, v in anomalies.items()))
         for e in examples:
@@ -250,8 +287,10 @@ def main() -> int:
     if n_open:
         failed.append(f"{n_open} open reservations")
         for b, a, created, _expires, duration in still_open[:5]:
-            print(f"  open reservation b={b} a={a} created {created:%H:%M:%S.%f} duration {duration} s, "
-                  f"in transcripts: {str(b) in bridged}; call: {calls_by_a.get(str(a), 'unknown')}")
+            print(
+                f"  open reservation b={b} a={a} created {created:%H:%M:%S.%f} duration {duration} s, "
+                f"in transcripts: {str(b) in bridged}; call: {calls_by_a.get(str(a), 'unknown')}"
+            )
     if no_cdr:
         failed.append(f"{len(no_cdr)} bridge attempts without a CDR (e.g. {no_cdr[0]})")
     if answered_unbilled:

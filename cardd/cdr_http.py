@@ -46,7 +46,7 @@ from cardd.httpd import HttpListener, Request, Response
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 1024 * 1024          # a B leg's JSON CDR is a few KB
+MAX_BODY = 1024 * 1024  # a B leg's JSON CDR is a few KB
 _CAUSE = re.compile(r"^[A-Z0-9_]{1,64}$")
 
 
@@ -120,10 +120,13 @@ def parse_body(body: bytes, content_type: str = "") -> CdrRecord:
         raise BadCdr(f"hangup_cause is not a cause name: {cause[:40]!r}")
     billmsec = int(billmsec_text)
     return CdrRecord(
-        uuid=leg, billmsec=billmsec, hangup_cause=cause,
+        uuid=leg,
+        billmsec=billmsec,
+        hangup_cause=cause,
         answered_at=_epoch_us(_value(variables, "answer_uepoch")) if billmsec else None,
         ended_at=_epoch_us(_value(variables, "end_uepoch")),
-        received_at=datetime.now(UTC))
+        received_at=datetime.now(UTC),
+    )
 
 
 class CdrStore:
@@ -163,7 +166,7 @@ class CdrStore:
 
 
 def basic_credentials(header: str) -> str | None:
-    """"user:password" from an Authorization: Basic header, or None."""
+    """ "user:password" from an Authorization: Basic header, or None."""
     scheme, _, token = header.strip().partition(" ")
     if scheme.lower() != "basic" or not token:
         return None
@@ -182,12 +185,19 @@ class CdrEndpoint:
     daemon.cdr_credentials). allowed_sources: networks a poster may come from
     (empty: any)."""
 
-    def __init__(self, listen: tuple[str, int], store: CdrStore,
-                 on_cdr: Callable[[CdrRecord], str | None] | None = None,
-                 on_bad: Callable[[], None] | None = None, *,
-                 credentials: str | None = None, allowed_sources: tuple[str, ...] = (),
-                 read_timeout: float = 10.0, max_connections: int = 64,
-                 on_refused: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        listen: tuple[str, int],
+        store: CdrStore,
+        on_cdr: Callable[[CdrRecord], str | None] | None = None,
+        on_bad: Callable[[], None] | None = None,
+        *,
+        credentials: str | None = None,
+        allowed_sources: tuple[str, ...] = (),
+        read_timeout: float = 10.0,
+        max_connections: int = 64,
+        on_refused: Callable[[str], None] | None = None,
+    ):
         self.store = store
         self.on_cdr = on_cdr
         self.on_bad = on_bad
@@ -195,9 +205,15 @@ class CdrEndpoint:
         self.credentials = credentials
         self.allowed = tuple(ipaddress.ip_network(n, strict=False) for n in allowed_sources)
         self.received = 0
-        self._server = HttpListener(listen, self.handle, name="CDR endpoint", read_timeout=read_timeout,
-                                    max_connections=max_connections, max_body=MAX_BODY,
-                                    on_refused=on_refused)
+        self._server = HttpListener(
+            listen,
+            self.handle,
+            name="CDR endpoint",
+            read_timeout=read_timeout,
+            max_connections=max_connections,
+            max_body=MAX_BODY,
+            on_refused=on_refused,
+        )
 
     @property
     def address(self) -> tuple[str, int]:
@@ -242,11 +258,15 @@ class CdrEndpoint:
             self._refuse("source")
             return Response(403, b"source not allowed\n")
         if not self._authenticated(request):
-            log.warning("CDR refused: %s from %s", "no credentials configured (daemon.cdr_credentials)"
-                        if self.credentials == "" else "missing or wrong credentials", request.peer)
+            log.warning(
+                "CDR refused: %s from %s",
+                "no credentials configured (daemon.cdr_credentials)"
+                if self.credentials == ""
+                else "missing or wrong credentials",
+                request.peer,
+            )
             self._refuse("credentials")
-            return Response(401, b"credentials required\n",
-                            headers=[("WWW-Authenticate", 'Basic realm="cardd CDR"')])
+            return Response(401, b"credentials required\n", headers=[("WWW-Authenticate", 'Basic realm="cardd CDR"')])
         try:
             record = parse_body(request.body, request.headers.get("content-type", ""))
         except BadCdr as exc:

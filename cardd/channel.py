@@ -55,10 +55,11 @@ def dial_var(value: str) -> str:
 @dataclass(frozen=True)
 class Collected:
     """What play_and_get_digits left behind (capture facts 13 and 30)."""
-    digits: str | None          # present only on a match
-    invalid: str | None         # the last input that failed the regex
-    keys_pressed: int           # DTMF events during the collection
-    result: str | None          # success | failure | timeout (not to be trusted alone)
+
+    digits: str | None  # present only on a match
+    invalid: str | None  # the last input that failed the regex
+    keys_pressed: int  # DTMF events during the collection
+    result: str | None  # success | failure | timeout (not to be trusted alone)
 
     @property
     def timed_out(self) -> bool:
@@ -71,6 +72,7 @@ class Collected:
 class DisconnectWarning:
     """A sentence played to the caller `seconds_before_end` before the hard
     limit hangs the call up (disconnect_warning_time)."""
+
     sound: str
     seconds_before_end: int
 
@@ -78,9 +80,9 @@ class DisconnectWarning:
 @dataclass(frozen=True)
 class BridgeOutcome:
     answered: bool
-    cause: str                 # B's cause (last_bridge_hangup_cause), or the failure
+    cause: str  # B's cause (last_bridge_hangup_cause), or the failure
     dialstatus: str | None
-    billmsec: int | None       # from B's CHANNEL_HANGUP_COMPLETE
+    billmsec: int | None  # from B's CHANNEL_HANGUP_COMPLETE
     fallback_msec: int | None  # unbridge time - B's answer time, seen on A
     # B's answer and end on FreeSWITCH's clock (its CHANNEL_HANGUP_COMPLETE,
     # else what A's bridge completion says); None when it did not say.
@@ -92,7 +94,7 @@ class Channel:
     def __init__(self, session: EslSession):
         self.session = session
         self._bridge_ready = False
-        self._answered_before = False   # a bridge of this call was answered
+        self._answered_before = False  # a bridge of this call was answered
         # The B leg of the last bridge actually sent: from then on that leg
         # may exist in FreeSWITCH, whatever happens to this socket.
         self.dialled_leg: str | None = None
@@ -152,11 +154,20 @@ class Channel:
     def set(self, name: str, value: str) -> None:
         self.session.execute("set", f"{name}={value}", timeout=10)
 
-    def collect(self, prompt: str | None, invalid_prompt: str | None = None, *,
-                min_digits: int, max_digits: int,
-                tries: int = 1, timeout_ms: int = 5000, terminators: str = "#",
-                regex: str = r"[0-9]+", digit_timeout_ms: int = 3000,
-                var: str = "cardd_digits") -> Collected:
+    def collect(
+        self,
+        prompt: str | None,
+        invalid_prompt: str | None = None,
+        *,
+        min_digits: int,
+        max_digits: int,
+        tries: int = 1,
+        timeout_ms: int = 5000,
+        terminators: str = "#",
+        regex: str = r"[0-9]+",
+        digit_timeout_ms: int = 3000,
+        var: str = "cardd_digits",
+    ) -> Collected:
         """play_and_get_digits with all 11 arguments spelled out.
 
         The prompt is the sentence that precedes the entry, so digits typed
@@ -164,16 +175,24 @@ class Channel:
         nothing before typing; no invalid prompt: nothing after a wrong entry."""
         prompt = _NO_PROMPT if prompt is None else prompt
         invalid_prompt = _NOTHING_AFTER if invalid_prompt is None else invalid_prompt
-        args = " ".join([
-            str(min_digits), str(max_digits), str(tries), str(timeout_ms),
-            _arg(terminators or "#", "terminators"), _arg(prompt, "prompt"),
-            _arg(invalid_prompt, "invalid prompt"), var, _arg(regex, "regex"),
-            str(digit_timeout_ms), "''",
-        ])
+        args = " ".join(
+            [
+                str(min_digits),
+                str(max_digits),
+                str(tries),
+                str(timeout_ms),
+                _arg(terminators or "#", "terminators"),
+                _arg(prompt, "prompt"),
+                _arg(invalid_prompt, "invalid prompt"),
+                var,
+                _arg(regex, "regex"),
+                str(digit_timeout_ms),
+                "''",
+            ]
+        )
         waits = tries * (timeout_ms + max_digits * digit_timeout_ms) / 1000.0
         keys_before = self.keys_pressed
-        done = self.session.execute("play_and_get_digits", args,
-                                    timeout=waits + PROMPT_ALLOWANCE * tries)
+        done = self.session.execute("play_and_get_digits", args, timeout=waits + PROMPT_ALLOWANCE * tries)
         return Collected(
             digits=done.variable(var),
             invalid=done.variable(var + "_invalid"),
@@ -201,9 +220,18 @@ class Channel:
             self.session.add_listener(_answer_listener(self))
             self._answer_listening = True
 
-    def bridge(self, endpoint: str, *, leg_uuid: str, caller_id: str, hard_limit_s: int,
-               warning: DisconnectWarning | None, early_media: bool, originate_timeout: int,
-               on_answer: Callable[[], None] | None = None) -> BridgeOutcome:
+    def bridge(
+        self,
+        endpoint: str,
+        *,
+        leg_uuid: str,
+        caller_id: str,
+        hard_limit_s: int,
+        warning: DisconnectWarning | None,
+        early_media: bool,
+        originate_timeout: int,
+        on_answer: Callable[[], None] | None = None,
+    ) -> BridgeOutcome:
         """Dial B with cardd's uuid for it, presenting `caller_id`, and wait
         for the bridge to end. B is hung up `hard_limit_s` after it answers,
         the `warning` played to the caller before; with `early_media` the
@@ -226,16 +254,19 @@ class Channel:
             # attempt would still show the last answered call's cause.
             self.session.execute("unset", "bridge_hangup_cause", timeout=10)
         self.session.add_leg(leg_uuid)
-        self.session.execute("bind_digit_action",
-                             "ccbreak,##,exec[H]:hangup,NORMAL_CLEARING,self,peer", timeout=10)
+        self.session.execute("bind_digit_action", "ccbreak,##,exec[H]:hangup,NORMAL_CLEARING,self,peer", timeout=10)
         self.session.execute("digit_action_set_realm", "ccbreak", timeout=10)
-        all_vars = {"origination_uuid": leg_uuid, "originate_timeout": str(originate_timeout),
-                    **_leg_variables(caller_id, hard_limit_s, warning, early_media)}
+        all_vars = {
+            "origination_uuid": leg_uuid,
+            "originate_timeout": str(originate_timeout),
+            **_leg_variables(caller_id, hard_limit_s, warning, early_media),
+        }
         dial = "{" + ",".join(f"{k}={dial_var(v)}" for k, v in all_vars.items()) + "}" + endpoint
         self.dialled_leg = leg_uuid
         try:
-            done = self.session.execute("bridge", dial, event_lock=False,
-                                        timeout=originate_timeout + hard_limit_s + 120)
+            done = self.session.execute(
+                "bridge", dial, event_lock=False, timeout=originate_timeout + hard_limit_s + 120
+            )
         except CallGone:
             if not self.session.closed:
                 # The caller left before the bridge ran: FreeSWITCH completes
@@ -254,20 +285,26 @@ class Channel:
         return outcome
 
 
-def _leg_variables(caller_id: str, hard_limit_s: int, warning: DisconnectWarning | None,
-                   early_media: bool) -> dict[str, str]:
+def _leg_variables(
+    caller_id: str, hard_limit_s: int, warning: DisconnectWarning | None, early_media: bool
+) -> dict[str, str]:
     """Variables of the B leg. The timers run on B (execute_on_answer inside
     the dial string), so they bound the call even if cardd dies (capture 16);
     `bleg` makes the warning play to the caller (capture 14)."""
     # The name too: left unset, FreeSWITCH presents the caller's own number
     # as the SIP display name, whatever number is presented.
-    variables = {"origination_caller_id_number": caller_id, "origination_caller_id_name": caller_id,
-                 "execute_on_answer_1": f"sched_hangup +{hard_limit_s} ALLOTTED_TIMEOUT"}
+    variables = {
+        "origination_caller_id_number": caller_id,
+        "origination_caller_id_name": caller_id,
+        "execute_on_answer_1": f"sched_hangup +{hard_limit_s} ALLOTTED_TIMEOUT",
+    }
     if warning is not None:
         warn_at = hard_limit_s - warning.seconds_before_end
         if warn_at < 1:
-            raise LocalProtocolError(f"a warning {warning.seconds_before_end} s before the end of a "
-                                     f"{hard_limit_s} s call would come before the answer")
+            raise LocalProtocolError(
+                f"a warning {warning.seconds_before_end} s before the end of a "
+                f"{hard_limit_s} s call would come before the answer"
+            )
         variables["execute_on_answer_2"] = f"sched_broadcast +{warn_at} playback::{warning.sound} bleg"
     if not early_media:
         variables["ignore_early_media"] = "true"
@@ -277,18 +314,27 @@ def _leg_variables(caller_id: str, hard_limit_s: int, warning: DisconnectWarning
 def _answer_listener(channel: Channel):
     def listener(event) -> None:
         watch = channel._answer_watch
-        if (watch is not None and event.name == "CHANNEL_EXECUTE_COMPLETE" and event.unique_id == watch[0]
-                and event.get("Application") == "sched_hangup"):
+        if (
+            watch is not None
+            and event.name == "CHANNEL_EXECUTE_COMPLETE"
+            and event.unique_id == watch[0]
+            and event.get("Application") == "sched_hangup"
+        ):
             channel._answer_watch = None
             gevent.spawn(watch[1]).name = "b-answered"
+
     return listener
 
 
 def _outcome(done, b_end) -> BridgeOutcome:
     # bridge_hangup_cause is set only when a bridge happened (README fact 9).
     bridged_cause = done.variable("bridge_hangup_cause")
-    cause = bridged_cause or done.variable("last_bridge_hangup_cause") \
-        or done.variable("originate_failed_cause") or "UNKNOWN"
+    cause = (
+        bridged_cause
+        or done.variable("last_bridge_hangup_cause")
+        or done.variable("originate_failed_cause")
+        or "UNKNOWN"
+    )
     billmsec = None
     if b_end is not None:
         raw = b_end.variable("billmsec")
@@ -306,11 +352,15 @@ def _outcome(done, b_end) -> BridgeOutcome:
         ended_at = _uepoch(b_end.variable("end_uepoch"))
     else:
         answered_at, ended_at = _uepoch(answered_us), _uepoch(ended_us)
-    return BridgeOutcome(answered=answered, cause=cause,
-                         dialstatus=done.variable("DIALSTATUS"),
-                         billmsec=billmsec, fallback_msec=fallback,
-                         answered_at=answered_at if answered else None,
-                         ended_at=ended_at)
+    return BridgeOutcome(
+        answered=answered,
+        cause=cause,
+        dialstatus=done.variable("DIALSTATUS"),
+        billmsec=billmsec,
+        fallback_msec=fallback,
+        answered_at=answered_at if answered else None,
+        ended_at=ended_at,
+    )
 
 
 def _uepoch(text: str | None) -> datetime | None:

@@ -75,7 +75,7 @@ def parse_cld(cld: str) -> CldTokens:
     if not isinstance(cld, str):
         raise ConfigError(f"CLD must be text, got {type(cld).__name__}")
     if cld == "":
-        raise ConfigError("CLD is empty: expected <instance>[.<token>...] such as \"cc.en.noplaybalance\"")
+        raise ConfigError('CLD is empty: expected <instance>[.<token>...] such as "cc.en.noplaybalance"')
     if len(cld) > MAX_CLD_LENGTH:
         raise ConfigError(f"CLD is {len(cld)} characters long: at most {MAX_CLD_LENGTH} are accepted")
     if not cld.isascii() or not _PRINTABLE_ASCII.fullmatch(cld):
@@ -111,7 +111,7 @@ def parse_cld(cld: str) -> CldTokens:
         if prefix_option is not None:
             prefix, option = prefix_option
             try:
-                value = option.type.from_token(token[len(prefix):])
+                value = option.type.from_token(token[len(prefix) :])
             except BadValue:
                 unknown.append(token)
                 expected = option.type.token_expected or option.type.expected

@@ -51,10 +51,9 @@ def cmd_serve(args, settings) -> int:
         gevent.signal_handler(signum, on_signal, signum)
     log.info("%s", settings.where())
     daemon = Daemon(settings)
-    daemon.start(demo=args.demo)   # stops what it started if it fails
+    daemon.start(demo=args.demo)  # stops what it started if it fails
     stop.wait()
-    log.info("stopping on %s: draining calls for up to %s s", received[0].name,
-             settings.daemon.shutdown_grace)
+    log.info("stopping on %s: draining calls for up to %s s", received[0].name, settings.daemon.shutdown_grace)
     daemon.stop()
     log.info("stopped")
     return 0
@@ -92,8 +91,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"cardd: {where}{message} (see {self.prog} --help)\n")
 
 
-_CONFIG_HELP = ("cardd.yaml to use (default: ./cardd.yaml, else /etc/cardd/cardd.yaml, "
-                "else built-in defaults)")
+_CONFIG_HELP = "cardd.yaml to use (default: ./cardd.yaml, else /etc/cardd/cardd.yaml, else built-in defaults)"
 
 
 def _config_after_commands(parser: argparse.ArgumentParser) -> None:
@@ -112,13 +110,13 @@ def _config_after_commands(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cardd", description="Prepaid calling-card IVR for FreeSWITCH")
     parser.add_argument("-c", "--config", help=_CONFIG_HELP)
-    parser.add_argument("--check-config", action="store_true",
-                        help="validate the configuration, print it and exit")
+    parser.add_argument("--check-config", action="store_true", help="validate the configuration, print it and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the daemon")
-    serve.add_argument("--demo", action="store_true",
-                       help="create a demo tariff and card (see README) if they do not exist")
+    serve.add_argument(
+        "--demo", action="store_true", help="create a demo tariff and card (see README) if they do not exist"
+    )
     serve.add_argument("--outbound-proxy", help="host:port where outbound calls go")
     serve.set_defaults(func=cmd_serve)
 
@@ -130,23 +128,33 @@ def build_parser() -> argparse.ArgumentParser:
     check_cld.set_defaults(func=cmd_check_cld)
 
     from cardd.phone import CallHelpFormatter, add_call_options
-    call = sub.add_parser("call", help="place a simulated call against a running cardd",
-                          formatter_class=CallHelpFormatter)
+
+    call = sub.add_parser(
+        "call", help="place a simulated call against a running cardd", formatter_class=CallHelpFormatter
+    )
     call.add_argument("--cli", default="15551234567", help="the caller's number")
     call.add_argument("--cld", default="cc", help="the CLD string the dialplan hands over")
     call.add_argument("--did", default="", help="the access number dialled (rdnis)")
-    call.add_argument("--digits", action="append", default=None,
-                      help="what to type at each prompt, in order (repeat; '-' = stay silent)")
+    call.add_argument(
+        "--digits",
+        action="append",
+        default=None,
+        help="what to type at each prompt, in order (repeat; '-' = stay silent)",
+    )
     call.add_argument("--talk", type=float, default=30.0, help="seconds the callee talks")
-    call.add_argument("--answer", choices=["answer", "busy", "no_answer", "unreachable"],
-                      default="answer", help="what the callee does")
+    call.add_argument(
+        "--answer",
+        choices=["answer", "busy", "no_answer", "unreachable"],
+        default="answer",
+        help="what the callee does",
+    )
     call.add_argument("--server", help="host:port of cardd (default: daemon.listen)")
-    call.add_argument("--real-time", action="store_true",
-                      help="run the simulated switch on the wall clock")
+    call.add_argument("--real-time", action="store_true", help="run the simulated switch on the wall clock")
     add_call_options(call)
     call.set_defaults(func=cmd_call)
 
     from cardd import admin  # every operator command (cardd/admin/)
+
     admin.add_parsers(sub)
     api = sub.add_parser("api", help="run the HTTP JSON API (the api: section of cardd.yaml)")
     api.set_defaults(func=cmd_api)

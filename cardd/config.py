@@ -46,8 +46,16 @@ from cardd.options import (
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "CallOptions", "DaemonSettings", "Settings", "describe_cld", "format_settings", "load_settings",
-    "REPO_SOUNDS_DIR", "INSTALLED_SOUNDS_DIR", "SYSTEM_CONFIG", "find_config",
+    "CallOptions",
+    "DaemonSettings",
+    "Settings",
+    "describe_cld",
+    "format_settings",
+    "load_settings",
+    "REPO_SOUNDS_DIR",
+    "INSTALLED_SOUNDS_DIR",
+    "SYSTEM_CONFIG",
+    "find_config",
 ]
 
 TOP_LEVEL_KEYS = ("daemon", "calling_card", "instances", "api")
@@ -58,12 +66,12 @@ INSTALLED_SOUNDS_DIR = str(installed_dir("cardd.sounds"))
 REPO_SOUNDS_DIR = INSTALLED_SOUNDS_DIR  # the same directory in a checkout's editable install
 # Where a daemon looks when neither -c nor ./cardd.yaml names a file.
 SYSTEM_CONFIG = "/etc/cardd/cardd.yaml"
-_EXTENSION_OPTIONS = ("cli_registration_ext", "password_change_ext", "hot_dial_ext", "hot_dial_edit_ext",
-                      "topup_ext")
+_EXTENSION_OPTIONS = ("cli_registration_ext", "password_change_ext", "hot_dial_ext", "hot_dial_edit_ext", "topup_ext")
 _BUILT_IN = "<built-in defaults>"
 
 
 # --- YAML ----------------------------------------------------------------------
+
 
 class _Loader(yaml.SafeLoader):
     """Safe YAML, except that floats load as Decimal (money is never float) and duplicate keys are errors."""
@@ -77,8 +85,7 @@ class _Loader(yaml.SafeLoader):
             if not isinstance(key, (str, int)):
                 continue  # unhashable or odd keys are reported later, as unknown keys
             if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -161,8 +168,9 @@ def _convert(option: Option, raw: Any, keypath: tuple[str, ...], where: _Where, 
         raise where.error(keypath, str(exc)) from None
 
 
-def _options_section(raw: dict[Any, Any], prefix: tuple[str, ...], where: _Where, base_dir: str | None,
-                     extra_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+def _options_section(
+    raw: dict[Any, Any], prefix: tuple[str, ...], where: _Where, base_dir: str | None, extra_keys: tuple[str, ...] = ()
+) -> dict[str, Any]:
     values: dict[str, Any] = {}
     known = [o.name for o in OPTIONS] + list(extra_keys)
     for key, raw_value in raw.items():
@@ -177,6 +185,7 @@ def _options_section(raw: dict[Any, Any], prefix: tuple[str, ...], where: _Where
 
 
 # --- settings ------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class CallOptions:
@@ -274,8 +283,11 @@ class Settings:
             values[name], sources[name] = value, f"CLD {tokens.sources[name]}"
         if tokens.languages:
             values["languages"], sources["languages"] = tokens.languages, "CLD " + ".".join(tokens.languages)
-        warnings = [] if known else [
-            f"instance {tokens.instance!r} is not in {self.path or _BUILT_IN}: defaults + calling_card apply"]
+        warnings = (
+            []
+            if known
+            else [f"instance {tokens.instance!r} is not in {self.path or _BUILT_IN}: defaults + calling_card apply"]
+        )
         warnings += [f"{a} and {b} are both {ext!r}" for a, b, ext in _extension_clashes(values)]
         options = _resolve(values, sources, self.daemon)
         instance_settings = self.instances.get(tokens.instance, {})
@@ -330,8 +342,14 @@ def _extension_clashes(values: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     return clashes
 
 
-def _check_combination(values: Mapping[str, Any], own: Mapping[str, Any], prefix: tuple[str, ...],
-                       where: _Where, customer: str | None, is_instance: bool) -> None:
+def _check_combination(
+    values: Mapping[str, Any],
+    own: Mapping[str, Any],
+    prefix: tuple[str, ...],
+    where: _Where,
+    customer: str | None,
+    is_instance: bool,
+) -> None:
     """Options that contradict each other. `own` is what this layer sets, so the error points at it."""
 
     def pick(*names: str) -> tuple[str, ...]:
@@ -339,11 +357,15 @@ def _check_combination(values: Mapping[str, Any], own: Mapping[str, Any], prefix
 
     shortest, longest = values["min_card_number_length"], values["card_number_length"]
     if shortest is not None and shortest > longest:
-        raise where.error(pick("min_card_number_length", "card_number_length"),
-                          f"min_card_number_length {shortest} is more than card_number_length {longest}")
+        raise where.error(
+            pick("min_card_number_length", "card_number_length"),
+            f"min_card_number_length {shortest} is more than card_number_length {longest}",
+        )
     if values["custom_greeting"] and not values["custom_greeting_file"]:
-        raise where.error(pick("custom_greeting", "custom_greeting_file"),
-                          "custom_greeting is true but custom_greeting_file is not set")
+        raise where.error(
+            pick("custom_greeting", "custom_greeting_file"),
+            "custom_greeting is true but custom_greeting_file is not set",
+        )
     if values["topup_only"] and not values["topup"]:
         raise where.error(pick("topup_only", "topup"), "topup_only needs topup: true")
     for first, second, ext in _extension_clashes(values):
@@ -374,15 +396,17 @@ def _api_section(raw: dict[Any, Any], where: _Where, base_dir: str) -> Any:
     for key in raw:
         if str(key) not in API_OPTIONS_BY_NAME:
             raise where.error(("api", str(key)), _unknown_key(str(key), list(API_OPTIONS_BY_NAME), "api"))
-    return ApiSettings(**{o.name: _convert(o, raw.get(o.name, o.default), ("api", o.name), where, base_dir)
-                          for o in API_OPTIONS})
+    return ApiSettings(
+        **{o.name: _convert(o, raw.get(o.name, o.default), ("api", o.name), where, base_dir) for o in API_OPTIONS}
+    )
 
 
 _INSTANCE_NAME = "a name matching [a-z][a-z0-9_-]* (the first part of the CLD)"
 
 
-def _instances_section(raw: dict[Any, Any], where: _Where, base_dir: str | None,
-                       calling_card: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def _instances_section(
+    raw: dict[Any, Any], where: _Where, base_dir: str | None, calling_card: Mapping[str, Any]
+) -> dict[str, dict[str, Any]]:
     instances: dict[str, dict[str, Any]] = {}
     for name, body in raw.items():
         name = str(name)
@@ -393,14 +417,19 @@ def _instances_section(raw: dict[Any, Any], where: _Where, base_dir: str | None,
         values = _options_section(body, prefix, where, base_dir, INSTANCE_ONLY_KEYS)
         if "customer" in body:
             customer = body["customer"]
-            if customer is not None and (not isinstance(customer, (str, int)) or isinstance(customer, bool)
-                                         or str(customer) == ""):
-                raise where.error(prefix + ("customer",),
-                                  f"expected a customer name or id, or null, got {show_value(customer)}")
+            if customer is not None and (
+                not isinstance(customer, (str, int)) or isinstance(customer, bool) or str(customer) == ""
+            ):
+                raise where.error(
+                    prefix + ("customer",), f"expected a customer name or id, or null, got {show_value(customer)}"
+                )
             if customer is not None:
                 values["customer"] = str(customer)
-        merged = {o.name: o.default for o in OPTIONS} | dict(calling_card) | {
-            k: v for k, v in values.items() if k in OPTIONS_BY_NAME}
+        merged = (
+            {o.name: o.default for o in OPTIONS}
+            | dict(calling_card)
+            | {k: v for k, v in values.items() if k in OPTIONS_BY_NAME}
+        )
         _check_combination(merged, values, prefix, where, values.get("customer"), True)
         instances[name] = values
     return instances
@@ -444,13 +473,15 @@ def load_settings(path: str | None) -> Settings:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with {', '.join(TOP_LEVEL_KEYS)} at the top, "
-                          f"got {show_value(data)}")
+        raise ConfigError(
+            f"{path}: expected a mapping with {', '.join(TOP_LEVEL_KEYS)} at the top, got {show_value(data)}"
+        )
     for key in data:
         if str(key) not in TOP_LEVEL_KEYS:
             raise where.error((str(key),), _unknown_key(str(key), list(TOP_LEVEL_KEYS), "top"))
-    daemon = _daemon_section(_section(data.get("daemon"), ("daemon",), where, "a mapping of daemon settings"),
-                             where, base_dir)
+    daemon = _daemon_section(
+        _section(data.get("daemon"), ("daemon",), where, "a mapping of daemon settings"), where, base_dir
+    )
     raw_cc = _section(data.get("calling_card"), ("calling_card",), where, "a mapping of calling-card options")
     calling_card = _options_section(raw_cc, ("calling_card",), where, base_dir)
     defaults = {o.name: o.default for o in OPTIONS}
@@ -480,8 +511,10 @@ def _masked(option: Option, value: Any) -> Any:
 
 
 def _option_lines(table: tuple[Option, ...], values: Any, sources: Mapping[str, str], indent: str) -> list[str]:
-    rows = [(f"{indent}{o.name}: {o.type.to_yaml(_masked(o, getattr(values, o.name)))}", sources.get(o.name, ""))
-            for o in table]
+    rows = [
+        (f"{indent}{o.name}: {o.type.to_yaml(_masked(o, getattr(values, o.name)))}", sources.get(o.name, ""))
+        for o in table
+    ]
     width = max(len(left) for left, _ in rows) + 2
     return [f"{left:<{width}}# {source}" if source else left for left, source in rows]
 
@@ -518,8 +551,9 @@ def format_settings(settings: Settings) -> str:
         instance_options = settings.options_for(name)
         lines += _option_lines(chosen, instance_options, {}, "    ")
     lines.append("# a CLD naming any other instance gets the calling_card settings, with a warning")
-    api_sources = {o.name: "default" if getattr(settings.api, o.name) == o.default else "cardd.yaml"
-                   for o in API_OPTIONS}
+    api_sources = {
+        o.name: "default" if getattr(settings.api, o.name) == o.default else "cardd.yaml" for o in API_OPTIONS
+    }
     lines.append("api:")
     lines += _option_lines(API_OPTIONS, settings.api, api_sources, "  ")
     return "\n".join(lines) + "\n"

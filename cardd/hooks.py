@@ -97,6 +97,7 @@ def _short(text: str | bytes) -> str:
 
 # --- destination check -------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class _Stamp:
     """What identifies one version of a file without reading it.
@@ -194,22 +195,29 @@ class DestinationCheck:
             return self._prohibit(call_uuid, RUN_TIMEOUT, "took longer than %.3g s", self.timeout)
         if not ok:
             # SystemExit too: a script calling sys.exit() must not end the call.
-            log.error("destination check script %s raised %s: %s; call prohibited",
-                      self.path, type(result).__name__, result,
-                      exc_info=(type(result), result, result.__traceback__)
-                      if log.isEnabledFor(logging.DEBUG) else None, extra={"call_uuid": call_uuid})
+            log.error(
+                "destination check script %s raised %s: %s; call prohibited",
+                self.path,
+                type(result).__name__,
+                result,
+                exc_info=(type(result), result, result.__traceback__) if log.isEnabledFor(logging.DEBUG) else None,
+                extra={"call_uuid": call_uuid},
+            )
             _report(self._on_run_error, self.path or "", RUN_EXCEPTION)
             return False
         if not isinstance(result, bool):
-            return self._prohibit(call_uuid, RUN_NOT_BOOL, "returned %s, not a bool",
-                                  type(result).__name__)
+            return self._prohibit(call_uuid, RUN_NOT_BOOL, "returned %s, not a bool", type(result).__name__)
         if not result:
             log.info("destination check script %s prohibited the call", self.path, extra={"call_uuid": call_uuid})
         return result
 
     def _prohibit(self, call_uuid: str, reason: str, what: str, *args: Any) -> bool:
-        log.error("destination check script %s " + what + "; call prohibited", self.path, *args,
-                  extra={"call_uuid": call_uuid})
+        log.error(
+            "destination check script %s " + what + "; call prohibited",
+            self.path,
+            *args,
+            extra={"call_uuid": call_uuid},
+        )
         _report(self._on_run_error, self.path or "", reason)
         return False
 
@@ -273,11 +281,11 @@ class DestinationCheck:
         except (SyntaxError, ValueError) as exc:
             raise _LoadError(LOAD_SYNTAX, str(exc)) from None
         self._exec(code, module)
-        function = next((f for f in (getattr(module, name, None) for name in FUNCTION_NAMES) if callable(f)),
-                        None)
+        function = next((f for f in (getattr(module, name, None) for name in FUNCTION_NAMES) if callable(f)), None)
         if function is None:
-            raise _LoadError(LOAD_NO_FUNCTION,
-                             "no function " + " or ".join(f"{name}()" for name in FUNCTION_NAMES) + " defined")
+            raise _LoadError(
+                LOAD_NO_FUNCTION, "no function " + " or ".join(f"{name}()" for name in FUNCTION_NAMES) + " defined"
+            )
         return function, stamp
 
     def _new_module(self) -> ModuleType:
@@ -329,8 +337,7 @@ class _Job:
             return False, exc
 
 
-def _off_loop(function: Callable[..., Any], args: tuple[Any, ...],
-              timeout: float) -> tuple[bool, bool, Any]:
+def _off_loop(function: Callable[..., Any], args: tuple[Any, ...], timeout: float) -> tuple[bool, bool, Any]:
     """Run operator code in a worker thread, waiting at most `timeout` seconds.
 
     (finished, ok, result or exception). The event loop keeps serving every other
@@ -364,6 +371,7 @@ def _off_loop(function: Callable[..., Any], args: tuple[Any, ...],
 
 
 # --- duration script ---------------------------------------------------------
+
 
 class DurationScript:
     """The operator's program choosing the duration to announce.
@@ -415,12 +423,19 @@ class DurationScript:
         try:
             seconds = self._run(argv, call_uuid)
         except _ScriptFailed as exc:
-            log.error("duration script %s failed (%s): %s; announcing the computed %d s",
-                      self.path, exc.reason, exc, max_duration_s, extra={"call_uuid": call_uuid})
+            log.error(
+                "duration script %s failed (%s): %s; announcing the computed %d s",
+                self.path,
+                exc.reason,
+                exc,
+                max_duration_s,
+                extra={"call_uuid": call_uuid},
+            )
             _report(self._on_error, self.path, exc.reason)
             return max_duration_s
-        log.debug("duration script says %d s (real limit %d s)", seconds, max_duration_s,
-                  extra={"call_uuid": call_uuid})
+        log.debug(
+            "duration script says %d s (real limit %d s)", seconds, max_duration_s, extra={"call_uuid": call_uuid}
+        )
         return seconds
 
     def _run(self, argv: list[str], call_uuid: str) -> int:
@@ -445,8 +460,9 @@ class DurationScript:
             _kill(proc)  # the call greenlet was killed: do not leave the child behind
             raise
         if err:
-            log.warning("duration script %s wrote to stderr: %s", self.path, _short(err),
-                        extra={"call_uuid": call_uuid})
+            log.warning(
+                "duration script %s wrote to stderr: %s", self.path, _short(err), extra={"call_uuid": call_uuid}
+            )
         if proc.returncode != 0:
             raise _ScriptFailed(DURATION_EXIT_STATUS, f"exit status {proc.returncode}")
         return _parse_seconds(out)
@@ -488,6 +504,7 @@ def _kill(proc: subprocess.Popen) -> None:
 
 # --- one instance per path ---------------------------------------------------
 
+
 class ScriptHooks:
     """Hands out one DestinationCheck / DurationScript per path.
 
@@ -516,9 +533,13 @@ class ScriptHooks:
     def destination_check(self, path: str | None) -> DestinationCheck:
         check = self._checks.get(path)
         if check is None:
-            check = DestinationCheck(path, on_load_error=self._on_load_error,
-                                     on_run_error=self._on_run_error,
-                                     timeout=self._timeout, clock=self._clock)
+            check = DestinationCheck(
+                path,
+                on_load_error=self._on_load_error,
+                on_run_error=self._on_run_error,
+                timeout=self._timeout,
+                clock=self._clock,
+            )
             self._checks[path] = check
         return check
 

@@ -24,19 +24,30 @@ from cardd.errors import CarddError
 log = logging.getLogger(__name__)
 
 MAX_HEAD = 16 * 1024
-_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-            405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict", 411: "Length Required",
-            413: "Payload Too Large", 431: "Request Header Fields Too Large",
-            500: "Internal Server Error", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    409: "Conflict",
+    411: "Length Required",
+    413: "Payload Too Large",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 @dataclass
 class Request:
     method: str
     path: str
-    headers: dict[str, str]          # lower-case names
+    headers: dict[str, str]  # lower-case names
     body: bytes
-    peer: str                        # the client's IP address
+    peer: str  # the client's IP address
 
 
 @dataclass
@@ -57,10 +68,17 @@ class HttpListener:
     """`handler(request) -> Response` runs in the connection's greenlet.
     `on_refused(reason)`: "cap", "timeout", "too_large", "bad_request" (metrics)."""
 
-    def __init__(self, listen: tuple[str, int], handler: Callable[[Request], Response], *,
-                 name: str, read_timeout: float = 10.0, max_connections: int = 64,
-                 max_body: int = 1024 * 1024,
-                 on_refused: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        listen: tuple[str, int],
+        handler: Callable[[Request], Response],
+        *,
+        name: str,
+        read_timeout: float = 10.0,
+        max_connections: int = 64,
+        max_body: int = 1024 * 1024,
+        on_refused: Callable[[str], None] | None = None,
+    ):
         self.handler = handler
         self.name = name
         self.read_timeout = read_timeout
@@ -135,13 +153,14 @@ class HttpListener:
             while True:
                 end = data.find(b"\r\n\r\n")
                 if end >= 0:
-                    return data[:end], data[end + 4:]
+                    return data[:end], data[end + 4 :]
                 if len(data) > MAX_HEAD:
                     raise _Refused(431, "request head too large")
                 chunk = sock.recv(65536)
                 if not chunk:
                     raise OSError("closed before the request head ended")
                 data += chunk
+
         return self._read_within("request head", read)
 
     def _read_body(self, sock, headers: dict[str, str], rest: bytes) -> bytes:
@@ -164,12 +183,17 @@ class HttpListener:
                     raise OSError("closed before the body ended")
                 body += chunk
             return body[:length]
+
         return self._read_within("request body", read)
 
     def _send(self, sock, response: Response, *, timeout: float) -> None:
         reason = _REASONS.get(response.status, "Error")
-        lines = [f"HTTP/1.1 {response.status} {reason}", f"Content-Type: {response.content_type}",
-                 f"Content-Length: {len(response.body)}", "Connection: close"]
+        lines = [
+            f"HTTP/1.1 {response.status} {reason}",
+            f"Content-Type: {response.content_type}",
+            f"Content-Length: {len(response.body)}",
+            "Connection: close",
+        ]
         lines += [f"{k}: {v}" for k, v in response.headers]
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body
         try:
@@ -186,7 +210,7 @@ class HttpListener:
 def _parse_head(head: bytes) -> tuple[str, str, dict[str, str]]:
     try:
         text = head.decode("latin-1")
-    except UnicodeDecodeError:      # latin-1 decodes anything; kept for clarity
+    except UnicodeDecodeError:  # latin-1 decodes anything; kept for clarity
         raise _Refused(400, "undecodable request head") from None
     lines = text.split("\r\n")
     parts = lines[0].split(" ")

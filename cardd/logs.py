@@ -84,8 +84,9 @@ def logfmt_value(value: str) -> str:
     """A logfmt value: bare when it is one plain word, else quoted with escapes."""
     if value and not _NEEDS_QUOTES.search(value):
         return value
-    escaped = (value.replace("\\", "\\\\").replace('"', '\\"')
-               .replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t"))
+    escaped = (
+        value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    )
     return f'"{escaped}"'
 
 
@@ -94,8 +95,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         call_uuid, message = record_call_uuid(record), record.getMessage()
-        parts = [f"time={iso_time(record.created)}", f"level={record.levelname}",
-                 f"logger={logfmt_value(record.name)}"]
+        parts = [f"time={iso_time(record.created)}", f"level={record.levelname}", f"logger={logfmt_value(record.name)}"]
         if call_uuid:
             parts.append(f"call_uuid={logfmt_value(call_uuid)}")
         parts.append(f"msg={logfmt_value(message)}")

@@ -34,7 +34,7 @@ def _pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True       # someone else's process: alive
+        return True  # someone else's process: alive
     return True
 
 
@@ -63,7 +63,8 @@ class NodeRegistry:
         self._execute(
             "INSERT INTO cardd_nodes (node, host, pid, stale_after) VALUES (%s, %s, %s, %s)"
             " ON CONFLICT (node) DO UPDATE SET heartbeat_at = now(), stale_after = EXCLUDED.stale_after",
-            (self.node, self.host, self.pid, f"{self.interval * STALE_INTERVALS} seconds"))
+            (self.node, self.host, self.pid, f"{self.interval * STALE_INTERVALS} seconds"),
+        )
 
     def start(self) -> None:
         self.beat()
@@ -76,7 +77,7 @@ class NodeRegistry:
             gevent.sleep(self.interval)
             try:
                 self.beat()
-            except Exception as exc:   # a database outage must not end the loop
+            except Exception as exc:  # a database outage must not end the loop
                 log.warning("node heartbeat failed: %s", exc)
 
     def stop(self, *, forget: bool = True) -> None:
@@ -99,10 +100,10 @@ class NodeRegistry:
         try:
             with self.pool.connection() as conn:
                 rows = conn.execute(
-                    "SELECT node, host, pid, heartbeat_at > now() - stale_after FROM cardd_nodes"
-                    " WHERE node = ANY(%s)", (list(wanted),)).fetchall()
+                    "SELECT node, host, pid, heartbeat_at > now() - stale_after FROM cardd_nodes WHERE node = ANY(%s)",
+                    (list(wanted),),
+                ).fetchall()
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(f"database unavailable: {exc}") from exc
-        alive = {node for node, host, pid, fresh in rows
-                 if fresh and not (host == self.host and not _pid_alive(pid))}
+        alive = {node for node, host, pid, fresh in rows if fresh and not (host == self.host and not _pid_alive(pid))}
         return wanted - alive

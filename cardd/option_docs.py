@@ -59,7 +59,7 @@ def render_yaml() -> str:
             if option.section == section:
                 lines += _yaml_entry(option, option.default)
     lines += ["", _YAML_INSTANCES]
-    lines += ["# The HTTP JSON API, `cardd api` (README \"HTTP API\").", "api:"]
+    lines += ['# The HTTP JSON API, `cardd api` (README "HTTP API").', "api:"]
     for option in API_OPTIONS:
         lines += _yaml_entry(option, option.default)
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -21,13 +21,32 @@ from cardd.digits import is_digits
 from cardd.errors import BadValue
 
 __all__ = [
-    "BoolKind", "ChoiceKind", "DialStringKind", "DigitsKind", "HostPortKind", "IntKind", "Kind", "LANGUAGE_CODE",
-    "LanguageKind", "LanguagesKind", "MinimumBalance", "MoneyKind", "NetworksKind", "PathKind", "RegexKind",
-    "SecondsKind", "StrKind", "SwitchAddressesKind", "TranslationKind", "TranslationRule", "translate",
+    "BoolKind",
+    "ChoiceKind",
+    "DialStringKind",
+    "DigitsKind",
+    "HostPortKind",
+    "IntKind",
+    "Kind",
+    "LANGUAGE_CODE",
+    "LanguageKind",
+    "LanguagesKind",
+    "MinimumBalance",
+    "MoneyKind",
+    "NetworksKind",
+    "PathKind",
+    "RegexKind",
+    "SecondsKind",
+    "StrKind",
+    "SwitchAddressesKind",
+    "TranslationKind",
+    "TranslationRule",
+    "translate",
 ]
 
 
 # --- value types ---------------------------------------------------------------
+
 
 class Kind:
     """How one option's value is checked, converted and written back to YAML.
@@ -156,8 +175,8 @@ class HostPortKind(StrKind):
     def __init__(self, *, allow_empty: bool = False, port_optional: bool = False):
         port = r"(:(?P<port>[0-9]{1,5}))" + ("?" if port_optional else "")
         pattern = r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)" + port
-        what = "host or host:port" if port_optional else "host:port such as \"127.0.0.1:8084\""
-        super().__init__(pattern + ("|" if allow_empty else ""), what + (", or \"\"" if allow_empty else ""))
+        what = "host or host:port" if port_optional else 'host:port such as "127.0.0.1:8084"'
+        super().__init__(pattern + ("|" if allow_empty else ""), what + (', or ""' if allow_empty else ""))
 
     def _convert(self, raw: Any, base_dir: str | None) -> str:
         value = super()._convert(raw, base_dir)
@@ -189,7 +208,7 @@ class DigitsKind(StrKind):
     """A menu extension: digits, quoted in YAML (an unquoted 010 would be octal 8)."""
 
     def __init__(self) -> None:
-        super().__init__(r"[0-9]{1,10}", "a quoted string of 1 to 10 digits such as \"5\"", optional=True)
+        super().__init__(r"[0-9]{1,10}", 'a quoted string of 1 to 10 digits such as "5"', optional=True)
         self.token_expected = "1 to 10 digits"
 
 
@@ -217,7 +236,7 @@ class PathKind(Kind):
     def __init__(self, *, optional: bool = False, allow_empty: bool = False):
         super().__init__(optional=optional)
         self.allow_empty = allow_empty
-        self.expected = "a path" + (" or \"\"" if allow_empty else "")
+        self.expected = "a path" + (' or ""' if allow_empty else "")
         self.annotation = str | None if optional else str
 
     def _convert(self, raw: Any, base_dir: str | None) -> str:
@@ -234,11 +253,12 @@ class PathKind(Kind):
 class NetworksKind(Kind):
     """A list of IP networks or addresses ("10.0.0.0/24", "192.0.2.7", "::1")."""
 
-    expected = "a list of IP addresses or networks such as [\"127.0.0.1\", \"10.0.0.0/24\"] ([]: any)"
+    expected = 'a list of IP addresses or networks such as ["127.0.0.1", "10.0.0.0/24"] ([]: any)'
     annotation = tuple[str, ...]
 
     def _convert(self, raw: Any, base_dir: str | None) -> tuple[str, ...]:
         import ipaddress
+
         if not isinstance(raw, (list, tuple)):
             raise BadValue(self.describe(), raw)
         out = []
@@ -256,7 +276,7 @@ class NetworksKind(Kind):
 class SwitchAddressesKind(Kind):
     """FreeSWITCH boxes by switchname: {fs2: "10.0.0.2:8021"} (kept as sorted pairs)."""
 
-    expected = "a mapping of switchname to host:port such as {fs2: \"10.0.0.2:8021\"} ({}: none)"
+    expected = 'a mapping of switchname to host:port such as {fs2: "10.0.0.2:8021"} ({}: none)'
     annotation = tuple[tuple[str, str], ...]
 
     def _convert(self, raw: Any, base_dir: str | None) -> tuple[tuple[str, str], ...]:
@@ -275,7 +295,7 @@ class SwitchAddressesKind(Kind):
 
 
 class MoneyKind(Kind):
-    expected = "an amount with an optional currency, such as \"2 USD\" or 2"
+    expected = 'an amount with an optional currency, such as "2 USD" or 2'
     annotation = "MinimumBalance | None"
 
     def _convert(self, raw: Any, base_dir: str | None) -> MinimumBalance:
@@ -291,7 +311,7 @@ class MoneyKind(Kind):
 LANGUAGE_CODE = re.compile(r"[a-z]{2}")  # a CLD language token, a languages entry
 
 
-_NORWEGIAN = " (YAML reads an unquoted no as false: write \"no\")"
+_NORWEGIAN = ' (YAML reads an unquoted no as false: write "no")'
 
 
 class LanguageKind(StrKind):
@@ -310,7 +330,8 @@ class LanguagesKind(Kind):
 
     def _convert(self, raw: Any, base_dir: str | None) -> tuple[str, ...]:
         if not isinstance(raw, (list, tuple)) or not all(
-                isinstance(x, str) and LANGUAGE_CODE.fullmatch(x) for x in raw):
+            isinstance(x, str) and LANGUAGE_CODE.fullmatch(x) for x in raw
+        ):
             hint = _NORWEGIAN if isinstance(raw, (list, tuple)) and False in raw else ""
             raise BadValue(self.describe() + hint, raw)
         if len(set(raw)) != len(raw):
@@ -349,8 +370,12 @@ class TranslationKind(Kind):
             if isinstance(item, TranslationRule):
                 rules.append(item)
                 continue
-            if not isinstance(item, dict) or set(item) != {"match", "replace"} or not all(
-                    isinstance(v, str) for v in item.values()) or item["match"] == "":
+            if (
+                not isinstance(item, dict)
+                or set(item) != {"match", "replace"}
+                or not all(isinstance(v, str) for v in item.values())
+                or item["match"] == ""
+            ):
                 raise BadValue(self.describe(), raw)
             try:
                 pattern = re.compile(item["match"])
@@ -361,8 +386,11 @@ class TranslationKind(Kind):
         return tuple(rules)
 
     def _to_yaml(self, value: tuple[TranslationRule, ...]) -> str:
-        return "[" + ", ".join(
-            f"{{match: {json.dumps(r.pattern.pattern)}, replace: {json.dumps(r.replace)}}}" for r in value) + "]"
+        return (
+            "["
+            + ", ".join(f"{{match: {json.dumps(r.pattern.pattern)}, replace: {json.dumps(r.replace)}}}" for r in value)
+            + "]"
+        )
 
 
 # --- MinimumBalance ------------------------------------------------------------

@@ -59,10 +59,10 @@ class PassReport:
     from_cdr: int = 0
     estimated: int = 0
     still_up: int = 0
-    unknown: int = 0          # FreeSWITCH could not be asked: left open
+    unknown: int = 0  # FreeSWITCH could not be asked: left open
     journalled: int = 0
-    other_node: int = 0       # held by a live cardd process: left to it
-    other_box: int = 0        # on a FreeSWITCH box this cardd cannot ask: left open
+    other_node: int = 0  # held by a live cardd process: left to it
+    other_box: int = 0  # on a FreeSWITCH box this cardd cannot ask: left open
     settled: list[str] = field(default_factory=list)
 
 
@@ -77,7 +77,7 @@ class _Box:
         self.owner = owner
         self.conns: dict[tuple[str, int], InboundEsl] = {}
         self.broken: set[tuple[str, int]] = set()
-        self.failed = False          # the last box wanted could not be asked
+        self.failed = False  # the last box wanted could not be asked
 
     def exists(self, b_uuid: str, switchname: str | None) -> bool | None:
         """Whether the B leg is up on its box; None when that box cannot be asked
@@ -112,7 +112,7 @@ class _Box:
                 return None
             self.conns[address] = esl
         if not named and switchname is not None and switchname != owner.box_name:
-            return None          # another box, and not one configured: its own cardd's
+            return None  # another box, and not one configured: its own cardd's
         return esl
 
     def _connect(self, address: tuple[str, int], expected: str | None) -> InboundEsl | None:
@@ -128,8 +128,12 @@ class _Box:
             return None
         if expected is not None:
             if name != expected:
-                log.error("orphan check: FreeSWITCH at %s:%d calls itself %r, daemon.inbound_esl_boxes says "
-                          "%r: not asked", *address, name, expected)
+                log.error(
+                    "orphan check: FreeSWITCH at %s:%d calls itself %r, daemon.inbound_esl_boxes says %r: not asked",
+                    *address,
+                    name,
+                    expected,
+                )
                 esl.close()
                 self.broken.add(address)
                 return None
@@ -137,8 +141,9 @@ class _Box:
         if owner.box_name is None:
             log.info("orphan check: FreeSWITCH at %s:%d is %r", *address, name)
         elif owner.box_name != name:
-            log.warning("orphan check: FreeSWITCH at %s:%d now calls itself %r (was %r)",
-                        *address, name, owner.box_name)
+            log.warning(
+                "orphan check: FreeSWITCH at %s:%d now calls itself %r (was %r)", *address, name, owner.box_name
+            )
         owner.box_name = name
         return esl
 
@@ -151,14 +156,22 @@ class _Box:
 class OrphanReconciler:
     """Applies the orphan rule; `start()` runs it at once and then periodically."""
 
-    def __init__(self, ledger: Ledger, journal: SettlementJournal, *,
-                 esl_address: tuple[str, int], esl_password: str,
-                 live_a_uuids: Callable[[], set[str]], store: CdrStore | None = None,
-                 interval: float = 60.0, esl_timeout: float = 5.0,
-                 on_settled: Callable[[str], None] | None = None,
-                 nodes: NodeRegistry | None = None,
-                 on_refused: Callable[[str], None] | None = None,
-                 boxes: dict[str, tuple[str, int]] | None = None):
+    def __init__(
+        self,
+        ledger: Ledger,
+        journal: SettlementJournal,
+        *,
+        esl_address: tuple[str, int],
+        esl_password: str,
+        live_a_uuids: Callable[[], set[str]],
+        store: CdrStore | None = None,
+        interval: float = 60.0,
+        esl_timeout: float = 5.0,
+        on_settled: Callable[[str], None] | None = None,
+        nodes: NodeRegistry | None = None,
+        on_refused: Callable[[str], None] | None = None,
+        boxes: dict[str, tuple[str, int]] | None = None,
+    ):
         """on_settled(how): how is "cdr" or "estimated" (metrics); on_refused(why):
         a CDR not applied ("call_up": its B leg is still up). nodes: this
         process's registry (None: every reservation is this process's, as
@@ -175,7 +188,7 @@ class OrphanReconciler:
         self.on_refused = on_refused
         self.nodes = nodes
         self.node = nodes.node if nodes is not None else None
-        self.box_name: str | None = None     # learnt from the box (api switchname)
+        self.box_name: str | None = None  # learnt from the box (api switchname)
         self.boxes = dict(boxes or {})
         self._loop: gevent.Greenlet | None = None
         self._busy: set[str] = set()
@@ -189,12 +202,13 @@ class OrphanReconciler:
             return set()
         return self.nodes.dead({r.node for r in reservations if r.node})
 
-    def _is_candidate(self, res, *, startup: bool, live: set[str], dead: set[str],
-                      now: datetime, report: PassReport) -> bool:
+    def _is_candidate(
+        self, res, *, startup: bool, live: set[str], dead: set[str], now: datetime, report: PassReport
+    ) -> bool:
         if res.node is not None and res.node != self.node:
             if res.node in dead:
                 return True
-            report.other_node += 1      # its process is alive and settles it
+            report.other_node += 1  # its process is alive and settles it
             return False
         if str(res.a_uuid) in live:
             return False
@@ -218,9 +232,12 @@ class OrphanReconciler:
             # A settlement waiting in the journal is the call's own, real one: the
             # replay applies it; estimating it first would only add a refund.
             journalled = {e.b_uuid for e in self.journal.pending()}
-            candidates = [r for r in snapshot if str(r.b_uuid) not in journalled
-                          and self._is_candidate(r, startup=startup, live=live, dead=dead, now=now,
-                                                 report=report)]
+            candidates = [
+                r
+                for r in snapshot
+                if str(r.b_uuid) not in journalled
+                and self._is_candidate(r, startup=startup, live=live, dead=dead, now=now, report=report)
+            ]
             report.candidates = len(candidates)
             for res in candidates:
                 self._reconcile(res, box, report)
@@ -229,10 +246,17 @@ class OrphanReconciler:
         self.passes += 1
         self.last = report
         if report.from_cdr or report.estimated or report.unknown or report.other_box:
-            log.info("orphan pass: %d candidate(s), %d settled from CDRs, %d estimated, %d still up, "
-                     "%d unknown, %d on another FreeSWITCH, %d held by live cardd processes",
-                     report.candidates, report.from_cdr, report.estimated, report.still_up,
-                     report.unknown, report.other_box, report.other_node)
+            log.info(
+                "orphan pass: %d candidate(s), %d settled from CDRs, %d estimated, %d still up, "
+                "%d unknown, %d on another FreeSWITCH, %d held by live cardd processes",
+                report.candidates,
+                report.from_cdr,
+                report.estimated,
+                report.still_up,
+                report.unknown,
+                report.other_box,
+                report.other_node,
+            )
         return report
 
     def _reconcile(self, res: OpenReservation, box: _Box, report: PassReport) -> None:
@@ -243,13 +267,18 @@ class OrphanReconciler:
                 report.unknown += 1
             else:
                 report.other_box += 1
-                log.info("orphan B %s is on FreeSWITCH %r; this cardd asks %r only: left open",
-                         b, res.switchname, self.box_name)
+                log.info(
+                    "orphan B %s is on FreeSWITCH %r; this cardd asks %r only: left open",
+                    b,
+                    res.switchname,
+                    self.box_name,
+                )
             return
         if up:
             report.still_up += 1
-            log.info("orphan check: B %s still up in FreeSWITCH (reservation expires %s)",
-                     b, res.expires_at.isoformat())
+            log.info(
+                "orphan check: B %s still up in FreeSWITCH (reservation expires %s)", b, res.expires_at.isoformat()
+            )
             return
         record = self.store.get(b)
         if record is not None:
@@ -264,10 +293,16 @@ class OrphanReconciler:
             # Settled meanwhile from its own figures (the call's end, or its CDR).
             return
         if cdr is not None:
-            log.warning("orphan B %s (card %s, %s): gone from FreeSWITCH, no CDR; settled at %s for "
-                        "%d of %d s (%s)", b, res.account_id, res.cld, cdr.cost, cdr.billed_seconds,
-                        res.duration_s, "never dialled" if cdr.hangup_cause == "NOT_DIALLED"
-                        else "estimated")
+            log.warning(
+                "orphan B %s (card %s, %s): gone from FreeSWITCH, no CDR; settled at %s for %d of %d s (%s)",
+                b,
+                res.account_id,
+                res.cld,
+                cdr.cost,
+                cdr.billed_seconds,
+                res.duration_s,
+                "never dialled" if cdr.hangup_cause == "NOT_DIALLED" else "estimated",
+            )
         self._count(b, cdr is None, report, "estimated")
         report.estimated += 1
 
@@ -278,9 +313,13 @@ class OrphanReconciler:
             return
         self._busy.add(record.uuid)
         try:
-            cdr = self.journal.settle(record.uuid, billmsec=record.billmsec,
-                                      hangup_cause=record.hangup_cause,
-                                      answered_at=record.answered_at, ended_at=record.ended_at)
+            cdr = self.journal.settle(
+                record.uuid,
+                billmsec=record.billmsec,
+                hangup_cause=record.hangup_cause,
+                answered_at=record.answered_at,
+                ended_at=record.ended_at,
+            )
             self.store.mark_applied(record.uuid)
         finally:
             self._busy.discard(record.uuid)
@@ -296,15 +335,14 @@ class OrphanReconciler:
 
     # -- CDRs ----------------------------------------------------------------------
 
-    def on_cdr(self, record: CdrRecord, report: PassReport | None = None,
-               box: _Box | None = None) -> str:
+    def on_cdr(self, record: CdrRecord, report: PassReport | None = None, box: _Box | None = None) -> str:
         """A CDR arrived: settle its reservation when the call is over and nobody
         else holds it, or correct an estimate, or compare it with the settlement
         already made. Returns what was done; "call up" means refused (its B leg
         is still up in FreeSWITCH: forged, or early) and forgotten."""
         report = report or PassReport()
         if self.store.get(record.uuid) is not record:
-            self.store.add(record)   # kept until used (the endpoint stores it already)
+            self.store.add(record)  # kept until used (the endpoint stores it already)
         state = self._reservation_state(record.uuid)
         if state is None:
             # An A leg, or a call that is not cardd's: nothing to bill.
@@ -328,8 +366,11 @@ class OrphanReconciler:
                     box.close()
             if up:
                 self.store.discard(record.uuid)
-                log.warning("CDR for B %s refused: that leg is still up in FreeSWITCH (billmsec %d "
-                            "claimed)", record.uuid, record.billmsec)
+                log.warning(
+                    "CDR for B %s refused: that leg is still up in FreeSWITCH (billmsec %d claimed)",
+                    record.uuid,
+                    record.billmsec,
+                )
                 if self.on_refused is not None:
                     self.on_refused("call_up")
                 return "call up"
@@ -341,8 +382,13 @@ class OrphanReconciler:
             return "corrected"
         # Settled already from other figures: settling again charges nothing, and
         # a difference is counted and logged by the ledger (on_disagreement).
-        self.journal.settle(record.uuid, billmsec=record.billmsec, hangup_cause=record.hangup_cause,
-                            answered_at=record.answered_at, ended_at=record.ended_at)
+        self.journal.settle(
+            record.uuid,
+            billmsec=record.billmsec,
+            hangup_cause=record.hangup_cause,
+            answered_at=record.answered_at,
+            ended_at=record.ended_at,
+        )
         self.store.mark_applied(record.uuid)
         return "already settled"
 
@@ -357,8 +403,10 @@ class OrphanReconciler:
         """(A-leg UUID, status, node, switchname) of the reservation of this B leg, or None."""
         try:
             with self.ledger.pool.connection() as conn:
-                row = conn.execute("SELECT a_uuid, status, node, switchname FROM reservations"
-                                   " WHERE b_uuid = %s", (uuidlib.UUID(str(leg_uuid)),)).fetchone()
+                row = conn.execute(
+                    "SELECT a_uuid, status, node, switchname FROM reservations WHERE b_uuid = %s",
+                    (uuidlib.UUID(str(leg_uuid)),),
+                ).fetchone()
         except Exception as exc:
             # psycopg's OperationalError or the pool's timeout: the database is away.
             if exc.__class__.__module__.startswith(("psycopg", "psycopg_pool")):

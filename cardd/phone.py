@@ -45,30 +45,59 @@ class CallHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def add_call_options(call: argparse.ArgumentParser) -> None:
     """The caller's and the switch's behaviour (`cardd call --help` shows the defaults)."""
-    call.add_argument("--press-in-bridge", action="append", default=None,
-                      metavar="SECONDS:DIGITS",
-                      help="keys the caller presses that many seconds after the bridge starts, "
-                           "e.g. 5:## (back to the destination prompt); repeat for later "
-                           "attempts (default: none)")
-    call.add_argument("--hangup-after-talk", type=float, default=None, metavar="SECONDS",
-                      help="the caller hangs up this long after the callee answered "
-                           "(default: never, the callee ends the call)")
-    call.add_argument("--hear-prompts", action="store_true",
-                      help="let every prompt play to its end before typing, so the whole "
-                           "announcement (the balance, the time left) shows in the transcript")
-    call.add_argument("--type-after", type=float, default=0.5, metavar="SECONDS",
-                      help="when the caller starts typing at each question")
-    call.add_argument("--inbound-esl", default=None, metavar="HOST:PORT",
-                      help="serve FreeSWITCH's inbound Event Socket there during the call "
-                           "(default: daemon.inbound_esl; 'off' for none)")
-    call.add_argument("--json-cdr", default=None, metavar="FILE",
-                      help="post each leg's CDR as mod_json_cdr configured by this "
-                           "json_cdr.conf.xml would (e.g. freeswitch-conf/autoload_configs/"
-                           "json_cdr.conf.xml; default: no CDRs)")
-    call.add_argument("--stay", type=float, default=0.0, metavar="SECONDS",
-                      help="keep the inbound Event Socket up this long after the call ended "
-                           "(a cardd killed mid-call and restarted settles it at its next orphan "
-                           "check: daemon.orphan_check_interval)")
+    call.add_argument(
+        "--press-in-bridge",
+        action="append",
+        default=None,
+        metavar="SECONDS:DIGITS",
+        help="keys the caller presses that many seconds after the bridge starts, "
+        "e.g. 5:## (back to the destination prompt); repeat for later "
+        "attempts (default: none)",
+    )
+    call.add_argument(
+        "--hangup-after-talk",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="the caller hangs up this long after the callee answered (default: never, the callee ends the call)",
+    )
+    call.add_argument(
+        "--hear-prompts",
+        action="store_true",
+        help="let every prompt play to its end before typing, so the whole "
+        "announcement (the balance, the time left) shows in the transcript",
+    )
+    call.add_argument(
+        "--type-after",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="when the caller starts typing at each question",
+    )
+    call.add_argument(
+        "--inbound-esl",
+        default=None,
+        metavar="HOST:PORT",
+        help="serve FreeSWITCH's inbound Event Socket there during the call "
+        "(default: daemon.inbound_esl; 'off' for none)",
+    )
+    call.add_argument(
+        "--json-cdr",
+        default=None,
+        metavar="FILE",
+        help="post each leg's CDR as mod_json_cdr configured by this "
+        "json_cdr.conf.xml would (e.g. freeswitch-conf/autoload_configs/"
+        "json_cdr.conf.xml; default: no CDRs)",
+    )
+    call.add_argument(
+        "--stay",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="keep the inbound Event Socket up this long after the call ended "
+        "(a cardd killed mid-call and restarted settles it at its next orphan "
+        "check: daemon.orphan_check_interval)",
+    )
 
 
 def _press_in_bridge(values: list[str] | None) -> list[tuple[float, str] | None]:
@@ -100,7 +129,7 @@ class KeyboardDigits(Sequence):
     def __getitem__(self, index):
         if self.call is not None:
             lines = self.call.transcript.text(self.catalogue).splitlines()
-            for line in lines[self._shown:]:
+            for line in lines[self._shown :]:
                 print(line)
             self._shown = len(lines)
         line = gevent.get_hub().threadpool.apply(input, ("digits (Enter = stay silent)> ",))
@@ -127,21 +156,30 @@ def place_call(args, settings) -> int:
         digits = keyboard = KeyboardDigits(catalogue)
     else:
         digits = [None if d == "-" else d for d in (args.digits or [])]
-    caller = Caller(cli=args.cli, destination=args.cld, rdnis=args.did or None, digits=digits,
-                    bridge_digits=bridge_digits, hangup_after_talk=args.hangup_after_talk,
-                    hear_prompts=args.hear_prompts, type_after=args.type_after)
+    caller = Caller(
+        cli=args.cli,
+        destination=args.cld,
+        rdnis=args.did or None,
+        digits=digits,
+        bridge_digits=bridge_digits,
+        hangup_after_talk=args.hangup_after_talk,
+        hear_prompts=args.hear_prompts,
+        type_after=args.type_after,
+    )
     callee = Callee(outcome=args.answer, talk=args.talk)
     switch = Switch(virtual_clock=not args.real_time)
     poster = None
     if args.json_cdr:
         from cardd.sim.cdr import JsonCdrPoster
+
         try:
             poster = JsonCdrPoster.from_conf(switch, args.json_cdr)
         except (OSError, ValueError, SyntaxError) as exc:
             print(f"cardd: call: --json-cdr {args.json_cdr}: {exc}", file=sys.stderr)
             return 2
-    inbound = _serve_inbound(switch, args.inbound_esl or settings.daemon.inbound_esl,
-                             settings.daemon.inbound_esl_password)
+    inbound = _serve_inbound(
+        switch, args.inbound_esl or settings.daemon.inbound_esl, settings.daemon.inbound_esl_password
+    )
     try:
         try:
             call = switch.call(host, port, caller, callee)
@@ -152,10 +190,12 @@ def place_call(args, settings) -> int:
             keyboard.call = call
         transcript = call.wait(None if keyboard or args.real_time else CALL_TIMEOUT)
         lines = transcript.text(catalogue).splitlines(keepends=True)
-        sys.stdout.writelines(lines[keyboard._shown if keyboard else 0:])
+        sys.stdout.writelines(lines[keyboard._shown if keyboard else 0 :])
         for bridge in transcript.bridges:
-            print(f"bridge to {bridge.number}: {bridge.disposition}, billsec {bridge.billsec} "
-                  f"(billmsec {bridge.billmsec})")
+            print(
+                f"bridge to {bridge.number}: {bridge.disposition}, billsec {bridge.billsec} "
+                f"(billmsec {bridge.billmsec})"
+            )
             if bridge.sip_from is not None:
                 print(f"  the callee's phone showed From: {bridge.sip_from}")
         print(f"call ended: {transcript.hangup_cause or 'socket closed'}")
@@ -165,8 +205,7 @@ def place_call(args, settings) -> int:
             for doc in poster.posted:
                 print(f"CDR posted: {doc['variables'].get('uuid')}")
             for doc in poster.failed:
-                print(f"CDR not delivered after {poster.retries + 1} tries: "
-                      f"{doc['variables'].get('uuid')}")
+                print(f"CDR not delivered after {poster.retries + 1} tries: {doc['variables'].get('uuid')}")
         if inbound is not None and args.stay > 0:
             print(f"inbound Event Socket stays up at {_at(inbound.address)} for {args.stay:g} s")
             gevent.sleep(args.stay)
@@ -187,8 +226,10 @@ def _serve_inbound(switch, where: str, password: str):
         host, port = parse_address(where)
         return switch.listen_inbound(host, port, password)
     except (OSError, ValueError) as exc:
-        print(f"cardd call: no inbound Event Socket at {where} ({exc}); cardd cannot ask "
-              f"this switch about the call", file=sys.stderr)
+        print(
+            f"cardd call: no inbound Event Socket at {where} ({exc}); cardd cannot ask this switch about the call",
+            file=sys.stderr,
+        )
         return None
 
 
@@ -200,5 +241,7 @@ def _catalogue(sounds_dir: str) -> dict:
     from cardd.prompts import Prompts
 
     prompts = Prompts(sounds_dir)
-    return {pid: {lang: prompts.text(pid, lang) for lang in prompts.languages if prompts.has(pid, lang)}
-            for pid in prompts.ids}
+    return {
+        pid: {lang: prompts.text(pid, lang) for lang in prompts.languages if prompts.has(pid, lang)}
+        for pid in prompts.ids
+    }

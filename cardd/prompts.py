@@ -21,9 +21,16 @@ from cardd.errors import ConfigError
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "Prompts", "FILE_STRING", "LANGUAGE_MENU_IDS",
-    "card_number_prompt", "pin_prompt", "destination_prompt", "voucher_prompt", "new_pin_prompt",
-    "invalid_card_prompt", "low_balance_prompt",
+    "Prompts",
+    "FILE_STRING",
+    "LANGUAGE_MENU_IDS",
+    "card_number_prompt",
+    "pin_prompt",
+    "destination_prompt",
+    "voucher_prompt",
+    "new_pin_prompt",
+    "invalid_card_prompt",
+    "low_balance_prompt",
 ]
 
 CATALOGUE_FILE = "catalogue.yaml"
@@ -51,8 +58,10 @@ class Prompts:
                     languages.append(lang)
         self._languages = tuple(languages)
         if default_language not in self._languages:
-            raise ConfigError(f"{catalogue_path}: default language {default_language!r} has no prompts "
-                              f"(languages: {', '.join(self._languages) or 'none'})")
+            raise ConfigError(
+                f"{catalogue_path}: default language {default_language!r} has no prompts "
+                f"(languages: {', '.join(self._languages) or 'none'})"
+            )
         self.default_language = default_language
         self._audio: set[tuple[str, str]] = set()
         for lang in self._languages:
@@ -67,8 +76,13 @@ class Prompts:
                     self._audio.add((lang, stem))
         # fallbacks are logged once per (language, id), not on every call that plays them
         self._fallbacks_logged: set[tuple[str, str]] = set()
-        log.debug("prompt catalogue %s: %d ids, languages %s, %d audio files",
-                  catalogue_path, len(self._texts), self._languages, len(self._audio))
+        log.debug(
+            "prompt catalogue %s: %d ids, languages %s, %d audio files",
+            catalogue_path,
+            len(self._texts),
+            self._languages,
+            len(self._audio),
+        )
 
     @property
     def languages(self) -> tuple[str, ...]:
@@ -95,8 +109,9 @@ class Prompts:
         if lang != self.default_language and (self.default_language, prompt_id) in self._audio:
             if (lang, prompt_id) not in self._fallbacks_logged:
                 self._fallbacks_logged.add((lang, prompt_id))
-                log.warning("prompt %s has no audio in %s; playing the %s audio instead",
-                            prompt_id, lang, self.default_language)
+                log.warning(
+                    "prompt %s has no audio in %s; playing the %s audio instead", prompt_id, lang, self.default_language
+                )
             return self.default_language
         # no audio anywhere (not rendered yet): still name the file the catalogue promises, so FreeSWITCH
         # logs the missing file and the call goes on
@@ -151,7 +166,7 @@ class Prompts:
         """(lang, id) for each file of a playback argument (a path or a file_string:// list); None for a file
         that is not a catalogue prompt of this sounds directory."""
         if playback.startswith(FILE_STRING):
-            files = playback[len(FILE_STRING):].split("!")
+            files = playback[len(FILE_STRING) :].split("!")
         else:
             files = [playback]
         return [self._id_for_file(f) for f in files]
@@ -165,7 +180,7 @@ class Prompts:
     def describe(self, playback: str) -> str:
         """A readable transcript line for a playback argument: the prompts' texts joined, other files as-is."""
         if playback.startswith(FILE_STRING):
-            files = playback[len(FILE_STRING):].split("!")
+            files = playback[len(FILE_STRING) :].split("!")
         else:
             files = [playback]
         words: list[str] = []
@@ -178,19 +193,20 @@ class Prompts:
         prefix = self.sounds_dir + os.sep
         if not path.startswith(prefix):
             return None
-        rel = path[len(prefix):]
+        rel = path[len(prefix) :]
         parts = rel.split(os.sep)
         if len(parts) != 2 or not parts[1].endswith(".wav"):
             return None
-        lang, prompt_id = parts[0], parts[1][:-len(".wav")]
+        lang, prompt_id = parts[0], parts[1][: -len(".wav")]
         if lang not in self._texts.get(prompt_id, {}):
             return None
         return lang, prompt_id
 
     # option-driven variants, for callers holding a CardOptions
     def card_number_prompt(self, options: Any) -> str:
-        return card_number_prompt(use_word_pin=options.use_word_pin,
-                                  suppress_pound_phrase=options.suppress_pound_phrase)
+        return card_number_prompt(
+            use_word_pin=options.use_word_pin, suppress_pound_phrase=options.suppress_pound_phrase
+        )
 
     def pin_prompt(self, options: Any) -> str:
         return pin_prompt(suppress_pound_phrase=options.suppress_pound_phrase)
@@ -224,8 +240,9 @@ def _load_catalogue(path: str) -> dict[str, dict[str, str]]:
 
 # --- variant picking (prompt ids only; no sentence is built from fragments) ------------------------------------
 
+
 def card_number_prompt(*, use_word_pin: bool, suppress_pound_phrase: bool) -> str:
-    """"Enter your card number" — or "your PIN" under use_word_pin — with or without "followed by pound"."""
+    """ "Enter your card number" — or "your PIN" under use_word_pin — with or without "followed by pound"."""
     base = "enter_pin_word" if use_word_pin else "enter_card_number"
     return base + "_no_pound" if suppress_pound_phrase else base
 

@@ -46,8 +46,15 @@ class CallServer:
     address, or a socket from listening_socket() (the daemon binds first, before
     it starts the database)."""
 
-    def __init__(self, listen: tuple[str, int] | Any, flow: Flow, *, metrics: Metrics,
-                 reply_timeout: float = 10.0, backlog: int = 1024):
+    def __init__(
+        self,
+        listen: tuple[str, int] | Any,
+        flow: Flow,
+        *,
+        metrics: Metrics,
+        reply_timeout: float = 10.0,
+        backlog: int = 1024,
+    ):
         self.flow = flow
         self.metrics = metrics
         self.reply_timeout = reply_timeout
@@ -67,8 +74,9 @@ class CallServer:
         me = gevent.getcurrent()
         self.active.add(me)
         self.metrics.calls_active.inc()
-        session = EslSession(sock, address, reply_timeout=self.reply_timeout,
-                             on_protocol_error=self.metrics.esl_errors.inc)
+        session = EslSession(
+            sock, address, reply_timeout=self.reply_timeout, on_protocol_error=self.metrics.esl_errors.inc
+        )
         # This greenlet is the call's: from the connect reply on, every line it
         # logs (flow, ledger, hooks, the lines below) carries the call's UUID.
         with contextlib.ExitStack() as call_logs:

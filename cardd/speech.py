@@ -22,8 +22,19 @@ from decimal import ROUND_DOWN, ROUND_UP, Decimal
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "LANGUAGES", "CURRENCIES", "Currency", "currency", "number_ids", "amount_ids", "duration_ids", "digit_ids",
-    "balance_ids", "rate_ids", "talk_time_ids", "disconnect_warning_ids", "all_ids",
+    "LANGUAGES",
+    "CURRENCIES",
+    "Currency",
+    "currency",
+    "number_ids",
+    "amount_ids",
+    "duration_ids",
+    "digit_ids",
+    "balance_ids",
+    "rate_ids",
+    "talk_time_ids",
+    "disconnect_warning_ids",
+    "all_ids",
 ]
 
 #: Languages whose number rules this module knows.
@@ -69,9 +80,28 @@ CURRENCIES: dict[str, Currency] = {
 # ISO 4217 minor digits of currencies spoken with the generic names ("units" and "cents"): the amount is still
 # truncated at the right place, so nobody hears more money than the card holds.
 _GENERIC_MINOR_DIGITS: dict[str, int] = {
-    "BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
-    "BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "ISK": 0, "KMF": 0, "KRW": 0, "PYG": 0, "RWF": 0, "UGX": 0,
-    "VND": 0, "VUV": 0, "XAF": 0, "XOF": 0, "XPF": 0,
+    "BHD": 3,
+    "IQD": 3,
+    "JOD": 3,
+    "KWD": 3,
+    "LYD": 3,
+    "OMR": 3,
+    "TND": 3,
+    "BIF": 0,
+    "CLP": 0,
+    "DJF": 0,
+    "GNF": 0,
+    "ISK": 0,
+    "KMF": 0,
+    "KRW": 0,
+    "PYG": 0,
+    "RWF": 0,
+    "UGX": 0,
+    "VND": 0,
+    "VUV": 0,
+    "XAF": 0,
+    "XOF": 0,
+    "XPF": 0,
 }
 
 # es: una unidad; fr: une unité; the generic minor unit (centavo, centime) is masculine
@@ -107,6 +137,7 @@ def _plural(n: int, lang: str) -> bool:
 
 
 # --- numbers ---------------------------------------------------------------------------------------------------
+
 
 def _below_100(n: int, lang: str, *, gender: str, before_noun: bool, final: bool) -> list[str]:
     """0..99 as one id, choosing the gendered / apocopated / linking form where the language has one."""
@@ -224,6 +255,7 @@ def _counted(n: int, lang: str, *, gender: str, singular: str, plural: str) -> l
 
 # --- amounts ---------------------------------------------------------------------------------------------------
 
+
 def amount_ids(amount: Decimal, currency_code: str, lang: str, *, negative_as_zero: bool = True) -> list[str]:
     """Say a money amount in its currency: "twelve dollars and thirty-five cents".
 
@@ -254,13 +286,11 @@ def amount_ids(amount: Decimal, currency_code: str, lang: str, *, negative_as_ze
     key = cur.key
     ids: list[str] = ["minus"] if negative else []
     if major or not minor:
-        ids += _counted(major, lang, gender=major_gender,
-                        singular=f"cur_{key}_major", plural=f"cur_{key}_majors")
+        ids += _counted(major, lang, gender=major_gender, singular=f"cur_{key}_major", plural=f"cur_{key}_majors")
     if minor:
         if major:
             ids.append("and")
-        ids += _counted(minor, lang, gender=minor_gender,
-                        singular=f"cur_{key}_minor", plural=f"cur_{key}_minors")
+        ids += _counted(minor, lang, gender=minor_gender, singular=f"cur_{key}_minor", plural=f"cur_{key}_minors")
     return ids
 
 
@@ -285,6 +315,7 @@ def rate_ids(price_per_minute: Decimal, currency_code: str, lang: str) -> list[s
 
 # --- durations -------------------------------------------------------------------------------------------------
 
+
 def duration_ids(seconds: int, lang: str, *, no_seconds: bool = False, no_hours: bool = False) -> list[str]:
     """Say a duration: "one hour, two minutes and five seconds" (as ids, parts of zero left out).
 
@@ -307,8 +338,7 @@ def duration_ids(seconds: int, lang: str, *, no_seconds: bool = False, no_hours:
     parts: list[list[str]] = []
     for count, unit in ((hours, "hour"), (minutes, "minute"), (secs, "second")):
         if count:
-            parts.append(_counted(count, lang, gender=genders.get(unit, MASCULINE),
-                                  singular=unit, plural=unit + "s"))
+            parts.append(_counted(count, lang, gender=genders.get(unit, MASCULINE), singular=unit, plural=unit + "s"))
     if not parts:
         return _counted(0, lang, gender=genders.get("second", MASCULINE), singular="second", plural="seconds")
     ids: list[str] = []
@@ -333,15 +363,29 @@ def disconnect_warning_ids(seconds: int, lang: str) -> list[str]:
     if seconds < 0:
         raise ValueError(f"a warning time cannot be negative: {seconds}")
     gender = _TIME_GENDER.get(lang, {}).get("second", MASCULINE)
-    return ["call_will_be_disconnected_in"] + _counted(seconds, lang, gender=gender,
-                                                      singular="second", plural="seconds")
+    return ["call_will_be_disconnected_in"] + _counted(
+        seconds, lang, gender=gender, singular="second", plural="seconds"
+    )
 
 
 def all_ids() -> set[str]:
     """Every prompt id the functions of this module can produce (for the catalogue completeness test)."""
-    ids = {"minus", "and", "of", "star", "pound_key", "thousand", "million", "millions",
-           "you_have", "remaining", "you_can_talk_for", "call_will_be_disconnected_in",
-           "this_call_costs", "per_minute"}
+    ids = {
+        "minus",
+        "and",
+        "of",
+        "star",
+        "pound_key",
+        "thousand",
+        "million",
+        "millions",
+        "you_have",
+        "remaining",
+        "you_can_talk_for",
+        "call_will_be_disconnected_in",
+        "this_call_costs",
+        "per_minute",
+    }
     ids |= {f"num_{n}" for n in range(100)}
     ids |= {f"num_{n}_{form}" for n in (1, 21, 31, 41, 51, 61, 71, 81, 91) for form in ("a", "f")}
     ids.add("num_80_x")

@@ -23,8 +23,12 @@ def make_settings(yaml_text: str | None = None, *, tmp_path=None, **daemon):
         path.write_text(yaml_text)
     # One PIN key for every in-process daemon (dbfixtures.pin_key), whatever its data_dir:
     # the test's cards were hashed with it.
-    base = {"listen": "127.0.0.1:0", "outbound_proxy": PROXY, "shutdown_grace": 5,
-            "pin_key_file": pins.installed_key().path}
+    base = {
+        "listen": "127.0.0.1:0",
+        "outbound_proxy": PROXY,
+        "shutdown_grace": 5,
+        "pin_key_file": pins.installed_key().path,
+    }
     base.update(daemon)
     return load_settings(str(path) if path else None).with_daemon(**base)
 
@@ -65,8 +69,7 @@ class Cardd:
 
 
 def start_cardd(database, settings=None) -> Cardd:
-    daemon = Daemon(settings or make_settings(), database=database, metrics=Metrics(),
-                    serve_metrics=False)
+    daemon = Daemon(settings or make_settings(), database=database, metrics=Metrics(), serve_metrics=False)
     daemon.start()
     return Cardd(daemon)
 

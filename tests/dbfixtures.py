@@ -126,16 +126,16 @@ class DemoData:
     card_number: str
     pin: str
     balance: Decimal
-    rates: dict[str, int]   # prefix -> rate id
+    rates: dict[str, int]  # prefix -> rate id
 
 
 # prefix: (price_1, interval_1, price_n, interval_n, connect_fee, free_seconds, grace, forbidden)
 DEMO_RATES: dict[str, tuple[str, int, str, int, str, int, int, bool]] = {
     # the spec's worked example: a 31 s call costs 0.13600
     "44": ("0.06", 30, "0.06", 6, "0.10", 0, 0, False),
-    "4420": ("0.03", 60, "0.03", 60, "0", 0, 0, False),    # London, cheaper than the rest of 44
-    "1": ("0.60", 60, "0.60", 1, "0", 0, 5, False),        # 0.01 per second after the first minute
-    "4490": ("1.00", 60, "1.00", 60, "0", 0, 0, True),     # forbidden premium numbers
+    "4420": ("0.03", 60, "0.03", 60, "0", 0, 0, False),  # London, cheaper than the rest of 44
+    "1": ("0.60", 60, "0.60", 1, "0", 0, 5, False),  # 0.01 per second after the first minute
+    "4490": ("1.00", 60, "1.00", 60, "0", 0, 0, True),  # forbidden premium numbers
 }
 
 
@@ -154,11 +154,25 @@ def create_demo_data(
     rates = {}
     for prefix, (p1, i1, pn, i_n, fee, free, grace, forbidden) in DEMO_RATES.items():
         rates[prefix] = catalog.add_rate(
-            pool, tariff, prefix, price_1=p1, interval_1=i1, price_n=pn, interval_n=i_n, connect_fee=fee,
-            free_seconds=free, grace=grace, forbidden=forbidden,
+            pool,
+            tariff,
+            prefix,
+            price_1=p1,
+            interval_1=i1,
+            price_n=pn,
+            interval_n=i_n,
+            connect_fee=fee,
+            free_seconds=free,
+            grace=grace,
+            forbidden=forbidden,
         )
     card_id = catalog.create_card(
-        pool, card_number, tariff=tariff, currency=currency, pin=pin, balance=balance,
+        pool,
+        card_number,
+        tariff=tariff,
+        currency=currency,
+        pin=pin,
+        balance=balance,
         max_concurrent_calls=max_concurrent_calls,
     )
     return DemoData(tariff, tariff_id, currency, card_id, card_number, pin, Decimal(balance), rates)
@@ -209,7 +223,7 @@ def wait_until_serving(db: Database, timeout: float = 60.0) -> None:
                 conn.execute("SELECT 1")
             db.pool.timeout = max(db.pool.timeout, 30.0)
             return
-        except Exception:   # PoolTimeout or a connection broken by the restart
+        except Exception:  # PoolTimeout or a connection broken by the restart
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)

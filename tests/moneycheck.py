@@ -19,10 +19,12 @@ def assert_money_holds(pool, initial: dict[int, Decimal]) -> None:
         open_reservations = conn.execute("SELECT count(*) FROM reservations WHERE status = 'open'").fetchone()[0]
         credited_twice = conn.execute(
             "SELECT count(*) FROM (SELECT voucher_id FROM ledger WHERE kind = 'topup'"
-            " GROUP BY voucher_id HAVING count(*) <> 1) twice").fetchone()[0]
+            " GROUP BY voucher_id HAVING count(*) <> 1) twice"
+        ).fetchone()[0]
         credits_without_use = conn.execute(
             "SELECT count(*) FROM ledger l JOIN vouchers v ON v.id = l.voucher_id"
-            " WHERE l.kind = 'topup' AND (v.status <> 'used' OR v.used_by <> l.account_id)").fetchone()[0]
+            " WHERE l.kind = 'topup' AND (v.status <> 'used' OR v.used_by <> l.account_id)"
+        ).fetchone()[0]
     assert open_reservations == 0
     assert credited_twice == 0 and credits_without_use == 0
     for card_id, balance, topups, costs in rows:

@@ -36,7 +36,7 @@ def run(dsn, tmp_path, restore_logging):
     config = tmp_path / "cardd.yaml"
     # the default data_dir, absolute: where the test session's PIN key is
     data_dir = os.path.abspath(load_settings(None).daemon.data_dir)
-    config.write_text(f"daemon:\n  dsn: \"{dsn}\"\n  data_dir: \"{data_dir}\"\n")
+    config.write_text(f'daemon:\n  dsn: "{dsn}"\n  data_dir: "{data_dir}"\n')
 
     def cardd(*argv: str) -> int:
         return cli.main(["-c", str(config), *argv])
@@ -47,10 +47,29 @@ def run(dsn, tmp_path, restore_logging):
 @pytest.fixture
 def shop(run, dsn):
     assert run("tariff", "add", "std", "--currency", "USD") == 0
-    assert run("rate", "add", "--tariff", "std", "44", "--price-1", "0.06", "--interval-1", "30",
-               "--price-n", "0.06", "--interval-n", "6", "--connect-fee", "0.10") == 0
-    assert run("card", "add", "5550001", "--pin", "1234", "--balance", "12.5", "--currency", "USD",
-               "--tariff", "std") == 0
+    assert (
+        run(
+            "rate",
+            "add",
+            "--tariff",
+            "std",
+            "44",
+            "--price-1",
+            "0.06",
+            "--interval-1",
+            "30",
+            "--price-n",
+            "0.06",
+            "--interval-n",
+            "6",
+            "--connect-fee",
+            "0.10",
+        )
+        == 0
+    )
+    assert (
+        run("card", "add", "5550001", "--pin", "1234", "--balance", "12.5", "--currency", "USD", "--tariff", "std") == 0
+    )
     return dsn
 
 
@@ -65,8 +84,10 @@ def test_card_generate_for_a_customer_works_once_the_customer_exists(run, shop, 
     assert run("customer", "add", "Acme Ltd", "--by", "alice") == 0
     assert run("customer", "add", "Acme Ltd") == 2
     assert "customer 'Acme Ltd' already exists" in capsys.readouterr().err
-    assert run("card", "generate", "2", "--tariff", "std", "--currency", "USD", "--customer", "Acme Ltd",
-               "--balance", "5") == 0
+    assert (
+        run("card", "generate", "2", "--tariff", "std", "--currency", "USD", "--customer", "Acme Ltd", "--balance", "5")
+        == 0
+    )
     numbers = [r["number"] for r in csv.DictReader(io.StringIO(capsys.readouterr().out))]
     assert run("customer", "list") == 0
     assert "Acme Ltd\t2\t10.00000 USD\t" in capsys.readouterr().out
@@ -105,8 +126,9 @@ def test_plan_add_assign_and_its_free_minutes_are_used_by_a_call(run, shop, caps
         ledger = Ledger(db.pool)
         card = ledger.find_card("5550001")
         assert card.service_plan_id is not None and not card.plan_suspended
-        grant = ledger.grant(card.id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345",
-                             max_call_duration=600)
+        grant = ledger.grant(
+            card.id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345", max_call_duration=600
+        )
         assert grant.plan_seconds == 120
         ledger.settle(grant.b_uuid, billmsec=150_000, hangup_cause="NORMAL_CLEARING")
     capsys.readouterr()
@@ -162,8 +184,11 @@ def test_card_history_lists_every_ledger_row_with_the_running_balance(run, shop,
     rows = [line.split("\t") for line in captured.out.splitlines()]
     assert rows[0] == ["time (UTC)", "kind", "amount", "balance", "reference", "call"]
     assert [(r[1], r[2], r[3]) for r in rows[1:]] == [
-        ("initial", "12.50000", "12.50000"), ("adjustment", "2.50000", "15.00000"),
-        ("transfer_out", "-4.00000", "11.00000"), ("call", "-0.13600", "10.86400")]
+        ("initial", "12.50000", "12.50000"),
+        ("adjustment", "2.50000", "15.00000"),
+        ("transfer_out", "-4.00000", "11.00000"),
+        ("call", "-0.13600", "10.86400"),
+    ]
     assert rows[-1][4:] == ["4412345", str(grant.b_uuid)]
     assert "card 5550001: 4 ledger row(s), balance 10.86400 USD" in captured.err
     assert run("card", "history", "5550001", "--last", "1") == 0
@@ -209,15 +234,17 @@ def test_card_import_without_a_header_is_refused_and_loses_no_card(run, shop, tm
 
 def test_card_import_reports_every_bad_row_with_its_line_and_imports_nothing(run, shop, tmp_path, capsys):
     path = tmp_path / "cards.csv"
-    path.write_text("number,pin,balance\n"
-                    "7770001,1111,5\n"          # 2 fine
-                    "77x0002,2222,5\n"          # 3 not digits
-                    "7770003,22a2,5\n"          # 4 bad PIN
-                    "7770004,,-5\n"             # 5 negative balance
-                    "7770005,,0.123456\n"       # 6 six decimal places
-                    "7770001,3333,1\n"          # 7 duplicate of line 2
-                    "5550001,4444,1\n"          # 8 already a card
-                    "7770009,4444\n")           # 9 short row
+    path.write_text(
+        "number,pin,balance\n"
+        "7770001,1111,5\n"  # 2 fine
+        "77x0002,2222,5\n"  # 3 not digits
+        "7770003,22a2,5\n"  # 4 bad PIN
+        "7770004,,-5\n"  # 5 negative balance
+        "7770005,,0.123456\n"  # 6 six decimal places
+        "7770001,3333,1\n"  # 7 duplicate of line 2
+        "5550001,4444,1\n"  # 8 already a card
+        "7770009,4444\n"
+    )  # 9 short row
     capsys.readouterr()
     assert run("card", "import", str(path), "--tariff", "std", "--currency", "USD") == 2
     err = capsys.readouterr().err.splitlines()
@@ -241,8 +268,20 @@ def test_card_import_with_a_header_in_any_order_hashes_pins_and_honours_the_flag
     assert f"{path}:3: balance: -1.00000 is negative" in err
     assert run("card", "import", str(path), "--tariff", "std", "--currency", "USD", "--allow-negative") == 2
     assert f"{path}:3: expires: {past} is in the past" in capsys.readouterr().err
-    assert run("card", "import", str(path), "--tariff", "std", "--currency", "USD", "--allow-negative",
-               "--allow-past-expiry") == 0
+    assert (
+        run(
+            "card",
+            "import",
+            str(path),
+            "--tariff",
+            "std",
+            "--currency",
+            "USD",
+            "--allow-negative",
+            "--allow-past-expiry",
+        )
+        == 0
+    )
     assert "2 cards imported" in capsys.readouterr().out
     with Database(shop) as db:
         ledger = Ledger(db.pool)
@@ -263,13 +302,31 @@ def test_negative_balances_past_expiry_and_overdrawing_adjustments_need_a_flag(r
     assert run("voucher", "generate", "1", "--amount", "5", "--currency", "USD", "--expires", past) == 2
     with Database(shop) as db:
         assert Ledger(db.pool).find_card("5550002") is None
-    assert run("card", "add", "5550002", "--currency", "USD", "--tariff", "std", "--balance", "-3",
-               "--allow-negative", "--expires", past, "--allow-past-expiry") == 0
+    assert (
+        run(
+            "card",
+            "add",
+            "5550002",
+            "--currency",
+            "USD",
+            "--tariff",
+            "std",
+            "--balance",
+            "-3",
+            "--allow-negative",
+            "--expires",
+            past,
+            "--allow-past-expiry",
+        )
+        == 0
+    )
 
     capsys.readouterr()
     assert run("card", "adjust", "5550001", "-20") == 2
-    assert capsys.readouterr().err == ("cardd: card 5550001: -20.00000 USD would take the balance from 12.50000 USD"
-                                       " to -7.50000 USD; give --allow-negative if that is meant\n")
+    assert capsys.readouterr().err == (
+        "cardd: card 5550001: -20.00000 USD would take the balance from 12.50000 USD"
+        " to -7.50000 USD; give --allow-negative if that is meant\n"
+    )
     assert run("card", "adjust", "5550001", "-12.5") == 0
     assert run("card", "adjust", "5550001", "-1", "--allow-negative", "--by", "erin") == 0
     with Database(shop) as db:
@@ -281,8 +338,9 @@ def test_an_adjustment_may_not_take_credit_held_by_an_open_call(run, shop, capsy
     with Database(shop) as db:
         ledger = Ledger(db.pool)
         card = ledger.find_card("5550001")
-        grant = ledger.grant(card.id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345",
-                             max_call_duration=600)
+        grant = ledger.grant(
+            card.id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345", max_call_duration=600
+        )
     capsys.readouterr()
     assert run("card", "adjust", "5550001", "-12") == 2
     assert f"({grant.reserved:.5f} USD held by open calls)" in capsys.readouterr().err
@@ -302,11 +360,26 @@ def test_a_card_on_a_plan_generated_for_a_customer_places_a_call(run, shop, card
     assert run("customer", "add", "Acme Ltd") == 0
     assert run("plan", "add", "free44", "--minutes", "44=5") == 0
     capsys.readouterr()
-    assert run("card", "generate", "1", "--tariff", "std", "--currency", "USD", "--customer", "Acme Ltd",
-               "--plan", "free44", "--balance", "1") == 0
+    assert (
+        run(
+            "card",
+            "generate",
+            "1",
+            "--tariff",
+            "std",
+            "--currency",
+            "USD",
+            "--customer",
+            "Acme Ltd",
+            "--plan",
+            "free44",
+            "--balance",
+            "1",
+        )
+        == 0
+    )
     [row] = csv.DictReader(io.StringIO(capsys.readouterr().out))
-    t = cardd.call(Caller(digits=[row["number"] + "#", row["pin"] + "#", "4412345#"], type_after=6),
-                   Callee(talk=60))
+    t = cardd.call(Caller(digits=[row["number"] + "#", row["pin"] + "#", "4412345#"], type_after=6), Callee(talk=60))
     assert len(t.bridges) == 1
     capsys.readouterr()
     assert run("card", "show", row["number"]) == 0
@@ -317,7 +390,7 @@ def test_a_card_on_a_plan_generated_for_a_customer_places_a_call(run, shop, card
     assert "customer   Acme Ltd" in out and f"prefix 44: {billed // 60} min {billed % 60} s used of 5 min" in out
     assert run("card", "history", row["number"]) == 0
     kinds = [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()[1:]]
-    assert kinds == ["initial"]   # the 60 s were the plan's free minutes: no debit
+    assert kinds == ["initial"]  # the 60 s were the plan's free minutes: no debit
 
 
 def test_card_import_from_standard_input_and_a_header_without_number(run, shop, dsn, tmp_path):
@@ -327,16 +400,29 @@ def test_card_import_from_standard_input_and_a_header_without_number(run, shop, 
 
     config = tmp_path / "stdin.yaml"
     data_dir = os.path.abspath(load_settings(None).daemon.data_dir)
-    config.write_text(f"daemon:\n  dsn: \"{dsn}\"\n  data_dir: \"{data_dir}\"\n")
+    config.write_text(f'daemon:\n  dsn: "{dsn}"\n  data_dir: "{data_dir}"\n')
     repo = Path(__file__).resolve().parent.parent
     env = dict(os.environ, PYTHONPATH=str(repo))
-    base = [sys.executable, "-m", "cardd", "-c", str(config), "card", "import", "-", "--tariff", "std",
-            "--currency", "USD"]
+    base = [
+        sys.executable,
+        "-m",
+        "cardd",
+        "-c",
+        str(config),
+        "card",
+        "import",
+        "-",
+        "--tariff",
+        "std",
+        "--currency",
+        "USD",
+    ]
     done = subprocess.run(base, env=env, capture_output=True, text=True, input="card,pin\n7770001,1111\n")
     assert done.returncode == 2
     assert "standard input:1: the header has no 'number' column" in done.stderr
-    done = subprocess.run(base, env=env, capture_output=True, text=True,
-                          input="\ufeffnumber,pin,balance\n7770001,1111,2.5\n")
+    done = subprocess.run(
+        base, env=env, capture_output=True, text=True, input="\ufeffnumber,pin,balance\n7770001,1111,2.5\n"
+    )
     assert done.returncode == 0, done.stderr
     assert "1 cards imported from standard input" in done.stdout
     with Database(dsn) as db:
@@ -357,10 +443,17 @@ def test_every_operator_change_of_money_or_card_terms_is_audited_without_the_pin
     capsys.readouterr()
     assert run("audit") == 0
     lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()[1:]]
-    lines = [line for line in lines if line[1] == "ann"]   # the shop fixture's own card add came first
+    lines = [line for line in lines if line[1] == "ann"]  # the shop fixture's own card add came first
     assert [(who, action) for _, who, action, *_ in lines] == [
-        ("ann", "card add"), ("ann", "card generate"), ("ann", "card import"), ("ann", "card transfer"),
-        ("ann", "card transfer"), ("ann", "card block"), ("ann", "card unblock"), ("ann", "card set-pin")]
+        ("ann", "card add"),
+        ("ann", "card generate"),
+        ("ann", "card import"),
+        ("ann", "card transfer"),
+        ("ann", "card transfer"),
+        ("ann", "card block"),
+        ("ann", "card unblock"),
+        ("ann", "card set-pin"),
+    ]
     transfers = [(card, detail) for _, _, action, card, detail, _ in lines if action == "card transfer"]
     assert transfers == [("5550001", "2.00000 USD to card 5550002"), ("5550002", "2.00000 USD from card 5550001")]
     assert "2 cards, 3.00000 USD each" in lines[1][4]

@@ -31,8 +31,10 @@ def run(dsn, *argv):
 @pytest.fixture
 def shop(dsn):
     assert run(dsn, "tariff", "add", "std", "--currency", "USD") == 0
-    assert run(dsn, "card", "add", "5550001", "--pin", "1234", "--balance", "12.5", "--currency", "USD",
-               "--tariff", "std") == 0
+    assert (
+        run(dsn, "card", "add", "5550001", "--pin", "1234", "--balance", "12.5", "--currency", "USD", "--tariff", "std")
+        == 0
+    )
     return dsn
 
 
@@ -42,8 +44,25 @@ def csv_rows(text: str) -> list[dict[str, str]]:
 
 def test_card_generate_prints_numbers_and_pins_once_and_stores_only_hashes(shop, capsys):
     capsys.readouterr()
-    assert run(shop, "card", "generate", "5", "--tariff", "std", "--balance", "3", "--currency", "USD",
-               "--valid-days", "30", "--max-calls", "2") == 0
+    assert (
+        run(
+            shop,
+            "card",
+            "generate",
+            "5",
+            "--tariff",
+            "std",
+            "--balance",
+            "3",
+            "--currency",
+            "USD",
+            "--valid-days",
+            "30",
+            "--max-calls",
+            "2",
+        )
+        == 0
+    )
     rows = csv_rows(capsys.readouterr().out)
     assert len(rows) == 5 and len({r["number"] for r in rows}) == 5
     assert all(len(r["number"]) == 10 and len(r["pin"]) == 4 for r in rows)

@@ -38,7 +38,7 @@ def restore_logging():
 @pytest.fixture
 def cardd(dsn, tmp_path, restore_logging):
     config = tmp_path / "cardd.yaml"
-    config.write_text(f"daemon:\n  dsn: \"{dsn}\"\n")
+    config.write_text(f'daemon:\n  dsn: "{dsn}"\n')
 
     def run(*argv: str) -> int:
         return cli.main(["-c", str(config), *argv])
@@ -110,12 +110,12 @@ def test_bad_rows_are_reported_with_their_line_numbers_and_nothing_is_imported(c
     ok.write_text(HEADER + "44,UK,0.06,30,0.06,6,0.10,0,0\n")
     assert cardd("rate", "import", str(ok), "--tariff", "std") == 0
     lines = [f"{20_000 + i},z,0.01,60,0.01,60,0,0,0" for i in range(5000)]
-    lines[1234] = "20001234,z,-0.01,60,0.01,60,0,0,0"      # negative price   -> file line 1236
-    lines[2000] = "20002000,z,0.01,0,0.01,60,0,0,0"        # interval_1 0     -> line 2002
-    lines[3000] = "2000x,z,0.01,60,0.01,60,0,0,0"          # not digits       -> line 3002
-    lines[3500] = "20003500,z,0.012345,60,0.01,60,0,0,0"   # 6 decimal places -> line 3502
-    lines[4000] = "20000,z,0.01,60,0.01,60,0,0,0"          # duplicate of line 2
-    lines[4500] = "20004500,z,0.01,60"                     # short row        -> line 4502
+    lines[1234] = "20001234,z,-0.01,60,0.01,60,0,0,0"  # negative price   -> file line 1236
+    lines[2000] = "20002000,z,0.01,0,0.01,60,0,0,0"  # interval_1 0     -> line 2002
+    lines[3000] = "2000x,z,0.01,60,0.01,60,0,0,0"  # not digits       -> line 3002
+    lines[3500] = "20003500,z,0.012345,60,0.01,60,0,0,0"  # 6 decimal places -> line 3502
+    lines[4000] = "20000,z,0.01,60,0.01,60,0,0,0"  # duplicate of line 2
+    lines[4500] = "20004500,z,0.01,60"  # short row        -> line 4502
     bad = tmp_path / "bad.csv"
     bad.write_text(HEADER + "\n".join(lines) + "\n")
     capsys.readouterr()
@@ -137,8 +137,9 @@ def test_bad_rows_are_reported_with_their_line_numbers_and_nothing_is_imported(c
 def test_headerless_file_quoted_fields_and_forbidden_column(cardd, dsn, tmp_path):
     assert cardd("tariff", "add", "std", "--currency", "USD") == 0
     path = tmp_path / "r.csv"
-    path.write_text('4490,"Premium, ""special""\nline two",1.00,60,1.00,60,0,0,0,yes\n'
-                    "1,North America,0.60,60,0.60,1,,,,\n")
+    path.write_text(
+        '4490,"Premium, ""special""\nline two",1.00,60,1.00,60,0,0,0,yes\n1,North America,0.60,60,0.60,1,,,,\n'
+    )
     assert cardd("rate", "import", str(path), "--tariff", "std") == 0
     rates = rates_of(dsn, "std")
     assert rates["4490"][-1] is True
@@ -195,8 +196,9 @@ def test_cdr_export_is_csv_with_exact_money_filtered_by_dates_and_card(cardd, ds
         demo = create_demo_data(db.pool)
         catalog.create_card(db.pool, "555", tariff=demo.tariff, currency="USD", balance="3")
         ledger = Ledger(db.pool)
-        done = ledger.grant(demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345",
-                            cli="15551234567")
+        done = ledger.grant(
+            demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345", cli="15551234567"
+        )
         ledger.settle(done.b_uuid, billmsec=31_000, hangup_cause="NORMAL_CLEARING")
         other = ledger.find_card("555")
         missed = ledger.grant(other.id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345")
@@ -220,8 +222,7 @@ def test_cdr_export_is_csv_with_exact_money_filtered_by_dates_and_card(cardd, ds
     assert [r["b_uuid"] for r in rows] == [str(missed.b_uuid)]
 
     # a window that ended yesterday holds nothing
-    assert cardd("cdr", "export", "--from", str(today - timedelta(days=3)), "--to",
-                 str(today - timedelta(days=1))) == 0
+    assert cardd("cdr", "export", "--from", str(today - timedelta(days=3)), "--to", str(today - timedelta(days=1))) == 0
     assert capsys.readouterr().out.splitlines() == [",".join(admin_ops.CDR_FIELDS)]
     assert cardd("cdr", "export", "--from", str(today), "--to", str(today), "--card", "999") == 2
 
@@ -231,18 +232,30 @@ def test_reservations_lists_open_ones_with_their_expired_flag(cardd, dsn, capsys
         demo = create_demo_data(db.pool)
         ledger = Ledger(db.pool)
         up = ledger.grant(demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345")
-        stale = ledger.grant(demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345",
-                             margin_s=0)
+        stale = ledger.grant(demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345", margin_s=0)
         done = ledger.grant(demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345")
         ledger.settle(done.b_uuid, billmsec=1000, hangup_cause="NORMAL_CLEARING")
         with db.pool.connection() as conn:
-            conn.execute("UPDATE reservations SET expires_at = now() - interval '1 minute' WHERE b_uuid = %s",
-                         (stale.b_uuid,))
+            conn.execute(
+                "UPDATE reservations SET expires_at = now() - interval '1 minute' WHERE b_uuid = %s", (stale.b_uuid,)
+            )
     capsys.readouterr()
     assert cardd("reservations") == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split("\t") == ["card", "b_uuid", "amount", "currency", "seconds", "destination", "created",
-                                    "expires", "switch", "dialled", "answered", "expired"]
+    assert lines[0].split("\t") == [
+        "card",
+        "b_uuid",
+        "amount",
+        "currency",
+        "seconds",
+        "destination",
+        "created",
+        "expires",
+        "switch",
+        "dialled",
+        "answered",
+        "expired",
+    ]
     body = {line.split("\t")[1]: line.split("\t") for line in lines[1:]}
     assert set(body) == {str(up.b_uuid), str(stale.b_uuid)}
     assert body[str(up.b_uuid)][0] == demo.card_number
@@ -276,14 +289,21 @@ def test_rate_import_from_standard_input(dsn, tmp_path):
     import sys
 
     config = tmp_path / "cardd.yaml"
-    config.write_text(f"daemon:\n  dsn: \"{dsn}\"\n")
+    config.write_text(f'daemon:\n  dsn: "{dsn}"\n')
     repo = Path(__file__).resolve().parent.parent
     env = dict(os.environ, PYTHONPATH=str(repo))
     base = [sys.executable, "-m", "cardd", "-c", str(config)]
-    assert subprocess.run(base + ["tariff", "add", "std", "--currency", "USD"], env=env,
-                          capture_output=True).returncode == 0
-    done = subprocess.run(base + ["rate", "import", "-", "--tariff", "std"], env=env, capture_output=True,
-                          text=True, input="\ufeff" + HEADER + "44,UK,0.06,30,0.06,6,0.10,0,0\n")
+    assert (
+        subprocess.run(base + ["tariff", "add", "std", "--currency", "USD"], env=env, capture_output=True).returncode
+        == 0
+    )
+    done = subprocess.run(
+        base + ["rate", "import", "-", "--tariff", "std"],
+        env=env,
+        capture_output=True,
+        text=True,
+        input="\ufeff" + HEADER + "44,UK,0.06,30,0.06,6,0.10,0,0\n",
+    )
     assert done.returncode == 0, done.stderr
     assert "1 rates imported from standard input" in done.stdout
     assert list(rates_of(dsn, "std")) == ["44"]
@@ -296,11 +316,11 @@ class Terminal(io.StringIO):
 
 def test_progress_bar_is_drawn_when_stderr_is_a_terminal(cardd, tmp_path, monkeypatch, capsys):
     assert cardd("tariff", "add", "big", "--currency", "USD") == 0
-    path = big_csv(tmp_path / "rates.csv", 30_000)   # > 1 MB: the bar moves during the copy too
+    path = big_csv(tmp_path / "rates.csv", 30_000)  # > 1 MB: the bar moves during the copy too
     terminal = Terminal()
     monkeypatch.setattr("sys.stderr", terminal)
     assert cardd("rate", "import", str(path), "--tariff", "big") == 0
-    assert "30000 rates imported" in capsys.readouterr().out   # the count line: stdout, always
+    assert "30000 rates imported" in capsys.readouterr().out  # the count line: stdout, always
     drawn = terminal.getvalue()
     assert "100.0%" in drawn and "[##############################]" in drawn
-    assert "\r" + " " * 54 + "\r" in drawn   # the bar is wiped before the count line
+    assert "\r" + " " * 54 + "\r" in drawn  # the bar is wiped before the count line

@@ -30,7 +30,7 @@ def restore_logging():
 @pytest.fixture
 def cardd(dsn, tmp_path, restore_logging):
     config = tmp_path / "cardd.yaml"
-    config.write_text(f"daemon:\n  dsn: \"{dsn}\"\n")
+    config.write_text(f'daemon:\n  dsn: "{dsn}"\n')
 
     def run(*argv: str) -> int:
         return cli.main(["-c", str(config), *argv])
@@ -44,37 +44,53 @@ def stuck(dsn):
     past its expiry: the orphan rule's case when FreeSWITCH cannot be asked."""
     with Database(dsn) as db:
         demo = create_demo_data(db.pool)
-        grant = Ledger(db.pool).grant(demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(),
-                                      destination="4412345", max_call_duration=600)
+        grant = Ledger(db.pool).grant(
+            demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345", max_call_duration=600
+        )
         with db.pool.connection() as conn:
-            conn.execute("UPDATE reservations SET expires_at = now() - interval '1 minute' WHERE b_uuid = %s",
-                         (grant.b_uuid,))
+            conn.execute(
+                "UPDATE reservations SET expires_at = now() - interval '1 minute' WHERE b_uuid = %s", (grant.b_uuid,)
+            )
     return demo, grant
 
 
 def state(dsn: str, b_uuid: uuid.UUID) -> dict:
     with psycopg.connect(dsn) as conn:
         res = conn.execute("SELECT status FROM reservations WHERE b_uuid = %s", (b_uuid,)).fetchone()
-        cdr = conn.execute("SELECT billed_seconds, cost, hangup_cause, estimated FROM cdrs WHERE b_uuid = %s",
-                           (b_uuid,)).fetchall()
-        rows = conn.execute("SELECT kind, amount, reference FROM ledger WHERE b_uuid = %s ORDER BY id",
-                            (b_uuid,)).fetchall()
-        audit = conn.execute("SELECT who, action, args, detail FROM operator_audit WHERE b_uuid = %s ORDER BY id",
-                             (b_uuid,)).fetchall()
+        cdr = conn.execute(
+            "SELECT billed_seconds, cost, hangup_cause, estimated FROM cdrs WHERE b_uuid = %s", (b_uuid,)
+        ).fetchall()
+        rows = conn.execute(
+            "SELECT kind, amount, reference FROM ledger WHERE b_uuid = %s ORDER BY id", (b_uuid,)
+        ).fetchall()
+        audit = conn.execute(
+            "SELECT who, action, args, detail FROM operator_audit WHERE b_uuid = %s ORDER BY id", (b_uuid,)
+        ).fetchall()
         balance, ledger_sum = conn.execute(
             "SELECT a.balance, (SELECT sum(amount) FROM ledger l WHERE l.account_id = a.id)"
-            "  FROM accounts a JOIN reservations r ON r.account_id = a.id WHERE r.b_uuid = %s", (b_uuid,)
+            "  FROM accounts a JOIN reservations r ON r.account_id = a.id WHERE r.b_uuid = %s",
+            (b_uuid,),
         ).fetchone()
-    return {"status": res[0], "cdrs": cdr, "ledger": rows, "audit": audit, "balance": balance,
-            "ledger_sum": ledger_sum}
+    return {"status": res[0], "cdrs": cdr, "ledger": rows, "audit": audit, "balance": balance, "ledger_sum": ledger_sum}
 
 
-def test_settle_bills_the_seconds_at_the_reserved_rate_once_with_cdr_ledger_row_and_audit(
-        cardd, dsn, stuck, capsys):
+def test_settle_bills_the_seconds_at_the_reserved_rate_once_with_cdr_ledger_row_and_audit(cardd, dsn, stuck, capsys):
     demo, grant = stuck
     capsys.readouterr()
-    assert cardd("reservations", "settle", str(grant.b_uuid), "--billed-seconds", "31", "--by", "alice",
-                 "--reason", "FreeSWITCH box lost") == 0
+    assert (
+        cardd(
+            "reservations",
+            "settle",
+            str(grant.b_uuid),
+            "--billed-seconds",
+            "31",
+            "--by",
+            "alice",
+            "--reason",
+            "FreeSWITCH box lost",
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert f"reservation {grant.b_uuid} of card {demo.card_number} settled: 31 s to 4412345, 0.13600 USD" in out
     assert "balance 9.86400 USD" in out
@@ -85,8 +101,7 @@ def test_settle_bills_the_seconds_at_the_reserved_rate_once_with_cdr_ledger_row_
     assert after["balance"] == after["ledger_sum"] == Decimal("9.86400")
     [(who, action, args, detail)] = after["audit"]
     assert (who, action) == ("alice", "reservations settle")
-    assert args == {"b_uuid": str(grant.b_uuid), "billed_seconds": 31, "reason": "FreeSWITCH box lost",
-                    "force": False}
+    assert args == {"b_uuid": str(grant.b_uuid), "billed_seconds": 31, "reason": "FreeSWITCH box lost", "force": False}
     assert "0.13600" in detail
 
     # again: refused clearly, nothing charged, no second audit line of a charge
@@ -130,8 +145,10 @@ def test_release_frees_the_credit_with_a_zero_ledger_row_a_zero_cdr_and_who_did_
     # the card's history shows it
     assert cardd("card", "history", demo.card_number) == 0
     history = capsys.readouterr().out
-    assert f"release\t0.00000\t10.00000\treservation released: nothing charged (test call) by bob" \
-           f"\t{grant.b_uuid}" in history
+    assert (
+        f"release\t0.00000\t10.00000\treservation released: nothing charged (test call) by bob"
+        f"\t{grant.b_uuid}" in history
+    )
     assert cardd("reservations", "release", str(grant.b_uuid)) == 2
     assert "already settled" in capsys.readouterr().err
 
@@ -174,14 +191,17 @@ def test_audit_lists_who_did_what(cardd, dsn, stuck, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split("\t") == ["time (UTC)", "who", "action", "card", "detail", "args"]
     assert [line.split("\t")[1:4] for line in lines[1:]] == [
-        ["alice", "reservations settle", demo.card_number], ["dave", "card adjust", demo.card_number]]
+        ["alice", "reservations settle", demo.card_number],
+        ["dave", "card adjust", demo.card_number],
+    ]
 
 
 def test_a_reservation_not_yet_expired_is_closed_only_with_force(cardd, dsn, capsys):
     with Database(dsn) as db:
         demo = create_demo_data(db.pool)
-        live = Ledger(db.pool).grant(demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(),
-                                     destination="4412345", max_call_duration=600)
+        live = Ledger(db.pool).grant(
+            demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345", max_call_duration=600
+        )
     capsys.readouterr()
     assert cardd("reservations", "release", str(live.b_uuid)) == 2
     err = capsys.readouterr().err
@@ -215,7 +235,8 @@ def test_a_sudoed_operator_is_audited_under_their_own_name(cardd, dsn, stuck, mo
 
 
 def test_what_the_orphan_rule_leaves_open_when_freeswitch_cannot_be_asked_the_operator_settles_once(
-        cardd, dsn, tmp_path, capsys):
+    cardd, dsn, tmp_path, capsys
+):
     """The issue's case: FreeSWITCH unreachable, no CDR; the orphan rule settles nothing on a guess and
     the reservation would hold the card's credit for ever. The operator settles it; later passes (and a
     late CDR) change nothing."""
@@ -224,19 +245,31 @@ def test_what_the_orphan_rule_leaves_open_when_freeswitch_cannot_be_asked_the_op
     from cardd.billing.journal import SettlementJournal
     from cardd.orphans import OrphanReconciler
 
-    with socket.socket() as s:   # a port nobody listens on: the inbound Event Socket cannot be reached
+    with socket.socket() as s:  # a port nobody listens on: the inbound Event Socket cannot be reached
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with Database(dsn) as db:
         ledger = Ledger(db.pool)
         demo = create_demo_data(db.pool)
-        grant = ledger.grant(demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345",
-                             max_call_duration=120, margin_s=0)
+        grant = ledger.grant(
+            demo.card_id,
+            a_uuid=uuid.uuid4(),
+            b_uuid=uuid.uuid4(),
+            destination="4412345",
+            max_call_duration=120,
+            margin_s=0,
+        )
         with db.pool.connection() as conn:
-            conn.execute("UPDATE reservations SET expires_at = now() - interval '1 second' WHERE b_uuid = %s",
-                         (grant.b_uuid,))
-        reconciler = OrphanReconciler(ledger, SettlementJournal(tmp_path / "j.jsonl", ledger),
-                                      esl_address=("127.0.0.1", port), esl_password="ClueCon", live_a_uuids=set)
+            conn.execute(
+                "UPDATE reservations SET expires_at = now() - interval '1 second' WHERE b_uuid = %s", (grant.b_uuid,)
+            )
+        reconciler = OrphanReconciler(
+            ledger,
+            SettlementJournal(tmp_path / "j.jsonl", ledger),
+            esl_address=("127.0.0.1", port),
+            esl_password="ClueCon",
+            live_a_uuids=set,
+        )
         assert reconciler.run_once(startup=True).unknown == 1
         assert [r.b_uuid for r in ledger.open_reservations(demo.card_id)] == [grant.b_uuid]
 
@@ -250,20 +283,29 @@ def test_what_the_orphan_rule_leaves_open_when_freeswitch_cannot_be_asked_the_op
     assert [(w, a) for w, a, _, _ in after["audit"]] == [("ops", "reservations settle")]
 
 
-def test_the_list_shows_what_cardd_recorded_and_a_settle_starts_the_call_at_the_recorded_answer(
-        cardd, dsn, capsys):
+def test_the_list_shows_what_cardd_recorded_and_a_settle_starts_the_call_at_the_recorded_answer(cardd, dsn, capsys):
     with Database(dsn) as db:
         ledger = Ledger(db.pool)
         demo = create_demo_data(db.pool)
-        grant = ledger.grant(demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345",
-                             max_call_duration=600, switchname="fs-london-1")
+        grant = ledger.grant(
+            demo.card_id,
+            a_uuid=uuid.uuid4(),
+            b_uuid=uuid.uuid4(),
+            destination="4412345",
+            max_call_duration=600,
+            switchname="fs-london-1",
+        )
         ledger.mark_dialled(grant.b_uuid)
         ledger.mark_answered(grant.b_uuid)
         with db.pool.connection() as conn:
-            conn.execute("UPDATE reservations SET answered_at = created_at + interval '7 seconds',"
-                         " expires_at = now() - interval '1 second' WHERE b_uuid = %s", (grant.b_uuid,))
-            answered = conn.execute("SELECT answered_at FROM reservations WHERE b_uuid = %s",
-                                    (grant.b_uuid,)).fetchone()[0]
+            conn.execute(
+                "UPDATE reservations SET answered_at = created_at + interval '7 seconds',"
+                " expires_at = now() - interval '1 second' WHERE b_uuid = %s",
+                (grant.b_uuid,),
+            )
+            answered = conn.execute(
+                "SELECT answered_at FROM reservations WHERE b_uuid = %s", (grant.b_uuid,)
+            ).fetchone()[0]
     capsys.readouterr()
     assert cardd("reservations") == 0
     header, row = (line.split("\t") for line in capsys.readouterr().out.splitlines())
@@ -272,8 +314,9 @@ def test_the_list_shows_what_cardd_recorded_and_a_settle_starts_the_call_at_the_
     assert datetime.fromisoformat(shown["answered"]) == answered and shown["expired"] == "yes"
     assert cardd("reservations", "settle", str(grant.b_uuid), "--billed-seconds", "31") == 0
     with psycopg.connect(dsn) as conn:
-        cdr_answered, cdr_ended = conn.execute("SELECT answered_at, ended_at FROM cdrs WHERE b_uuid = %s",
-                                               (grant.b_uuid,)).fetchone()
+        cdr_answered, cdr_ended = conn.execute(
+            "SELECT answered_at, ended_at FROM cdrs WHERE b_uuid = %s", (grant.b_uuid,)
+        ).fetchone()
     assert cdr_answered == answered and cdr_ended == answered + timedelta(seconds=31)
 
 
@@ -294,8 +337,11 @@ def test_operators_and_the_call_racing_to_settle_one_reservation_charge_it_once(
             except operator.OperatorError as exc:
                 return exc
 
-        jobs = [gevent.spawn(by, "op1"), gevent.spawn(by, "op2"),
-                gevent.spawn(ledger.settle, grant.b_uuid, billmsec=40_000, hangup_cause="NORMAL_CLEARING")]
+        jobs = [
+            gevent.spawn(by, "op1"),
+            gevent.spawn(by, "op2"),
+            gevent.spawn(ledger.settle, grant.b_uuid, billmsec=40_000, hangup_cause="NORMAL_CLEARING"),
+        ]
         gevent.joinall(jobs, raise_error=True)
         refused = [j.value for j in jobs[:2] if isinstance(j.value, operator.OperatorError)]
         assert all("already settled" in str(e) for e in refused)

@@ -29,8 +29,9 @@ class Client:
         self.http = app.test_client()
         self.token = token
 
-    def request(self, method: str, path: str, json: Any = None, headers: dict[str, str] | None = None,
-                **kwargs: Any) -> Any:
+    def request(
+        self, method: str, path: str, json: Any = None, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> Any:
         h = dict(headers or {})
         if self.token:
             h["Authorization"] = f"Bearer {self.token}"
@@ -61,6 +62,7 @@ def admin_client(api_fixture) -> Client:
 
 # --- the document and the conventions ---------------------------------------------------
 
+
 def test_openapi_document_is_valid_and_lists_every_route(api):
     from openapi_spec_validator import validate
 
@@ -69,8 +71,12 @@ def test_openapi_document_is_valid_and_lists_every_route(api):
     assert response.status_code == 200
     doc = response.get_json()
     validate(doc)
-    documented = {(path, method) for path, ops in doc["paths"].items() for method in ops
-                  if method in ("get", "post", "put", "delete", "patch")}
+    documented = {
+        (path, method)
+        for path, ops in doc["paths"].items()
+        for method in ops
+        if method in ("get", "post", "put", "delete", "patch")
+    }
     served = set()
     for rule in app.url_map.iter_rules():
         if not rule.rule.startswith(V1) or rule.rule == V1 + "/openapi.json":
@@ -96,8 +102,9 @@ def test_a_request_without_a_valid_key_is_refused_as_a_problem_document(api):
 
 def test_bad_fields_get_a_reason_each(api):
     client = admin_client(api)
-    response = client.post("/cards", json={"number": "12ab", "tariff": "demo", "currency": "usd",
-                                           "balance": 1.5, "colour": "red"})
+    response = client.post(
+        "/cards", json={"number": "12ab", "tariff": "demo", "currency": "usd", "balance": 1.5, "colour": "red"}
+    )
     assert response.status_code == 422
     assert response.content_type == "application/problem+json"
     reasons = {p["name"]: p["reason"] for p in response.get_json()["invalid_params"]}
@@ -114,11 +121,13 @@ def test_money_is_a_five_place_string_and_times_are_utc(api):
 
 # --- cards ------------------------------------------------------------------------------
 
+
 def test_admin_creates_a_card_and_shows_it_with_available_credit_and_history(api):
     app, database, demo = api
     client = admin_client(api)
-    created = client.post("/cards", json={"number": "5550001", "tariff": "demo", "currency": "USD",
-                                          "balance": "12.5", "pin": "9876"})
+    created = client.post(
+        "/cards", json={"number": "5550001", "tariff": "demo", "currency": "USD", "balance": "12.5", "pin": "9876"}
+    )
     assert created.status_code == 201, created.get_json()
     assert created.get_json()["balance"] == "12.50000"
     ledger = Ledger(database.pool)
@@ -138,8 +147,9 @@ def test_card_list_filters_and_pages_by_cursor_without_repeats(api):
     client = admin_client(api)
     seen, cursor = [], None
     while True:
-        page = client.get("/cards", query_string={"limit": 3, "number_prefix": "77000",
-                                                  **({"cursor": cursor} if cursor else {})}).get_json()
+        page = client.get(
+            "/cards", query_string={"limit": 3, "number_prefix": "77000", **({"cursor": cursor} if cursor else {})}
+        ).get_json()
         seen += [c["number"] for c in page["items"]]
         cursor = page["next_cursor"]
         if cursor is None:
@@ -198,14 +208,14 @@ def test_block_unblock_and_set_pin_are_audited_without_the_pin(api, caplog):
 
 # --- keys and roles ---------------------------------------------------------------------------
 
+
 def _reseller_world(database) -> tuple[str, str]:
     """Two resellers, each with a customer and a card."""
     for owner, card in (("acme", "880001"), ("globex", "880002")):
         with database.pool.connection() as conn, conn.transaction():
             customer_id = operator.add_customer(database.pool, f"{owner} shop", who="pytest")
             conn.execute("UPDATE customers SET owner = %s WHERE id = %s", (owner, customer_id))
-        catalog.create_card(database.pool, card, tariff="demo", currency="USD", balance="5",
-                            customer=f"{owner} shop")
+        catalog.create_card(database.pool, card, tariff="demo", currency="USD", balance="5", customer=f"{owner} shop")
     return key(database, "reseller", "acme", "acme key"), key(database, "reseller", "globex", "globex key")
 
 
@@ -218,15 +228,24 @@ def test_a_reseller_sees_and_changes_only_its_own_customers_cards(api):
         refused = client.get(path)
         assert refused.status_code == 404 and refused.content_type == "application/problem+json"
     assert [c["number"] for c in client.get("/cards").get_json()["items"]] == ["880001"]
-    adjust = client.post("/cards/880002/adjust", json={"amount": "1", "reference": "x"},
-                         headers={"Idempotency-Key": "r1"})
+    adjust = client.post(
+        "/cards/880002/adjust", json={"amount": "1", "reference": "x"}, headers={"Idempotency-Key": "r1"}
+    )
     assert adjust.status_code == 404
     assert [c["name"] for c in client.get("/customers").get_json()["items"]] == ["acme shop"]
     # a reseller's new card must belong to one of its own customers
-    assert client.post("/cards", json={"number": "880003", "tariff": "demo", "currency": "USD",
-                                       "customer": "globex shop"}).status_code == 404
-    assert client.post("/cards", json={"number": "880003", "tariff": "demo", "currency": "USD",
-                                       "customer": "acme shop"}).status_code == 201
+    assert (
+        client.post(
+            "/cards", json={"number": "880003", "tariff": "demo", "currency": "USD", "customer": "globex shop"}
+        ).status_code
+        == 404
+    )
+    assert (
+        client.post(
+            "/cards", json={"number": "880003", "tariff": "demo", "currency": "USD", "customer": "acme shop"}
+        ).status_code
+        == 201
+    )
     # and its new customers are its own
     assert client.post("/customers", json={"name": "acme two"}).get_json()["owner"] == "acme"
 
@@ -235,10 +254,12 @@ def test_a_readonly_key_reads_everything_and_changes_nothing(api):
     app, database, demo = api
     client = Client(app, key(database, "readonly"))
     assert client.get("/cards/1234567890").status_code == 200
-    for method, path, body in (("POST", "/cards", {"number": "1", "tariff": "demo", "currency": "USD"}),
-                               ("POST", "/cards/1234567890/block", None),
-                               ("POST", "/cards/1234567890/adjust", {"amount": "1", "reference": "x"}),
-                               ("POST", "/tariffs", {"name": "t", "currency": "USD"})):
+    for method, path, body in (
+        ("POST", "/cards", {"number": "1", "tariff": "demo", "currency": "USD"}),
+        ("POST", "/cards/1234567890/block", None),
+        ("POST", "/cards/1234567890/adjust", {"amount": "1", "reference": "x"}),
+        ("POST", "/tariffs", {"name": "t", "currency": "USD"}),
+    ):
         response = client.request(method, path, json=body, headers={"Idempotency-Key": "ro"})
         assert response.status_code == 403, path
     assert Ledger(database.pool).get_card(demo.card_id).status == "active"
@@ -263,6 +284,7 @@ def test_keys_are_stored_hashed(api):
 
 
 # --- card holders -----------------------------------------------------------------------------
+
 
 def sign_in(app, number: str, pin: str) -> Any:
     return Client(app).post("/session", json={"number": number, "pin": pin})
@@ -295,9 +317,10 @@ def test_wrong_pin_and_unknown_card_get_the_same_answer_and_are_throttled_per_ca
     # the card's bucket is full: even the right PIN is not checked
     assert sign_in(app, demo.card_number, demo.pin).status_code == 429
     with psycopg.connect(database.dsn) as conn:
-        counted = conn.execute("SELECT count(*) FROM auth_failures WHERE scope = 'card' AND key = %s",
-                               (str(demo.card_id),)).fetchone()[0]
-    assert counted == PIN_LIMITS.per_card   # the same bucket the IVR counts in
+        counted = conn.execute(
+            "SELECT count(*) FROM auth_failures WHERE scope = 'card' AND key = %s", (str(demo.card_id),)
+        ).fetchone()[0]
+    assert counted == PIN_LIMITS.per_card  # the same bucket the IVR counts in
 
 
 def test_a_card_holder_tops_up_with_a_voucher_once(api):
@@ -326,12 +349,15 @@ def test_no_response_or_log_line_carries_a_pin_or_a_key(api, caplog):
     caplog.set_level(logging.DEBUG)
     token = key(database, "admin")
     client = Client(app, token)
-    bodies = [client.post("/cards", json={"number": "4440001", "tariff": "demo", "currency": "USD",
-                                          "pin": "80808080"}).get_data(as_text=True),
-              client.get("/cards/4440001").get_data(as_text=True),
-              client.request("PUT", "/cards/4440001/pin", json={"pin": "70707070"}).get_data(as_text=True),
-              sign_in(app, "4440001", "70707070").get_data(as_text=True),
-              sign_in(app, "4440001", "60606060").get_data(as_text=True)]
+    bodies = [
+        client.post(
+            "/cards", json={"number": "4440001", "tariff": "demo", "currency": "USD", "pin": "80808080"}
+        ).get_data(as_text=True),
+        client.get("/cards/4440001").get_data(as_text=True),
+        client.request("PUT", "/cards/4440001/pin", json={"pin": "70707070"}).get_data(as_text=True),
+        sign_in(app, "4440001", "70707070").get_data(as_text=True),
+        sign_in(app, "4440001", "60606060").get_data(as_text=True),
+    ]
     secret = token.rsplit("_", 1)[1]
     for text in bodies + [caplog.text]:
         for needle in ("80808080", "70707070", "60606060", secret):
@@ -364,8 +390,11 @@ def test_a_session_ends_at_its_expiry_and_when_the_pin_changes(api):
     second = Client(app, sign_in(app, demo.card_number, demo.pin).get_json()["token"])
     assert first.get("/me").status_code == second.get("/me").status_code == 200
     with psycopg.connect(database.dsn) as conn:
-        conn.execute("UPDATE card_sessions SET expires_at = now() - interval '1 second'"
-                     " WHERE token_hash = encode(sha256(%s::bytea), 'hex')", (first.token[3:],))
+        conn.execute(
+            "UPDATE card_sessions SET expires_at = now() - interval '1 second'"
+            " WHERE token_hash = encode(sha256(%s::bytea), 'hex')",
+            (first.token[3:],),
+        )
     assert first.get("/me").status_code == 401 and second.get("/me").status_code == 200
     admin_client(api).request("PUT", f"/cards/{demo.card_number}/pin", json={"pin": "97531"})
     assert second.get("/me").status_code == 401

@@ -36,8 +36,9 @@ def test_cdrs_filter_by_card_destination_cause_and_time_and_page_by_cursor(api):
     client = admin_client(api)
     by_card = client.get("/cdrs", query_string={"card": demo.card_number, "destination": "4420"}).get_json()
     assert {c["b_uuid"] for c in by_card["items"]} == {str(u) for u in london}
-    assert [c["card"] for c in client.get("/cdrs", query_string={"cause": "USER_BUSY"}).get_json()["items"]] == \
-        [demo.card_number]
+    assert [c["card"] for c in client.get("/cdrs", query_string={"cause": "USER_BUSY"}).get_json()["items"]] == [
+        demo.card_number
+    ]
     seen, cursor = [], None
     while True:
         page = client.get("/cdrs", query_string={"limit": 2, **({"cursor": cursor} if cursor else {})}).get_json()
@@ -64,14 +65,15 @@ def test_reservations_are_listed_and_settled_once_with_an_idempotency_key(api):
     [listed] = client.get("/reservations").get_json()["items"]
     assert listed["b_uuid"] == str(b_uuid) and listed["card"] == demo.card_number and not listed["expired"]
     # not expired yet: the call may be up; refused unless forced
-    early = client.post(f"/reservations/{b_uuid}/settle", json={"billed_seconds": 31},
-                        headers={"Idempotency-Key": "s0"})
+    early = client.post(
+        f"/reservations/{b_uuid}/settle", json={"billed_seconds": 31}, headers={"Idempotency-Key": "s0"}
+    )
     assert early.status_code == 422 and "not expired" in early.get_json()["detail"]
     body = {"billed_seconds": 31, "force": True, "reason": "switch lost"}
     first = client.post(f"/reservations/{b_uuid}/settle", json=body, headers={"Idempotency-Key": "s1"})
     again = client.post(f"/reservations/{b_uuid}/settle", json=body, headers={"Idempotency-Key": "s1"})
     assert first.status_code == again.status_code == 200 and first.get_json() == again.get_json()
-    assert first.get_json()["cost"] == "0.13600"   # the spec's worked example: 31 s to 44
+    assert first.get_json()["cost"] == "0.13600"  # the spec's worked example: 31 s to 44
     assert ledger.get_card(demo.card_id).balance == Decimal("9.864")
     # a new key is a new request: the reservation is closed, nothing is charged twice
     twice = client.post(f"/reservations/{b_uuid}/release", json={"force": True}, headers={"Idempotency-Key": "s2"})
@@ -90,8 +92,9 @@ def test_a_reseller_cannot_see_or_settle_another_resellers_reservation(api):
     Ledger(database.pool).grant(card.id, a_uuid=uuid.uuid4(), b_uuid=b_uuid, destination="442071234567")
     assert Client(app, acme).get("/reservations").get_json()["items"] == []
     assert len(Client(app, globex).get("/reservations").get_json()["items"]) == 1
-    refused = Client(app, acme).post(f"/reservations/{b_uuid}/release", json={"force": True},
-                                     headers={"Idempotency-Key": "x"})
+    refused = Client(app, acme).post(
+        f"/reservations/{b_uuid}/release", json={"force": True}, headers={"Idempotency-Key": "x"}
+    )
     assert refused.status_code == 404
 
 
@@ -102,13 +105,18 @@ def test_rates_are_added_listed_looked_up_and_deleted(api):
     assert client.post("/tariffs", json={"name": "retail", "currency": "EUR"}).status_code == 422
     rate = {"prefix": "33", "price_1": "0.02", "interval_1": 60, "price_n": "0.02", "interval_n": 60}
     assert client.request("PUT", "/tariffs/retail/rates", json=rate).status_code == 200
-    assert client.request("PUT", "/tariffs/retail/rates", json={**rate, "prefix": "331", "price_1": "0.05",
-                                                                 "price_n": "0.05"}).status_code == 200
+    assert (
+        client.request(
+            "PUT", "/tariffs/retail/rates", json={**rate, "prefix": "331", "price_1": "0.05", "price_n": "0.05"}
+        ).status_code
+        == 200
+    )
     listed = client.get("/tariffs/retail/rates", query_string={"prefix": "331"}).get_json()["items"]
     assert [r["prefix"] for r in listed] == ["331"] and listed[0]["price_1"] == "0.05000"
     found = client.get("/tariffs/retail/lookup", query_string={"number": "33112345", "credit": "1"}).get_json()
-    expected = max_duration(Rate(prefix="331", price_1=Decimal("0.05"), interval_1=60, price_n=Decimal("0.05"),
-                                 interval_n=60), Decimal("1"))
+    expected = max_duration(
+        Rate(prefix="331", price_1=Decimal("0.05"), interval_1=60, price_n=Decimal("0.05"), interval_n=60), Decimal("1")
+    )
     assert found["rate"]["prefix"] == "331" and found["max_duration_s"] == expected == 1200
     assert client.request("DELETE", "/tariffs/retail/rates/331").status_code == 204
     after = client.get("/tariffs/retail/lookup", query_string={"number": "33112345"}).get_json()
@@ -153,8 +161,11 @@ def test_vouchers_are_generated_listed_voided_and_redeemed_once(api, caplog):
     voided = client.post(f"/vouchers/{numbers[0]}/redeem", json=body, headers={"Idempotency-Key": "v2"})
     assert voided.status_code == 422
     assert Ledger(database.pool).get_card(demo.card_id).balance == Decimal("15")
-    assert [v["status"] for v in client.get("/vouchers", query_string={"batch": "shop-1"}).get_json()["items"]] == \
-        ["void", "used", "unused"]
+    assert [v["status"] for v in client.get("/vouchers", query_string={"batch": "shop-1"}).get_json()["items"]] == [
+        "void",
+        "used",
+        "unused",
+    ]
     # a voucher number is as good as money: the request log keeps its last 4 digits only
     assert f"/vouchers/…{numbers[1][-4:]}/redeem" in caplog.text
     assert all(n not in caplog.text for n in numbers)
@@ -176,11 +187,16 @@ def test_plans_and_customers_are_created_and_listed(api):
     made = client.post("/plans", json={"name": "gold", "minutes_plan": True, "minutes": {"44": 100}})
     assert made.status_code == 201 and made.get_json()["minutes"] == {"44": 100}
     assert client.get("/plans").get_json()["items"][0]["name"] == "gold"
-    assert client.post("/customers", json={"name": "walk-in"}).get_json() | {"created_at": None} == \
-        {"name": "walk-in", "owner": None, "cards": 0, "created_at": None}
+    assert client.post("/customers", json={"name": "walk-in"}).get_json() | {"created_at": None} == {
+        "name": "walk-in",
+        "owner": None,
+        "cards": 0,
+        "created_at": None,
+    }
     assert client.post("/customers", json={"name": "walk-in"}).status_code == 422
-    created = client.post("/cards", json={"number": "6000001", "tariff": "demo", "currency": "USD",
-                                          "customer": "walk-in", "plan": "gold"}).get_json()
+    created = client.post(
+        "/cards", json={"number": "6000001", "tariff": "demo", "currency": "USD", "customer": "walk-in", "plan": "gold"}
+    ).get_json()
     assert created["customer"] == "walk-in" and created["plan"] == "gold"
 
 
@@ -196,7 +212,6 @@ def test_every_api_change_is_audited_with_who_and_from_where(api):
     assert all(w.startswith("api key test (") and w.endswith(" from 127.0.0.1") for w, _ in rows)
 
 
-
 def test_customers_and_plans_are_renamed_and_deleted_and_the_audit_is_paged(api):
     app, database, demo = api
     client = admin_client(api)
@@ -205,10 +220,11 @@ def test_customers_and_plans_are_renamed_and_deleted_and_the_audit_is_paged(api)
     assert renamed.status_code == 200 and renamed.get_json()["name"] == "street"
     assert client.get("/customers/walk-in").status_code == 404
     client.post("/cards", json={"number": "6100001", "tariff": "demo", "currency": "USD", "customer": "street"})
-    assert client.request("DELETE", "/customers/street").status_code == 422   # still has a card
+    assert client.request("DELETE", "/customers/street").status_code == 422  # still has a card
     client.post("/plans", json={"name": "gold", "minutes": {"44": 10}})
-    changed = client.request("PATCH", "/plans/gold", json={"suspended": True, "minutes": {"1": 5},
-                                                           "remove_prefixes": ["44"]})
+    changed = client.request(
+        "PATCH", "/plans/gold", json={"suspended": True, "minutes": {"1": 5}, "remove_prefixes": ["44"]}
+    )
     assert changed.get_json()["suspended"] is True and changed.get_json()["minutes"] == {"1": 5}
     assert client.request("DELETE", "/plans/gold").status_code == 204
     actions, cursor = [], None
@@ -218,8 +234,15 @@ def test_customers_and_plans_are_renamed_and_deleted_and_the_audit_is_paged(api)
         cursor = page["next_cursor"]
         if not cursor:
             break
-    assert actions == ["plan delete", "plan update", "plan add", "card add", "customer rename", "customer add",
-                       "apikey add"]
+    assert actions == [
+        "plan delete",
+        "plan update",
+        "plan add",
+        "card add",
+        "customer rename",
+        "customer add",
+        "apikey add",
+    ]
     card_lines = client.get("/audit", query_string={"card": "6100001"}).get_json()["items"]
     assert [line["action"] for line in card_lines] == ["card add"]
 
@@ -247,7 +270,7 @@ def test_customer_and_reseller_cdr_lists_follow_the_customer_a_call_was_billed_t
     globex_card = Ledger(database.pool).find_card("880002")
     acme_call = call(database, acme_card.id, "442071234567", 30)
     globex_call = call(database, globex_card.id, "442071234567", 30)
-    call(database, demo.card_id, "442071234567", 30)   # the operator's own card, no customer
+    call(database, demo.card_id, "442071234567", 30)  # the operator's own card, no customer
     client = admin_client(api)
     by_customer = client.get("/cdrs", query_string={"customer": "acme shop"}).get_json()["items"]
     assert [c["b_uuid"] for c in by_customer] == [str(acme_call)]

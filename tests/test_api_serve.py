@@ -51,8 +51,15 @@ class Api:
         self.base = base
         self.key = key
 
-    def __call__(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
+    def __call__(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], Any]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         h = {"Content-Type": "application/json", **(headers or {})}
         if self.key:
@@ -78,14 +85,16 @@ def running_api(dsn: str, tmp_path: Path, api_lines: str):
     config = tmp_path / "cardd.yaml"
     config.write_text(
         "daemon:\n"
-        f"  dsn: \"{dsn}\"\n"
+        f'  dsn: "{dsn}"\n'
         f"  pin_key_file: {pins.installed_key().path}\n"
         "api:\n"
-        f"  listen: 127.0.0.1:{port}\n" + api_lines)
+        f"  listen: 127.0.0.1:{port}\n" + api_lines
+    )
     log = tmp_path / "api.log"
     with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "cardd", "-c", str(config), "api"], cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cardd", "-c", str(config), "api"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=err
+        )
     base = f"http://127.0.0.1:{port}/api/v1"
     deadline = time.monotonic() + 60
     while "API listening" not in log.read_text():
@@ -111,20 +120,44 @@ def test_the_readme_walk_through_a_key_a_tariff_a_card_a_call_and_its_cdr(api_pr
     assert code == 0
     api = Api(base, out.strip())
     assert api("POST", "/tariffs", {"name": "retail", "currency": "USD"})[0] == 201
-    status, _, rate = api("PUT", "/tariffs/retail/rates", {"prefix": "44", "price_1": "0.06", "interval_1": 30,
-                                                           "price_n": "0.06", "interval_n": 6,
-                                                           "connect_fee": "0.10"})
+    status, _, rate = api(
+        "PUT",
+        "/tariffs/retail/rates",
+        {
+            "prefix": "44",
+            "price_1": "0.06",
+            "interval_1": 30,
+            "price_n": "0.06",
+            "interval_n": 6,
+            "connect_fee": "0.10",
+        },
+    )
     assert status == 200, rate
-    status, _, card = api("POST", "/cards", {"number": "1000000001", "tariff": "retail", "currency": "USD",
-                                             "balance": "10", "pin": "1234"})
+    status, _, card = api(
+        "POST",
+        "/cards",
+        {"number": "1000000001", "tariff": "retail", "currency": "USD", "balance": "10", "pin": "1234"},
+    )
     assert status == 201, card
     status, _, lookup = api("GET", "/tariffs/retail/lookup?number=442071234567&card=1000000001")
     assert lookup["rate"]["prefix"] == "44" and lookup["max_duration_s"] > 0
 
     running = cardd_with(database)
     host, port = running.address
-    code, out = cardd(config, "call", "--server", f"{host}:{port}", "--digits", "1000000001#", "--digits", "1234#",
-                      "--digits", "442071234567#", "--talk", "31")
+    code, out = cardd(
+        config,
+        "call",
+        "--server",
+        f"{host}:{port}",
+        "--digits",
+        "1000000001#",
+        "--digits",
+        "1234#",
+        "--digits",
+        "442071234567#",
+        "--talk",
+        "31",
+    )
     assert code == 0, out
     status, _, page = api("GET", "/cdrs?card=1000000001")
     assert status == 200
@@ -143,8 +176,12 @@ def test_the_api_section_limits_the_body_size(api_process):
     base, config, log = api_process
     _, out = cardd(config, "apikey", "add", "ops", "--role", "admin")
     api = Api(base, out.strip())
-    status, head, body = api("POST", "/tariffs", raw=b'{"name": "' + b"x" * 8000 + b'", "currency": "USD"}',
-                             headers={"Content-Type": "application/json"})
+    status, head, body = api(
+        "POST",
+        "/tariffs",
+        raw=b'{"name": "' + b"x" * 8000 + b'", "currency": "USD"}',
+        headers={"Content-Type": "application/json"},
+    )
     assert status == 413 and head["Content-Type"] == "application/problem+json" and body["status"] == 413
     # A rates CSV has its own limit, api.max_upload_bytes (128 MiB by default): read, and refused for its tariff.
     status, _, body = api("POST", "/tariffs/x/rates/import", raw=b"1," * 4000, headers={"Content-Type": "text/csv"})
@@ -162,7 +199,7 @@ def test_apikey_list_and_revoke_through_the_cli(api_process):
     assert cardd(config, "apikey", "revoke", key_id)[0] == 0
     assert Api(base, key)("GET", "/cards")[0] == 401
     assert cardd(config, "apikey", "revoke", key_id)[0] == 2
-    assert cardd(config, "apikey", "add", "shop", "--role", "reseller")[0] == 2   # a reseller needs an owner
+    assert cardd(config, "apikey", "add", "shop", "--role", "reseller")[0] == 2  # a reseller needs an owner
 
 
 def test_a_request_past_the_time_limit_is_answered_503():
@@ -172,8 +209,9 @@ def test_a_request_past_the_time_limit_is_answered_503():
         return [b"late"]
 
     statuses = []
-    body = RequestDeadline(slow, 0.05)({"REQUEST_METHOD": "GET", "PATH_INFO": "/"},
-                                       lambda status, headers, exc=None: statuses.append(status))
+    body = RequestDeadline(slow, 0.05)(
+        {"REQUEST_METHOD": "GET", "PATH_INFO": "/"}, lambda status, headers, exc=None: statuses.append(status)
+    )
     assert statuses == ["503 Service Unavailable"] and json.loads(b"".join(body))["status"] == 503
 
 
@@ -181,8 +219,10 @@ def test_the_api_section_is_checked_and_shown_by_check_config(tmp_path, restore_
     config = tmp_path / "cardd.yaml"
     config.write_text("api:\n  listen: 127.0.0.1:9999\n  max_conections: 3\n")
     assert cli.main(["-c", str(config), "check-config"]) == 2
-    assert f"{config}:3: api.max_conections: unknown key 'max_conections'; did you mean 'max_connections'?" \
+    assert (
+        f"{config}:3: api.max_conections: unknown key 'max_conections'; did you mean 'max_connections'?"
         in capsys.readouterr().err
+    )
     config.write_text("api:\n  listen: 127.0.0.1:9999\n  request_timeout: 2.5\n")
     assert cli.main(["-c", str(config), "check-config"]) == 0
     shown = capsys.readouterr().out
@@ -206,7 +246,7 @@ def test_one_connection_over_max_connections_is_answered_503_at_once(api_with_li
     base, _, log = api_with_limits
     host, port = base.split("//")[1].split("/")[0].split(":")
     held = [http.client.HTTPConnection(host, int(port), timeout=30) for _ in range(2)]
-    for conn in held:   # answered, and kept alive: each holds one of the 2 connections
+    for conn in held:  # answered, and kept alive: each holds one of the 2 connections
         assert _get(conn, "/api/v1/openapi.json")[0] == 200
     extra = http.client.HTTPConnection(host, int(port), timeout=30)
     status, content_type, problem = _get(extra, "/api/v1/openapi.json")
@@ -214,7 +254,7 @@ def test_one_connection_over_max_connections_is_answered_503_at_once(api_with_li
     assert problem["status"] == 503 and "too many connections" in problem["detail"]
     assert "api.max_connections" in log.read_text()
     held.pop().close()
-    deadline = time.monotonic() + 30   # the server sees the close when its handler reads the end of stream
+    deadline = time.monotonic() + 30  # the server sees the close when its handler reads the end of stream
     while True:
         status = _get(http.client.HTTPConnection(host, int(port), timeout=30), "/api/v1/openapi.json")[0]
         if status == 200 or time.monotonic() > deadline:
@@ -225,13 +265,16 @@ def test_one_connection_over_max_connections_is_answered_503_at_once(api_with_li
 
 
 def test_a_request_blocked_on_a_database_lock_past_the_time_limit_is_answered_503_and_its_query_cancelled(
-        api_with_limits, dsn):
+    api_with_limits, dsn
+):
     base, config, _ = api_with_limits
     code, out = cardd(config, "apikey", "add", "ops", "--role", "admin", "--by", "pytest")
     api = Api(base, out.strip())
     assert api("POST", "/tariffs", {"name": "retail", "currency": "USD"})[0] == 201
-    assert api("POST", "/cards", {"number": "1000000001", "tariff": "retail", "currency": "USD",
-                                  "balance": "10"})[0] == 201
+    assert (
+        api("POST", "/cards", {"number": "1000000001", "tariff": "retail", "currency": "USD", "balance": "10"})[0]
+        == 201
+    )
     with psycopg.connect(dsn, autocommit=False) as locker:
         locker.execute("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
         status, head, problem = api("GET", "/cards/1000000001")
@@ -241,8 +284,10 @@ def test_a_request_blocked_on_a_database_lock_past_the_time_limit_is_answered_50
         deadline = time.monotonic() + 30
         while True:
             with psycopg.connect(dsn, autocommit=True) as probe:
-                waiting = probe.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                                        " AND pid <> %s", (locker.info.backend_pid,)).fetchone()[0]
+                waiting = probe.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> %s",
+                    (locker.info.backend_pid,),
+                ).fetchone()[0]
             if waiting == 0 or time.monotonic() > deadline:
                 break
             time.sleep(0.05)

@@ -40,8 +40,7 @@ def test_whole_number_refuses_what_int_would_take(text):
 
 @pytest.mark.parametrize("cli", ["١٢٣٤٥٦٧", "１５５５", "۱۲۳۴۵۶۷", "+１５５５１２３４５６７"])
 def test_keepcli_with_a_cli_in_other_digits_calls_out_with_the_card_number(cardd, demo_data, ledger, cli):
-    t = cardd.call(card_caller(demo_data, UK_MOBILE + "#", cli=cli, destination="cc.keepcli.noredial"),
-                   Callee(talk=7))
+    t = cardd.call(card_caller(demo_data, UK_MOBILE + "#", cli=cli, destination="cc.keepcli.noredial"), Callee(talk=7))
     (dial,) = bridge_args(t)
     assert dial_vars(dial)["origination_caller_id_number"] == demo_data.card_number
     (cdr,) = ledger.cdrs_for(demo_data.card_id)
@@ -52,8 +51,9 @@ def test_keepcli_with_a_cli_in_other_digits_calls_out_with_the_card_number(cardd
 
 
 def test_keepcli_with_an_ascii_cli_still_uses_it(cardd, demo_data):
-    t = cardd.call(card_caller(demo_data, UK_MOBILE + "#", cli="+15551234567", destination="cc.keepcli.noredial"),
-                   Callee(talk=5))
+    t = cardd.call(
+        card_caller(demo_data, UK_MOBILE + "#", cli="+15551234567", destination="cc.keepcli.noredial"), Callee(talk=5)
+    )
     (dial,) = bridge_args(t)
     assert dial_vars(dial)["origination_caller_id_number"] == "+15551234567"
 
@@ -66,8 +66,10 @@ def test_a_cdr_with_non_ascii_digits_is_refused_as_a_bad_cdr(field, value):
 
 
 def test_cdr_timestamps_in_other_digits_are_ignored_not_taken():
-    body = ('{"variables":{"uuid":"0b9a8e26-2d4e-4d53-9a32-2e5c4f1e2a10","billmsec":"31000",'
-            '"answer_uepoch":"١٧٩٦٦٥٢٥٩٩٠٠٠٠٠٠","end_uepoch":"１７９６６５２５９９０００００"}}').encode()
+    body = (
+        '{"variables":{"uuid":"0b9a8e26-2d4e-4d53-9a32-2e5c4f1e2a10","billmsec":"31000",'
+        '"answer_uepoch":"١٧٩٦٦٥٢٥٩٩٠٠٠٠٠٠","end_uepoch":"１７９６６５２５９９０００００"}}'
+    ).encode()
     record = parse_body(body)
     assert record.billmsec == 31000
     assert record.answered_at is None and record.ended_at is None
@@ -86,7 +88,7 @@ def test_cld_value_tokens_take_only_ascii_digits(token):
     # ... and the value parser itself takes ASCII digits only.
     topup = next(o for o in OPTIONS if getattr(o, "cld_value_prefix", None) == "topupext")
     with pytest.raises(BadValue):
-        topup.type.from_token(token[len("topupext"):])
+        topup.type.from_token(token[len("topupext") :])
 
 
 def test_esl_content_length_in_other_digits_is_a_protocol_error():
@@ -108,9 +110,11 @@ def test_rate_import_refuses_cells_in_other_digits(database, capsys):
     from cardd.billing.rate_import import ImportRefused, import_rates
 
     catalog.create_tariff(database.pool, "std", "USD")
-    rows = ("prefix,description,price_1,interval_1,price_n,interval_n,connect_fee,free_seconds,grace\n"
-            "44,UK,０.０６,30,0.06,6,0,0,0\n"
-            "33,FR,0.05,３０,0.05,6,0,0,0\n")
+    rows = (
+        "prefix,description,price_1,interval_1,price_n,interval_n,connect_fee,free_seconds,grace\n"
+        "44,UK,０.０６,30,0.06,6,0,0,0\n"
+        "33,FR,0.05,３０,0.05,6,0,0,0\n"
+    )
     with pytest.raises(ImportRefused) as refused:
         import_rates(database.pool, "std", io.StringIO(rows))
     assert [line for line, _ in refused.value.errors] == [2, 3]
@@ -131,16 +135,23 @@ def run_admin(dsn, *argv) -> int:
     return args.func(args, load_settings(None).with_daemon(dsn=dsn))
 
 
-@pytest.mark.parametrize("argv", [
-    ("card", "add", "١٢٣٤٥٦٧", "--currency", "USD", "--tariff", "std"),
-    ("card", "add", "5550009", "--pin", "１２３４", "--currency", "USD", "--tariff", "std"),
-    ("smartdial", "add", "１８００５５５００００", "5550001", "447700900123"),
-    ("smartdial", "add", "18005550000", "5550001", "４４７７００９００１２３"),
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("card", "add", "١٢٣٤٥٦٧", "--currency", "USD", "--tariff", "std"),
+        ("card", "add", "5550009", "--pin", "１２３４", "--currency", "USD", "--tariff", "std"),
+        ("smartdial", "add", "１８００５５５００００", "5550001", "447700900123"),
+        ("smartdial", "add", "18005550000", "5550001", "４４７７００９００１２３"),
+    ],
+)
 def test_operator_commands_refuse_numbers_in_other_digits(dsn, argv, capsys):
     assert run_admin(dsn, "tariff", "add", "std", "--currency", "USD") == 0
-    assert run_admin(dsn, "card", "add", "5550001", "--pin", "1234", "--balance", "1", "--currency", "USD",
-                     "--tariff", "std") == 0
+    assert (
+        run_admin(
+            dsn, "card", "add", "5550001", "--pin", "1234", "--balance", "1", "--currency", "USD", "--tariff", "std"
+        )
+        == 0
+    )
     capsys.readouterr()
     assert run_admin(dsn, *argv) == 2
     err = capsys.readouterr().err
@@ -158,5 +169,6 @@ def test_no_regex_or_isdigit_in_cardd_accepts_unicode_digits():
         text = path.read_text()
         for n, line in enumerate(text.splitlines(), 1):
             assert "\\d" not in line, f"{path.relative_to(REPO)}:{n}: {line.strip()}"
-            assert not re.search(r"\.isdigit\(\)", line) or "isascii()" in line, \
+            assert not re.search(r"\.isdigit\(\)", line) or "isascii()" in line, (
                 f"{path.relative_to(REPO)}:{n}: {line.strip()}"
+            )

@@ -28,7 +28,7 @@ def bridge_args(t) -> list[str]:
 
 
 def dial_vars(dial: str) -> dict[str, str]:
-    inside = dial[1:dial.index("}")]
+    inside = dial[1 : dial.index("}")]
     return dict(re.findall(r"(\w+)=('[^']*'|[^,]*)", inside))
 
 
@@ -44,15 +44,20 @@ def no_flow_errors(caplog):
 
 # -- caller digits ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("entries", [
-    ["*" * 30 + "#"] * 3,                 # star flood
-    ["#"] * 3,                            # only the terminator
-    ["#" * 20] * 3,                       # pound flood
-    ["1" * 200 + "#"] * 3,                # far too long
-    ["ABCD#", "*0*0#", "D" * 10 + "#"],   # what broken gateways send
-])
+
+@pytest.mark.parametrize(
+    "entries",
+    [
+        ["*" * 30 + "#"] * 3,  # star flood
+        ["#"] * 3,  # only the terminator
+        ["#" * 20] * 3,  # pound flood
+        ["1" * 200 + "#"] * 3,  # far too long
+        ["ABCD#", "*0*0#", "D" * 10 + "#"],  # what broken gateways send
+    ],
+)
 def test_garbage_at_the_card_number_prompt_is_invalid_three_times_then_goodbye(
-        cardd, demo_data, no_flow_errors, entries):
+    cardd, demo_data, no_flow_errors, entries
+):
     t = cardd.call(Caller(digits=entries, type_after=6))
     heard = cardd.heard(t)
     assert heard.count("invalid_card_number") == 3
@@ -67,8 +72,7 @@ def test_garbage_at_the_card_number_prompt_is_invalid_three_times_then_goodbye(
 
 @pytest.mark.parametrize("entry", ["*" * 40 + "#", "#", "9" * 100 + "#", "4477*00#", "ABC#"])
 def test_garbage_destinations_are_never_dialled(cardd, demo_data, ledger, no_flow_errors, entry):
-    t = cardd.call(card_caller(demo_data, entry, entry, entry, destination="cc.noredial"),
-                   Callee(talk=5))
+    t = cardd.call(card_caller(demo_data, entry, entry, entry, destination="cc.noredial"), Callee(talk=5))
     assert bridge_args(t) == []
     assert ledger.open_reservations(demo_data.card_id) == []
     assert ledger.cdrs_for(demo_data.card_id) == []
@@ -99,11 +103,13 @@ HOSTILE_CLIS = [
 
 @pytest.mark.parametrize("cli", HOSTILE_CLIS)
 def test_untrusted_cli_is_stored_verbatim_and_never_reaches_the_dial_string(
-        cardd_with, database, demo_data, ledger, tmp_path, no_flow_errors, cli):
+    cardd_with, database, demo_data, ledger, tmp_path, no_flow_errors, cli
+):
     # keepcli: the caller's own CLI would be used if it were a number.
     running = cardd_with(database, tmp_path=tmp_path)
-    t = running.call(card_caller(demo_data, UK_MOBILE + "#", cli=cli, destination="cc.keepcli.noredial"),
-                     Callee(talk=7))
+    t = running.call(
+        card_caller(demo_data, UK_MOBILE + "#", cli=cli, destination="cc.keepcli.noredial"), Callee(talk=7)
+    )
     (dial,) = bridge_args(t)
     v = dial_vars(dial)
     assert v["origination_caller_id_number"] == demo_data.card_number
@@ -123,24 +129,39 @@ def test_untrusted_cli_is_stored_verbatim_and_never_reaches_the_dial_string(
 
 def test_keepcli_with_a_numeric_cli_carrying_a_parameter_is_not_used(cardd, demo_data, no_flow_errors):
     cli = "15551234567,origination_caller_id_name=evil"
-    t = cardd.call(card_caller(demo_data, UK_MOBILE + "#", cli=cli, destination="cc.keepcli.noredial"),
-                   Callee(talk=5))
+    t = cardd.call(card_caller(demo_data, UK_MOBILE + "#", cli=cli, destination="cc.keepcli.noredial"), Callee(talk=5))
     (dial,) = bridge_args(t)
     assert "evil" not in dial
     assert dial_vars(dial)["origination_caller_id_number"] == demo_data.card_number
 
 
 def test_keepcli_with_a_plain_numeric_cli_uses_it(cardd, demo_data, no_flow_errors):
-    t = cardd.call(card_caller(demo_data, UK_MOBILE + "#", cli="15551234567",
-                               destination="cc.keepcli.noredial"), Callee(talk=5))
+    t = cardd.call(
+        card_caller(demo_data, UK_MOBILE + "#", cli="15551234567", destination="cc.keepcli.noredial"), Callee(talk=5)
+    )
     (dial,) = bridge_args(t)
     assert dial_vars(dial)["origination_caller_id_number"] == "15551234567"
 
 
-@pytest.mark.parametrize("cld", [
-    "", "cc.", "cc..en", "CC.EN", "cc.$$$", "cc." + "x" * 300, "x" * 1000, "cc.en.'; DROP TABLE cdrs;--",
-    "../../etc/passwd", "cc.chpassext", "cc.topupextZ", "cc.zz.yy", "ñ.ü", "cc.en\r\nX: y",
-])
+@pytest.mark.parametrize(
+    "cld",
+    [
+        "",
+        "cc.",
+        "cc..en",
+        "CC.EN",
+        "cc.$$$",
+        "cc." + "x" * 300,
+        "x" * 1000,
+        "cc.en.'; DROP TABLE cdrs;--",
+        "../../etc/passwd",
+        "cc.chpassext",
+        "cc.topupextZ",
+        "cc.zz.yy",
+        "ñ.ü",
+        "cc.en\r\nX: y",
+    ],
+)
 def test_malformed_cld_strings_still_get_a_polite_call(cardd, demo_data, no_flow_errors, cld):
     t = cardd.call(Caller(destination=cld, digits=[], type_after=6), timeout=60)
     assert t.hangup_cause is not None
@@ -150,13 +171,17 @@ def test_malformed_cld_strings_still_get_a_polite_call(cardd, demo_data, no_flow
 
 # -- a broken ESL peer ------------------------------------------------------------------
 
-@pytest.mark.parametrize("junk", [
-    b"",                                                  # connects and leaves
-    b"Content-Type: command/reply\n",                      # a truncated frame, then gone
-    b"Content-Length: 99999999999\n\n",                    # an absurd body
-    b"\xff\xfe\x00garbage\n\n" * 10,                       # not even text
-    b"Content-Type: command/reply\nReply-Text: +OK\n\n",   # a reply to nothing, no channel data
-])
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        b"",  # connects and leaves
+        b"Content-Type: command/reply\n",  # a truncated frame, then gone
+        b"Content-Length: 99999999999\n\n",  # an absurd body
+        b"\xff\xfe\x00garbage\n\n" * 10,  # not even text
+        b"Content-Type: command/reply\nReply-Text: +OK\n\n",  # a reply to nothing, no channel data
+    ],
+)
 def test_a_broken_esl_peer_ends_its_own_call_only(cardd, demo_data, ledger, junk):
     host, port = cardd.address
     with socket.create_connection((host, port), timeout=5) as s:

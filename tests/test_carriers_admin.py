@@ -22,13 +22,25 @@ def deck_of(dsn: str, carrier: str) -> dict[str, tuple]:
         rows = conn.execute(
             "SELECT r.prefix, r.price_1, r.interval_1, r.price_n, r.interval_n, r.connect_fee, r.free_seconds,"
             "       r.grace, r.forbidden FROM carrier_rates r JOIN carriers c ON c.id = r.carrier_id"
-            " WHERE c.name = %s", (carrier,)).fetchall()
+            " WHERE c.name = %s",
+            (carrier,),
+        ).fetchall()
     return {r[0]: tuple(r[1:]) for r in rows}
 
 
 def add_acme(cardd, *extra: str) -> int:
-    return cardd("carrier", "add", "acme", "--currency", "usd", "--gateway", "sofia/gateway/acme1/{number}",
-                 "--gateway", "sofia/gateway/acme2/{number}", *extra)
+    return cardd(
+        "carrier",
+        "add",
+        "acme",
+        "--currency",
+        "usd",
+        "--gateway",
+        "sofia/gateway/acme1/{number}",
+        "--gateway",
+        "sofia/gateway/acme2/{number}",
+        *extra,
+    )
 
 
 def test_carrier_add_list_disable_enable(cardd, capsys):
@@ -36,8 +48,16 @@ def test_carrier_add_list_disable_enable(cardd, capsys):
     assert "carrier acme (USD) created" in capsys.readouterr().out
     assert cardd("carrier", "list") == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].split("\t") == ["acme", "USD", "yes", "5", "30", "0", "0",
-                                    "sofia/gateway/acme1/{number} | sofia/gateway/acme2/{number}"]
+    assert lines[1].split("\t") == [
+        "acme",
+        "USD",
+        "yes",
+        "5",
+        "30",
+        "0",
+        "0",
+        "sofia/gateway/acme1/{number} | sofia/gateway/acme2/{number}",
+    ]
     assert cardd("carrier", "disable", "acme") == 0
     assert capsys.readouterr().out == "carrier acme disabled\n"
     cardd("carrier", "list")
@@ -48,15 +68,28 @@ def test_carrier_add_list_disable_enable(cardd, capsys):
     assert capsys.readouterr().out.splitlines()[1].split("\t")[2] == "yes"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (("carrier", "add", "x", "--currency", "USD", "--gateway", "sofia/gateway/x/"), "needs {number}"),
-    (("carrier", "add", "x", "--currency", "USD", "--gateway", "sofia/gateway/x/{number}|sofia/gateway/y/{number}"),
-     "one gateway per --gateway"),
-    (("carrier", "add", "x", "--currency", "USD", "--gateway", "sofia/gateway/{host}/{number}"), "nothing else"),
-    (("carrier", "add", "bad name", "--currency", "USD", "--gateway", "sofia/gateway/x/{number}"), "carrier name"),
-    (("carrier", "disable", "nobody"), "unknown carrier 'nobody'"),
-    (("carrier", "rates", "import", __file__, "--carrier", "nobody"), "unknown carrier 'nobody'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (("carrier", "add", "x", "--currency", "USD", "--gateway", "sofia/gateway/x/"), "needs {number}"),
+        (
+            (
+                "carrier",
+                "add",
+                "x",
+                "--currency",
+                "USD",
+                "--gateway",
+                "sofia/gateway/x/{number}|sofia/gateway/y/{number}",
+            ),
+            "one gateway per --gateway",
+        ),
+        (("carrier", "add", "x", "--currency", "USD", "--gateway", "sofia/gateway/{host}/{number}"), "nothing else"),
+        (("carrier", "add", "bad name", "--currency", "USD", "--gateway", "sofia/gateway/x/{number}"), "carrier name"),
+        (("carrier", "disable", "nobody"), "unknown carrier 'nobody'"),
+        (("carrier", "rates", "import", __file__, "--carrier", "nobody"), "unknown carrier 'nobody'"),
+    ],
+)
 def test_carrier_commands_refuse_bad_input_with_one_line(cardd, capsys, argv, message):
     assert cardd(*argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -85,10 +118,12 @@ def test_buy_deck_import_merges_then_replaces(cardd, dsn, tmp_path, capsys):
 def test_buy_deck_import_is_all_or_nothing_with_every_bad_row_listed(cardd, dsn, tmp_path, capsys):
     add_acme(cardd)
     path = tmp_path / "deck.csv"
-    path.write_text(HEADER + "44,UK,0.031,1,0.031,1,0,0,0\n"
-                             "4x,bad,0.1,60,0.1,60,0,0,0\n"
-                             "33,FR,-1,60,0.1,60,0,0,0\n"
-                             "44,again,0.1,60,0.1,60,0,0,0\n")
+    path.write_text(
+        HEADER + "44,UK,0.031,1,0.031,1,0,0,0\n"
+        "4x,bad,0.1,60,0.1,60,0,0,0\n"
+        "33,FR,-1,60,0.1,60,0,0,0\n"
+        "44,again,0.1,60,0.1,60,0,0,0\n"
+    )
     assert cardd("carrier", "rates", "import", str(path), "--carrier", "acme") == 2
     err = capsys.readouterr().err.splitlines()
     assert [line.split(": ")[0] for line in err[:3]] == [f"{path}:3", f"{path}:4", f"{path}:5"]
@@ -126,7 +161,12 @@ def test_cdr_export_carries_carrier_gateway_buy_cost_and_margin(cardd, dsn, tmp_
     assert cardd("cdr", "export", "--from", "2000-01-01", "--to", "2100-01-01") == 0
     (row,) = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert (row["carrier"], row["gateway"], row["cost"], row["buy_cost"], row["margin"]) == (
-        "acme", "sofia/gateway/acme1/{number}", "0.13600", "0.01602", "0.11998")
+        "acme",
+        "sofia/gateway/acme1/{number}",
+        "0.13600",
+        "0.01602",
+        "0.11998",
+    )
 
 
 def test_freeswitch_carriers_example_commands_work_and_name_its_gateways(cardd, capsys):
@@ -149,13 +189,32 @@ def test_freeswitch_carriers_example_commands_work_and_name_its_gateways(cardd, 
 
 def test_carrier_route_lists_the_routes_in_the_order_a_call_takes_them(cardd, tmp_path, capsys):
     assert cardd("tariff", "add", "std", "--currency", "USD") == 0
-    assert cardd("rate", "add", "--tariff", "std", "44", "--price-1", "0.06", "--interval-1", "1",
-                 "--price-n", "0.06", "--interval-n", "1") == 0
+    assert (
+        cardd(
+            "rate",
+            "add",
+            "--tariff",
+            "std",
+            "44",
+            "--price-1",
+            "0.06",
+            "--interval-1",
+            "1",
+            "--price-n",
+            "0.06",
+            "--interval-n",
+            "1",
+        )
+        == 0
+    )
     add_acme(cardd)
     assert cardd("carrier", "add", "globex", "--currency", "USD", "--gateway", "sofia/gateway/globex/{number}") == 0
     assert cardd("carrier", "add", "pricey", "--currency", "USD", "--gateway", "sofia/gateway/pricey/{number}") == 0
-    for name, row in (("acme", "44,UK,0.031,1,0.031,1,0,0,0"), ("globex", "447,UK mobile,0.035,60,0.035,60,0,0,0"),
-                      ("pricey", "44,UK,0.07,60,0.07,60,0,0,0")):
+    for name, row in (
+        ("acme", "44,UK,0.031,1,0.031,1,0,0,0"),
+        ("globex", "447,UK mobile,0.035,60,0.035,60,0,0,0"),
+        ("pricey", "44,UK,0.07,60,0.07,60,0,0,0"),
+    ):
         deck = tmp_path / f"{name}.csv"
         deck.write_text(HEADER + row + "\n")
         assert cardd("carrier", "rates", "import", str(deck), "--carrier", name) == 0
@@ -167,7 +226,8 @@ def test_carrier_route_lists_the_routes_in_the_order_a_call_takes_them(cardd, tm
     assert [line.split("\t") for line in lines[2:]] == [
         ["1", "acme", "sofia/gateway/acme1/{number}", "44", "0.03100", "0.02900"],
         ["2", "acme", "sofia/gateway/acme2/{number}", "44", "0.03100", "0.02900"],
-        ["3", "globex", "sofia/gateway/globex/{number}", "447", "0.03500", "0.02500"]]
+        ["3", "globex", "sofia/gateway/globex/{number}", "447", "0.03500", "0.02500"],
+    ]
     assert cardd("carrier", "route", "447700900123", "--tariff", "std", "--allow-loss") == 0
     assert capsys.readouterr().out.splitlines()[-1].split("\t")[:2] == ["4", "pricey"]
     assert cardd("carrier", "route", "33123456", "--tariff", "std") == 1

@@ -9,8 +9,19 @@ from decimal import ROUND_CEILING, Decimal
 
 from tests.test_serve import served  # noqa: F401 (the fixture)
 
-DIAL = ("call", "--digits", "1000000001#", "--digits", "1234#", "--digits", "442071234567#", "--talk", "42",
-        "--cld", "cc.noredial")
+DIAL = (
+    "call",
+    "--digits",
+    "1000000001#",
+    "--digits",
+    "1234#",
+    "--digits",
+    "442071234567#",
+    "--talk",
+    "42",
+    "--cld",
+    "cc.noredial",
+)
 
 
 def ok(done) -> str:
@@ -31,7 +42,7 @@ def test_serve_routes_the_call_to_the_cheapest_carrier_and_exports_its_margin(se
     out = ok(served.cardd(*DIAL))
     assert "sofia/gateway/cheap/442071234567" in out
     assert "sofia/gateway/dear/" not in out
-    assert "sched_hangup +3600 ALLOTTED_TIMEOUT" in out   # the card's limit, not the carrier's
+    assert "sched_hangup +3600 ALLOTTED_TIMEOUT" in out  # the card's limit, not the carrier's
 
     export = ok(served.cardd("cdr", "export", "--from", "2000-01-01", "--to", "2100-01-01"))
     (row,) = list(csv.DictReader(io.StringIO(export)))
@@ -52,7 +63,7 @@ def test_cardd_call_with_every_gateway_unreachable_tries_each_carrier_once(serve
     out = ok(served.cardd(*DIAL[:-4], "--answer", "unreachable", "--cld", "cc.noredial"))
     assert out.index("sofia/gateway/a/442071234567") < out.index("sofia/gateway/b/442071234567")
     listed = ok(served.cardd("carrier", "list"))
-    assert all(line.split("\t")[5] == "0" for line in listed.splitlines()[1:])   # no call left up
+    assert all(line.split("\t")[5] == "0" for line in listed.splitlines()[1:])  # no call left up
 
 
 def test_serve_with_no_carriers_dials_the_template_as_before(served):

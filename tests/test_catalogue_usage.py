@@ -30,8 +30,14 @@ LANGUAGES = set(Prompts(SOUNDS).languages)
 
 # name of the callable -> which positional argument(s) hold prompt ids (None: all of them)
 SPEAKERS: dict[str, int | None] = {
-    "queue": None, "ask": None, "goodbye": None, "CardRefused": 0,
-    "path": 0, "has": 0, "text": 0, "sentence": 1,
+    "queue": None,
+    "ask": None,
+    "goodbye": None,
+    "CardRefused": 0,
+    "path": 0,
+    "has": 0,
+    "text": 0,
+    "sentence": 1,
 }
 
 
@@ -85,7 +91,7 @@ def spoken_literals() -> dict[str, list[str]]:
             which = SPEAKERS.get(_callee_name(node) or "", -1)
             if which == -1:
                 continue
-            args = node.args if which is None else node.args[which:which + 1]
+            args = node.args if which is None else node.args[which : which + 1]
             for arg in args:
                 for s in _strings(arg):
                     if _ID.match(s) and s not in LANGUAGES:
@@ -126,8 +132,15 @@ def catalogue() -> Prompts:
 def test_the_source_scan_finds_the_prompts_every_call_plays(catalogue):
     # Guards the scanner itself: a refactor that hid these from it would make the other tests vacuous.
     found = spoken_literals()
-    for pid in ("welcome", "goodbye", "invalid_input", "destination_forbidden", "card_blocked",
-                "destination_busy", "call_failed"):
+    for pid in (
+        "welcome",
+        "goodbye",
+        "invalid_input",
+        "destination_forbidden",
+        "card_blocked",
+        "destination_busy",
+        "call_failed",
+    ):
         assert pid in found, pid
     assert {"enter_card_number", "enter_pin_word_no_pound", "enter_destination"} <= picker_ids()
 
@@ -145,6 +158,7 @@ def test_every_prompt_id_cardd_plays_exists_in_every_language(catalogue):
 
 def test_every_catalogue_entry_has_text_and_8khz_audio_in_every_language(catalogue):
     import wave
+
     problems = []
     for pid in catalogue.ids:
         for lang in catalogue.languages:
@@ -170,8 +184,10 @@ KNOWN_UNUSED: list[str] = []
 
 def test_no_catalogue_entry_is_unused(catalogue):
     unused = unused_entries(catalogue)
-    assert unused == [], ("catalogue entries no code plays (remove them from sounds/catalogue.yaml and "
-                          "re-render, or use them): " + ", ".join(unused))
+    assert unused == [], (
+        "catalogue entries no code plays (remove them from sounds/catalogue.yaml and "
+        "re-render, or use them): " + ", ".join(unused)
+    )
 
 
 def test_no_catalogue_entry_is_unused_beyond_the_known_ones(catalogue):

@@ -16,15 +16,44 @@ CHANNEL = Path(cardd.__file__).parent / "channel.py"
 
 # FreeSWITCH applications, channel variables, sound URLs and causes, as they appear in strings.
 FREESWITCH_NAMES = [
-    r"sched_", r"\bplayback\b", r"play_and_get_digits", r"silence_stream", r"tone_stream",
-    r"file_string", r"execute_on_answer", r"origination_", r"originate_", r"ignore_early_media",
-    r"bridge_", r"hangup_cause", r"\buuid_", r"^(bg)?api ", r"continue_on_fail", r"\bringback\b",
-    r"digit_action", r"flush_dtmf", r"\bvariable_", r"^Caller-", r"ALLOTTED_TIMEOUT",
-    r"NORMAL_CLEARING", r"DIALSTATUS", r"read_result", r"%\(\d", r"^silence$",
+    r"sched_",
+    r"\bplayback\b",
+    r"play_and_get_digits",
+    r"silence_stream",
+    r"tone_stream",
+    r"file_string",
+    r"execute_on_answer",
+    r"origination_",
+    r"originate_",
+    r"ignore_early_media",
+    r"bridge_",
+    r"hangup_cause",
+    r"\buuid_",
+    r"^(bg)?api ",
+    r"continue_on_fail",
+    r"\bringback\b",
+    r"digit_action",
+    r"flush_dtmf",
+    r"\bvariable_",
+    r"^Caller-",
+    r"ALLOTTED_TIMEOUT",
+    r"NORMAL_CLEARING",
+    r"DIALSTATUS",
+    r"read_result",
+    r"%\(\d",
+    r"^silence$",
 ]
 # What the ESL session offers: the IVR goes through the Channel instead.
-ESL_ATTRIBUTES = {"session", "dtmf_count", "session_data", "execute", "add_leg", "wait_leg_end",
-                  "add_listener", "a_hungup"}
+ESL_ATTRIBUTES = {
+    "session",
+    "dtmf_count",
+    "session_data",
+    "execute",
+    "add_leg",
+    "wait_leg_end",
+    "add_listener",
+    "a_hungup",
+}
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
@@ -45,8 +74,11 @@ def freeswitch_in(path: Path) -> list[str]:
     for node in ast.walk(tree):
         where = f"{path.name}:{getattr(node, 'lineno', '?')}"
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
-            found += [f"{where} {node.value!r} names {pattern}" for pattern in FREESWITCH_NAMES
-                      if re.search(pattern, node.value)]
+            found += [
+                f"{where} {node.value!r} names {pattern}"
+                for pattern in FREESWITCH_NAMES
+                if re.search(pattern, node.value)
+            ]
         elif isinstance(node, ast.Attribute) and node.attr in ESL_ATTRIBUTES:
             found.append(f"{where} .{node.attr} reaches the ESL session")
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -65,7 +97,17 @@ def test_the_ivr_names_no_freeswitch_application_or_variable():
 def test_the_guard_sees_the_names_the_channel_uses():
     # Not a vacuous guard: run on cardd/channel.py, it finds what the IVR must not say.
     found = "\n".join(freeswitch_in(CHANNEL))
-    for name in ["sched_hangup", "sched_broadcast", "silence_stream", "ignore_early_media",
-                 "execute_on_answer", "origination_", "%(2000", "'silence'", ".dtmf_count", ".execute",
-                 "imports cardd.esl"]:
+    for name in [
+        "sched_hangup",
+        "sched_broadcast",
+        "silence_stream",
+        "ignore_early_media",
+        "execute_on_answer",
+        "origination_",
+        "%(2000",
+        "'silence'",
+        ".dtmf_count",
+        ".execute",
+        "imports cardd.esl",
+    ]:
         assert name in found, name

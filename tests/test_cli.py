@@ -24,8 +24,14 @@ def restore_logging():
 
 def run_cardd(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "cardd", *args], cwd=cwd or REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "cardd", *args],
+        cwd=cwd or REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_check_config_accepts_the_shipped_cardd_yaml():
@@ -69,6 +75,7 @@ def test_check_cld_shows_what_each_token_did():
 
 # --- command-line mistakes --------------------------------------------------------------------
 
+
 def test_a_command_line_mistake_is_one_cardd_line_and_exit_2():
     done = run_cardd("card", "add", "123")
     assert done.returncode == 2
@@ -94,6 +101,7 @@ def test_help_still_shows_the_usage():
 
 # --- which config, which database -------------------------------------------------------------
 
+
 def test_config_may_follow_the_sub_command(tmp_path):
     bad = tmp_path / "cardd.yaml"
     bad.write_text("calling_card:\n  max_call_duraton: 600\n")
@@ -104,7 +112,7 @@ def test_config_may_follow_the_sub_command(tmp_path):
 
 def test_operator_command_lists_with_config_after_a_nested_sub_command(tmp_path, dsn):
     config = tmp_path / "cardd.yaml"
-    config.write_text(f"daemon:\n  dsn: \"{dsn}\"\n")
+    config.write_text(f'daemon:\n  dsn: "{dsn}"\n')
     assert run_cardd("tariff", "add", "std", "--currency", "USD", "-c", str(config)).returncode == 0
     done = run_cardd("tariff", "list", "--config", str(config))
     assert done.returncode == 0, done.stderr
@@ -126,7 +134,7 @@ def test_an_operator_command_in_another_directory_creates_no_database(tmp_path):
 
 
 def test_cardd_yaml_in_the_working_directory_is_used_without_a_note(tmp_path, dsn):
-    (tmp_path / "cardd.yaml").write_text(f"daemon:\n  dsn: \"{dsn}\"\n  log_level: warning\n")
+    (tmp_path / "cardd.yaml").write_text(f'daemon:\n  dsn: "{dsn}"\n  log_level: warning\n')
     assert run_cardd("tariff", "add", "std", "--currency", "EUR", cwd=tmp_path).returncode == 0
     done = run_cardd("tariff", "list", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -134,12 +142,13 @@ def test_cardd_yaml_in_the_working_directory_is_used_without_a_note(tmp_path, ds
     assert done.stderr == ""
 
 
-def test_the_system_config_is_used_and_named_when_there_is_no_other(tmp_path, dsn, monkeypatch, capsys,
-                                                                    restore_logging):
+def test_the_system_config_is_used_and_named_when_there_is_no_other(
+    tmp_path, dsn, monkeypatch, capsys, restore_logging
+):
     from cardd import cli, config
 
     system = tmp_path / "etc-cardd.yaml"
-    system.write_text(f"daemon:\n  dsn: \"{dsn}\"\n  log_level: warning\n")
+    system.write_text(f'daemon:\n  dsn: "{dsn}"\n  log_level: warning\n')
     monkeypatch.setattr(config, "SYSTEM_CONFIG", str(system))
     (tmp_path / "empty").mkdir()
     monkeypatch.chdir(tmp_path / "empty")
@@ -156,7 +165,7 @@ def test_an_unmigrated_database_is_refused_and_left_alone(tmp_path, pg_server):
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
         config = tmp_path / "cardd.yaml"
-        config.write_text(f"daemon:\n  dsn: \"{pg_server.dsn_for(name)}\"\n")
+        config.write_text(f'daemon:\n  dsn: "{pg_server.dsn_for(name)}"\n')
         done = run_cardd("-c", str(config), "card", "list")
         assert done.returncode == 2
         assert done.stderr.startswith("cardd: the database has no cardd schema (config ")
@@ -169,7 +178,7 @@ def test_an_unmigrated_database_is_refused_and_left_alone(tmp_path, pg_server):
 
 def test_an_unreachable_database_is_one_line_naming_the_config(tmp_path):
     config = tmp_path / "cardd.yaml"
-    config.write_text(f"daemon:\n  dsn: \"host={tmp_path} dbname=nothing user=nobody\"\n")
+    config.write_text(f'daemon:\n  dsn: "host={tmp_path} dbname=nothing user=nobody"\n')
     done = run_cardd("card", "list", "-c", str(config))
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()

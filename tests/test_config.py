@@ -102,8 +102,10 @@ SAMPLES = {
     "default_language": ("es", "es"),
     "fallback_to_default_language": ("true", True),
     "cli_translation": ('[{match: "^0", replace: "44"}]', (TranslationRule(re.compile("^0"), "44"),)),
-    "cld_translation": ("[{match: '^00', replace: ''}, {match: '^011', replace: ''}]",
-                        (TranslationRule(re.compile("^00"), ""), TranslationRule(re.compile("^011"), ""))),
+    "cld_translation": (
+        "[{match: '^00', replace: ''}, {match: '^011', replace: ''}]",
+        (TranslationRule(re.compile("^00"), ""), TranslationRule(re.compile("^011"), "")),
+    ),
 }
 
 
@@ -112,6 +114,7 @@ def test_every_option_has_a_sample():
 
 
 # --- loading -------------------------------------------------------------------
+
 
 def test_no_file_means_built_in_defaults():
     settings = load_settings(None)
@@ -139,15 +142,18 @@ def test_every_option_loads_from_calling_card_and_from_an_instance(tmp_path, nam
     text, expected = SAMPLES[name]
     if isinstance(expected, str) and expected.startswith("<dir>"):
         expected = expected.replace("<dir>", str(tmp_path))
-    settings = load(tmp_path, f"calling_card:\n  {name}: {text}\ninstances:\n  cc:\n    customer: acme\n"
-                              f"    {name}: {text}\n")
+    settings = load(
+        tmp_path, f"calling_card:\n  {name}: {text}\ninstances:\n  cc:\n    customer: acme\n    {name}: {text}\n"
+    )
     assert settings.calling_card[name] == expected
     assert settings.instances["cc"][name] == expected
     assert getattr(settings.call_options("cc").options, name) == expected
 
 
 def test_daemon_settings_load_and_paths_resolve_against_the_file(tmp_path):
-    settings = load(tmp_path, """\
+    settings = load(
+        tmp_path,
+        """\
         daemon:
           listen: "0.0.0.0:0"
           dsn: "postgresql://cardd@db/cardd"
@@ -164,7 +170,8 @@ def test_daemon_settings_load_and_paths_resolve_against_the_file(tmp_path):
           pool_size: 4
           inbound_esl: "10.0.0.5:8021"
           inbound_esl_password: secret
-        """)
+        """,
+    )
     d = settings.daemon
     assert d.data_dir == str(tmp_path / "state")
     assert d.sounds_dir == os.path.normpath(str(tmp_path / ".." / "prompts"))
@@ -197,98 +204,128 @@ def test_with_daemon_overrides_and_validates(tmp_path):
 
 # --- errors name file, line, key and what was expected -----------------------------
 
+
 def test_misspelt_key_names_file_line_key_and_suggests_the_right_one(tmp_path):
     message = load_error(tmp_path, "calling_card:\n  announce_balance: true\n  max_call_duraton: 60\n")
-    assert message == (f"{tmp_path / 'cardd.yaml'}:3: calling_card.max_call_duraton: unknown key "
-                       "'max_call_duraton'; did you mean 'max_call_duration'?")
+    assert message == (
+        f"{tmp_path / 'cardd.yaml'}:3: calling_card.max_call_duraton: unknown key "
+        "'max_call_duraton'; did you mean 'max_call_duration'?"
+    )
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("calling_cards: {}\n", ":1: calling_cards: unknown key 'calling_cards'; did you mean 'calling_card'?"),
-    ("extra: 1\n", ":1: extra: unknown key 'extra'; expected one of: daemon, calling_card, instances"),
-    ("daemon:\n  listne: x\n", ":2: daemon.listne: unknown key 'listne'; did you mean 'listen'?"),
-    ("daemon:\n  announce_balance: true\n", "daemon.announce_balance: unknown key 'announce_balance'; "
-                                             "'announce_balance' belongs under calling_card:"),
-    ("calling_card:\n  dsn: x\n", "calling_card.dsn: unknown key 'dsn'; 'dsn' belongs under daemon:"),
-    ("calling_card:\n  noplaybalance: true\n",
-     "calling_card.noplaybalance: unknown key 'noplaybalance'; 'noplaybalance' is a CLD token, "
-     "the cardd.yaml setting is `announce_balance: false`"),
-    ("instances:\n  cc:\n    max_call_duraton: 5\n",
-     ":3: instances.cc.max_call_duraton: unknown key 'max_call_duraton'; did you mean 'max_call_duration'?"),
-    ("calling_card:\n  customer: acme\n", "calling_card.customer: unknown key 'customer'; 'customer' belongs "
-                                           "under instances.<name>:"),
-    ("calling_card:\n  zzzzzz: 1\n", "calling_card.zzzzzz: unknown key 'zzzzzz'; see cardd.yaml for every key"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("calling_cards: {}\n", ":1: calling_cards: unknown key 'calling_cards'; did you mean 'calling_card'?"),
+        ("extra: 1\n", ":1: extra: unknown key 'extra'; expected one of: daemon, calling_card, instances"),
+        ("daemon:\n  listne: x\n", ":2: daemon.listne: unknown key 'listne'; did you mean 'listen'?"),
+        (
+            "daemon:\n  announce_balance: true\n",
+            "daemon.announce_balance: unknown key 'announce_balance'; 'announce_balance' belongs under calling_card:",
+        ),
+        ("calling_card:\n  dsn: x\n", "calling_card.dsn: unknown key 'dsn'; 'dsn' belongs under daemon:"),
+        (
+            "calling_card:\n  noplaybalance: true\n",
+            "calling_card.noplaybalance: unknown key 'noplaybalance'; 'noplaybalance' is a CLD token, "
+            "the cardd.yaml setting is `announce_balance: false`",
+        ),
+        (
+            "instances:\n  cc:\n    max_call_duraton: 5\n",
+            ":3: instances.cc.max_call_duraton: unknown key 'max_call_duraton'; did you mean 'max_call_duration'?",
+        ),
+        (
+            "calling_card:\n  customer: acme\n",
+            "calling_card.customer: unknown key 'customer'; 'customer' belongs under instances.<name>:",
+        ),
+        ("calling_card:\n  zzzzzz: 1\n", "calling_card.zzzzzz: unknown key 'zzzzzz'; see cardd.yaml for every key"),
+    ],
+)
 def test_unknown_keys_are_errors_with_a_hint(tmp_path, text, fragment):
     assert fragment in load_error(tmp_path, text)
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("announce_balance", '"yes"', 'expected true or false, got "yes"'),
-    ("announce_balance", "1", "expected true or false, got 1"),
-    ("max_call_duration", "0", "expected a whole number from 1 to 86400 (seconds), got 0"),
-    ("max_call_duration", "86401", "got 86401"),
-    ("max_call_duration", "true", "got true"),
-    ("max_call_duration", '"3600"', 'got "3600"'),
-    ("max_call_duration", "60.5", "got 60.5"),
-    ("card_entry_attempts", "null", "expected a whole number from 1 to 20, got null"),
-    ("min_card_number_length", "0", "from 1 to 32 (digits), or null, got 0"),
-    ("topup_ext", "5", 'expected a quoted string of 1 to 10 digits such as "5", or null, got 5'),
-    ("topup_ext", '"5a"', 'got "5a"'),
-    ("destination_completion_regex", '"([0-9]"', "expected a regular expression (a string that compiles), "
-                                                   "or null (missing ), unterminated subpattern at position 0)"),
-    ("minimum_balance", '"2 dollars"', 'expected an amount with an optional currency, such as "2 USD" or 2, '
-                                       'or null, got "2 dollars"'),
-    ("minimum_balance", "0.123456", "got 0.123456"),
-    ("minimum_balance", ".nan", "got NaN"),
-    ("languages", "[en, english]", 'got ["en", "english"]'),
-    ("languages", "[en, en]", "distinct"),
-    ("languages", "en", "a list of distinct two-letter language codes"),
-    ("default_language", "EN", 'expected a two-letter language code such as en, got "EN"'),
-    ("default_language", "no", 'YAML reads an unquoted no as false: write "no"'),
-    ("languages", "[en, no]", "YAML reads an unquoted no as false"),
-    ("cld_translation", "[{match: '^0', replace: '\\1'}]", "invalid group reference 1"),
-    ("cld_translation", "[{match: '^0'}]", "the first match applies, got [a mapping]"),
-    ("early_greeting_prompt", "0", "ivr_prompts id"),
-    ("outbound_proxy", '"a b"', "expected host or host:port"),
-    ("outbound_proxy", '"host:70000"', "got \"host:70000\""),
-    ("custom_greeting_file", '""', 'expected a path, or null, got ""'),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("announce_balance", '"yes"', 'expected true or false, got "yes"'),
+        ("announce_balance", "1", "expected true or false, got 1"),
+        ("max_call_duration", "0", "expected a whole number from 1 to 86400 (seconds), got 0"),
+        ("max_call_duration", "86401", "got 86401"),
+        ("max_call_duration", "true", "got true"),
+        ("max_call_duration", '"3600"', 'got "3600"'),
+        ("max_call_duration", "60.5", "got 60.5"),
+        ("card_entry_attempts", "null", "expected a whole number from 1 to 20, got null"),
+        ("min_card_number_length", "0", "from 1 to 32 (digits), or null, got 0"),
+        ("topup_ext", "5", 'expected a quoted string of 1 to 10 digits such as "5", or null, got 5'),
+        ("topup_ext", '"5a"', 'got "5a"'),
+        (
+            "destination_completion_regex",
+            '"([0-9]"',
+            "expected a regular expression (a string that compiles), "
+            "or null (missing ), unterminated subpattern at position 0)",
+        ),
+        (
+            "minimum_balance",
+            '"2 dollars"',
+            'expected an amount with an optional currency, such as "2 USD" or 2, or null, got "2 dollars"',
+        ),
+        ("minimum_balance", "0.123456", "got 0.123456"),
+        ("minimum_balance", ".nan", "got NaN"),
+        ("languages", "[en, english]", 'got ["en", "english"]'),
+        ("languages", "[en, en]", "distinct"),
+        ("languages", "en", "a list of distinct two-letter language codes"),
+        ("default_language", "EN", 'expected a two-letter language code such as en, got "EN"'),
+        ("default_language", "no", 'YAML reads an unquoted no as false: write "no"'),
+        ("languages", "[en, no]", "YAML reads an unquoted no as false"),
+        ("cld_translation", "[{match: '^0', replace: '\\1'}]", "invalid group reference 1"),
+        ("cld_translation", "[{match: '^0'}]", "the first match applies, got [a mapping]"),
+        ("early_greeting_prompt", "0", "ivr_prompts id"),
+        ("outbound_proxy", '"a b"', "expected host or host:port"),
+        ("outbound_proxy", '"host:70000"', 'got "host:70000"'),
+        ("custom_greeting_file", '""', 'expected a path, or null, got ""'),
+    ],
+)
 def test_bad_values_name_key_and_expectation(tmp_path, key, value, expected):
     message = load_error(tmp_path, f"calling_card:\n  {key}: {value}\n")
     assert message.startswith(f"{tmp_path / 'cardd.yaml'}:2: calling_card.{key}: ")
     assert expected in message
 
 
-@pytest.mark.parametrize("key, value, expected", [
-    ("listen", "8084", "expected host:port such as \"127.0.0.1:8084\""),
-    ("listen", '"host:99999"', "got \"host:99999\""),
-    ("log_level", "verbose", "expected one of debug, info, warning, error, critical"),
-    ("log_format", "xml", "expected one of text, json"),
-    ("dial_string", '"sofia/external/{num}"', "expected a dial string with {number}"),
-    ("dial_string", '"sofia/a/{number}|sofia/b"', "expected a dial string with {number}"),
-    ("dial_string", '"sofia/{number"', "expected a dial string"),
-    ("esl_reply_timeout", "0", "expected a number of seconds above 0 to 600"),
-    ("shutdown_grace", "-1", "got -1"),
-    ("pool_size", "0", "from 1 to 1000"),
-    ("data_dir", '""', "expected a path"),
-])
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("listen", "8084", 'expected host:port such as "127.0.0.1:8084"'),
+        ("listen", '"host:99999"', 'got "host:99999"'),
+        ("log_level", "verbose", "expected one of debug, info, warning, error, critical"),
+        ("log_format", "xml", "expected one of text, json"),
+        ("dial_string", '"sofia/external/{num}"', "expected a dial string with {number}"),
+        ("dial_string", '"sofia/a/{number}|sofia/b"', "expected a dial string with {number}"),
+        ("dial_string", '"sofia/{number"', "expected a dial string"),
+        ("esl_reply_timeout", "0", "expected a number of seconds above 0 to 600"),
+        ("shutdown_grace", "-1", "got -1"),
+        ("pool_size", "0", "from 1 to 1000"),
+        ("data_dir", '""', "expected a path"),
+    ],
+)
 def test_bad_daemon_values_name_key_and_expectation(tmp_path, key, value, expected):
     message = load_error(tmp_path, f"daemon:\n  {key}: {value}\n")
     assert message.startswith(f"{tmp_path / 'cardd.yaml'}:2: daemon.{key}: ")
     assert expected in message
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("- a\n- b\n", "expected a mapping with daemon, calling_card, instances, api at the top"),
-    ("calling_card: 5\n", ":1: calling_card: expected a mapping of calling-card options, got 5"),
-    ("instances: [cc]\n", ":1: instances: expected a mapping of instance names"),
-    ("instances:\n  Cc: {}\n", "instances.Cc: expected a name matching [a-z][a-z0-9_-]*"),
-    ("instances:\n  cc: 1\n", "instances.cc: expected a mapping of customer and calling_card options"),
-    ("instances:\n  cc:\n    customer: ''\n", "instances.cc.customer: expected a customer name or id"),
-    ("calling_card:\n  topup: true\n  topup: false\n", ":3: not valid YAML: duplicate key 'topup'"),
-    ("calling_card: [\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("- a\n- b\n", "expected a mapping with daemon, calling_card, instances, api at the top"),
+        ("calling_card: 5\n", ":1: calling_card: expected a mapping of calling-card options, got 5"),
+        ("instances: [cc]\n", ":1: instances: expected a mapping of instance names"),
+        ("instances:\n  Cc: {}\n", "instances.Cc: expected a name matching [a-z][a-z0-9_-]*"),
+        ("instances:\n  cc: 1\n", "instances.cc: expected a mapping of customer and calling_card options"),
+        ("instances:\n  cc:\n    customer: ''\n", "instances.cc.customer: expected a customer name or id"),
+        ("calling_card:\n  topup: true\n  topup: false\n", ":3: not valid YAML: duplicate key 'topup'"),
+        ("calling_card: [\n", "not valid YAML"),
+    ],
+)
 def test_structural_errors(tmp_path, text, fragment):
     assert fragment in load_error(tmp_path, text)
 
@@ -298,18 +335,29 @@ def test_missing_file_is_a_config_error(tmp_path):
         load_settings(str(tmp_path / "nope.yaml"))
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("calling_card:\n  min_card_number_length: 12\n",
-     ":2: calling_card.min_card_number_length: min_card_number_length 12 is more than card_number_length 10"),
-    ("calling_card:\n  min_card_number_length: 8\ninstances:\n  cc:\n    card_number_length: 6\n",
-     ":5: instances.cc.card_number_length: min_card_number_length 8 is more than card_number_length 6"),
-    ("calling_card:\n  custom_greeting: true\n", "custom_greeting is true but custom_greeting_file is not set"),
-    ("calling_card:\n  topup_only: true\n  topup: false\n", "topup_only needs topup: true"),
-    ("calling_card:\n  topup_ext: '5'\n  hot_dial_ext: '5'\n",
-     ":2: calling_card.topup_ext: hot_dial_ext and topup_ext are both '5'"),
-    ("instances:\n  cc:\n    own_accounts_only: true\n",
-     "instances.cc.customer: own_accounts_only is true, so the instance needs a customer"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        (
+            "calling_card:\n  min_card_number_length: 12\n",
+            ":2: calling_card.min_card_number_length: min_card_number_length 12 is more than card_number_length 10",
+        ),
+        (
+            "calling_card:\n  min_card_number_length: 8\ninstances:\n  cc:\n    card_number_length: 6\n",
+            ":5: instances.cc.card_number_length: min_card_number_length 8 is more than card_number_length 6",
+        ),
+        ("calling_card:\n  custom_greeting: true\n", "custom_greeting is true but custom_greeting_file is not set"),
+        ("calling_card:\n  topup_only: true\n  topup: false\n", "topup_only needs topup: true"),
+        (
+            "calling_card:\n  topup_ext: '5'\n  hot_dial_ext: '5'\n",
+            ":2: calling_card.topup_ext: hot_dial_ext and topup_ext are both '5'",
+        ),
+        (
+            "instances:\n  cc:\n    own_accounts_only: true\n",
+            "instances.cc.customer: own_accounts_only is true, so the instance needs a customer",
+        ),
+    ],
+)
 def test_contradicting_options_are_errors(tmp_path, text, fragment):
     assert fragment in load_error(tmp_path, text)
 
@@ -385,8 +433,9 @@ def test_languages_fall_back_to_default_language():
 
 
 def test_balance_threshold_defaults_to_minimum_balance(tmp_path):
-    settings = load(tmp_path, "calling_card:\n  minimum_balance: 2 USD\n"
-                              "instances:\n  cc: {balance_threshold: '5'}\n  dd: {}\n")
+    settings = load(
+        tmp_path, "calling_card:\n  minimum_balance: 2 USD\ninstances:\n  cc: {balance_threshold: '5'}\n  dd: {}\n"
+    )
     assert settings.call_options("dd").options.balance_threshold == MinimumBalance(Decimal(2), "USD")
     assert settings.call_options("dd").sources["balance_threshold"] == "= minimum_balance"
     assert settings.call_options("cc").options.balance_threshold == MinimumBalance(Decimal(5))
@@ -394,8 +443,9 @@ def test_balance_threshold_defaults_to_minimum_balance(tmp_path):
 
 
 def test_outbound_proxy_of_an_instance_beats_the_daemon_one(tmp_path):
-    settings = load(tmp_path, "daemon:\n  outbound_proxy: main:5060\n"
-                              "instances:\n  cc: {outbound_proxy: 'other:5080'}\n  dd: {}\n")
+    settings = load(
+        tmp_path, "daemon:\n  outbound_proxy: main:5060\ninstances:\n  cc: {outbound_proxy: 'other:5080'}\n  dd: {}\n"
+    )
     assert settings.call_options("cc").options.outbound_proxy == "other:5080"
     assert settings.call_options("dd").options.outbound_proxy == "main:5060"
     assert settings.call_options("dd").sources["outbound_proxy"] == "daemon.outbound_proxy"
@@ -407,6 +457,7 @@ def test_cld_extension_clash_is_a_warning_not_an_error(tmp_path):
 
 
 # --- check-config and check-cld texts --------------------------------------------
+
 
 def test_format_settings_shows_every_value_with_its_source(tmp_path):
     text = format_settings(load(tmp_path, PRECEDENCE_YAML))
@@ -420,8 +471,10 @@ def test_format_settings_shows_every_value_with_its_source(tmp_path):
 
 
 def test_format_settings_is_yaml_that_loads_back_to_the_same_settings(tmp_path):
-    first = load(tmp_path, PRECEDENCE_YAML.replace("  other: {}", "    customer: acme\n  other: {}")
-                 + "daemon:\n  pool_size: 3\n")
+    first = load(
+        tmp_path,
+        PRECEDENCE_YAML.replace("  other: {}", "    customer: acme\n  other: {}") + "daemon:\n  pool_size: 3\n",
+    )
     again = load_settings(write(tmp_path, format_settings(first), "effective.yaml"))
     assert again.daemon == first.daemon
     for cld in ("cc", "other", "nosuch.en"):
@@ -431,8 +484,9 @@ def test_format_settings_is_yaml_that_loads_back_to_the_same_settings(tmp_path):
 
 def test_describe_cld_explains_every_token_and_the_result(tmp_path):
     text = describe_cld(load(tmp_path, PRECEDENCE_YAML), "cc.en.es.noplaybalance.topupext5.bogus")
-    assert text.startswith("CLD: cc.en.es.noplaybalance.topupext5.bogus\n"
-                           f"instance: cc (instances.cc in {tmp_path / 'cardd.yaml'})\n")
+    assert text.startswith(
+        f"CLD: cc.en.es.noplaybalance.topupext5.bogus\ninstance: cc (instances.cc in {tmp_path / 'cardd.yaml'})\n"
+    )
     assert "\n  noplaybalance  announce_balance = false\n" in text
     assert "\n  bogus          unknown token, ignored\n" in text
     assert "\nlanguages: en, es\n" in text
@@ -463,15 +517,19 @@ def test_pick_languages_skips_those_without_prompts_and_never_leaves_none():
     assert call.pick_languages(lambda lang: False) == (["en"], ["fr", "es", "de"])
 
 
-@pytest.mark.parametrize("dsn, shown", [
-    ("postgresql://cardd:s3cret@db:5432/cardd", "postgresql://cardd:***@db:5432/cardd"),
-    ("host=db user=cardd password=s3cret dbname=cardd", "host=db user=cardd password=*** dbname=cardd"),
-    ("host=db password = 'a b\\'c' dbname=x", "host=db password = *** dbname=x"),
-    ("postgresql://cardd@db/cardd", "postgresql://cardd@db/cardd"),
-])
+@pytest.mark.parametrize(
+    "dsn, shown",
+    [
+        ("postgresql://cardd:s3cret@db:5432/cardd", "postgresql://cardd:***@db:5432/cardd"),
+        ("host=db user=cardd password=s3cret dbname=cardd", "host=db user=cardd password=*** dbname=cardd"),
+        ("host=db password = 'a b\\'c' dbname=x", "host=db password = *** dbname=x"),
+        ("postgresql://cardd@db/cardd", "postgresql://cardd@db/cardd"),
+    ],
+)
 def test_format_settings_never_prints_passwords(tmp_path, dsn, shown):
-    settings = load_settings(None).with_daemon(dsn=dsn, inbound_esl_password="hunter2",
-                                               cdr_credentials="freeswitch:s3cr3t-cdr")
+    settings = load_settings(None).with_daemon(
+        dsn=dsn, inbound_esl_password="hunter2", cdr_credentials="freeswitch:s3cr3t-cdr"
+    )
     text = format_settings(settings)
     assert f"  dsn: {json.dumps(shown)}" in text
     assert "hunter2" not in text and 'inbound_esl_password: "***"' in text

@@ -19,8 +19,14 @@ REPO = Path(__file__).resolve().parent.parent
 
 def run_python(code: str, *, timeout: float = 60) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
 @pytest.fixture
@@ -47,8 +53,16 @@ def test_two_processes_migrating_at_once_both_succeed(empty_dsn):
             print(db.migrate())
     """
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(3)
+    ]
     outs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], outs
     printed = sorted((out.strip() for out, _ in outs), key=len, reverse=True)
@@ -146,17 +160,20 @@ def test_embedded_server_is_reused_across_restarts_and_stopped_by_close(tmp_path
     assert not (pgdata / "postmaster.pid").exists()
 
 
-@pytest.mark.parametrize("sql", [
-    "INSERT INTO tariffs (name, currency) VALUES ('x', 'usd')",
-    "INSERT INTO rates (tariff_id, prefix, price_1, interval_1, price_n, interval_n)"
-    " SELECT id, '1', 0.1, 0, 0.1, 1 FROM tariffs",
-    "INSERT INTO rates (tariff_id, prefix, price_1, interval_1, price_n, interval_n)"
-    " SELECT id, '1', -0.1, 1, 0.1, 1 FROM tariffs",
-    "INSERT INTO rates (tariff_id, prefix, price_1, interval_1, price_n, interval_n)"
-    " SELECT id, '1a', 0.1, 1, 0.1, 1 FROM tariffs",
-    "INSERT INTO accounts (username, currency, tariff_id) SELECT '77', 'EUR', id FROM tariffs",
-    "INSERT INTO accounts (username, currency, tariff_id, status) SELECT '77', 'USD', id, 'odd' FROM tariffs",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "INSERT INTO tariffs (name, currency) VALUES ('x', 'usd')",
+        "INSERT INTO rates (tariff_id, prefix, price_1, interval_1, price_n, interval_n)"
+        " SELECT id, '1', 0.1, 0, 0.1, 1 FROM tariffs",
+        "INSERT INTO rates (tariff_id, prefix, price_1, interval_1, price_n, interval_n)"
+        " SELECT id, '1', -0.1, 1, 0.1, 1 FROM tariffs",
+        "INSERT INTO rates (tariff_id, prefix, price_1, interval_1, price_n, interval_n)"
+        " SELECT id, '1a', 0.1, 1, 0.1, 1 FROM tariffs",
+        "INSERT INTO accounts (username, currency, tariff_id) SELECT '77', 'EUR', id FROM tariffs",
+        "INSERT INTO accounts (username, currency, tariff_id, status) SELECT '77', 'USD', id, 'odd' FROM tariffs",
+    ],
+)
 def test_schema_rejects_bad_rows(database, demo_data, sql):
     with pytest.raises((psycopg.errors.CheckViolation, psycopg.errors.ForeignKeyViolation)):
         with database.pool.connection() as conn:
@@ -169,7 +186,10 @@ def test_a_second_process_on_the_embedded_server_leaves_it_running(tmp_path):
     data_dir = tmp_path / "var"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
             import sys
             from cardd.db import Database
             db = Database("", {str(data_dir)!r})
@@ -179,7 +199,14 @@ def test_a_second_process_on_the_embedded_server_leaves_it_running(tmp_path):
             with db.pool.connection() as conn:
                 print(conn.execute("SELECT count(*) FROM customers").fetchone()[0], flush=True)
             db.close()
-        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert holder.stdout.readline().strip() == "up"
         result = run_python(f"""

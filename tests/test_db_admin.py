@@ -18,19 +18,59 @@ def run(dsn, *argv, capsys=None):
     parser = argparse.ArgumentParser(prog="cardd")
     admin.add_parsers(parser.add_subparsers(dest="command"))
     args = parser.parse_args(list(argv))
-    settings = SimpleNamespace(daemon=SimpleNamespace(dsn=dsn, data_dir="unused",
-                                                     pin_key_file=pins.installed_key().path))
+    settings = SimpleNamespace(
+        daemon=SimpleNamespace(dsn=dsn, data_dir="unused", pin_key_file=pins.installed_key().path)
+    )
     return args.func(args, settings)
 
 
 def setup_demo(dsn):
     assert run(dsn, "tariff", "add", "std", "--currency", "USD") == 0
-    assert run(dsn, "rate", "add", "--tariff", "std", "44", "--price-1", "0.06", "--interval-1", "30",
-               "--price-n", "0.06", "--interval-n", "6", "--connect-fee", "0.10") == 0
-    assert run(dsn, "rate", "add", "--tariff", "std", "4490", "--price-1", "1", "--interval-1", "60",
-               "--price-n", "1", "--interval-n", "60", "--forbidden") == 0
-    assert run(dsn, "card", "add", "5550001", "--pin", "1234", "--balance", "12.5", "--currency", "USD",
-               "--tariff", "std") == 0
+    assert (
+        run(
+            dsn,
+            "rate",
+            "add",
+            "--tariff",
+            "std",
+            "44",
+            "--price-1",
+            "0.06",
+            "--interval-1",
+            "30",
+            "--price-n",
+            "0.06",
+            "--interval-n",
+            "6",
+            "--connect-fee",
+            "0.10",
+        )
+        == 0
+    )
+    assert (
+        run(
+            dsn,
+            "rate",
+            "add",
+            "--tariff",
+            "std",
+            "4490",
+            "--price-1",
+            "1",
+            "--interval-1",
+            "60",
+            "--price-n",
+            "1",
+            "--interval-n",
+            "60",
+            "--forbidden",
+        )
+        == 0
+    )
+    assert (
+        run(dsn, "card", "add", "5550001", "--pin", "1234", "--balance", "12.5", "--currency", "USD", "--tariff", "std")
+        == 0
+    )
 
 
 def test_operator_creates_tariff_rates_and_card_then_sees_it(dsn, capsys):
@@ -68,17 +108,52 @@ def test_card_show_lists_open_reservations_and_cdrs(dsn, capsys):
     assert "last CDRs: 1" in out and "0.13600  NORMAL_CLEARING" in out
 
 
-@pytest.mark.parametrize("argv,message", [
-    (("card", "add", "5550001", "--currency", "USD", "--tariff", "std"), "card number already exists"),
-    (("card", "add", "5550002", "--currency", "USD", "--tariff", "nope"), "unknown tariff 'nope'"),
-    (("card", "add", "5550002", "--currency", "EUR", "--tariff", "std"), "is in USD"),
-    (("rate", "add", "--tariff", "nope", "1", "--price-1", "1", "--interval-1", "1", "--price-n", "1",
-      "--interval-n", "1"), "unknown tariff"),
-    (("rate", "add", "--tariff", "std", "44", "--price-1", "1", "--interval-1", "1", "--price-n", "1",
-      "--interval-n", "1"), "already has a rate"),
-    (("tariff", "add", "std", "--currency", "USD"), "already exists"),
-    (("card", "show", "999"), "no card '999'"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (("card", "add", "5550001", "--currency", "USD", "--tariff", "std"), "card number already exists"),
+        (("card", "add", "5550002", "--currency", "USD", "--tariff", "nope"), "unknown tariff 'nope'"),
+        (("card", "add", "5550002", "--currency", "EUR", "--tariff", "std"), "is in USD"),
+        (
+            (
+                "rate",
+                "add",
+                "--tariff",
+                "nope",
+                "1",
+                "--price-1",
+                "1",
+                "--interval-1",
+                "1",
+                "--price-n",
+                "1",
+                "--interval-n",
+                "1",
+            ),
+            "unknown tariff",
+        ),
+        (
+            (
+                "rate",
+                "add",
+                "--tariff",
+                "std",
+                "44",
+                "--price-1",
+                "1",
+                "--interval-1",
+                "1",
+                "--price-n",
+                "1",
+                "--interval-n",
+                "1",
+            ),
+            "already has a rate",
+        ),
+        (("tariff", "add", "std", "--currency", "USD"), "already exists"),
+        (("card", "show", "999"), "no card '999'"),
+    ],
+)
 def test_refused_operator_writes_exit_2_with_a_message(dsn, capsys, argv, message):
     setup_demo(dsn)
     capsys.readouterr()
@@ -86,16 +161,45 @@ def test_refused_operator_writes_exit_2_with_a_message(dsn, capsys, argv, messag
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [
-    ("card", "add", "1", "--balance", "12,50", "--currency", "USD", "--tariff", "std"),
-    ("card", "add", "1", "--balance", "0.000001", "--currency", "USD", "--tariff", "std"),
-    ("card", "add", "1", "--currency", "dollars", "--tariff", "std"),
-    ("card", "add", "12ab", "--currency", "USD", "--tariff", "std"),
-    ("rate", "add", "--tariff", "std", "44", "--price-1", "-1", "--interval-1", "1", "--price-n", "1",
-     "--interval-n", "1"),
-    ("rate", "add", "--tariff", "std", "44", "--price-1", "1", "--interval-1", "0", "--price-n", "1",
-     "--interval-n", "1"),
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("card", "add", "1", "--balance", "12,50", "--currency", "USD", "--tariff", "std"),
+        ("card", "add", "1", "--balance", "0.000001", "--currency", "USD", "--tariff", "std"),
+        ("card", "add", "1", "--currency", "dollars", "--tariff", "std"),
+        ("card", "add", "12ab", "--currency", "USD", "--tariff", "std"),
+        (
+            "rate",
+            "add",
+            "--tariff",
+            "std",
+            "44",
+            "--price-1",
+            "-1",
+            "--interval-1",
+            "1",
+            "--price-n",
+            "1",
+            "--interval-n",
+            "1",
+        ),
+        (
+            "rate",
+            "add",
+            "--tariff",
+            "std",
+            "44",
+            "--price-1",
+            "1",
+            "--interval-1",
+            "0",
+            "--price-n",
+            "1",
+            "--interval-n",
+            "1",
+        ),
+    ],
+)
 def test_bad_amounts_and_values_are_refused_by_the_parser_with_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         run("unused", *argv)
@@ -116,7 +220,7 @@ def restore_logging():
 
 def test_cli_main_mounts_the_admin_commands(dsn, tmp_path, capsys, restore_logging):
     config = tmp_path / "cardd.yaml"
-    config.write_text(f"daemon:\n  dsn: \"{dsn}\"\n")
+    config.write_text(f'daemon:\n  dsn: "{dsn}"\n')
     assert cli.main(["-c", str(config), "tariff", "add", "x", "--currency", "EUR"]) == 0
     assert cli.main(["-c", str(config), "card", "add", "77", "--currency", "EUR", "--tariff", "zz"]) == 2
     assert "unknown tariff 'zz'" in capsys.readouterr().err

@@ -36,7 +36,7 @@ def test_a_healthy_pooled_connection_is_handed_out_without_a_round_trip(dsn, mon
     with Database(dsn, pool_size=1, pool_timeout=10.0) as db:
         first = _backend_pid(db)
         for _ in range(5):
-            assert _backend_pid(db) == first      # the same connection, checked each time
+            assert _backend_pid(db) == first  # the same connection, checked each time
     assert calls == []
 
 
@@ -52,5 +52,5 @@ def test_a_connection_the_server_ended_is_replaced_not_handed_out(dsn, monkeypat
         deadline = time.monotonic() + 30
         while not select.select([fd], [], [], 0.05)[0]:
             assert time.monotonic() < deadline, "the terminated backend's socket never became readable"
-        assert _backend_pid(db) != victim         # the first checkout after it already works
-        assert calls == [victim]                  # the round trip ran for that connection only
+        assert _backend_pid(db) != victim  # the first checkout after it already works
+        assert calls == [victim]  # the round trip ran for that connection only

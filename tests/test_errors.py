@@ -23,8 +23,7 @@ def cardd_exception_classes() -> dict[str, type[BaseException]]:
             continue
         module = importlib.import_module(module_info.name)
         for name, value in vars(module).items():
-            if (inspect.isclass(value) and issubclass(value, BaseException)
-                    and value.__module__ == module.__name__):
+            if inspect.isclass(value) and issubclass(value, BaseException) and value.__module__ == module.__name__:
                 found[f"{module.__name__}.{name}"] = value
     return found
 
@@ -37,8 +36,9 @@ def test_every_exception_class_of_cardd_derives_from_cardd_error():
 
 def test_every_public_exception_class_is_declared_in_errors_py():
     classes = cardd_exception_classes()
-    elsewhere = {name for name, cls in classes.items()
-                 if cls.__module__ != "cardd.errors" and not cls.__name__.startswith("_")}
+    elsewhere = {
+        name for name, cls in classes.items() if cls.__module__ != "cardd.errors" and not cls.__name__.startswith("_")
+    }
     assert elsewhere == set()
 
 
@@ -50,10 +50,12 @@ def test_modules_that_raised_their_own_errors_still_export_the_same_classes():
     from cardd.cdr_http import BadCdr
     from cardd.ivr.dial import CardRefused
     from cardd.options import BadValue
+
     for cls in (ImportRefused, ReservationNotFound, BadCdr, CardRefused, BadValue, PromptError):
         assert getattr(errors, cls.__name__) is cls
     # the web console reaches these through the billing modules that raise them
     from cardd.billing import apiauth, apistore
+
     assert apiauth.SignInRefused is errors.SignInRefused and apistore.NotVisible is errors.NotVisible
 
 
@@ -62,6 +64,7 @@ def test_an_api_problem_is_a_cardd_error_that_keeps_its_http_answer():
     assert isinstance(problem, CarddError)
     assert problem.body() == {"type": "about:blank", "title": "Conflict", "status": 409, "detail": "taken"}
     from cardd.api.app import problem_of
+
     assert problem_of(problem) is problem
     assert problem_of(errors.NotVisible("no card 1")).status == 404
 

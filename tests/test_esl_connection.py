@@ -19,12 +19,13 @@ from cardd.esl.protocol import DISCONNECT_BODY, Event, Frame, Headers, encode_ap
 
 A = "aaaaaaaa-0000-0000-0000-000000000001"
 B = "bbbbbbbb-0000-0000-0000-000000000002"
-C = "cccccccc-0000-0000-0000-000000000003"   # another channel on the same box
+C = "cccccccc-0000-0000-0000-000000000003"  # another channel on the same box
 
 PENDING, GONE = "pending", "gone"
 
 
 # --- steps --------------------------------------------------------------------------
+
 
 def command(name: str, text: str | None = None):
     return ("command", name, text or name)
@@ -62,17 +63,28 @@ def event(name: str, uuid: str = A, **headers: str) -> tuple:
 
 
 def completion(app_uuid: str, uuid: str = A, response: str = "FILE PLAYED") -> tuple:
-    return event("CHANNEL_EXECUTE_COMPLETE", uuid, Application="playback", Application_UUID=app_uuid,
-                 Application_Response=response)
+    return event(
+        "CHANNEL_EXECUTE_COMPLETE",
+        uuid,
+        Application="playback",
+        Application_UUID=app_uuid,
+        Application_Response=response,
+    )
 
 
-LINGER = feed(b"Content-Type: text/disconnect-notice\nControlled-Session-UUID: " + A.encode() +
-              b"\nContent-Disposition: linger\nLinger-Time: -1\nContent-Length: 0\n\n")
-DISCONNECT = feed(b"Content-Type: text/disconnect-notice\nContent-Disposition: disconnect\n"
-                  b"Content-Length: %d\n\n" % len(DISCONNECT_BODY) + DISCONNECT_BODY)
+LINGER = feed(
+    b"Content-Type: text/disconnect-notice\nControlled-Session-UUID: "
+    + A.encode()
+    + b"\nContent-Disposition: linger\nLinger-Time: -1\nContent-Length: 0\n\n"
+)
+DISCONNECT = feed(
+    b"Content-Type: text/disconnect-notice\nContent-Disposition: disconnect\n"
+    b"Content-Length: %d\n\n" % len(DISCONNECT_BODY) + DISCONNECT_BODY
+)
 
 
 # --- running a case -----------------------------------------------------------------
+
 
 def outcome(ticket: Ticket) -> str:
     """A ticket as the table states it."""
@@ -91,8 +103,11 @@ def outcome(ticket: Ticket) -> str:
 def connected() -> EslConnection:
     conn = EslConnection()
     conn.send_command("connect")
-    conn.receive_data(b"Event-Name: CHANNEL_DATA\nUnique-ID: " + A.encode() +
-                      b"\nContent-Type: command/reply\nReply-Text: %2BOK%0A\nSocket-Mode: async\n\n")
+    conn.receive_data(
+        b"Event-Name: CHANNEL_DATA\nUnique-ID: "
+        + A.encode()
+        + b"\nContent-Type: command/reply\nReply-Text: %2BOK%0A\nSocket-Mode: async\n\n"
+    )
     conn.channel_connected(Frame(Headers({"Unique-ID": A, "Channel-Name": "sofia/lo/1"})))
     return conn
 
@@ -132,66 +147,125 @@ class Case:
 
 
 CASES = [
-    Case("replies complete commands in the order they were sent",
-         [command("linger"), command("filter", f"filter Unique-ID {A}"), reply("+OK will linger")],
-         {"linger": "+OK will linger", "filter": PENDING}),
-    Case("an api response is a reply like any other: it completes the oldest command",
-         [command("event", "event plain DTMF"), command("api", "api uuid_exists x"), reply("+OK event listener"),
-          feed(encode_api_response("true"))],
-         {"event": "+OK event listener", "api": "true"}),
-    Case("an execute's reply completes its reply ticket, not its completion",
-         [execute("x"), reply()],
-         {"x.reply": "+OK", "x": PENDING}),
-    Case("completion is matched by Application-UUID, not by the application's name",
-         [execute("x"), reply(), completion("someone-else")],
-         {"x": PENDING}),
-    Case("the completion carrying the execute's Event-UUID completes it",
-         [execute("x"), reply(), completion("someone-else", response="EARLIER"), completion("x")],
-         {"x": "FILE PLAYED"}),
-    Case("two executes in flight complete independently, in any order",
-         [execute("x"), execute("y"), reply(), reply(), completion("y", response="Y"), completion("x", response="X")],
-         {"x": "X", "y": "Y"}),
-    Case("a completion of an execute no longer waited for is dropped",
-         [execute("x"), reply(), forget("x"), completion("x")],
-         {"x": PENDING}),
-    Case("a foreign channel's completion does not count",
-         [execute("x"), reply(), completion("x", uuid=C)],
-         {"x": PENDING}),
-    Case("a foreign channel's hangup does not mark the caller gone",
-         [event("CHANNEL_HANGUP", C, Hangup_Cause="NORMAL_CLEARING")],
-         {}, {"a_hungup": False, "hangup_cause": None}),
-    Case("A's hangup marks the caller gone with its cause; a running app may still complete (linger)",
-         [execute("x"), reply(), event("CHANNEL_HANGUP", Hangup_Cause="NORMAL_CLEARING")],
-         {"x": PENDING}, {"a_hungup": True, "hangup_cause": "NORMAL_CLEARING"}),
-    Case("A's hangup-complete, its last event, releases every execute still waiting",
-         [execute("x"), reply(), event("CHANNEL_HANGUP"), event("CHANNEL_HANGUP_COMPLETE")],
-         {"x": GONE}, {"a_hungup": True, "closed": False}),
-    Case("a linger notice keeps the app's wait: its completion still comes (capture 11b)",
-         [execute("x"), reply(), event("CHANNEL_HANGUP", Hangup_Cause="NORMAL_CLEARING"), LINGER, completion("x")],
-         {"x": "FILE PLAYED"}, {"lingering": True, "closed": False}),
-    Case("a disconnect notice releases every waiter: command, execute, B leg",
-         [leg(B), execute("x"), reply(), command("api", "api uuid_exists x"), DISCONNECT],
-         {"x": GONE, "api": GONE, B: GONE}, {"closed": True}),
-    Case("B's hangup-complete ends B's wait and leaves the caller up",
-         [leg(B), event("CHANNEL_HANGUP", B, Hangup_Cause="ALLOTTED_TIMEOUT"),
-          event("CHANNEL_HANGUP_COMPLETE", B, variable_billmsec="9520")],
-         {B: "9520"}, {"a_hungup": False}),
-    Case("a B leg cardd did not name is another channel",
-         [event("CHANNEL_HANGUP_COMPLETE", B, variable_billmsec="9520")],
-         {}, {"a_hungup": False}),
-    Case("DTMF is counted on A only",
-         [leg(B), event("DTMF", DTMF_Digit="1"), event("DTMF", DTMF_Digit="#"), event("DTMF", B, DTMF_Digit="5"),
-          event("DTMF", C, DTMF_Digit="7")],
-         {B: PENDING}, {"dtmf_count": 2}),
-    Case("a reply nobody waits for is dropped",
-         [reply("+OK stray"), command("linger"), reply("+OK will linger")],
-         {"linger": "+OK will linger"}),
-    Case("closing the connection releases every waiter",
-         [leg(B), command("linger"), execute("x"), close("socket closed")],
-         {"linger": GONE, "x": GONE, "x.reply": GONE, B: GONE}, {"closed": True, "close_reason": "socket closed"}),
-    Case("a completion after the close changes nothing",
-         [execute("x"), reply(), close("stopped"), completion("x")],
-         {"x": GONE}),
+    Case(
+        "replies complete commands in the order they were sent",
+        [command("linger"), command("filter", f"filter Unique-ID {A}"), reply("+OK will linger")],
+        {"linger": "+OK will linger", "filter": PENDING},
+    ),
+    Case(
+        "an api response is a reply like any other: it completes the oldest command",
+        [
+            command("event", "event plain DTMF"),
+            command("api", "api uuid_exists x"),
+            reply("+OK event listener"),
+            feed(encode_api_response("true")),
+        ],
+        {"event": "+OK event listener", "api": "true"},
+    ),
+    Case(
+        "an execute's reply completes its reply ticket, not its completion",
+        [execute("x"), reply()],
+        {"x.reply": "+OK", "x": PENDING},
+    ),
+    Case(
+        "completion is matched by Application-UUID, not by the application's name",
+        [execute("x"), reply(), completion("someone-else")],
+        {"x": PENDING},
+    ),
+    Case(
+        "the completion carrying the execute's Event-UUID completes it",
+        [execute("x"), reply(), completion("someone-else", response="EARLIER"), completion("x")],
+        {"x": "FILE PLAYED"},
+    ),
+    Case(
+        "two executes in flight complete independently, in any order",
+        [execute("x"), execute("y"), reply(), reply(), completion("y", response="Y"), completion("x", response="X")],
+        {"x": "X", "y": "Y"},
+    ),
+    Case(
+        "a completion of an execute no longer waited for is dropped",
+        [execute("x"), reply(), forget("x"), completion("x")],
+        {"x": PENDING},
+    ),
+    Case(
+        "a foreign channel's completion does not count",
+        [execute("x"), reply(), completion("x", uuid=C)],
+        {"x": PENDING},
+    ),
+    Case(
+        "a foreign channel's hangup does not mark the caller gone",
+        [event("CHANNEL_HANGUP", C, Hangup_Cause="NORMAL_CLEARING")],
+        {},
+        {"a_hungup": False, "hangup_cause": None},
+    ),
+    Case(
+        "A's hangup marks the caller gone with its cause; a running app may still complete (linger)",
+        [execute("x"), reply(), event("CHANNEL_HANGUP", Hangup_Cause="NORMAL_CLEARING")],
+        {"x": PENDING},
+        {"a_hungup": True, "hangup_cause": "NORMAL_CLEARING"},
+    ),
+    Case(
+        "A's hangup-complete, its last event, releases every execute still waiting",
+        [execute("x"), reply(), event("CHANNEL_HANGUP"), event("CHANNEL_HANGUP_COMPLETE")],
+        {"x": GONE},
+        {"a_hungup": True, "closed": False},
+    ),
+    Case(
+        "a linger notice keeps the app's wait: its completion still comes (capture 11b)",
+        [execute("x"), reply(), event("CHANNEL_HANGUP", Hangup_Cause="NORMAL_CLEARING"), LINGER, completion("x")],
+        {"x": "FILE PLAYED"},
+        {"lingering": True, "closed": False},
+    ),
+    Case(
+        "a disconnect notice releases every waiter: command, execute, B leg",
+        [leg(B), execute("x"), reply(), command("api", "api uuid_exists x"), DISCONNECT],
+        {"x": GONE, "api": GONE, B: GONE},
+        {"closed": True},
+    ),
+    Case(
+        "B's hangup-complete ends B's wait and leaves the caller up",
+        [
+            leg(B),
+            event("CHANNEL_HANGUP", B, Hangup_Cause="ALLOTTED_TIMEOUT"),
+            event("CHANNEL_HANGUP_COMPLETE", B, variable_billmsec="9520"),
+        ],
+        {B: "9520"},
+        {"a_hungup": False},
+    ),
+    Case(
+        "a B leg cardd did not name is another channel",
+        [event("CHANNEL_HANGUP_COMPLETE", B, variable_billmsec="9520")],
+        {},
+        {"a_hungup": False},
+    ),
+    Case(
+        "DTMF is counted on A only",
+        [
+            leg(B),
+            event("DTMF", DTMF_Digit="1"),
+            event("DTMF", DTMF_Digit="#"),
+            event("DTMF", B, DTMF_Digit="5"),
+            event("DTMF", C, DTMF_Digit="7"),
+        ],
+        {B: PENDING},
+        {"dtmf_count": 2},
+    ),
+    Case(
+        "a reply nobody waits for is dropped",
+        [reply("+OK stray"), command("linger"), reply("+OK will linger")],
+        {"linger": "+OK will linger"},
+    ),
+    Case(
+        "closing the connection releases every waiter",
+        [leg(B), command("linger"), execute("x"), close("socket closed")],
+        {"linger": GONE, "x": GONE, "x.reply": GONE, B: GONE},
+        {"closed": True, "close_reason": "socket closed"},
+    ),
+    Case(
+        "a completion after the close changes nothing",
+        [execute("x"), reply(), close("stopped"), completion("x")],
+        {"x": GONE},
+    ),
 ]
 
 
@@ -209,7 +283,7 @@ def test_the_rules_hold_whatever_the_read_sizes(case: Case):
     steps = []
     for step in case.steps:
         if step[0] == "feed":
-            steps += [feed(step[1][i:i + 1]) for i in range(len(step[1]))]
+            steps += [feed(step[1][i : i + 1]) for i in range(len(step[1]))]
         else:
             steps.append(step)
     conn, tickets, _ = run(steps)
@@ -222,24 +296,33 @@ def test_the_connect_reply_gives_the_a_leg_and_keeps_only_what_cardd_reads():
     data, ticket = conn.send_command("connect")
     assert data == b"connect\n\n"
     big = "".join(f"variable_x{i}: {i}\n" for i in range(150))
-    conn.receive_data(("Content-Type: command/reply\nReply-Text: %2BOK\nUnique-ID: " + A +
-                       "\nCaller-Caller-ID-Number: 15555550100\n" + big + "\n").encode())
+    conn.receive_data(
+        (
+            "Content-Type: command/reply\nReply-Text: %2BOK\nUnique-ID: "
+            + A
+            + "\nCaller-Caller-ID-Number: 15555550100\n"
+            + big
+            + "\n"
+        ).encode()
+    )
     conn.channel_connected(ticket.result())
     assert conn.uuid == A
     assert dict(conn.channel_data) == {"Unique-ID": A, "Caller-Caller-ID-Number": "15555550100"}
 
 
 def test_events_of_the_calls_legs_are_handed_out_and_foreign_ones_are_not():
-    _, _, events = run([leg(B), event("DTMF", DTMF_Digit="1"), event("DTMF", C, DTMF_Digit="2"),
-                        event("CHANNEL_HANGUP", B)])
+    _, _, events = run(
+        [leg(B), event("DTMF", DTMF_Digit="1"), event("DTMF", C, DTMF_Digit="2"), event("CHANNEL_HANGUP", B)]
+    )
     assert [(e.name, e.unique_id) for e in events] == [("DTMF", A), ("CHANNEL_HANGUP", B)]
 
 
 def test_an_execute_carries_its_event_uuid_and_event_lock():
     conn = connected()
     data, _, _ = conn.send_execute("bridge", "sofia/gw/x", app_uuid="e-1", event_lock=False)
-    assert data == (b"sendmsg\ncall-command: execute\nexecute-app-name: bridge\nexecute-app-arg: sofia/gw/x\n"
-                    b"Event-UUID: e-1\n\n")
+    assert data == (
+        b"sendmsg\ncall-command: execute\nexecute-app-name: bridge\nexecute-app-arg: sofia/gw/x\nEvent-UUID: e-1\n\n"
+    )
     data, _, _ = conn.send_execute("playback", "/s/a.wav", app_uuid="e-2")
     assert b"event-lock: true\n" in data and b"Event-UUID: e-2\n" in data
 

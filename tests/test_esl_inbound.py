@@ -45,7 +45,7 @@ class Box:
 
         try:
             script(conn, command)
-            self.done.wait()          # hold the connection open until the test is over
+            self.done.wait()  # hold the connection open until the test is over
         finally:
             conn.close()
 
@@ -62,6 +62,7 @@ def box():
     def make(script):
         boxes.append(Box(script))
         return boxes[-1]
+
     yield make
     for b in boxes:
         b.close()
@@ -78,7 +79,7 @@ def test_a_reply_that_never_comes_is_given_up_at_the_deadline(box):
         conn.sendall(AUTH_REQUEST)
         assert command() == "auth ClueCon"
         conn.sendall(encode_reply("+OK accepted"))
-        assert command() == "api switchname"      # and no answer
+        assert command() == "api switchname"  # and no answer
 
     mute = box(script)
     esl = InboundEsl(mute.address, "ClueCon", timeout=0.2)

@@ -49,7 +49,7 @@ def test_capture_parses_the_same_whole_and_byte_by_byte(path):
 
     parser, got = FrameParser(), []
     for i in range(len(stream)):
-        parser.feed(stream[i:i + 1])
+        parser.feed(stream[i : i + 1])
         got.extend(_signature(f) for f in parser)
     assert got == expected
 
@@ -203,8 +203,10 @@ def test_a_line_break_cannot_be_smuggled_into_a_command():
 
 def test_execute_carries_event_uuid_and_lock():
     data = encode_execute("playback", "/s/en/welcome.wav", event_uuid="abc")
-    assert data == (b"sendmsg\ncall-command: execute\nexecute-app-name: playback\n"
-                    b"execute-app-arg: /s/en/welcome.wav\nevent-lock: true\nEvent-UUID: abc\n\n")
+    assert data == (
+        b"sendmsg\ncall-command: execute\nexecute-app-name: playback\n"
+        b"execute-app-arg: /s/en/welcome.wav\nevent-lock: true\nEvent-UUID: abc\n\n"
+    )
 
 
 def test_url_encode_follows_switch_url_encode():
@@ -255,14 +257,16 @@ def test_lazy_lookups_answer_exactly_what_the_full_header_table_answers():
         assert lazy.application_uuid == table.get("Application-UUID")
         for name in list(table)[::7] + ["Hangup-Cause", "variable_billmsec", "No-Such-Header"]:
             assert lazy.get(name) == full.get(name), name
-        assert lazy._headers is None        # none of that built the table
+        assert lazy._headers is None  # none of that built the table
 
 
 def test_a_repeated_header_reads_as_its_first_occurrence_without_the_table():
-    event = parse_event(b"Event-Name: CHANNEL_HANGUP\nHangup-Cause: NORMAL_CLEARING\n"
-                        b"Unique-ID: u1\nHangup-Cause: NO_ANSWER\nX-Cause-Echo: Hangup-Cause: x\n")
+    event = parse_event(
+        b"Event-Name: CHANNEL_HANGUP\nHangup-Cause: NORMAL_CLEARING\n"
+        b"Unique-ID: u1\nHangup-Cause: NO_ANSWER\nX-Cause-Echo: Hangup-Cause: x\n"
+    )
     assert event.get("Hangup-Cause") == "NORMAL_CLEARING" == event.headers.get("Hangup-Cause")
-    assert event.get("Cause") is None          # a name's tail is not the name
+    assert event.get("Cause") is None  # a name's tail is not the name
     assert event.get("X-Cause-Echo") == "Hangup-Cause: x"
 
 

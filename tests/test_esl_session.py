@@ -46,8 +46,7 @@ class Peer:
 
     def event(self, name, uuid=A, **headers):
         pairs = [("Event-Name", name), ("Unique-ID", uuid)]
-        pairs += [(k.replace("_", "-") if not k.startswith("variable_") else k, v)
-                  for k, v in headers.items()]
+        pairs += [(k.replace("_", "-") if not k.startswith("variable_") else k, v) for k, v in headers.items()]
         self.send(encode_event(pairs))
 
 
@@ -58,9 +57,10 @@ def pair():
     peer = Peer(fs_sock)
     connect = gevent.spawn(session.connect)
     assert peer.read_command().headers["Command"] == "connect"
-    peer.send(b"Event-Name: CHANNEL_DATA\nUnique-ID: " + A.encode() +
-              b"\nContent-Type: command/reply\nReply-Text: %2BOK%0A\n"
-              b"Socket-Mode: async\nControl: full\n\n")
+    peer.send(
+        b"Event-Name: CHANNEL_DATA\nUnique-ID: " + A.encode() + b"\nContent-Type: command/reply\nReply-Text: %2BOK%0A\n"
+        b"Socket-Mode: async\nControl: full\n\n"
+    )
     connect.get(timeout=30)
     yield session, peer
     fs_sock.close()
@@ -83,12 +83,17 @@ def test_completion_is_matched_by_application_uuid_not_by_name(pair):
     peer.reply()
     mine = cmd.headers["Event-UUID"]
     # A late completion of an earlier playback must not end this wait.
-    peer.event("CHANNEL_EXECUTE_COMPLETE", Application="playback",
-               Application_UUID="someone-else", Application_Response="FILE PLAYED")
+    peer.event(
+        "CHANNEL_EXECUTE_COMPLETE",
+        Application="playback",
+        Application_UUID="someone-else",
+        Application_Response="FILE PLAYED",
+    )
     gevent.sleep(0.05)
     assert not job.ready()
-    peer.event("CHANNEL_EXECUTE_COMPLETE", Application="playback",
-               Application_UUID=mine, Application_Response="FILE PLAYED")
+    peer.event(
+        "CHANNEL_EXECUTE_COMPLETE", Application="playback", Application_UUID=mine, Application_Response="FILE PLAYED"
+    )
     assert job.get(timeout=30).get("Application-Response") == "FILE PLAYED"
 
 
@@ -97,8 +102,12 @@ def test_events_of_a_foreign_channel_are_ignored(pair):
     job = _execute_in_background(session, "playback", arg="/s/a.wav")
     cmd = peer.read_command()
     peer.reply()
-    peer.event("CHANNEL_EXECUTE_COMPLETE", uuid="cccccccc-0000", Application="playback",
-               Application_UUID=cmd.headers["Event-UUID"])
+    peer.event(
+        "CHANNEL_EXECUTE_COMPLETE",
+        uuid="cccccccc-0000",
+        Application="playback",
+        Application_UUID=cmd.headers["Event-UUID"],
+    )
     peer.event("CHANNEL_HANGUP", uuid="cccccccc-0000", Hangup_Cause="NORMAL_CLEARING")
     gevent.sleep(0.05)
     assert not job.ready()
@@ -133,8 +142,10 @@ def test_disconnect_notice_releases_waiters(pair):
     job = _execute_in_background(session, "playback", arg="/s/a.wav", timeout=30)
     peer.read_command()
     peer.reply()
-    peer.send(b"Content-Type: text/disconnect-notice\nContent-Disposition: disconnect\n"
-              b"Content-Length: 67\n\nDisconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n")
+    peer.send(
+        b"Content-Type: text/disconnect-notice\nContent-Disposition: disconnect\n"
+        b"Content-Length: 67\n\nDisconnected, goodbye.\nSee you at ClueCon! http://www.cluecon.com/\n"
+    )
     with pytest.raises(CallGone):
         job.get(timeout=30)
 
@@ -146,11 +157,18 @@ def test_linger_notice_keeps_waiting_for_the_running_app(pair):
     cmd = peer.read_command()
     peer.reply()
     peer.event("CHANNEL_HANGUP", Hangup_Cause="NORMAL_CLEARING")
-    peer.send(b"Content-Type: text/disconnect-notice\nControlled-Session-UUID: " + A.encode() +
-              b"\nContent-Disposition: linger\nChannel-Name: sofia/lo/1\nLinger-Time: -1\n"
-              b"Content-Length: 0\n\n")
-    peer.event("CHANNEL_EXECUTE_COMPLETE", Application="playback",
-               Application_UUID=cmd.headers["Event-UUID"], Application_Response="FILE PLAYED")
+    peer.send(
+        b"Content-Type: text/disconnect-notice\nControlled-Session-UUID: "
+        + A.encode()
+        + b"\nContent-Disposition: linger\nChannel-Name: sofia/lo/1\nLinger-Time: -1\n"
+        b"Content-Length: 0\n\n"
+    )
+    peer.event(
+        "CHANNEL_EXECUTE_COMPLETE",
+        Application="playback",
+        Application_UUID=cmd.headers["Event-UUID"],
+        Application_Response="FILE PLAYED",
+    )
     assert job.get(timeout=30).get("Application-Response") == "FILE PLAYED"
     assert session.a_hungup and session.hangup_cause == "NORMAL_CLEARING"
 
@@ -159,7 +177,7 @@ def test_execute_after_hangup_fails_at_once(pair):
     session, peer = pair
     peer.event("CHANNEL_HANGUP", Hangup_Cause="NORMAL_CLEARING")
     deadline = time.monotonic() + 30
-    while not session.a_hungup:     # the hangup event read, whatever the machine's load
+    while not session.a_hungup:  # the hangup event read, whatever the machine's load
         assert time.monotonic() < deadline
         gevent.sleep(0.01)
     with pytest.raises(CallGone):
@@ -201,11 +219,15 @@ def test_no_method_waits_without_a_deadline(pair):
     """greenswitch's OutboundSession blocking calls (send, hangup, playback,
     bridge, ...) wait on a queue cardd never fills: none is reachable here."""
     from greenswitch.esl import ESLProtocol, OutboundSession
+
     session, _ = pair
     assert not isinstance(session, ESLProtocol)
     inherited = {name for name in vars(OutboundSession) | vars(ESLProtocol) if not name.startswith("__")}
-    assert [name for name in sorted(inherited) if hasattr(session, name)] == \
-        ["connect", "stop", "uuid"]  # cardd's own, with deadlines
+    assert [name for name in sorted(inherited) if hasattr(session, name)] == [
+        "connect",
+        "stop",
+        "uuid",
+    ]  # cardd's own, with deadlines
 
 
 def test_listeners_see_the_events_of_the_calls_legs_only(pair):

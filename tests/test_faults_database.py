@@ -24,12 +24,17 @@ from cardd.sim import Callee, Caller, Switch
 from tests.callfixtures import Cardd, make_settings
 from tests.dbfixtures import create_demo_data, wait_until_serving
 
-UK_MOBILE = "447700900123"     # 0.06/min, 30 s then 6 s, connect fee 0.10
+UK_MOBILE = "447700900123"  # 0.06/min, 30 s then 6 s, connect fee 0.10
 
 
 def card_caller(demo, number: str, **kw) -> Caller:
-    return Caller(cli="15555550100", destination="cc",
-                  digits=[demo.card_number + "#", demo.pin + "#", number + "#"], type_after=6, **kw)
+    return Caller(
+        cli="15555550100",
+        destination="cc",
+        digits=[demo.card_number + "#", demo.pin + "#", number + "#"],
+        type_after=6,
+        **kw,
+    )
 
 
 class BridgeGate:
@@ -64,8 +69,7 @@ def outage(private_pg_server, tmp_path):
     db = Database(private_pg_server.dsn, pool_timeout=2.0)
     db.migrate()
     demo = create_demo_data(db.pool)
-    daemon = Daemon(make_settings(data_dir=str(tmp_path)), database=db, metrics=Metrics(),
-                    serve_metrics=False)
+    daemon = Daemon(make_settings(data_dir=str(tmp_path)), database=db, metrics=Metrics(), serve_metrics=False)
     daemon.start()
     try:
         yield Cardd(daemon), demo, private_pg_server
@@ -148,8 +152,7 @@ class StepGate:
 
 
 @pytest.mark.parametrize("step, nth", [("identification", 1), ("pin check", 2), ("rating and reservation", 3)])
-def test_database_lost_at_a_step_the_caller_hears_service_unavailable_and_nothing_is_reserved(
-        outage, step, nth):
+def test_database_lost_at_a_step_the_caller_hears_service_unavailable_and_nothing_is_reserved(outage, step, nth):
     cardd, demo, server = outage
     ledger = cardd.daemon.journal.ledger
     switch = Switch()

@@ -19,18 +19,23 @@ UK_MOBILE = "447700900123"
 
 
 def card_caller(demo, number: str, **kw) -> Caller:
-    return Caller(cli="15555550100", destination="cc.noredial",
-                  digits=[demo.card_number + "#", demo.pin + "#", number + "#"], type_after=6, **kw)
+    return Caller(
+        cli="15555550100",
+        destination="cc.noredial",
+        digits=[demo.card_number + "#", demo.pin + "#", number + "#"],
+        type_after=6,
+        **kw,
+    )
 
 
 def test_a_silent_peer_is_dropped_after_the_reply_timeout(cardd_with, database, demo_data):
     running = cardd_with(database, esl_reply_timeout=1)
     host, port = running.address
     with socket.create_connection((host, port), timeout=10) as s:
-        s.settimeout(60)                # a deadline: a peer never dropped fails on socket.timeout
-        data = s.recv(65536)            # cardd's `connect`
+        s.settimeout(60)  # a deadline: a peer never dropped fails on socket.timeout
+        data = s.recv(65536)  # cardd's `connect`
         assert data.startswith(b"connect")
-        while s.recv(65536):            # ... then nothing more until it gives up
+        while s.recv(65536):  # ... then nothing more until it gives up
             pass
     deadline = time.monotonic() + 60
     while running.metric("cardd_calls_active") and time.monotonic() < deadline:
@@ -39,16 +44,18 @@ def test_a_silent_peer_is_dropped_after_the_reply_timeout(cardd_with, database, 
 
 
 def test_a_socket_cut_mid_bridge_leaves_the_call_up_and_it_is_settled_from_its_cdr(
-        cardd_with, database, demo_data, ledger):
+    cardd_with, database, demo_data, ledger
+):
     switch = Switch()
     inbound = switch.listen_inbound()
     cdr_port = free_port()
-    running = cardd_with(database, cdr_listen=f"127.0.0.1:{cdr_port}",
-                         inbound_esl=f"127.0.0.1:{inbound.address[1]}")
+    running = cardd_with(database, cdr_listen=f"127.0.0.1:{cdr_port}", inbound_esl=f"127.0.0.1:{inbound.address[1]}")
     # cardd_with's daemons do not serve the CDR endpoint by default (fixed port): start one here.
     from cardd.cdr_http import CdrEndpoint
-    endpoint = CdrEndpoint(("127.0.0.1", cdr_port), running.daemon.reconciler.store,
-                           on_cdr=running.daemon.reconciler.on_cdr)
+
+    endpoint = CdrEndpoint(
+        ("127.0.0.1", cdr_port), running.daemon.reconciler.store, on_cdr=running.daemon.reconciler.on_cdr
+    )
     endpoint.start()
     poster = JsonCdrPoster(switch, f"http://127.0.0.1:{cdr_port}/cdr", retries=0)
     gate = Gate(switch)
@@ -109,15 +116,19 @@ class CutAt:
                 found[0]._sock.shutdown(socket.SHUT_RDWR)
 
 
-@pytest.mark.parametrize("app, nth, step", [
-    ("answer", 1, "answer"),
-    ("play_and_get_digits", 1, "card number"),
-    ("play_and_get_digits", 2, "PIN"),
-    ("play_and_get_digits", 3, "destination"),
-    ("playback", 1, "duration announcement, after the reservation"),
-])
+@pytest.mark.parametrize(
+    "app, nth, step",
+    [
+        ("answer", 1, "answer"),
+        ("play_and_get_digits", 1, "card number"),
+        ("play_and_get_digits", 2, "PIN"),
+        ("play_and_get_digits", 3, "destination"),
+        ("playback", 1, "duration announcement, after the reservation"),
+    ],
+)
 def test_a_socket_cut_at_each_step_before_the_bridge_releases_what_was_reserved(
-        cardd, demo_data, ledger, app, nth, step):
+    cardd, demo_data, ledger, app, nth, step
+):
     switch = Switch()
     cutter = CutAt(switch, app, nth)
     call = cardd.dial(card_caller(demo_data, UK_MOBILE), Callee(talk=5), switch)

@@ -46,7 +46,8 @@ def full_disk_outage(request, private_pg_server, tmp_path, monkeypatch):
 
 
 def test_database_down_and_disk_full_the_call_is_held_in_memory_new_calls_refused_until_the_database_is_back(
-        full_disk_outage, caplog):
+    full_disk_outage, caplog
+):
     cardd, demo, server, disk = full_disk_outage
     daemon = cardd.daemon
     ledger = daemon.journal.ledger
@@ -63,8 +64,9 @@ def test_database_down_and_disk_full_the_call_is_held_in_memory_new_calls_refuse
         wait_for(lambda: cardd.metric("cardd_settlements_held") == 1)
         assert cardd.metric("cardd_journal_write_errors_total") >= 1
         assert daemon.journal.pending() == []
-        errors = [r.getMessage() for r in caplog.records
-                  if r.levelname == "ERROR" and "held in memory" in r.getMessage()]
+        errors = [
+            r.getMessage() for r in caplog.records if r.levelname == "ERROR" and "held in memory" in r.getMessage()
+        ]
         assert errors and "ENOSPC" in errors[0] and t.bridges[0].b_uuid in errors[0]
         # A new caller is told the service is unavailable; nothing is reserved for them.
         refused = cardd.dial(card_caller(demo, UK_MOBILE), Callee(talk=5), Switch()).wait(60)

@@ -51,8 +51,14 @@ def wait_ready(proc: subprocess.Popen, log: Path, count: int) -> None:
 
 
 def card_show(config: Path) -> str:
-    done = subprocess.run([sys.executable, "-m", "cardd", "-c", str(config), "card", "show", "1000000001"],
-                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=90)
+    done = subprocess.run(
+        [sys.executable, "-m", "cardd", "-c", str(config), "card", "show", "1000000001"],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -72,7 +78,8 @@ def write_config(tmp_path: Path, port: int, cdr_port: int, inbound) -> Path:
         f"  data_dir: {tmp_path / 'var'}\n"
         "  outbound_proxy: 198.51.100.7:5060\n"
         "calling_card:\n  max_call_duration: 20\n"
-        "instances:\n  cc: {}\n")
+        "instances:\n  cc: {}\n"
+    )
     return config
 
 
@@ -87,14 +94,24 @@ def test_sigkill_mid_bridge_then_restart_settles_every_call_once_from_freeswitch
     log = tmp_path / "serve.log"
     log.write_text("")
     with open(log, "a") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "cardd", "-c", str(config), "serve", "--demo"],
-                                cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cardd", "-c", str(config), "serve", "--demo"],
+            cwd=REPO,
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     try:
         wait_ready(proc, log, 1)
-        calls = [switch.call("127.0.0.1", port,
-                             Caller(cli=f"1555000000{i}", digits=["1000000001#", "1234#", "442071234567#"],
-                                    type_after=6), Callee(talk=None))
-                 for i in range(CALLS)]
+        calls = [
+            switch.call(
+                "127.0.0.1",
+                port,
+                Caller(cli=f"1555000000{i}", digits=["1000000001#", "1234#", "442071234567#"], type_after=6),
+                Callee(talk=None),
+            )
+            for i in range(CALLS)
+        ]
         deadline = time.monotonic() + 60
         while not (len(gate.bridged) == CALLS and all(e.is_set() for e in gate.bridged.values())):
             assert time.monotonic() < deadline, [c.transcript.text() for c in calls]
@@ -108,12 +125,17 @@ def test_sigkill_mid_bridge_then_restart_settles_every_call_once_from_freeswitch
         for t in transcripts:
             # Nobody was there to hang up: the B leg's own timer ended the call.
             assert t.bridges[0].b_hangup_cause == "ALLOTTED_TIMEOUT"
-            assert 19_000 < t.bridges[0].billmsec <= 21_000   # whole-second timer (fact 22)
-        assert not poster.posted           # cardd is dead: every POST failed so far
+            assert 19_000 < t.bridges[0].billmsec <= 21_000  # whole-second timer (fact 22)
+        assert not poster.posted  # cardd is dead: every POST failed so far
 
         with open(log, "a") as err:
-            proc = subprocess.Popen([sys.executable, "-m", "cardd", "-c", str(config), "serve", "--demo"],
-                                    cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "cardd", "-c", str(config), "serve", "--demo"],
+                cwd=REPO,
+                env=_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
         wait_ready(proc, log, 2)
         poster.wait(90)
         assert not poster.failed
@@ -158,13 +180,14 @@ class SetupGate:
             return
         app = hd.get("Application")
         if app == "play_and_get_digits":
-            self.asked[a] = self.asked.get(a, 0) + 1      # card number, PIN, destination
+            self.asked[a] = self.asked.get(a, 0) + 1  # card number, PIN, destination
         elif app == "playback" and self.asked.get(a) == 3 and a not in self.held:
             self.held[a] = gevent.event.Event()
 
             def hold() -> None:
                 self.held[a].set()
                 self.release.wait()
+
             found[0].clock.call_later(0, hold)
 
 
@@ -179,15 +202,25 @@ def test_sigkill_during_call_set_up_releases_every_undialled_grant_at_no_cost(tm
     log = tmp_path / "serve.log"
     log.write_text("")
     with open(log, "a") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "cardd", "-c", str(config), "serve", "--demo"],
-                                cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cardd", "-c", str(config), "serve", "--demo"],
+            cwd=REPO,
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     calls = []
     try:
         wait_ready(proc, log, 1)
-        calls = [switch.call("127.0.0.1", port,
-                             Caller(cli=f"1555000000{i}", digits=["1000000001#", "1234#", "442071234567#"],
-                                    type_after=6), Callee(talk=10))
-                 for i in range(CALLS)]
+        calls = [
+            switch.call(
+                "127.0.0.1",
+                port,
+                Caller(cli=f"1555000000{i}", digits=["1000000001#", "1234#", "442071234567#"], type_after=6),
+                Callee(talk=10),
+            )
+            for i in range(CALLS)
+        ]
         deadline = time.monotonic() + 60
         while not (len(gate.held) == CALLS and all(e.is_set() for e in gate.held.values())):
             assert time.monotonic() < deadline, [c.transcript.text()[-800:] for c in calls]
@@ -197,8 +230,13 @@ def test_sigkill_during_call_set_up_releases_every_undialled_grant_at_no_cost(tm
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         with open(log, "a") as err:
-            proc = subprocess.Popen([sys.executable, "-m", "cardd", "-c", str(config), "serve", "--demo"],
-                                    cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "cardd", "-c", str(config), "serve", "--demo"],
+                cwd=REPO,
+                env=_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
         wait_ready(proc, log, 2)
         deadline = time.monotonic() + 30
         while "open reservations: 0" not in (shown := card_show(config)):

@@ -25,23 +25,31 @@ def test_a_call_still_bridged_when_the_grace_time_ends_is_settled_by_the_next_ca
     cdr_port = free_port()
     poster = JsonCdrPoster(switch, f"http://127.0.0.1:{cdr_port}/cdr", retries=0, cred="fs:cdr-secret")
     gate = Gate(switch)
-    settings = make_settings(data_dir=str(tmp_path / "var"), shutdown_grace=0.5,
-                             cdr_listen=f"127.0.0.1:{cdr_port}", inbound_esl=f"127.0.0.1:{inbound.address[1]}",
-                             cdr_credentials="fs:cdr-secret")
+    settings = make_settings(
+        data_dir=str(tmp_path / "var"),
+        shutdown_grace=0.5,
+        cdr_listen=f"127.0.0.1:{cdr_port}",
+        inbound_esl=f"127.0.0.1:{inbound.address[1]}",
+        cdr_credentials="fs:cdr-secret",
+    )
     first = Daemon(settings, database=database, metrics=Metrics(), serve_metrics=False, serve_cdr=True)
     first.start()
     try:
         host, port = first.server.address[:2]
-        call = switch.call(host, port, Caller(digits=[demo_data.card_number + "#", demo_data.pin + "#",
-                                                      "447700900123#"], type_after=6), Callee(talk=31))
+        call = switch.call(
+            host,
+            port,
+            Caller(digits=[demo_data.card_number + "#", demo_data.pin + "#", "447700900123#"], type_after=6),
+            Callee(talk=31),
+        )
         deadline = time.monotonic() + 60
         while call.a_uuid not in gate.bridged:
             assert time.monotonic() < deadline
             gevent.sleep(0.05)
         assert gate.bridged[call.a_uuid].wait(30)
-        first.stop()                        # what SIGTERM does, grace 0.5 s
+        first.stop()  # what SIGTERM does, grace 0.5 s
         assert call.transcript.closed_by in ("exit", "daemon-close")
-        assert len(ledger.open_reservations(demo_data.card_id)) == 1   # not released, not charged
+        assert len(ledger.open_reservations(demo_data.card_id)) == 1  # not released, not charged
         gate.release([call.a_uuid])
         t = call.wait(60)
         assert t.bridges[0].answered and t.bridges[0].billmsec >= 30_000

@@ -19,10 +19,10 @@ import pytest
 from cardd.billing import catalog
 from cardd.sim import Callee, Caller
 
-UK_MOBILE = "447700900123"     # rate 44
-LONDON = "442071234567"        # rate 4420
-PREMIUM = "449012345678"       # rate 4490: forbidden
-NOWHERE = "3312345678"         # no rate
+UK_MOBILE = "447700900123"  # rate 44
+LONDON = "442071234567"  # rate 4420
+PREMIUM = "449012345678"  # rate 4490: forbidden
+NOWHERE = "3312345678"  # no rate
 
 
 def card_caller(demo, *entries, cli="15555550100", destination="cc", **kw) -> Caller:
@@ -37,7 +37,7 @@ def bridge_args(transcript) -> list[str]:
 
 
 def dial_vars(dial_string: str) -> dict[str, str]:
-    inside = dial_string[1:dial_string.index("}")]
+    inside = dial_string[1 : dial_string.index("}")]
     return dict(re.findall(r"(\w+)=('[^']*'|[^,]*)", inside))
 
 
@@ -46,6 +46,7 @@ def balance(ledger, demo) -> Decimal:
 
 
 # -- the whole flow -----------------------------------------------------------------
+
 
 def test_card_call_is_bridged_with_timer_and_warning_and_billed_the_tariff_cost(cardd, demo_data, ledger):
     # 30 s of talk: billmsec 30020 as on the real switch, 31 billed seconds
@@ -76,6 +77,7 @@ def test_card_call_is_bridged_with_timer_and_warning_and_billed_the_tariff_cost(
 
 def test_call_is_cut_when_the_credit_runs_out_and_never_overspends(cardd, database, ledger):
     from tests.dbfixtures import create_demo_data
+
     demo = create_demo_data(database.pool, balance="0.50000")
     t = cardd.call(card_caller(demo, UK_MOBILE + "#"), Callee(talk=None))
     v = dial_vars(bridge_args(t)[0])
@@ -95,9 +97,9 @@ def test_london_prefix_beats_the_uk_prefix(cardd, demo_data, ledger):
 
 # -- identification -------------------------------------------------------------
 
+
 def test_unknown_card_number_is_asked_its_pin_and_gets_three_tries(cardd, demo_data):
-    caller = Caller(digits=["1111111111#", "1234#", "2222222222#", "1234#", "3333333333#", "1234#"],
-                    type_after=6)
+    caller = Caller(digits=["1111111111#", "1234#", "2222222222#", "1234#", "3333333333#", "1234#"], type_after=6)
     t = cardd.call(caller)
     heard = cardd.heard(t)
     assert heard.count("enter_pin") == 3
@@ -136,13 +138,14 @@ def test_silence_ends_the_call_after_the_input_timeouts(cardd, demo_data):
     heard = cardd.heard(t)
     assert heard.count("enter_card_number") == 3
     assert heard.count("no_input") == 2
-    assert heard[-1] == "goodbye"   # as at the destination prompt, never a silent drop
+    assert heard[-1] == "goodbye"  # as at the destination prompt, never a silent drop
     assert t.hangup_cause == "NORMAL_CLEARING"
 
 
 def test_blocked_card_hears_card_blocked(cardd, database, demo_data):
-    catalog.create_card(database.pool, "5550001111", tariff=demo_data.tariff, currency="USD",
-                        pin="1111", balance="5", status="blocked")
+    catalog.create_card(
+        database.pool, "5550001111", tariff=demo_data.tariff, currency="USD", pin="1111", balance="5", status="blocked"
+    )
     t = cardd.call(Caller(digits=["5550001111#", "1111#"], type_after=6))
     # said only to a caller who proved the PIN
     assert cardd.heard(t)[-2:] == ["card_blocked", "goodbye"]
@@ -150,8 +153,7 @@ def test_blocked_card_hears_card_blocked(cardd, database, demo_data):
 
 def test_word_pin_identifies_by_number_alone(cardd_with, database, demo_data, tmp_path):
     running = cardd_with(database, "calling_card:\n  use_word_pin: true\n", tmp_path=tmp_path)
-    t = running.call(Caller(digits=[demo_data.card_number + "#", UK_MOBILE + "#"], type_after=6),
-                     Callee(talk=10))
+    t = running.call(Caller(digits=[demo_data.card_number + "#", UK_MOBILE + "#"], type_after=6), Callee(talk=10))
     heard = running.heard(t)
     assert "enter_pin_word" in heard and "enter_pin" not in heard
     assert len(t.bridges) == 1
@@ -165,8 +167,7 @@ def test_card_without_pin_is_refused_when_empty_pins_are_not_allowed(cardd_with,
 
 
 def test_card_below_minimum_balance_hears_wrong_card_or_no_balance(cardd_with, database, demo_data, tmp_path):
-    yaml_text = ("calling_card:\n  minimum_balance: 20 USD\n"
-                 "  say_no_card_on_low_balance: false\n")
+    yaml_text = "calling_card:\n  minimum_balance: 20 USD\n  say_no_card_on_low_balance: false\n"
     running = cardd_with(database, yaml_text, tmp_path=tmp_path)
     t = running.call(card_caller(demo_data))
     assert "no_balance_left" in running.heard(t)
@@ -174,16 +175,15 @@ def test_card_below_minimum_balance_hears_wrong_card_or_no_balance(cardd_with, d
 
 # -- balance and duration announcements --------------------------------------------
 
+
 def test_noplaybalance_token_skips_the_balance(cardd, demo_data):
-    t = cardd.call(card_caller(demo_data, UK_MOBILE + "#", destination="cc.noplaybalance"),
-                   Callee(talk=5))
+    t = cardd.call(card_caller(demo_data, UK_MOBILE + "#", destination="cc.noplaybalance"), Callee(talk=5))
     heard = cardd.heard(t)
     assert "you_have" not in heard and "you_can_talk_for" in heard
 
 
 def test_noduration_token_skips_the_duration(cardd, demo_data):
-    t = cardd.call(card_caller(demo_data, UK_MOBILE + "#", destination="cc.noduration"),
-                   Callee(talk=5))
+    t = cardd.call(card_caller(demo_data, UK_MOBILE + "#", destination="cc.noduration"), Callee(talk=5))
     assert "you_can_talk_for" not in cardd.heard(t)
 
 
@@ -193,6 +193,7 @@ def test_spanish_caller_hears_spanish_prompts(cardd, demo_data):
 
 
 # -- destinations ---------------------------------------------------------------
+
 
 def test_forbidden_destination_is_refused_without_dialling(cardd, demo_data, ledger):
     t = cardd.call(card_caller(demo_data, PREMIUM + "#", destination="cc.noredial"))
@@ -209,6 +210,7 @@ def test_destination_without_rate_is_unavailable(cardd, demo_data):
 
 def test_too_little_credit_for_the_minimum_call_says_insufficient_funds(cardd, database):
     from tests.dbfixtures import create_demo_data
+
     demo = create_demo_data(database.pool, balance="0.05000")  # less than the 0.10 connect fee
     t = cardd.call(card_caller(demo, UK_MOBILE + "#"))
     assert "insufficient_funds" in cardd.heard(t)
@@ -225,8 +227,9 @@ def test_busy_callee_costs_nothing_and_leaves_a_zero_cdr(cardd, demo_data, ledge
 
 
 def test_each_attempt_of_a_session_is_billed_on_its_own(cardd, demo_data, ledger):
-    t = cardd.call(card_caller(demo_data, UK_MOBILE + "#", LONDON + "#"),
-                   {UK_MOBILE: Callee(talk=30), LONDON: Callee(talk=59)})  # 31 and 60 billed seconds
+    t = cardd.call(
+        card_caller(demo_data, UK_MOBILE + "#", LONDON + "#"), {UK_MOBILE: Callee(talk=30), LONDON: Callee(talk=59)}
+    )  # 31 and 60 billed seconds
     assert len(t.bridges) == 2
     cdrs = ledger.cdrs_for(demo_data.card_id)
     assert sorted(c.cost for c in cdrs) == [Decimal("0.03000"), Decimal("0.13600")]
@@ -235,11 +238,13 @@ def test_each_attempt_of_a_session_is_billed_on_its_own(cardd, demo_data, ledger
 
 def test_a_busy_attempt_after_an_answered_call_is_not_taken_for_answered(cardd, demo_data, ledger):
     # FreeSWITCH keeps bridge_hangup_cause on A after the first call; the second must not read it.
-    t = cardd.call(card_caller(demo_data, UK_MOBILE + "#", LONDON + "#"),
-                   {UK_MOBILE: Callee(talk=31), LONDON: Callee(outcome="busy")})
+    t = cardd.call(
+        card_caller(demo_data, UK_MOBILE + "#", LONDON + "#"),
+        {UK_MOBILE: Callee(talk=31), LONDON: Callee(outcome="busy")},
+    )
     assert [b.answered for b in t.bridges] == [True, False]
     heard = cardd.heard(t)
-    assert heard[heard.index("destination_busy") - 1] == "hour"   # right after "you can talk for one hour"
+    assert heard[heard.index("destination_busy") - 1] == "hour"  # right after "you can talk for one hour"
     assert cardd.metric("cardd_bridge_attempts_total", result="answered") == 1
     assert cardd.metric("cardd_bridge_attempts_total", result="failed") == 1
     assert sorted(c.billed_seconds > 0 for c in ledger.cdrs_for(demo_data.card_id)) == [False, True]
@@ -257,8 +262,7 @@ def test_calls_active_are_counted_by_calling_card_instance(cardd, demo_data):
 
 
 def test_noredial_ends_after_one_call(cardd, demo_data):
-    t = cardd.call(card_caller(demo_data, UK_MOBILE + "#", LONDON + "#", destination="cc.noredial"),
-                   Callee(talk=5))
+    t = cardd.call(card_caller(demo_data, UK_MOBILE + "#", LONDON + "#", destination="cc.noredial"), Callee(talk=5))
     assert len(t.bridges) == 1
     assert cardd.heard(t)[-1] == "goodbye"
 
@@ -281,6 +285,7 @@ def test_nodial_allows_no_normal_calls(cardd, demo_data):
 
 
 # -- the outgoing leg --------------------------------------------------------------
+
 
 def test_keepcli_calls_out_with_the_callers_number(cardd, demo_data):
     t = cardd.call(card_caller(demo_data, UK_MOBILE + "#", destination="cc.keepcli"), Callee(talk=5))
@@ -316,8 +321,7 @@ def test_caller_hanging_up_mid_call_is_billed_and_leaves_no_reservation(cardd, d
 
 
 def test_caller_hanging_up_during_identification_leaves_nothing(cardd, demo_data, ledger):
-    caller = Caller(digits=[demo_data.card_number + "#"], type_after=6,
-                    hangup_at=("play_and_get_digits", 2))
+    caller = Caller(digits=[demo_data.card_number + "#"], type_after=6, hangup_at=("play_and_get_digits", 2))
     t = cardd.call(caller)
     assert t.hangup_cause == "NORMAL_CLEARING"
     assert ledger.open_reservations() == []
@@ -326,12 +330,17 @@ def test_caller_hanging_up_during_identification_leaves_nothing(cardd, demo_data
 
 # -- money under concurrency --------------------------------------------------------
 
+
 def test_fifty_simultaneous_calls_on_one_card_never_overspend(cardd, database, ledger):
     from tests.dbfixtures import create_demo_data
+
     demo = create_demo_data(database.pool, balance="2.00000")
-    calls = [cardd.dial(card_caller(demo, UK_MOBILE + "#", destination="cc.noredial",
-                                    cli=f"1555000{i:04d}"), Callee(talk=None))
-             for i in range(50)]
+    calls = [
+        cardd.dial(
+            card_caller(demo, UK_MOBILE + "#", destination="cc.noredial", cli=f"1555000{i:04d}"), Callee(talk=None)
+        )
+        for i in range(50)
+    ]
     transcripts = [c.wait(60) for c in calls]
     cdrs = ledger.cdrs_for(demo.card_id, limit=100)
     charged = sum(c.cost for c in cdrs)
@@ -348,8 +357,7 @@ def test_fifty_simultaneous_calls_on_one_card_never_overspend(cardd, database, l
     assert refused + len(granted) == 50
 
 
-def test_caller_hanging_up_during_the_duration_announcement_releases_the_reservation(
-        cardd, demo_data, ledger):
+def test_caller_hanging_up_during_the_duration_announcement_releases_the_reservation(cardd, demo_data, ledger):
     # The reservation is made before "you can talk for …"; the caller leaves
     # during that playback, so nothing is dialled and nothing is owed.
     caller = card_caller(demo_data, UK_MOBILE + "#", hangup_at=("playback", 1))
@@ -361,11 +369,9 @@ def test_caller_hanging_up_during_the_duration_announcement_releases_the_reserva
     assert balance(ledger, demo_data) == Decimal("10.00000")
 
 
-def test_destination_completion_regex_dials_as_soon_as_the_digits_match(cardd_with, database, demo_data,
-                                                                         tmp_path):
+def test_destination_completion_regex_dials_as_soon_as_the_digits_match(cardd_with, database, demo_data, tmp_path):
     # UK numbers are 44 + 10 digits: no pound key, no waiting for a time-out.
-    running = cardd_with(database, "calling_card:\n  destination_completion_regex: '44\\d{10}'\n",
-                         tmp_path=tmp_path)
+    running = cardd_with(database, "calling_card:\n  destination_completion_regex: '44\\d{10}'\n", tmp_path=tmp_path)
     caller = card_caller(demo_data, UK_MOBILE, destination="cc.noredial")
     t = running.call(caller, Callee(talk=5))
     (bridge,) = t.bridges
@@ -376,18 +382,18 @@ def test_destination_completion_regex_dials_as_soon_as_the_digits_match(cardd_wi
     assert "enter_destination" in reads[0] and reads[1].split()[5] == "silence"
 
 
-def test_with_a_completion_regex_the_pound_key_still_ends_a_shorter_number(cardd_with, database,
-                                                                            demo_data, tmp_path):
-    running = cardd_with(database, "calling_card:\n  destination_completion_regex: '44\\d{10}'\n",
-                         tmp_path=tmp_path)
+def test_with_a_completion_regex_the_pound_key_still_ends_a_shorter_number(cardd_with, database, demo_data, tmp_path):
+    running = cardd_with(database, "calling_card:\n  destination_completion_regex: '44\\d{10}'\n", tmp_path=tmp_path)
     t = running.call(card_caller(demo_data, "1212555#", destination="cc.noredial"), Callee(talk=5))
     assert [b.number for b in t.bridges] == ["1212555"]
 
 
 def test_a_flood_of_star_and_pound_costs_one_attempt_and_leaves_nothing_for_the_retry(cardd, demo_data):
-    caller = Caller(digits=["*#*#*#*#", "123456789012345#", demo_data.card_number + "#",
-                            demo_data.pin + "#", UK_MOBILE + "#"],
-                    type_after=6, digit_interval=0.05)
+    caller = Caller(
+        digits=["*#*#*#*#", "123456789012345#", demo_data.card_number + "#", demo_data.pin + "#", UK_MOBILE + "#"],
+        type_after=6,
+        digit_interval=0.05,
+    )
     t = cardd.call(caller, Callee(talk=5))
     heard = cardd.heard(t)
     # two bad entries, two invalid prompts; the card still gets through on the third try
@@ -399,11 +405,14 @@ def test_a_flood_of_star_and_pound_costs_one_attempt_and_leaves_nothing_for_the_
 def test_a_caller_who_knows_the_drill_types_over_the_prompts_and_loses_nothing(cardd, demo_data, ledger):
     # Each entry typed half a second into its question, over the welcome,
     # the PIN prompt and the balance sentence (capture 18: barge-in).
-    caller = Caller(digits=[demo_data.card_number + "#", demo_data.pin + "#", UK_MOBILE + "#"],
-                    type_after=0.5, destination="cc.noredial")
+    caller = Caller(
+        digits=[demo_data.card_number + "#", demo_data.pin + "#", UK_MOBILE + "#"],
+        type_after=0.5,
+        destination="cc.noredial",
+    )
     t = cardd.call(caller, Callee(talk=31))
     heard = cardd.heard(t)
-    assert "enter_card_number" not in heard      # cut short by the first key
+    assert "enter_card_number" not in heard  # cut short by the first key
     assert heard[:3] == ["welcome", "enter_pin", "you_have"]
     assert len(t.bridges) == 1
     assert balance(ledger, demo_data) == Decimal("9.86400")
@@ -414,19 +423,17 @@ def test_double_hash_while_the_callee_rings_cancels_it_and_costs_nothing(cardd, 
     t = cardd.call(caller, Callee(answer_after=5.0, talk=30))
     assert not t.bridges[0].answered
     heard = cardd.heard(t)
-    after_bridge = heard[heard.index("you_can_talk_for"):]
-    assert "enter_destination" in after_bridge   # back at the destination prompt
+    after_bridge = heard[heard.index("you_can_talk_for") :]
+    assert "enter_destination" in after_bridge  # back at the destination prompt
     (cdr,) = ledger.cdrs_for(demo_data.card_id)
     assert (cdr.billed_seconds, cdr.cost) == (0, Decimal("0"))
     assert balance(ledger, demo_data) == Decimal("10.00000")
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.001, 0.005])
-def test_caller_hanging_up_just_before_the_bridge_runs_owes_nothing_and_holds_nothing(
-        cardd, demo_data, ledger, delay):
+def test_caller_hanging_up_just_before_the_bridge_runs_owes_nothing_and_holds_nothing(cardd, demo_data, ledger, delay):
     # Found by the soak: the hangup crosses the bridge command on the wire.
-    caller = card_caller(demo_data, UK_MOBILE + "#", hangup_at=("digit_action_set_realm", 1),
-                         hangup_delay=delay)
+    caller = card_caller(demo_data, UK_MOBILE + "#", hangup_at=("digit_action_set_realm", 1), hangup_delay=delay)
     t = cardd.call(caller, Callee(talk=30))
     assert not any(b.answered for b in t.bridges)
     assert ledger.open_reservations() == []
@@ -450,8 +457,9 @@ def test_a_stopped_daemon_leaves_no_greenlet_of_its_own_running(database, demo_d
         return {g for g in gc.get_objects() if isinstance(g, gevent.Greenlet) and not g.dead}
 
     before = live()
-    settings = make_settings(tmp_path=tmp_path, data_dir=str(tmp_path / "var"),
-                             cdr_listen="127.0.0.1:0", metrics_listen="127.0.0.1:0")
+    settings = make_settings(
+        tmp_path=tmp_path, data_dir=str(tmp_path / "var"), cdr_listen="127.0.0.1:0", metrics_listen="127.0.0.1:0"
+    )
     daemon = Daemon(settings, database=database, metrics=Metrics(), serve_cdr=True)
     daemon.start()
     t = Cardd(daemon).call(card_caller(demo_data, UK_MOBILE + "#"), Callee(talk=5))

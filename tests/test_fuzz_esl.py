@@ -41,17 +41,18 @@ def mutated(draw):
         elif kind == "insert":
             buf[pos:pos] = draw(st.binary(min_size=1, max_size=64))
         elif kind == "delete":
-            del buf[pos:pos + draw(st.integers(1, 64))]
+            del buf[pos : pos + draw(st.integers(1, 64))]
         elif kind == "dup":
-            buf[pos:pos] = buf[pos:pos + draw(st.integers(1, 400))]
+            buf[pos:pos] = buf[pos : pos + draw(st.integers(1, 400))]
         elif kind == "length":
             # Lie about a body's size: negative, huge, not a number, off by a few.
             at = buf.find(b"Content-Length: ", pos)
             if at >= 0:
                 end = buf.find(b"\n", at)
-                value = draw(st.sampled_from([b"-1", b"99999999999", b"abc", b"0", b"5", b"",
-                                              b"8388608", b"8388609", b"12 34"]))
-                buf[at + 16:end if end >= 0 else len(buf)] = value
+                value = draw(
+                    st.sampled_from([b"-1", b"99999999999", b"abc", b"0", b"5", b"", b"8388608", b"8388609", b"12 34"])
+                )
+                buf[at + 16 : end if end >= 0 else len(buf)] = value
         elif kind == "newlines":
             buf[pos:pos] = draw(st.sampled_from([b"\n", b"\n\n", b"\r\n\r\n", b"\n\n\n\n"]))
         elif kind == "truncate":
@@ -79,7 +80,7 @@ def test_mutated_captures_only_ever_raise_protocol_error_and_the_buffer_stays_bo
     pos = 0
     chunks = []
     for c in cuts:
-        chunks.append(data[pos:pos + c])
+        chunks.append(data[pos : pos + c])
         pos += c
     chunks.append(data[pos:])
     try:
@@ -105,7 +106,7 @@ def test_every_capture_still_frames_cleanly_at_every_chunk_size():
             parser = FrameParser(commands=commands)
             got = 0
             for i in range(0, len(data), size):
-                parser.feed(data[i:i + size])
+                parser.feed(data[i : i + size])
                 got += _drain(parser)
             assert got == expected
 

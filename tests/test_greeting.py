@@ -19,16 +19,18 @@ from cardd.billing.prompt_store import create_prompt, update_prompt
 from cardd.logs import CallUuidFilter
 from cardd.sim import Caller
 
-pytestmark = pytest.mark.skipif(shutil.which("sox") is None,
-                                reason="sox is not installed (apt-get install sox): operator prompts need it")
+pytestmark = pytest.mark.skipif(
+    shutil.which("sox") is None, reason="sox is not installed (apt-get install sox): operator prompts need it"
+)
 
 REPO_SOUNDS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sounds")
 
 
 def tone(path, freq: int, seconds: float = 0.3) -> str:
     """A CD-quality stereo tone: prompt_store must convert it."""
-    subprocess.run(["sox", "-n", "-r", "44100", "-c", "2", str(path), "synth", str(seconds), "sine", str(freq)],
-                   check=True)
+    subprocess.run(
+        ["sox", "-n", "-r", "44100", "-c", "2", str(path), "synth", str(seconds), "sine", str(freq)], check=True
+    )
     return str(path)
 
 
@@ -71,13 +73,21 @@ def pagd_prompts(transcript) -> list[str]:
 
 
 def test_early_greeting_before_the_menu_and_late_greeting_in_the_chosen_language(
-        cardd_with, database, sounds, greetings):
+    cardd_with, database, sounds, greetings
+):
     early, late = greetings
     running = cardd_with(database, sounds_dir=str(sounds))
     t = running.call(Caller(destination=f"cc.en.es.greet{early}.lgreet{late}", digits=["2"], type_after=6))
     h = heard(running, t)
-    assert h[:7] == [custom(sounds, early, "default"), "en/for_english", "en/press", "en/num_1",
-                     "es/for_spanish", "es/press", "es/num_2"]
+    assert h[:7] == [
+        custom(sounds, early, "default"),
+        "en/for_english",
+        "en/press",
+        "en/num_1",
+        "es/for_spanish",
+        "es/press",
+        "es/num_2",
+    ]
     # The early greeting is the start of the menu's prompt: a key pressed over it counts.
     assert pagd_prompts(t)[0].split(" ")[5].startswith("file_string://" + custom(sounds, early, "default"))
     assert h[7] == custom(sounds, late, "es")
@@ -94,7 +104,7 @@ def test_late_greeting_falls_back_to_the_default_audio(cardd_with, database, sou
 
 
 def test_early_greeting_is_not_localised(cardd_with, database, sounds, greetings):
-    _, late = greetings   # has a Spanish recording, which the early greeting must not pick
+    _, late = greetings  # has a Spanish recording, which the early greeting must not pick
     running = cardd_with(database, sounds_dir=str(sounds))
     t = running.call(Caller(destination=f"cc.es.greet{late}", type_after=6))
     assert heard(running, t)[:2] == [custom(sounds, late, "default"), "es/welcome"]
@@ -105,8 +115,7 @@ def test_greetings_with_one_language_play_without_a_menu(cardd_with, database, s
     running = cardd_with(database, sounds_dir=str(sounds))
     t = running.call(Caller(destination=f"cc.es.greet{early}.lgreet{late}", type_after=6))
     h = heard(running, t)
-    assert h[:4] == [custom(sounds, early, "default"), custom(sounds, late, "es"), "es/welcome",
-                     "es/enter_card_number"]
+    assert h[:4] == [custom(sounds, early, "default"), custom(sounds, late, "es"), "es/welcome", "es/enter_card_number"]
     assert not any("for_" in x for x in h)
 
 
@@ -130,12 +139,13 @@ def test_custom_greeting_file_is_off_unless_custom_greeting_is_set(cardd_with, d
 
 def test_greeting_prompts_from_the_instance_settings(cardd_with, database, sounds, greetings, tmp_path):
     early, late = greetings
-    yaml_text = (f"instances:\n  shop:\n    languages: [es]\n    early_greeting_prompt: {early}\n"
-                 f"    late_greeting_prompt: {late}\n")
+    yaml_text = (
+        f"instances:\n  shop:\n    languages: [es]\n    early_greeting_prompt: {early}\n"
+        f"    late_greeting_prompt: {late}\n"
+    )
     running = cardd_with(database, yaml_text, tmp_path=tmp_path, sounds_dir=str(sounds))
     t = running.call(Caller(destination="shop", type_after=6))
-    assert heard(running, t)[:3] == [custom(sounds, early, "default"), custom(sounds, late, "es"),
-                                     "es/welcome"]
+    assert heard(running, t)[:3] == [custom(sounds, early, "default"), custom(sounds, late, "es"), "es/welcome"]
 
 
 def test_the_cld_greeting_token_overrides_the_instance_setting(cardd_with, database, sounds, greetings, tmp_path):
@@ -156,7 +166,7 @@ def test_an_updated_recording_is_played_on_the_next_call(cardd_with, database, s
 
 def test_a_missing_greeting_prompt_is_logged_and_the_call_goes_on(cardd_with, database, sounds, caplog):
     caplog.set_level(logging.WARNING)
-    caplog.handler.addFilter(CallUuidFilter())   # as cardd's own handler does (cardd/logs.py)
+    caplog.handler.addFilter(CallUuidFilter())  # as cardd's own handler does (cardd/logs.py)
     running = cardd_with(database, sounds_dir=str(sounds))
     t = running.call(Caller(destination="cc.greet4242.lgreet4343", type_after=6))
     assert heard(running, t)[:2] == ["en/welcome", "en/enter_card_number"]
@@ -168,8 +178,9 @@ def test_a_missing_greeting_prompt_is_logged_and_the_call_goes_on(cardd_with, da
 
 def test_a_key_pressed_during_the_early_greeting_chooses_the_language(cardd_with, database, sounds, tmp_path):
     # A caller who knows the menu need not wait for it: the greeting is part of the menu's prompt.
-    long_one = create_prompt(database.pool, str(sounds), tone(tmp_path / "long.wav", 440, seconds=4.0),
-                             "long", "a long welcome")
+    long_one = create_prompt(
+        database.pool, str(sounds), tone(tmp_path / "long.wav", 440, seconds=4.0), "long", "a long welcome"
+    )
     running = cardd_with(database, sounds_dir=str(sounds))
     t = running.call(Caller(destination=f"cc.en.es.greet{long_one}", digits=["2"], type_after=1.0))
     h = heard(running, t)
@@ -179,7 +190,8 @@ def test_a_key_pressed_during_the_early_greeting_chooses_the_language(cardd_with
 
 
 def test_a_prompt_without_default_audio_plays_the_default_language_recording(
-        cardd_with, database, sounds, tmp_path, caplog):
+    cardd_with, database, sounds, tmp_path, caplog
+):
     # Rows written by other tools (or an older cardd) may lack the default recording: the default
     # language's recording beats silence; a prompt with no recording at all is logged and skipped.
     en = tone(tmp_path / "en.wav", 500)

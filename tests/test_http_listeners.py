@@ -31,9 +31,14 @@ CAP = 40
 @pytest.fixture
 def served(database, tmp_path):
     cdr_port, metrics_port = free_port(), free_port()
-    settings = make_settings(data_dir=str(tmp_path / "var"), cdr_listen=f"127.0.0.1:{cdr_port}",
-                             metrics_listen=f"127.0.0.1:{metrics_port}", cdr_credentials=CRED,
-                             http_read_timeout=0.5, http_max_connections=CAP)
+    settings = make_settings(
+        data_dir=str(tmp_path / "var"),
+        cdr_listen=f"127.0.0.1:{cdr_port}",
+        metrics_listen=f"127.0.0.1:{metrics_port}",
+        cdr_credentials=CRED,
+        http_read_timeout=0.5,
+        http_max_connections=CAP,
+    )
     d = Daemon(settings, database=database, metrics=Metrics(), serve_metrics=True, serve_cdr=True)
     d.start()
     yield Cardd(d), cdr_port, metrics_port
@@ -59,7 +64,8 @@ def closed_by_server(s: socket.socket) -> bool:
 
 @pytest.mark.parametrize("which", ["cdr", "metrics"])
 def test_idle_and_half_sent_connections_are_closed_at_the_deadline_and_the_cap_refuses_more(
-        served, which, caplog, demo_data):
+    served, which, caplog, demo_data
+):
     caplog.set_level(logging.INFO)
     cardd, cdr_port, metrics_port = served
     port = cdr_port if which == "cdr" else metrics_port
@@ -68,11 +74,16 @@ def test_idle_and_half_sent_connections_are_closed_at_the_deadline_and_the_cap_r
     for _ in range(CAP // 2):
         s = connect(port)
         # A head that never ends, or a body that never comes.
-        s.sendall(b"POST /cdr HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{\"vari"
-                  if len(half) % 2 and which == "cdr" else b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        s.sendall(
+            b'POST /cdr HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n{"vari'
+            if len(half) % 2 and which == "cdr"
+            else b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+        )
         half.append(s)
-    wait_for(lambda: cardd.daemon.cdr_endpoint.active == CAP if which == "cdr"
-             else cardd.metrics._http.active == CAP, "the connections were not all accepted")
+    wait_for(
+        lambda: cardd.daemon.cdr_endpoint.active == CAP if which == "cdr" else cardd.metrics._http.active == CAP,
+        "the connections were not all accepted",
+    )
     # One more than the cap: answered 503 at once and closed.
     extra = connect(port)
     extra.settimeout(30)
@@ -83,8 +94,10 @@ def test_idle_and_half_sent_connections_are_closed_at_the_deadline_and_the_cap_r
     for s in idle + half:
         assert closed_by_server(s)
         s.close()
-    wait_for(lambda: cardd.metric("cardd_http_refused_total", listener=which, reason="timeout") == CAP,
-             "not every connection was counted as timed out")
+    wait_for(
+        lambda: cardd.metric("cardd_http_refused_total", listener=which, reason="timeout") == CAP,
+        "not every connection was counted as timed out",
+    )
     assert cardd.metric("cardd_http_refused_total", listener=which, reason="cap") == 1
     # The listener serves again.
     if which == "metrics":
@@ -97,36 +110,45 @@ def test_idle_and_half_sent_connections_are_closed_at_the_deadline_and_the_cap_r
     assert not [r for r in caplog.records if r.exc_info]
     assert "Traceback" not in caplog.text
     # Calls and money are untouched.
-    t = cardd.call(Caller(digits=[demo_data.card_number + "#", demo_data.pin + "#", UK_MOBILE + "#"],
-                          type_after=6), Callee(talk=31), timeout=60)
+    t = cardd.call(
+        Caller(digits=[demo_data.card_number + "#", demo_data.pin + "#", UK_MOBILE + "#"], type_after=6),
+        Callee(talk=31),
+        timeout=60,
+    )
     assert t.bridges[0].answered
     assert_money_holds(cardd.daemon.reconciler.ledger, demo_data.card_id, D("10.00000"))
     assert cardd.daemon.reconciler.ledger.get_card(demo_data.card_id).balance == D("10.00000") - D("0.13600")
 
 
-def test_a_body_over_the_limit_is_refused_unread_and_a_client_gone_mid_body_leaves_no_traceback(
-        served, caplog):
+def test_a_body_over_the_limit_is_refused_unread_and_a_client_gone_mid_body_leaves_no_traceback(served, caplog):
     caplog.set_level(logging.INFO)
     cardd, cdr_port, _ = served
     s = connect(cdr_port)
     auth = base64.b64encode(CRED.encode()).decode()
-    s.sendall(f"POST /cdr HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n"
-              f"Content-Length: {64 * 1024 * 1024}\r\n\r\n".encode())
+    s.sendall(
+        f"POST /cdr HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n"
+        f"Content-Length: {64 * 1024 * 1024}\r\n\r\n".encode()
+    )
     s.settimeout(30)
     assert s.recv(12) == b"HTTP/1.1 413"
     s.close()
     # Half a body, then the client vanishes.
     s = connect(cdr_port)
-    s.sendall(f"POST /cdr HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n"
-              f"Content-Length: 1000\r\n\r\n{{\"variables\":".encode())
+    s.sendall(
+        f"POST /cdr HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {auth}\r\n"
+        f'Content-Length: 1000\r\n\r\n{{"variables":'.encode()
+    )
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    s.close()                         # RST
+    s.close()  # RST
     wait_for(lambda: cardd.daemon.cdr_endpoint.active == 0, "the connection was not released")
     # A well-formed, authenticated CDR is still taken.
     conn = http.client.HTTPConnection("127.0.0.1", cdr_port, timeout=10)
-    conn.request("POST", "/cdr", body=json.dumps({"variables": {"uuid": "9b2d1c7e-0000-4000-8000-000000000001",
-                                                                "billmsec": "0"}}),
-                 headers={"Authorization": f"Basic {auth}"})
+    conn.request(
+        "POST",
+        "/cdr",
+        body=json.dumps({"variables": {"uuid": "9b2d1c7e-0000-4000-8000-000000000001", "billmsec": "0"}}),
+        headers={"Authorization": f"Basic {auth}"},
+    )
     assert conn.getresponse().status == 200
     conn.close()
     assert not [r for r in caplog.records if r.exc_info]

@@ -25,8 +25,20 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-_NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "var", "build", "dist", "*.egg-info", "__pycache__",
-                                     ".hypothesis", ".pytest_cache", ".mypy_cache", ".ruff_cache", "custom")
+_NOT_SOURCE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "var",
+    "build",
+    "dist",
+    "*.egg-info",
+    "__pycache__",
+    ".hypothesis",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    "custom",
+)
 
 
 def free_port() -> int:
@@ -48,8 +60,11 @@ def test_every_package_directory_of_cardd_is_listed_in_setup_cfg():
     cfg = configparser.ConfigParser()
     cfg.read(REPO / "setup.cfg")
     listed = set(cfg["options"]["packages"].split())
-    found = {".".join(d.relative_to(REPO).parts) for d in (REPO / "cardd").rglob("*")
-             if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py"))} | {"cardd"}
+    found = {
+        ".".join(d.relative_to(REPO).parts)
+        for d in (REPO / "cardd").rglob("*")
+        if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py"))
+    } | {"cardd"}
     missing_init = sorted(p for p in found if not (REPO / p.replace(".", "/") / "__init__.py").exists())
     assert missing_init == []
     assert found <= listed, f"not in setup.cfg packages: {sorted(found - listed)}"
@@ -64,27 +79,48 @@ def installed(tmp_path_factory) -> Path:
     shutil.copytree(REPO, source, ignore=_NOT_SOURCE, symlinks=True)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
     # offline: the build backend (setuptools, wheel) comes with the test extras
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "wheels"), str(source)],
-                   check=True, capture_output=True, text=True, cwd=tmp)
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "wheels"), str(source)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp,
+    )
     (wheel,) = (tmp / "wheels").glob("cardd-*.whl")
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     target_python = venv / "bin" / "python"
-    site = Path(subprocess.run([str(target_python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                               check=True, capture_output=True, text=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(target_python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     if os.environ.get("CARDD_INSTALL_DEPENDENCIES"):
         # fully fresh: the dependencies from the package index too (network, ~40 MB)
-        subprocess.run([*pip, "--python", str(target_python), "install", str(wheel)],
-                       check=True, capture_output=True, text=True, cwd=tmp)
+        subprocess.run(
+            [*pip, "--python", str(target_python), "install", str(wheel)],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=tmp,
+        )
     else:
         # the dependencies, not cardd: a path line in a .pth adds the directory, and
         # does not run that directory's own .pth files (the editable cardd's finder)
         (site / "cardd-test-dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
-        subprocess.run([*pip, "--python", str(target_python), "install", "--no-deps", str(wheel)],
-                       check=True, capture_output=True, text=True, cwd=tmp)
+        subprocess.run(
+            [*pip, "--python", str(target_python), "install", "--no-deps", str(wheel)],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=tmp,
+        )
     check = subprocess.run([*pip, "--python", str(target_python), "check"], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    shutil.rmtree(source)   # nothing may read the checkout it was built from
+    shutil.rmtree(source)  # nothing may read the checkout it was built from
     return venv / "bin"
 
 
@@ -94,11 +130,14 @@ def _env() -> dict:
 
 
 def test_the_wheel_carries_its_schema_prompts_and_every_module(installed, tmp_path):
-    code = ("import cardd, cardd.db, cardd.config, cardd.ivr.session\n"
-            "print(cardd.__file__); print(cardd.db.SCHEMA_DIR); print(cardd.config.INSTALLED_SOUNDS_DIR)\n"
-            "print(len(cardd.db.find_migrations()))")
-    done = subprocess.run([str(installed / "python"), "-c", code], cwd=tmp_path, env=_env(),
-                          capture_output=True, text=True, timeout=60)
+    code = (
+        "import cardd, cardd.db, cardd.config, cardd.ivr.session\n"
+        "print(cardd.__file__); print(cardd.db.SCHEMA_DIR); print(cardd.config.INSTALLED_SOUNDS_DIR)\n"
+        "print(len(cardd.db.find_migrations()))"
+    )
+    done = subprocess.run(
+        [str(installed / "python"), "-c", code], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     package, schema, sounds, migrations = done.stdout.split("\n")[:4]
     venv = str(installed.parent)
@@ -117,7 +156,8 @@ def test_an_installed_cardd_migrates_serves_and_takes_a_call_outside_the_checkou
         f"  listen: 127.0.0.1:{port}\n"
         f"  metrics_listen: 127.0.0.1:{free_port()}\n"
         f"  cdr_listen: 127.0.0.1:{free_port()}\n"
-        "  outbound_proxy: 198.51.100.7:5060\n")
+        "  outbound_proxy: 198.51.100.7:5060\n"
+    )
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([cardd, *args], cwd=home, env=_env(), capture_output=True, text=True, timeout=120)
@@ -129,18 +169,17 @@ def test_an_installed_cardd_migrates_serves_and_takes_a_call_outside_the_checkou
     assert migrated.returncode == 0, migrated.stderr
     assert migrated.stdout.startswith("schema at version ") and "version 0" not in migrated.stdout
     settings = run("check-config")
-    assert (f"sounds_dir: \"{installed.parent}" in settings.stdout
-            or f"sounds_dir: {installed.parent}" in settings.stdout)
+    assert f'sounds_dir: "{installed.parent}' in settings.stdout or f"sounds_dir: {installed.parent}" in settings.stdout
 
     log = tmp_path / "serve.log"
     with open(log, "w") as err:
-        serve = subprocess.Popen([cardd, "serve", "--demo"], cwd=home, env=_env(),
-                                 stdout=subprocess.DEVNULL, stderr=err)
+        serve = subprocess.Popen(
+            [cardd, "serve", "--demo"], cwd=home, env=_env(), stdout=subprocess.DEVNULL, stderr=err
+        )
     try:
         wait_until(lambda: "ready:" in log.read_text() or serve.poll() is not None, 120, "cardd serve")
         assert serve.poll() is None, log.read_text()
-        call = run("call", "--digits", "1000000001#", "--digits", "1234#", "--digits", "442071234567#",
-                   "--talk", "42")
+        call = run("call", "--digits", "1000000001#", "--digits", "1234#", "--digits", "442071234567#", "--talk", "42")
         assert call.returncode == 0, call.stderr
         assert '"Welcome." [en/welcome]' in call.stdout
         assert "bridge to 442071234567: SUCCESS" in call.stdout
@@ -154,5 +193,5 @@ def test_an_installed_cardd_migrates_serves_and_takes_a_call_outside_the_checkou
             serve.kill()
             serve.wait()
     assert "Traceback" not in log.read_text()
-    assert (home / "var" / "pg" / "PG_VERSION").is_file()     # data_dir beside the config it came from
+    assert (home / "var" / "pg" / "PG_VERSION").is_file()  # data_dir beside the config it came from
     assert not (home / "var" / "pg" / "postmaster.pid").exists()

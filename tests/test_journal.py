@@ -22,9 +22,16 @@ from tests.dbfixtures import create_demo_data
 
 
 def grant(ledger: Ledger, card_id: int, **kw):
-    args = dict(a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="447700900123",
-                cli="15555550100", ignore_connect_fee=False, max_call_duration=3600,
-                min_call_duration=0, margin_s=120)
+    args = dict(
+        a_uuid=uuid.uuid4(),
+        b_uuid=uuid.uuid4(),
+        destination="447700900123",
+        cli="15555550100",
+        ignore_connect_fee=False,
+        max_call_duration=3600,
+        min_call_duration=0,
+        margin_s=120,
+    )
     args.update(kw)
     return ledger.grant(card_id, **args)
 
@@ -63,7 +70,8 @@ def private_db(private_pg_server):
 
 
 def test_a_settlement_while_the_database_is_down_is_journalled_and_replayed_exactly_once(
-        private_pg_server, private_db, tmp_path):
+    private_pg_server, private_db, tmp_path
+):
     demo = create_demo_data(private_db.pool)
     ledger = Ledger(private_db.pool)
     journal = SettlementJournal(tmp_path / "journal.jsonl", ledger)
@@ -99,10 +107,20 @@ def test_a_replay_repeated_after_a_crash_charges_nothing_more(ledger, demo_data,
     journal.settle(g.b_uuid, billmsec=31_000, hangup_cause="NORMAL_CLEARING")
     before = ledger.get_card(demo_data.card_id).balance
     from cardd.billing.journal import Entry, _now
+
     for n in "ab":
-        journal._append(Entry(id=n * 32, b_uuid=str(g.b_uuid), billmsec=31_000,
-                              hangup_cause="NORMAL_CLEARING", answered_at=None, ended_at=_now(),
-                              estimated=False, journalled_at=_now()))
+        journal._append(
+            Entry(
+                id=n * 32,
+                b_uuid=str(g.b_uuid),
+                billmsec=31_000,
+                hangup_cause="NORMAL_CLEARING",
+                answered_at=None,
+                ended_at=_now(),
+                estimated=False,
+                journalled_at=_now(),
+            )
+        )
     assert journal.replay() == 2
     assert ledger.get_card(demo_data.card_id).balance == before
     assert len([e for e in ledger.ledger_entries(demo_data.card_id) if e.kind == "call"]) == 1
@@ -111,11 +129,22 @@ def test_a_replay_repeated_after_a_crash_charges_nothing_more(ledger, demo_data,
 def test_a_torn_last_line_is_set_aside_and_the_next_entry_still_counts(ledger, demo_data, tmp_path):
     g = grant(ledger, demo_data.card_id)
     path = tmp_path / "j.jsonl"
-    path.write_text('{"id": "torn", "b_uuid": "')   # a crash in the middle of a write
+    path.write_text('{"id": "torn", "b_uuid": "')  # a crash in the middle of a write
     journal = SettlementJournal(path, ledger)
     from cardd.billing.journal import Entry, _now
-    journal._append(Entry(id="b" * 32, b_uuid=str(g.b_uuid), billmsec=6_000, hangup_cause="NORMAL_CLEARING",
-                          answered_at=None, ended_at=_now(), estimated=False, journalled_at=_now()))
+
+    journal._append(
+        Entry(
+            id="b" * 32,
+            b_uuid=str(g.b_uuid),
+            billmsec=6_000,
+            hangup_cause="NORMAL_CLEARING",
+            answered_at=None,
+            ended_at=_now(),
+            estimated=False,
+            journalled_at=_now(),
+        )
+    )
     assert [e.b_uuid for e in journal.pending()] == [str(g.b_uuid)]
     assert journal.replay() == 1
     assert ledger.cdr(g.b_uuid).billed_seconds == 6
@@ -127,9 +156,20 @@ def test_a_torn_last_line_is_set_aside_and_the_next_entry_still_counts(ledger, d
 def test_an_entry_for_an_unknown_reservation_is_kept_aside_not_dropped(ledger, demo_data, tmp_path):
     journal = SettlementJournal(tmp_path / "j.jsonl", ledger)
     from cardd.billing.journal import Entry, _now
+
     stranger = str(uuid.uuid4())
-    journal._append(Entry(id="c" * 32, b_uuid=stranger, billmsec=1_000, hangup_cause="NORMAL_CLEARING",
-                          answered_at=None, ended_at=_now(), estimated=False, journalled_at=_now()))
+    journal._append(
+        Entry(
+            id="c" * 32,
+            b_uuid=stranger,
+            billmsec=1_000,
+            hangup_cause="NORMAL_CLEARING",
+            answered_at=None,
+            ended_at=_now(),
+            estimated=False,
+            journalled_at=_now(),
+        )
+    )
     assert journal.replay() == 0
     assert journal.pending() == []
     rejected = (tmp_path / ("j.jsonl" + REJECTED_SUFFIX)).read_text()
@@ -142,25 +182,56 @@ def test_an_estimated_and_a_real_settlement_journalled_together_end_at_the_real_
     g = grant(ledger, demo_data.card_id, max_call_duration=600)
     journal = SettlementJournal(tmp_path / "j.jsonl", ledger)
     from cardd.billing.journal import Entry, _now
+
     for i, (ms, est) in enumerate(((None, True), (31_000, False))):
-        journal._append(Entry(id=str(i) * 32, b_uuid=str(g.b_uuid), billmsec=ms, hangup_cause="X",
-                              answered_at=None, ended_at=_now(), estimated=est, journalled_at=_now()))
+        journal._append(
+            Entry(
+                id=str(i) * 32,
+                b_uuid=str(g.b_uuid),
+                billmsec=ms,
+                hangup_cause="X",
+                answered_at=None,
+                ended_at=_now(),
+                estimated=est,
+                journalled_at=_now(),
+            )
+        )
     assert journal.replay() == 2
     cdr = ledger.cdr(g.b_uuid)
     assert (cdr.cost, cdr.estimated) == (D("0.13600"), False)
     assert ledger.get_card(demo_data.card_id).balance == D("10.00000") - D("0.13600")
 
 
-def test_an_entry_the_database_refuses_for_good_is_set_aside_and_the_rest_still_replay(
-        ledger, demo_data, tmp_path):
+def test_an_entry_the_database_refuses_for_good_is_set_aside_and_the_rest_still_replay(ledger, demo_data, tmp_path):
     g1, g2 = grant(ledger, demo_data.card_id), grant(ledger, demo_data.card_id)
     journal = SettlementJournal(tmp_path / "j.jsonl", ledger)
     from cardd.billing.journal import Entry, _now
+
     # PostgreSQL text cannot hold NUL: a permanent error, not an outage.
-    journal._append(Entry(id="d" * 32, b_uuid=str(g1.b_uuid), billmsec=6_000, hangup_cause="BAD\x00CAUSE",
-                          answered_at=None, ended_at=_now(), estimated=False, journalled_at=_now()))
-    journal._append(Entry(id="e" * 32, b_uuid=str(g2.b_uuid), billmsec=31_000, hangup_cause="NORMAL_CLEARING",
-                          answered_at=None, ended_at=_now(), estimated=False, journalled_at=_now()))
+    journal._append(
+        Entry(
+            id="d" * 32,
+            b_uuid=str(g1.b_uuid),
+            billmsec=6_000,
+            hangup_cause="BAD\x00CAUSE",
+            answered_at=None,
+            ended_at=_now(),
+            estimated=False,
+            journalled_at=_now(),
+        )
+    )
+    journal._append(
+        Entry(
+            id="e" * 32,
+            b_uuid=str(g2.b_uuid),
+            billmsec=31_000,
+            hangup_cause="NORMAL_CLEARING",
+            answered_at=None,
+            ended_at=_now(),
+            estimated=False,
+            journalled_at=_now(),
+        )
+    )
     assert journal.replay() == 1
     assert journal.pending() == []
     assert ledger.cdr(g2.b_uuid).cost == D("0.13600")
@@ -170,6 +241,7 @@ def test_an_entry_the_database_refuses_for_good_is_set_aside_and_the_rest_still_
 
 
 # -- a full disk: neither the database nor the journal takes the settlement --------------------
+
 
 class FullDisk:
     """A directory whose filesystem can be filled and freed: a real 256 KB tmpfs when this process may
@@ -184,8 +256,11 @@ class FullDisk:
         if kind == "tmpfs":
             if os.geteuid() != 0 or shutil.which("mount") is None:
                 pytest.skip("mounting a tmpfs needs root (the refusing-writes variant runs instead)")
-            done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(self.path)],
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(self.path)],
+                capture_output=True,
+                text=True,
+            )
             if done.returncode != 0:
                 pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
         else:
@@ -246,7 +321,8 @@ def assert_money_invariant(ledger: Ledger, card_id: int, initial: D) -> None:
 
 
 def test_database_down_and_disk_full_the_settlement_is_held_in_memory_then_journalled_when_space_returns(
-        private_pg_server, private_db, full_disk, caplog):
+    private_pg_server, private_db, full_disk, caplog
+):
     demo = create_demo_data(private_db.pool)
     ledger = Ledger(private_db.pool)
     write_errors: list[OSError] = []
@@ -263,7 +339,7 @@ def test_database_down_and_disk_full_the_settlement_is_held_in_memory_then_journ
         (line,) = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
         assert "ENOSPC" in line and "No space left on device" in line and str(g.b_uuid) in line
         assert '"billmsec":31000' in line
-        assert journal.pending() == []   # nothing, not even half a line, on the full disk
+        assert journal.pending() == []  # nothing, not even half a line, on the full disk
         # Still both away: nothing moves, nothing is lost.
         assert journal.retry_held() == 0 and journal.held_count == 1
         full_disk.free()
@@ -278,7 +354,8 @@ def test_database_down_and_disk_full_the_settlement_is_held_in_memory_then_journ
 
 
 def test_database_down_and_disk_full_the_held_settlement_goes_to_the_database_when_it_returns_first(
-        private_pg_server, private_db, full_disk):
+    private_pg_server, private_db, full_disk
+):
     demo = create_demo_data(private_db.pool)
     ledger = Ledger(private_db.pool)
     journal = SettlementJournal(full_disk.path / "journal.jsonl", ledger)

@@ -11,10 +11,30 @@ CONF = REPO / "freeswitch-conf/autoload_configs/json_cdr.conf.xml"
 
 # Every setting mod_json_cdr_load() parses; anything else is silently ignored by the module.
 MOD_JSON_CDR_SETTINGS = {
-    "cred", "url", "log-http-and-disk", "log-errors-to-disk", "timeout", "delay", "log-b-leg", "prefix-a-leg",
-    "disable-100-continue", "encode", "retries", "rotate", "log-dir", "err-log-dir", "enable-cacert-check",
-    "ssl-cert-path", "ssl-key-path", "ssl-key-password", "ssl-version", "ssl-cacert-file",
-    "enable-ssl-verifyhost", "auth-scheme", "encode-values", "queue-capacity",
+    "cred",
+    "url",
+    "log-http-and-disk",
+    "log-errors-to-disk",
+    "timeout",
+    "delay",
+    "log-b-leg",
+    "prefix-a-leg",
+    "disable-100-continue",
+    "encode",
+    "retries",
+    "rotate",
+    "log-dir",
+    "err-log-dir",
+    "enable-cacert-check",
+    "ssl-cert-path",
+    "ssl-key-path",
+    "ssl-key-password",
+    "ssl-version",
+    "ssl-cacert-file",
+    "enable-ssl-verifyhost",
+    "auth-scheme",
+    "encode-values",
+    "queue-capacity",
 }
 
 

@@ -41,12 +41,27 @@ def pagd_count(transcript) -> int:
 
 
 def test_two_languages_play_the_menu_and_a_spanish_choice_gives_spanish_prompts_and_amounts(cardd, demo_data):
-    t = cardd.call(caller(demo_data, "2", demo_data.card_number + "#", demo_data.pin + "#", UK_MOBILE + "#",
-                          destination="cc.en.es.noredial"), Callee(talk=5))
+    t = cardd.call(
+        caller(
+            demo_data,
+            "2",
+            demo_data.card_number + "#",
+            demo_data.pin + "#",
+            UK_MOBILE + "#",
+            destination="cc.en.es.noredial",
+        ),
+        Callee(talk=5),
+    )
     heard = spoken(cardd, t)
     # The menu: each entry in its own language, keys by position.
-    assert heard[:6] == [("en", "for_english"), ("en", "press"), ("en", "num_1"),
-                         ("es", "for_spanish"), ("es", "press"), ("es", "num_2")]
+    assert heard[:6] == [
+        ("en", "for_english"),
+        ("en", "press"),
+        ("en", "num_1"),
+        ("es", "for_spanish"),
+        ("es", "press"),
+        ("es", "num_2"),
+    ]
     after = heard[6:]
     assert after[:3] == [("es", "welcome"), ("es", "enter_card_number"), ("es", "enter_pin")]
     # Everything after the choice is Spanish, the balance spoken by the Spanish rules and words.
@@ -54,7 +69,7 @@ def test_two_languages_play_the_menu_and_a_spanish_choice_gives_spanish_prompts_
     said = [pid for _, pid in after]
     balance = speech.balance_ids(Decimal("10.00000"), "USD", "es")
     start = said.index("you_have")
-    assert said[start:start + len(balance)] == balance
+    assert said[start : start + len(balance)] == balance
     assert "you_can_talk_for" in said
     assert len(t.bridges) == 1
 
@@ -102,11 +117,12 @@ def test_wrong_keys_without_fallback_end_the_call(cardd, demo_data):
 def test_wrong_keys_with_fallback_continue_in_the_default_language(cardd_with, database, demo_data, tmp_path):
     yaml_text = "calling_card:\n  fallback_to_default_language: true\n  default_language: es\n"
     running = cardd_with(database, yaml_text, tmp_path=tmp_path)
-    t = running.call(caller(demo_data, "5", "5", "5", demo_data.card_number + "#", demo_data.pin + "#",
-                            destination="cc.en.es"))
+    t = running.call(
+        caller(demo_data, "5", "5", "5", demo_data.card_number + "#", demo_data.pin + "#", destination="cc.en.es")
+    )
     heard = spoken(running, t)
     assert len(menu_entries(heard)) == 6
-    after_menu = heard[heard.index(("es", "welcome")):]
+    after_menu = heard[heard.index(("es", "welcome")) :]
     assert after_menu[:3] == [("es", "welcome"), ("es", "enter_card_number"), ("es", "enter_pin")]
     # The caller got in: the balance was said in Spanish.
     assert ("es", "you_have") in after_menu
@@ -138,7 +154,7 @@ def test_a_wrong_key_then_a_right_one_picks_the_language(cardd, demo_data):
 
 def test_a_language_without_prompts_is_skipped_with_a_warning(cardd, demo_data, caplog):
     caplog.set_level(logging.WARNING)
-    caplog.handler.addFilter(CallUuidFilter())   # as cardd's own handler does (cardd/logs.py)
+    caplog.handler.addFilter(CallUuidFilter())  # as cardd's own handler does (cardd/logs.py)
     t = cardd.call(caller(demo_data, "2", destination="cc.de.en.es"))
     heard = spoken(cardd, t)
     # German has no prompts: the menu offers English as 1 and Spanish as 2.
@@ -156,7 +172,7 @@ def test_a_language_without_prompts_leaves_one_language_and_no_menu(cardd, demo_
 
 def test_unknown_cld_tokens_are_counted_and_logged_with_the_call_uuid(cardd, demo_data, caplog):
     caplog.set_level(logging.WARNING)
-    caplog.handler.addFilter(CallUuidFilter())   # as cardd's own handler does (cardd/logs.py)
+    caplog.handler.addFilter(CallUuidFilter())  # as cardd's own handler does (cardd/logs.py)
     t = cardd.call(caller(demo_data, destination="cc.bogus.es.frobnicate"))
     assert cardd.metric("cardd_unknown_cld_tokens_total") == 2
     records = [r for r in caplog.records if "unknown CLD token" in r.getMessage()]

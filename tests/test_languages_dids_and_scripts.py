@@ -81,13 +81,12 @@ def test_each_access_number_behaves_per_its_tokens(cardd_with, database, demo_da
     _, cld = access_numbers()[did]
     line = LINES[did]
     running = cardd_with(database, (REPO / "cardd.yaml").read_text(), tmp_path=tmp_path)
-    digits = (["1"] if line["menu"] else []) + [demo_data.card_number + "#", demo_data.pin + "#",
-                                                 UK_MOBILE + "#"]
+    digits = (["1"] if line["menu"] else []) + [demo_data.card_number + "#", demo_data.pin + "#", UK_MOBILE + "#"]
     t = running.call(Caller(destination=cld, rdnis=did, digits=digits, type_after=6), Callee(talk=5))
     heard = spoken(running, t)
     menu = [lang for lang, pid in heard if pid.startswith("for_")]
     assert menu == line["menu"]
-    after = heard[3 * len(menu):]
+    after = heard[3 * len(menu) :]
     assert after[0] == (line["lang"], "welcome")
     assert {lang for lang, _ in after} == {line["lang"]}
     ids = [pid for _, pid in after]
@@ -122,12 +121,14 @@ def write_check(path: Path, log: Path, verdict: str) -> None:
 
 
 def card_call(demo, destination="cc.noredial"):
-    return Caller(destination=destination, digits=[demo.card_number + "#", demo.pin + "#", UK_MOBILE + "#"],
-                  type_after=6)
+    return Caller(
+        destination=destination, digits=[demo.card_number + "#", demo.pin + "#", UK_MOBILE + "#"], type_after=6
+    )
 
 
 def test_destination_check_edited_while_cardd_runs_takes_effect_on_the_next_call(
-        cardd_with, database, demo_data, tmp_path):
+    cardd_with, database, demo_data, tmp_path
+):
     script, log = tmp_path / "check.py", tmp_path / "seen.jsonl"
     write_check(script, log, 'not translated_cld.startswith("44")')
     running = cardd_with(database, f"calling_card:\n  destination_check_script: {script}\n", tmp_path=tmp_path)
@@ -135,7 +136,13 @@ def test_destination_check_edited_while_cardd_runs_takes_effect_on_the_next_call
     refused = running.call(card_call(demo_data), Callee(talk=5))
     assert "destination_forbidden" in running.heard(refused) and refused.bridges == []
     assert json.loads(log.read_text().splitlines()[0]) == [
-        "15555550100", "15555550100", UK_MOBILE, UK_MOBILE, demo_data.card_number, "15555550100"]
+        "15555550100",
+        "15555550100",
+        UK_MOBILE,
+        UK_MOBILE,
+        demo_data.card_number,
+        "15555550100",
+    ]
 
     write_check(script, log, "True")
     # The file is looked at most once per check interval (hooks.py); no restart, no signal.
@@ -183,7 +190,7 @@ def test_duration_script_changes_only_the_announcement(cardd_with, database, dem
     ids = running.heard(t)
     said = speech.talk_time_ids(120, "en")
     start = ids.index("you_can_talk_for")
-    assert ids[start:start + len(said)] == said
+    assert ids[start : start + len(said)] == said
     # The real limit is still the computed one: 10.00 at this rate, capped at max_call_duration.
     (dial,) = [arg for app, arg in t.apps if app == "bridge"]
     assert "sched_hangup +3600 ALLOTTED_TIMEOUT" in dial
@@ -199,5 +206,5 @@ def test_a_failing_duration_script_falls_back_to_the_computed_duration(cardd_wit
     ids = running.heard(t)
     said = speech.talk_time_ids(3600, "en")
     start = ids.index("you_can_talk_for")
-    assert ids[start:start + len(said)] == said
+    assert ids[start : start + len(said)] == said
     assert running.metric("cardd_duration_script_errors_total", reason="bad_output") == 1

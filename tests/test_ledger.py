@@ -120,17 +120,21 @@ def test_grant_refuses_blocked_and_expired_cards(ledger, database, demo_data):
 
 def test_new_card_is_activated_on_first_grant(ledger, database, demo_data):
     with database.pool.connection() as conn:
-        conn.execute(
-            "UPDATE accounts SET status = 'new', valid_days = 30 WHERE id = %s", (demo_data.card_id,)
-        )
+        conn.execute("UPDATE accounts SET status = 'new', valid_days = 30 WHERE id = %s", (demo_data.card_id,))
     grant(ledger, demo_data.card_id)
     card = ledger.get_card(demo_data.card_id)
     assert card.status == "active" and card.expires_at is not None
 
 
 def test_settle_bills_the_spec_example_and_writes_the_cdr(ledger, database, demo_data):
-    g = grant(ledger, demo_data.card_id, "4412345678", translated_destination="4412345678",
-              cli="0201234", translated_cli="44201234")
+    g = grant(
+        ledger,
+        demo_data.card_id,
+        "4412345678",
+        translated_destination="4412345678",
+        cli="0201234",
+        translated_cli="44201234",
+    )
     cdr = ledger.settle(g.b_uuid, billmsec=30_400, hangup_cause="NORMAL_CLEARING")
     # ceil(30.4) = 31 s -> 0.10 + 0.03 + 0.006 = 0.13600
     assert (cdr.billed_seconds, cdr.cost) == (31, D("0.13600"))
@@ -219,8 +223,15 @@ def test_ledger_rows_cannot_be_edited(ledger, database, demo_data):
 
 def _grant_and_settle(ledger, card_id, talk_ms, results, errors):
     try:
-        g = ledger.grant(card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345678",
-                         cli="1", min_call_duration=10, max_call_duration=120)
+        g = ledger.grant(
+            card_id,
+            a_uuid=uuid.uuid4(),
+            b_uuid=uuid.uuid4(),
+            destination="4412345678",
+            cli="1",
+            min_call_duration=10,
+            max_call_duration=120,
+        )
     except InsufficientFunds:
         results.append(None)
         return

@@ -25,3 +25,8 @@ def test_mypy_finds_no_type_error_in_cardd():
     lines = result.stdout.splitlines()
     # Notes count too (a config section that matches nothing, a body left unchecked).
     assert len(lines) == 1 and lines[0].startswith("Success: no issues found"), f"mypy cardd:\n{result.stdout}"
+
+
+def test_the_code_is_as_ruff_format_writes_it():
+    result = run_tool("ruff", "format", "--check", "cardd", "tests", "bench")
+    assert result.returncode == 0, f"ruff format --check (run `ruff format cardd tests bench`):\n{result.stdout}"

@@ -37,7 +37,7 @@ def test_json_lines_parse_and_carry_the_call_uuid_of_the_call_context(restore_lo
     stream = capture("json")
     call_uuid = str(uuid.uuid4())
     with logs.call_context(call_uuid):
-        logging.getLogger("cardd.ivr.session").warning("unknown CLD token %r in %r", 'x"y', "cc.x\"y\nz")
+        logging.getLogger("cardd.ivr.session").warning("unknown CLD token %r in %r", 'x"y', 'cc.x"y\nz')
     logging.getLogger("cardd.server").info("ready: tab\there, unicode \u00e9\u20ac")
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2
@@ -67,7 +67,7 @@ def test_call_uuid_given_as_extra_wins_and_a_message_is_never_parsed_for_one(res
     log = logging.getLogger("cardd.x")
     bracketed = f"[{uuid.uuid4()}] kept as written"
     with logs.call_context("the-call"):
-        log.info("settled", extra={"call_uuid": "abc-123"})   # e.g. the ESL reader naming its call
+        log.info("settled", extra={"call_uuid": "abc-123"})  # e.g. the ESL reader naming its call
     log.info("[not a uuid] kept")
     log.info(bracketed)
     first, second, third = (json.loads(line) for line in stream.getvalue().splitlines())
@@ -99,13 +99,19 @@ def test_cli_setup_logging_uses_the_configured_format(restore_logging, capsys):
 
 def test_a_cardd_process_with_log_format_json_writes_json_lines(dsn, tmp_path):
     config = tmp_path / "cardd.yaml"
-    config.write_text(f"daemon:\n  dsn: \"{dsn}\"\n  log_format: json\n  log_level: info\n")
+    config.write_text(f'daemon:\n  dsn: "{dsn}"\n  log_format: json\n  log_level: info\n')
     rates = tmp_path / "r.csv"
     rates.write_text("prefix,price_1,interval_1,price_n,interval_n\n44,0.06,30,0.06,6\n")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     for argv in (["tariff", "add", "t", "--currency", "USD"], ["rate", "import", str(rates), "--tariff", "t"]):
-        done = subprocess.run([sys.executable, "-m", "cardd", "-c", str(config), *argv], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "cardd", "-c", str(config), *argv],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
     assert any(r["msg"].startswith("rate import: tariff t, 1 rows") for r in records)
@@ -122,7 +128,7 @@ def test_lines_logged_inside_a_call_context_carry_its_uuid_per_greenlet(restore_
     def call(call_uuid: str) -> None:
         with logs.call_context(call_uuid):
             ledger_log.info("grant for %s", call_uuid)
-            gevent.sleep(0.01)   # the other call's greenlet runs meanwhile
+            gevent.sleep(0.01)  # the other call's greenlet runs meanwhile
             ledger_log.info("settle for %s", call_uuid)
         ledger_log.info("after the call")
 
@@ -139,8 +145,9 @@ def test_every_line_of_a_real_call_carries_its_uuid_in_json(cardd, demo_data, re
     from cardd.sim import Callee, Caller
 
     stream = capture("json")
-    caller = Caller(cli="15555550100", destination="cc",
-                    digits=[demo_data.card_number + "#", demo_data.pin + "#", "447700900123#"])
+    caller = Caller(
+        cli="15555550100", destination="cc", digits=[demo_data.card_number + "#", demo_data.pin + "#", "447700900123#"]
+    )
     transcript = cardd.call(caller, Callee(talk=31))
     assert transcript.bridges
     records = [json.loads(line) for line in stream.getvalue().splitlines()]

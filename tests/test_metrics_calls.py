@@ -13,7 +13,7 @@ from tests.callfixtures import start_cardd
 from tests.dbfixtures import create_demo_data
 from tests.test_faults_database import BridgeGate
 
-UK_MOBILE = "447700900123"     # 0.06/min, 30 s then 6 s, connect fee 0.10: 31 s costs 0.136
+UK_MOBILE = "447700900123"  # 0.06/min, 30 s then 6 s, connect fee 0.10: 31 s costs 0.136
 
 
 def wait_for(condition, timeout: float = 30.0) -> None:
@@ -36,9 +36,13 @@ def test_a_call_moves_every_documented_metric(database):
 
         switch = Switch()
         gate = BridgeGate(switch)
-        caller = Caller(cli="15555550100", destination="cc", type_after=6, hangup_after_talk=31,
-                        digits=[demo.card_number + "#", "0000#", demo.card_number + "#", demo.pin + "#",
-                                UK_MOBILE + "#"])
+        caller = Caller(
+            cli="15555550100",
+            destination="cc",
+            type_after=6,
+            hangup_after_talk=31,
+            digits=[demo.card_number + "#", "0000#", demo.card_number + "#", demo.pin + "#", UK_MOBILE + "#"],
+        )
         started = time.monotonic()
         call = cardd.dial(caller, Callee(talk=None), switch)
         assert gate.bridged.wait(60), "the call was never bridged"
@@ -54,8 +58,9 @@ def test_a_call_moves_every_documented_metric(database):
         gate.release()
         t = call.wait(60)
         assert t.bridges and t.bridges[0].answered
-        wait_for(lambda: sum(s.value for s in cardd.metrics.calls.collect()[0].samples
-                             if s.name == "cardd_calls_total") == 1)
+        wait_for(
+            lambda: sum(s.value for s in cardd.metrics.calls.collect()[0].samples if s.name == "cardd_calls_total") == 1
+        )
         wait_for(lambda: m("cardd_calls_active") == 0)
         assert m("cardd_calls_total", outcome="bridged") == 1
 
@@ -68,7 +73,7 @@ def test_a_call_moves_every_documented_metric(database):
         assert m("cardd_ivr_step_seconds_count", step="dial") == 1
         # connect -> bridge sent holds the identification and the dial step
         assert setup >= m("cardd_ivr_step_seconds_sum", step="identify") + m("cardd_ivr_step_seconds_sum", step="dial")
-        assert m("cardd_call_setup_seconds_count") == 1   # once per call, at its first bridge
+        assert m("cardd_call_setup_seconds_count") == 1  # once per call, at its first bridge
         for op in ("find_card", "grant", "settle"):
             assert m("cardd_db_query_seconds_count", op=op) >= 1, op
         assert m("cardd_db_errors_total", step="call") == 0

@@ -88,11 +88,22 @@ def test_every_metric_and_label_in_monitoring_exists_in_cardd_metrics(source):
 
 def test_dashboard_covers_the_issue_metrics():
     text = " ".join(dashboard_exprs())
-    for name in ("cardd_calls_active", "cardd_calls_total", "cardd_auth_failures_total",
-                 "cardd_bridge_attempts_total", "cardd_call_setup_seconds_bucket", "cardd_ivr_step_seconds_bucket",
-                 "cardd_billed_seconds_total", "cardd_revenue_total", "cardd_db_errors_total",
-                 "cardd_db_query_seconds_bucket", "cardd_esl_protocol_errors_total",
-                 "cardd_unknown_cld_tokens_total", "cardd_script_load_errors_total", "cardd_open_reservations"):
+    for name in (
+        "cardd_calls_active",
+        "cardd_calls_total",
+        "cardd_auth_failures_total",
+        "cardd_bridge_attempts_total",
+        "cardd_call_setup_seconds_bucket",
+        "cardd_ivr_step_seconds_bucket",
+        "cardd_billed_seconds_total",
+        "cardd_revenue_total",
+        "cardd_db_errors_total",
+        "cardd_db_query_seconds_bucket",
+        "cardd_esl_protocol_errors_total",
+        "cardd_unknown_cld_tokens_total",
+        "cardd_script_load_errors_total",
+        "cardd_open_reservations",
+    ):
         assert name in text, name
 
 
@@ -138,13 +149,14 @@ def test_reservation_gauges_count_open_and_expired_reservations(database):
     demo = create_demo_data(database.pool)
     ledger = Ledger(database.pool)
     for _ in range(3):
-        ledger.grant(demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345",
-                     max_call_duration=60)
-    stale = ledger.grant(demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345",
-                         max_call_duration=60)
+        ledger.grant(
+            demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345", max_call_duration=60
+        )
+    stale = ledger.grant(
+        demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345", max_call_duration=60
+    )
     with database.pool.connection() as conn:
-        conn.execute("UPDATE reservations SET expires_at = now() - interval '1 s' WHERE b_uuid = %s",
-                     (stale.b_uuid,))
+        conn.execute("UPDATE reservations SET expires_at = now() - interval '1 s' WHERE b_uuid = %s", (stale.b_uuid,))
     metrics = Metrics(CollectorRegistry())
     daemon = Daemon(SimpleNamespace(), metrics=metrics, database=database, serve_metrics=False)
     daemon.refresh_reservation_gauges()
@@ -164,6 +176,7 @@ def test_ivr_step_timer_observes_under_the_step_name():
 
 # --- production packaging (freeswitch-conf/) -----------------------------------------
 
+
 def unit_settings() -> dict[str, str]:
     found: dict[str, str] = {}
     for line in (REPO / "freeswitch-conf/systemd/cardd.service").read_text().splitlines():
@@ -180,8 +193,10 @@ def test_systemd_unit_runs_serve_and_outlasts_the_drain_grace():
     assert unit["ExecStart"].endswith(" -c /etc/cardd/cardd.yaml serve")
     assert unit["Restart"] == "on-failure" and unit["KillSignal"] == "SIGTERM"
     assert unit["StandardOutput"] == "journal" and unit["StandardError"] == "journal"
-    grace = max(load_settings(None).daemon.shutdown_grace,
-                load_settings(str(REPO / "freeswitch-conf/cardd-external-postgres.yaml")).daemon.shutdown_grace)
+    grace = max(
+        load_settings(None).daemon.shutdown_grace,
+        load_settings(str(REPO / "freeswitch-conf/cardd-external-postgres.yaml")).daemon.shutdown_grace,
+    )
     assert float(unit["TimeoutStopSec"]) > grace
 
 
@@ -202,22 +217,26 @@ def test_gateway_example_is_xml_and_its_dial_string_is_accepted(tmp_path):
     names = [g.get("name") for g in root.iter("gateway")]
     assert names == ["carrier", "carrier-backup"]
     config = tmp_path / "cardd.yaml"
-    config.write_text('daemon:\n'
-                      '  dial_string: "sofia/gateway/carrier/{number}|sofia/gateway/carrier-backup/{number}"\n')
+    config.write_text(
+        'daemon:\n  dial_string: "sofia/gateway/carrier/{number}|sofia/gateway/carrier-backup/{number}"\n'
+    )
     assert load_settings(str(config)).daemon.dial_string.startswith("sofia/gateway/carrier/")
 
 
 # --- label values exist from the start; promtool unit tests for every alert ---------------
 
+
 def test_every_known_label_value_is_exported_at_zero_from_the_start():
     from cardd import metrics as m
 
     metrics = Metrics(CollectorRegistry())
-    for name, label, values in (("cardd_calls_total", "outcome", m.CALL_OUTCOMES),
-                                ("cardd_auth_failures_total", "reason", m.AUTH_FAILURE_REASONS),
-                                ("cardd_bridge_attempts_total", "result", m.BRIDGE_RESULTS),
-                                ("cardd_db_errors_total", "step", m.DB_ERROR_STEPS),
-                                ("cardd_ivr_step_seconds_count", "step", m.IVR_STEPS)):
+    for name, label, values in (
+        ("cardd_calls_total", "outcome", m.CALL_OUTCOMES),
+        ("cardd_auth_failures_total", "reason", m.AUTH_FAILURE_REASONS),
+        ("cardd_bridge_attempts_total", "result", m.BRIDGE_RESULTS),
+        ("cardd_db_errors_total", "step", m.DB_ERROR_STEPS),
+        ("cardd_ivr_step_seconds_count", "step", m.IVR_STEPS),
+    ):
         for value in values:
             assert sample(metrics, name, **{label: value}) == 0.0, (name, value)
     # the two series the alerts needed before their first event
@@ -230,8 +249,12 @@ def test_the_code_uses_only_label_values_initialised_at_start():
     and increase() (CarddDatabaseErrors and the like) would miss that first event."""
     from cardd import metrics as m
 
-    known = {"calls": m.CALL_OUTCOMES, "auth_failures": m.AUTH_FAILURE_REASONS, "bridges": m.BRIDGE_RESULTS,
-             "db_errors": m.DB_ERROR_STEPS}
+    known = {
+        "calls": m.CALL_OUTCOMES,
+        "auth_failures": m.AUTH_FAILURE_REASONS,
+        "bridges": m.BRIDGE_RESULTS,
+        "db_errors": m.DB_ERROR_STEPS,
+    }
     sources = {p: p.read_text() for p in (REPO / "cardd").rglob("*.py")}
     for path, text in sources.items():
         for attr, value in re.findall(r"\.(\w+)\.labels\(\s*\"(\w+)\"", text):
@@ -260,8 +283,11 @@ def promtool() -> str:
 
 
 def rule_files() -> list[Path]:
-    return [p for p in sorted(MONITORING.glob("*.yml"))
-            if "test" not in p.name and "groups" in (yaml.safe_load(p.read_text()) or {})]
+    return [
+        p
+        for p in sorted(MONITORING.glob("*.yml"))
+        if "test" not in p.name and "groups" in (yaml.safe_load(p.read_text()) or {})
+    ]
 
 
 def test_alert_rules_pass_promtool_check_and_their_unit_tests():
@@ -275,8 +301,13 @@ def test_alert_rules_pass_promtool_check_and_their_unit_tests():
 
 
 def test_every_alert_rule_has_a_promtool_test_that_sees_it_fire():
-    rules = {r["alert"] for path in rule_files() for g in yaml.safe_load(path.read_text())["groups"]
-             for r in g["rules"] if "alert" in r}
+    rules = {
+        r["alert"]
+        for path in rule_files()
+        for g in yaml.safe_load(path.read_text())["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    }
     fired: set[str] = set()
     for path in MONITORING.glob("*test*.yml"):
         for case in yaml.safe_load(path.read_text())["tests"]:

@@ -38,40 +38,83 @@ REPO = Path(__file__).resolve().parent.parent
 # so the spec is restated here: a change to the table must be a change to this list too).
 SPEC_DEFAULTS = {
     # Basic
-    "announce_balance": True, "normal_calls_allowed": True, "disconnect_on_failure": False,
-    "allow_empty_pin": True, "preserve_original_cli": False, "max_call_duration": 3600,
-    "card_number_length": 10, "min_card_number_length": None, "card_entry_attempts": 3,
-    "wrong_destinations": 3, "input_timeouts": 3, "min_call_duration": 10, "no_seconds_in_duration": False,
-    "no_hours_in_duration": False, "announce_duration": True, "call_several_destinations": True,
-    "outbound_proxy": "", "disconnect_warning_time": 60, "play_plan_minutes_only": False,
-    "destination_completion_regex": None, "own_accounts_only": False, "early_media": False,
+    "announce_balance": True,
+    "normal_calls_allowed": True,
+    "disconnect_on_failure": False,
+    "allow_empty_pin": True,
+    "preserve_original_cli": False,
+    "max_call_duration": 3600,
+    "card_number_length": 10,
+    "min_card_number_length": None,
+    "card_entry_attempts": 3,
+    "wrong_destinations": 3,
+    "input_timeouts": 3,
+    "min_call_duration": 10,
+    "no_seconds_in_duration": False,
+    "no_hours_in_duration": False,
+    "announce_duration": True,
+    "call_several_destinations": True,
+    "outbound_proxy": "",
+    "disconnect_warning_time": 60,
+    "play_plan_minutes_only": False,
+    "destination_completion_regex": None,
+    "own_accounts_only": False,
+    "early_media": False,
     # Basic, beyond the reference (issue 13 section 3)
-    "announce_rate": False, "announce_balance_after_call": False,
+    "announce_rate": False,
+    "announce_balance_after_call": False,
     # Trusted CLI
-    "cli_registration": True, "cli_registration_ext": None, "auto_cli_registration": False,
-    "silent_auto_cli_registration": True, "trusted_cli_auth": False, "min_valid_cli_length": 6,
-    "cli_auth_only": False, "cli_as_card_number": False, "voip_login_as_card_number": False,
+    "cli_registration": True,
+    "cli_registration_ext": None,
+    "auto_cli_registration": False,
+    "silent_auto_cli_registration": True,
+    "trusted_cli_auth": False,
+    "min_valid_cli_length": 6,
+    "cli_auth_only": False,
+    "cli_as_card_number": False,
+    "voip_login_as_card_number": False,
     # Password change
-    "password_change": True, "password_change_ext": None,
+    "password_change": True,
+    "password_change_ext": None,
     # Billing
-    "balance_threshold": None, "minimum_balance": None, "ignore_connect_fee": False,
-    "route_at_a_loss": False,   # least-cost routing (issue 17), not in the reference
-    "say_negative_balance_as_zero": True, "say_no_card_on_low_balance": True,
+    "balance_threshold": None,
+    "minimum_balance": None,
+    "ignore_connect_fee": False,
+    "route_at_a_loss": False,  # least-cost routing (issue 17), not in the reference
+    "say_negative_balance_as_zero": True,
+    "say_no_card_on_low_balance": True,
     # Custom scripts
-    "destination_check_script": None, "duration_script": None,
+    "destination_check_script": None,
+    "duration_script": None,
     # Hot dial and smart dial
-    "direct_hot_dial": False, "hot_dial": True, "hot_dial_ext": None, "hot_dial_edit_ext": None,
-    "limit_hot_keys": False, "direct_hot_dial_any_key": False, "smart_dial_exclusive": False,
+    "direct_hot_dial": False,
+    "hot_dial": True,
+    "hot_dial_ext": None,
+    "hot_dial_edit_ext": None,
+    "limit_hot_keys": False,
+    "direct_hot_dial_any_key": False,
+    "smart_dial_exclusive": False,
     # Top-up
-    "topup": True, "topup_card_length": 10, "topup_ext": None, "topup_only": False,
+    "topup": True,
+    "topup_card_length": 10,
+    "topup_ext": None,
+    "topup_only": False,
     # Black list
-    "blacklist": False, "blacklist_attempts": 3,
+    "blacklist": False,
+    "blacklist_attempts": 3,
     # Prompts and languages
-    "use_word_pin": False, "suppress_pound_phrase": False, "custom_greeting": False,
-    "custom_greeting_file": None, "early_greeting_prompt": None, "late_greeting_prompt": None,
-    "languages": (), "default_language": "en", "fallback_to_default_language": False,
+    "use_word_pin": False,
+    "suppress_pound_phrase": False,
+    "custom_greeting": False,
+    "custom_greeting_file": None,
+    "early_greeting_prompt": None,
+    "late_greeting_prompt": None,
+    "languages": (),
+    "default_language": "en",
+    "fallback_to_default_language": False,
     # Number translation: DESIGN.md "operator expectations", not in the reference option list
-    "cli_translation": (), "cld_translation": (),
+    "cli_translation": (),
+    "cld_translation": (),
 }
 
 # Every flag token of the spec: token -> (option, value it sets).
@@ -119,6 +162,7 @@ SPEC_VALUE_TOKENS = {
 
 # --- the table -------------------------------------------------------------------
 
+
 def test_table_has_every_spec_option_and_nothing_else():
     assert [o.name for o in OPTIONS] == list(SPEC_DEFAULTS)
 
@@ -151,7 +195,14 @@ def test_flag_tokens_are_exactly_the_spec_tokens():
 
 def test_value_prefixes_are_exactly_the_spec_prefixes():
     assert {p for p, _ in VALUE_PREFIXES} == {
-        "chpassext", "cliregext", "greet", "lgreet", "hotdialext", "hotdialeditext", "topupext"}
+        "chpassext",
+        "cliregext",
+        "greet",
+        "lgreet",
+        "hotdialext",
+        "hotdialeditext",
+        "topupext",
+    }
 
 
 def test_flag_tokens_only_on_bool_options_and_value_prefixes_never_on_bools():
@@ -175,8 +226,11 @@ def test_card_options_has_an_attribute_per_option_with_the_defaults():
     assert fields == SPEC_DEFAULTS
 
 
-@pytest.mark.parametrize("cls, table", [(CardOptions, OPTIONS), (DaemonSettings, DAEMON_OPTIONS),
-                                        (ApiSettings, API_OPTIONS)], ids=["calling_card", "daemon", "api"])
+@pytest.mark.parametrize(
+    "cls, table",
+    [(CardOptions, OPTIONS), (DaemonSettings, DAEMON_OPTIONS), (ApiSettings, API_OPTIONS)],
+    ids=["calling_card", "daemon", "api"],
+)
 def test_the_written_out_settings_classes_are_exactly_their_tables(cls, table):
     # Written out for mypy and readers; the table stays the one source of names,
     # types and defaults, so the two must agree field by field, in order.
@@ -199,22 +253,44 @@ def test_card_options_is_frozen():
 
 def test_daemon_settings_fields_and_defaults_are_the_contract():
     assert dataclasses.asdict(DaemonSettings()) == {
-        "listen": "127.0.0.1:8084", "dsn": "", "data_dir": "var", "metrics_listen": "127.0.0.1:9108",
-        "log_level": "info", "log_format": "text", "sounds_dir": "", "outbound_proxy": "",
-        "dial_string": "sofia/external/{number}@{proxy}", "shutdown_grace": 30.0, "esl_reply_timeout": 10.0,
-        "reservation_margin": 120, "pool_size": 10, "inbound_esl": "127.0.0.1:8021",
-        "inbound_esl_password": "ClueCon", "cdr_listen": "127.0.0.1:8085", "orphan_check_interval": 60.0,
+        "listen": "127.0.0.1:8084",
+        "dsn": "",
+        "data_dir": "var",
+        "metrics_listen": "127.0.0.1:9108",
+        "log_level": "info",
+        "log_format": "text",
+        "sounds_dir": "",
+        "outbound_proxy": "",
+        "dial_string": "sofia/external/{number}@{proxy}",
+        "shutdown_grace": 30.0,
+        "esl_reply_timeout": 10.0,
+        "reservation_margin": 120,
+        "pool_size": 10,
+        "inbound_esl": "127.0.0.1:8021",
+        "inbound_esl_password": "ClueCon",
+        "cdr_listen": "127.0.0.1:8085",
+        "orphan_check_interval": 60.0,
         # CDR authentication, process liveness, HTTP listener limits (issue 12 sections 1, 6)
-        "cdr_credentials": "", "cdr_allowed_sources": (), "inbound_esl_boxes": (), "node_heartbeat_interval": 10.0,
-        "http_read_timeout": 10.0, "http_max_connections": 64,
+        "cdr_credentials": "",
+        "cdr_allowed_sources": (),
+        "inbound_esl_boxes": (),
+        "node_heartbeat_interval": 10.0,
+        "http_read_timeout": 10.0,
+        "http_max_connections": 64,
         # security (issue 12 sections 3, 4, 7)
-        "pin_key_file": "", "pin_throttle_window": 900, "pin_failures_per_cli": 10, "pin_failures_per_card": 5,
-        "topup_throttle_window": 3600, "topup_failures_per_cli": 5, "topup_failures_per_card": 5,
+        "pin_key_file": "",
+        "pin_throttle_window": 900,
+        "pin_failures_per_cli": 10,
+        "pin_failures_per_card": 5,
+        "topup_throttle_window": 3600,
+        "topup_failures_per_cli": 5,
+        "topup_failures_per_card": 5,
         "topup_failures_service": 100,
     }
 
 
 # --- CLD tokens ------------------------------------------------------------------
+
 
 def test_bare_instance_has_no_overrides():
     tokens = parse_cld("cc")
@@ -236,10 +312,15 @@ def test_every_value_token_sets_its_option(token):
     assert dict(parse_cld(f"cc.{token}").overrides) == {name: value}
 
 
-@pytest.mark.parametrize("synonym, canonical", [
-    ("nobalance", "noplaybalance"), ("noduration", "noplayduration"),
-    ("climaponly", "nocardenter"), ("cliauth", "trycliauth"),
-])
+@pytest.mark.parametrize(
+    "synonym, canonical",
+    [
+        ("nobalance", "noplaybalance"),
+        ("noduration", "noplayduration"),
+        ("climaponly", "nocardenter"),
+        ("cliauth", "trycliauth"),
+    ],
+)
 def test_synonyms_do_what_their_canonical_token_does(synonym, canonical):
     assert dict(parse_cld(f"cc.{synonym}").overrides) == dict(parse_cld(f"cc.{canonical}").overrides)
 
@@ -251,7 +332,9 @@ def test_topup_token_makes_a_topup_only_instance_and_topupext_is_not_mistaken_fo
 
 def test_hotdialeditext_is_not_read_as_hotdialext():
     assert dict(parse_cld("cc.hotdialeditext8.hotdialext7").overrides) == {
-        "hot_dial_edit_ext": "8", "hot_dial_ext": "7"}
+        "hot_dial_edit_ext": "8",
+        "hot_dial_ext": "7",
+    }
 
 
 def test_two_letter_tokens_are_languages_in_order_without_duplicates():
@@ -291,20 +374,23 @@ def test_describe_lists_every_token_in_cld_order():
     )
 
 
-@pytest.mark.parametrize("cld, fragment", [
-    ("", "CLD is empty"),
-    ("cc..en", "token 1 is empty"),
-    ("cc.", "token 1 is empty"),
-    (".cc", "instance name ''"),
-    ("Cc.en", "instance name 'Cc'"),
-    ("1cc", "instance name '1cc'"),
-    ("c+c", "instance name 'c+c'"),
-    ("cc.en es", "printable ASCII"),
-    ("cc.é", "printable ASCII"),
-    ("cc.\x00", "printable ASCII"),
-    (None, "CLD must be text, got NoneType"),
-    ("cc." + "a" * 300, "at most 256"),
-])
+@pytest.mark.parametrize(
+    "cld, fragment",
+    [
+        ("", "CLD is empty"),
+        ("cc..en", "token 1 is empty"),
+        ("cc.", "token 1 is empty"),
+        (".cc", "instance name ''"),
+        ("Cc.en", "instance name 'Cc'"),
+        ("1cc", "instance name '1cc'"),
+        ("c+c", "instance name 'c+c'"),
+        ("cc.en es", "printable ASCII"),
+        ("cc.é", "printable ASCII"),
+        ("cc.\x00", "printable ASCII"),
+        (None, "CLD must be text, got NoneType"),
+        ("cc." + "a" * 300, "at most 256"),
+    ],
+)
 def test_malformed_cld_raises_config_error_saying_what_is_wrong(cld, fragment):
     with pytest.raises(ConfigError, match=re.escape(fragment)):
         parse_cld(cld)
@@ -316,25 +402,47 @@ def test_instance_names_may_hold_digits_dashes_and_underscores():
 
 # --- MinimumBalance --------------------------------------------------------------
 
-@pytest.mark.parametrize("raw, amount, currency", [
-    ("2 USD", Decimal("2"), "USD"),
-    ("2", Decimal("2"), None),
-    ("2.50 eur", Decimal("2.50"), "EUR"),
-    ("  -1.5   GBP ", Decimal("-1.5"), "GBP"),
-    ("0.00001", Decimal("0.00001"), None),
-    (2, Decimal(2), None),
-    (Decimal("2.5"), Decimal("2.5"), None),
-])
+
+@pytest.mark.parametrize(
+    "raw, amount, currency",
+    [
+        ("2 USD", Decimal("2"), "USD"),
+        ("2", Decimal("2"), None),
+        ("2.50 eur", Decimal("2.50"), "EUR"),
+        ("  -1.5   GBP ", Decimal("-1.5"), "GBP"),
+        ("0.00001", Decimal("0.00001"), None),
+        (2, Decimal(2), None),
+        (Decimal("2.5"), Decimal("2.5"), None),
+    ],
+)
 def test_minimum_balance_parses_amount_and_optional_currency_exactly(raw, amount, currency):
     value = MinimumBalance.parse(raw)
     assert (value.amount, value.currency) == (amount, currency)
     assert isinstance(value.amount, Decimal)
 
 
-@pytest.mark.parametrize("raw", [
-    2.5, True, None, "", "USD 2", "2 US", "2 USDX", "2 USD EUR", "1e3", "NaN", "Infinity", "2.123456",
-    ".5", "2,50", Decimal("NaN"), Decimal("1.123456"), [2],
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        2.5,
+        True,
+        None,
+        "",
+        "USD 2",
+        "2 US",
+        "2 USDX",
+        "2 USD EUR",
+        "1e3",
+        "NaN",
+        "Infinity",
+        "2.123456",
+        ".5",
+        "2,50",
+        Decimal("NaN"),
+        Decimal("1.123456"),
+        [2],
+    ],
+)
 def test_minimum_balance_refuses_floats_and_malformed_amounts(raw):
     with pytest.raises(ValueError):
         MinimumBalance.parse(raw)
@@ -353,6 +461,7 @@ def test_minimum_balance_prints_as_written():
 
 
 # --- cardd.yaml ----------------------------------------------------------------
+
 
 def test_cardd_yaml_is_exactly_the_generated_text():
     text = (REPO / "cardd.yaml").read_text(encoding="utf-8")
@@ -384,6 +493,7 @@ def test_cardd_yaml_comments_every_option_with_its_help_and_tokens():
 
 # --- number translation ------------------------------------------------------------
 
+
 def rules(*pairs: tuple[str, str]) -> tuple[TranslationRule, ...]:
     return TranslationKind().convert([{"match": m, "replace": r} for m, r in pairs])
 
@@ -400,10 +510,18 @@ def test_translate_supports_group_references():
     assert translate("011441234", rules((r"^011(\d+)", r"\1"))) == "441234"
 
 
-@pytest.mark.parametrize("raw", [
-    "^0", [{"match": "^0"}], [{"match": "^0", "replace": "1", "extra": 1}], [{"match": "", "replace": "1"}],
-    [{"match": "(", "replace": ""}], [{"match": "^0", "replace": r"\1"}], [{"match": 0, "replace": ""}],
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "^0",
+        [{"match": "^0"}],
+        [{"match": "^0", "replace": "1", "extra": 1}],
+        [{"match": "", "replace": "1"}],
+        [{"match": "(", "replace": ""}],
+        [{"match": "^0", "replace": r"\1"}],
+        [{"match": 0, "replace": ""}],
+    ],
+)
 def test_bad_translation_rules_are_refused(raw):
     with pytest.raises(BadValue):
         TranslationKind().convert(raw)

@@ -36,7 +36,7 @@ from cardd.sim.cdr import JsonCdrPoster
 from tests.callfixtures import Cardd, make_settings
 from tests.dbfixtures import create_demo_data
 
-UK_MOBILE = "447700900123"     # 0.06/min, 30 s then 6 s, connect fee 0.10
+UK_MOBILE = "447700900123"  # 0.06/min, 30 s then 6 s, connect fee 0.10
 
 
 def free_port() -> int:
@@ -46,8 +46,16 @@ def free_port() -> int:
 
 
 def grant(ledger: Ledger, card_id: int, **kw):
-    args = dict(a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination=UK_MOBILE, cli="15555550100",
-                ignore_connect_fee=False, max_call_duration=120, min_call_duration=0, margin_s=0)
+    args = dict(
+        a_uuid=uuid.uuid4(),
+        b_uuid=uuid.uuid4(),
+        destination=UK_MOBILE,
+        cli="15555550100",
+        ignore_connect_fee=False,
+        max_call_duration=120,
+        min_call_duration=0,
+        margin_s=0,
+    )
     args.update(kw)
     return ledger.grant(card_id, **args)
 
@@ -60,15 +68,17 @@ def cdr_doc(leg: str, billmsec: int, cause: str = "NORMAL_CLEARING", **extra) ->
 
 # -- parsing mod_json_cdr bodies ------------------------------------------------------
 
+
 @pytest.mark.parametrize("encode", ["false", "true", "base64"])
 def test_cdr_bodies_in_every_mod_json_cdr_encoding_give_the_same_record(encode):
     leg = str(uuid.uuid4())
-    doc = cdr_doc(leg, 31_020, "ALLOTTED_TIMEOUT", answer_uepoch="1700000000123456",
-                  end_uepoch="1700000031143456")
+    doc = cdr_doc(leg, 31_020, "ALLOTTED_TIMEOUT", answer_uepoch="1700000000123456", end_uepoch="1700000031143456")
     data = json.dumps(doc)
-    body = {"false": data.encode(),
-            "true": ("cdr=" + quote(data, safe="")).encode(),
-            "base64": ("cdr=" + base64.b64encode(data.encode()).decode()).encode()}[encode]
+    body = {
+        "false": data.encode(),
+        "true": ("cdr=" + quote(data, safe="")).encode(),
+        "base64": ("cdr=" + base64.b64encode(data.encode()).decode()).encode(),
+    }[encode]
     record = parse_body(body)
     assert (record.uuid, record.billmsec, record.hangup_cause) == (leg, 31_020, "ALLOTTED_TIMEOUT")
     assert record.answered_at is not None and record.ended_at is not None
@@ -80,14 +90,23 @@ def test_url_encoded_values_are_decoded():
     assert parse_body(json.dumps(doc).encode()).hangup_cause == "NORMAL_CLEARING"
 
 
-@pytest.mark.parametrize("body", [
-    b"", b"not json", b"[]", b'{"variables": []}', b'{"variables": {"uuid": "x"}}',
-    json.dumps({"variables": {"uuid": str(uuid.uuid4()), "billmsec": "-5"}}).encode(),
-    json.dumps({"variables": {"uuid": str(uuid.uuid4()), "billmsec": "1e9"}}).encode(),
-    json.dumps({"variables": {"uuid": str(uuid.uuid4()), "billmsec": "9" * 40}}).encode(),
-    json.dumps({"variables": {"uuid": str(uuid.uuid4()), "hangup_cause": "x'; DROP TABLE cdrs;--"}}).encode(),
-    b"cdr=", b"cdr=%%%", b"\xff\xfe\x00",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"variables": []}',
+        b'{"variables": {"uuid": "x"}}',
+        json.dumps({"variables": {"uuid": str(uuid.uuid4()), "billmsec": "-5"}}).encode(),
+        json.dumps({"variables": {"uuid": str(uuid.uuid4()), "billmsec": "1e9"}}).encode(),
+        json.dumps({"variables": {"uuid": str(uuid.uuid4()), "billmsec": "9" * 40}}).encode(),
+        json.dumps({"variables": {"uuid": str(uuid.uuid4()), "hangup_cause": "x'; DROP TABLE cdrs;--"}}).encode(),
+        b"cdr=",
+        b"cdr=%%%",
+        b"\xff\xfe\x00",
+    ],
+)
 def test_malformed_cdr_bodies_are_refused(body):
     with pytest.raises(BadCdr):
         parse_body(body)
@@ -99,6 +118,7 @@ def test_the_endpoint_answers_400_to_garbage_and_413_to_huge_bodies():
     endpoint.start()
     try:
         import http.client
+
         host, port = endpoint.address
 
         def post(body: bytes) -> int:
@@ -127,17 +147,19 @@ def test_the_endpoint_answers_503_while_the_database_is_away_so_freeswitch_retri
     endpoint.start()
     try:
         import http.client
+
         conn = http.client.HTTPConnection(*endpoint.address, timeout=5)
         leg = str(uuid.uuid4())
         conn.request("POST", "/cdr", body=json.dumps(cdr_doc(leg, 1000)).encode())
         assert conn.getresponse().status == 503
         conn.close()
-        assert store.get(leg) is not None       # and kept for the next orphan pass
+        assert store.get(leg) is not None  # and kept for the next orphan pass
     finally:
         endpoint.stop()
 
 
 # -- the rule, one piece at a time ------------------------------------------------------
+
 
 @pytest.fixture
 def rig(ledger, demo_data, tmp_path):
@@ -145,8 +167,9 @@ def rig(ledger, demo_data, tmp_path):
     inbound = switch.listen_inbound()
     journal = SettlementJournal(tmp_path / "j.jsonl", ledger)
     live: set[str] = set()
-    reconciler = OrphanReconciler(ledger, journal, esl_address=inbound.address, esl_password="ClueCon",
-                                  live_a_uuids=lambda: live)
+    reconciler = OrphanReconciler(
+        ledger, journal, esl_address=inbound.address, esl_password="ClueCon", live_a_uuids=lambda: live
+    )
     yield reconciler, ledger, demo_data, live
     inbound.stop()
 
@@ -197,8 +220,9 @@ def test_a_gone_call_whose_cdr_came_first_is_settled_from_it(rig):
 
 def test_nothing_is_settled_on_a_guess_when_freeswitch_cannot_be_asked(ledger, demo_data, tmp_path):
     journal = SettlementJournal(tmp_path / "j.jsonl", ledger)
-    reconciler = OrphanReconciler(ledger, journal, esl_address=("127.0.0.1", free_port()),
-                                  esl_password="ClueCon", live_a_uuids=set)
+    reconciler = OrphanReconciler(
+        ledger, journal, esl_address=("127.0.0.1", free_port()), esl_password="ClueCon", live_a_uuids=set
+    )
     g = grant(ledger, demo_data.card_id)
     report = reconciler.run_once(startup=True)
     assert (report.unknown, report.estimated) == (1, 0)
@@ -213,6 +237,7 @@ def test_periodic_passes_only_look_at_expired_reservations(rig):
 
 
 # -- the crash ----------------------------------------------------------------------------
+
 
 class Gate:
     """Stops a call's virtual clock once it is bridged, until released."""
@@ -236,6 +261,7 @@ class Gate:
         def hold() -> None:
             self.bridged[a].set()
             self.release_of[a].wait()
+
         found[0].clock.call_later(0.5, hold)
 
     def release(self, a_uuids) -> None:
@@ -263,6 +289,7 @@ def kill(daemon: Daemon) -> None:
 def wait_dead(pool, node: str) -> None:
     """Until the other processes see `node` as dead (its heartbeat stale)."""
     from cardd.nodes import NodeRegistry
+
     observer = NodeRegistry(pool)
     deadline = time.monotonic() + 30
     while node not in observer.dead([node]):
@@ -284,9 +311,15 @@ def test_cardd_killed_mid_bridge_every_reservation_is_settled_once_after_restart
     cdr_port = free_port()
     poster = JsonCdrPoster(switch, f"http://127.0.0.1:{cdr_port}/cdr", retries=0, cred=CRED)
     gate = Gate(switch)
-    settings = make_settings(YAML, tmp_path=tmp_path, data_dir=str(tmp_path / "var"),
-                             cdr_listen=f"127.0.0.1:{cdr_port}", inbound_esl=f"127.0.0.1:{inbound.address[1]}",
-                             cdr_credentials=CRED, node_heartbeat_interval=0.2)
+    settings = make_settings(
+        YAML,
+        tmp_path=tmp_path,
+        data_dir=str(tmp_path / "var"),
+        cdr_listen=f"127.0.0.1:{cdr_port}",
+        inbound_esl=f"127.0.0.1:{inbound.address[1]}",
+        cdr_credentials=CRED,
+        node_heartbeat_interval=0.2,
+    )
     began = time.monotonic()
 
     def start() -> Cardd:
@@ -299,10 +332,22 @@ def test_cardd_killed_mid_bridge_every_reservation_is_settled_once_after_restart
     # (g2) end at their sched_hangup while cardd is dead, CDR never delivered;
     # (g3) still up when cardd restarts.
     groups = {"g1": Callee(talk=45), "g2": Callee(talk=None), "g3": Callee(talk=45)}
-    calls = {name: [first.dial(Caller(cli="15555550100", destination="cc",
-                                      digits=[demo.card_number + "#", demo.pin + "#", UK_MOBILE + "#"],
-                                      type_after=6), callee, switch) for _ in range(3)]
-             for name, callee in groups.items()}
+    calls = {
+        name: [
+            first.dial(
+                Caller(
+                    cli="15555550100",
+                    destination="cc",
+                    digits=[demo.card_number + "#", demo.pin + "#", UK_MOBILE + "#"],
+                    type_after=6,
+                ),
+                callee,
+                switch,
+            )
+            for _ in range(3)
+        ]
+        for name, callee in groups.items()
+    }
     a_of = {name: [c.a_uuid for c in cs] for name, cs in calls.items()}
     deadline = time.monotonic() + 60
     while len(gate.bridged) < 9 and time.monotonic() < deadline:
@@ -318,9 +363,9 @@ def test_cardd_killed_mid_bridge_every_reservation_is_settled_once_after_restart
     ended = {name: [c.wait(60) for c in calls[name]] for name in ("g1", "g2")}
     poster.wait(60)
     b_of = {name: [t.bridges[0].b_uuid for t in ts] for name, ts in ended.items()}
-    assert all(t.bridges[0].b_hangup_cause == "ALLOTTED_TIMEOUT" for t in ended["g2"])   # capture 16
+    assert all(t.bridges[0].b_hangup_cause == "ALLOTTED_TIMEOUT" for t in ended["g2"])  # capture 16
     assert {d["variables"]["uuid"] for d in poster.failed} >= set(b_of["g1"] + b_of["g2"])
-    assert len(ledger.open_reservations(demo.card_id)) == 9      # nobody settled anything
+    assert len(ledger.open_reservations(demo.card_id)) == 9  # nobody settled anything
 
     wait_dead(database.pool, first_node)
     second = start()
@@ -340,7 +385,7 @@ def test_cardd_killed_mid_bridge_every_reservation_is_settled_once_after_restart
     while ledger.open_reservations(demo.card_id) and time.monotonic() < deadline:
         gevent.sleep(0.05)
     try:
-        assert ledger.open_reservations(demo.card_id) == []                     # 0 lost
+        assert ledger.open_reservations(demo.card_id) == []  # 0 lost
         cdrs = {str(c.b_uuid): c for c in ledger.cdrs_for(demo.card_id, limit=100)}
         assert len(cdrs) == 9
         for name, ts in ended.items():
@@ -354,7 +399,7 @@ def test_cardd_killed_mid_bridge_every_reservation_is_settled_once_after_restart
                 else:
                     assert not c.estimated and c.billed_seconds == real
         entries = ledger.ledger_entries(demo.card_id)
-        for b, c in cdrs.items():     # 0 charged twice: each call's rows sum to its CDR
+        for b, c in cdrs.items():  # 0 charged twice: each call's rows sum to its CDR
             assert -sum((e.amount for e in entries if str(e.b_uuid) == b), D(0)) == c.cost
         charged = sum((c.cost for c in cdrs.values()), D(0))
         debited = -sum((e.amount for e in entries if e.b_uuid is not None), D(0))
@@ -376,8 +421,9 @@ def test_the_background_check_settles_a_reservation_once_it_expires(ledger, demo
     switch = Switch()
     inbound = switch.listen_inbound()
     journal = SettlementJournal(tmp_path / "j.jsonl", ledger)
-    reconciler = OrphanReconciler(ledger, journal, esl_address=inbound.address, esl_password="ClueCon",
-                                  live_a_uuids=set, interval=0.2)
+    reconciler = OrphanReconciler(
+        ledger, journal, esl_address=inbound.address, esl_password="ClueCon", live_a_uuids=set, interval=0.2
+    )
     try:
         reconciler.start()
         deadline = time.monotonic() + 60
@@ -387,8 +433,9 @@ def test_the_background_check_settles_a_reservation_once_it_expires(ledger, demo
         # instead of the 10 s grant) makes it a candidate.
         g = grant(ledger, demo_data.card_id, max_call_duration=10, min_call_duration=0)
         with ledger.pool.connection() as conn:
-            conn.execute("UPDATE reservations SET expires_at = now() + interval '1 second' WHERE b_uuid = %s",
-                         (g.b_uuid,))
+            conn.execute(
+                "UPDATE reservations SET expires_at = now() + interval '1 second' WHERE b_uuid = %s", (g.b_uuid,)
+            )
         assert ledger.cdr(g.b_uuid) is None
         deadline = time.monotonic() + 60
         while ledger.cdr(g.b_uuid) is None and time.monotonic() < deadline:
@@ -419,9 +466,19 @@ def test_a_reservation_whose_settlement_waits_in_the_journal_is_left_to_the_repl
     reconciler, ledger, demo, _ = rig
     g = grant(ledger, demo.card_id)
     from cardd.billing.journal import Entry, _now
-    reconciler.journal._append(Entry(id="f" * 32, b_uuid=str(g.b_uuid), billmsec=31_000,
-                                     hangup_cause="NORMAL_CLEARING", answered_at=None, ended_at=_now(),
-                                     estimated=False, journalled_at=_now()))
+
+    reconciler.journal._append(
+        Entry(
+            id="f" * 32,
+            b_uuid=str(g.b_uuid),
+            billmsec=31_000,
+            hangup_cause="NORMAL_CLEARING",
+            answered_at=None,
+            ended_at=_now(),
+            estimated=False,
+            journalled_at=_now(),
+        )
+    )
     assert reconciler.run_once(startup=True).candidates == 0
     assert reconciler.journal.replay() == 1
     cdr = ledger.cdr(g.b_uuid)
@@ -430,6 +487,7 @@ def test_a_reservation_whose_settlement_waits_in_the_journal_is_left_to_the_repl
 
 
 # -- issue 12 section 2: an estimate is bounded by what cardd knew ----------------------
+
 
 def assert_money_holds(ledger: Ledger, card_id: int, initial: D) -> None:
     """initial + top-ups - CDR costs = balance; nothing open; nothing negative."""
@@ -454,13 +512,19 @@ def dead_node_grant(ledger: Ledger, card_id: int, **kw):
 @pytest.fixture
 def node_rig(ledger, demo_data, tmp_path):
     from cardd.nodes import NodeRegistry
+
     switch = Switch(hostname="fs1")
     inbound = switch.listen_inbound()
     nodes = NodeRegistry(ledger.pool, interval=0.2)
     nodes.start()
-    reconciler = OrphanReconciler(ledger, SettlementJournal(tmp_path / "j.jsonl", ledger),
-                                  esl_address=inbound.address, esl_password="ClueCon", live_a_uuids=set,
-                                  nodes=nodes)
+    reconciler = OrphanReconciler(
+        ledger,
+        SettlementJournal(tmp_path / "j.jsonl", ledger),
+        esl_address=inbound.address,
+        esl_password="ClueCon",
+        live_a_uuids=set,
+        nodes=nodes,
+    )
     yield reconciler, ledger, demo_data
     nodes.stop()
     inbound.stop()
@@ -499,11 +563,12 @@ def test_an_orphan_answered_31_s_ago_is_billed_at_most_the_time_since_not_its_gr
     ledger.mark_dialled(g.b_uuid)
     ledger.mark_answered(g.b_uuid)
     with ledger.pool.connection() as conn:
-        conn.execute("UPDATE reservations SET answered_at = now() - interval '31 seconds' WHERE b_uuid = %s",
-                     (g.b_uuid,))
+        conn.execute(
+            "UPDATE reservations SET answered_at = now() - interval '31 seconds' WHERE b_uuid = %s", (g.b_uuid,)
+        )
     reconciler.run_once()
     cdr = ledger.cdr(g.b_uuid)
-    assert cdr.estimated and 31 <= cdr.billed_seconds <= 33 < g.duration_s     # not the 120 s grant
+    assert cdr.estimated and 31 <= cdr.billed_seconds <= 33 < g.duration_s  # not the 120 s grant
     assert cdr.cost == D("0.13600")
     assert ledger.get_card(demo.card_id).balance == D("10.00000") - D("0.13600")
     assert_money_holds(ledger, demo.card_id, D("10.00000"))
@@ -513,12 +578,12 @@ def test_a_correction_above_an_estimate_never_takes_the_balance_below_zero(node_
     reconciler, ledger, demo = node_rig
     g = dead_node_grant(ledger, demo.card_id)
     ledger.mark_dialled(g.b_uuid)
-    reconciler.run_once()                                   # estimated at 0
-    ledger.adjust(demo.card_id, "-9.95000")                 # the credit is spent meanwhile: 0.05 left
+    reconciler.run_once()  # estimated at 0
+    ledger.adjust(demo.card_id, "-9.95000")  # the credit is spent meanwhile: 0.05 left
     seen = []
     ledger.on_disagreement = lambda kind, *rest: seen.append(kind)
     reconciler.on_cdr(parse_body(json.dumps(cdr_doc(str(g.b_uuid), 31_000)).encode()))
     assert ledger.get_card(demo.card_id).balance == D("0.00000")
-    assert ledger.cdr(g.b_uuid).cost == D("0.05000")        # what was charged, as the ledger says
+    assert ledger.cdr(g.b_uuid).cost == D("0.05000")  # what was charged, as the ledger says
     assert seen == ["estimate_below_real", "estimate_shortfall"]
     assert_money_holds(ledger, demo.card_id, D("10.00000"))

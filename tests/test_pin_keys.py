@@ -27,7 +27,7 @@ def stored_pin(database, card_id: int) -> str:
 
 def config(tmp_path, dsn: str, **daemon) -> str:
     path = tmp_path / "cardd.yaml"
-    lines = ["daemon:", f"  dsn: \"{dsn}\"", f"  data_dir: {tmp_path / 'var'}"]
+    lines = ["daemon:", f'  dsn: "{dsn}"', f"  data_dir: {tmp_path / 'var'}"]
     lines += [f"  {key}: {value}" for key, value in daemon.items()]
     path.write_text("\n".join(lines) + "\n")
     return str(path)
@@ -41,8 +41,11 @@ def test_a_leaked_database_alone_checks_no_pin(database, demo_data):
     # under any other key (here: a fresh one), the right PIN included.
     leaked_row_only = pins.PinKey(os.urandom(pins.KEY_BYTES), "attacker's guess")
     _, salt, mac = stored.split("$")
-    found = [pin for pin in (f"{i:04d}" for i in range(10_000))
-             if leaked_row_only.mac(pins._unb64(salt), pin) == pins._unb64(mac)]
+    found = [
+        pin
+        for pin in (f"{i:04d}" for i in range(10_000))
+        if leaked_row_only.mac(pins._unb64(salt), pin) == pins._unb64(mac)
+    ]
     assert found == []
 
 
@@ -57,7 +60,7 @@ def test_db_migrate_creates_the_key_file_once_with_mode_0600(tmp_path, dsn):
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     first = key_file.read_text()
     assert cli.main(["-c", yaml_path, "db", "migrate"]) == 0
-    assert key_file.read_text() == first          # never replaced once it exists
+    assert key_file.read_text() == first  # never replaced once it exists
     assert len(bytes.fromhex(first.strip())) == pins.KEY_BYTES
 
 
@@ -67,8 +70,9 @@ def test_serve_creates_the_key_at_first_start_where_pin_key_file_says(tmp_path, 
     from tests.callfixtures import make_settings
 
     key_file = tmp_path / "keys" / "cardd-pin.key"
-    daemon = Daemon(make_settings(pin_key_file=str(key_file)), database=database, metrics=Metrics(),
-                    serve_metrics=False)
+    daemon = Daemon(
+        make_settings(pin_key_file=str(key_file)), database=database, metrics=Metrics(), serve_metrics=False
+    )
     daemon.start()
     try:
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
@@ -82,12 +86,14 @@ def test_operator_commands_refuse_to_hash_pins_without_the_key_file(tmp_path, ds
     assert not (tmp_path / "var" / "pin.key").exists()
     assert cli.main(["-c", yaml_path, "tariff", "add", "std", "--currency", "USD"]) == 0
     capsys.readouterr()
-    assert cli.main(["-c", yaml_path, "card", "add", "5550001", "--pin", "1234", "--currency", "USD",
-                     "--tariff", "std"]) == 2
+    assert (
+        cli.main(["-c", yaml_path, "card", "add", "5550001", "--pin", "1234", "--currency", "USD", "--tariff", "std"])
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cardd: PIN key file ") and "is missing" in err[0]
-    assert not (tmp_path / "var" / "pin.key").exists()   # an operator command never invents a key
-    assert cli.main(["-c", yaml_path, "card", "show", "5550001"]) == 2   # and nothing was created
+    assert not (tmp_path / "var" / "pin.key").exists()  # an operator command never invents a key
+    assert cli.main(["-c", yaml_path, "card", "show", "5550001"]) == 2  # and nothing was created
 
 
 def test_a_key_file_others_can_read_is_refused_with_one_line(tmp_path, dsn, capsys):
@@ -121,8 +127,9 @@ def test_a_legacy_pin_still_opens_the_card_and_is_rehashed_to_hmac(cardd, databa
     assert_money_holds(database.pool, before)
 
 
-def test_a_host_without_the_shared_key_refuses_to_start_instead_of_making_a_new_one(tmp_path, dsn, database,
-                                                                                    demo_data, capsys):
+def test_a_host_without_the_shared_key_refuses_to_start_instead_of_making_a_new_one(
+    tmp_path, dsn, database, demo_data, capsys
+):
     """The database holds PINs hashed under a key; a host whose key file was not
     copied must not create a key of its own (every PIN would fail there)."""
     from cardd.daemon import Daemon
@@ -134,8 +141,12 @@ def test_a_host_without_the_shared_key_refuses_to_start_instead_of_making_a_new_
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"cardd: PIN key file {tmp_path / 'var' / 'pin.key'} was missing, but 1 cards' PINs")
     assert not (tmp_path / "var" / "pin.key").exists()
-    daemon = Daemon(make_settings(pin_key_file=str(tmp_path / "other.key")), database=database,
-                    metrics=Metrics(), serve_metrics=False)
+    daemon = Daemon(
+        make_settings(pin_key_file=str(tmp_path / "other.key")),
+        database=database,
+        metrics=Metrics(),
+        serve_metrics=False,
+    )
     with pytest.raises(pins.PinKeyError, match="copy pin.key"):
         daemon.start()
     assert not (tmp_path / "other.key").exists()

@@ -50,20 +50,25 @@ def test_sixty_racing_attempts_through_two_pools_evaluate_at_most_the_card_limit
 def test_right_attempts_never_count_however_many_race(database, demo_data):
     """Fifty right PINs at once on one card (fifty calls on one card is legal) all get in."""
     buckets = identity.pin_buckets(LIMITS, cli="15550001234", card_id=demo_data.card_id)
-    racers = [gevent.spawn(identity.gate, database.pool, buckets, LIMITS.window_s, lambda conn: (True, None))
-              for _ in range(50)]
+    racers = [
+        gevent.spawn(identity.gate, database.pool, buckets, LIMITS.window_s, lambda conn: (True, None))
+        for _ in range(50)
+    ]
     gevent.joinall(racers, raise_error=True)
     assert all(g.value.ok for g in racers)
     assert card_rows(database.pool) == 0 and card_rows(database.pool, "cli") == 0
 
 
 def test_sixty_simultaneous_wrong_pin_calls_evaluate_at_most_five_and_the_right_pin_after_is_refused(
-        cardd_with, database, demo_data):
+    cardd_with, database, demo_data
+):
     cardd = cardd_with(database, pin_failures_per_card=5, pin_failures_per_cli=10)
     before = snapshot_balances(database.pool)
-    calls = [cardd.dial(Caller(cli=f"1555100{i:04d}", digits=[demo_data.card_number + "#", f"{i:04d}#"],
-                               type_after=6))
-             for i in range(60) if f"{i:04d}" != demo_data.pin]
+    calls = [
+        cardd.dial(Caller(cli=f"1555100{i:04d}", digits=[demo_data.card_number + "#", f"{i:04d}#"], type_after=6))
+        for i in range(60)
+        if f"{i:04d}" != demo_data.pin
+    ]
     heard = [cardd.heard(c.wait(120)) for c in calls]
     evaluated = sum(h.count("invalid_card_or_pin") for h in heard)
     assert evaluated <= 5
@@ -71,8 +76,7 @@ def test_sixty_simultaneous_wrong_pin_calls_evaluate_at_most_five_and_the_right_
     assert sum(h[-2:] == ["too_many_attempts", "goodbye"] for h in heard) >= len(calls) - 5
     assert not any("you_have" in h for h in heard)
     # The card's owner, from a fresh CLI, with the right PIN: still locked out.
-    t = cardd.call(Caller(cli="15551009999", digits=[demo_data.card_number + "#", demo_data.pin + "#"],
-                          type_after=6))
+    t = cardd.call(Caller(cli="15551009999", digits=[demo_data.card_number + "#", demo_data.pin + "#"], type_after=6))
     assert "you_have" not in cardd.heard(t) and cardd.heard(t)[-2:] == ["too_many_attempts", "goodbye"]
     assert_money_holds(database.pool, before)
 
@@ -90,8 +94,7 @@ def test_a_number_that_is_no_card_locks_out_exactly_like_a_card(cardd_with, data
     assert heard["1234567899"][-2:] == ["too_many_attempts", "goodbye"]
 
 
-def test_racing_old_pin_guesses_in_the_password_change_evaluate_at_most_the_card_limit(cardd_with, database,
-                                                                                        demo_data):
+def test_racing_old_pin_guesses_in_the_password_change_evaluate_at_most_the_card_limit(cardd_with, database, demo_data):
     """The old PIN of the password change passes the same gate: 20 trusted-CLI
     callers guessing the old PIN at once evaluate at most 2, and the PIN stays."""
     cardd = cardd_with(database, pin_failures_per_card=2, pin_failures_per_cli=100)
@@ -99,9 +102,17 @@ def test_racing_old_pin_guesses_in_the_password_change_evaluate_at_most_the_card
     for cli in clis:
         identity.map_cli(database.pool, cli, demo_data.card_id)
     before = snapshot_balances(database.pool)
-    calls = [cardd.dial(Caller(cli=cli, destination="cc.trustcli.chpassext7",
-                               digits=["7#", f"99{i:02d}#", "555555#", "555555#"], type_after=6))
-             for i, cli in enumerate(clis)]
+    calls = [
+        cardd.dial(
+            Caller(
+                cli=cli,
+                destination="cc.trustcli.chpassext7",
+                digits=["7#", f"99{i:02d}#", "555555#", "555555#"],
+                type_after=6,
+            )
+        )
+        for i, cli in enumerate(clis)
+    ]
     heard = [cardd.heard(c.wait(120)) for c in calls]
     assert sum(h.count("wrong_pin") for h in heard) <= 2
     assert card_rows(database.pool) <= 2
@@ -110,8 +121,9 @@ def test_racing_old_pin_guesses_in_the_password_change_evaluate_at_most_the_card
     assert_money_holds(database.pool, before)
 
 
-def test_under_use_word_pin_racing_number_guesses_from_one_cli_evaluate_at_most_its_limit(cardd_with, database,
-                                                                                       demo_data, tmp_path):
+def test_under_use_word_pin_racing_number_guesses_from_one_cli_evaluate_at_most_its_limit(
+    cardd_with, database, demo_data, tmp_path
+):
     """use_word_pin: the card number alone is the secret, so it passes the same gate."""
     cardd = cardd_with(database, "calling_card:\n  use_word_pin: true\n", tmp_path=tmp_path, pin_failures_per_cli=3)
     before = snapshot_balances(database.pool)

@@ -16,8 +16,9 @@ from cardd.billing.prompt_store import get_prompt
 
 REPO = Path(__file__).resolve().parent.parent
 
-needs_sox = pytest.mark.skipif(shutil.which("sox") is None,
-                               reason="sox is not installed (apt-get install sox): prompt conversion needs it")
+needs_sox = pytest.mark.skipif(
+    shutil.which("sox") is None, reason="sox is not installed (apt-get install sox): prompt conversion needs it"
+)
 
 
 @pytest.fixture
@@ -31,16 +32,24 @@ def operator(dsn, tmp_path):
         env = dict(os.environ, PYTHONPATH=str(REPO))
         if path_env is not None:
             env["PATH"] = path_env
-        return subprocess.run([sys.executable, "-m", "cardd", "-c", str(config), "prompt", *args],
-                              capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+        return subprocess.run(
+            [sys.executable, "-m", "cardd", "-c", str(config), "prompt", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            cwd=tmp_path,
+        )
 
     run.sounds = sounds
     return run
 
 
 def tone(path: Path, *, rate: int = 44100, channels: int = 2, seconds: float = 0.5, freq: int = 440) -> str:
-    subprocess.run(["sox", "-n", "-r", str(rate), "-c", str(channels), str(path), "synth", str(seconds),
-                    "sine", str(freq)], check=True)
+    subprocess.run(
+        ["sox", "-n", "-r", str(rate), "-c", str(channels), str(path), "synth", str(seconds), "sine", str(freq)],
+        check=True,
+    )
     return str(path)
 
 
@@ -57,10 +66,13 @@ def test_create_prints_the_new_id_and_stores_telephony_audio(operator, tmp_path,
     stored = operator.sounds / "custom" / str(prompt_id) / "default.wav"
     assert wav_format(stored) == (8000, 16, 1)
     with wave.open(str(stored)) as w:
-        assert abs(w.getnframes() - 4000) <= 10   # the half second survived the conversion
+        assert abs(w.getnframes() - 4000) <= 10  # the half second survived the conversion
     prompt = get_prompt(database.pool, prompt_id)
     assert (prompt.name, prompt.description, prompt.default_path) == (
-        "promo", "Christmas promotion", f"custom/{prompt_id}/default.wav")
+        "promo",
+        "Christmas promotion",
+        f"custom/{prompt_id}/default.wav",
+    )
     second = operator("create", tone(tmp_path / "b.wav", freq=550), "thanks", "thank you")
     assert int(second.stdout) == prompt_id + 1
 
@@ -70,8 +82,9 @@ def test_update_adds_a_language_and_list_shows_it(operator, tmp_path, database):
     prompt_id = int(operator("create", tone(tmp_path / "a.wav"), "promo", "promotion").stdout)
     # Any format sox reads: here an 8-bit 22 kHz mono AIFF.
     thai = tmp_path / "thai.aiff"
-    subprocess.run(["sox", "-n", "-r", "22050", "-b", "8", "-c", "1", str(thai), "synth", "0.3", "sine", "300"],
-                   check=True)
+    subprocess.run(
+        ["sox", "-n", "-r", "22050", "-b", "8", "-c", "1", str(thai), "synth", "0.3", "sine", "300"], check=True
+    )
     done = operator("update", str(prompt_id), "--audio", str(thai), "--lang", "th")
     assert done.returncode == 0, done.stderr
     assert wav_format(operator.sounds / "custom" / str(prompt_id) / "th.wav") == (8000, 16, 1)
@@ -87,8 +100,12 @@ def test_update_adds_a_language_and_list_shows_it(operator, tmp_path, database):
 def test_update_replaces_a_recording_and_the_default_audio(operator, tmp_path, database):
     prompt_id = int(operator("create", tone(tmp_path / "a.wav", seconds=0.5), "promo", "x").stdout)
     assert operator("update", str(prompt_id), "--audio", tone(tmp_path / "es1.wav"), "--lang", "es").returncode == 0
-    assert operator("update", str(prompt_id), "--audio", tone(tmp_path / "es2.wav", seconds=1.0),
-                    "--lang", "es").returncode == 0
+    assert (
+        operator(
+            "update", str(prompt_id), "--audio", tone(tmp_path / "es2.wav", seconds=1.0), "--lang", "es"
+        ).returncode
+        == 0
+    )
     with wave.open(str(operator.sounds / "custom" / str(prompt_id) / "es.wav")) as w:
         assert abs(w.getnframes() - 8000) <= 10
     assert operator("update", str(prompt_id), "--audio", tone(tmp_path / "d.wav", seconds=2.0)).returncode == 0
@@ -120,8 +137,10 @@ def test_update_errors_are_clear(operator, tmp_path):
     prompt_id = int(operator("create", tone(tmp_path / "a.wav"), "promo", "x").stdout)
     cases = [
         (("update", "999", "--audio", str(tmp_path / "a.wav"), "--lang", "th"), "no prompt 999"),
-        (("update", str(prompt_id), "--audio", str(tmp_path / "missing.wav"), "--lang", "th"),
-         "missing.wav: no such file"),
+        (
+            ("update", str(prompt_id), "--audio", str(tmp_path / "missing.wav"), "--lang", "th"),
+            "missing.wav: no such file",
+        ),
         (("update", str(prompt_id), "--audio", str(tmp_path / "a.wav"), "--lang", "THA"), "bad language 'THA'"),
         (("update", str(prompt_id)), "nothing to update"),
         (("create", str(tmp_path / "a.wav"), "promo", "again"), "a prompt named 'promo' already exists"),

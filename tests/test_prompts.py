@@ -48,6 +48,7 @@ def _load_render():
 
 # --- the catalogue and its audio --------------------------------------------------------------------------------
 
+
 def test_every_catalogue_entry_has_text_in_every_language():
     for prompt_id, texts in CATALOGUE.items():
         assert isinstance(prompt_id, str), prompt_id  # a bare yes/no/on key would load as a bool
@@ -70,15 +71,19 @@ def test_every_catalogue_wav_exists_and_is_8khz_16bit_mono():
         for lang in LANGUAGES:
             path = os.path.join(SOUNDS, lang, prompt_id + ".wav")
             with wave.open(path, "rb") as w:
-                assert (w.getframerate(), w.getsampwidth(), w.getnchannels(), w.getcomptype()) == \
-                    (8000, 2, 1, "NONE"), path
+                assert (w.getframerate(), w.getsampwidth(), w.getnchannels(), w.getcomptype()) == (
+                    8000,
+                    2,
+                    1,
+                    "NONE",
+                ), path
                 # at least 0.1 s of sound: an empty render would play as silence
                 assert w.getnframes() >= 800, path
 
 
 def test_no_audio_file_without_a_catalogue_entry():
     for lang in LANGUAGES:
-        extra = [n for n in os.listdir(os.path.join(SOUNDS, lang)) if n[:-len(".wav")] not in CATALOGUE]
+        extra = [n for n in os.listdir(os.path.join(SOUNDS, lang)) if n[: -len(".wav")] not in CATALOGUE]
         assert extra == [], lang
 
 
@@ -99,8 +104,11 @@ def test_render_check_mode_reports_up_to_date_without_tools():
 
 
 def test_total_audio_stays_small():
-    total = sum(os.path.getsize(os.path.join(SOUNDS, lang, n)) for lang in LANGUAGES
-                for n in os.listdir(os.path.join(SOUNDS, lang)))
+    total = sum(
+        os.path.getsize(os.path.join(SOUNDS, lang, n))
+        for lang in LANGUAGES
+        for n in os.listdir(os.path.join(SOUNDS, lang))
+    )
     assert total < 20_000_000, total
 
 
@@ -115,6 +123,7 @@ def test_render_digest_changes_with_the_text_only_for_that_file():
 
 
 # --- Prompts over the real sounds directory ----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def real():
@@ -138,8 +147,9 @@ def test_sentence_of_one_id_is_a_plain_path(real):
 
 def test_sentence_of_several_ids_is_one_file_string(real):
     s = real.sentence("fr", ["you_have", "num_5", "cur_eur_majors", "remaining"])
-    assert s == FILE_STRING + "!".join(os.path.join(SOUNDS, "fr", i + ".wav")
-                                      for i in ("you_have", "num_5", "cur_eur_majors", "remaining"))
+    assert s == FILE_STRING + "!".join(
+        os.path.join(SOUNDS, "fr", i + ".wav") for i in ("you_have", "num_5", "cur_eur_majors", "remaining")
+    )
 
 
 def test_sentence_refuses_empty_and_bare_string(real):
@@ -180,14 +190,21 @@ def test_describe_reads_a_sentence(real):
 
 def test_language_menu_says_each_entry_in_its_own_language(real):
     menu = real.language_menu(["es", "en"])
-    assert real.ids_for_path(menu) == [("es", "for_spanish"), ("es", "press"), ("es", "num_1"),
-                                       ("en", "for_english"), ("en", "press"), ("en", "num_2")]
+    assert real.ids_for_path(menu) == [
+        ("es", "for_spanish"),
+        ("es", "press"),
+        ("es", "num_1"),
+        ("en", "for_english"),
+        ("en", "press"),
+        ("en", "num_2"),
+    ]
     assert real.describe(menu) == "Para español, marque uno For English, press two"
     with pytest.raises(KeyError):
         real.language_menu(["de"])
 
 
 # --- fallback to the default language -----------------------------------------------------------------------------
+
 
 def _make_sounds(tmp_path, catalogue: dict, audio: list[tuple[str, str]]) -> str:
     (tmp_path / "catalogue.yaml").write_text(yaml.safe_dump(catalogue, allow_unicode=True), encoding="utf-8")
@@ -198,8 +215,11 @@ def _make_sounds(tmp_path, catalogue: dict, audio: list[tuple[str, str]]) -> str
 
 
 def test_missing_language_audio_falls_back_to_default_and_logs_once(tmp_path, caplog):
-    d = _make_sounds(tmp_path, {"hello": {"en": "Hello", "es": "Hola"}, "bye": {"en": "Bye", "es": "Adiós"}},
-                     [("en", "hello"), ("en", "bye"), ("es", "hello")])
+    d = _make_sounds(
+        tmp_path,
+        {"hello": {"en": "Hello", "es": "Hola"}, "bye": {"en": "Bye", "es": "Adiós"}},
+        [("en", "hello"), ("en", "bye"), ("es", "hello")],
+    )
     p = Prompts(d)
     assert p.has("hello", "es") and not p.has("bye", "es")
     with caplog.at_level(logging.WARNING, logger="cardd.prompts"):
@@ -212,11 +232,15 @@ def test_missing_language_audio_falls_back_to_default_and_logs_once(tmp_path, ca
 
 
 def test_language_without_text_falls_back_to_default(tmp_path):
-    d = _make_sounds(tmp_path, {"hello": {"en": "Hello", "fr": "Bonjour"}, "bye": {"en": "Bye"}},
-                     [("en", "hello"), ("en", "bye"), ("fr", "hello")])
+    d = _make_sounds(
+        tmp_path,
+        {"hello": {"en": "Hello", "fr": "Bonjour"}, "bye": {"en": "Bye"}},
+        [("en", "hello"), ("en", "bye"), ("fr", "hello")],
+    )
     p = Prompts(d)
-    assert p.sentence("fr", ["hello", "bye"]) == \
-        FILE_STRING + os.path.join(d, "fr", "hello.wav") + "!" + os.path.join(d, "en", "bye.wav")
+    assert p.sentence("fr", ["hello", "bye"]) == FILE_STRING + os.path.join(d, "fr", "hello.wav") + "!" + os.path.join(
+        d, "en", "bye.wav"
+    )
     assert p.text("bye", "fr") == "Bye"
 
 
@@ -246,21 +270,35 @@ def test_default_language_must_have_prompts(tmp_path):
 
 # --- variants --------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("use_word_pin,suppress,expected", [
-    (False, False, "enter_card_number"), (False, True, "enter_card_number_no_pound"),
-    (True, False, "enter_pin_word"), (True, True, "enter_pin_word_no_pound"),
-])
+
+@pytest.mark.parametrize(
+    "use_word_pin,suppress,expected",
+    [
+        (False, False, "enter_card_number"),
+        (False, True, "enter_card_number_no_pound"),
+        (True, False, "enter_pin_word"),
+        (True, True, "enter_pin_word_no_pound"),
+    ],
+)
 def test_card_number_prompt_variants(use_word_pin, suppress, expected):
     assert prompts_mod.card_number_prompt(use_word_pin=use_word_pin, suppress_pound_phrase=suppress) == expected
     options = SimpleNamespace(use_word_pin=use_word_pin, suppress_pound_phrase=suppress)
     assert Prompts(SOUNDS).card_number_prompt(options) == expected
 
 
-@pytest.mark.parametrize("suppress,pin,dest,voucher,new_pin", [
-    (False, "enter_pin", "enter_destination", "enter_voucher_number", "enter_new_pin"),
-    (True, "enter_pin_no_pound", "enter_destination_no_pound", "enter_voucher_number_no_pound",
-     "enter_new_pin_no_pound"),
-])
+@pytest.mark.parametrize(
+    "suppress,pin,dest,voucher,new_pin",
+    [
+        (False, "enter_pin", "enter_destination", "enter_voucher_number", "enter_new_pin"),
+        (
+            True,
+            "enter_pin_no_pound",
+            "enter_destination_no_pound",
+            "enter_voucher_number_no_pound",
+            "enter_new_pin_no_pound",
+        ),
+    ],
+)
 def test_pound_phrase_variants(suppress, pin, dest, voucher, new_pin):
     assert prompts_mod.pin_prompt(suppress_pound_phrase=suppress) == pin
     assert prompts_mod.destination_prompt(suppress_pound_phrase=suppress) == dest
@@ -271,10 +309,15 @@ def test_pound_phrase_variants(suppress, pin, dest, voucher, new_pin):
     assert Prompts(SOUNDS).destination_prompt(options) == dest
 
 
-@pytest.mark.parametrize("use_word_pin,no_card,expected", [
-    (False, True, "invalid_card_number"), (True, True, "invalid_pin_word"),
-    (False, False, "no_balance_left"), (True, False, "no_balance_left"),
-])
+@pytest.mark.parametrize(
+    "use_word_pin,no_card,expected",
+    [
+        (False, True, "invalid_card_number"),
+        (True, True, "invalid_pin_word"),
+        (False, False, "no_balance_left"),
+        (True, False, "no_balance_left"),
+    ],
+)
 def test_low_balance_prompt(use_word_pin, no_card, expected):
     assert prompts_mod.low_balance_prompt(use_word_pin=use_word_pin, say_no_card_on_low_balance=no_card) == expected
 
@@ -283,13 +326,15 @@ def test_every_variant_the_pickers_return_is_in_the_catalogue():
     picked = set()
     for a in (False, True):
         for b in (False, True):
-            picked |= {prompts_mod.card_number_prompt(use_word_pin=a, suppress_pound_phrase=b),
-                       prompts_mod.pin_prompt(suppress_pound_phrase=b),
-                       prompts_mod.destination_prompt(suppress_pound_phrase=b),
-                       prompts_mod.voucher_prompt(suppress_pound_phrase=b),
-                       prompts_mod.new_pin_prompt(suppress_pound_phrase=b),
-                       prompts_mod.invalid_card_prompt(use_word_pin=a),
-                       prompts_mod.low_balance_prompt(use_word_pin=a, say_no_card_on_low_balance=b)}
+            picked |= {
+                prompts_mod.card_number_prompt(use_word_pin=a, suppress_pound_phrase=b),
+                prompts_mod.pin_prompt(suppress_pound_phrase=b),
+                prompts_mod.destination_prompt(suppress_pound_phrase=b),
+                prompts_mod.voucher_prompt(suppress_pound_phrase=b),
+                prompts_mod.new_pin_prompt(suppress_pound_phrase=b),
+                prompts_mod.invalid_card_prompt(use_word_pin=a),
+                prompts_mod.low_balance_prompt(use_word_pin=a, say_no_card_on_low_balance=b),
+            }
     assert picked - set(CATALOGUE) == set()
 
 

@@ -48,8 +48,13 @@ COST_CASES = [
     (EXAMPLE, 91, 60, "0.136", "91 - 60 = 31 s rated as the spec's 31 s call: 0.13600"),
     (PER_SECOND, 7, 0, "0.07", "7 * 0.60/60 = 0.07"),
     (Rate("9", D("0.07"), 7, D("0.07"), 7), 1, 0, "0.00817", "0.07*7/60 = 0.0081666.. ceil -> 0.00817"),
-    (Rate("9", D("0.07"), 7, D("0.07"), 7), 8, 0, "0.01634",
-     "2*0.0081666.. = 0.0163333.. ceil (total only) -> 0.01634"),
+    (
+        Rate("9", D("0.07"), 7, D("0.07"), 7),
+        8,
+        0,
+        "0.01634",
+        "2*0.0081666.. = 0.0163333.. ceil (total only) -> 0.01634",
+    ),
     (Rate("9", D("0.00001"), 1, D("0.00001"), 1), 59, 0, "0.00001", "59/60 * 0.00001 = 0.0000098.. ceil -> 0.00001"),
 ]
 
@@ -68,23 +73,38 @@ DURATION_CASES = [
     (EXAMPLE, "0.05", {}, 0, "connect fee 0.10 larger than the balance: nothing"),
     (EXAMPLE, "0", {}, 0, "C <= 0"),
     (EXAMPLE, "-5", {}, 0, "negative balance"),
-    (EXAMPLE, "1.00", {"ignore_connect_fee": True}, 996,
-     "fee ignored: (1.00 - 0.03) / 0.006 = 161.67 -> 161 intervals -> 30 + 161*6 = 996"),
+    (
+        EXAMPLE,
+        "1.00",
+        {"ignore_connect_fee": True},
+        996,
+        "fee ignored: (1.00 - 0.03) / 0.006 = 161.67 -> 161 intervals -> 30 + 161*6 = 996",
+    ),
     (EXAMPLE, "1.00", {"plan_seconds": 120}, 1020, "900 tariff seconds + 120 plan seconds"),
     (EXAMPLE, "1.00", {"max_call_duration": 600}, 600, "capped at max_call_duration"),
     (EXAMPLE, "0", {"plan_seconds": 120}, 120, "no credit, plan seconds still usable"),
-    (EXAMPLE, "100", {"max_call_duration": 3600}, 3600,
-     "100 buys 30 + floor(99.87/0.006)=16645 * 6 = 99,900 s; capped at the 3600 s default"),
+    (
+        EXAMPLE,
+        "100",
+        {"max_call_duration": 3600},
+        3600,
+        "100 buys 30 + floor(99.87/0.006)=16645 * 6 = 99,900 s; capped at the 3600 s default",
+    ),
     (MIXED, "0.04", {}, 3, "fee 0.05 > C: only calls within grace (3 s) are affordable"),
     (MIXED, "0.05", {}, 5, "fee fits, first interval (1.20) does not: the 5 free seconds"),
     (MIXED, "1.25", {}, 65, "5 free + 60 first interval"),
     (MIXED, "1.34999", {}, 75, "1.34999 - 1.25 = 0.09999; floor(/0.05) = 1 -> 5 + 60 + 10"),
     (MIXED, "0", {}, 0, "C <= 0: 0 even though grace would make a 3 s call free"),
-    (Rate("8", D("0.50"), 60, D("0"), 60), "0.50", {"max_call_duration": 7200}, 7200,
-     "price_n 0: after the first minute calls never get dearer -> the cap"),
-    (Rate("8", D("0.50"), 60, D("0"), 60), "0.50", {}, UNBOUNDED_CALL_LIMIT_S,
-     "no cap given: the one-day limit"),
+    (
+        Rate("8", D("0.50"), 60, D("0"), 60),
+        "0.50",
+        {"max_call_duration": 7200},
+        7200,
+        "price_n 0: after the first minute calls never get dearer -> the cap",
+    ),
+    (Rate("8", D("0.50"), 60, D("0"), 60), "0.50", {}, UNBOUNDED_CALL_LIMIT_S, "no cap given: the one-day limit"),
 ]
+
 
 @pytest.mark.parametrize("rate,credit,kwargs,expected,why", DURATION_CASES)
 def test_max_duration_matches_hand_computed_table(rate, credit, kwargs, expected, why):
@@ -127,6 +147,7 @@ def test_money_refuses_floats_and_extra_places():
 
 
 # --- brute force reference and properties ----------------------------------
+
 
 def reference_cost(rate: Rate, seconds: int, connect_fee: D | None = None) -> D:
     """The spec's sentences transcribed literally, seconds walked one by one."""

@@ -44,8 +44,14 @@ class Served:
         return self.log.read_text()
 
     def cardd(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "cardd", "-c", str(self.config), *args],
-                              cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-m", "cardd", "-c", str(self.config), *args],
+            cwd=REPO,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
 
 def _env() -> dict:
@@ -64,11 +70,17 @@ def served(tmp_path):
         f"  data_dir: {tmp_path / 'var'}\n"
         "  shutdown_grace: 4\n"
         "  outbound_proxy: 198.51.100.7:5060\n"
-        "instances:\n  cc: {}\n")
+        "instances:\n  cc: {}\n"
+    )
     log = tmp_path / "serve.log"
     with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "cardd", "-c", str(config), "serve", "--demo"],
-                                cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cardd", "-c", str(config), "serve", "--demo"],
+            cwd=REPO,
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     deadline = time.monotonic() + 90
     while "ready:" not in log.read_text():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -88,11 +100,12 @@ def served(tmp_path):
 
 def test_serve_logs_ready_with_its_addresses_and_takes_a_call(served):
     assert f"127.0.0.1:{served.port}" in served.stderr()
-    done = served.cardd("call", "--digits", "1000000001#", "--digits", "1234#",
-                        "--digits", "442071234567#", "--talk", "42")
+    done = served.cardd(
+        "call", "--digits", "1000000001#", "--digits", "1234#", "--digits", "442071234567#", "--talk", "42"
+    )
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert '"Welcome." [en/welcome]' in out          # prompts shown as catalogue text
+    assert '"Welcome." [en/welcome]' in out  # prompts shown as catalogue text
     assert "types   1000000001#" in out
     assert "sched_hangup +3600 ALLOTTED_TIMEOUT" in out
     assert "bridge to 442071234567: SUCCESS, billsec 42" in out
@@ -109,8 +122,7 @@ def test_serve_logs_ready_with_its_addresses_and_takes_a_call(served):
 def test_sigterm_drains_calls_and_exits_0_without_traceback(served):
     switch = Switch(virtual_clock=False)
     # Callers who stay silent: each call sits in identification on the wall clock.
-    calls = [switch.call("127.0.0.1", served.port, Caller(digits=[], cli=f"1555000000{i}"))
-             for i in range(3)]
+    calls = [switch.call("127.0.0.1", served.port, Caller(digits=[], cli=f"1555000000{i}")) for i in range(3)]
     for call in calls:
         # wait_until calls the lambda before the loop moves on: it sees this `call`
         wait_until(lambda: call.transcript.prompts, what="the card-number prompt")  # noqa: B023
@@ -132,7 +144,7 @@ def test_new_calls_are_refused_once_draining_starts(served):
     wait_until(lambda: call.transcript.prompts, what="the card-number prompt")
     served.proc.send_signal(signal.SIGTERM)
     wait_until(lambda: "no longer taking calls" in served.stderr(), what="the drain to start")
-    assert served.proc.poll() is None   # still draining the first call
+    assert served.proc.poll() is None  # still draining the first call
     with pytest.raises(OSError):
         switch.call("127.0.0.1", served.port, Caller(digits=[]))
     assert served.proc.wait(timeout=30) == 0
@@ -141,8 +153,7 @@ def test_new_calls_are_refused_once_draining_starts(served):
 
 def test_sigterm_lets_a_bridged_call_finish_within_the_grace_time(served):
     switch = Switch(virtual_clock=False)
-    caller = Caller(digits=["1000000001#", "1234#", "442071234567#"], type_after=0.3,
-                    digit_interval=0.02)
+    caller = Caller(digits=["1000000001#", "1234#", "442071234567#"], type_after=0.3, digit_interval=0.02)
     call = switch.call("127.0.0.1", served.port, caller, Callee(answer_after=0.2, talk=2.0))
     deadline = time.monotonic() + 30
     while not any(e.kind == "bridged" for e in call.transcript.entries):
@@ -152,13 +163,14 @@ def test_sigterm_lets_a_bridged_call_finish_within_the_grace_time(served):
     assert served.proc.wait(timeout=30) == 0
     (bridge,) = call.transcript.bridges
     assert bridge.disposition == "SUCCESS" and bridge.b_hangup_cause == "NORMAL_CLEARING"
-    assert bridge.billmsec >= 1900   # talked to the end, not cut (a busy machine may add, never take)
+    assert bridge.billmsec >= 1900  # talked to the end, not cut (a busy machine may add, never take)
     show = served.cardd("card", "show", "1000000001")
     # 2 s to the 44 rate: 0.10 connect + the whole first 30 s interval (0.03)
     assert "9.87000" in show.stdout, show.stdout
 
 
 # --- signals and ports --------------------------------------------------------------------------
+
 
 def postmaster_pid(served: Served) -> int:
     return int((served.config.parent / "var" / "pg" / "postmaster.pid").read_text().split()[0])
@@ -183,15 +195,25 @@ def test_each_stop_signal_ends_serve_cleanly_and_stops_its_postgresql(served, si
 
 def test_a_signal_while_postgresql_starts_still_stops_it(tmp_path):
     config = tmp_path / "cardd.yaml"
-    config.write_text(f"daemon:\n  listen: 127.0.0.1:{free_port()}\n  metrics_listen: 127.0.0.1:{free_port()}\n"
-                      f"  cdr_listen: \"\"\n  data_dir: {tmp_path / 'var'}\n")
+    config.write_text(
+        f"daemon:\n  listen: 127.0.0.1:{free_port()}\n  metrics_listen: 127.0.0.1:{free_port()}\n"
+        f'  cdr_listen: ""\n  data_dir: {tmp_path / "var"}\n'
+    )
     log = tmp_path / "serve.log"
     with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "cardd", "-c", str(config), "serve"],
-                                cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cardd", "-c", str(config), "serve"],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     try:
-        wait_until(lambda: "starting embedded PostgreSQL" in log.read_text() or proc.poll() is not None,
-                   timeout=90, what="the embedded PostgreSQL to start")
+        wait_until(
+            lambda: "starting embedded PostgreSQL" in log.read_text() or proc.poll() is not None,
+            timeout=90,
+            what="the embedded PostgreSQL to start",
+        )
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=90) == 0, log.read_text()
     finally:
@@ -204,11 +226,18 @@ def test_a_signal_while_postgresql_starts_still_stops_it(tmp_path):
 
 
 def test_a_second_serve_on_a_taken_port_says_so_in_one_line_and_exits_2(served):
-    second = subprocess.run([sys.executable, "-m", "cardd", "-c", str(served.config), "serve"],
-                            cwd=REPO, env=_env(), capture_output=True, text=True, timeout=90)
+    second = subprocess.run(
+        [sys.executable, "-m", "cardd", "-c", str(served.config), "serve"],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert second.returncode == 2
     assert second.stderr.strip().splitlines()[-1] == (
-        f"cardd: cannot listen on 127.0.0.1:{served.port} (daemon.listen): Address already in use")
+        f"cardd: cannot listen on 127.0.0.1:{served.port} (daemon.listen): Address already in use"
+    )
     assert "Traceback" not in second.stderr
     # the first one is untouched: its database still answers
     assert served.proc.poll() is None
@@ -219,11 +248,20 @@ def test_a_second_serve_on_a_taken_port_says_so_in_one_line_and_exits_2(served):
 def test_a_taken_metrics_port_is_one_line_and_starts_no_database(served, tmp_path):
     metrics = next(line.split()[-1] for line in served.config.read_text().splitlines() if "metrics_listen" in line)
     other = tmp_path / "other.yaml"
-    other.write_text(f"daemon:\n  listen: 127.0.0.1:{free_port()}\n  metrics_listen: {metrics}\n"
-                     f"  cdr_listen: \"\"\n  data_dir: {tmp_path / 'other-var'}\n")
-    second = subprocess.run([sys.executable, "-m", "cardd", "-c", str(other), "serve"],
-                            cwd=REPO, env=_env(), capture_output=True, text=True, timeout=90)
+    other.write_text(
+        f"daemon:\n  listen: 127.0.0.1:{free_port()}\n  metrics_listen: {metrics}\n"
+        f'  cdr_listen: ""\n  data_dir: {tmp_path / "other-var"}\n'
+    )
+    second = subprocess.run(
+        [sys.executable, "-m", "cardd", "-c", str(other), "serve"],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert second.returncode == 2
     assert second.stderr.strip().splitlines()[-1] == (
-        f"cardd: cannot listen on {metrics} (daemon.metrics_listen): Address already in use")
-    assert not (tmp_path / "other-var").exists()   # the ports come first, then the database
+        f"cardd: cannot listen on {metrics} (daemon.metrics_listen): Address already in use"
+    )
+    assert not (tmp_path / "other-var").exists()  # the ports come first, then the database

@@ -12,9 +12,11 @@ import pytest
 from cardd.sim import Callee, Caller, Switch
 from cardd.sim.toyd import ToyDaemon
 
-EVENTS = ("CHANNEL_CREATE CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_ANSWER CHANNEL_BRIDGE "
-          "CHANNEL_UNBRIDGE CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE CHANNEL_EXECUTE "
-          "CHANNEL_EXECUTE_COMPLETE CHANNEL_PARK CHANNEL_UNPARK CHANNEL_STATE DTMF")
+EVENTS = (
+    "CHANNEL_CREATE CHANNEL_PROGRESS CHANNEL_PROGRESS_MEDIA CHANNEL_ANSWER CHANNEL_BRIDGE "
+    "CHANNEL_UNBRIDGE CHANNEL_HANGUP CHANNEL_HANGUP_COMPLETE CHANNEL_EXECUTE "
+    "CHANNEL_EXECUTE_COMPLETE CHANNEL_PARK CHANNEL_UNPARK CHANNEL_STATE DTMF"
+)
 PAGD = "4 10 3 5000 # tone_stream://%(500,0,440) tone_stream://%(300,0,300) cc_pin ^\\d{4,10}$ 3000"
 
 
@@ -60,6 +62,7 @@ def ts(event) -> float:
 
 
 # --- connect, replies, the end of the connection ---------------------------------
+
 
 def test_connect_reply_is_one_frame_of_url_encoded_channel_data():
     def flow(conn, out):
@@ -180,6 +183,7 @@ def test_execute_echoes_event_uuid_as_application_uuid():
 
 # --- play_and_get_digits, playback, barge-in ---------------------------------------
 
+
 def test_pagd_success_sets_the_variable_without_the_terminator():
     def flow(conn, out):
         a = start(conn)
@@ -189,8 +193,11 @@ def test_pagd_success_sets_the_variable_without_the_terminator():
 
     out = run(flow, Caller(digits=["1234#"]))
     e = out["e"]
-    assert (e.variable("cc_pin"), e.variable("read_result"),
-            e.variable("read_terminator_used")) == ("1234", "success", "#")
+    assert (e.variable("cc_pin"), e.variable("read_result"), e.variable("read_terminator_used")) == (
+        "1234",
+        "success",
+        "#",
+    )
     dtmf = [x.get("DTMF-Digit") for x in out["conn"].events if x.name == "DTMF"]
     assert dtmf == list("1234#")
     assert out["t"].digits == ["1234#"]
@@ -201,8 +208,7 @@ def test_pagd_silent_caller_fails_after_all_tries_with_no_variable():
         a = start(conn)
         conn.execute("answer")
         ex = conn.execute("play_and_get_digits", PAGD, wait=False)
-        out["e"] = conn.wait_event(lambda e: e.name == "CHANNEL_EXECUTE_COMPLETE"
-                                   and e.get("Application-UUID") == ex)
+        out["e"] = conn.wait_event(lambda e: e.name == "CHANNEL_EXECUTE_COMPLETE" and e.get("Application-UUID") == ex)
         out["start"] = [x for x in conn.events if x.get("Application-UUID") == ex][0]
         finish(conn, a)
 
@@ -249,8 +255,11 @@ def test_pagd_second_try_succeeds_after_invalid_prompt():
 
     out = run(flow, Caller(digits=[("99#", "4321#")]))
     assert out["e"].variable("cc_pin") == "4321"
-    assert out["t"].prompts == ["tone_stream://%(500,0,440)", "tone_stream://%(300,0,300)",
-                                "tone_stream://%(500,0,440)"]
+    assert out["t"].prompts == [
+        "tone_stream://%(500,0,440)",
+        "tone_stream://%(300,0,300)",
+        "tone_stream://%(500,0,440)",
+    ]
 
 
 def test_digits_during_the_prompt_barge_in_and_stop_it():
@@ -259,11 +268,10 @@ def test_digits_during_the_prompt_barge_in_and_stop_it():
     def flow(conn, out):
         a = start(conn)
         conn.execute("answer")
-        ex = conn.execute("play_and_get_digits",
-                          f"1 10 1 5000 # {prompt} tone_stream://%(300,0,300) cc_pin \\d+ 3000",
-                          wait=False)
-        out["e"] = conn.wait_event(lambda e: e.name == "CHANNEL_EXECUTE_COMPLETE"
-                                   and e.get("Application-UUID") == ex)
+        ex = conn.execute(
+            "play_and_get_digits", f"1 10 1 5000 # {prompt} tone_stream://%(300,0,300) cc_pin \\d+ 3000", wait=False
+        )
+        out["e"] = conn.wait_event(lambda e: e.name == "CHANNEL_EXECUTE_COMPLETE" and e.get("Application-UUID") == ex)
         out["start"] = [x for x in conn.events if x.get("Application-UUID") == ex][0]
         finish(conn, a)
 
@@ -278,9 +286,9 @@ def test_digits_during_a_playback_are_dropped():
         a = start(conn)
         conn.execute("answer")
         out["p"] = conn.execute("playback", "tone_stream://%(500,0,440);loops=6")
-        out["e"] = conn.execute("play_and_get_digits",
-                                "1 10 1 5000 # silence_stream://100 tone_stream://%(300,0,300) "
-                                "cc_pin \\d+ 3000")
+        out["e"] = conn.execute(
+            "play_and_get_digits", "1 10 1 5000 # silence_stream://100 tone_stream://%(300,0,300) cc_pin \\d+ 3000"
+        )
         finish(conn, a)
 
     out = run(flow, Caller(playback_digits=["44"], digits=["#"]))
@@ -321,8 +329,9 @@ def test_playback_of_missing_file_and_real_wav_length(tmp_path):
         conn.execute("answer")
         out["missing"] = conn.execute("playback", str(tmp_path / "nope.wav"))
         ex = conn.execute("playback", str(wav), wait=False)
-        out["done"] = conn.wait_event(lambda e: e.name == "CHANNEL_EXECUTE_COMPLETE"
-                                      and e.get("Application-UUID") == ex)
+        out["done"] = conn.wait_event(
+            lambda e: e.name == "CHANNEL_EXECUTE_COMPLETE" and e.get("Application-UUID") == ex
+        )
         out["start"] = [x for x in conn.events if x.get("Application-UUID") == ex][0]
         out["say"] = conn.execute("say", "en CURRENCY PRONOUNCED 12.35")
         finish(conn, a)
@@ -346,13 +355,17 @@ def test_caller_hangup_during_playback_gives_playback_error_and_teardown_order()
 
     out = run(flow, Caller(hangup_at=("playback", 1), hangup_delay=3.0))
     assert out["p"].get("Application-Response") == "PLAYBACK ERROR"
-    names = [(e.name, e.get("Application") or e.get("Channel-State"))
-             for e in out["conn"].events]
-    tail = names[names.index(("CHANNEL_HANGUP", "CS_EXECUTE")):]
-    assert tail == [("CHANNEL_HANGUP", "CS_EXECUTE"), ("CHANNEL_EXECUTE_COMPLETE", "playback"),
-                    ("CHANNEL_UNPARK", "CS_EXECUTE"), ("CHANNEL_EXECUTE_COMPLETE", "socket"),
-                    ("CHANNEL_STATE", "CS_HANGUP"), ("CHANNEL_STATE", "CS_REPORTING"),
-                    ("CHANNEL_HANGUP_COMPLETE", "CS_REPORTING")]
+    names = [(e.name, e.get("Application") or e.get("Channel-State")) for e in out["conn"].events]
+    tail = names[names.index(("CHANNEL_HANGUP", "CS_EXECUTE")) :]
+    assert tail == [
+        ("CHANNEL_HANGUP", "CS_EXECUTE"),
+        ("CHANNEL_EXECUTE_COMPLETE", "playback"),
+        ("CHANNEL_UNPARK", "CS_EXECUTE"),
+        ("CHANNEL_EXECUTE_COMPLETE", "socket"),
+        ("CHANNEL_STATE", "CS_HANGUP"),
+        ("CHANNEL_STATE", "CS_REPORTING"),
+        ("CHANNEL_HANGUP_COMPLETE", "CS_REPORTING"),
+    ]
     assert out["t"].hangup_cause == "NORMAL_CLEARING"
 
 
@@ -372,21 +385,24 @@ def bridge_flow(dial, *, after=None):
         if after:
             after(conn, out)
         finish(conn, a)
+
     return flow
 
 
-@pytest.mark.parametrize("outcome,cause,dialstatus", [
-    ("busy", "USER_BUSY", "BUSY"),
-    ("unreachable", "NORMAL_TEMPORARY_FAILURE", "NORMAL_TEMPORARY_FAILURE"),
-    ("no_answer", "NO_ANSWER", "NOANSWER"),
-])
+@pytest.mark.parametrize(
+    "outcome,cause,dialstatus",
+    [
+        ("busy", "USER_BUSY", "BUSY"),
+        ("unreachable", "NORMAL_TEMPORARY_FAILURE", "NORMAL_TEMPORARY_FAILURE"),
+        ("no_answer", "NO_ANSWER", "NOANSWER"),
+    ],
+)
 def test_failed_bridge_outcome_variables(outcome, cause, dialstatus):
     def flow(conn, out):
         a = start(conn)
         conn.execute("answer")
         conn.execute("set", "continue_on_fail=true")
-        out["e"] = conn.execute("bridge", f"{{origination_uuid={B},originate_timeout=5}}"
-                                "sofia/gateway/gw1/442071234567")
+        out["e"] = conn.execute("bridge", f"{{origination_uuid={B},originate_timeout=5}}sofia/gateway/gw1/442071234567")
         finish(conn, a)
 
     out = run(flow, callees={"442071234567": Callee(outcome)})
@@ -413,8 +429,10 @@ def test_failed_bridge_without_continue_on_fail_hangs_up_the_caller():
     out = run(flow, callees=Callee("busy"))
     names = [e.name for e in out["conn"].events]
     assert names.index("CHANNEL_HANGUP") < max(
-        i for i, e in enumerate(out["conn"].events)
-        if e.name == "CHANNEL_EXECUTE_COMPLETE" and e.get("Application") == "bridge")
+        i
+        for i, e in enumerate(out["conn"].events)
+        if e.name == "CHANNEL_EXECUTE_COMPLETE" and e.get("Application") == "bridge"
+    )
     assert out["t"].hangup_cause == "USER_BUSY"
 
 
@@ -426,26 +444,26 @@ def test_failover_tries_the_next_gateway():
         out["e"] = conn.execute("bridge", "sofia/gateway/gw1/4420|sofia/gateway/gw2/4420")
         finish(conn, a)
 
-    out = run(flow, callees={"sofia/gateway/gw1/4420": Callee("unreachable"),
-                             "sofia/gateway/gw2/4420": Callee(talk=5)})
+    out = run(flow, callees={"sofia/gateway/gw1/4420": Callee("unreachable"), "sofia/gateway/gw2/4420": Callee(talk=5)})
     assert [b.dial_string for b in out["t"].bridges] == ["sofia/gateway/gw2/4420"]
     assert out["e"].variable("originate_disposition") == "SUCCESS"
     assert out["e"].variable("bridge_hangup_cause") == "NORMAL_CLEARING"
 
 
 def test_3000_second_call_costs_no_real_time_and_bills_whole_epoch_seconds():
-    dial = (f"{{origination_uuid={B},origination_caller_id_number=15551230000,"
-            "execute_on_answer_1='sched_hangup +3000 ALLOTTED_TIMEOUT',"
-            "execute_on_answer_2='sched_broadcast +2940 playback::tone_stream://%(400,0,600) bleg'}"
-            "sofia/external/442071234567@198.51.100.7:5060")
+    dial = (
+        f"{{origination_uuid={B},origination_caller_id_number=15551230000,"
+        "execute_on_answer_1='sched_hangup +3000 ALLOTTED_TIMEOUT',"
+        "execute_on_answer_2='sched_broadcast +2940 playback::tone_stream://%(400,0,600) bleg'}"
+        "sofia/external/442071234567@198.51.100.7:5060"
+    )
 
     def after(conn, out):
-        out["hc"] = conn.wait_event(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE"
-                                    and e.unique_id == B)
+        out["hc"] = conn.wait_event(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE" and e.unique_id == B)
 
     began = time.monotonic()
     out = run(bridge_flow(dial, after=after), callees={"442071234567": Callee(answer_after=1)})
-    assert time.monotonic() - began < 60   # virtual: far from the call's 3000 s, even on a busy machine
+    assert time.monotonic() - began < 60  # virtual: far from the call's 3000 s, even on a busy machine
     hc, br = out["hc"], out["bridge"]
     assert hc.variable("hangup_cause") == "ALLOTTED_TIMEOUT"
     answer, end = int(hc.variable("answer_epoch")), int(hc.variable("end_epoch"))
@@ -455,30 +473,29 @@ def test_3000_second_call_costs_no_real_time_and_bills_whole_epoch_seconds():
     # the warning played on A during the bridge leaks into the bridge's response (14)
     assert br.get("Application-Response") == "FILE PLAYED"
     assert br.variable("bridge_hangup_cause") == "ALLOTTED_TIMEOUT"
-    plays = [e for e in out["conn"].events if e.get("Application") == "playback"
-             and e.name == "CHANNEL_EXECUTE"]
+    plays = [e for e in out["conn"].events if e.get("Application") == "playback" and e.name == "CHANNEL_EXECUTE"]
     assert plays and plays[0].unique_id != B  # `bleg` from B's execute_on_answer plays on A
     t = out["t"]
     assert t.bridges[0].billsec == 3000 and t.bridges[0].b_hangup_cause == "ALLOTTED_TIMEOUT"
 
 
-@pytest.mark.parametrize("answered_in_second, talk_ms", [(0.3, 10_020), (0.0, 10_020),
-                                                         (0.7, 9_520), (0.5, 9_520)])
-def test_sched_hangup_fires_on_the_schedulers_half_second_check_after_the_whole_second(
-        answered_in_second, talk_ms):
+@pytest.mark.parametrize("answered_in_second, talk_ms", [(0.3, 10_020), (0.0, 10_020), (0.7, 9_520), (0.5, 9_520)])
+def test_sched_hangup_fires_on_the_schedulers_half_second_check_after_the_whole_second(answered_in_second, talk_ms):
     """switch_scheduler.c: runtime = epoch second + N, checked when the task
     is added and every 0.5 s after; the hang-up is stamped on the next 20 ms
     tick. Measured N-0.5..N+0.02 (README fact 23: 9.52 and 10.02 s for +10)."""
-    dial = f"{{origination_uuid={B},execute_on_answer='sched_hangup +10 ALLOTTED_TIMEOUT'}}" \
-           "sofia/external/1000@127.0.0.1"
+    dial = (
+        f"{{origination_uuid={B},execute_on_answer='sched_hangup +10 ALLOTTED_TIMEOUT'}}sofia/external/1000@127.0.0.1"
+    )
 
     def after(conn, out):
-        out["hc"] = conn.wait_event(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE"
-                                    and e.unique_id == B)
+        out["hc"] = conn.wait_event(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE" and e.unique_id == B)
 
-    out = run(bridge_flow(dial, after=after),
-              callees=Callee(answer_after=1.0, answer_in_second=answered_in_second),
-              start_epoch=1_800_000_000.1)
+    out = run(
+        bridge_flow(dial, after=after),
+        callees=Callee(answer_after=1.0, answer_in_second=answered_in_second),
+        start_epoch=1_800_000_000.1,
+    )
     hc = out["hc"]
     answered = int(hc.variable("answer_uepoch")) / 1e6
     assert answered % 1 == pytest.approx(answered_in_second, abs=1e-6)
@@ -491,8 +508,7 @@ def test_a_callee_talking_n_seconds_is_billed_n_seconds_and_20_ms():
     dial = f"{{origination_uuid={B}}}sofia/external/1000@127.0.0.1"
 
     def after(conn, out):
-        out["hc"] = conn.wait_event(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE"
-                                    and e.unique_id == B)
+        out["hc"] = conn.wait_event(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE" and e.unique_id == B)
 
     out = run(bridge_flow(dial, after=after), callees=Callee(talk=8))
     assert out["hc"].variable("billmsec") == "8020"
@@ -507,8 +523,7 @@ def test_talk_time_is_whole_microseconds_whatever_the_epochs_fraction(start_epoc
     dial = f"{{origination_uuid={B}}}sofia/external/1000@127.0.0.1"
 
     def after(conn, out):
-        out["hc"] = conn.wait_event(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE"
-                                    and e.unique_id == B)
+        out["hc"] = conn.wait_event(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE" and e.unique_id == B)
 
     out = run(bridge_flow(dial, after=after), callees=Callee(talk=8), start_epoch=start_epoch)
     assert out["hc"].variable("billmsec") == "8020"
@@ -518,13 +533,11 @@ def test_billsec_is_the_difference_of_whole_epoch_seconds():
     dial = f"{{origination_uuid={B}}}sofia/external/1000@127.0.0.1"
 
     def after(conn, out):
-        out["hc"] = conn.wait_event(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE"
-                                    and e.unique_id == B)
+        out["hc"] = conn.wait_event(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE" and e.unique_id == B)
 
     # B answers at x.9 s and talks 3.2 s (+20 ms, the BYE's tick): billmsec
     # 3220, billsec 4 (README fact 22)
-    out = run(bridge_flow(dial, after=after), callees=Callee(answer_after=0.88, talk=3.2),
-              start_epoch=1_800_000_000.0)
+    out = run(bridge_flow(dial, after=after), callees=Callee(answer_after=0.88, talk=3.2), start_epoch=1_800_000_000.0)
     hc = out["hc"]
     assert (hc.variable("billmsec"), hc.variable("billsec")) == ("3220", "4")
 
@@ -535,14 +548,12 @@ def test_double_hash_ends_the_answered_callee_and_the_socket_keeps_control():
         conn.execute("answer")
         conn.execute("bind_digit_action", "ccbreak,##,exec[H]:hangup,NORMAL_CLEARING,self,peer")
         conn.execute("digit_action_set_realm", "ccbreak")
-        out["e"] = conn.execute("bridge", f"{{origination_uuid={B}}}sofia/external/1000@x",
-                                lock=False)
+        out["e"] = conn.execute("bridge", f"{{origination_uuid={B}}}sofia/external/1000@x", lock=False)
         conn.execute("clear_digit_action", "ccbreak")
         out["p"] = conn.execute("playback", "tone_stream://%(100,0,440)")
         finish(conn, a)
 
-    out = run(flow, Caller(bridge_digits=[(5.0, "##")], digit_interval=0.02),
-              callees=Callee(answer_after=1))
+    out = run(flow, Caller(bridge_digits=[(5.0, "##")], digit_interval=0.02), callees=Callee(answer_after=1))
     assert out["e"].variable("bridge_hangup_cause") == "NORMAL_CLEARING"
     assert out["p"].get("Application-Response") == "FILE PLAYED"
     assert not [e for e in out["conn"].events if e.name == "DTMF"]  # consumed by the parser
@@ -557,18 +568,15 @@ def test_double_hash_while_ringing_cancels_the_call():
         conn.execute("bind_digit_action", "ccbreak,##,exec[H]:hangup,NORMAL_CLEARING,self,peer")
         conn.execute("digit_action_set_realm", "ccbreak")
         conn.command(f"filter Unique-ID {B}")
-        out["e"] = conn.execute("bridge", f"{{origination_uuid={B}}}sofia/external/1000@x",
-                                lock=False)
-        out["hc"] = conn.wait_event(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE"
-                                    and e.unique_id == B)
+        out["e"] = conn.execute("bridge", f"{{origination_uuid={B}}}sofia/external/1000@x", lock=False)
+        out["hc"] = conn.wait_event(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE" and e.unique_id == B)
         finish(conn, a)
 
     out = run(flow, Caller(bridge_digits=[(2.0, "##")]), callees=Callee(answer_after=5))
     e = out["e"]
     assert e.variable("originate_disposition") == "NORMAL_CLEARING"
     assert e.variable("bridge_hangup_cause") is None
-    assert (out["hc"].variable("billsec"), out["hc"].variable("sip_hangup_disposition")) == \
-        ("0", "send_cancel")
+    assert (out["hc"].variable("billsec"), out["hc"].variable("sip_hangup_disposition")) == ("0", "send_cancel")
     assert not any(x.name == "CHANNEL_BRIDGE" for x in out["conn"].events)
 
 
@@ -577,18 +585,24 @@ def test_caller_hangup_mid_bridge_tears_down_b_before_a_unbridges():
         a = start(conn)
         conn.execute("answer")
         conn.command(f"filter Unique-ID {B}")
-        conn.execute("bridge", f"{{origination_uuid={B}}}sofia/external/1000@x", lock=False,
-                     wait=False)
+        conn.execute("bridge", f"{{origination_uuid={B}}}sofia/external/1000@x", lock=False, wait=False)
         conn.wait_event(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE" and e.unique_id == a)
         conn.command("exit")
         conn.wait_closed()
 
     out = run(flow, Caller(hangup_after_talk=4.0), callees=Callee(answer_after=1))
-    order = [(e.name, "B" if e.unique_id == B else "A") for e in out["conn"].events
-             if e.name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE", "CHANNEL_UNBRIDGE")]
-    assert order == [("CHANNEL_HANGUP", "A"), ("CHANNEL_HANGUP", "B"),
-                     ("CHANNEL_HANGUP_COMPLETE", "B"), ("CHANNEL_UNBRIDGE", "A"),
-                     ("CHANNEL_HANGUP_COMPLETE", "A")]
+    order = [
+        (e.name, "B" if e.unique_id == B else "A")
+        for e in out["conn"].events
+        if e.name in ("CHANNEL_HANGUP", "CHANNEL_HANGUP_COMPLETE", "CHANNEL_UNBRIDGE")
+    ]
+    assert order == [
+        ("CHANNEL_HANGUP", "A"),
+        ("CHANNEL_HANGUP", "B"),
+        ("CHANNEL_HANGUP_COMPLETE", "B"),
+        ("CHANNEL_UNBRIDGE", "A"),
+        ("CHANNEL_HANGUP_COMPLETE", "A"),
+    ]
     bill = out["t"].bridges[0]
     assert bill.billmsec == 4000 and bill.b_hangup_cause == "NORMAL_CLEARING"
 
@@ -607,8 +621,7 @@ def test_myevents_carries_only_a_leg_events_and_filters_bring_b_in():
 
 
 def test_daemon_closing_its_socket_mid_bridge_leaves_the_call_to_b_timer():
-    dial = f"{{origination_uuid={B},execute_on_answer='sched_hangup +30 ALLOTTED_TIMEOUT'}}" \
-           "sofia/external/1000@x"
+    dial = f"{{origination_uuid={B},execute_on_answer='sched_hangup +30 ALLOTTED_TIMEOUT'}}sofia/external/1000@x"
 
     def flow(conn, out):
         start(conn)
@@ -629,23 +642,23 @@ def test_many_concurrent_calls_each_on_its_own_clock():
         a = start(conn)
         conn.execute("answer")
         conn.execute("play_and_get_digits", PAGD)
-        conn.execute("bridge", "{execute_on_answer='sched_hangup +600'}sofia/external/1@x",
-                     lock=False, timeout=60)
+        conn.execute("bridge", "{execute_on_answer='sched_hangup +600'}sofia/external/1@x", lock=False, timeout=60)
         finish(conn, a)
 
     daemon = ToyDaemon(flow)
     switch = Switch()
     began = time.monotonic()
     try:
-        calls = [switch.call("127.0.0.1", daemon.port, Caller(digits=["1234#"]),
-                             Callee(answer_after=2)) for _ in range(50)]
+        calls = [
+            switch.call("127.0.0.1", daemon.port, Caller(digits=["1234#"]), Callee(answer_after=2)) for _ in range(50)
+        ]
         transcripts = [c.wait(60) for c in calls]
     finally:
         daemon.stop()
     assert not daemon.errors
     assert all(t.bridges[0].billsec in (599, 600) for t in transcripts)
     assert len({t.a_uuid for t in transcripts}) == 50
-    assert time.monotonic() - began < 600   # 50 x 600 s virtual; a busy machine may be slow, not that slow
+    assert time.monotonic() - began < 600  # 50 x 600 s virtual; a busy machine may be slow, not that slow
 
 
 def test_transcript_text_shows_catalogue_text_for_prompt_paths(tmp_path):
@@ -674,11 +687,26 @@ def test_unreachable_daemon_raises_oserror():
         Switch().call("127.0.0.1", 1, Caller())
 
 
-@pytest.mark.parametrize("value", ["plain", "a b", "100%", "%41%4", "%zz", "sip:1@2;x=y",
-                                   "v=0\r\no=x", "ünï", "{k='a b'}", "", "tone_stream://%(1,0,2)"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "plain",
+        "a b",
+        "100%",
+        "%41%4",
+        "%zz",
+        "sip:1@2;x=y",
+        "v=0\r\no=x",
+        "ünï",
+        "{k='a b'}",
+        "",
+        "tone_stream://%(1,0,2)",
+    ],
+)
 def test_fast_event_encoding_is_byte_identical_to_protocol(value):
     from cardd.esl.protocol import encode_event
     from cardd.sim.wire import encode_event as fast
+
     headers = [("Event-Name", "CHANNEL_EXECUTE"), ("Application-Data", value)]
     assert fast(headers) == fast(headers) == encode_event(headers)
 
@@ -690,8 +718,11 @@ def test_linger_notice_can_come_right_after_channel_hangup():
         finish(conn, a)
 
     out = run(flow, early_linger_notice=True, park_event=False)
-    kinds = [f.headers.get("Content-Disposition") or f.event().name
-             for f in out["conn"].frames if f.content_type != "command/reply"]
+    kinds = [
+        f.headers.get("Content-Disposition") or f.event().name
+        for f in out["conn"].frames
+        if f.content_type != "command/reply"
+    ]
     assert kinds[kinds.index("CHANNEL_HANGUP") + 1] == "linger"
     assert "CHANNEL_PARK" not in kinds
 
@@ -706,12 +737,11 @@ def test_real_time_clock_runs_a_short_flow():
     began = time.monotonic()
     out = run(flow, virtual_clock=False)
     assert out["p"].get("Application-Response") == "FILE PLAYED"
-    assert time.monotonic() - began >= 0.2   # the 200 ms tone took real time
+    assert time.monotonic() - began >= 0.2  # the 200 ms tone took real time
 
 
 def test_a_finished_callee_leaves_no_timer_to_jump_the_clock():
-    dial = f"{{origination_uuid={B},execute_on_answer='sched_hangup +3000 ALLOTTED_TIMEOUT'}}" \
-           "sofia/external/1000@x"
+    dial = f"{{origination_uuid={B},execute_on_answer='sched_hangup +3000 ALLOTTED_TIMEOUT'}}sofia/external/1000@x"
 
     def flow(conn, out):
         a = start(conn)
@@ -722,7 +752,7 @@ def test_a_finished_callee_leaves_no_timer_to_jump_the_clock():
         finish(conn, a)
 
     out = run(flow, callees=Callee(answer_after=1, talk=10))
-    assert ts(out["next"]) - ts(out["b"]) < 60   # no jump to the 3000 s timer (a busy machine adds seconds)
+    assert ts(out["next"]) - ts(out["b"]) < 60  # no jump to the 3000 s timer (a busy machine adds seconds)
 
 
 def test_inbound_socket_authenticates_answers_uuid_exists_and_observes_calls():
@@ -767,8 +797,7 @@ def test_inbound_socket_authenticates_answers_uuid_exists_and_observes_calls():
         assert ask("auth ClueCon")[0].reply_text == "+OK accepted"
         assert ask(f"api uuid_exists {a}")[0].body == b"true"
         assert ask(f"filter Unique-ID {a}")[0].reply_text == f"+OK filter added. [Unique-ID]=[{a}]"
-        assert ask("event plain CHANNEL_HANGUP_COMPLETE")[0].reply_text == \
-            "+OK event listener enabled plain"
+        assert ask("event plain CHANNEL_HANGUP_COMPLETE")[0].reply_text == "+OK event listener enabled plain"
         seen["go"].set()
         hc = frames(1)[0].event()
         assert (hc.name, hc.unique_id) == ("CHANNEL_HANGUP_COMPLETE", a)
@@ -794,8 +823,7 @@ def test_without_full_the_socket_refuses_api_linger_and_event():
         conn.wait_closed()
 
     out = run(flow, socket_data="127.0.0.1:8084")
-    assert (out["reply"].headers["Socket-Mode"], out["reply"].headers["Control"]) == \
-        ("static", "single-channel")
+    assert (out["reply"].headers["Socket-Mode"], out["reply"].headers["Control"]) == ("static", "single-channel")
     assert out["linger"] == out["api"] == "-ERR command not found"
     assert out["myevents"] == "+OK Events Enabled"
 
@@ -805,15 +833,11 @@ def test_sendmsg_to_the_b_leg_hangs_it_up_and_to_an_unknown_uuid_is_refused():
         a = start(conn)
         conn.execute("answer")
         conn.execute("set", "continue_on_fail=true")
-        ex = conn.execute("bridge", f"{{origination_uuid={B}}}sofia/external/1000@x",
-                          lock=False, wait=False)
+        ex = conn.execute("bridge", f"{{origination_uuid={B}}}sofia/external/1000@x", lock=False, wait=False)
         conn.wait_event(lambda e: e.name == "CHANNEL_BRIDGE")
-        out["bad"] = conn.command("sendmsg 00000000-0000-0000-0000-000000000000",
-                                  {"call-command": "hangup"}).reply_text
-        out["ok"] = conn.command(f"sendmsg {B}", {"call-command": "hangup",
-                                                  "hangup-cause": "CALL_REJECTED"}).reply_text
-        out["e"] = conn.wait_event(lambda e: e.name == "CHANNEL_EXECUTE_COMPLETE"
-                                   and e.get("Application-UUID") == ex)
+        out["bad"] = conn.command("sendmsg 00000000-0000-0000-0000-000000000000", {"call-command": "hangup"}).reply_text
+        out["ok"] = conn.command(f"sendmsg {B}", {"call-command": "hangup", "hangup-cause": "CALL_REJECTED"}).reply_text
+        out["e"] = conn.wait_event(lambda e: e.name == "CHANNEL_EXECUTE_COMPLETE" and e.get("Application-UUID") == ex)
         finish(conn, a)
 
     out = run(flow, callees=Callee(answer_after=1))
@@ -841,16 +865,13 @@ def test_caller_hanging_up_while_the_callee_rings_cancels_the_callee():
         start(conn)
         conn.execute("answer")
         conn.command(f"filter Unique-ID {B}")
-        out["e"] = conn.execute("bridge", f"{{origination_uuid={B}}}sofia/external/1000@x",
-                                lock=False)
+        out["e"] = conn.execute("bridge", f"{{origination_uuid={B}}}sofia/external/1000@x", lock=False)
         conn.wait_event(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE" and e.unique_id != B)
         conn.command("exit")
         conn.wait_closed()
 
-    out = run(flow, Caller(hangup_at=("bridge", 1), hangup_delay=2.0),
-              callees=Callee(answer_after=5))
-    hc = [e for e in out["conn"].events if e.name == "CHANNEL_HANGUP_COMPLETE"
-          and e.unique_id == B][0]
+    out = run(flow, Caller(hangup_at=("bridge", 1), hangup_delay=2.0), callees=Callee(answer_after=5))
+    hc = [e for e in out["conn"].events if e.name == "CHANNEL_HANGUP_COMPLETE" and e.unique_id == B][0]
     assert hc.variable("billsec") == "0" and hc.variable("sip_hangup_disposition") == "send_cancel"
     assert out["t"].bridges[0].answered is False
     assert out["t"].hangup_cause == "NORMAL_CLEARING"
@@ -873,12 +894,12 @@ def test_parallel_legs_first_answer_wins_and_the_others_lose_the_race():
         a = start(conn)
         conn.execute("answer")
         conn.execute("set", "continue_on_fail=true")
-        out["e"] = conn.execute("bridge", "sofia/gateway/gw1/111,sofia/gateway/gw1/222,"
-                                "sofia/gateway/gw1/333")
+        out["e"] = conn.execute("bridge", "sofia/gateway/gw1/111,sofia/gateway/gw1/222,sofia/gateway/gw1/333")
         finish(conn, a)
 
-    out = run(flow, callees={"111": Callee(answer_after=3), "222": Callee(answer_after=1, talk=2),
-                             "333": Callee("busy")})
+    out = run(
+        flow, callees={"111": Callee(answer_after=3), "222": Callee(answer_after=1, talk=2), "333": Callee("busy")}
+    )
     t = out["t"]
     assert [b.number for b in t.bridges] == ["222"]
     assert out["e"].variable("bridge_hangup_cause") == "NORMAL_CLEARING"
@@ -908,8 +929,7 @@ def test_inbound_observer_sees_the_socket_app_end_before_a_hangs_up_after_a_daem
 
     reader = gevent.spawn(observe)
     obs.sendall(b"auth ClueCon\n\nevent plain ALL\n\n")
-    dial = f"{{origination_uuid={B},execute_on_answer='sched_hangup +10 ALLOTTED_TIMEOUT'}}" \
-           "sofia/external/1000@x"
+    dial = f"{{origination_uuid={B},execute_on_answer='sched_hangup +10 ALLOTTED_TIMEOUT'}}sofia/external/1000@x"
 
     def flow(conn):
         start(conn)
@@ -929,8 +949,12 @@ def test_inbound_observer_sees_the_socket_app_end_before_a_hangs_up_after_a_daem
         inbound.stop()
         daemon.stop()
     a_events = [(e.name, e.get("Application")) for e in events if e.unique_id == t.a_uuid]
-    tail = a_events[a_events.index(("CHANNEL_UNBRIDGE", None)):]
-    assert tail[:5] == [("CHANNEL_UNBRIDGE", None), ("CHANNEL_EXECUTE_COMPLETE", "bridge"),
-                        ("CHANNEL_UNPARK", None), ("CHANNEL_EXECUTE_COMPLETE", "socket"),
-                        ("CHANNEL_HANGUP", None)]
+    tail = a_events[a_events.index(("CHANNEL_UNBRIDGE", None)) :]
+    assert tail[:5] == [
+        ("CHANNEL_UNBRIDGE", None),
+        ("CHANNEL_EXECUTE_COMPLETE", "bridge"),
+        ("CHANNEL_UNPARK", None),
+        ("CHANNEL_EXECUTE_COMPLETE", "socket"),
+        ("CHANNEL_HANGUP", None),
+    ]
     assert t.bridges[0].b_hangup_cause == "ALLOTTED_TIMEOUT" and t.hangup_cause == "NORMAL_CLEARING"

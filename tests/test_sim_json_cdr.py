@@ -20,8 +20,7 @@ from cardd.sim.cdr import JsonCdrPoster
 from cardd.sim.toyd import ToyDaemon
 from tests.test_sim_flows import B, bridge_flow, ts
 
-SHIPPED = Path(__file__).resolve().parent.parent / "freeswitch-conf" / "autoload_configs" / \
-    "json_cdr.conf.xml"
+SHIPPED = Path(__file__).resolve().parent.parent / "freeswitch-conf" / "autoload_configs" / "json_cdr.conf.xml"
 
 
 class CdrSink:
@@ -39,10 +38,15 @@ class CdrSink:
 
     def app(self, environ, start_response):
         body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        self.requests.append({"query": environ.get("QUERY_STRING", ""),
-                              "type": environ.get("CONTENT_TYPE", ""),
-                              "auth": environ.get("HTTP_AUTHORIZATION"),
-                              "agent": environ.get("HTTP_USER_AGENT"), "body": body})
+        self.requests.append(
+            {
+                "query": environ.get("QUERY_STRING", ""),
+                "type": environ.get("CONTENT_TYPE", ""),
+                "auth": environ.get("HTTP_AUTHORIZATION"),
+                "agent": environ.get("HTTP_USER_AGENT"),
+                "body": body,
+            }
+        )
         status = "503 Service Unavailable" if len(self.requests) <= self.fail else "200 OK"
         start_response(status, [("Content-Length", "0")])
         return [b""]
@@ -52,23 +56,21 @@ class CdrSink:
 
 
 # FreeSWITCH global variables ($${name}) the shipped file may use, given test values.
-SHIPPED_VARS = {name: f"value-of-{name}"
-                for name in re.findall(r"\$\$\{([^}]+)\}", SHIPPED.read_text())}
+SHIPPED_VARS = {name: f"value-of-{name}" for name in re.findall(r"\$\$\{([^}]+)\}", SHIPPED.read_text())}
 
 
 def shipped_setting(name: str) -> str | None:
     for param in ElementTree.parse(SHIPPED).getroot().iter("param"):
         if param.get("name") == name:
-            return re.sub(r"\$\$\{([^}]+)\}", lambda m: SHIPPED_VARS[m.group(1)],
-                          param.get("value", ""))
+            return re.sub(r"\$\$\{([^}]+)\}", lambda m: SHIPPED_VARS[m.group(1)], param.get("value", ""))
     return None
 
 
 def bridged_call(switch: Switch, talk: float = 3):
     """A toy daemon bridges to a callee who talks `talk` s; returns what it saw."""
+
     def after(conn, out):
-        out["b_complete"] = conn.wait_event(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE"
-                                            and e.unique_id == B)
+        out["b_complete"] = conn.wait_event(lambda e: e.name == "CHANNEL_HANGUP_COMPLETE" and e.unique_id == B)
 
     out: dict = {}
     flow = bridge_flow(f"{{origination_uuid={B}}}sofia/external/1000@x", after=after)
@@ -89,17 +91,21 @@ def bridged_call(switch: Switch, talk: float = 3):
 
 
 def b_events(out, name, state=None):
-    return [e for e in out["conn"].events if e.unique_id == B and e.name == name
-            and (state is None or e.get("Channel-State") == state)]
+    return [
+        e
+        for e in out["conn"].events
+        if e.unique_id == B and e.name == name and (state is None or e.get("Channel-State") == state)
+    ]
 
 
-def test_without_queue_capacity_a_failed_post_holds_the_legs_hangup_complete_for_delay_seconds(
-        tmp_path):
+def test_without_queue_capacity_a_failed_post_holds_the_legs_hangup_complete_for_delay_seconds(tmp_path):
     conf = tmp_path / "json_cdr.conf.xml"
-    conf.write_text('<configuration name="json_cdr.conf"><settings>'
-                    '<param name="url" value="http://127.0.0.1:9/cdr"/>'
-                    '<param name="retries" value="2"/><param name="delay" value="1"/>'
-                    '<param name="log-b-leg" value="true"/></settings></configuration>')
+    conf.write_text(
+        '<configuration name="json_cdr.conf"><settings>'
+        '<param name="url" value="http://127.0.0.1:9/cdr"/>'
+        '<param name="retries" value="2"/><param name="delay" value="1"/>'
+        '<param name="log-b-leg" value="true"/></settings></configuration>'
+    )
     sink = CdrSink(fail=2)
     switch = Switch()
     poster = JsonCdrPoster.from_conf(switch, conf, url=sink.url)
@@ -122,10 +128,12 @@ def test_without_queue_capacity_a_failed_post_holds_the_legs_hangup_complete_for
 
 def test_with_queue_capacity_a_background_thread_posts_and_hangup_complete_is_not_held(tmp_path):
     conf = tmp_path / "json_cdr.conf.xml"
-    conf.write_text('<configuration name="json_cdr.conf"><settings>'
-                    '<param name="url" value="http://127.0.0.1:9/cdr"/>'
-                    '<param name="retries" value="1"/><param name="delay" value="1"/>'
-                    '<param name="queue-capacity" value="100"/></settings></configuration>')
+    conf.write_text(
+        '<configuration name="json_cdr.conf"><settings>'
+        '<param name="url" value="http://127.0.0.1:9/cdr"/>'
+        '<param name="retries" value="1"/><param name="delay" value="1"/>'
+        '<param name="queue-capacity" value="100"/></settings></configuration>'
+    )
     sink = CdrSink(fail=1)
     switch = Switch()
     poster = JsonCdrPoster.from_conf(switch, conf, url=sink.url)
@@ -164,17 +172,18 @@ def test_the_shipped_json_cdr_conf_is_modelled_as_the_module_reads_it():
     # disable-100-continue replaces curl's header list: the form type goes out
     if (shipped_setting("disable-100-continue") or "").lower() == "true":
         assert b_post["type"] == "application/x-www-form-urlencoded"
-    doc_vars = json.loads(b_post["body"])["variables"] if b_post["body"].startswith(b"{") \
-        else None
+    doc_vars = json.loads(b_post["body"])["variables"] if b_post["body"].startswith(b"{") else None
     if doc_vars is not None:
         assert doc_vars["billmsec"] == str(out["t"].bridges[0].billmsec)
 
 
 def test_a_cred_setting_is_sent_as_http_basic_auth(tmp_path):
     conf = tmp_path / "json_cdr.conf.xml"
-    conf.write_text('<configuration name="json_cdr.conf"><settings>'
-                    '<param name="url" value="http://127.0.0.1:9/cdr"/>'
-                    '<param name="cred" value="fs:s3cret"/></settings></configuration>')
+    conf.write_text(
+        '<configuration name="json_cdr.conf"><settings>'
+        '<param name="url" value="http://127.0.0.1:9/cdr"/>'
+        '<param name="cred" value="fs:s3cret"/></settings></configuration>'
+    )
     sink = CdrSink()
     switch = Switch()
     JsonCdrPoster.from_conf(switch, conf, url=sink.url)

@@ -53,8 +53,7 @@ SCENARIOS = {
     "08b_bridge_bleg_events_same_socket": Scenario(callees=[Callee()]),
     "09_bridge_bleg_hangs_up_first": Scenario(callees=[Callee(talk=3)]),
     "09b_bridge_bleg_hangs_up_park_after_bridge": Scenario(callees=[Callee(talk=3)]),
-    "10_bridge_busy_and_unreachable": Scenario(callees=[Callee("busy"),
-                                                        Callee("unreachable")]),
+    "10_bridge_busy_and_unreachable": Scenario(callees=[Callee("busy"), Callee("unreachable")]),
     "10a_bridge_busy_without_continue_on_fail": Scenario(callees=[Callee("busy")]),
     "10b_bridge_no_answer_timeout": Scenario(callees=[Callee("no_answer")]),
     "11_caller_hangup_during_playback": Scenario(caller_bye_at=3.053),
@@ -66,17 +65,18 @@ SCENARIOS = {
     "15_caller_hangs_up_mid_bridge": Scenario(callees=[Callee()], caller_bye_at=5.054),
     "16_daemon_closes_socket_mid_bridge": Scenario(callees=[Callee()]),
     "17_double_hash_while_bleg_ringing": Scenario(callees=[Callee(answer_after=5)]),
-    "17b_double_hash_while_ringing_no_continue_on_fail": Scenario(
-        callees=[Callee(answer_after=5)]),
+    "17b_double_hash_while_ringing_no_continue_on_fail": Scenario(callees=[Callee(answer_after=5)]),
     "18_play_and_get_digits_barge_in": Scenario(),
     "19_dtmf_during_playback_then_pagd": Scenario(),
     "20_sched_hangup_aleg_fires_while_bridged": Scenario(callees=[Callee()]),
 }
 
-INBOUND_REASON = ("an inbound ESL connection (auth, filters, event plain ALL) observing the "
-                  "call; the simulator serves only the outbound socket, and inbound-only "
-                  "events (CHANNEL_OUTGOING, CHANNEL_ORIGINATE, CHANNEL_CALLSTATE, CODEC, "
-                  "CALL_UPDATE, PRIVATE_COMMAND, CHANNEL_DESTROY) are not modelled")
+INBOUND_REASON = (
+    "an inbound ESL connection (auth, filters, event plain ALL) observing the "
+    "call; the simulator serves only the outbound socket, and inbound-only "
+    "events (CHANNEL_OUTGOING, CHANNEL_ORIGINATE, CHANNEL_CALLSTATE, CODEC, "
+    "CALL_UPDATE, PRIVATE_COMMAND, CHANNEL_DESTROY) are not modelled"
+)
 
 
 def _case(name: str):
@@ -94,8 +94,9 @@ def _replay(stem: str, *, fresh: bool = False):
     if stem not in SCENARIOS:
         raise LookupError(f"{stem}: no outbound replay scenario ({INBOUND_REASON})")
     base = SCENARIOS[stem]
-    scenario = Scenario(**{**base.__dict__, "callees": list(base.callees),
-                           "b_uuids": fs_chosen_uuids(read_capture(path))})
+    scenario = Scenario(
+        **{**base.__dict__, "callees": list(base.callees), "b_uuids": fs_chosen_uuids(read_capture(path))}
+    )
     return replay(path, scenario, fresh=fresh)
 
 
@@ -136,8 +137,7 @@ def test_replay_connect_reply_and_non_event_frames_are_byte_exact(stem):
 @pytest.mark.parametrize("stem", CASES)
 def test_replay_event_sequence_increases(stem):
     _, actual = _replay(stem)
-    seqs = [int(m.group(1)) for f in actual
-            for m in [re.search(rb"\nEvent-Sequence: (\d+)\n", f)] if m]
+    seqs = [int(m.group(1)) for f in actual for m in [re.search(rb"\nEvent-Sequence: (\d+)\n", f)] if m]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
 
 
@@ -156,8 +156,7 @@ def test_replay_comparison_catches_a_missing_variable():
 
 def test_replay_comparison_catches_reordered_events():
     expected, actual = _replay("01_connect_myevents_linger_answer")
-    events = [i for i, f in enumerate(actual) if b"text/event-plain" in f[:60]
-              and not _position_free(f)]
+    events = [i for i, f in enumerate(actual) if b"text/event-plain" in f[:60] and not _position_free(f)]
     i, j = events[1], events[2]
     swapped = list(actual)
     swapped[i], swapped[j] = swapped[j], swapped[i]
@@ -165,6 +164,7 @@ def test_replay_comparison_catches_reordered_events():
 
 
 # --- command side: the parser the simulator reads commands with ---------------
+
 
 def _commands(chunks) -> list[tuple]:
     parser = FrameParser(commands=True)
@@ -188,12 +188,13 @@ def test_parser_reads_the_same_commands_whole_bytewise_and_split_anywhere(stem):
     data, expected = _sent(stem)
     assert expected, "every capture sends commands"
     assert _commands([data]) == expected
-    assert _commands([data[i:i + 1] for i in range(len(data))]) == expected
+    assert _commands([data[i : i + 1] for i in range(len(data))]) == expected
     for cut in range(1, len(data)):
         assert _commands([data[:cut], data[cut:]]) == expected, cut
 
 
 # --- timing: the scheduler model against the captured sched_* firings ---------------
+
 
 def _events(stem: str) -> list[dict[str, str]]:
     parser = FrameParser()
@@ -209,29 +210,32 @@ def _events(stem: str) -> list[dict[str, str]]:
 
 def _plain_pairs(body: bytes) -> list[tuple[str, str]]:
     from urllib.parse import unquote
-    return [(k, unquote(v)) for k, _, v in (line.partition(": ") for line in
-                                            body.decode("utf-8").split("\n") if line)]
+
+    return [(k, unquote(v)) for k, _, v in (line.partition(": ") for line in body.decode("utf-8").split("\n") if line)]
 
 
 def _stamp(event: dict[str, str]) -> float:
     return int(event["Event-Date-Timestamp"]) / 1e6
 
 
-@pytest.mark.parametrize("stem, leg", [
-    ("13_sched_hangup_aleg_after_bridge", "A"),        # +8, run at x.32: fired 8.00 s later
-    ("20_sched_hangup_aleg_fires_while_bridged", "A"),  # +5, run at x.46: 5.00 s
-    ("14_billing_sched_hangup_and_broadcast_bleg", "B"),  # +10, run at x.98: 9.50 s
-])
+@pytest.mark.parametrize(
+    "stem, leg",
+    [
+        ("13_sched_hangup_aleg_after_bridge", "A"),  # +8, run at x.32: fired 8.00 s later
+        ("20_sched_hangup_aleg_fires_while_bridged", "A"),  # +5, run at x.46: 5.00 s
+        ("14_billing_sched_hangup_and_broadcast_bleg", "B"),  # +10, run at x.98: 9.50 s
+    ],
+)
 def test_sched_hangup_fires_when_the_scheduler_model_says_it_does(stem, leg):
     """cardd.sim.apps.sched_fire_delay (switch_scheduler.c: epoch-second
     runtime, checks every 0.5 s from the moment the task was added) predicts
     each captured firing to the 20 ms tick it adds for the hang-up's stamp."""
     events = _events(stem)
-    run = next(e for e in events if e.get("Event-Name") == "CHANNEL_EXECUTE"
-               and e.get("Application") == "sched_hangup")
+    run = next(e for e in events if e.get("Event-Name") == "CHANNEL_EXECUTE" and e.get("Application") == "sched_hangup")
     spec = run["Application-Data"].split()[0]
-    hangup = next(e for e in events if e.get("Event-Name") == "CHANNEL_HANGUP"
-                  and e.get("Unique-ID") == run["Unique-ID"])
+    hangup = next(
+        e for e in events if e.get("Event-Name") == "CHANNEL_HANGUP" and e.get("Unique-ID") == run["Unique-ID"]
+    )
     predicted = _stamp(run) + sched_fire_delay(_stamp(run), spec)
     assert abs(_stamp(hangup) - predicted) <= 0.021, (leg, _stamp(hangup) - _stamp(run))
 
@@ -241,10 +245,8 @@ def test_sched_broadcast_fires_on_the_scheduler_model_and_plays_within_0_2_s():
     playback starts on the leg up to 0.2 s after (the session picks the
     broadcast up from its message queue)."""
     events = _events("14_billing_sched_hangup_and_broadcast_bleg")
-    runs = [e for e in events if e.get("Event-Name") == "CHANNEL_EXECUTE"
-            and e.get("Application") == "sched_broadcast"]
-    plays = [e for e in events if e.get("Event-Name") == "CHANNEL_EXECUTE"
-             and e.get("Application") == "playback"]
+    runs = [e for e in events if e.get("Event-Name") == "CHANNEL_EXECUTE" and e.get("Application") == "sched_broadcast"]
+    plays = [e for e in events if e.get("Event-Name") == "CHANNEL_EXECUTE" and e.get("Application") == "playback"]
     assert len(runs) == len(plays) == 2
     for run, play in zip(runs, plays):
         fired = _stamp(run) + sched_fire_delay(_stamp(run), run["Application-Data"].split()[0])

@@ -17,16 +17,19 @@ from cardd.errors import InsufficientFunds
 
 def add_voucher(pool, number, amount="5", currency="USD", *, expires_at=None, status="unused"):
     with pool.connection() as conn:
-        conn.execute("INSERT INTO vouchers (number, amount, currency, expires_at) VALUES (%s, %s, %s, %s)",
-                     (number, Decimal(amount), currency, expires_at))
+        conn.execute(
+            "INSERT INTO vouchers (number, amount, currency, expires_at) VALUES (%s, %s, %s, %s)",
+            (number, Decimal(amount), currency, expires_at),
+        )
         if status == "void":
             conn.execute("UPDATE vouchers SET status = 'void' WHERE number = %s", (number,))
 
 
 def ledger_sum(pool, card_id) -> Decimal:
     with pool.connection() as conn:
-        return conn.execute("SELECT coalesce(sum(amount), 0) FROM ledger WHERE account_id = %s",
-                            (card_id,)).fetchone()[0]
+        return conn.execute("SELECT coalesce(sum(amount), 0) FROM ledger WHERE account_id = %s", (card_id,)).fetchone()[
+            0
+        ]
 
 
 def test_redeeming_a_voucher_credits_the_card_through_one_ledger_row(database, demo_data, ledger):
@@ -50,10 +53,11 @@ def test_each_unusable_voucher_says_why(database, demo_data):
     add_voucher(pool, "9000000003", expires_at=past)
     add_voucher(pool, "9000000004", currency="EUR")
     add_voucher(pool, "9000000005", status="void")
-    outcomes = [vouchers.redeem(pool, n, demo_data.card_id).outcome
-                for n in ("9000000002", "9000000003", "9000000004", "9000000005", "9999999999")]
-    assert outcomes == [vouchers.USED, vouchers.EXPIRED, vouchers.WRONG_CURRENCY, vouchers.UNKNOWN,
-                        vouchers.UNKNOWN]
+    outcomes = [
+        vouchers.redeem(pool, n, demo_data.card_id).outcome
+        for n in ("9000000002", "9000000003", "9000000004", "9000000005", "9999999999")
+    ]
+    assert outcomes == [vouchers.USED, vouchers.EXPIRED, vouchers.WRONG_CURRENCY, vouchers.UNKNOWN, vouchers.UNKNOWN]
     # an other-currency voucher stays unused for a card it fits
     with pool.connection() as conn:
         assert conn.execute("SELECT status FROM vouchers WHERE number = '9000000004'").fetchone()[0] == "unused"
@@ -62,8 +66,10 @@ def test_each_unusable_voucher_says_why(database, demo_data):
 def test_twenty_simultaneous_redemptions_of_one_voucher_credit_exactly_once(database, demo_data, ledger):
     pool = database.pool
     add_voucher(pool, "9000000010", "7")
-    cards = [catalog.create_card(pool, f"77700000{i:02d}", tariff=demo_data.tariff, currency="USD",
-                                 balance="1") for i in range(20)]
+    cards = [
+        catalog.create_card(pool, f"77700000{i:02d}", tariff=demo_data.tariff, currency="USD", balance="1")
+        for i in range(20)
+    ]
     go = gevent.event.Event()
 
     def attempt(card_id):
@@ -92,8 +98,9 @@ def test_generated_vouchers_are_unique_random_numbers_of_the_asked_length(databa
     assert {(r.amount, r.currency, r.status) for r in rows} == {(Decimal("10.00000"), "USD", "unused")}
 
 
-@pytest.mark.parametrize("kwargs", [dict(amount="0", length=10), dict(amount="-1", length=10),
-                                    dict(amount="5", length=4)])
+@pytest.mark.parametrize(
+    "kwargs", [dict(amount="0", length=10), dict(amount="-1", length=10), dict(amount="5", length=4)]
+)
 def test_voucher_generation_refuses_bad_amounts_and_guessable_lengths(database, kwargs):
     with pytest.raises(ValueError):
         vouchers.generate(database.pool, 1, currency="USD", **kwargs)

@@ -22,7 +22,7 @@ from tests.dbfixtures import create_demo_data
 PIN_LIMITS = Limits(window_s=900, per_cli=10, per_card=5)
 TOPUP_LIMITS = Limits(window_s=3600, per_cli=5, per_card=5, service=100)
 SCRIPT = "<script>alert(1)</script>"
-SAME_SITE = {"Referer": "https://localhost/"}   # over https Flask-WTF also checks the referrer is this site
+SAME_SITE = {"Referer": "https://localhost/"}  # over https Flask-WTF also checks the referrer is this site
 
 
 class Browser:
@@ -65,7 +65,7 @@ def balance(database, card_id: int) -> Decimal:
 def web(database):
     demo = create_demo_data(database.pool)
     app = create_app(database.pool, ApiConfig(limits=PIN_LIMITS, topup_limits=TOPUP_LIMITS))
-    app.config["CARDD_WEB_FIGURES_CACHE_S"] = 0   # every dashboard load reads the CDRs afresh
+    app.config["CARDD_WEB_FIGURES_CACHE_S"] = 0  # every dashboard load reads the CDRs afresh
     return app, database, demo
 
 
@@ -117,7 +117,7 @@ def test_every_page_has_the_security_headers_and_a_secure_cookie(web):
     assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
     key = apiauth.create_key(app.extensions["cardd"]["pool"], "console", "admin", who="pytest")
     signed = b.post("/login", {"key": key}).headers["Set-Cookie"]
-    assert "Secure" in signed and "HttpOnly" in signed and "Expires=" in signed   # a session that ends
+    assert "Secure" in signed and "HttpOnly" in signed and "Expires=" in signed  # a session that ends
     ops = operator(web)
     for path in ("/", "/cards", "/cards/1234567890", "/rates", "/cdrs", "/reservations"):
         assert ops.get(path).headers["Content-Security-Policy"] == CSP, path
@@ -163,7 +163,7 @@ def test_sessions_expire(database):
     b = Browser(app)
     b.get("/login")
     assert b.post("/login", {"key": key}).status_code == 302
-    assert b.get("/").status_code == 302   # a session of 0 s is over at once
+    assert b.get("/").status_code == 302  # a session of 0 s is over at once
 
 
 @pytest.mark.parametrize("target", ["//evil.example/", "/\\evil.example/", "https://evil.example/"])
@@ -198,7 +198,7 @@ def test_the_card_page_history_adds_up_to_the_balance(web):
     forward = Decimal(re.search(r'id="forward">([-\d.]+)<', b.last).group(1))
     amounts = re.findall(r'<td class="num">([-\d.]+)</td><td class="num">[-\d.]+</td></tr>', b.last)
     assert Decimal(balance) == Decimal("11.75000") == Decimal(total) == forward + sum(Decimal(a) for a in amounts)
-    assert len(amounts) == 3   # initial, goodwill, fee
+    assert len(amounts) == 3  # initial, goodwill, fee
 
 
 def test_an_adjustment_is_confirmed_then_made_once_and_shows_its_ledger_row(web):
@@ -207,9 +207,14 @@ def test_an_adjustment_is_confirmed_then_made_once_and_shows_its_ledger_row(web)
     b.get(f"/cards/{demo.card_number}")
     b.post(f"/cards/{demo.card_number}/adjust", {"amount": "5", "reference": "refund"})
     assert "Please confirm" in b.last and "5.00000 USD to card 1234567890" in b.last
-    assert balance(database, demo.card_id) == Decimal("10")     # nothing moved yet
-    confirm = {"step": "confirm", "confirm_key": b.hidden("confirm_key"), "amount": b.hidden("amount"),
-               "reference": b.hidden("reference"), "allow_negative": ""}
+    assert balance(database, demo.card_id) == Decimal("10")  # nothing moved yet
+    confirm = {
+        "step": "confirm",
+        "confirm_key": b.hidden("confirm_key"),
+        "amount": b.hidden("amount"),
+        "reference": b.hidden("reference"),
+        "allow_negative": "",
+    }
     token = b.token()
     response = b.post(f"/cards/{demo.card_number}/adjust", {**confirm, "csrf_token": token}, csrf=False)
     assert response.status_code == 200 and 'id="ledger-row"' in b.last
@@ -225,9 +230,16 @@ def test_a_refused_adjustment_says_why_and_moves_nothing(web):
     b = operator(web)
     b.get(f"/cards/{demo.card_number}")
     b.post(f"/cards/{demo.card_number}/adjust", {"amount": "-50"})
-    b.post(f"/cards/{demo.card_number}/adjust",
-           {"step": "confirm", "confirm_key": b.hidden("confirm_key"), "amount": "-50.00000",
-            "reference": b.hidden("reference"), "allow_negative": ""})
+    b.post(
+        f"/cards/{demo.card_number}/adjust",
+        {
+            "step": "confirm",
+            "confirm_key": b.hidden("confirm_key"),
+            "amount": "-50.00000",
+            "reference": b.hidden("reference"),
+            "allow_negative": "",
+        },
+    )
     assert "would take the balance" in b.last
     assert balance(database, demo.card_id) == Decimal("10")
 
@@ -258,16 +270,26 @@ def test_block_and_set_pin(web):
     signed_in_before = holder(web)
     b.post(f"/cards/{demo.card_number}/pin", {"pin": "9999"})
     assert "PIN was changed" in b.last
-    assert signed_in_before.get("/my").status_code == 302     # the old PIN's session has ended
+    assert signed_in_before.get("/my").status_code == 302  # the old PIN's session has ended
     holder(web, pin="9999")
 
 
 def _post_rates(b: Browser, tariff: str, text: str) -> Any:
     import io
+
     b.get("/rates")
-    return b.http.post("/rates", base_url="https://localhost", content_type="multipart/form-data", headers=SAME_SITE,
-                       data={"csrf_token": b.token(), "tariff": tariff, "mode": "merge",
-                             "file": (io.BytesIO(text.encode()), "rates.csv")})
+    return b.http.post(
+        "/rates",
+        base_url="https://localhost",
+        content_type="multipart/form-data",
+        headers=SAME_SITE,
+        data={
+            "csrf_token": b.token(),
+            "tariff": tariff,
+            "mode": "merge",
+            "file": (io.BytesIO(text.encode()), "rates.csv"),
+        },
+    )
 
 
 REFRESH = '<meta http-equiv="refresh"'
@@ -277,6 +299,7 @@ def _follow_import(b: Browser, response: Any) -> tuple[Any, list[str]]:
     """The upload's answer followed as a browser without JavaScript does: the progress page's
     meta refresh until the result. Returns the result and the progress pages seen."""
     import gevent
+
     assert response.status_code == 303, response.get_data(as_text=True)
     progress, url = [], response.headers["Location"].replace("https://localhost", "")
     while True:
@@ -284,7 +307,7 @@ def _follow_import(b: Browser, response: Any) -> tuple[Any, list[str]]:
         if REFRESH not in b.last:
             return response, progress
         progress.append(b.last)
-        gevent.sleep(0.01)   # the import's greenlet runs meanwhile
+        gevent.sleep(0.01)  # the import's greenlet runs meanwhile
 
 
 def _upload(b: Browser, tariff: str, text: str) -> Any:
@@ -300,7 +323,7 @@ def _rate_rows(count: int, bad_line: int | None = None) -> str:
 def test_a_large_rates_file_shows_its_progress_then_the_counts(web):
     b = operator(web)
     text = _rate_rows(50_000)
-    assert len(text) > 1 << 20        # over api.max_body_bytes: rate uploads have their own limit
+    assert len(text) > 1 << 20  # over api.max_body_bytes: rate uploads have their own limit
     response, progress = _follow_import(b, _post_rates(b, "demo", text))
     assert progress and "rows checked" in progress[0] and 'role="status"' in progress[0]
     page = response.get_data(as_text=True)
@@ -319,15 +342,26 @@ def test_a_large_rates_file_with_one_bad_row_imports_nothing_and_names_the_row(w
 
 def test_a_rates_upload_to_an_unknown_tariff_or_not_in_utf8_says_why_and_imports_nothing(web):
     import io
+
     b = operator(web)
-    response, _ = _follow_import(b, _post_rates(b, "nosuch", "prefix,price_1,interval_1,price_n,interval_n\n"
-                                                           "3312,0.1,60,0.1,60\n"))
+    response, _ = _follow_import(
+        b, _post_rates(b, "nosuch", "prefix,price_1,interval_1,price_n,interval_n\n3312,0.1,60,0.1,60\n")
+    )
     assert response.status_code == 422 and "nosuch" in b.last and "Nothing imported" in b.last
     b.get("/rates")
     latin1 = "prefix,description,price_1,interval_1,price_n,interval_n\n3312,Réunion,0.1,60,0.1,60\n"
-    posted = b.http.post("/rates", base_url="https://localhost", content_type="multipart/form-data",
-                         headers=SAME_SITE, data={"csrf_token": b.token(), "tariff": "demo", "mode": "merge",
-                                                  "file": (io.BytesIO(latin1.encode("latin-1")), "rates.csv")})
+    posted = b.http.post(
+        "/rates",
+        base_url="https://localhost",
+        content_type="multipart/form-data",
+        headers=SAME_SITE,
+        data={
+            "csrf_token": b.token(),
+            "tariff": "demo",
+            "mode": "merge",
+            "file": (io.BytesIO(latin1.encode("latin-1")), "rates.csv"),
+        },
+    )
     response, _ = _follow_import(b, posted)
     assert response.status_code == 422 and "the file is not UTF-8 text" in b.last
     assert "3312" not in b.get("/rates?tariff=demo&prefix=33").get_data(as_text=True)
@@ -335,31 +369,45 @@ def test_a_rates_upload_to_an_unknown_tariff_or_not_in_utf8_says_why_and_imports
 
 def test_rate_uploads_have_their_own_size_limit_over_the_body_limit(database):
     create_demo_data(database.pool)
-    app = create_app(database.pool, ApiConfig(limits=PIN_LIMITS, topup_limits=TOPUP_LIMITS,
-                                              max_body_bytes=16 * 1024, max_upload_bytes=64 * 1024))
+    app = create_app(
+        database.pool,
+        ApiConfig(limits=PIN_LIMITS, topup_limits=TOPUP_LIMITS, max_body_bytes=16 * 1024, max_upload_bytes=64 * 1024),
+    )
     key = apiauth.create_key(database.pool, "console", "admin", who="pytest")
     b = Browser(app)
     b.get("/login")
     b.post("/login", {"key": key})
     assert _post_rates(b, "demo", _rate_rows(5_000)).status_code == 413
-    answer = b.http.post("/api/v1/tariffs/demo/rates/import", data=_rate_rows(5_000).encode(),
-                         headers={"Authorization": f"Bearer {key}", "Content-Type": "text/csv"})
+    answer = b.http.post(
+        "/api/v1/tariffs/demo/rates/import",
+        data=_rate_rows(5_000).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "text/csv"},
+    )
     assert answer.status_code == 413
-    answer = b.http.post("/api/v1/tariffs/demo/rates/import", data=_rate_rows(2_000).encode(),
-                         headers={"Authorization": f"Bearer {key}", "Content-Type": "text/csv"})
-    assert answer.status_code == 200 and answer.get_json()["inserted"] == 2_000   # 52 kB: over max_body_bytes
-    assert b.http.post("/api/v1/tariffs", data=b'{"name": "' + b"x" * 20_000 + b'"}',   # other routes keep it
-                       headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
-                       ).status_code == 413
+    answer = b.http.post(
+        "/api/v1/tariffs/demo/rates/import",
+        data=_rate_rows(2_000).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "text/csv"},
+    )
+    assert answer.status_code == 200 and answer.get_json()["inserted"] == 2_000  # 52 kB: over max_body_bytes
+    assert (
+        b.http.post(
+            "/api/v1/tariffs",
+            data=b'{"name": "' + b"x" * 20_000 + b'"}',  # other routes keep it
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        ).status_code
+        == 413
+    )
 
 
 def test_a_rates_file_with_bad_rows_lists_them_all_and_imports_nothing(web):
     app, database, demo = web
     b = operator(web)
-    response = _upload(b, "demo", "prefix,price_1,interval_1,price_n,interval_n\n"
-                                  "3312,0.1,60,0.1,60\n"
-                                  "3313,abc,60,0.1,60\n"
-                                  "3314,0.1,-1,0.1,60\n")
+    response = _upload(
+        b,
+        "demo",
+        "prefix,price_1,interval_1,price_n,interval_n\n3312,0.1,60,0.1,60\n3313,abc,60,0.1,60\n3314,0.1,-1,0.1,60\n",
+    )
     page = response.get_data(as_text=True)
     assert response.status_code == 422 and "Nothing imported: 2 bad rows" in page
     assert "line 3" in page and "line 4" in page
@@ -403,8 +451,10 @@ def test_a_self_care_top_up_is_audited_as_the_apis_is_and_a_web_rate_import_too(
     b.post("/my/topup", {"voucher": number, "confirm_key": b.hidden("confirm_key")})
     _upload(operator(web), "demo", "prefix,price_1,interval_1,price_n,interval_n\n3399,0.1,60,0.1,60\n")
     with database.pool.connection() as conn:
-        lines = conn.execute("SELECT action, args::text, account_id, detail FROM operator_audit"
-                             " WHERE action IN ('voucher redeem', 'rate import') ORDER BY id").fetchall()
+        lines = conn.execute(
+            "SELECT action, args::text, account_id, detail FROM operator_audit"
+            " WHERE action IN ('voucher redeem', 'rate import') ORDER BY id"
+        ).fetchall()
     (redeem, redeem_args, account, credited), (imported, _, _, detail) = lines
     assert redeem == "voucher redeem" and account == demo.card_id and credited == "5.00000 USD credited"
     assert number[-4:] in redeem_args and number not in redeem_args
@@ -437,8 +487,8 @@ def test_holder_changes_pin_after_proving_the_old_one(web):
     elsewhere = holder(web)
     b.post("/my/pin", {"current_pin": demo.pin, "new_pin": "2468", "repeat_pin": "2468"})
     assert "Your PIN was changed" in b.last
-    assert b.get("/my").status_code == 200                    # this browser goes on ...
-    assert elsewhere.get("/my").status_code == 302            # ... one signed in with the old PIN does not
+    assert b.get("/my").status_code == 200  # this browser goes on ...
+    assert elsewhere.get("/my").status_code == 302  # ... one signed in with the old PIN does not
     holder(web, pin="2468")
 
 
@@ -446,8 +496,11 @@ def test_nothing_typed_is_rendered_unescaped(web):
     """<script> typed into every text field of every form and filter comes back escaped."""
     app, database, demo = web
     b = operator(web)
-    pages = [f"/cards?number={SCRIPT}&customer={SCRIPT}&status={SCRIPT}",
-             f"/cdrs?card=&destination={SCRIPT}&cause={SCRIPT}", f"/rates?tariff=demo&prefix={SCRIPT}"]
+    pages = [
+        f"/cards?number={SCRIPT}&customer={SCRIPT}&status={SCRIPT}",
+        f"/cdrs?card=&destination={SCRIPT}&cause={SCRIPT}",
+        f"/rates?tariff=demo&prefix={SCRIPT}",
+    ]
     for path in pages:
         text = b.get(path).get_data(as_text=True)
         assert SCRIPT not in text and ("&lt;script&gt;" in text or "%3Cscript%3E" in text), path
@@ -457,8 +510,16 @@ def test_nothing_typed_is_rendered_unescaped(web):
     b.get(f"/cards/{demo.card_number}")
     b.post(f"/cards/{demo.card_number}/adjust", {"amount": "1", "reference": SCRIPT})
     assert SCRIPT not in b.last and "&lt;script&gt;" in b.last
-    b.post(f"/cards/{demo.card_number}/adjust", {"step": "confirm", "confirm_key": b.hidden("confirm_key"),
-                                                 "amount": "1.00000", "reference": SCRIPT, "allow_negative": ""})
+    b.post(
+        f"/cards/{demo.card_number}/adjust",
+        {
+            "step": "confirm",
+            "confirm_key": b.hidden("confirm_key"),
+            "amount": "1.00000",
+            "reference": SCRIPT,
+            "allow_negative": "",
+        },
+    )
     assert SCRIPT not in b.last and "&lt;script&gt;" in b.last
     assert SCRIPT not in b.get(f"/cards/{demo.card_number}").get_data(as_text=True)
     for field in ("amount", "pin"):
@@ -468,7 +529,7 @@ def test_nothing_typed_is_rendered_unescaped(web):
     b.post("/tariffs/new", {"name": SCRIPT, "currency": "USD"})
     assert SCRIPT not in b.get("/rates").get_data(as_text=True)
     b.post("/tariffs/new", {"name": "t2", "currency": SCRIPT})
-    assert SCRIPT.upper() not in b.last and "&lt;script&gt;" in b.last.lower()   # (the message upper-cases it)
+    assert SCRIPT.upper() not in b.last and "&lt;script&gt;" in b.last.lower()  # (the message upper-cases it)
     text = _upload(b, "demo", f"prefix,price_1,interval_1,price_n,interval_n\n{SCRIPT},0.1,60,0.1,60\n")
     assert SCRIPT not in text.get_data(as_text=True)
     b.get("/vouchers")
@@ -477,8 +538,17 @@ def test_nothing_typed_is_rendered_unescaped(web):
     assert SCRIPT not in b.get(f"/vouchers?batch={SCRIPT}").get_data(as_text=True)
     b.post("/cards/batch", {"count": "1", "tariff": "demo", "balance": "0", "customer": SCRIPT})
     assert SCRIPT not in b.last and "&lt;script&gt;" in b.last
-    b.post("/cards/batch", {"step": "confirm", "confirm_key": b.hidden("confirm_key"), "count": "1",
-                            "tariff": "demo", "balance": "0.00000", "customer": SCRIPT})
+    b.post(
+        "/cards/batch",
+        {
+            "step": "confirm",
+            "confirm_key": b.hidden("confirm_key"),
+            "count": "1",
+            "tariff": "demo",
+            "balance": "0.00000",
+            "customer": SCRIPT,
+        },
+    )
     assert SCRIPT not in b.last and "&lt;script&gt;" in b.last
     b.get("/keys")
     b.post("/keys", {"name": SCRIPT, "role": "reseller", "owner": SCRIPT})
@@ -496,19 +566,23 @@ def test_nothing_typed_is_rendered_unescaped(web):
     assert SCRIPT not in h.last and "&lt;script&gt;" in h.last
     h = holder(web)
     h.get("/my")
-    for path, form in (("/my/topup", {"voucher": SCRIPT, "confirm_key": h.hidden("confirm_key")}),
-                       ("/my/pin", {"current_pin": SCRIPT, "new_pin": SCRIPT, "repeat_pin": SCRIPT})):
+    for path, form in (
+        ("/my/topup", {"voucher": SCRIPT, "confirm_key": h.hidden("confirm_key")}),
+        ("/my/pin", {"current_pin": SCRIPT, "new_pin": SCRIPT, "repeat_pin": SCRIPT}),
+    ):
         h.post(path, form)
         assert SCRIPT not in h.last, path
 
 
 def _stuck_reservation(database, demo) -> Any:
     """An open reservation to 4412345 (the 44 rate: 31 s cost 0.13600) past its expiry."""
-    grant = Ledger(database.pool).grant(demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(),
-                                        destination="4412345", max_call_duration=600)
+    grant = Ledger(database.pool).grant(
+        demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345", max_call_duration=600
+    )
     with database.pool.connection() as conn:
-        conn.execute("UPDATE reservations SET expires_at = now() - interval '1 minute' WHERE b_uuid = %s",
-                     (grant.b_uuid,))
+        conn.execute(
+            "UPDATE reservations SET expires_at = now() - interval '1 minute' WHERE b_uuid = %s", (grant.b_uuid,)
+        )
     return grant
 
 
@@ -522,8 +596,12 @@ def test_an_expired_reservation_is_settled_once_after_confirmation_showing_its_l
     b.get("/reservations")
     b.post(f"/reservations/{grant.b_uuid}/settle", {"billed_seconds": "31"})
     assert "Please confirm" in b.last and "at 31 billed seconds" in b.last
-    confirm = {"step": "confirm", "confirm_key": b.hidden("confirm_key"), "billed_seconds": "31",
-               "reason": b.hidden("reason")}
+    confirm = {
+        "step": "confirm",
+        "confirm_key": b.hidden("confirm_key"),
+        "billed_seconds": "31",
+        "reason": b.hidden("reason"),
+    }
     token = b.token()
     b.post(f"/reservations/{grant.b_uuid}/settle", {**confirm, "csrf_token": token}, csrf=False)
     assert 'id="ledger-row"' in b.last and "-0.13600 USD" in b.last and "9.86400 USD" in b.last
@@ -547,8 +625,10 @@ def test_a_release_moves_no_money(web):
     b = operator(web)
     b.get("/reservations")
     b.post(f"/reservations/{grant.b_uuid}/release")
-    b.post(f"/reservations/{grant.b_uuid}/release", {"step": "confirm", "confirm_key": b.hidden("confirm_key"),
-                                                     "billed_seconds": "", "reason": b.hidden("reason")})
+    b.post(
+        f"/reservations/{grant.b_uuid}/release",
+        {"step": "confirm", "confirm_key": b.hidden("confirm_key"), "billed_seconds": "", "reason": b.hidden("reason")},
+    )
     assert "Done" in b.last and balance(database, demo.card_id) == Decimal("10")
 
 
@@ -557,8 +637,8 @@ def test_a_card_holder_stays_signed_in_while_the_page_loads_its_stylesheet(web):
     b.get("/my")
     token = b.token()
     assert b.get("/assets/style.css").status_code == 200
-    assert b.get("/").status_code == 302          # a card holder opens no console page ...
-    assert b.get("/my").status_code == 200 and b.token() == token   # ... and keeps their own session
+    assert b.get("/").status_code == 302  # a card holder opens no console page ...
+    assert b.get("/my").status_code == 200 and b.token() == token  # ... and keeps their own session
 
 
 def test_the_dashboard_charts_are_svg_with_a_text_alternative(web):
@@ -576,15 +656,23 @@ def test_a_card_batch_is_confirmed_then_its_pins_are_downloaded_once(web):
     assert "Please confirm" in b.last and "3 cards on tariff demo, each with 2.00000 USD" in b.last
     confirm = {k: b.hidden(k) for k in ("confirm_key", "count", "tariff", "balance", "customer")}
     token = b.token()
-    first = b.http.post("/cards/batch", data={**confirm, "step": "confirm", "csrf_token": token},
-                        base_url="https://localhost", headers=SAME_SITE)
+    first = b.http.post(
+        "/cards/batch",
+        data={**confirm, "step": "confirm", "csrf_token": token},
+        base_url="https://localhost",
+        headers=SAME_SITE,
+    )
     assert first.headers["Content-Disposition"] == "attachment; filename=cards.csv"
     rows = [line.split(",") for line in first.get_data(as_text=True).splitlines()[1:]]
     assert len(rows) == 3 and all(len(pin) == 4 and amount == "2.00000" for _, pin, amount, _ in rows)
-    again = b.http.post("/cards/batch", data={**confirm, "step": "confirm", "csrf_token": token},
-                        base_url="https://localhost", headers=SAME_SITE)
+    again = b.http.post(
+        "/cards/batch",
+        data={**confirm, "step": "confirm", "csrf_token": token},
+        base_url="https://localhost",
+        headers=SAME_SITE,
+    )
     repeat = [line.split(",") for line in again.get_data(as_text=True).splitlines()[1:]]
-    assert [r[0] for r in repeat] == [r[0] for r in rows] and all(r[1] == "" for r in repeat)   # no PINs twice
+    assert [r[0] for r in repeat] == [r[0] for r in rows] and all(r[1] == "" for r in repeat)  # no PINs twice
     page = b.get("/cards").get_data(as_text=True)
     assert all(f"/cards/{number}" in page for number, *_ in rows)
     holder(web, number=rows[0][0], pin=rows[0][1])
@@ -600,7 +688,7 @@ def test_vouchers_are_generated_listed_and_voided_by_an_admin_only(web, caplog):
     assert len(made) == 2
     with caplog.at_level(logging.INFO, logger="cardd.api"):
         b.post("/vouchers/void", {"number": made[0]})
-    assert made[0] not in caplog.text and "POST /vouchers/void 302" in caplog.text   # never in a log line
+    assert made[0] not in caplog.text and "POST /vouchers/void 302" in caplog.text  # never in a log line
     page = b.get("/vouchers?status=void").get_data(as_text=True)
     assert made[0] in page and made[1] not in page
     h = holder(web)
@@ -619,7 +707,7 @@ def test_an_admin_makes_a_key_shown_once_and_revoking_it_signs_its_browser_out(w
     b.get("/keys")
     assert b.post("/keys", {"name": "shop", "role": "readonly", "owner": ""}).status_code == 201
     made = re.search(r"<code>(cardd_[^<]+)</code>", b.last).group(1)
-    assert made not in b.get("/keys").get_data(as_text=True)          # shown on that answer only
+    assert made not in b.get("/keys").get_data(as_text=True)  # shown on that answer only
     shop = Browser(app)
     shop.get("/login")
     assert shop.post("/login", {"key": made}).status_code == 302
@@ -628,9 +716,9 @@ def test_an_admin_makes_a_key_shown_once_and_revoking_it_signs_its_browser_out(w
     b.get("/keys")
     b.post("/keys", {"revoke": key_id})
     assert "revoked" in b.last
-    assert shop.get("/cards").status_code == 302                      # back to the sign-in page
+    assert shop.get("/cards").status_code == 302  # back to the sign-in page
     b.post("/keys", {"name": "r", "role": "reseller", "owner": ""})
-    assert "needs --owner" in b.last                                   # the service's own refusal
+    assert "needs --owner" in b.last  # the service's own refusal
     assert operator(web, role="readonly").get("/keys").status_code == 403
 
 
@@ -638,6 +726,7 @@ def test_customers_and_plans_are_listed_a_reseller_sees_only_its_own(web):
     app, database, demo = web
     from cardd.billing import apistore
     from cardd.billing import operator as ops
+
     acme = ops.add_customer(database.pool, "acme shop", who="pytest")
     with database.pool.connection() as conn:
         apistore.set_customer_owner(conn, acme, "acme")
@@ -659,7 +748,7 @@ def test_the_dashboard_lists_failed_calls_by_cause(web):
         grant = ledger.grant(demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345")
         ledger.settle(grant.b_uuid, billmsec=0, hangup_cause=cause)
     page = operator(web).get("/").get_data(as_text=True)
-    table = page[page.index('id="failures"'):]
+    table = page[page.index('id="failures"') :]
     assert re.search(r"USER_BUSY</a></td><td class=\"num\">2<", table)
     assert re.search(r"NO_ANSWER</a></td><td class=\"num\">1<", table)
 
@@ -672,9 +761,9 @@ def test_the_dashboard_reuses_its_cdr_figures_for_a_while_but_not_the_live_count
     ledger = Ledger(database.pool)
     grant = ledger.grant(demo.card_id, a_uuid=uuid.uuid4(), b_uuid=uuid.uuid4(), destination="4412345")
     page = b.get("/").get_data(as_text=True)
-    assert '<span class="figure" id="open-reservations">1</span>' in page     # live
+    assert '<span class="figure" id="open-reservations">1</span>' in page  # live
     ledger.settle(grant.b_uuid, billmsec=31000, hangup_cause="NORMAL_CLEARING")
-    assert "No calls today." in b.get("/").get_data(as_text=True)              # the CDR scan reused
+    assert "No calls today." in b.get("/").get_data(as_text=True)  # the CDR scan reused
     app.config["CARDD_WEB_FIGURES_CACHE_S"] = 0
     assert "No calls today." not in b.get("/").get_data(as_text=True)
 
@@ -688,24 +777,36 @@ def test_the_console_filters_at_scale_are_served_by_their_indexes(database):
     the dashboard's 24 h scan read an index range, not every row (the queries of apistore.cdrs_page,
     apistore.cards_page and cardd.billing.stats, with the planner's statistics of 20,000 rows)."""
     import psycopg
+
     demo = create_demo_data(database.pool)
     with psycopg.connect(database.dsn, autocommit=True) as conn:
-        conn.execute("INSERT INTO accounts (username, currency, tariff_id)"
-                     " SELECT (5000000000 + i)::text, 'USD', %s FROM generate_series(1, 20000) i", (demo.tariff_id,))
+        conn.execute(
+            "INSERT INTO accounts (username, currency, tariff_id)"
+            " SELECT (5000000000 + i)::text, 'USD', %s FROM generate_series(1, 20000) i",
+            (demo.tariff_id,),
+        )
         conn.execute(
             "INSERT INTO cdrs (b_uuid, a_uuid, account_id, username, currency, cli, cld, translated_cld, rate_prefix,"
             "                  started_at, answered_at, ended_at, granted_seconds, billed_seconds, cost, hangup_cause)"
             " SELECT gen_random_uuid(), gen_random_uuid(), %s, '1234567890', 'USD', '1555', '44' || (2071000000 + g),"
             "        '44' || (2071000000 + g), '44', t, t, t + interval '60 s', 60, 60, 0.1, 'NORMAL_CLEARING'"
             "   FROM (SELECT g, now() - interval '30 days' + g * interval '2 min' AS t"
-            "           FROM generate_series(1, 20000) g) s", (demo.card_id,))
+            "           FROM generate_series(1, 20000) g) s",
+            (demo.card_id,),
+        )
         conn.execute("ANALYZE accounts")
         conn.execute("ANALYZE cdrs")
         assert "cdrs_translated_cld_idx" in _plan(
-            conn, "SELECT id FROM cdrs WHERE translated_cld LIKE %s ORDER BY id DESC LIMIT 51", ("44207100012%",))
+            conn, "SELECT id FROM cdrs WHERE translated_cld LIKE %s ORDER BY id DESC LIMIT 51", ("44207100012%",)
+        )
         assert "accounts_status_idx" in _plan(
-            conn, "SELECT a.id FROM accounts a WHERE a.status = %s ORDER BY a.id LIMIT 51", ("blocked",))
-        figures = _plan(conn, "SELECT date_trunc('hour', ended_at), currency, hangup_cause, answered_at IS NOT NULL,"
-                              " count(*), sum(cost), sum(billed_seconds) FROM cdrs"
-                              " WHERE ended_at >= now() - interval '24 hours' GROUP BY 1, 2, 3, 4", ())
+            conn, "SELECT a.id FROM accounts a WHERE a.status = %s ORDER BY a.id LIMIT 51", ("blocked",)
+        )
+        figures = _plan(
+            conn,
+            "SELECT date_trunc('hour', ended_at), currency, hangup_cause, answered_at IS NOT NULL,"
+            " count(*), sum(cost), sum(billed_seconds) FROM cdrs"
+            " WHERE ended_at >= now() - interval '24 hours' GROUP BY 1, 2, 3, 4",
+            (),
+        )
         assert "cdrs_ended_figures_idx" in figures and "Index Only Scan" in figures

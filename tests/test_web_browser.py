@@ -31,12 +31,10 @@ from cardd.billing import pins, vouchers
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-BAD_RATES = ("prefix,price_1,interval_1,price_n,interval_n,connect_fee\n"
-             "44,0.06,30,0.06,6,0.10\n"
-             "4420,0.05,thirty,0.05,6,0\n")
-GOOD_RATES = ("prefix,price_1,interval_1,price_n,interval_n,connect_fee\n"
-              "44,0.06,30,0.06,6,0.10\n"
-              "4420,0.05,30,0.05,6,0\n")
+BAD_RATES = (
+    "prefix,price_1,interval_1,price_n,interval_n,connect_fee\n44,0.06,30,0.06,6,0.10\n4420,0.05,thirty,0.05,6,0\n"
+)
+GOOD_RATES = "prefix,price_1,interval_1,price_n,interval_n,connect_fee\n44,0.06,30,0.06,6,0.10\n4420,0.05,30,0.05,6,0\n"
 
 
 def _need_chromium() -> None:
@@ -68,16 +66,19 @@ def web_process(dsn, tmp_path, restore_logging) -> Iterator[tuple[str, Path]]:
     """`cardd api` on a free port; its base URL (localhost: a secure context, so the Secure cookie is kept)."""
     port = _free_port()
     config = tmp_path / "cardd.yaml"
-    config.write_text("daemon:\n"
-                      f"  dsn: \"{dsn}\"\n"
-                      f"  pin_key_file: {pins.installed_key().path}\n"
-                      "  pin_failures_per_card: 5\n"
-                      "api:\n"
-                      f"  listen: 127.0.0.1:{port}\n")
+    config.write_text(
+        "daemon:\n"
+        f'  dsn: "{dsn}"\n'
+        f"  pin_key_file: {pins.installed_key().path}\n"
+        "  pin_failures_per_card: 5\n"
+        "api:\n"
+        f"  listen: 127.0.0.1:{port}\n"
+    )
     log = tmp_path / "api.log"
     with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "cardd", "-c", str(config), "api"], cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cardd", "-c", str(config), "api"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=err
+        )
     deadline = time.monotonic() + 60
     while "API listening" not in log.read_text():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -105,8 +106,13 @@ class Browser:
 
         options = webdriver.ChromeOptions()
         options.binary_location = CHROMIUM or ""
-        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,760",
-                    "--hide-scrollbars"):
+        for arg in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-dev-shm-usage",
+            "--window-size=1000,760",
+            "--hide-scrollbars",
+        ):
             options.add_argument(arg)
         self.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
         self.driver.implicitly_wait(0)
@@ -148,10 +154,16 @@ class Browser:
     def shot(self, name: str) -> bytes:
         """The whole page, beyond the window's height (Chromium's DevTools screenshot)."""
         width, height = self.driver.execute_script(
-            "return [document.documentElement.clientWidth, document.documentElement.scrollHeight]")
-        shot = self.driver.execute_cdp_cmd("Page.captureScreenshot", {
-            "format": "png", "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": width, "height": min(height, 4000), "scale": 1}})
+            "return [document.documentElement.clientWidth, document.documentElement.scrollHeight]"
+        )
+        shot = self.driver.execute_cdp_cmd(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": width, "height": min(height, 4000), "scale": 1},
+            },
+        )
         png = base64.b64decode(shot["data"])
         self.shots[name] = png
         return png
@@ -196,13 +208,14 @@ def _readme_shot(b: Browser, name: str) -> None:
 
 
 def test_operator_imports_rates_creates_a_card_and_finds_a_simulated_calls_cdr_and_balance(
-        browser, web_process, cardd_with, database, tmp_path):
+    browser, web_process, cardd_with, database, tmp_path
+):
     b = browser
     base, config = web_process
     code, key = cardd(config, "apikey", "add", "console", "--role", "admin", "--by", "pytest")
     assert code == 0
     with screenshots_on_failure(b):
-        b.open("/rates")                               # not signed in: the sign-in page, then back here
+        b.open("/rates")  # not signed in: the sign-in page, then back here
         b.wait_text("Operator sign-in")
         b.shot("login")
         b.fill("key", key.strip())
@@ -221,7 +234,7 @@ def test_operator_imports_rates_creates_a_card_and_finds_a_simulated_calls_cdr_a
         report = b.wait_text("Nothing imported", "#import-report")
         assert "1 bad row of 2" in report and "line 3" in report
         b.shot("rates-report")
-        assert "No rates." in b.text("#rates")        # the good row of the bad file was not imported either
+        assert "No rates." in b.text("#rates")  # the good row of the bad file was not imported either
         b.driver.find_element("id", "file").send_keys(str(good))
         b.submit("#import")
         assert "2 rows, 2 new" in b.wait_text("Imported", "#import-report")
@@ -237,8 +250,20 @@ def test_operator_imports_rates_creates_a_card_and_finds_a_simulated_calls_cdr_a
 
         running = cardd_with(database)
         host, port = running.address
-        code, out = cardd(config, "call", "--server", f"{host}:{port}", "--digits", "1000000001#", "--digits",
-                          "1234#", "--digits", "442071234567#", "--talk", "31")
+        code, out = cardd(
+            config,
+            "call",
+            "--server",
+            f"{host}:{port}",
+            "--digits",
+            "1000000001#",
+            "--digits",
+            "1234#",
+            "--digits",
+            "442071234567#",
+            "--talk",
+            "31",
+        )
         assert code == 0, out
 
         b.open("/cdrs")
@@ -251,7 +276,7 @@ def test_operator_imports_rates_creates_a_card_and_finds_a_simulated_calls_cdr_a
         b.driver.find_element("link text", "1000000001").click()
         b.wait_text("Card 1000000001", "h1")
         assert b.text("#balance") == f"{Decimal('10') - cost:.5f} USD"
-        assert b.text("#total") == b.text("#balance")          # the history adds up to the balance
+        assert b.text("#total") == b.text("#balance")  # the history adds up to the balance
         assert "call" in b.text("#history")
         b.shot("card")
         _readme_shot(b, "card")
@@ -293,7 +318,7 @@ def test_a_wrong_pin_five_times_is_throttled(browser, demo_data):
             assert "Wrong card number or PIN" in b.wait_text("Wrong", "#login-error"), attempt
         b.open("/my/login")
         b.fill("number", demo_data.card_number)
-        b.fill("pin", demo_data.pin)                   # even the right PIN, now
+        b.fill("pin", demo_data.pin)  # even the right PIN, now
         b.submit()
         b.wait_text("Too many failed attempts", "#login-error")
         b.shot("throttled")
@@ -329,6 +354,7 @@ def test_signing_in_by_keyboard_alone_and_every_page_fits_a_phone(browser, web_p
 
 def _fits(b: Browser) -> bool:
     """Nothing wider than the screen: wide tables scroll inside their own box, the page does not."""
-    assert b.driver.execute_script("return window.innerWidth") <= 400   # the phone's width, really
+    assert b.driver.execute_script("return window.innerWidth") <= 400  # the phone's width, really
     return b.driver.execute_script(
-        "return document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+        "return document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+    )

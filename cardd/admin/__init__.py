@@ -18,9 +18,9 @@ def add_parsers(subparsers: Any) -> None:
     # Imported here: `import cardd.admin.common` (every command module does) stays cheap.
     from cardd.admin import apikeys, carriers, core, identity, ops, prompts
 
-    core.add_parsers(subparsers)         # db, tariff, rate, card
-    carriers.add_parsers(subparsers)     # carrier, carrier rates
-    identity.add_parsers(subparsers)     # card generate/block/..., cli, customer, plan, voucher, hotdial, ...
-    ops.add_parsers(subparsers)          # rate import/lookup, cdr export, reservations, audit
-    prompts.add_parsers(subparsers)      # prompt
-    apikeys.add_parsers(subparsers)      # apikey
+    core.add_parsers(subparsers)  # db, tariff, rate, card
+    carriers.add_parsers(subparsers)  # carrier, carrier rates
+    identity.add_parsers(subparsers)  # card generate/block/..., cli, customer, plan, voucher, hotdial, ...
+    ops.add_parsers(subparsers)  # rate import/lookup, cdr export, reservations, audit
+    prompts.add_parsers(subparsers)  # prompt
+    apikeys.add_parsers(subparsers)  # apikey

@@ -15,8 +15,12 @@ def add_parsers(subparsers: Any) -> None:
     sub = apikey.add_subparsers(dest="apikey_command", required=True)
     add = sub.add_parser("add", help="create a key; it is printed once and never again")
     add.add_argument("name", help="what the key is for (shown in lists and in the audit)")
-    add.add_argument("--role", choices=apiauth.ROLES, required=True,
-                     help="admin: everything; reseller: only its customers and their cards; readonly: reads")
+    add.add_argument(
+        "--role",
+        choices=apiauth.ROLES,
+        required=True,
+        help="admin: everything; reseller: only its customers and their cards; readonly: reads",
+    )
     add.add_argument("--owner", help="reseller keys: the reseller its customers belong to")
     add_by(add)
     add.set_defaults(func=run_apikey_add)
@@ -45,8 +49,10 @@ def run_apikey_list(args: argparse.Namespace, settings: Any) -> int:
         keys = apiauth.list_keys(db.pool)
     print("key_id\tname\trole\towner\tcreated\tlast_used\trevoked")
     for k in keys:
-        print(f"{k.key_id}\t{k.name}\t{k.role}\t{k.owner or '-'}\t{_when(k.created_at)}\t{_when(k.last_used_at)}"
-              f"\t{_when(k.revoked_at)}")
+        print(
+            f"{k.key_id}\t{k.name}\t{k.role}\t{k.owner or '-'}\t{_when(k.created_at)}\t{_when(k.last_used_at)}"
+            f"\t{_when(k.revoked_at)}"
+        )
     return 0
 
 

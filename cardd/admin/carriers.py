@@ -34,28 +34,43 @@ def _count(minimum: int):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
         return value
+
     return parse
 
 
 def add_parsers(subparsers: Any) -> None:
     """Register `carrier` and its sub-commands."""
-    c_sub = sub_commands(subparsers, "carrier", "carriers and their buy rates (least-cost routing)",
-                         "carrier_command")
+    c_sub = sub_commands(subparsers, "carrier", "carriers and their buy rates (least-cost routing)", "carrier_command")
     add = c_sub.add_parser(
-        "add", help="add a carrier (enabled)",
+        "add",
+        help="add a carrier (enabled)",
         description="A carrier terminates calls through its gateways, tried in the order given, at the"
-                    " prices of its buy deck (`cardd carrier rates import`). Calls go to the carrier whose"
-                    " deck makes the first minute cheapest; with no carrier at all cardd dials"
-                    " daemon.dial_string.")
+        " prices of its buy deck (`cardd carrier rates import`). Calls go to the carrier whose"
+        " deck makes the first minute cheapest; with no carrier at all cardd dials"
+        " daemon.dial_string.",
+    )
     add.add_argument("name")
     add.add_argument("--currency", type=_currency, required=True, help="the buy deck's currency (ISO code)")
-    add.add_argument("--gateway", action="append", required=True, metavar="TEMPLATE",
-                     help="dial-string template with {number}, e.g. sofia/gateway/acme/{number};"
-                          " repeat for more gateways, tried in order")
-    add.add_argument("--priority", type=_count(0), default=100,
-                     help="among equal first-minute prices the lower number goes first (default 100)")
-    add.add_argument("--channel-limit", type=_count(1), default=None,
-                     help="calls up at once through this carrier (default: no limit)")
+    add.add_argument(
+        "--gateway",
+        action="append",
+        required=True,
+        metavar="TEMPLATE",
+        help="dial-string template with {number}, e.g. sofia/gateway/acme/{number};"
+        " repeat for more gateways, tried in order",
+    )
+    add.add_argument(
+        "--priority",
+        type=_count(0),
+        default=100,
+        help="among equal first-minute prices the lower number goes first (default 100)",
+    )
+    add.add_argument(
+        "--channel-limit",
+        type=_count(1),
+        default=None,
+        help="calls up at once through this carrier (default: no limit)",
+    )
     add.set_defaults(func=run_carrier_add)
 
     lst = c_sub.add_parser("list", help="carriers, their gateways, deck sizes and calls up")
@@ -69,23 +84,30 @@ def add_parsers(subparsers: Any) -> None:
     rates = c_sub.add_parser("rates", help="a carrier's buy deck")
     r_sub = rates.add_subparsers(dest="carrier_rates_command", required=True)
     imp = r_sub.add_parser(
-        "import", help="import a carrier's buy rates from CSV (all rows or none)",
+        "import",
+        help="import a carrier's buy rates from CSV (all rows or none)",
         description="The CSV of `cardd rate import`: prefix, description, price_1, interval_1, price_n,"
-                    " interval_n, connect_fee, free_seconds, grace[, forbidden] (prices per minute,"
-                    " intervals in seconds; a forbidden prefix is one the carrier does not take)."
-                    " Every bad row is reported with its line number and then nothing is imported.")
+        " interval_n, connect_fee, free_seconds, grace[, forbidden] (prices per minute,"
+        " intervals in seconds; a forbidden prefix is one the carrier does not take)."
+        " Every bad row is reported with its line number and then nothing is imported.",
+    )
     imp.add_argument("file", help="the CSV file ('-' = standard input)")
     imp.add_argument("--carrier", required=True)
-    imp.add_argument("--mode", choices=("merge", "replace"), default="merge",
-                     help="merge: add new prefixes, update existing ones (default);"
-                          " replace: the deck becomes exactly the file")
+    imp.add_argument(
+        "--mode",
+        choices=("merge", "replace"),
+        default="merge",
+        help="merge: add new prefixes, update existing ones (default); replace: the deck becomes exactly the file",
+    )
     imp.set_defaults(func=run_carrier_rates_import)
 
     route = c_sub.add_parser(
-        "route", help="the routes a call to NUMBER would take now, in order, with their buy prices",
+        "route",
+        help="the routes a call to NUMBER would take now, in order, with their buy prices",
         description="What a grant would choose, in order, without reserving anything: the carrier, gateway,"
-                    " longest prefix and first-minute buy price of each route, against the tariff's sell"
-                    " price. Carriers at their channel limit right now are left out, as for a call.")
+        " longest prefix and first-minute buy price of each route, against the tariff's sell"
+        " price. Carriers at their channel limit right now are left out, as for a call.",
+    )
     route.add_argument("number")
     route.add_argument("--tariff", required=True, help="the sell side: the card's tariff")
     route.add_argument("--allow-loss", action="store_true", help="as calling_card.route_at_a_loss: true")
@@ -95,13 +117,21 @@ def add_parsers(subparsers: Any) -> None:
 def run_carrier_add(args: argparse.Namespace, settings: Any) -> int:
     with operator_database(settings) as db:
         try:
-            cid = carriers.create_carrier(db.pool, args.name, currency=args.currency, gateways=args.gateway,
-                                          priority=args.priority, channel_limit=args.channel_limit)
+            cid = carriers.create_carrier(
+                db.pool,
+                args.name,
+                currency=args.currency,
+                gateways=args.gateway,
+                priority=args.priority,
+                channel_limit=args.channel_limit,
+            )
         except CatalogError as exc:
             return refuse(exc)
     limit = f", at most {args.channel_limit} calls" if args.channel_limit else ""
-    print(f"carrier {args.name} ({args.currency}) created, id {cid}, {len(args.gateway)} gateway(s),"
-          f" priority {args.priority}{limit}")
+    print(
+        f"carrier {args.name} ({args.currency}) created, id {cid}, {len(args.gateway)} gateway(s),"
+        f" priority {args.priority}{limit}"
+    )
     return 0
 
 
@@ -110,9 +140,11 @@ def run_carrier_list(args: argparse.Namespace, settings: Any) -> int:
         found = carriers.list_carriers(db.pool)
     print("carrier\tcurrency\tenabled\tpriority\tchannel limit\tcalls up\tbuy rates\tgateways")
     for c in found:
-        print(f"{c.name}\t{c.currency}\t{'yes' if c.enabled else 'no'}\t{c.priority}"
-              f"\t{c.channel_limit if c.channel_limit is not None else '-'}\t{c.open_calls}\t{c.rates}"
-              f"\t{' | '.join(c.gateways)}")
+        print(
+            f"{c.name}\t{c.currency}\t{'yes' if c.enabled else 'no'}\t{c.priority}"
+            f"\t{c.channel_limit if c.channel_limit is not None else '-'}\t{c.open_calls}\t{c.rates}"
+            f"\t{' | '.join(c.gateways)}"
+        )
     return 0
 
 
@@ -136,22 +168,27 @@ def run_carrier_route(args: argparse.Namespace, settings: Any) -> int:
     with operator_database(settings) as db, db.pool.connection() as conn:
         try:
             with conn.transaction(force_rollback=True):
-                sell, currency, routes = routes_in_order(conn, args.number, args.tariff,
-                                                         allow_loss=args.allow_loss)
+                sell, currency, routes = routes_in_order(conn, args.number, args.tariff, allow_loss=args.allow_loss)
         except CatalogError as exc:
             return refuse(exc)
     if sell is None or sell.forbidden:
         print(f"{args.number}: {'forbidden' if sell else 'no rate'} in tariff {args.tariff}: calls are refused")
         return 1
     sell_minute = call_cost(sell, FIRST_MINUTE_S)
-    print(f"sell: tariff {args.tariff} prefix {sell.prefix or '(catch-all)'}, first minute"
-          f" {format_money(sell_minute, currency)}")
+    print(
+        f"sell: tariff {args.tariff} prefix {sell.prefix or '(catch-all)'}, first minute"
+        f" {format_money(sell_minute, currency)}"
+    )
     if not routes:
-        print("no route: the caller hears \"destination unavailable\" (or, with no carrier at all,"
-              " daemon.dial_string is dialled)")
+        print(
+            'no route: the caller hears "destination unavailable" (or, with no carrier at all,'
+            " daemon.dial_string is dialled)"
+        )
         return 1
     print("#\tcarrier\tgateway\tprefix\tbuy first minute\tmargin first minute")
     for n, r in enumerate(routes, 1):
-        print(f"{n}\t{r.carrier}\t{r.gateway}\t{r.buy.prefix or '(catch-all)'}\t{format_money(r.first_minute)}"
-              f"\t{format_money(sell_minute - r.first_minute)}")
+        print(
+            f"{n}\t{r.carrier}\t{r.gateway}\t{r.buy.prefix or '(catch-all)'}\t{format_money(r.first_minute)}"
+            f"\t{format_money(sell_minute - r.first_minute)}"
+        )
     return 0

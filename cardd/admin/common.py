@@ -52,6 +52,7 @@ def _seconds(minimum: int):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
         return value
+
     return parse
 
 
@@ -60,6 +61,7 @@ def _digits(what: str):
         if not is_digits(text) and not (what == "prefix" and text == ""):
             raise argparse.ArgumentTypeError(f"a {what} is digits only, got {text!r}")
         return text
+
     return parse
 
 
@@ -83,14 +85,17 @@ def guard(args: argparse.Namespace, *, balance: Decimal | None = None, expires: 
     if balance is not None and balance < 0 and not getattr(args, "allow_negative", False):
         return f"a starting balance of {balance} is negative; give --allow-negative if that is meant"
     if expires is not None and expires <= datetime.now(UTC) and not getattr(args, "allow_past_expiry", False):
-        return (f"expiry {expires.astimezone(UTC):%Y-%m-%d %H:%M} UTC is in the past;"
-                " give --allow-past-expiry if that is meant")
+        return (
+            f"expiry {expires.astimezone(UTC):%Y-%m-%d %H:%M} UTC is in the past;"
+            " give --allow-past-expiry if that is meant"
+        )
     return None
 
 
 def add_by(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--by", default=None, metavar="NAME",
-                        help="who is doing this, for the audit (default: the OS user)")
+    parser.add_argument(
+        "--by", default=None, metavar="NAME", help="who is doing this, for the audit (default: the OS user)"
+    )
 
 
 def operator_name(args: argparse.Namespace) -> str:

@@ -96,8 +96,9 @@ def add_parsers(subparsers: Any) -> None:
     c_show.add_argument("number")
     c_show.add_argument("--cdrs", type=_seconds(0), default=10, help="how many CDRs to show")
     c_show.set_defaults(func=run_card_show)
-    c_hist = c_sub.add_parser("history", help="the card's ledger rows (calls, top-ups, adjustments, transfers)"
-                                              " with the running balance")
+    c_hist = c_sub.add_parser(
+        "history", help="the card's ledger rows (calls, top-ups, adjustments, transfers) with the running balance"
+    )
     c_hist.add_argument("number")
     c_hist.add_argument("--last", type=_seconds(1), default=None, help="only the last N rows")
     c_hist.set_defaults(func=run_card_history)
@@ -105,16 +106,20 @@ def add_parsers(subparsers: Any) -> None:
     c_list.add_argument("--status", choices=("new", "active", "blocked", "closed"), default=None)
     c_list.add_argument("--customer", default=None, help="only this customer's cards")
     c_list.add_argument("--tariff", default=None, help="only cards on this tariff")
-    c_list.add_argument("--balance-below", type=_amount, default=None, metavar="AMOUNT",
-                        help="only cards whose balance is below AMOUNT")
+    c_list.add_argument(
+        "--balance-below", type=_amount, default=None, metavar="AMOUNT", help="only cards whose balance is below AMOUNT"
+    )
     c_list.add_argument("--limit", type=_seconds(1), default=1000, help="at most this many cards")
     c_list.set_defaults(func=run_card_list)
     c_adj = c_sub.add_parser("adjust", help="credit (positive) or debit (negative) a card, as a ledger row")
     c_adj.add_argument("number")
     c_adj.add_argument("amount", type=_amount)
     c_adj.add_argument("--reference", default="operator adjustment")
-    c_adj.add_argument("--allow-negative", action="store_true",
-                       help="allow a debit that leaves the balance (or the credit open calls may spend) below 0")
+    c_adj.add_argument(
+        "--allow-negative",
+        action="store_true",
+        help="allow a debit that leaves the balance (or the credit open calls may spend) below 0",
+    )
     add_by(c_adj)
     c_adj.set_defaults(func=run_card_adjust)
 
@@ -152,16 +157,25 @@ def run_rate_add(args: argparse.Namespace, settings: Any) -> int:
     with operator_database(settings) as db:
         try:
             catalog.add_rate(
-                db.pool, args.tariff, args.prefix, price_1=args.price_1, interval_1=args.interval_1,
-                price_n=args.price_n, interval_n=args.interval_n, connect_fee=args.connect_fee,
-                free_seconds=args.free_seconds, grace=args.grace, forbidden=args.forbidden,
+                db.pool,
+                args.tariff,
+                args.prefix,
+                price_1=args.price_1,
+                interval_1=args.interval_1,
+                price_n=args.price_n,
+                interval_n=args.interval_n,
+                connect_fee=args.connect_fee,
+                free_seconds=args.free_seconds,
+                grace=args.grace,
+                forbidden=args.forbidden,
                 replace=args.replace,
             )
         except CatalogError as exc:
             return refuse(str(exc))
-    print(f"rate {args.prefix or '(default)'} in tariff {args.tariff}: {args.price_1}/min"
-          f" {args.interval_1}s then {args.price_n}/min {args.interval_n}s"
-          + (" FORBIDDEN" if args.forbidden else ""))
+    print(
+        f"rate {args.prefix or '(default)'} in tariff {args.tariff}: {args.price_1}/min"
+        f" {args.interval_1}s then {args.price_n}/min {args.interval_n}s" + (" FORBIDDEN" if args.forbidden else "")
+    )
     return 0
 
 
@@ -192,9 +206,18 @@ def run_card_add(args: argparse.Namespace, settings: Any) -> int:
     with operator_database(settings) as db:
         try:
             cid = operator.add_card(
-                db.pool, args.number, who=operator_name(args), tariff=args.tariff, currency=args.currency, pin=args.pin,
-                balance=args.balance, authname=args.authname, max_concurrent_calls=args.max_calls,
-                expires_at=args.expires, customer=args.customer, plan=args.plan,
+                db.pool,
+                args.number,
+                who=operator_name(args),
+                tariff=args.tariff,
+                currency=args.currency,
+                pin=args.pin,
+                balance=args.balance,
+                authname=args.authname,
+                max_concurrent_calls=args.max_calls,
+                expires_at=args.expires,
+                customer=args.customer,
+                plan=args.plan,
                 allow_negative=args.allow_negative,
             )
         except (CatalogError, OperatorError) as exc:
@@ -213,10 +236,11 @@ def run_card_show(args: argparse.Namespace, settings: Any) -> int:
         reservations = ledger.open_reservations(card.id)
         cdrs = ledger.cdrs_for(card.id, limit=args.cdrs)
         details = operator.card_details(db.pool, card.id)
-    print(f"card       {card.username} (id {card.id}), {card.status}"
-          + (f", expires {card.expires_at:%Y-%m-%d %H:%M}" if card.expires_at else "")
-          + (f", valid {details.valid_days} days from first use" if details.valid_days and not card.expires_at
-             else ""))
+    print(
+        f"card       {card.username} (id {card.id}), {card.status}"
+        + (f", expires {card.expires_at:%Y-%m-%d %H:%M}" if card.expires_at else "")
+        + (f", valid {details.valid_days} days from first use" if details.valid_days and not card.expires_at else "")
+    )
     print(f"balance    {format_money(card.balance, card.currency)}")
     print(f"available  {format_money(available, card.currency)}")
     print(f"tariff     {details.tariff}")
@@ -224,8 +248,10 @@ def run_card_show(args: argparse.Namespace, settings: Any) -> int:
     plan = "-"
     if details.plan:
         plan = details.plan + "".join(
-            f", {word}" for on, word in ((details.plan_suspended, "suspended"),
-                                         (details.minutes_plan, "minutes plan")) if on)
+            f", {word}"
+            for on, word in ((details.plan_suspended, "suspended"), (details.minutes_plan, "minutes plan"))
+            if on
+        )
     print(f"plan       {plan}")
     for prefix, used, minutes in details.plan_usage:
         print(f"  prefix {prefix or '(any)'}: {used // 60} min {used % 60} s used of {minutes} min")
@@ -236,12 +262,16 @@ def run_card_show(args: argparse.Namespace, settings: Any) -> int:
         print(f"max calls  {details.max_concurrent_calls}")
     print(f"open reservations: {len(reservations)}")
     for r in reservations:
-        print(f"  {r.b_uuid}  {format_money(r.amount)}  {r.duration_s} s to {r.cld}"
-              f"  expires {r.expires_at:%Y-%m-%d %H:%M:%S}")
+        print(
+            f"  {r.b_uuid}  {format_money(r.amount)}  {r.duration_s} s to {r.cld}"
+            f"  expires {r.expires_at:%Y-%m-%d %H:%M:%S}"
+        )
     print(f"last CDRs: {len(cdrs)}")
     for c in cdrs:
-        print(f"  {c.ended_at:%Y-%m-%d %H:%M:%S}  {c.cld:<16} {c.billed_seconds:>6} s  {format_money(c.cost)}"
-              f"  {c.hangup_cause}" + ("  (estimated)" if c.estimated else ""))
+        print(
+            f"  {c.ended_at:%Y-%m-%d %H:%M:%S}  {c.cld:<16} {c.billed_seconds:>6} s  {format_money(c.cost)}"
+            f"  {c.hangup_cause}" + ("  (estimated)" if c.estimated else "")
+        )
     return 0
 
 
@@ -253,26 +283,40 @@ def run_card_history(args: argparse.Namespace, settings: Any) -> int:
         rows = operator.card_history(db.pool, card.id, limit=args.last)
     print("time (UTC)\tkind\tamount\tbalance\treference\tcall")
     for e in rows:
-        print(f"{e.created_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}\t{e.kind}\t{format_money(e.amount)}"
-              f"\t{format_money(e.balance_after)}\t{e.reference}\t{e.b_uuid or ''}")
-    print(f"card {card.username}: {len(rows)} ledger row(s), balance {format_money(card.balance, card.currency)}",
-          file=sys.stderr)
+        print(
+            f"{e.created_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}\t{e.kind}\t{format_money(e.amount)}"
+            f"\t{format_money(e.balance_after)}\t{e.reference}\t{e.b_uuid or ''}"
+        )
+    print(
+        f"card {card.username}: {len(rows)} ledger row(s), balance {format_money(card.balance, card.currency)}",
+        file=sys.stderr,
+    )
     return 0
 
 
 def run_card_list(args: argparse.Namespace, settings: Any) -> int:
     with operator_database(settings) as db:
         try:
-            cards = catalog.list_cards(db.pool, limit=args.limit, status=args.status, customer=args.customer,
-                                       tariff=args.tariff, balance_below=args.balance_below)
+            cards = catalog.list_cards(
+                db.pool,
+                limit=args.limit,
+                status=args.status,
+                customer=args.customer,
+                tariff=args.tariff,
+                balance_below=args.balance_below,
+            )
         except CatalogError as exc:
             return refuse(str(exc))
     print("card\tstatus\tbalance\tavailable\tcurrency\ttariff\topen calls\tcustomer\tplan")
     for c in cards:
-        print(f"{c.username}\t{c.status}\t{format_money(c.balance)}\t{format_money(c.available)}\t{c.currency}"
-              f"\t{c.tariff}\t{c.open_reservations}\t{c.customer or ''}\t{c.plan or ''}")
-    print(f"{len(cards)} card(s)" + (f" (the first {args.limit}: --limit)" if len(cards) == args.limit else ""),
-          file=sys.stderr)
+        print(
+            f"{c.username}\t{c.status}\t{format_money(c.balance)}\t{format_money(c.available)}\t{c.currency}"
+            f"\t{c.tariff}\t{c.open_reservations}\t{c.customer or ''}\t{c.plan or ''}"
+        )
+    print(
+        f"{len(cards)} card(s)" + (f" (the first {args.limit}: --limit)" if len(cards) == args.limit else ""),
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -282,8 +326,14 @@ def run_card_adjust(args: argparse.Namespace, settings: Any) -> int:
         if card is None:
             return refuse(f"no card {args.number!r}")
         try:
-            balance = operator.adjust_card(db.pool, args.number, args.amount, who=operator_name(args),
-                                           reference=args.reference, allow_negative=args.allow_negative)
+            balance = operator.adjust_card(
+                db.pool,
+                args.number,
+                args.amount,
+                who=operator_name(args),
+                reference=args.reference,
+                allow_negative=args.allow_negative,
+            )
         except OperatorError as exc:
             return refuse(exc)
     print(f"card {card.username}: balance {format_money(balance, card.currency)}")

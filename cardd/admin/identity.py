@@ -101,15 +101,21 @@ def add_parsers(subparsers: Any) -> None:
     gen.add_argument("--tariff", required=True)
     gen.add_argument("--balance", type=_amount, default=Decimal(0))
     gen.add_argument("--currency", type=_currency, required=True)
-    gen.add_argument("--length", type=_length, default=None,
-                     help="digits of a card number (default: calling_card.card_number_length)")
+    gen.add_argument(
+        "--length",
+        type=_length,
+        default=None,
+        help="digits of a card number (default: calling_card.card_number_length)",
+    )
     gen.add_argument("--pin-length", type=_length, default=DEFAULT_PIN_LENGTH)
     gen.add_argument("--no-pin", action="store_true", help="cards without a PIN")
     gen.add_argument("--expires", type=_date, default=None, help="fixed expiry date")
-    gen.add_argument("--valid-days", type=_count, default=None,
-                     help="expire N days after the first call (cards start as 'new')")
-    gen.add_argument("--max-calls", type=_length_or_zero, default=0,
-                     help="simultaneous calls allowed per card (0: unlimited)")
+    gen.add_argument(
+        "--valid-days", type=_count, default=None, help="expire N days after the first call (cards start as 'new')"
+    )
+    gen.add_argument(
+        "--max-calls", type=_length_or_zero, default=0, help="simultaneous calls allowed per card (0: unlimited)"
+    )
     gen.add_argument("--customer", default=None, help="customer (name) owning the cards")
     gen.add_argument("--plan", default=None, help="service plan (name) of the cards")
     add_guard_flags(gen)
@@ -132,9 +138,11 @@ def add_parsers(subparsers: Any) -> None:
     add_by(tr)
     tr.set_defaults(func=run_card_transfer)
     imp = card.add_parser(
-        "import", help="import cards from CSV (all rows or none); PINs are stored hashed",
+        "import",
+        help="import cards from CSV (all rows or none); PINs are stored hashed",
         description="The first line names the columns: number (required), pin, balance, expires, in any order."
-                    " Every bad row is reported as FILE:LINE: reason and then nothing is imported.")
+        " Every bad row is reported as FILE:LINE: reason and then nothing is imported.",
+    )
     imp.add_argument("file", help="CSV file, '-' for stdin")
     imp.add_argument("--tariff", required=True)
     imp.add_argument("--currency", type=_currency, required=True)
@@ -166,9 +174,13 @@ def add_parsers(subparsers: Any) -> None:
     vg.add_argument("count", type=_count)
     vg.add_argument("--amount", type=_positive_amount, required=True)
     vg.add_argument("--currency", type=_currency, required=True)
-    vg.add_argument("--length", type=_length, default=None,
-                    help="digits of a voucher number (default: the shortest from 10 up to"
-                         " calling_card.topup_card_length keeping one valid number per million)")
+    vg.add_argument(
+        "--length",
+        type=_length,
+        default=None,
+        help="digits of a voucher number (default: the shortest from 10 up to"
+        " calling_card.topup_card_length keeping one valid number per million)",
+    )
     vg.add_argument("--expires", type=_date, default=None)
     vg.add_argument("--batch", default="", help="a label for this print run")
     vg.add_argument("--allow-past-expiry", action="store_true", help="allow an expiry date in the past")
@@ -225,7 +237,8 @@ def _plan_minutes(text: str) -> tuple[str, int]:
     prefix, sep, minutes = text.partition("=")
     if not sep or not (prefix == "" or is_digits(prefix)) or len(prefix) > 32 or not is_digits(minutes):
         raise argparse.ArgumentTypeError(
-            f"expected PREFIX=MINUTES (e.g. 44=100; =60 for any destination), got {text!r}")
+            f"expected PREFIX=MINUTES (e.g. 44=100; =60 for any destination), got {text!r}"
+        )
     return prefix, int(minutes)
 
 
@@ -262,8 +275,14 @@ def _add_customer_and_plan_parsers(subparsers: Any) -> None:
     plan = sub_commands(subparsers, "plan", "service plans (free minutes per destination prefix)", "plan_command")
     p = plan.add_parser("add", help="create a service plan")
     p.add_argument("name")
-    p.add_argument("--minutes", type=_plan_minutes, action="append", default=[], metavar="PREFIX=MINUTES",
-                   help="free minutes to destinations under PREFIX (repeat; longest prefix wins)")
+    p.add_argument(
+        "--minutes",
+        type=_plan_minutes,
+        action="append",
+        default=[],
+        metavar="PREFIX=MINUTES",
+        help="free minutes to destinations under PREFIX (repeat; longest prefix wins)",
+    )
     p.add_argument("--minutes-plan", action="store_true", help="a minutes plan: the balance is not announced")
     add_by(p)
     p.set_defaults(func=run_plan_add)
@@ -274,13 +293,30 @@ def _add_customer_and_plan_parsers(subparsers: Any) -> None:
     p.set_defaults(func=run_plan_show)
     p = plan.add_parser("set", help="change a plan: minutes per prefix, suspend/resume, rename")
     p.add_argument("name")
-    p.add_argument("--minutes", type=_plan_minutes, action="append", default=[], metavar="PREFIX=MINUTES",
-                   help="set the free minutes of a prefix (repeat)")
-    p.add_argument("--remove-minutes", action="append", default=[], metavar="PREFIX",
-                   help="remove a prefix's free minutes (repeat)")
+    p.add_argument(
+        "--minutes",
+        type=_plan_minutes,
+        action="append",
+        default=[],
+        metavar="PREFIX=MINUTES",
+        help="set the free minutes of a prefix (repeat)",
+    )
+    p.add_argument(
+        "--remove-minutes",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="remove a prefix's free minutes (repeat)",
+    )
     state = p.add_mutually_exclusive_group()
-    state.add_argument("--suspend", dest="suspended", action="store_const", const=True, default=None,
-                       help="its cards get no free minutes until resumed")
+    state.add_argument(
+        "--suspend",
+        dest="suspended",
+        action="store_const",
+        const=True,
+        default=None,
+        help="its cards get no free minutes until resumed",
+    )
     state.add_argument("--resume", dest="suspended", action="store_const", const=False)
     kind = p.add_mutually_exclusive_group()
     kind.add_argument("--minutes-plan", dest="minutes_plan", action="store_const", const=True, default=None)
@@ -309,6 +345,7 @@ def _card_id(db: Any, number: str) -> int | None:
 
 
 # --- cards ----------------------------------------------------------------------------------
+
 
 def _random_digits(length: int) -> str:
     """Random digits, the first never 0 (a number nobody mistypes as shorter)."""
@@ -353,26 +390,50 @@ def run_card_generate(args: argparse.Namespace, settings: Any) -> int:
                 "INSERT INTO accounts (username, pin_hash, currency, status, tariff_id, expires_at, valid_days,"
                 " max_concurrent_calls, customer_id, service_plan_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (username) DO NOTHING RETURNING id",
-                (number, hash_pin(pin) if pin else None, args.currency, status, tid, args.expires,
-                 args.valid_days, args.max_calls or None, customer, plan),
+                (
+                    number,
+                    hash_pin(pin) if pin else None,
+                    args.currency,
+                    status,
+                    tid,
+                    args.expires,
+                    args.valid_days,
+                    args.max_calls or None,
+                    customer,
+                    plan,
+                ),
             ).fetchone()
             if row is None:
                 continue  # the number exists: draw another
             if amount != 0:
-                conn.execute("INSERT INTO ledger (account_id, amount, kind, reference)"
-                             " VALUES (%s, %s, 'initial', 'card generated')", (row[0], amount))
+                conn.execute(
+                    "INSERT INTO ledger (account_id, amount, kind, reference)"
+                    " VALUES (%s, %s, 'initial', 'card generated')",
+                    (row[0], amount),
+                )
             made.append((number, pin))
-        operator.audit(conn, operator_name(args), "card generate",
-                       {"count": args.count, "tariff": args.tariff, "currency": args.currency, "balance": amount,
-                        "customer": args.customer, "plan": args.plan, "expires": args.expires,
-                        "valid_days": args.valid_days, "max_calls": args.max_calls},
-                       detail=f"{len(made)} cards, {format_money(amount, args.currency)} each")
+        operator.audit(
+            conn,
+            operator_name(args),
+            "card generate",
+            {
+                "count": args.count,
+                "tariff": args.tariff,
+                "currency": args.currency,
+                "balance": amount,
+                "customer": args.customer,
+                "plan": args.plan,
+                "expires": args.expires,
+                "valid_days": args.valid_days,
+                "max_calls": args.max_calls,
+            },
+            detail=f"{len(made)} cards, {format_money(amount, args.currency)} each",
+        )
     out = csv.writer(sys.stdout, lineterminator="\n")
     out.writerow(["number", "pin", "balance", "currency"])
     for number, pin in made:
         out.writerow([number, pin, str(amount), args.currency])
-    print(f"cardd: {len(made)} cards created; their PINs are stored hashed and cannot be shown again",
-          file=sys.stderr)
+    print(f"cardd: {len(made)} cards created; their PINs are stored hashed and cannot be shown again", file=sys.stderr)
     return 0
 
 
@@ -402,14 +463,16 @@ def run_card_set_pin(args: argparse.Namespace, settings: Any) -> int:
 def run_card_transfer(args: argparse.Namespace, settings: Any) -> int:
     with operator_database(settings) as db:
         try:
-            done = operator.transfer_credit(db.pool, args.from_number, args.to_number, args.amount,
-                                            who=operator_name(args))
-        except (OperatorError, TransferError, InsufficientFunds, CardBlocked,
-                CardNotFound) as exc:
+            done = operator.transfer_credit(
+                db.pool, args.from_number, args.to_number, args.amount, who=operator_name(args)
+            )
+        except (OperatorError, TransferError, InsufficientFunds, CardBlocked, CardNotFound) as exc:
             return refuse(str(exc))
-    print(f"moved {format_money(done.amount, done.currency)}: card {args.from_number} now"
-          f" {format_money(done.from_balance, done.currency)}, card {args.to_number} now"
-          f" {format_money(done.to_balance, done.currency)}")
+    print(
+        f"moved {format_money(done.amount, done.currency)}: card {args.from_number} now"
+        f" {format_money(done.from_balance, done.currency)}, card {args.to_number} now"
+        f" {format_money(done.to_balance, done.currency)}"
+    )
     return 0
 
 
@@ -428,9 +491,17 @@ def run_card_import(args: argparse.Namespace, settings: Any) -> int:
     try:
         with stream, operator_database(settings) as db:
             count = operator.import_cards(
-                db.pool, stream, tariff=args.tariff, currency=args.currency, customer=args.customer,
-                plan=args.plan, allow_negative=args.allow_negative, allow_past_expiry=args.allow_past_expiry,
-                who=operator_name(args), source=name)
+                db.pool,
+                stream,
+                tariff=args.tariff,
+                currency=args.currency,
+                customer=args.customer,
+                plan=args.plan,
+                allow_negative=args.allow_negative,
+                allow_past_expiry=args.allow_past_expiry,
+                who=operator_name(args),
+                source=name,
+            )
     except OperatorError as exc:
         return refuse(exc)
     except UnicodeDecodeError as exc:
@@ -454,6 +525,7 @@ def run_card_hash_pins(args: argparse.Namespace, settings: Any) -> int:
 
 
 # --- trusted CLIs ----------------------------------------------------------------------------
+
 
 def run_cli_map(args: argparse.Namespace, settings: Any) -> int:
     with operator_database(settings) as db:
@@ -494,6 +566,7 @@ def run_cli_list(args: argparse.Namespace, settings: Any) -> int:
 
 # --- vouchers -----------------------------------------------------------------------------------
 
+
 def run_voucher_generate(args: argparse.Namespace, settings: Any) -> int:
     refused = guard(args, expires=args.expires)
     if refused:
@@ -501,16 +574,22 @@ def run_voucher_generate(args: argparse.Namespace, settings: Any) -> int:
     with operator_database(settings) as db:
         try:
             # No --length: the shortest length that keeps guessing hard (cardd/billing/vouchers.py).
-            numbers = vouchers.generate(db.pool, args.count, amount=args.amount, currency=args.currency,
-                                        length=args.length, max_length=settings.options_for().topup_card_length,
-                                        expires_at=args.expires, batch=args.batch)
+            numbers = vouchers.generate(
+                db.pool,
+                args.count,
+                amount=args.amount,
+                currency=args.currency,
+                length=args.length,
+                max_length=settings.options_for().topup_card_length,
+                expires_at=args.expires,
+                batch=args.batch,
+            )
         except ValueError as exc:
             return refuse(str(exc))
     out = csv.writer(sys.stdout, lineterminator="\n")
     out.writerow(["number", "amount", "currency", "expires"])
     for number in numbers:
-        out.writerow([number, str(money(args.amount)), args.currency,
-                      args.expires.isoformat() if args.expires else ""])
+        out.writerow([number, str(money(args.amount)), args.currency, args.expires.isoformat() if args.expires else ""])
     return 0
 
 
@@ -520,8 +599,9 @@ def run_voucher_list(args: argparse.Namespace, settings: Any) -> int:
     print("number\tamount\tcurrency\tstatus\tused by\texpires\tbatch")
     for r in rows:
         expires = f"{r.expires_at:%Y-%m-%d}" if r.expires_at else ""
-        print(f"{r.number}\t{format_money(r.amount)}\t{r.currency}\t{r.status}\t{r.used_by or ''}"
-              f"\t{expires}\t{r.batch}")
+        print(
+            f"{r.number}\t{format_money(r.amount)}\t{r.currency}\t{r.status}\t{r.used_by or ''}\t{expires}\t{r.batch}"
+        )
     return 0
 
 
@@ -534,6 +614,7 @@ def run_voucher_void(args: argparse.Namespace, settings: Any) -> int:
 
 
 # --- hot dial / smart dial ----------------------------------------------------------------------
+
 
 def run_hotdial_set(args: argparse.Namespace, settings: Any) -> int:
     with operator_database(settings) as db:
@@ -580,8 +661,10 @@ def run_smartdial_add(args: argparse.Namespace, settings: Any) -> int:
             identity.smart_dial_add(db.pool, args.did, cid, args.destination, exclusive=args.exclusive)
         except IdentityError as exc:
             return refuse(str(exc))
-    print(f"DID {args.did} for card {args.number} -> {args.destination}"
-          + (" (exclusive)" if args.exclusive else " (shared)"))
+    print(
+        f"DID {args.did} for card {args.number} -> {args.destination}"
+        + (" (exclusive)" if args.exclusive else " (shared)")
+    )
     return 0
 
 
@@ -606,6 +689,7 @@ def run_smartdial_list(args: argparse.Namespace, settings: Any) -> int:
 
 
 # --- black list ----------------------------------------------------------------------------------
+
 
 def run_blacklist_list(args: argparse.Namespace, settings: Any) -> int:
     with operator_database(settings) as db:
@@ -635,6 +719,7 @@ def run_blacklist_remove(args: argparse.Namespace, settings: Any) -> int:
 
 
 # --- customers and service plans -------------------------------------------------------------
+
 
 def _operator_call(settings: Any, fn: Any, *args: Any, **kwargs: Any) -> tuple[int, Any]:
     """Run one operator service function; (0, its result) or (2, None) after printing the refusal."""
@@ -675,8 +760,10 @@ def run_customer_show(args: argparse.Namespace, settings: Any) -> int:
     print(f"customer   {c.name} (id {c.id}), since {c.created_at:%Y-%m-%d}")
     print(f"cards      {c.cards}, balance {_balances(c.balance)}")
     for card in cards:
-        print(f"  {card.username}\t{card.status}\t{format_money(card.balance, card.currency)}\t{card.tariff}"
-              f"\t{card.plan or ''}")
+        print(
+            f"  {card.username}\t{card.status}\t{format_money(card.balance, card.currency)}\t{card.tariff}"
+            f"\t{card.plan or ''}"
+        )
     return 0
 
 
@@ -709,8 +796,9 @@ def run_plan_add(args: argparse.Namespace, settings: Any) -> int:
     minutes = dict(args.minutes)
     if len(minutes) != len(args.minutes):
         return refuse("a prefix is given twice in --minutes")
-    rc, pid = _operator_call(settings, operator.add_plan, args.name, who=operator_name(args),
-                             minutes_plan=args.minutes_plan, minutes=minutes)
+    rc, pid = _operator_call(
+        settings, operator.add_plan, args.name, who=operator_name(args), minutes_plan=args.minutes_plan, minutes=minutes
+    )
     if rc == 0:
         print(f"service plan {args.name} created, id {pid}: minutes {_minutes_text(minutes)}")
     return rc
@@ -739,8 +827,12 @@ def run_plan_show(args: argparse.Namespace, settings: Any) -> int:
     print("minutes    " + _minutes_text(p.minutes))
     print(f"cards      {p.cards}")
     with operator_database(settings) as db, db.pool.connection() as conn:
-        numbers = [r[0] for r in conn.execute(
-            "SELECT username FROM accounts WHERE service_plan_id = %s ORDER BY username LIMIT 1000", (p.id,))]
+        numbers = [
+            r[0]
+            for r in conn.execute(
+                "SELECT username FROM accounts WHERE service_plan_id = %s ORDER BY username LIMIT 1000", (p.id,)
+            )
+        ]
     for number in numbers:
         print(f"  {number}")
     return 0
@@ -748,13 +840,24 @@ def run_plan_show(args: argparse.Namespace, settings: Any) -> int:
 
 def run_plan_set(args: argparse.Namespace, settings: Any) -> int:
     minutes = dict(args.minutes)
-    if not (minutes or args.remove_minutes or args.suspended is not None or args.minutes_plan is not None
-            or args.rename):
-        return refuse("nothing to change: give --minutes, --remove-minutes, --suspend/--resume,"
-                      " --minutes-plan/--no-minutes-plan or --rename")
-    rc, _ = _operator_call(settings, operator.update_plan, args.name, who=operator_name(args),
-                           new_name=args.rename, suspended=args.suspended, minutes_plan=args.minutes_plan,
-                           set_minutes=minutes, remove_prefixes=args.remove_minutes)
+    if not (
+        minutes or args.remove_minutes or args.suspended is not None or args.minutes_plan is not None or args.rename
+    ):
+        return refuse(
+            "nothing to change: give --minutes, --remove-minutes, --suspend/--resume,"
+            " --minutes-plan/--no-minutes-plan or --rename"
+        )
+    rc, _ = _operator_call(
+        settings,
+        operator.update_plan,
+        args.name,
+        who=operator_name(args),
+        new_name=args.rename,
+        suspended=args.suspended,
+        minutes_plan=args.minutes_plan,
+        set_minutes=minutes,
+        remove_prefixes=args.remove_minutes,
+    )
     if rc == 0:
         print(f"service plan {args.rename or args.name} changed")
     return rc

@@ -40,13 +40,13 @@ log = logging.getLogger(__name__)
 
 # --- progress ----------------------------------------------------------------------
 
+
 class Progress:
     """A one-line progress bar on a terminal; silent elsewhere (logs, pipes, tests)."""
 
     WIDTH = 30
 
-    def __init__(self, stream: IO[str], total: int | None, *, enabled: bool | None = None,
-                 interval: float = 0.1):
+    def __init__(self, stream: IO[str], total: int | None, *, enabled: bool | None = None, interval: float = 0.1):
         self.stream = stream
         self.total = total or None
         self.enabled = stream.isatty() if enabled is None else enabled
@@ -86,6 +86,7 @@ class Progress:
 
 # --- argparse helpers ------------------------------------------------------------------
 
+
 def _number(text: str) -> str:
     if not is_digits(text):
         raise argparse.ArgumentTypeError(f"a number is digits only, got {text!r}")
@@ -101,7 +102,8 @@ def _when(text: str) -> datetime:
             value = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected a date (2026-11-23) or date-time (2026-11-23T14:00), got {text!r}") from None
+            f"expected a date (2026-11-23) or date-time (2026-11-23T14:00), got {text!r}"
+        ) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -122,17 +124,23 @@ def add_parsers(subparsers: Any) -> None:
     """Register `rate import`, `rate lookup`, `cdr export` and `reservations`."""
     r_sub = sub_commands(subparsers, "rate", "tariff rates", "rate_command")
     r_imp = r_sub.add_parser(
-        "import", help="import a tariff's rates from CSV (all rows or none)",
+        "import",
+        help="import a tariff's rates from CSV (all rows or none)",
         description="Columns: prefix, description, price_1, interval_1, price_n, interval_n, connect_fee,"
-                    " free_seconds, grace[, forbidden]. Prices per minute (up to 5 decimal places),"
-                    " intervals in seconds. A header row may name them in any order; description,"
-                    " connect_fee, free_seconds, grace and forbidden may then be left out."
-                    " Every bad row is reported with its line number and then nothing is imported.")
+        " free_seconds, grace[, forbidden]. Prices per minute (up to 5 decimal places),"
+        " intervals in seconds. A header row may name them in any order; description,"
+        " connect_fee, free_seconds, grace and forbidden may then be left out."
+        " Every bad row is reported with its line number and then nothing is imported.",
+    )
     r_imp.add_argument("file", help="the CSV file ('-' = standard input)")
     r_imp.add_argument("--tariff", required=True)
-    r_imp.add_argument("--mode", choices=("merge", "replace"), default="merge",
-                       help="merge: add new prefixes, update existing ones (default);"
-                            " replace: the tariff's rates become exactly the file's")
+    r_imp.add_argument(
+        "--mode",
+        choices=("merge", "replace"),
+        default="merge",
+        help="merge: add new prefixes, update existing ones (default);"
+        " replace: the tariff's rates become exactly the file's",
+    )
     r_imp.set_defaults(func=run_rate_import)
 
     r_look = r_sub.add_parser("lookup", help="the rate a number gets (longest prefix) and how long a call may last")
@@ -141,51 +149,74 @@ def add_parsers(subparsers: Any) -> None:
     credit = r_look.add_mutually_exclusive_group()
     credit.add_argument("--balance", type=_amount, help="credit to compute the longest call for")
     credit.add_argument("--card", help="use this card's available credit (balance minus open reservations)")
-    r_look.add_argument("--max-call-duration", type=int, default=None,
-                        help="cap in seconds (calling_card.max_call_duration); default: the tariff's own limit")
+    r_look.add_argument(
+        "--max-call-duration",
+        type=int,
+        default=None,
+        help="cap in seconds (calling_card.max_call_duration); default: the tariff's own limit",
+    )
     r_look.add_argument("--ignore-connect-fee", action="store_true")
     r_look.set_defaults(func=run_rate_lookup)
 
     cdr = subparsers.add_parser("cdr", help="call detail records")
     c_sub = cdr.add_subparsers(dest="cdr_command", required=True)
-    c_exp = c_sub.add_parser("export", help="CDRs ended in [--from, --to) as CSV on stdout",
-                             description="Dates are ISO (2026-11-23 or 2026-11-23T14:00), UTC unless they"
-                                         " carry an offset; a plain --to date includes that whole day.")
+    c_exp = c_sub.add_parser(
+        "export",
+        help="CDRs ended in [--from, --to) as CSV on stdout",
+        description="Dates are ISO (2026-11-23 or 2026-11-23T14:00), UTC unless they"
+        " carry an offset; a plain --to date includes that whole day.",
+    )
     c_exp.add_argument("--from", dest="start", type=_when, required=True)
     c_exp.add_argument("--to", dest="end", required=True)
     c_exp.add_argument("--card", help="only this card's CDRs")
     c_exp.set_defaults(func=run_cdr_export)
 
     res = subparsers.add_parser(
-        "reservations", help="list open reservations (calls up or never settled); settle or release one",
+        "reservations",
+        help="list open reservations (calls up or never settled); settle or release one",
         description="Without a sub-command: list open reservations. `settle` and `release` close one by hand"
-                    " (FreeSWITCH could not tell how the call ended); each is audited.")
+        " (FreeSWITCH could not tell how the call ended); each is audited.",
+    )
     res.add_argument("--expired", action="store_true", help="only those past their expiry")
     res.set_defaults(func=run_reservations)
     r_sub = res.add_subparsers(dest="reservations_command", required=False, metavar="{settle,release}")
     settle = r_sub.add_parser(
-        "settle", help="bill an open reservation for N seconds (ledger row, CDR, audit line)",
+        "settle",
+        help="bill an open reservation for N seconds (ledger row, CDR, audit line)",
         description="Bills the call with the reservation's own rate, exactly as its own hangup would have:"
-                    " a 'call' ledger row (or a zero 'release' row when it costs nothing), a CDR with"
-                    " hangup cause OPERATOR_SETTLED and an audit line. A reservation already settled is"
-                    " refused: a call is never charged twice.")
+        " a 'call' ledger row (or a zero 'release' row when it costs nothing), a CDR with"
+        " hangup cause OPERATOR_SETTLED and an audit line. A reservation already settled is"
+        " refused: a call is never charged twice.",
+    )
     settle.add_argument("b_uuid", type=_b_uuid, metavar="B_UUID", help="the call's B-leg UUID (cardd reservations)")
-    settle.add_argument("--billed-seconds", type=_billed_seconds, required=True,
-                        help="seconds to bill (at most the seconds the reservation granted)")
+    settle.add_argument(
+        "--billed-seconds",
+        type=_billed_seconds,
+        required=True,
+        help="seconds to bill (at most the seconds the reservation granted)",
+    )
     settle.add_argument("--reason", default="", help="why, for the audit")
-    settle.add_argument("--force", action="store_true",
-                        help="close a reservation that has not expired yet (you know its call has ended)")
+    settle.add_argument(
+        "--force",
+        action="store_true",
+        help="close a reservation that has not expired yet (you know its call has ended)",
+    )
     add_by(settle)
     settle.set_defaults(func=run_reservation_settle)
     release = r_sub.add_parser(
-        "release", help="close an open reservation without charging (zero ledger row, CDR, audit line)",
+        "release",
+        help="close an open reservation without charging (zero ledger row, CDR, audit line)",
         description="Frees the credit an open reservation holds: a zero-amount 'release' ledger row, a CDR"
-                    " of 0 s with hangup cause OPERATOR_RELEASED and an audit line. Refused if the"
-                    " reservation is already settled.")
+        " of 0 s with hangup cause OPERATOR_RELEASED and an audit line. Refused if the"
+        " reservation is already settled.",
+    )
     release.add_argument("b_uuid", type=_b_uuid, metavar="B_UUID")
     release.add_argument("--reason", default="", help="why, for the audit")
-    release.add_argument("--force", action="store_true",
-                         help="close a reservation that has not expired yet (you know its call has ended)")
+    release.add_argument(
+        "--force",
+        action="store_true",
+        help="close a reservation that has not expired yet (you know its call has ended)",
+    )
     add_by(release)
     release.set_defaults(func=run_reservation_release)
 
@@ -196,6 +227,7 @@ def add_parsers(subparsers: Any) -> None:
 
 
 # --- handlers ----------------------------------------------------------------------------
+
 
 def run_rate_import(args: argparse.Namespace, settings: Any) -> int:
     return import_deck(args, settings, TARIFF_DECK, args.tariff)
@@ -231,14 +263,12 @@ def import_deck(args: argparse.Namespace, settings: Any, deck: Deck, owner: str)
         progress.finish()
         for line, message in refused.errors:
             print(f"{name}:{line}: {message}", file=sys.stderr)
-        return refuse(f"nothing imported: {len(refused.errors)} bad row(s) in {name}"
-                        f" ({refused.rows} rows read)")
+        return refuse(f"nothing imported: {len(refused.errors)} bad row(s) in {name} ({refused.rows} rows read)")
     detail = f"{args.mode}: {result.inserted} new, {result.updated} updated, {result.unchanged} unchanged"
     if args.mode == "replace":
         detail += f", {result.deleted} not in the file deleted"
     print(f"{deck.kind} {owner}: {result.rows} rates imported from {name} ({detail}) in {result.seconds:.1f} s")
-    log.info("rate import: %s %s, %s rows, mode %s, %.1f s", deck.kind, owner, result.rows, args.mode,
-             result.seconds)
+    log.info("rate import: %s %s, %s rows, mode %s, %.1f s", deck.kind, owner, result.rows, args.mode, result.seconds)
     return 0
 
 
@@ -278,8 +308,7 @@ def run_rate_lookup(args: argparse.Namespace, settings: Any) -> int:
                 credit = ledger.available_credit(card.id)
                 card_text = f" (card {card.username}, available)"
                 if args.tariff is None:
-                    row = conn.execute("SELECT name, currency FROM tariffs WHERE id = %s",
-                                       (card.tariff_id,)).fetchone()
+                    row = conn.execute("SELECT name, currency FROM tariffs WHERE id = %s", (card.tariff_id,)).fetchone()
                     assert row is not None
                     tariff_name = str(row[0])
                 else:
@@ -305,15 +334,37 @@ def run_rate_lookup(args: argparse.Namespace, settings: Any) -> int:
         if rate.forbidden:
             print("max duration  0 s (forbidden destination)")
         else:
-            seconds = max_duration(rate, credit, ignore_connect_fee=args.ignore_connect_fee,
-                                   max_call_duration=args.max_call_duration)
+            seconds = max_duration(
+                rate, credit, ignore_connect_fee=args.ignore_connect_fee, max_call_duration=args.max_call_duration
+            )
             print(f"max duration  {seconds} s ({_hms(seconds)})")
     return 0
 
 
-CDR_FIELDS = ("b_uuid", "a_uuid", "card", "currency", "cli", "cld", "translated_cli", "translated_cld",
-              "rate_prefix", "started_at", "answered_at", "ended_at", "granted_seconds", "billed_seconds",
-              "plan_seconds_used", "cost", "hangup_cause", "estimated", "carrier", "gateway", "buy_cost", "margin")
+CDR_FIELDS = (
+    "b_uuid",
+    "a_uuid",
+    "card",
+    "currency",
+    "cli",
+    "cld",
+    "translated_cli",
+    "translated_cld",
+    "rate_prefix",
+    "started_at",
+    "answered_at",
+    "ended_at",
+    "granted_seconds",
+    "billed_seconds",
+    "plan_seconds_used",
+    "cost",
+    "hangup_cause",
+    "estimated",
+    "carrier",
+    "gateway",
+    "buy_cost",
+    "margin",
+)
 
 
 def _iso(value: datetime | None) -> str:
@@ -359,12 +410,56 @@ def run_cdr_export(args: argparse.Namespace, settings: Any) -> int:
             cur.itersize = 5000
             cur.execute(query, params)
             for row in cur:
-                (b_uuid, a_uuid, card, currency, cli, cld, t_cli, t_cld, prefix, started, answered, ended,
-                 granted, billed, plan_used, cost, cause, estimated, carrier, gateway, buy_cost, margin) = row
-                out.writerow((b_uuid, a_uuid, card, currency.strip(), cli, cld, t_cli, t_cld, prefix,
-                              _iso(started), _iso(answered), _iso(ended), granted, billed, plan_used,
-                              f"{Decimal(cost).quantize(QUANTUM)}", cause, "true" if estimated else "false",
-                              carrier or "", gateway or "", _money_or_empty(buy_cost), _money_or_empty(margin)))
+                (
+                    b_uuid,
+                    a_uuid,
+                    card,
+                    currency,
+                    cli,
+                    cld,
+                    t_cli,
+                    t_cld,
+                    prefix,
+                    started,
+                    answered,
+                    ended,
+                    granted,
+                    billed,
+                    plan_used,
+                    cost,
+                    cause,
+                    estimated,
+                    carrier,
+                    gateway,
+                    buy_cost,
+                    margin,
+                ) = row
+                out.writerow(
+                    (
+                        b_uuid,
+                        a_uuid,
+                        card,
+                        currency.strip(),
+                        cli,
+                        cld,
+                        t_cli,
+                        t_cld,
+                        prefix,
+                        _iso(started),
+                        _iso(answered),
+                        _iso(ended),
+                        granted,
+                        billed,
+                        plan_used,
+                        f"{Decimal(cost).quantize(QUANTUM)}",
+                        cause,
+                        "true" if estimated else "false",
+                        carrier or "",
+                        gateway or "",
+                        _money_or_empty(buy_cost),
+                        _money_or_empty(margin),
+                    )
+                )
                 count += 1
     sys.stdout.flush()
     print(f"{count} CDRs exported", file=sys.stderr)
@@ -377,17 +472,19 @@ def run_reservations(args: argparse.Namespace, settings: Any) -> int:
             "SELECT a.username, r.b_uuid, r.amount, a.currency, r.duration_s, r.cld, r.created_at, r.expires_at,"
             "       r.switchname, r.bridge_sent_at, r.answered_at, r.expires_at <= now()"
             "  FROM reservations r JOIN accounts a ON a.id = r.account_id"
-            " WHERE r.status = 'open'" + (" AND r.expires_at <= now()" if args.expired else "") +
-            " ORDER BY r.created_at"
+            " WHERE r.status = 'open'"
+            + (" AND r.expires_at <= now()" if args.expired else "")
+            + " ORDER BY r.created_at"
         ).fetchall()
     # What cardd recorded of each call (which box, bridge sent, answered) is what an operator
     # settling one by hand has to go on.
-    print("card\tb_uuid\tamount\tcurrency\tseconds\tdestination\tcreated\texpires\tswitch\tdialled\tanswered"
-          "\texpired")
+    print("card\tb_uuid\tamount\tcurrency\tseconds\tdestination\tcreated\texpires\tswitch\tdialled\tanswered\texpired")
     for card, b_uuid, amount, currency, seconds, cld, created, expires, switch, dialled, answered, expired in rows:
-        print(f"{card}\t{b_uuid}\t{format_money(amount)}\t{currency.strip()}\t{seconds}\t{cld}"
-              f"\t{_iso(created)}\t{_iso(expires)}\t{switch or ''}\t{_iso(dialled)}\t{_iso(answered)}"
-              f"\t{'yes' if expired else 'no'}")
+        print(
+            f"{card}\t{b_uuid}\t{format_money(amount)}\t{currency.strip()}\t{seconds}\t{cld}"
+            f"\t{_iso(created)}\t{_iso(expires)}\t{switch or ''}\t{_iso(dialled)}\t{_iso(answered)}"
+            f"\t{'yes' if expired else 'no'}"
+        )
     print(f"{len(rows)} open reservation(s)", file=sys.stderr)
     return 0
 
@@ -395,15 +492,23 @@ def run_reservations(args: argparse.Namespace, settings: Any) -> int:
 def _close(args: argparse.Namespace, settings: Any, billed_seconds: int | None) -> int:
     with operator_database(settings) as db:
         try:
-            done = operator.close_reservation(db.pool, args.b_uuid, billed_seconds=billed_seconds,
-                                              who=operator_name(args), reason=args.reason, force=args.force)
+            done = operator.close_reservation(
+                db.pool,
+                args.b_uuid,
+                billed_seconds=billed_seconds,
+                who=operator_name(args),
+                reason=args.reason,
+                force=args.force,
+            )
         except OperatorError as exc:
             return refuse(exc)
     cdr = done.cdr
-    what = (f"settled: {cdr.billed_seconds} s to {cdr.cld}, {format_money(cdr.cost, done.currency)}"
-            if billed_seconds is not None else f"released: {cdr.cld}, nothing charged")
-    print(f"reservation {cdr.b_uuid} of card {done.card} {what};"
-          f" balance {format_money(done.balance, done.currency)}")
+    what = (
+        f"settled: {cdr.billed_seconds} s to {cdr.cld}, {format_money(cdr.cost, done.currency)}"
+        if billed_seconds is not None
+        else f"released: {cdr.cld}, nothing charged"
+    )
+    print(f"reservation {cdr.b_uuid} of card {done.card} {what}; balance {format_money(done.balance, done.currency)}")
     return 0
 
 
@@ -420,6 +525,8 @@ def run_audit(args: argparse.Namespace, settings: Any) -> int:
         lines = operator.audit_lines(db.pool, card=args.card, limit=max(1, args.last))
     print("time (UTC)\twho\taction\tcard\tdetail\targs")
     for a in lines:
-        print(f"{a.at.astimezone(UTC):%Y-%m-%d %H:%M:%S}\t{a.who}\t{a.action}\t{a.card or ''}"
-              f"\t{a.detail}\t{json.dumps(a.args, sort_keys=True)}")
+        print(
+            f"{a.at.astimezone(UTC):%Y-%m-%d %H:%M:%S}\t{a.who}\t{a.action}\t{a.card or ''}"
+            f"\t{a.detail}\t{json.dumps(a.args, sort_keys=True)}"
+        )
     return 0

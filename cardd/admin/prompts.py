@@ -27,6 +27,7 @@ from cardd.errors import PromptError
 
 # --- the commands -----------------------------------------------------------------------------------------------
 
+
 def _prompt_id(text: str) -> int:
     if not is_digits(text) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"a prompt id is a positive number, got {text!r}")
@@ -56,8 +57,7 @@ def add_parsers(subparsers: Any) -> None:
 def run_prompt_create(args: argparse.Namespace, settings: Any) -> int:
     with operator_database(settings) as db:
         try:
-            prompt_id = create_prompt(db.pool, settings.daemon.sounds_dir, args.file, args.name,
-                                      args.description)
+            prompt_id = create_prompt(db.pool, settings.daemon.sounds_dir, args.file, args.name, args.description)
         except PromptError as exc:
             return refuse(exc)
     print(prompt_id)
@@ -67,8 +67,15 @@ def run_prompt_create(args: argparse.Namespace, settings: Any) -> int:
 def run_prompt_update(args: argparse.Namespace, settings: Any) -> int:
     with operator_database(settings) as db:
         try:
-            update_prompt(db.pool, settings.daemon.sounds_dir, args.id, audio=args.audio, lang=args.lang,
-                          name=args.name, description=args.description)
+            update_prompt(
+                db.pool,
+                settings.daemon.sounds_dir,
+                args.id,
+                audio=args.audio,
+                lang=args.lang,
+                name=args.name,
+                description=args.description,
+            )
         except PromptError as exc:
             return refuse(exc)
     return 0

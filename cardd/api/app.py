@@ -75,8 +75,11 @@ def _flatten(messages: Any, path: str = "") -> list[dict[str, str]]:
             out += _flatten(value, name)
     elif isinstance(messages, list):
         for item in messages:
-            out += _flatten(item, path) if isinstance(item, (dict, list)) else [{"name": path or "body",
-                                                                                 "reason": str(item)}]
+            out += (
+                _flatten(item, path)
+                if isinstance(item, (dict, list))
+                else [{"name": path or "body", "reason": str(item)}]
+            )
     else:
         out.append({"name": path or "body", "reason": str(messages)})
     return out
@@ -92,8 +95,9 @@ class CarddApi(Api):
         detail = "the request has invalid fields" if params else (error.description or "")
         if code == 500:
             detail = "an internal error; it was logged"
-        return problem_response(Problem(code, error.name, detail, invalid_params=params,
-                                        headers=data.get("headers") or {}))
+        return problem_response(
+            Problem(code, error.name, detail, invalid_params=params, headers=data.get("headers") or {})
+        )
 
 
 def _json(value: Any) -> str:
@@ -110,26 +114,35 @@ def problem_response(p: Problem) -> Response:
 
 @dataclass(frozen=True)
 class ApiConfig:
-    limits: Limits                 # the card holders' sign-in throttle (the IVR's PIN limits)
-    topup_limits: Limits           # their voucher top-ups (the IVR's top-up limits)
+    limits: Limits  # the card holders' sign-in throttle (the IVR's PIN limits)
+    topup_limits: Limits  # their voucher top-ups (the IVR's top-up limits)
     session_lifetime_s: int = 3600
     max_body_bytes: int = 1 << 20
     max_upload_bytes: int = 128 << 20  # a rates CSV (RATE_UPLOADS): about a million rows
     max_page: int = 500
-    sounds_dir: str = ""           # daemon.sounds_dir: where uploaded prompts are stored
+    sounds_dir: str = ""  # daemon.sounds_dir: where uploaded prompts are stored
 
 
 def create_app(pool: ConnectionPool, config: ApiConfig) -> Flask:
     app = Flask("cardd.api")
     app.config.update(
-        API_TITLE="cardd", API_VERSION="v1", OPENAPI_VERSION="3.0.3",
-        OPENAPI_URL_PREFIX=PREFIX, OPENAPI_JSON_PATH="openapi.json",
+        API_TITLE="cardd",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX=PREFIX,
+        OPENAPI_JSON_PATH="openapi.json",
         MAX_CONTENT_LENGTH=config.max_body_bytes,
         API_SPEC_OPTIONS={
             "security": [{"bearer": []}],
-            "components": {"securitySchemes": {"bearer": {
-                "type": "http", "scheme": "bearer",
-                "description": "an API key (cardd apikey add) or a card holder's session token (POST /session)"}}},
+            "components": {
+                "securitySchemes": {
+                    "bearer": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "description": "an API key (cardd apikey add) or a card holder's session token (POST /session)",
+                    }
+                }
+            },
             "info": {"description": "Operators, resellers and card holders. Money: decimal strings with 5 places."},
         },
     )
@@ -143,12 +156,28 @@ def create_app(pool: ConnectionPool, config: ApiConfig) -> Flask:
     app.after_request(_log_request)
 
     from cardd.api import cards, carriers, catalogue, cdrs, dialing, holder
-    for blp in (cards.blp, holder.blp, cdrs.blp, cdrs.reservations_blp, catalogue.tariffs_blp,
-                catalogue.vouchers_blp, catalogue.customers_blp, catalogue.plans_blp, catalogue.audit_blp,
-                carriers.carriers_blp, carriers.prompts_blp, carriers.admin_blp, dialing.cards_blp,
-                dialing.smartdial_blp, dialing.blacklist_blp, dialing.nodes_blp):
+
+    for blp in (
+        cards.blp,
+        holder.blp,
+        cdrs.blp,
+        cdrs.reservations_blp,
+        catalogue.tariffs_blp,
+        catalogue.vouchers_blp,
+        catalogue.customers_blp,
+        catalogue.plans_blp,
+        catalogue.audit_blp,
+        carriers.carriers_blp,
+        carriers.prompts_blp,
+        carriers.admin_blp,
+        dialing.cards_blp,
+        dialing.smartdial_blp,
+        dialing.blacklist_blp,
+        dialing.nodes_blp,
+    ):
         api.register_blueprint(blp, url_prefix=PREFIX + blp.url_prefix)
     from cardd.web import register as register_web  # the console and self-care page under / (issue 16)
+
     register_web(app)
     return app
 
@@ -162,16 +191,19 @@ def _internal_error(exc: Exception) -> Response:
 
 def app_api() -> CarddApi:
     from flask import current_app
+
     return current_app.extensions["flask-smorest"]["apis"][""]["ext_obj"]
 
 
 def pool() -> ConnectionPool:
     from flask import current_app
+
     return current_app.extensions["cardd"]["pool"]
 
 
 def config() -> ApiConfig:
     from flask import current_app
+
     return current_app.extensions["cardd"]["config"]
 
 
@@ -189,15 +221,21 @@ def _upload_limit() -> None:
 def _authenticate() -> Response | None:
     g.principal = None
     if not request.path.startswith(PREFIX + "/") and request.path != PREFIX:
-        return None   # the web console's pages (cardd.web) sign in with a form and a cookie instead
+        return None  # the web console's pages (cardd.web) sign in with a form and a cookie instead
     if request.path in PUBLIC and request.method in ("GET", "POST"):
         return None
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     principal = apiauth.authenticate(pool(), token.strip()) if scheme.lower() == "bearer" else None
     if principal is None:
-        return problem_response(Problem(401, "Unauthorized", "send Authorization: Bearer <API key or session token>",
-                                        headers={"WWW-Authenticate": "Bearer"}))
+        return problem_response(
+            Problem(
+                401,
+                "Unauthorized",
+                "send Authorization: Bearer <API key or session token>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        )
     g.principal = principal
     return None
 
@@ -210,8 +248,14 @@ def _log_request(response: Response) -> Response:
     voucher = (request.view_args or {}).get("number") if request.blueprint == "vouchers" else None
     if isinstance(voucher, str) and voucher:
         path = path.replace(voucher, "…" + voucher[-4:])
-    log.info("%s %s %s by %s from %s", request.method, path, response.status_code,
-             who.ident if who else "-", request.remote_addr)
+    log.info(
+        "%s %s %s by %s from %s",
+        request.method,
+        path,
+        response.status_code,
+        who.ident if who else "-",
+        request.remote_addr,
+    )
     return response
 
 
@@ -231,6 +275,7 @@ READ, WRITE, ADMIN = ("admin", "reseller", "readonly"), ("admin", "reseller"), (
 
 def allow(roles: tuple[str, ...]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Refuse the request unless the caller's role is in `roles` (card holders have their own routes)."""
+
     def wrap(view: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(view)
         def checked(*args: Any, **kwargs: Any) -> Any:
@@ -239,7 +284,9 @@ def allow(roles: tuple[str, ...]) -> Callable[[Callable[..., Any]], Callable[...
                 what = "a card holder" if p.kind == "card" else f"a {p.role} key"
                 raise Problem(403, "Forbidden", f"{what} may not do this")
             return view(*args, **kwargs)
+
         return checked
+
     return wrap
 
 
@@ -263,9 +310,15 @@ def after_of(cursor: str | None) -> int | None:
 
 # --- money-moving requests ------------------------------------------------------------------
 
-def idempotent(status: int, schema: Any, work: Callable[[Any], Any], *,
-               render: Callable[[Any], tuple[str, str]] | None = None,
-               stored: Callable[[Any], tuple[str, str]] | None = None) -> Response:
+
+def idempotent(
+    status: int,
+    schema: Any,
+    work: Callable[[Any], Any],
+    *,
+    render: Callable[[Any], tuple[str, str]] | None = None,
+    stored: Callable[[Any], tuple[str, str]] | None = None,
+) -> Response:
     """Run `work(pool_like)` once per Idempotency-Key of this caller. The first answer (a
     refusal included) is stored with the change in one transaction; a repeat gets it back
     with Idempotent-Replayed: true and moves nothing. `render` makes the answer's (body,
@@ -273,9 +326,12 @@ def idempotent(status: int, schema: Any, work: Callable[[Any], Any], *,
     is what a repeat gets instead (the first answer without the secrets it showed once)."""
     key = request.headers.get("Idempotency-Key", "")
     if not key or len(key) > 200 or not key.isprintable():
-        raise Problem(400, "Bad Request", "a request that moves money needs an Idempotency-Key header"
-                      " (1 to 200 printable characters)",
-                      invalid_params=[{"name": "Idempotency-Key", "reason": "required"}])
+        raise Problem(
+            400,
+            "Bad Request",
+            "a request that moves money needs an Idempotency-Key header (1 to 200 printable characters)",
+            invalid_params=[{"name": "Idempotency-Key", "reason": "required"}],
+        )
     body_hash = hashlib.sha256(request.get_data()).hexdigest()
     render = render or (lambda result: (_json(schema.dump(result)), "application/json"))
     live: list[tuple[str, str]] = []
@@ -283,16 +339,15 @@ def idempotent(status: int, schema: Any, work: Callable[[Any], Any], *,
     def run(pool_like: Any) -> apistore.StoredAnswer:
         try:
             result = work(pool_like)
-        except (CarddError, ValueError) as exc:   # a Problem is a CarddError too
+        except (CarddError, ValueError) as exc:  # a Problem is a CarddError too
             p = problem_of(exc)
             if p.status >= 500:
-                raise   # a database outage is not an answer: nothing is stored, a repeat tries again
+                raise  # a database outage is not an answer: nothing is stored, a repeat tries again
             return apistore.StoredAnswer(p.status, _json(p.body()), PROBLEM)
         live.append(render(result))
         return apistore.StoredAnswer(status, *(stored or render)(result))
 
-    answer, replayed = apistore.idempotent(pool(), principal().ident, key, request.method, request.path,
-                                           body_hash, run)
+    answer, replayed = apistore.idempotent(pool(), principal().ident, key, request.method, request.path, body_hash, run)
     body, content_type = live[0] if live else (answer.body, answer.content_type)
     response = Response(body, status=answer.status, content_type=content_type)
     if replayed:
@@ -300,5 +355,17 @@ def idempotent(status: int, schema: Any, work: Callable[[Any], Any], *,
     return response
 
 
-__all__ = ["ADMIN", "ApiConfig", "Problem", "READ", "WRITE", "allow", "create_app", "idempotent", "owner_scope",
-           "pool", "principal", "who"]
+__all__ = [
+    "ADMIN",
+    "ApiConfig",
+    "Problem",
+    "READ",
+    "WRITE",
+    "allow",
+    "create_app",
+    "idempotent",
+    "owner_scope",
+    "pool",
+    "principal",
+    "who",
+]

@@ -22,9 +22,19 @@ HISTORY_ON_SHOW = 20
 
 def card_json(row: apistore.CardRow) -> dict[str, Any]:
     c = row.summary
-    return {"number": c.username, "status": c.status, "balance": c.balance, "available": c.available,
-            "currency": c.currency, "tariff": c.tariff, "customer": c.customer, "plan": c.plan,
-            "open_reservations": c.open_reservations, "expires_at": row.expires_at, "created_at": row.created_at}
+    return {
+        "number": c.username,
+        "status": c.status,
+        "balance": c.balance,
+        "available": c.available,
+        "currency": c.currency,
+        "tariff": c.tariff,
+        "customer": c.customer,
+        "plan": c.plan,
+        "open_reservations": c.open_reservations,
+        "expires_at": row.expires_at,
+        "created_at": row.created_at,
+    }
 
 
 def page_json(page: apistore.Page[Any], items: list[Any]) -> dict[str, Any]:
@@ -38,10 +48,17 @@ class Cards(MethodView):
     @allow(READ)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Cards by id, filtered; a reseller sees only its customers' cards."""
-        page = apistore.cards_page(pool(), owner=owner_scope(), status=args.get("status"),
-                                   customer=args.get("customer"), tariff=args.get("tariff"),
-                                   number_prefix=args.get("number_prefix"), balance_below=args.get("balance_below"),
-                                   after=after_of(args["cursor"]), limit=args["limit"])
+        page = apistore.cards_page(
+            pool(),
+            owner=owner_scope(),
+            status=args.get("status"),
+            customer=args.get("customer"),
+            tariff=args.get("tariff"),
+            number_prefix=args.get("number_prefix"),
+            balance_below=args.get("balance_below"),
+            after=after_of(args["cursor"]),
+            limit=args["limit"],
+        )
         return page_json(page, [card_json(r) for r in page.items])
 
     @blp.arguments(s.CardCreateSchema)
@@ -52,12 +69,15 @@ class Cards(MethodView):
         customers."""
         if owner_scope() is not None:
             if body["customer"] is None:
-                raise Problem(422, "Unprocessable Content", "a reseller's card belongs to one of its customers",
-                              invalid_params=[{"name": "customer", "reason": "required for a reseller key"}])
+                raise Problem(
+                    422,
+                    "Unprocessable Content",
+                    "a reseller's card belongs to one of its customers",
+                    invalid_params=[{"name": "customer", "reason": "required for a reseller key"}],
+                )
             apistore.customer_visible(pool(), body["customer"], owner_scope())
         number = body.pop("number")
-        card_id = operator.add_card(pool(), number, who=who(), allow_negative=False,
-                                    **{k: v for k, v in body.items()})
+        card_id = operator.add_card(pool(), number, who=who(), allow_negative=False, **{k: v for k, v in body.items()})
         return card_json(apistore.card_row(pool(), card_id))
 
 
@@ -69,8 +89,11 @@ class Card(MethodView):
         """A card with its available credit (balance minus open reservations) and newest ledger rows."""
         card_id = card_id_for(number)
         history = apistore.ledger_page(pool(), card_id, limit=HISTORY_ON_SHOW)
-        return {**card_json(apistore.card_row(pool(), card_id)), "history": history.items,
-                "history_cursor": apistore.encode_cursor(history.next_after)}
+        return {
+            **card_json(apistore.card_row(pool(), card_id)),
+            "history": history.items,
+            "history_cursor": apistore.encode_cursor(history.next_after),
+        }
 
 
 @blp.route("/<string:number>/history")
@@ -97,8 +120,14 @@ class CardAdjust(MethodView):
         def work(pool_like: Any) -> dict[str, Any]:
             # Only pool_like in here: this transaction holds the key's lock, and waiting for a second
             # connection while others wait for the lock would starve the pool.
-            balance = operator.adjust_card(pool_like, number, body["amount"], who=who(),
-                                           reference=body["reference"], allow_negative=body["allow_negative"])
+            balance = operator.adjust_card(
+                pool_like,
+                number,
+                body["amount"],
+                who=who(),
+                reference=body["reference"],
+                allow_negative=body["allow_negative"],
+            )
             currency = apistore.card_row(pool_like, card_id).summary.currency
             return {"number": number, "balance": balance, "currency": currency}
 
@@ -156,8 +185,14 @@ class CardTransfer(MethodView):
 
         def work(pool_like: Any) -> dict[str, Any]:
             done = operator.transfer_credit(pool_like, number, body["to"], body["amount"], who=who())
-            return {"from_card": number, "to": body["to"], "amount": done.amount, "currency": done.currency,
-                    "from_balance": done.from_balance, "to_balance": done.to_balance}
+            return {
+                "from_card": number,
+                "to": body["to"],
+                "amount": done.amount,
+                "currency": done.currency,
+                "from_balance": done.from_balance,
+                "to_balance": done.to_balance,
+            }
 
         return idempotent(200, s.TransferredSchema(), work)
 
@@ -188,14 +223,16 @@ class CardTerms(MethodView):
 @blp.route("/batch")
 class CardBatch(MethodView):
     @blp.arguments(s.BatchSchema)
-    @blp.response(201, description="number,pin,balance,currency: the PINs are shown in this answer only",
-                  content_type="text/csv")
+    @blp.response(
+        201, description="number,pin,balance,currency: the PINs are shown in this answer only", content_type="text/csv"
+    )
     @blp.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "required": True, "schema": {"type": "string"}}])
     @allow(ADMIN)
     def post(self, body: dict[str, Any]) -> Any:
         """Generate a batch of random cards, all or none, as CSV. The PINs are in this answer only: they are
         stored hashed, and a repeat of the request (same Idempotency-Key) gets the numbers with the PIN
         column empty. Needs an Idempotency-Key."""
+
         def work(pool_like: Any) -> list[cardadmin.NewCard]:
             return cardadmin.generate_cards(pool_like, body.pop("count"), who=who(), **body)
 
@@ -210,7 +247,6 @@ class CardBatch(MethodView):
         return idempotent(201, None, work, render=as_csv, stored=lambda cards: as_csv(cards, pins=False))
 
 
-
 @blp.route("/import")
 class CardImport(MethodView):
     @blp.arguments(s.CardImportArgs, location="query")
@@ -223,8 +259,12 @@ class CardImport(MethodView):
         A reseller imports into one of its own customers."""
         if owner_scope() is not None:
             if "customer" not in args:
-                raise Problem(422, "Unprocessable Content", "a reseller's cards belong to one of its customers",
-                              invalid_params=[{"name": "customer", "reason": "required for a reseller key"}])
+                raise Problem(
+                    422,
+                    "Unprocessable Content",
+                    "a reseller's cards belong to one of its customers",
+                    invalid_params=[{"name": "customer", "reason": "required for a reseller key"}],
+                )
             apistore.customer_visible(pool(), args["customer"], owner_scope())
         try:
             text = request.get_data().decode("utf-8")
@@ -233,7 +273,10 @@ class CardImport(MethodView):
         try:
             count = operator.import_cards(pool(), io.StringIO(text), who=who(), source="HTTP API", **args)
         except CardImportRefused as exc:
-            raise Problem(422, "Unprocessable Content", f"{len(exc.errors)} bad rows of {exc.rows}; nothing imported",
-                          invalid_params=[{"name": f"line {line}", "reason": why}
-                                          for line, why in exc.errors]) from None
+            raise Problem(
+                422,
+                "Unprocessable Content",
+                f"{len(exc.errors)} bad rows of {exc.rows}; nothing imported",
+                invalid_params=[{"name": f"line {line}", "reason": why} for line, why in exc.errors],
+            ) from None
         return {"cards": count}

@@ -39,16 +39,25 @@ class _MultipartBlueprint(Blueprint):
     ARGUMENTS_PARSER = _MultipartParser()
 
 
-prompts_blp = _MultipartBlueprint("prompts", __name__, url_prefix="/prompts",
-                                  description="Operator prompts (greetings)")
+prompts_blp = _MultipartBlueprint(
+    "prompts", __name__, url_prefix="/prompts", description="Operator prompts (greetings)"
+)
 admin_blp = Blueprint("admin", __name__, url_prefix="/admin", description="Operator maintenance")
 
-OPERATOR_READ = ("admin", "readonly")   # carriers and prompts are the operator's, not a reseller's
+OPERATOR_READ = ("admin", "readonly")  # carriers and prompts are the operator's, not a reseller's
 
 
 def _carrier_json(c: carriers.CarrierSummary) -> dict[str, Any]:
-    return {"name": c.name, "currency": c.currency, "gateways": list(c.gateways), "priority": c.priority,
-            "channel_limit": c.channel_limit, "enabled": c.enabled, "rates": c.rates, "open_calls": c.open_calls}
+    return {
+        "name": c.name,
+        "currency": c.currency,
+        "gateways": list(c.gateways),
+        "priority": c.priority,
+        "channel_limit": c.channel_limit,
+        "enabled": c.enabled,
+        "rates": c.rates,
+        "open_calls": c.open_calls,
+    }
 
 
 def _page(pairs: list[tuple[int, Any]], limit: int, render: Any) -> dict[str, Any]:
@@ -74,10 +83,21 @@ class Carriers(MethodView):
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """Add a carrier (enabled); its buy deck comes by POST /carriers/{name}/rates/import."""
         with apistore.transaction(pool()) as (conn, one):
-            carriers.create_carrier(one, body["name"], currency=body["currency"], gateways=body["gateways"],
-                                    priority=body["priority"], channel_limit=body["channel_limit"])
-            apistore.audit(conn, who(), "carrier add", body,
-                           detail=f"carrier {body['name']} ({body['currency']}), {len(body['gateways'])} gateway(s)")
+            carriers.create_carrier(
+                one,
+                body["name"],
+                currency=body["currency"],
+                gateways=body["gateways"],
+                priority=body["priority"],
+                channel_limit=body["channel_limit"],
+            )
+            apistore.audit(
+                conn,
+                who(),
+                "carrier add",
+                body,
+                detail=f"carrier {body['name']} ({body['currency']}), {len(body['gateways'])} gateway(s)",
+            )
         return _carrier_json(carrier_plan.get_carrier(pool(), body["name"]))
 
 
@@ -142,15 +162,22 @@ class CarrierRatesImport(MethodView):
         try:
             with apistore.transaction(pool()) as (conn, one):
                 result = import_rates(one, name, io.StringIO(text, newline=""), mode=args["mode"], deck=CARRIER_DECK)
-                apistore.audit(conn, who(), "carrier rates import", {"carrier": name, "mode": args["mode"]},
-                               detail=f"carrier {name}: {result.rows} rows, {result.inserted} new,"
-                                      f" {result.updated} changed, {result.deleted} deleted")
+                apistore.audit(
+                    conn,
+                    who(),
+                    "carrier rates import",
+                    {"carrier": name, "mode": args["mode"]},
+                    detail=f"carrier {name}: {result.rows} rows, {result.inserted} new,"
+                    f" {result.updated} changed, {result.deleted} deleted",
+                )
         except ImportRefused as exc:
-            raise Problem(422, "Unprocessable Content", f"{len(exc.errors)} bad rows of {exc.rows}; nothing imported",
-                          invalid_params=[{"name": f"line {line}", "reason": why}
-                                          for line, why in exc.errors]) from None
-        return {"rows": result.rows, "inserted": result.inserted, "updated": result.updated,
-                "deleted": result.deleted}
+            raise Problem(
+                422,
+                "Unprocessable Content",
+                f"{len(exc.errors)} bad rows of {exc.rows}; nothing imported",
+                invalid_params=[{"name": f"line {line}", "reason": why} for line, why in exc.errors],
+            ) from None
+        return {"rows": result.rows, "inserted": result.inserted, "updated": result.updated, "deleted": result.deleted}
 
 
 @carriers_blp.route("/route")
@@ -165,12 +192,26 @@ class CarrierRoute(MethodView):
         plan = carrier_plan.route_plan(pool(), args["number"], args["tariff"], allow_loss=args["allow_loss"])
         refused = plan.sell is None or plan.sell.forbidden
         sell_minute = None if refused or plan.sell is None else call_cost(plan.sell, FIRST_MINUTE_S)
-        routes = [{"carrier": r.carrier, "gateway": r.gateway, "prefix": r.buy.prefix,
-                   "buy_first_minute": r.first_minute, "margin_first_minute": sell_minute - r.first_minute}
-                  for r in plan.routes if sell_minute is not None]
-        return {"number": plan.number, "tariff": plan.tariff, "currency": plan.currency, "refused": refused,
-                "sell_prefix": plan.sell.prefix if plan.sell else None, "sell_first_minute": sell_minute,
-                "routes": routes}
+        routes = [
+            {
+                "carrier": r.carrier,
+                "gateway": r.gateway,
+                "prefix": r.buy.prefix,
+                "buy_first_minute": r.first_minute,
+                "margin_first_minute": sell_minute - r.first_minute,
+            }
+            for r in plan.routes
+            if sell_minute is not None
+        ]
+        return {
+            "number": plan.number,
+            "tariff": plan.tariff,
+            "currency": plan.currency,
+            "refused": refused,
+            "sell_prefix": plan.sell.prefix if plan.sell else None,
+            "sell_first_minute": sell_minute,
+            "routes": routes,
+        }
 
 
 # --- prompts ------------------------------------------------------------------------------------------------
@@ -196,15 +237,21 @@ class PromptUpdateUpload(s.PromptUpdateForm):
 
 
 def _prompt_json(p: prompt_store.OperatorPrompt) -> dict[str, Any]:
-    return {"id": p.id, "name": p.name, "description": p.description, "default_audio": p.default_path,
-            "languages": dict(p.audio)}
+    return {
+        "id": p.id,
+        "name": p.name,
+        "description": p.description,
+        "default_audio": p.default_path,
+        "languages": dict(p.audio),
+    }
 
 
 def _sounds_dir() -> str:
     sounds_dir = config().sounds_dir
     if not sounds_dir:
-        raise Problem(409, "Conflict", "daemon.sounds_dir is not set in cardd.yaml: there is nowhere to store"
-                                       " a recording")
+        raise Problem(
+            409, "Conflict", "daemon.sounds_dir is not set in cardd.yaml: there is nowhere to store a recording"
+        )
     return sounds_dir
 
 
@@ -244,7 +291,7 @@ class Prompts(MethodView):
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Prompts by id with their recordings (`cardd prompt list`)."""
         after = after_of(args["cursor"]) or 0
-        pairs = [(p.id, p) for p in prompt_store.list_prompts(pool()) if p.id > after][:args["limit"] + 1]
+        pairs = [(p.id, p) for p in prompt_store.list_prompts(pool()) if p.id > after][: args["limit"] + 1]
         return _page(pairs, args["limit"], _prompt_json)
 
     @prompts_blp.arguments(PromptCreateUpload, location="files", content_type="multipart/form-data")
@@ -260,8 +307,9 @@ class Prompts(MethodView):
             except PromptError as exc:
                 raise _prompt_problem(exc, path) from None
         with apistore.transaction(pool()) as (conn, _):
-            apistore.audit(conn, who(), "prompt create", {"id": prompt_id, **form},
-                           detail=f"prompt {prompt_id} ({form['name']})")
+            apistore.audit(
+                conn, who(), "prompt create", {"id": prompt_id, **form}, detail=f"prompt {prompt_id} ({form['name']})"
+            )
         return _prompt_json(_prompt(prompt_id))
 
 
@@ -288,8 +336,12 @@ class Prompt(MethodView):
         _prompt(prompt_id)
         upload = form.pop("audio", None)
         if upload is None and "lang" in form:
-            raise Problem(422, "Unprocessable Content", "lang names the language of an uploaded audio: send audio",
-                          invalid_params=[{"name": "audio", "reason": "required with lang"}])
+            raise Problem(
+                422,
+                "Unprocessable Content",
+                "lang names the language of an uploaded audio: send audio",
+                invalid_params=[{"name": "audio", "reason": "required with lang"}],
+            )
         if upload is None and not form:
             raise Problem(422, "Unprocessable Content", "nothing to update: send audio (and lang), name or description")
         fields = {"lang": form.get("lang"), "name": form.get("name"), "description": form.get("description")}
@@ -306,12 +358,18 @@ class Prompt(MethodView):
             except PromptError as exc:
                 raise _prompt_problem(exc) from None
         with apistore.transaction(pool()) as (conn, _):
-            apistore.audit(conn, who(), "prompt update", {"id": prompt_id, "audio": upload is not None, **form},
-                           detail=f"prompt {prompt_id} updated")
+            apistore.audit(
+                conn,
+                who(),
+                "prompt update",
+                {"id": prompt_id, "audio": upload is not None, **form},
+                detail=f"prompt {prompt_id} updated",
+            )
         return _prompt_json(_prompt(prompt_id))
 
 
 # --- maintenance --------------------------------------------------------------------------------------------
+
 
 @admin_blp.route("/hash-pins")
 class HashPins(MethodView):

@@ -22,11 +22,12 @@ vouchers_blp = Blueprint("vouchers", __name__, url_prefix="/vouchers", descripti
 customers_blp = Blueprint("customers", __name__, url_prefix="/customers", description="Customers")
 plans_blp = Blueprint("plans", __name__, url_prefix="/plans", description="Service plans")
 
-OPERATOR_READ = ("admin", "readonly")   # the catalogue is the operator's, not a reseller's
+OPERATOR_READ = ("admin", "readonly")  # the catalogue is the operator's, not a reseller's
 _IDEMPOTENCY = [{"in": "header", "name": "Idempotency-Key", "required": True, "schema": {"type": "string"}}]
 
 
 # --- tariffs and rates ---------------------------------------------------------------------------
+
 
 @tariffs_blp.route("")
 class Tariffs(MethodView):
@@ -56,8 +57,13 @@ class Tariff(MethodView):
         """Rename a tariff; its cards and rates follow."""
         with apistore.transaction(pool()) as (conn, one):
             catalog.rename_tariff(one, tariff, body["name"])
-            apistore.audit(conn, who(), "tariff rename", {"name": tariff, "new_name": body["name"]},
-                           detail=f"tariff {tariff} renamed {body['name']}")
+            apistore.audit(
+                conn,
+                who(),
+                "tariff rename",
+                {"name": tariff, "new_name": body["name"]},
+                detail=f"tariff {tariff} renamed {body['name']}",
+            )
         return _tariff_json(body["name"])
 
     @tariffs_blp.response(204)
@@ -66,8 +72,9 @@ class Tariff(MethodView):
         """Delete a tariff and its rates; refused (422) while any card uses it."""
         with apistore.transaction(pool()) as (conn, one):
             rates = catalog.delete_tariff(one, tariff)
-            apistore.audit(conn, who(), "tariff delete", {"name": tariff},
-                           detail=f"tariff {tariff} deleted with {rates} rates")
+            apistore.audit(
+                conn, who(), "tariff delete", {"name": tariff}, detail=f"tariff {tariff} deleted with {rates} rates"
+            )
 
 
 def _tariff_json(name: str) -> dict[str, Any]:
@@ -78,8 +85,20 @@ def _tariff_json(name: str) -> dict[str, Any]:
 
 
 def _rate_json(rate: Any) -> dict[str, Any]:
-    return {k: getattr(rate, k) for k in ("prefix", "price_1", "interval_1", "price_n", "interval_n", "connect_fee",
-                                          "free_seconds", "grace", "forbidden")}
+    return {
+        k: getattr(rate, k)
+        for k in (
+            "prefix",
+            "price_1",
+            "interval_1",
+            "price_n",
+            "interval_n",
+            "connect_fee",
+            "free_seconds",
+            "grace",
+            "forbidden",
+        )
+    }
 
 
 @tariffs_blp.route("/<string:tariff>/rates")
@@ -88,8 +107,9 @@ class Rates(MethodView):
     @tariffs_blp.response(200, s.page_of(s.RateSchema))
     @allow(READ)
     def get(self, args: dict[str, Any], tariff: str) -> dict[str, Any]:
-        page = apistore.rates_page(pool(), tariff, prefix=args.get("prefix"), after=after_of(args["cursor"]),
-                                   limit=args["limit"])
+        page = apistore.rates_page(
+            pool(), tariff, prefix=args.get("prefix"), after=after_of(args["cursor"]), limit=args["limit"]
+        )
         return page_json(page, [_rate_json(r) for r in page.items])
 
     @tariffs_blp.arguments(s.RateSchema)
@@ -98,10 +118,16 @@ class Rates(MethodView):
     def put(self, body: dict[str, Any], tariff: str) -> dict[str, Any]:
         """Add or replace the rate of one prefix."""
         with apistore.transaction(pool()) as (conn, one):
-            catalog.add_rate(one, tariff, body["prefix"], replace=True,
-                             **{k: v for k, v in body.items() if k != "prefix"})
-            apistore.audit(conn, who(), "rate add", {"tariff": tariff, **body},
-                           detail=f"tariff {tariff}: rate for {body['prefix'] or '(any)'}")
+            catalog.add_rate(
+                one, tariff, body["prefix"], replace=True, **{k: v for k, v in body.items() if k != "prefix"}
+            )
+            apistore.audit(
+                conn,
+                who(),
+                "rate add",
+                {"tariff": tariff, **body},
+                detail=f"tariff {tariff}: rate for {body['prefix'] or '(any)'}",
+            )
         return body
 
     @tariffs_blp.arguments(s.RateDeleteArgs, location="query")
@@ -117,8 +143,13 @@ def _delete_rate(tariff: str, prefix: str) -> None:
     with apistore.transaction(pool()) as (conn, _):
         if not apistore.delete_rate(conn, tariff, prefix):
             raise NotVisible(f"tariff {tariff} has no rate for prefix {prefix!r}")
-        apistore.audit(conn, who(), "rate delete", {"tariff": tariff, "prefix": prefix},
-                       detail=f"tariff {tariff}: rate for {prefix or '(catch-all)'} deleted")
+        apistore.audit(
+            conn,
+            who(),
+            "rate delete",
+            {"tariff": tariff, "prefix": prefix},
+            detail=f"tariff {tariff}: rate for {prefix or '(catch-all)'} deleted",
+        )
 
 
 @tariffs_blp.route("/<string:tariff>/rates/<string:prefix>")
@@ -144,8 +175,14 @@ class Lookup(MethodView):
         seconds = None
         if rate is not None and credit is not None:
             seconds = 0 if rate.forbidden else max_duration(rate, credit)
-        return {"number": args["number"], "tariff": tariff, "currency": currency,
-                "rate": _rate_json(rate) if rate else None, "credit": credit, "max_duration_s": seconds}
+        return {
+            "number": args["number"],
+            "tariff": tariff,
+            "currency": currency,
+            "rate": _rate_json(rate) if rate else None,
+            "credit": credit,
+            "max_duration_s": seconds,
+        }
 
 
 @tariffs_blp.route("/<string:tariff>/rates/import")
@@ -166,14 +203,17 @@ class RateImport(MethodView):
         try:
             result = apistore.import_rates_audited(pool(), who(), tariff, io.StringIO(text), mode=args["mode"])
         except ImportRefused as exc:
-            raise Problem(422, "Unprocessable Content", f"{len(exc.errors)} bad rows of {exc.rows}; nothing imported",
-                          invalid_params=[{"name": f"line {line}", "reason": why}
-                                          for line, why in exc.errors]) from None
-        return {"rows": result.rows, "inserted": result.inserted, "updated": result.updated,
-                "deleted": result.deleted}
+            raise Problem(
+                422,
+                "Unprocessable Content",
+                f"{len(exc.errors)} bad rows of {exc.rows}; nothing imported",
+                invalid_params=[{"name": f"line {line}", "reason": why} for line, why in exc.errors],
+            ) from None
+        return {"rows": result.rows, "inserted": result.inserted, "updated": result.updated, "deleted": result.deleted}
 
 
 # --- vouchers -----------------------------------------------------------------------------------
+
 
 @vouchers_blp.route("")
 class Vouchers(MethodView):
@@ -181,8 +221,13 @@ class Vouchers(MethodView):
     @vouchers_blp.response(200, s.page_of(s.VoucherSchema))
     @allow(OPERATOR_READ)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
-        page = apistore.vouchers_page(pool(), batch=args.get("batch"), status=args.get("status"),
-                                      after=after_of(args["cursor"]), limit=args["limit"])
+        page = apistore.vouchers_page(
+            pool(),
+            batch=args.get("batch"),
+            status=args.get("status"),
+            after=after_of(args["cursor"]),
+            limit=args["limit"],
+        )
         return page_json(page, page.items)
 
     @vouchers_blp.arguments(s.VoucherGenerateSchema)
@@ -191,10 +236,22 @@ class Vouchers(MethodView):
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """Generate vouchers; their numbers are in this answer (and in GET /vouchers)."""
         with apistore.transaction(pool()) as (conn, one):
-            numbers = vouchers.generate(one, body["count"], amount=body["amount"], currency=body["currency"],
-                                        length=body["length"], expires_at=body["expires_at"], batch=body["batch"])
-            apistore.audit(conn, who(), "voucher generate", {k: v for k, v in body.items()},
-                           detail=f"{len(numbers)} vouchers of {body['amount']} {body['currency']}")
+            numbers = vouchers.generate(
+                one,
+                body["count"],
+                amount=body["amount"],
+                currency=body["currency"],
+                length=body["length"],
+                expires_at=body["expires_at"],
+                batch=body["batch"],
+            )
+            apistore.audit(
+                conn,
+                who(),
+                "voucher generate",
+                {k: v for k, v in body.items()},
+                detail=f"{len(numbers)} vouchers of {body['amount']} {body['currency']}",
+            )
         return {"numbers": numbers}
 
 
@@ -211,8 +268,9 @@ class VoucherVoid(MethodView):
 
 @vouchers_blp.route("/<string:number>/redeem")
 class VoucherRedeem(MethodView):
-    @vouchers_blp.arguments(s.Schema.from_dict({"card": s.fields.Str(required=True, validate=s.DIGITS)},
-                                               name="RedeemForCardSchema"))
+    @vouchers_blp.arguments(
+        s.Schema.from_dict({"card": s.fields.Str(required=True, validate=s.DIGITS)}, name="RedeemForCardSchema")
+    )
     @vouchers_blp.response(200, s.RedeemedSchema)
     @vouchers_blp.doc(parameters=_IDEMPOTENCY)
     @allow(WRITE)
@@ -225,15 +283,21 @@ class VoucherRedeem(MethodView):
                 result = vouchers.redeem_in(conn, number, card_id)
                 if not result.ok:
                     raise Problem(422, "Unprocessable Content", f"voucher not redeemed: {result.outcome}")
-                apistore.audit(conn, who(), "voucher redeem", {"voucher": number[-4:], "card": body["card"]},
-                               account_id=card_id, detail=f"{result.amount} {result.currency} credited")
-            return {"voucher": number, "amount": result.amount, "currency": result.currency,
-                    "balance": result.balance}
+                apistore.audit(
+                    conn,
+                    who(),
+                    "voucher redeem",
+                    {"voucher": number[-4:], "card": body["card"]},
+                    account_id=card_id,
+                    detail=f"{result.amount} {result.currency} credited",
+                )
+            return {"voucher": number, "amount": result.amount, "currency": result.currency, "balance": result.balance}
 
         return idempotent(200, s.RedeemedSchema(), work)
 
 
 # --- customers and plans ----------------------------------------------------------------------------
+
 
 @customers_blp.route("")
 class Customers(MethodView):
@@ -241,8 +305,7 @@ class Customers(MethodView):
     @customers_blp.response(200, s.page_of(s.CustomerSchema))
     @allow(READ)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
-        page = apistore.customers_page(pool(), owner=owner_scope(), after=after_of(args["cursor"]),
-                                       limit=args["limit"])
+        page = apistore.customers_page(pool(), owner=owner_scope(), after=after_of(args["cursor"]), limit=args["limit"])
         return page_json(page, page.items)
 
     @customers_blp.arguments(s.CustomerSchema)
@@ -254,10 +317,14 @@ class Customers(MethodView):
             customer_id = operator.add_customer(one, body["name"], who=who())
             if owner_scope() is not None:
                 apistore.set_customer_owner(conn, customer_id, owner_scope())
-                apistore.audit(conn, who(), "customer owner", {"name": body["name"], "owner": owner_scope()},
-                               detail=f"customer {body['name']} belongs to reseller {owner_scope()}")
-        [row] = [c for c in apistore.customers_page(pool(), owner=owner_scope(), after=customer_id - 1,
-                                                    limit=1).items]
+                apistore.audit(
+                    conn,
+                    who(),
+                    "customer owner",
+                    {"name": body["name"], "owner": owner_scope()},
+                    detail=f"customer {body['name']} belongs to reseller {owner_scope()}",
+                )
+        [row] = [c for c in apistore.customers_page(pool(), owner=owner_scope(), after=customer_id - 1, limit=1).items]
         return row
 
 
@@ -274,8 +341,7 @@ class Plans(MethodView):
     @allow(ADMIN)
     def post(self, body: dict[str, Any]) -> Any:
         with apistore.transaction(pool()) as (_, one):
-            operator.add_plan(one, body["name"], who=who(), minutes_plan=body["minutes_plan"],
-                              minutes=body["minutes"])
+            operator.add_plan(one, body["name"], who=who(), minutes_plan=body["minutes_plan"], minutes=body["minutes"])
             if body["suspended"]:
                 operator.update_plan(one, body["name"], who=who(), suspended=True)
         return operator.list_plans(pool(), body["name"])[0]
@@ -313,9 +379,16 @@ class Plan(MethodView):
     @allow(ADMIN)
     def patch(self, body: dict[str, Any], name: str) -> Any:
         """Rename, suspend or resume a plan, and set or remove its free minutes per prefix."""
-        operator.update_plan(pool(), name, who=who(), new_name=body.get("name"), suspended=body.get("suspended"),
-                             minutes_plan=body.get("minutes_plan"), set_minutes=body.get("minutes"),
-                             remove_prefixes=body.get("remove_prefixes"))
+        operator.update_plan(
+            pool(),
+            name,
+            who=who(),
+            new_name=body.get("name"),
+            suspended=body.get("suspended"),
+            minutes_plan=body.get("minutes_plan"),
+            set_minutes=body.get("minutes"),
+            remove_prefixes=body.get("remove_prefixes"),
+        )
         return operator.list_plans(pool(), body.get("name") or name)[0]
 
     @plans_blp.response(204)
@@ -336,6 +409,7 @@ class Audit(MethodView):
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Every change, newest first: who (key or operator, and from where), when, what."""
         card_id = card_id_for(args["card"]) if "card" in args else None
-        page = apistore.audit_page(pool(), card_id=card_id, action=args.get("action"),
-                                   after=after_of(args["cursor"]), limit=args["limit"])
+        page = apistore.audit_page(
+            pool(), card_id=card_id, action=args.get("action"), after=after_of(args["cursor"]), limit=args["limit"]
+        )
         return page_json(page, page.items)

@@ -16,8 +16,12 @@ from cardd.api.cards import page_json
 from cardd.billing import apistore, identity
 from cardd.errors import NotVisible, Problem
 
-cards_blp = Blueprint("card dialling", __name__, url_prefix="/cards",
-                      description="A card's trusted CLIs, hot-dial keys and smart-dial DIDs")
+cards_blp = Blueprint(
+    "card dialling",
+    __name__,
+    url_prefix="/cards",
+    description="A card's trusted CLIs, hot-dial keys and smart-dial DIDs",
+)
 smartdial_blp = Blueprint("smart dial", __name__, url_prefix="/smartdial", description="Smart-dial DIDs")
 blacklist_blp = Blueprint("blacklist", __name__, url_prefix="/blacklist", description="Black-listed CLIs")
 nodes_blp = Blueprint("nodes", __name__, url_prefix="/nodes", description="cardd processes and their live calls")
@@ -31,6 +35,7 @@ def _one_page(items: list[Any]) -> dict[str, Any]:
 
 
 # --- trusted CLIs -------------------------------------------------------------------------------
+
 
 @cards_blp.route("/<string:number>/clis")
 class CardClis(MethodView):
@@ -57,8 +62,14 @@ class CardCli(MethodView):
         with apistore.transaction(pool()) as (conn, one):
             if not identity.map_cli(one, cli, card_id, replace=args["replace"]):
                 raise Problem(409, "Conflict", f"CLI {cli} belongs to another card; give replace=true to move it")
-            apistore.audit(conn, who(), "cli map", {"cli": cli, "card": number, "replace": args["replace"]},
-                           account_id=card_id, detail=f"CLI {cli} -> card {number}")
+            apistore.audit(
+                conn,
+                who(),
+                "cli map",
+                {"cli": cli, "card": number, "replace": args["replace"]},
+                account_id=card_id,
+                detail=f"CLI {cli} -> card {number}",
+            )
         return {"cli": cli, "card": number}
 
     @cards_blp.response(204)
@@ -69,11 +80,13 @@ class CardCli(MethodView):
             raise NotVisible(f"CLI {cli} is not mapped to card {number}")
         with apistore.transaction(pool()) as (conn, one):
             identity.unmap_cli(one, cli)
-            apistore.audit(conn, who(), "cli unmap", {"cli": cli, "card": number}, account_id=card_id,
-                           detail=f"CLI {cli} unmapped")
+            apistore.audit(
+                conn, who(), "cli unmap", {"cli": cli, "card": number}, account_id=card_id, detail=f"CLI {cli} unmapped"
+            )
 
 
 # --- hot dial ---------------------------------------------------------------------------------------
+
 
 @cards_blp.route("/<string:number>/hotdial")
 class CardHotDials(MethodView):
@@ -92,13 +105,23 @@ class CardHotDial(MethodView):
     def put(self, body: dict[str, Any], number: str, key: str) -> dict[str, Any]:
         """Set what key 0-99 dials for this card."""
         if not re.fullmatch(HOT_KEY, key):
-            raise Problem(422, "Unprocessable Content", "a hot-dial key is 1 or 2 digits",
-                          invalid_params=[{"name": "key", "reason": "1 or 2 digits 0-9"}])
+            raise Problem(
+                422,
+                "Unprocessable Content",
+                "a hot-dial key is 1 or 2 digits",
+                invalid_params=[{"name": "key", "reason": "1 or 2 digits 0-9"}],
+            )
         card_id = card_id_for(number)
         with apistore.transaction(pool()) as (conn, one):
             identity.hot_dial_set(one, card_id, key, body["destination"])
-            apistore.audit(conn, who(), "hotdial set", {"card": number, "key": key, **body}, account_id=card_id,
-                           detail=f"card {number}: key {key} -> {body['destination']}")
+            apistore.audit(
+                conn,
+                who(),
+                "hotdial set",
+                {"card": number, "key": key, **body},
+                account_id=card_id,
+                detail=f"card {number}: key {key} -> {body['destination']}",
+            )
         return {"key": key, "destination": body["destination"]}
 
     @cards_blp.response(204)
@@ -108,11 +131,18 @@ class CardHotDial(MethodView):
         with apistore.transaction(pool()) as (conn, one):
             if not identity.hot_dial_remove(one, card_id, key):
                 raise NotVisible(f"card {number} has no hot-dial key {key}")
-            apistore.audit(conn, who(), "hotdial remove", {"card": number, "key": key}, account_id=card_id,
-                           detail=f"card {number}: key {key} removed")
+            apistore.audit(
+                conn,
+                who(),
+                "hotdial remove",
+                {"card": number, "key": key},
+                account_id=card_id,
+                detail=f"card {number}: key {key} removed",
+            )
 
 
 # --- smart dial -------------------------------------------------------------------------------------
+
 
 def _smart_json(row: apistore.SmartDialRow) -> dict[str, Any]:
     return {"did": row.did, "card": row.card, "destination": row.destination, "exclusive": row.exclusive}
@@ -124,8 +154,9 @@ class SmartDials(MethodView):
     @smartdial_blp.response(200, s.page_of(s.SmartDialSchema))
     @allow(READ)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
-        page = apistore.smart_dial_page(pool(), owner=owner_scope(), after=after_of(args["cursor"]),
-                                        limit=args["limit"])
+        page = apistore.smart_dial_page(
+            pool(), owner=owner_scope(), after=after_of(args["cursor"]), limit=args["limit"]
+        )
         return page_json(page, [_smart_json(r) for r in page.items])
 
 
@@ -139,8 +170,14 @@ class CardSmartDial(MethodView):
         card_id = card_id_for(number)
         with apistore.transaction(pool()) as (conn, one):
             identity.smart_dial_add(one, did, card_id, body["destination"], exclusive=body["exclusive"])
-            apistore.audit(conn, who(), "smartdial add", {"card": number, "did": did, **body}, account_id=card_id,
-                           detail=f"DID {did} for card {number} -> {body['destination']}")
+            apistore.audit(
+                conn,
+                who(),
+                "smartdial add",
+                {"card": number, "did": did, **body},
+                account_id=card_id,
+                detail=f"DID {did} for card {number} -> {body['destination']}",
+            )
         return {"did": did, "card": number, **body}
 
     @cards_blp.response(204)
@@ -150,11 +187,18 @@ class CardSmartDial(MethodView):
         with apistore.transaction(pool()) as (conn, one):
             if not identity.smart_dial_remove(one, did, card_id):
                 raise NotVisible(f"card {number} has no smart-dial DID {did}")
-            apistore.audit(conn, who(), "smartdial remove", {"card": number, "did": did}, account_id=card_id,
-                           detail=f"DID {did} for card {number} removed")
+            apistore.audit(
+                conn,
+                who(),
+                "smartdial remove",
+                {"card": number, "did": did},
+                account_id=card_id,
+                detail=f"DID {did} for card {number} removed",
+            )
 
 
 # --- black list (the operator's) ----------------------------------------------------------------------
+
 
 @blacklist_blp.route("")
 class Blacklist(MethodView):
@@ -165,8 +209,9 @@ class Blacklist(MethodView):
         try:
             after = apistore.decode_text_cursor(args["cursor"])
         except ValueError as exc:
-            raise Problem(400, "Bad Request", str(exc),
-                          invalid_params=[{"name": "cursor", "reason": str(exc)}]) from None
+            raise Problem(
+                400, "Bad Request", str(exc), invalid_params=[{"name": "cursor", "reason": str(exc)}]
+            ) from None
         rows, last = apistore.blacklist_page(pool(), blocked_only=not args["all"], after=after, limit=args["limit"])
         return {"items": rows, "next_cursor": apistore.encode_text_cursor(last)}
 
@@ -180,8 +225,9 @@ class BlacklistEntry(MethodView):
         """Block a CLI: its calls are refused before anything is asked."""
         with apistore.transaction(pool()) as (conn, one):
             identity.blacklist_add(one, cli, body["reason"] or "added by the operator")
-            apistore.audit(conn, who(), "blacklist add", {"cli": cli, "reason": body["reason"]},
-                           detail=f"CLI {cli} blocked")
+            apistore.audit(
+                conn, who(), "blacklist add", {"cli": cli, "reason": body["reason"]}, detail=f"CLI {cli} blocked"
+            )
 
     @blacklist_blp.response(204)
     @allow(ADMIN)
@@ -193,6 +239,7 @@ class BlacklistEntry(MethodView):
 
 
 # --- live calls ------------------------------------------------------------------------------------------
+
 
 @nodes_blp.route("")
 class Nodes(MethodView):

@@ -26,8 +26,14 @@ class SessionView(MethodView):
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """Sign in with card number + PIN. Throttled like the IVR (per card, per client address);
         a wrong number and a wrong PIN get the same answer."""
-        session = apiauth.sign_in(pool(), config().limits, body["number"], body["pin"],
-                                  peer=request.remote_addr or "unknown", lifetime_s=config().session_lifetime_s)
+        session = apiauth.sign_in(
+            pool(),
+            config().limits,
+            body["number"],
+            body["pin"],
+            peer=request.remote_addr or "unknown",
+            lifetime_s=config().session_lifetime_s,
+        )
         return {"token": session.token, "expires_at": session.expires_at, "card": body["number"]}
 
     @blp.response(204)
@@ -83,16 +89,21 @@ class MyTopup(MethodView):
         number = body["voucher"]
 
         def work(pool_like: Any) -> dict[str, Any]:
-            gated = apistore.redeem_voucher_throttled(pool_like, config().topup_limits, who=who(),
-                                                      card=principal().name, card_id=card_id, number=number,
-                                                      remote=request.remote_addr)
+            gated = apistore.redeem_voucher_throttled(
+                pool_like,
+                config().topup_limits,
+                who=who(),
+                card=principal().name,
+                card_id=card_id,
+                number=number,
+                remote=request.remote_addr,
+            )
             if not gated.allowed:
                 raise Problem(429, "Too Many Requests", "too many failed top-ups; try again later")
             result = gated.value
             if not result.ok:
                 # One answer for every reason: a refusal must not say which voucher numbers exist.
                 raise Problem(422, "Unprocessable Content", "this voucher cannot be used for this card")
-            return {"voucher": number, "amount": result.amount, "currency": result.currency,
-                    "balance": result.balance}
+            return {"voucher": number, "amount": result.amount, "currency": result.currency, "balance": result.balance}
 
         return idempotent(200, s.RedeemedSchema(), work)

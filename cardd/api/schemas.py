@@ -25,8 +25,12 @@ class Money(fields.Field):
     """A decimal string with at most 5 places in, exactly 5 out."""
 
     def __init__(self, *, positive: bool = False, non_negative: bool = False, **kwargs: Any):
-        metadata = {"type": "string", "pattern": r"^[+-]?[0-9]{1,13}(\.[0-9]{1,5})?$", "example": "10.00000",
-                    **kwargs.pop("metadata", {})}
+        metadata = {
+            "type": "string",
+            "pattern": r"^[+-]?[0-9]{1,13}(\.[0-9]{1,5})?$",
+            "example": "10.00000",
+            **kwargs.pop("metadata", {}),
+        }
         super().__init__(metadata=metadata, **kwargs)
         self.positive = positive
         self.non_negative = non_negative
@@ -36,7 +40,7 @@ class Money(fields.Field):
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Decimal:
         if not isinstance(value, str):
-            raise ValidationError("an amount is a string such as \"10.50000\", not a JSON number")
+            raise ValidationError('an amount is a string such as "10.50000", not a JSON number')
         try:
             amount = money(value)
         except ValueError as exc:
@@ -64,8 +68,11 @@ class UtcDateTime(fields.DateTime):
 
 
 class PageArgs(Schema):
-    cursor = fields.Str(load_default=None, validate=validate.Length(max=100),
-                        metadata={"description": "next_cursor of the previous page"})
+    cursor = fields.Str(
+        load_default=None,
+        validate=validate.Length(max=100),
+        metadata={"description": "next_cursor of the previous page"},
+    )
     limit = fields.Int(load_default=100, validate=validate.Range(1, 500))
 
 
@@ -76,12 +83,18 @@ def page_of(item: type[Schema]) -> type[Schema]:
     """The page schema of a list of `item` (one class per item, so OpenAPI names it once)."""
     if item not in _PAGES:
         name = item.__name__.removesuffix("Schema") + "PageSchema"
-        _PAGES[item] = Schema.from_dict({"items": fields.List(fields.Nested(item), required=True),
-                                         "next_cursor": fields.Str(allow_none=True, required=True)}, name=name)
+        _PAGES[item] = Schema.from_dict(
+            {
+                "items": fields.List(fields.Nested(item), required=True),
+                "next_cursor": fields.Str(allow_none=True, required=True),
+            },
+            name=name,
+        )
     return _PAGES[item]
 
 
 # --- cards ----------------------------------------------------------------------------
+
 
 class CardSchema(Schema):
     number = fields.Str(required=True)
@@ -102,8 +115,9 @@ class CardCreateSchema(Schema):
     tariff = fields.Str(required=True, validate=NAME)
     currency = fields.Str(required=True, validate=CURRENCY)
     balance = Money(load_default=Decimal(0), non_negative=True)
-    pin = fields.Str(load_default="", load_only=True, validate=validate.Regexp(r"^[0-9]{0,20}$",
-                                                                             error="digits 0-9 only, at most 20"))
+    pin = fields.Str(
+        load_default="", load_only=True, validate=validate.Regexp(r"^[0-9]{0,20}$", error="digits 0-9 only, at most 20")
+    )
     customer = fields.Str(load_default=None, validate=NAME)
     plan = fields.Str(load_default=None, validate=NAME)
     status = fields.Str(load_default="active", validate=validate.OneOf(["new", "active", "blocked"]))
@@ -130,8 +144,9 @@ class LedgerEntrySchema(Schema):
 
 
 class CardDetailSchema(CardSchema):
-    history = fields.List(fields.Nested(LedgerEntrySchema), required=True,
-                          metadata={"description": "the newest ledger rows"})
+    history = fields.List(
+        fields.Nested(LedgerEntrySchema), required=True, metadata={"description": "the newest ledger rows"}
+    )
     history_cursor = fields.Str(allow_none=True, metadata={"description": "cursor for GET .../history"})
 
 
@@ -148,8 +163,9 @@ class BalanceSchema(Schema):
 
 
 class PinSchema(Schema):
-    pin = fields.Str(required=True, load_only=True,
-                     validate=validate.Regexp(r"^[0-9]{0,20}$", error="digits 0-9 only, at most 20"))
+    pin = fields.Str(
+        required=True, load_only=True, validate=validate.Regexp(r"^[0-9]{0,20}$", error="digits 0-9 only, at most 20")
+    )
 
 
 class StatusSchema(Schema):
@@ -159,10 +175,12 @@ class StatusSchema(Schema):
 
 # --- card holders ----------------------------------------------------------------------
 
+
 class SignInSchema(Schema):
     number = fields.Str(required=True, validate=DIGITS)
-    pin = fields.Str(required=True, load_only=True, validate=validate.Regexp(r"^[0-9]{1,20}$",
-                                                                             error="digits 0-9 only, 1 to 20"))
+    pin = fields.Str(
+        required=True, load_only=True, validate=validate.Regexp(r"^[0-9]{1,20}$", error="digits 0-9 only, 1 to 20")
+    )
 
 
 class SessionSchema(Schema):
@@ -183,6 +201,7 @@ class RedeemedSchema(Schema):
 
 
 # --- CDRs and reservations ---------------------------------------------------------------
+
 
 class CdrSchema(Schema):
     id = fields.Int(required=True)
@@ -257,6 +276,7 @@ class ClosureSchema(Schema):
 
 # --- tariffs and rates ---------------------------------------------------------------------
 
+
 class TariffSchema(Schema):
     name = fields.Str(required=True, validate=NAME)
     currency = fields.Str(required=True, validate=CURRENCY)
@@ -307,6 +327,7 @@ class ImportResultSchema(Schema):
 
 # --- vouchers, customers, plans --------------------------------------------------------------
 
+
 class VoucherSchema(Schema):
     number = fields.Str(required=True)
     amount = Money(required=True)
@@ -347,12 +368,14 @@ class PlanSchema(Schema):
     name = fields.Str(required=True, validate=NAME)
     minutes_plan = fields.Bool(load_default=False)
     suspended = fields.Bool(load_default=False)
-    minutes = fields.Dict(keys=fields.Str(validate=PREFIX), values=fields.Int(validate=validate.Range(0, 10**6)),
-                          load_default=dict)
+    minutes = fields.Dict(
+        keys=fields.Str(validate=PREFIX), values=fields.Int(validate=validate.Range(0, 10**6)), load_default=dict
+    )
     cards = fields.Int(dump_only=True)
 
 
 # --- more card operations ----------------------------------------------------------------------
+
 
 class CardPatchSchema(Schema):
     expires_at = UtcDateTime(allow_none=True, metadata={"description": "null: never expires"})
@@ -445,8 +468,11 @@ class PlanPatchSchema(Schema):
     name = fields.Str(validate=NAME, metadata={"description": "a new name"})
     suspended = fields.Bool()
     minutes_plan = fields.Bool()
-    minutes = fields.Dict(keys=fields.Str(validate=PREFIX), values=fields.Int(validate=validate.Range(0, 10**6)),
-                          metadata={"description": "free minutes to set per prefix"})
+    minutes = fields.Dict(
+        keys=fields.Str(validate=PREFIX),
+        values=fields.Int(validate=validate.Range(0, 10**6)),
+        metadata={"description": "free minutes to set per prefix"},
+    )
     remove_prefixes = fields.List(fields.Str(validate=PREFIX))
 
 
@@ -487,10 +513,17 @@ GATEWAY = validate.Length(min=1, max=500)
 class CarrierSchema(Schema):
     name = fields.Str(required=True, validate=validate.Length(min=1, max=64))
     currency = fields.Str(required=True, validate=CURRENCY)
-    gateways = fields.List(fields.Str(validate=GATEWAY), required=True, validate=validate.Length(min=1, max=20),
-                           metadata={"description": "dial-string templates with {number}, tried in order"})
-    priority = fields.Int(load_default=100, validate=validate.Range(0, 2_147_483_647),
-                          metadata={"description": "among equal first-minute prices the lower goes first"})
+    gateways = fields.List(
+        fields.Str(validate=GATEWAY),
+        required=True,
+        validate=validate.Length(min=1, max=20),
+        metadata={"description": "dial-string templates with {number}, tried in order"},
+    )
+    priority = fields.Int(
+        load_default=100,
+        validate=validate.Range(0, 2_147_483_647),
+        metadata={"description": "among equal first-minute prices the lower goes first"},
+    )
     channel_limit = fields.Int(load_default=None, allow_none=True, validate=validate.Range(1, 2_147_483_647))
     enabled = fields.Bool(dump_only=True)
     rates = fields.Int(dump_only=True, metadata={"description": "prefixes in the buy deck"})
@@ -525,10 +558,15 @@ class PromptSchema(Schema):
     id = fields.Int(required=True)
     name = fields.Str(required=True)
     description = fields.Str(required=True)
-    default_audio = fields.Str(allow_none=True, required=True,
-                               metadata={"description": "the default recording, relative to daemon.sounds_dir"})
-    languages = fields.Dict(keys=fields.Str(), values=fields.Str(), required=True,
-                            metadata={"description": "language -> recording, relative to daemon.sounds_dir"})
+    default_audio = fields.Str(
+        allow_none=True, required=True, metadata={"description": "the default recording, relative to daemon.sounds_dir"}
+    )
+    languages = fields.Dict(
+        keys=fields.Str(),
+        values=fields.Str(),
+        required=True,
+        metadata={"description": "language -> recording, relative to daemon.sounds_dir"},
+    )
 
 
 class PromptCreateForm(Schema):
@@ -539,8 +577,10 @@ class PromptCreateForm(Schema):
 class PromptUpdateForm(Schema):
     name = fields.Str(validate=NAME)
     description = fields.Str(validate=validate.Length(max=1000))
-    lang = fields.Str(validate=validate.Regexp(r"^[a-z]{2}$", error="a two-letter code such as th"),
-                      metadata={"description": "the uploaded audio's language; without it, the default audio"})
+    lang = fields.Str(
+        validate=validate.Regexp(r"^[a-z]{2}$", error="a two-letter code such as th"),
+        metadata={"description": "the uploaded audio's language; without it, the default audio"},
+    )
 
 
 class HashedPinsSchema(Schema):
@@ -548,5 +588,6 @@ class HashedPinsSchema(Schema):
 
 
 class RateDeleteArgs(Schema):
-    prefix = fields.Str(required=True, validate=PREFIX,
-                        metadata={"description": "the rate's prefix; empty for the catch-all rate"})
+    prefix = fields.Str(
+        required=True, validate=PREFIX, metadata={"description": "the rate's prefix; empty for the catch-all rate"}
+    )

@@ -35,20 +35,37 @@ class RequestDeadline:
             with gevent.Timeout(self.seconds):
                 return list(self.app(environ, start_response))
         except gevent.Timeout:
-            log.warning("%s %s took more than %s s: answered 503", environ.get("REQUEST_METHOD"),
-                        environ.get("PATH_INFO"), self.seconds)
-            body = json.dumps({"type": "about:blank", "title": "Service Unavailable", "status": 503,
-                               "detail": f"the request took longer than {self.seconds:g} s"}).encode()
-            start_response("503 Service Unavailable", [("Content-Type", PROBLEM),
-                                                        ("Content-Length", str(len(body)))], None)
+            log.warning(
+                "%s %s took more than %s s: answered 503",
+                environ.get("REQUEST_METHOD"),
+                environ.get("PATH_INFO"),
+                self.seconds,
+            )
+            body = json.dumps(
+                {
+                    "type": "about:blank",
+                    "title": "Service Unavailable",
+                    "status": 503,
+                    "detail": f"the request took longer than {self.seconds:g} s",
+                }
+            ).encode()
+            start_response(
+                "503 Service Unavailable", [("Content-Type", PROBLEM), ("Content-Length", str(len(body)))], None
+            )
             return [body]
 
 
-_TOO_MANY = json.dumps({"type": "about:blank", "title": "Service Unavailable", "status": 503,
-                        "detail": "too many connections; try again"}).encode()
-TOO_MANY_CONNECTIONS = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: " + PROBLEM.encode()
-                        + b"\r\nContent-Length: " + str(len(_TOO_MANY)).encode()
-                        + b"\r\nRetry-After: 1\r\nConnection: close\r\n\r\n" + _TOO_MANY)
+_TOO_MANY = json.dumps(
+    {"type": "about:blank", "title": "Service Unavailable", "status": 503, "detail": "too many connections; try again"}
+).encode()
+TOO_MANY_CONNECTIONS = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
+    + PROBLEM.encode()
+    + b"\r\nContent-Length: "
+    + str(len(_TOO_MANY)).encode()
+    + b"\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+    + _TOO_MANY
+)
 
 
 class _Server(WSGIServer):
@@ -63,8 +80,11 @@ class _Server(WSGIServer):
 
     def handle(self, sock: socket.socket, address: Any) -> None:
         if self.active >= self.max_connections:
-            log.warning("connection from %s refused: %s connections open (api.max_connections)",
-                        address[0] if address else "-", self.active)
+            log.warning(
+                "connection from %s refused: %s connections open (api.max_connections)",
+                address[0] if address else "-",
+                self.active,
+            )
             try:
                 with gevent.Timeout(0.5, OSError("send timed out")):
                     sock.sendall(TOO_MANY_CONNECTIONS)
@@ -94,15 +114,24 @@ def _address(text: str) -> tuple[str, int]:
 
 def build_server(settings: Any, pool: Any) -> WSGIServer:
     api = settings.api
-    config = ApiConfig(limits=identity.pin_limits(settings.daemon), topup_limits=identity.topup_limits(settings.daemon),
-                       session_lifetime_s=api.session_lifetime, max_body_bytes=api.max_body_bytes,
-                       max_upload_bytes=api.max_upload_bytes,
-                       sounds_dir=settings.daemon.sounds_dir)
+    config = ApiConfig(
+        limits=identity.pin_limits(settings.daemon),
+        topup_limits=identity.topup_limits(settings.daemon),
+        session_lifetime_s=api.session_lifetime,
+        max_body_bytes=api.max_body_bytes,
+        max_upload_bytes=api.max_upload_bytes,
+        sounds_dir=settings.daemon.sounds_dir,
+    )
     app = RequestDeadline(create_app(pool, config), api.request_timeout)
     # Greenlets are not pooled: a bounded pool would stop accepting when full and leave further
     # connections in the kernel's backlog; _Server counts them and answers the one too many 503.
-    return _Server(_address(api.listen), app, max_connections=api.max_connections, log=None,
-                   error_log=logging.getLogger("cardd.api.wsgi"))
+    return _Server(
+        _address(api.listen),
+        app,
+        max_connections=api.max_connections,
+        log=None,
+        error_log=logging.getLogger("cardd.api.wsgi"),
+    )
 
 
 def _statement_timeout(seconds: float) -> None:
@@ -120,7 +149,7 @@ def cmd_api(args: Any, settings: Any) -> int:
     from cardd.billing import pins
     from cardd.db import Database
 
-    pins.use_key_of(settings.daemon)   # sign-ins check PINs with the shared key (never created here)
+    pins.use_key_of(settings.daemon)  # sign-ins check PINs with the shared key (never created here)
     _statement_timeout(settings.api.request_timeout)
     stop = gevent.event.Event()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

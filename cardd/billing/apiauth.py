@@ -40,9 +40,10 @@ _SESSION = re.compile(r"cs_([A-Za-z0-9_-]{43})")
 @dataclass(frozen=True)
 class Principal:
     """The caller of one request. kind 'key' (role admin/reseller/readonly) or 'card' (a card holder)."""
+
     kind: str
     role: str
-    name: str                 # key name, or the card number
+    name: str  # key name, or the card number
     key_id: str | None = None
     owner: str | None = None  # a reseller's owner name
     card_id: int | None = None
@@ -76,8 +77,9 @@ def create_key(pool: ConnectionPool, name: str, role: str, *, who: str, owner: s
     if not name.strip():
         raise ApiKeyError("a key needs a name")
     if (role == "reseller") != bool(owner):
-        raise ApiKeyError("a reseller key needs --owner NAME (the reseller its customers belong to); "
-                          "other roles take none")
+        raise ApiKeyError(
+            "a reseller key needs --owner NAME (the reseller its customers belong to); other roles take none"
+        )
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     with pool.connection() as conn, conn.transaction():
@@ -85,8 +87,13 @@ def create_key(pool: ConnectionPool, name: str, role: str, *, who: str, owner: s
             "INSERT INTO api_keys (key_id, secret_hash, name, role, owner) VALUES (%s, %s, %s, %s, %s)",
             (key_id, _sha256(secret), name, role, owner or None),
         )
-        operator.audit(conn, who, "apikey add", {"key_id": key_id, "name": name, "role": role, "owner": owner},
-                       detail=f"API key {key_id} ({name}, {role}) created")
+        operator.audit(
+            conn,
+            who,
+            "apikey add",
+            {"key_id": key_id, "name": name, "role": role, "owner": owner},
+            detail=f"API key {key_id} ({name}, {role}) created",
+        )
     log.info("API key %s (%s, %s) created", key_id, name, role)
     return f"{KEY_PREFIX}{key_id}_{secret}"
 
@@ -106,8 +113,9 @@ def revoke_key(pool: ConnectionPool, key_id: str, *, who: str) -> None:
     match = _KEY.fullmatch(key_id)
     wanted = match.group(1) if match else key_id
     with pool.connection() as conn, conn.transaction():
-        row = conn.execute("UPDATE api_keys SET revoked_at = now() WHERE key_id = %s AND revoked_at IS NULL"
-                           " RETURNING id", (wanted,)).fetchone()
+        row = conn.execute(
+            "UPDATE api_keys SET revoked_at = now() WHERE key_id = %s AND revoked_at IS NULL RETURNING id", (wanted,)
+        ).fetchone()
         if row is None:
             raise ApiKeyError(f"no active API key {wanted!r}")
         operator.audit(conn, who, "apikey revoke", {"key_id": wanted}, detail=f"API key {wanted} revoked")
@@ -130,7 +138,8 @@ def _key_principal(pool: ConnectionPool, key_id: str, secret: str) -> Principal 
     with pool.connection() as conn:
         row = conn.execute(
             "SELECT secret_hash, name, role, owner, last_used_at IS NULL OR last_used_at < now() - interval '1 minute'"
-            "  FROM api_keys WHERE key_id = %s AND revoked_at IS NULL", (key_id,),
+            "  FROM api_keys WHERE key_id = %s AND revoked_at IS NULL",
+            (key_id,),
         ).fetchone()
         if row is None or not hmac.compare_digest(row[0], _sha256(secret)):
             return None
@@ -144,7 +153,8 @@ def _session_principal(pool: ConnectionPool, secret: str) -> Principal | None:
     with pool.connection() as conn:
         row = conn.execute(
             "SELECT s.account_id, a.username FROM card_sessions s JOIN accounts a ON a.id = s.account_id"
-            " WHERE s.token_hash = %s AND s.expires_at > now()", (_sha256(secret),),
+            " WHERE s.token_hash = %s AND s.expires_at > now()",
+            (_sha256(secret),),
         ).fetchone()
     if row is None:
         return None
@@ -159,8 +169,7 @@ class Session:
 
 
 @database_errors
-def sign_in(pool: ConnectionPool, limits: Limits, number: str, pin: str, *, peer: str,
-            lifetime_s: int) -> Session:
+def sign_in(pool: ConnectionPool, limits: Limits, number: str, pin: str, *, peer: str, lifetime_s: int) -> Session:
     """Card number + PIN -> a session, under the IVR's race-free throttle: the card's bucket is
     the one the phone uses (wrong PINs from both count together), the peer address stands in
     for the CLI. A number that is no card gets a decoy check and a bucket of its own, and the
@@ -168,13 +177,17 @@ def sign_in(pool: ConnectionPool, limits: Limits, number: str, pin: str, *, peer
     card_row = None
     if is_digits(number) and len(number) <= 32:
         with pool.connection() as conn:
-            card_row = conn.execute("SELECT id, pin_hash FROM accounts WHERE username = %s AND status <> 'closed'",
-                                    (number,)).fetchone()
+            card_row = conn.execute(
+                "SELECT id, pin_hash FROM accounts WHERE username = %s AND status <> 'closed'", (number,)
+            ).fetchone()
     card_id = int(card_row[0]) if card_row else None
     stored = card_row[1] if card_row else None
     buckets = [("cli", f"api:{peer}", limits.per_cli)]
-    buckets.append(("card", str(card_id), limits.per_card) if card_id is not None
-                   else ("card", "number:" + number[:40], limits.per_card))
+    buckets.append(
+        ("card", str(card_id), limits.per_card)
+        if card_id is not None
+        else ("card", "number:" + number[:40], limits.per_card)
+    )
 
     def check(conn: Any) -> tuple[bool, None]:
         if card_id is None:
@@ -216,5 +229,17 @@ def end_sessions(conn: psycopg.Connection[Any], card_id: int) -> int:
 
 
 # SignInRefused (cardd.errors) is re-exported: the web console catches apiauth.SignInRefused.
-__all__ = ["KeyRow", "Principal", "ROLES", "Session", "SignInRefused", "authenticate",
-           "create_key", "end_sessions", "list_keys", "revoke_key", "sign_in", "sign_out"]
+__all__ = [
+    "KeyRow",
+    "Principal",
+    "ROLES",
+    "Session",
+    "SignInRefused",
+    "authenticate",
+    "create_key",
+    "end_sessions",
+    "list_keys",
+    "revoke_key",
+    "sign_in",
+    "sign_out",
+]

@@ -41,7 +41,7 @@ MAX_PAGE = 500
 @dataclass(frozen=True)
 class Page(Generic[T]):
     items: list[T]
-    next_after: int | None   # the id to continue after; None: this was the last page
+    next_after: int | None  # the id to continue after; None: this was the last page
 
 
 def encode_cursor(after: int | None) -> str | None:
@@ -84,6 +84,7 @@ class _Where:
 
 # --- ownership ------------------------------------------------------------------------
 
+
 def _owner_clause(where: _Where, owner: str | None, customer_col: str) -> None:
     if owner is not None:
         where.add(f"{customer_col} IN (SELECT id FROM customers WHERE owner = %s)", owner)
@@ -94,8 +95,9 @@ def card_id_visible(pool: ConnectionPool, number: str, owner: str | None) -> int
     """The id of card `number` when the caller may see it (owner None: every card)."""
     with pool.connection() as conn:
         row = conn.execute(
-            "SELECT a.id, c.owner FROM accounts a LEFT JOIN customers c ON c.id = a.customer_id"
-            " WHERE a.username = %s", (number,)).fetchone()
+            "SELECT a.id, c.owner FROM accounts a LEFT JOIN customers c ON c.id = a.customer_id WHERE a.username = %s",
+            (number,),
+        ).fetchone()
     if row is None or (owner is not None and row[1] != owner):
         raise NotVisible(f"no card {number}")
     return int(row[0])
@@ -116,6 +118,7 @@ def set_customer_owner(conn: psycopg.Connection[Any], customer_id: int, owner: s
 
 # --- cards ------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class CardRow:
     summary: catalog.CardSummary
@@ -124,10 +127,18 @@ class CardRow:
 
 
 @database_errors
-def cards_page(pool: ConnectionPool, *, owner: str | None = None, status: str | None = None,
-               customer: str | None = None, tariff: str | None = None, number_prefix: str | None = None,
-               balance_below: Decimal | None = None, after: int | None = None,
-               limit: int = 100) -> Page[CardRow]:
+def cards_page(
+    pool: ConnectionPool,
+    *,
+    owner: str | None = None,
+    status: str | None = None,
+    customer: str | None = None,
+    tariff: str | None = None,
+    number_prefix: str | None = None,
+    balance_below: Decimal | None = None,
+    after: int | None = None,
+    limit: int = 100,
+) -> Page[CardRow]:
     where = _Where()
     _owner_clause(where, owner, "a.customer_id")
     if status is not None:
@@ -156,8 +167,19 @@ def cards_page(pool: ConnectionPool, *, owner: str | None = None, status: str | 
             (*where.params, limit + 1),
         ).fetchall()
     rows, next_after = _page(rows, limit, lambda r: r[0])
-    return Page([CardRow(catalog.CardSummary(int(r[0]), r[1], money(r[2]), money(r[3]), r[4].strip(), r[5], r[6],
-                                             int(r[7]), r[8], r[9]), r[10], r[11]) for r in rows], next_after)
+    return Page(
+        [
+            CardRow(
+                catalog.CardSummary(
+                    int(r[0]), r[1], money(r[2]), money(r[3]), r[4].strip(), r[5], r[6], int(r[7]), r[8], r[9]
+                ),
+                r[10],
+                r[11],
+            )
+            for r in rows
+        ],
+        next_after,
+    )
 
 
 @database_errors
@@ -172,26 +194,39 @@ def card_row(pool: ConnectionPool, card_id: int) -> CardRow:
 
 
 @database_errors
-def ledger_page(pool: ConnectionPool, card_id: int, *, after: int | None = None,
-                limit: int = 100) -> Page[LedgerEntry]:
+def ledger_page(pool: ConnectionPool, card_id: int, *, after: int | None = None, limit: int = 100) -> Page[LedgerEntry]:
     """A card's ledger rows, newest first (after = continue below this id)."""
     with pool.connection() as conn:
-        rows = conn.cursor(row_factory=dict_row).execute(
-            "SELECT id, account_id, amount, kind, b_uuid, reference, balance_after, created_at FROM ledger"
-            " WHERE account_id = %s AND (%s::bigint IS NULL OR id < %s) ORDER BY id DESC LIMIT %s",
-            (card_id, after, after, limit + 1),
-        ).fetchall()
+        rows = (
+            conn.cursor(row_factory=dict_row)
+            .execute(
+                "SELECT id, account_id, amount, kind, b_uuid, reference, balance_after, created_at FROM ledger"
+                " WHERE account_id = %s AND (%s::bigint IS NULL OR id < %s) ORDER BY id DESC LIMIT %s",
+                (card_id, after, after, limit + 1),
+            )
+            .fetchall()
+        )
     rows, next_after = _page(rows, limit, lambda r: r["id"])
     return Page([LedgerEntry(**r) for r in rows], next_after)
 
 
 # --- CDRs -------------------------------------------------------------------------
 
+
 @database_errors
-def cdrs_page(pool: ConnectionPool, *, owner: str | None = None, card_id: int | None = None,
-              customer_id: int | None = None, start: datetime | None = None, end: datetime | None = None,
-              destination_prefix: str | None = None, cause: str | None = None, after: int | None = None,
-              limit: int = 100) -> Page[tuple[int, Cdr]]:
+def cdrs_page(
+    pool: ConnectionPool,
+    *,
+    owner: str | None = None,
+    card_id: int | None = None,
+    customer_id: int | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    destination_prefix: str | None = None,
+    cause: str | None = None,
+    after: int | None = None,
+    limit: int = 100,
+) -> Page[tuple[int, Cdr]]:
     """CDRs newest first, filtered by card, customer, end time [start, end), destination prefix, cause."""
     where = _Where()
     # A CDR's customer is the one its card had when the call was billed (schema/008).
@@ -212,15 +247,20 @@ def cdrs_page(pool: ConnectionPool, *, owner: str | None = None, card_id: int | 
     if after is not None:
         where.add("id < %s", after)
     with pool.connection() as conn:
-        rows = conn.cursor(row_factory=dict_row).execute(
-            f"SELECT id, {_CDR_COLUMNS} FROM cdrs WHERE {where.sql} ORDER BY id DESC LIMIT %s",
-            (*where.params, limit + 1),
-        ).fetchall()
+        rows = (
+            conn.cursor(row_factory=dict_row)
+            .execute(
+                f"SELECT id, {_CDR_COLUMNS} FROM cdrs WHERE {where.sql} ORDER BY id DESC LIMIT %s",
+                (*where.params, limit + 1),
+            )
+            .fetchall()
+        )
     rows, next_after = _page(rows, limit, lambda r: r["id"])
     return Page([(int(r.pop("id")), _cdr(r)) for r in rows], next_after)
 
 
 # --- reservations ------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ReservationRow:
@@ -240,9 +280,15 @@ class ReservationRow:
 
 
 @database_errors
-def reservations_page(pool: ConnectionPool, *, owner: str | None = None, card_id: int | None = None,
-                      expired_only: bool = False, after: int | None = None,
-                      limit: int = 100) -> Page[ReservationRow]:
+def reservations_page(
+    pool: ConnectionPool,
+    *,
+    owner: str | None = None,
+    card_id: int | None = None,
+    expired_only: bool = False,
+    after: int | None = None,
+    limit: int = 100,
+) -> Page[ReservationRow]:
     """Open reservations, oldest first. Reservations have no serial id: the page key is
     created_at's microseconds since the epoch (ties share a page boundary's fate; b_uuid
     breaks them inside a page)."""
@@ -273,12 +319,15 @@ def reservation_visible(pool: ConnectionPool, b_uuid: uuid.UUID, owner: str | No
     with pool.connection() as conn:
         row = conn.execute(
             "SELECT c.owner FROM reservations r JOIN accounts a ON a.id = r.account_id"
-            " LEFT JOIN customers c ON c.id = a.customer_id WHERE r.b_uuid = %s", (b_uuid,)).fetchone()
+            " LEFT JOIN customers c ON c.id = a.customer_id WHERE r.b_uuid = %s",
+            (b_uuid,),
+        ).fetchone()
     if row is None or (owner is not None and row[0] != owner):
         raise NotVisible(f"no reservation {b_uuid}")
 
 
 # --- catalogue: tariffs, rates, vouchers, customers -----------------------------------
+
 
 @dataclass(frozen=True)
 class TariffRow:
@@ -294,7 +343,8 @@ def tariffs_page(pool: ConnectionPool, *, after: int | None = None, limit: int =
         rows = conn.execute(
             "SELECT t.id, t.name, t.currency, (SELECT count(*) FROM rates r WHERE r.tariff_id = t.id)"
             "  FROM tariffs t WHERE (%s::bigint IS NULL OR t.id > %s) ORDER BY t.id LIMIT %s",
-            (after, after, limit + 1)).fetchall()
+            (after, after, limit + 1),
+        ).fetchall()
     rows, next_after = _page(rows, limit, lambda r: r[0])
     return Page([TariffRow(int(r[0]), r[1], r[2].strip(), int(r[3])) for r in rows], next_after)
 
@@ -302,8 +352,9 @@ def tariffs_page(pool: ConnectionPool, *, after: int | None = None, limit: int =
 @database_errors
 def tariff_of_card(pool: ConnectionPool, card_id: int) -> str:
     with pool.connection() as conn:
-        row = conn.execute("SELECT t.name FROM accounts a JOIN tariffs t ON t.id = a.tariff_id WHERE a.id = %s",
-                           (card_id,)).fetchone()
+        row = conn.execute(
+            "SELECT t.name FROM accounts a JOIN tariffs t ON t.id = a.tariff_id WHERE a.id = %s", (card_id,)
+        ).fetchone()
     if row is None:
         raise NotVisible(f"no card id {card_id}")
     return str(row[0])
@@ -324,15 +375,17 @@ class RateRow:
 
 
 @database_errors
-def rates_page(pool: ConnectionPool, tariff: str, *, prefix: str | None = None, after: int | None = None,
-               limit: int = 100) -> Page[RateRow]:
+def rates_page(
+    pool: ConnectionPool, tariff: str, *, prefix: str | None = None, after: int | None = None, limit: int = 100
+) -> Page[RateRow]:
     with pool.connection() as conn:
         tid, _ = catalog.tariff_id(conn, tariff)
         rows = conn.execute(
             "SELECT id, prefix, price_1, interval_1, price_n, interval_n, connect_fee, free_seconds, grace, forbidden"
             "  FROM rates WHERE tariff_id = %s AND (%s::text IS NULL OR prefix LIKE %s)"
             "   AND (%s::bigint IS NULL OR id > %s) ORDER BY id LIMIT %s",
-            (tid, prefix, (prefix or "") + "%", after, after, limit + 1)).fetchall()
+            (tid, prefix, (prefix or "") + "%", after, after, limit + 1),
+        ).fetchall()
     rows, next_after = _page(rows, limit, lambda r: r[0])
     return Page([RateRow(*r) for r in rows], next_after)
 
@@ -340,8 +393,10 @@ def rates_page(pool: ConnectionPool, tariff: str, *, prefix: str | None = None, 
 @database_errors
 def delete_rate(conn: psycopg.Connection[Any], tariff: str, prefix: str) -> bool:
     tid, _ = catalog.tariff_id(conn, tariff)
-    return conn.execute("DELETE FROM rates WHERE tariff_id = %s AND prefix = %s RETURNING id",
-                        (tid, prefix)).fetchone() is not None
+    return (
+        conn.execute("DELETE FROM rates WHERE tariff_id = %s AND prefix = %s RETURNING id", (tid, prefix)).fetchone()
+        is not None
+    )
 
 
 @dataclass(frozen=True)
@@ -359,8 +414,14 @@ class VoucherRow:
 
 
 @database_errors
-def vouchers_page(pool: ConnectionPool, *, batch: str | None = None, status: str | None = None,
-                  after: int | None = None, limit: int = 100) -> Page[VoucherRow]:
+def vouchers_page(
+    pool: ConnectionPool,
+    *,
+    batch: str | None = None,
+    status: str | None = None,
+    after: int | None = None,
+    limit: int = 100,
+) -> Page[VoucherRow]:
     where = _Where()
     if batch is not None:
         where.add("v.batch = %s", batch)
@@ -372,7 +433,9 @@ def vouchers_page(pool: ConnectionPool, *, batch: str | None = None, status: str
         rows = conn.execute(
             "SELECT v.id, v.number, v.amount, v.currency, v.status, a.username, v.used_at, v.expires_at, v.batch,"
             "       v.created_at FROM vouchers v LEFT JOIN accounts a ON a.id = v.used_by"
-            f" WHERE {where.sql} ORDER BY v.id LIMIT %s", (*where.params, limit + 1)).fetchall()
+            f" WHERE {where.sql} ORDER BY v.id LIMIT %s",
+            (*where.params, limit + 1),
+        ).fetchall()
     rows, next_after = _page(rows, limit, lambda r: r[0])
     return Page([VoucherRow(int(r[0]), r[1], money(r[2]), r[3].strip(), *r[4:]) for r in rows], next_after)
 
@@ -387,8 +450,9 @@ class CustomerRow:
 
 
 @database_errors
-def customers_page(pool: ConnectionPool, *, owner: str | None = None, after: int | None = None,
-                   limit: int = 100) -> Page[CustomerRow]:
+def customers_page(
+    pool: ConnectionPool, *, owner: str | None = None, after: int | None = None, limit: int = 100
+) -> Page[CustomerRow]:
     where = _Where()
     if owner is not None:
         where.add("c.owner = %s", owner)
@@ -398,12 +462,14 @@ def customers_page(pool: ConnectionPool, *, owner: str | None = None, after: int
         rows = conn.execute(
             "SELECT c.id, c.name, c.owner, (SELECT count(*) FROM accounts a WHERE a.customer_id = c.id),"
             f" c.created_at FROM customers c WHERE {where.sql} ORDER BY c.id LIMIT %s",
-            (*where.params, limit + 1)).fetchall()
+            (*where.params, limit + 1),
+        ).fetchall()
     rows, next_after = _page(rows, limit, lambda r: r[0])
     return Page([CustomerRow(int(r[0]), r[1], r[2], int(r[3]), r[4]) for r in rows], next_after)
 
 
 # --- writes: audited, and idempotent where money moves -------------------------------------
+
 
 @contextlib.contextmanager
 def transaction(pool: ConnectionPool) -> Iterator[tuple[psycopg.Connection[Any], Any]]:
@@ -414,8 +480,16 @@ def transaction(pool: ConnectionPool) -> Iterator[tuple[psycopg.Connection[Any],
         yield conn, operator._OneConnection(conn)
 
 
-def audit(conn: psycopg.Connection[Any], who: str, action: str, args: dict[str, Any], *,
-          account_id: int | None = None, b_uuid: uuid.UUID | None = None, detail: str = "") -> None:
+def audit(
+    conn: psycopg.Connection[Any],
+    who: str,
+    action: str,
+    args: dict[str, Any],
+    *,
+    account_id: int | None = None,
+    b_uuid: uuid.UUID | None = None,
+    detail: str = "",
+) -> None:
     """One line of the operator audit (schema/004), for API changes the service layer does not audit itself."""
     operator.audit(conn, who, action, args, account_id=account_id, b_uuid=b_uuid, detail=detail)
 
@@ -428,8 +502,15 @@ class StoredAnswer:
 
 
 @database_errors
-def idempotent(pool: ConnectionPool, principal: str, key: str, method: str, path: str, request_hash: str,
-               run: Callable[[Any], StoredAnswer]) -> tuple[StoredAnswer, bool]:
+def idempotent(
+    pool: ConnectionPool,
+    principal: str,
+    key: str,
+    method: str,
+    path: str,
+    request_hash: str,
+    run: Callable[[Any], StoredAnswer],
+) -> tuple[StoredAnswer, bool]:
     """Run a money-moving request once per (principal, Idempotency-Key). Returns (answer,
     replayed). The first request holds an advisory lock on its key until it commits, so a
     concurrent repeat waits and then finds the stored answer. `run(pool_like)` does the work
@@ -438,17 +519,19 @@ def idempotent(pool: ConnectionPool, principal: str, key: str, method: str, path
         conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (0x6964, f"{principal}:{key}"))
         row = conn.execute(
             "SELECT method, path, request_hash, status, body, content_type FROM api_idempotency"
-            " WHERE principal = %s AND key = %s", (principal, key)).fetchone()
+            " WHERE principal = %s AND key = %s",
+            (principal, key),
+        ).fetchone()
         if row is not None:
             if (row[0], row[1], row[2]) != (method, path, request_hash):
-                raise IdempotencyConflict(
-                    f"Idempotency-Key {key!r} was used for another request ({row[0]} {row[1]})")
+                raise IdempotencyConflict(f"Idempotency-Key {key!r} was used for another request ({row[0]} {row[1]})")
             return StoredAnswer(int(row[3]), row[4], row[5]), True
         answer = run(operator._OneConnection(conn))
         conn.execute(
             "INSERT INTO api_idempotency (principal, key, method, path, request_hash, status, body, content_type)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            (principal, key, method, path, request_hash, answer.status, answer.body, answer.content_type))
+            (principal, key, method, path, request_hash, answer.status, answer.body, answer.content_type),
+        )
     return answer, False
 
 
@@ -461,6 +544,7 @@ def lookup_rate(pool: ConnectionPool, tariff: str, number: str) -> tuple[str, Ra
 
 
 # --- dialling: blacklist and smart dial pages; live calls per process -----------------------
+
 
 def encode_text_cursor(after: str | None) -> str | None:
     return None if after is None else base64.urlsafe_b64encode(f"v1s:{after}".encode()).decode().rstrip("=")
@@ -489,14 +573,16 @@ class BlacklistRow:
 
 
 @database_errors
-def blacklist_page(pool: ConnectionPool, *, blocked_only: bool = True, after: str | None = None,
-                   limit: int = 100) -> tuple[list[BlacklistRow], str | None]:
+def blacklist_page(
+    pool: ConnectionPool, *, blocked_only: bool = True, after: str | None = None, limit: int = 100
+) -> tuple[list[BlacklistRow], str | None]:
     """Black-listed CLIs by CLI (after = the last CLI of the previous page)."""
     with pool.connection() as conn:
         rows = conn.execute(
             "SELECT cli, failed_attempts, blocked, blocked_at, reason, updated_at FROM blacklist"
             " WHERE (blocked OR NOT %s) AND (%s::text IS NULL OR cli > %s) ORDER BY cli LIMIT %s",
-            (blocked_only, after, after, limit + 1)).fetchall()
+            (blocked_only, after, after, limit + 1),
+        ).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
     return [BlacklistRow(*r) for r in rows], (rows[-1][0] if more else None)
@@ -512,8 +598,14 @@ class SmartDialRow:
 
 
 @database_errors
-def smart_dial_page(pool: ConnectionPool, *, owner: str | None = None, card_id: int | None = None,
-                    after: int | None = None, limit: int = 100) -> Page[SmartDialRow]:
+def smart_dial_page(
+    pool: ConnectionPool,
+    *,
+    owner: str | None = None,
+    card_id: int | None = None,
+    after: int | None = None,
+    limit: int = 100,
+) -> Page[SmartDialRow]:
     where = _Where()
     _owner_clause(where, owner, "a.customer_id")
     if card_id is not None:
@@ -524,7 +616,8 @@ def smart_dial_page(pool: ConnectionPool, *, owner: str | None = None, card_id: 
         rows = conn.execute(
             "SELECT s.id, s.did, a.username, s.destination, s.exclusive FROM smart_dial s"
             f" JOIN accounts a ON a.id = s.account_id WHERE {where.sql} ORDER BY s.id LIMIT %s",
-            (*where.params, limit + 1)).fetchall()
+            (*where.params, limit + 1),
+        ).fetchall()
     rows, next_after = _page(rows, limit, lambda r: r[0])
     return Page([SmartDialRow(*r) for r in rows], next_after)
 
@@ -537,19 +630,27 @@ class NodeRow:
     started_at: datetime
     heartbeat_at: datetime
     alive: bool
-    calls: int            # open reservations it granted: its calls up (or being set up)
+    calls: int  # open reservations it granted: its calls up (or being set up)
 
 
 @database_errors
 def live_nodes(pool: ConnectionPool, *, owner: str | None = None) -> list[NodeRow]:
     """Every registered cardd process with its calls up now (a reseller counts only its cards' calls)."""
-    scope = "" if owner is None else (" AND r.account_id IN (SELECT a.id FROM accounts a JOIN customers c"
-                                      " ON c.id = a.customer_id WHERE c.owner = %(owner)s)")
+    scope = (
+        ""
+        if owner is None
+        else (
+            " AND r.account_id IN (SELECT a.id FROM accounts a JOIN customers c"
+            " ON c.id = a.customer_id WHERE c.owner = %(owner)s)"
+        )
+    )
     with pool.connection() as conn:
         rows = conn.execute(
             "SELECT n.node, n.host, n.pid, n.started_at, n.heartbeat_at, n.heartbeat_at > now() - n.stale_after,"
             f"      (SELECT count(*) FROM reservations r WHERE r.node = n.node AND r.status = 'open'{scope})"
-            "  FROM cardd_nodes n ORDER BY n.started_at", {"owner": owner}).fetchall()
+            "  FROM cardd_nodes n ORDER BY n.started_at",
+            {"owner": owner},
+        ).fetchall()
     return [NodeRow(r[0], r[1], int(r[2]), r[3], r[4], bool(r[5]), int(r[6])) for r in rows]
 
 
@@ -566,8 +667,14 @@ class AuditRow:
 
 
 @database_errors
-def audit_page(pool: ConnectionPool, *, card_id: int | None = None, action: str | None = None,
-               after: int | None = None, limit: int = 100) -> Page[AuditRow]:
+def audit_page(
+    pool: ConnectionPool,
+    *,
+    card_id: int | None = None,
+    action: str | None = None,
+    after: int | None = None,
+    limit: int = 100,
+) -> Page[AuditRow]:
     """The operator audit, newest first (after = continue below this id)."""
     where = _Where()
     if card_id is not None:
@@ -580,16 +687,27 @@ def audit_page(pool: ConnectionPool, *, card_id: int | None = None, action: str 
         rows = conn.execute(
             "SELECT o.id, o.at, o.who, o.action, o.args, a.username, o.b_uuid, o.detail"
             "  FROM operator_audit o LEFT JOIN accounts a ON a.id = o.account_id"
-            f" WHERE {where.sql} ORDER BY o.id DESC LIMIT %s", (*where.params, limit + 1)).fetchall()
+            f" WHERE {where.sql} ORDER BY o.id DESC LIMIT %s",
+            (*where.params, limit + 1),
+        ).fetchall()
     rows, next_after = _page(rows, limit, lambda r: r[0])
     return Page([AuditRow(*r) for r in rows], next_after)
 
 
 # --- shared by the API's routes and the web console's forms ----------------------------------------
 
-def import_rates_audited(pool: ConnectionPool, who: str, tariff: str, f: IO[str], *, mode: str = "merge",
-                         progress: ImportProgress | None = None, statement_timeout_s: int | None = None,
-                         via: str = "") -> ImportResult:
+
+def import_rates_audited(
+    pool: ConnectionPool,
+    who: str,
+    tariff: str,
+    f: IO[str],
+    *,
+    mode: str = "merge",
+    progress: ImportProgress | None = None,
+    statement_timeout_s: int | None = None,
+    via: str = "",
+) -> ImportResult:
     """A rates CSV into a tariff through the CLI's importer, all or nothing, and its audit line, in one
     transaction. `statement_timeout_s` lifts the process's statement_timeout for this import only (a
     background import may outlast api.request_timeout). Raises ImportRefused with every bad row."""
@@ -597,27 +715,41 @@ def import_rates_audited(pool: ConnectionPool, who: str, tariff: str, f: IO[str]
         if statement_timeout_s is not None:
             conn.execute(f"SET LOCAL statement_timeout = {int(statement_timeout_s) * 1000}")
         result = import_rates(one, tariff, f, mode=mode, progress=progress)
-        audit(conn, who, "rate import", {"tariff": tariff, "mode": mode},
-              detail=f"tariff {tariff}: {result.rows} rows, {result.inserted} new,"
-                     f" {result.updated} changed, {result.deleted} deleted{via}")
+        audit(
+            conn,
+            who,
+            "rate import",
+            {"tariff": tariff, "mode": mode},
+            detail=f"tariff {tariff}: {result.rows} rows, {result.inserted} new,"
+            f" {result.updated} changed, {result.deleted} deleted{via}",
+        )
     return result
 
 
-def redeem_voucher_throttled(pool_like: Any, limits: identity.Limits, *, who: str, card: str, card_id: int,
-                             number: str, remote: str | None) -> identity.Gated:
+def redeem_voucher_throttled(
+    pool_like: Any, limits: identity.Limits, *, who: str, card: str, card_id: int, number: str, remote: str | None
+) -> identity.Gated:
     """A card holder's voucher top-up (API or self-care page) under the IVR's top-up throttle: buckets per
     client address, per card and for the whole service; a redemption is audited with the voucher's last 4
     digits. Returns identity.gate's Gated (allowed, and the vouchers.Redemption as its value)."""
-    buckets = [("topup_cli", f"api:{remote or 'unknown'}", limits.per_cli),
-               ("topup_card", str(card_id), limits.per_card)]
+    buckets = [
+        ("topup_cli", f"api:{remote or 'unknown'}", limits.per_cli),
+        ("topup_card", str(card_id), limits.per_card),
+    ]
     if limits.service is not None:
         buckets.append(("topup_service", "all", limits.service))
 
     def redeem(conn: Any) -> tuple[bool, vouchers.Redemption]:
         result = vouchers.redeem_in(conn, number, card_id)
         if result.ok:
-            audit(conn, who, "voucher redeem", {"voucher": number[-4:], "card": card},
-                  account_id=card_id, detail=f"{result.amount} {result.currency} credited")
+            audit(
+                conn,
+                who,
+                "voucher redeem",
+                {"voucher": number[-4:], "card": card},
+                account_id=card_id,
+                detail=f"{result.amount} {result.currency} credited",
+            )
         return result.ok, result
 
     return identity.gate(pool_like, buckets, limits.window_s, redeem)

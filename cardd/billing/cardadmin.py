@@ -29,10 +29,22 @@ def _random_digits(length: int) -> str:
 
 
 @database_errors
-def generate_cards(pool: ConnectionPool, count: int, *, who: str, tariff: str, currency: str, length: int = 10,
-                   pin_length: int = 4, balance: Decimal | str = "0", customer: str | None = None,
-                   plan: str | None = None, expires_at: datetime | None = None, valid_days: int | None = None,
-                   max_concurrent_calls: int | None = None) -> list[NewCard]:
+def generate_cards(
+    pool: ConnectionPool,
+    count: int,
+    *,
+    who: str,
+    tariff: str,
+    currency: str,
+    length: int = 10,
+    pin_length: int = 4,
+    balance: Decimal | str = "0",
+    customer: str | None = None,
+    plan: str | None = None,
+    expires_at: datetime | None = None,
+    valid_days: int | None = None,
+    max_concurrent_calls: int | None = None,
+) -> list[NewCard]:
     """`count` cards with random numbers (and PINs unless pin_length is 0), all or none, as
     `cardd card generate` makes them: a number that exists is drawn again; the batch is
     refused when the numbers would be easy to guess (more than 1 in 100 taken)."""
@@ -61,20 +73,45 @@ def generate_cards(pool: ConnectionPool, count: int, *, who: str, tariff: str, c
                 "INSERT INTO accounts (username, pin_hash, currency, status, tariff_id, expires_at, valid_days,"
                 " max_concurrent_calls, customer_id, service_plan_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (username) DO NOTHING RETURNING id",
-                (number, hash_pin(pin) if pin else None, currency, status, tid, expires_at, valid_days,
-                 max_concurrent_calls, customer_id, plan_id),
+                (
+                    number,
+                    hash_pin(pin) if pin else None,
+                    currency,
+                    status,
+                    tid,
+                    expires_at,
+                    valid_days,
+                    max_concurrent_calls,
+                    customer_id,
+                    plan_id,
+                ),
             ).fetchone()
             if row is None:
                 continue
             if amount != 0:
-                conn.execute("INSERT INTO ledger (account_id, amount, kind, reference)"
-                             " VALUES (%s, %s, 'initial', 'card generated')", (row[0], amount))
+                conn.execute(
+                    "INSERT INTO ledger (account_id, amount, kind, reference)"
+                    " VALUES (%s, %s, 'initial', 'card generated')",
+                    (row[0], amount),
+                )
             made.append(NewCard(number, pin))
-        operator.audit(conn, who, "card generate",
-                       {"count": count, "tariff": tariff, "currency": currency, "balance": amount,
-                        "customer": customer, "plan": plan, "expires": expires_at, "valid_days": valid_days,
-                        "max_calls": max_concurrent_calls},
-                       detail=f"{len(made)} cards, {format_money(amount, currency)} each")
+        operator.audit(
+            conn,
+            who,
+            "card generate",
+            {
+                "count": count,
+                "tariff": tariff,
+                "currency": currency,
+                "balance": amount,
+                "customer": customer,
+                "plan": plan,
+                "expires": expires_at,
+                "valid_days": valid_days,
+                "max_calls": max_concurrent_calls,
+            },
+            detail=f"{len(made)} cards, {format_money(amount, currency)} each",
+        )
     return made
 
 
@@ -82,12 +119,19 @@ def generate_cards(pool: ConnectionPool, count: int, *, who: str, tariff: str, c
 def set_expiry(pool: ConnectionPool, number: str, expires_at: datetime | None, *, who: str) -> None:
     """Set (None: remove) a card's expiry."""
     with pool.connection() as conn, conn.transaction():
-        row = conn.execute("UPDATE accounts SET expires_at = %s WHERE username = %s RETURNING id",
-                           (expires_at, number)).fetchone()
+        row = conn.execute(
+            "UPDATE accounts SET expires_at = %s WHERE username = %s RETURNING id", (expires_at, number)
+        ).fetchone()
         if row is None:
             raise OperatorError(f"no card {number!r}")
-        operator.audit(conn, who, "card expiry", {"card": number, "expires_at": expires_at}, account_id=row[0],
-                       detail=f"card {number}: expires {expires_at or 'never'}")
+        operator.audit(
+            conn,
+            who,
+            "card expiry",
+            {"card": number, "expires_at": expires_at},
+            account_id=row[0],
+            detail=f"card {number}: expires {expires_at or 'never'}",
+        )
 
 
 __all__ = ["NewCard", "generate_cards", "set_expiry"]

@@ -25,20 +25,21 @@ _SUMMARY = (
     "SELECT c.id, c.name, c.currency, c.gateways, c.enabled, c.priority, c.channel_limit,"
     "       (SELECT count(*) FROM carrier_rates r WHERE r.carrier_id = c.id),"
     "       (SELECT count(*) FROM reservations v WHERE v.carrier_id = c.id AND v.status = 'open')"
-    "  FROM carriers c")
+    "  FROM carriers c"
+)
 
 
 def _summary(row: tuple[Any, ...]) -> tuple[int, CarrierSummary]:
     cid, name, currency, gateways, enabled, priority, limit, n_rates, n_open = row
-    return int(cid), CarrierSummary(name, currency.strip(), tuple(gateways), enabled, priority, limit, n_rates,
-                                    n_open)
+    return int(cid), CarrierSummary(name, currency.strip(), tuple(gateways), enabled, priority, limit, n_rates, n_open)
 
 
 def carriers_after(pool: ConnectionPool, after: int | None, limit: int) -> list[tuple[int, CarrierSummary]]:
     """Up to `limit` carriers by id after `after`: (id, summary) pairs, for cursor pages."""
     with pool.connection() as conn:
-        rows = conn.execute(_SUMMARY + " WHERE (%s::bigint IS NULL OR c.id > %s) ORDER BY c.id LIMIT %s",
-                            (after, after, limit)).fetchall()
+        rows = conn.execute(
+            _SUMMARY + " WHERE (%s::bigint IS NULL OR c.id > %s) ORDER BY c.id LIMIT %s", (after, after, limit)
+        ).fetchall()
     return [_summary(r) for r in rows]
 
 
@@ -55,12 +56,13 @@ class RoutePlan:
     number: str
     tariff: str
     currency: str
-    sell: Rate | None          # None: the tariff has no rate for the number
-    routes: list[Route]        # in the order a call would try them; empty when refused or no route
+    sell: Rate | None  # None: the tariff has no rate for the number
+    routes: list[Route]  # in the order a call would try them; empty when refused or no route
 
 
-def routes_in_order(conn: psycopg.Connection[Any], number: str, tariff: str, *,
-                    allow_loss: bool) -> tuple[Rate | None, str, list[Route]]:
+def routes_in_order(
+    conn: psycopg.Connection[Any], number: str, tariff: str, *, allow_loss: bool
+) -> tuple[Rate | None, str, list[Route]]:
     """(sell rate, currency, every route a call would try, in order), as choose_route picks
     them one after the other; in the caller's transaction, to be rolled back."""
     tid, currency = catalog.tariff_id(conn, tariff)
@@ -70,8 +72,7 @@ def routes_in_order(conn: psycopg.Connection[Any], number: str, tariff: str, *,
     routes: list[Route] = []
     while True:
         try:
-            route = choose_route(conn, number, sell, currency, allow_loss=allow_loss,
-                                 tried=[r.key for r in routes])
+            route = choose_route(conn, number, sell, currency, allow_loss=allow_loss, tried=[r.key for r in routes])
         except NoRoute:
             return sell, currency, routes
         if route is None:

@@ -31,8 +31,8 @@ class CarrierSummary:
     enabled: bool
     priority: int
     channel_limit: int | None
-    rates: int              # prefixes in the buy deck
-    open_calls: int         # open reservations routed to it (every cardd process)
+    rates: int  # prefixes in the buy deck
+    open_calls: int  # open reservations routed to it (every cardd process)
 
 
 def check_gateway(template: str) -> str:
@@ -47,17 +47,24 @@ def check_gateway(template: str) -> str:
     except ValueError as exc:
         raise CatalogError(f"gateway {template!r}: {exc}") from None
     if "number" not in names or not names <= {"number", "proxy"}:
-        raise CatalogError(f"gateway {template!r}: needs {{number}} (and may use {{proxy}}), nothing else"
-                           " in braces")
+        raise CatalogError(f"gateway {template!r}: needs {{number}} (and may use {{proxy}}), nothing else in braces")
     return template
 
 
-def create_carrier(pool: ConnectionPool, name: str, *, currency: str, gateways: list[str],
-                   priority: int = 100, channel_limit: int | None = None) -> int:
+def create_carrier(
+    pool: ConnectionPool,
+    name: str,
+    *,
+    currency: str,
+    gateways: list[str],
+    priority: int = 100,
+    channel_limit: int | None = None,
+) -> int:
     """Add an enabled carrier. Returns its id."""
     if not _NAME.fullmatch(name):
-        raise CatalogError(f"carrier name {name!r}: letters, digits, _ . - (at most 64), starting with"
-                           " a letter or digit")
+        raise CatalogError(
+            f"carrier name {name!r}: letters, digits, _ . - (at most 64), starting with a letter or digit"
+        )
     check_currency(currency)
     if not gateways:
         raise CatalogError(f"carrier {name!r} needs at least one --gateway")
@@ -102,5 +109,7 @@ def list_carriers(pool: ConnectionPool) -> list[CarrierSummary]:
             "       (SELECT count(*) FROM reservations v WHERE v.carrier_id = c.id AND v.status = 'open')"
             "  FROM carriers c ORDER BY c.priority, c.name"
         ).fetchall()
-    return [CarrierSummary(name, currency.strip(), tuple(gateways), enabled, priority, limit, n_rates, n_open)
-            for name, currency, gateways, enabled, priority, limit, n_rates, n_open in rows]
+    return [
+        CarrierSummary(name, currency.strip(), tuple(gateways), enabled, priority, limit, n_rates, n_open)
+        for name, currency, gateways, enabled, priority, limit, n_rates, n_open in rows
+    ]

@@ -147,15 +147,23 @@ def create_card(
             if plan is not None:
                 service_plan_id = named_id(conn, "service_plans", "service plan", plan)
             if tariff_currency != currency:
-                raise CatalogError(
-                    f"tariff {tariff!r} is in {tariff_currency}; a {currency} card cannot use it"
-                )
+                raise CatalogError(f"tariff {tariff!r} is in {tariff_currency}; a {currency} card cannot use it")
             row = conn.execute(
                 "INSERT INTO accounts (username, authname, pin_hash, currency, status, tariff_id,"
                 " max_concurrent_calls, expires_at, service_plan_id, customer_id)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                (number, authname, pin_hash, currency, status, tid, max_concurrent_calls, expires_at,
-                 service_plan_id, customer_id),
+                (
+                    number,
+                    authname,
+                    pin_hash,
+                    currency,
+                    status,
+                    tid,
+                    max_concurrent_calls,
+                    expires_at,
+                    service_plan_id,
+                    customer_id,
+                ),
             ).fetchone()
             assert row is not None
             account_id = int(row[0])
@@ -182,8 +190,15 @@ def named_id(conn: psycopg.Connection[Any], table: str, what: str, name: str) ->
     return int(row[0])
 
 
-def list_cards(pool: ConnectionPool, *, limit: int = 1000, status: str | None = None, customer: str | None = None,
-               tariff: str | None = None, balance_below: Decimal | None = None) -> list[CardSummary]:
+def list_cards(
+    pool: ConnectionPool,
+    *,
+    limit: int = 1000,
+    status: str | None = None,
+    customer: str | None = None,
+    tariff: str | None = None,
+    balance_below: Decimal | None = None,
+) -> list[CardSummary]:
     """Cards by number, filtered; an unknown customer or tariff is a CatalogError, not an empty list."""
     where: list[str] = ["true"]
     params: list[object] = []
@@ -211,8 +226,7 @@ def list_cards(pool: ConnectionPool, *, limit: int = 1000, status: str | None = 
             f" WHERE {' AND '.join(where)} ORDER BY a.username LIMIT %s",
             (*params, limit),
         ).fetchall()
-    return [CardSummary(int(r[0]), r[1], r[2], r[3], r[4].strip(), r[5], r[6], int(r[7]), r[8], r[9])
-            for r in rows]
+    return [CardSummary(int(r[0]), r[1], r[2], r[3], r[4].strip(), r[5], r[6], int(r[7]), r[8], r[9]) for r in rows]
 
 
 def delete_tariff(pool: ConnectionPool, name: str) -> int:

@@ -38,6 +38,7 @@ def is_registrable_cli(cli: str | None, min_length: int) -> bool:
 
 # --- CLI map -------------------------------------------------------------------
 
+
 @database_errors
 def card_id_for_cli(pool: ConnectionPool, cli: str) -> int | None:
     if not cli or not VALID_CLI.match(cli):
@@ -86,6 +87,7 @@ def cli_map(pool: ConnectionPool, card_id: int | None = None) -> list[tuple[str,
 
 
 # --- black list ------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class BlacklistEntry:
@@ -188,10 +190,11 @@ _LOCK_CLASS = 0x7468  # "th"
 @dataclass(frozen=True)
 class Limits:
     """How many attempts each bucket may take inside window_s (cardd.yaml daemon options)."""
+
     window_s: int
     per_cli: int
     per_card: int
-    service: int | None = None   # top-ups: all callers together
+    service: int | None = None  # top-ups: all callers together
 
 
 def pin_limits(daemon: Any) -> Limits:
@@ -199,13 +202,18 @@ def pin_limits(daemon: Any) -> Limits:
 
 
 def topup_limits(daemon: Any) -> Limits:
-    return Limits(daemon.topup_throttle_window, daemon.topup_failures_per_cli, daemon.topup_failures_per_card,
-                  daemon.topup_failures_service)
+    return Limits(
+        daemon.topup_throttle_window,
+        daemon.topup_failures_per_cli,
+        daemon.topup_failures_per_card,
+        daemon.topup_failures_service,
+    )
 
 
 @dataclass(frozen=True)
 class Gated:
     """What the gate said: refused by a full bucket (nothing evaluated), or the evaluation's result."""
+
     refused_by: str | None = None
     ok: bool = False
     value: Any = None
@@ -221,8 +229,9 @@ def throttle_key_for_cli(cli: str | None) -> str:
     return cli if cli and VALID_CLI.match(cli) else "anonymous"
 
 
-def pin_buckets(limits: Limits, *, cli: str | None, card_id: int | None = None,
-                number: str | None = None) -> list[tuple[str, str, int]]:
+def pin_buckets(
+    limits: Limits, *, cli: str | None, card_id: int | None = None, number: str | None = None
+) -> list[tuple[str, str, int]]:
     """The buckets of one PIN attempt: the CLI's, and the card's. A number that is
     no card gets a bucket of its own (keyed by the digits), so it locks exactly
     like a card: a lock-out never tells a guesser that a number is a card."""
@@ -235,16 +244,19 @@ def pin_buckets(limits: Limits, *, cli: str | None, card_id: int | None = None,
 
 
 def topup_buckets(limits: Limits, *, cli: str | None, card_id: int) -> list[tuple[str, str, int]]:
-    buckets = [("topup_cli", throttle_key_for_cli(cli), limits.per_cli),
-               ("topup_card", str(card_id), limits.per_card)]
+    buckets = [("topup_cli", throttle_key_for_cli(cli), limits.per_cli), ("topup_card", str(card_id), limits.per_card)]
     if limits.service is not None:
         buckets.append(("topup_service", "all", limits.service))
     return buckets
 
 
 @database_errors
-def gate(pool: ConnectionPool, buckets: list[tuple[str, str, int]], window_s: int,
-         evaluate: Callable[[Any], tuple[bool, Any]]) -> Gated:
+def gate(
+    pool: ConnectionPool,
+    buckets: list[tuple[str, str, int]],
+    window_s: int,
+    evaluate: Callable[[Any], tuple[bool, Any]],
+) -> Gated:
     """Evaluate one attempt under the buckets' locks unless a bucket is full.
     `evaluate(conn)` runs inside the gate's transaction (it must use that
     connection, never take another from the pool: every gate waiting on a lock
@@ -253,8 +265,10 @@ def gate(pool: ConnectionPool, buckets: list[tuple[str, str, int]], window_s: in
     ordered = sorted(set(buckets))  # one lock order for every caller: no deadlocks
     scopes, keys = [b[0] for b in ordered], [b[1] for b in ordered]
     with pool.connection() as conn, conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(k)) FROM unnest(%s::text[]) AS k",
-                     (_LOCK_CLASS, [f"{scope}:{key}" for scope, key in zip(scopes, keys)]))
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(k)) FROM unnest(%s::text[]) AS k",
+            (_LOCK_CLASS, [f"{scope}:{key}" for scope, key in zip(scopes, keys)]),
+        )
         # A statement after the locks: under READ COMMITTED it sees every
         # failure committed by whoever held them before us.
         counts = _counts(conn, scopes, keys, window_s)
@@ -268,7 +282,8 @@ def gate(pool: ConnectionPool, buckets: list[tuple[str, str, int]], window_s: in
                 "WITH failed AS (INSERT INTO auth_failures (scope, key, at)"
                 "                SELECT s, k, clock_timestamp() FROM unnest(%s::text[], %s::text[]) AS u(s, k))"
                 " DELETE FROM auth_failures WHERE at < now() - make_interval(secs => %s)",
-                (scopes, keys, PRUNE_AFTER_S))
+                (scopes, keys, PRUNE_AFTER_S),
+            )
     return Gated(ok=ok, value=value)
 
 
@@ -289,11 +304,14 @@ def record_failure(pool: ConnectionPool, *, cli: str | None, card_id: int | None
     """One wrong entry that evaluated no secret (a malformed or short number):
     counted against the CLI and, when given, the card."""
     with pool.connection() as conn, conn.transaction():
-        conn.execute("INSERT INTO auth_failures (scope, key, at) VALUES ('cli', %s, clock_timestamp())",
-                     (throttle_key_for_cli(cli),))
+        conn.execute(
+            "INSERT INTO auth_failures (scope, key, at) VALUES ('cli', %s, clock_timestamp())",
+            (throttle_key_for_cli(cli),),
+        )
         if card_id is not None:
-            conn.execute("INSERT INTO auth_failures (scope, key, at) VALUES ('card', %s, clock_timestamp())",
-                         (str(card_id),))
+            conn.execute(
+                "INSERT INTO auth_failures (scope, key, at) VALUES ('card', %s, clock_timestamp())", (str(card_id),)
+            )
         _prune(conn)
 
 
@@ -312,8 +330,14 @@ def is_full(pool: ConnectionPool, buckets: list[tuple[str, str, int]], window_s:
     return any(count >= limit for (_, _, limit), count in zip(buckets, counts))
 
 
-def throttled(pool: ConnectionPool, limits: Limits, *, cli: str | None = None, card_id: int | None = None,
-              number: str | None = None) -> bool:
+def throttled(
+    pool: ConnectionPool,
+    limits: Limits,
+    *,
+    cli: str | None = None,
+    card_id: int | None = None,
+    number: str | None = None,
+) -> bool:
     """is_full for the PIN buckets of a CLI and a card (or a number that is no card);
     cli=None leaves the CLI's bucket out."""
     buckets = pin_buckets(limits, cli=cli, card_id=card_id, number=number)
@@ -321,6 +345,7 @@ def throttled(pool: ConnectionPool, limits: Limits, *, cli: str | None = None, c
 
 
 # --- PINs and card status ------------------------------------------------------------
+
 
 @database_errors
 def rehash_if_legacy(pool: ConnectionPool, card_id: int, stored: str | None, pin: str) -> None:
@@ -330,8 +355,10 @@ def rehash_if_legacy(pool: ConnectionPool, card_id: int, stored: str | None, pin
     if not pin or not needs_rehash(stored):
         return
     with pool.connection() as conn, conn.transaction():
-        row = conn.execute("UPDATE accounts SET pin_hash = %s WHERE id = %s AND pin_hash = %s RETURNING id",
-                           (hash_pin(pin), card_id, stored)).fetchone()
+        row = conn.execute(
+            "UPDATE accounts SET pin_hash = %s WHERE id = %s AND pin_hash = %s RETURNING id",
+            (hash_pin(pin), card_id, stored),
+        ).fetchone()
     if row is not None:
         log.info("card id %s: PIN rehashed from %s to %s", card_id, (stored or "").split("$")[0], HMAC_SCHEME)
 
@@ -342,8 +369,9 @@ def set_pin(pool: ConnectionPool, card_id: int, pin: str) -> None:
     if pin and not is_digits(pin):
         raise IdentityError("a PIN is digits only")
     with pool.connection() as conn, conn.transaction():
-        row = conn.execute("UPDATE accounts SET pin_hash = %s WHERE id = %s RETURNING id",
-                           (hash_pin(pin) if pin else None, card_id)).fetchone()
+        row = conn.execute(
+            "UPDATE accounts SET pin_hash = %s WHERE id = %s RETURNING id", (hash_pin(pin) if pin else None, card_id)
+        ).fetchone()
     if row is None:
         raise CardNotFound(f"no card with id {card_id}")
 
@@ -359,9 +387,8 @@ def hash_plain_pins(pool: ConnectionPool, *, batch: int = 500) -> int:
                 (batch,),
             ).fetchall()
             for cid, stored in rows:
-                pin = stored[len(PLAIN_PREFIX):]
-                conn.execute("UPDATE accounts SET pin_hash = %s WHERE id = %s",
-                             (hash_pin(pin) if pin else None, cid))
+                pin = stored[len(PLAIN_PREFIX) :]
+                conn.execute("UPDATE accounts SET pin_hash = %s WHERE id = %s", (hash_pin(pin) if pin else None, cid))
         done += len(rows)
         if len(rows) < batch:
             return done
@@ -371,8 +398,9 @@ def hash_plain_pins(pool: ConnectionPool, *, batch: int = 500) -> int:
 def set_status(pool: ConnectionPool, number: str, status: str) -> bool:
     """Block or unblock a card by number; False when there is no such card."""
     with pool.connection() as conn, conn.transaction():
-        row = conn.execute("UPDATE accounts SET status = %s WHERE username = %s RETURNING id",
-                           (status, number)).fetchone()
+        row = conn.execute(
+            "UPDATE accounts SET status = %s WHERE username = %s RETURNING id", (status, number)
+        ).fetchone()
     return row is not None
 
 
@@ -388,11 +416,13 @@ def customer_id(pool: ConnectionPool, customer: str) -> int | None:
 
 # --- hot dial ------------------------------------------------------------------------------
 
+
 @database_errors
 def hot_dial_get(pool: ConnectionPool, card_id: int, key: str) -> str | None:
     with pool.connection() as conn:
-        row = conn.execute("SELECT destination FROM hot_dial WHERE account_id = %s AND key = %s",
-                           (card_id, key)).fetchone()
+        row = conn.execute(
+            "SELECT destination FROM hot_dial WHERE account_id = %s AND key = %s", (card_id, key)
+        ).fetchone()
     return row[0] if row else None
 
 
@@ -414,20 +444,23 @@ def hot_dial_set(pool: ConnectionPool, card_id: int, key: str, destination: str)
 @database_errors
 def hot_dial_remove(pool: ConnectionPool, card_id: int, key: str) -> bool:
     with pool.connection() as conn, conn.transaction():
-        row = conn.execute("DELETE FROM hot_dial WHERE account_id = %s AND key = %s RETURNING key",
-                           (card_id, key)).fetchone()
+        row = conn.execute(
+            "DELETE FROM hot_dial WHERE account_id = %s AND key = %s RETURNING key", (card_id, key)
+        ).fetchone()
     return row is not None
 
 
 @database_errors
 def hot_dial_list(pool: ConnectionPool, card_id: int) -> list[tuple[str, str]]:
     with pool.connection() as conn:
-        rows = conn.execute("SELECT key, destination FROM hot_dial WHERE account_id = %s ORDER BY key",
-                            (card_id,)).fetchall()
+        rows = conn.execute(
+            "SELECT key, destination FROM hot_dial WHERE account_id = %s ORDER BY key", (card_id,)
+        ).fetchall()
     return [(r[0], r[1]) for r in rows]
 
 
 # --- smart dial --------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class SmartDial:
@@ -459,8 +492,9 @@ def smart_dial_add(pool: ConnectionPool, did: str, card_id: int, destination: st
     try:
         with pool.connection() as conn, conn.transaction():
             if exclusive:
-                taken = conn.execute("SELECT 1 FROM smart_dial WHERE did = %s AND account_id <> %s",
-                                     (did, card_id)).fetchone()
+                taken = conn.execute(
+                    "SELECT 1 FROM smart_dial WHERE did = %s AND account_id <> %s", (did, card_id)
+                ).fetchone()
                 if taken:
                     raise IdentityError(f"DID {did} is already used by another account")
             else:
@@ -484,8 +518,9 @@ def smart_dial_add(pool: ConnectionPool, did: str, card_id: int, destination: st
 @database_errors
 def smart_dial_remove(pool: ConnectionPool, did: str, card_id: int) -> bool:
     with pool.connection() as conn, conn.transaction():
-        row = conn.execute("DELETE FROM smart_dial WHERE did = %s AND account_id = %s RETURNING id",
-                           (did, card_id)).fetchone()
+        row = conn.execute(
+            "DELETE FROM smart_dial WHERE did = %s AND account_id = %s RETURNING id", (did, card_id)
+        ).fetchone()
     return row is not None
 
 
@@ -500,8 +535,8 @@ def smart_dial_list(pool: ConnectionPool) -> list[tuple[str, str, str, bool]]:
     return [(r[0], r[1], r[2], r[3]) for r in rows]
 
 
-
 # --- the repository the IVR holds -----------------------------------------------------------
+
 
 class Identity(Repository):
     """Who is calling, for a call: the functions above on this repository's pool, each timed as
@@ -528,8 +563,9 @@ class Identity(Repository):
         reset_wrong_cards(self.pool, cli)
 
     @query
-    def gate(self, buckets: list[tuple[str, str, int]], window_s: int,
-             evaluate: Callable[[Any], tuple[bool, Any]]) -> Gated:
+    def gate(
+        self, buckets: list[tuple[str, str, int]], window_s: int, evaluate: Callable[[Any], tuple[bool, Any]]
+    ) -> Gated:
         return gate(self.pool, buckets, window_s, evaluate)
 
     @query
@@ -541,8 +577,9 @@ class Identity(Repository):
         return is_full(self.pool, buckets, window_s)
 
     @query
-    def throttled(self, limits: Limits, *, cli: str | None = None, card_id: int | None = None,
-                  number: str | None = None) -> bool:
+    def throttled(
+        self, limits: Limits, *, cli: str | None = None, card_id: int | None = None, number: str | None = None
+    ) -> bool:
         return throttled(self.pool, limits, cli=cli, card_id=card_id, number=number)
 
     @query

@@ -60,24 +60,33 @@ class Entry:
     journalled_at: datetime
 
     def to_json(self) -> str:
-        return json.dumps({
-            "id": self.id, "b_uuid": self.b_uuid, "billmsec": self.billmsec,
-            "hangup_cause": self.hangup_cause,
-            "answered_at": self.answered_at.isoformat() if self.answered_at else None,
-            "ended_at": self.ended_at.isoformat(), "estimated": self.estimated,
-            "journalled_at": self.journalled_at.isoformat(),
-        }, ensure_ascii=True, separators=(",", ":"))
+        return json.dumps(
+            {
+                "id": self.id,
+                "b_uuid": self.b_uuid,
+                "billmsec": self.billmsec,
+                "hangup_cause": self.hangup_cause,
+                "answered_at": self.answered_at.isoformat() if self.answered_at else None,
+                "ended_at": self.ended_at.isoformat(),
+                "estimated": self.estimated,
+                "journalled_at": self.journalled_at.isoformat(),
+            },
+            ensure_ascii=True,
+            separators=(",", ":"),
+        )
 
     @classmethod
     def from_json(cls, line: str) -> Entry:
         d = json.loads(line)
         billmsec = d.get("billmsec")
         return cls(
-            id=str(d["id"]), b_uuid=str(uuidlib.UUID(str(d["b_uuid"]))),
+            id=str(d["id"]),
+            b_uuid=str(uuidlib.UUID(str(d["b_uuid"]))),
             billmsec=None if billmsec is None else int(billmsec),
             hangup_cause=str(d.get("hangup_cause") or ""),
             answered_at=datetime.fromisoformat(d["answered_at"]) if d.get("answered_at") else None,
-            ended_at=datetime.fromisoformat(d["ended_at"]), estimated=bool(d.get("estimated")),
+            ended_at=datetime.fromisoformat(d["ended_at"]),
+            estimated=bool(d.get("estimated")),
             journalled_at=datetime.fromisoformat(d["journalled_at"]),
         )
 
@@ -105,10 +114,15 @@ class SettlementJournal:
     `on_journalled` / `on_replayed` let the daemon count both in its metrics.
     """
 
-    def __init__(self, path: str | os.PathLike[str], ledger: Ledger, *,
-                 on_journalled: Callable[[], None] | None = None,
-                 on_replayed: Callable[[int], None] | None = None,
-                 on_write_error: Callable[[OSError], None] | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        ledger: Ledger,
+        *,
+        on_journalled: Callable[[], None] | None = None,
+        on_replayed: Callable[[int], None] | None = None,
+        on_write_error: Callable[[OSError], None] | None = None,
+    ):
         self.path = Path(path)
         self.ledger = ledger
         self._on_journalled = on_journalled
@@ -127,29 +141,47 @@ class SettlementJournal:
 
     # -- settling -------------------------------------------------------------
 
-    def settle(self, b_uuid: uuidlib.UUID | str, *, billmsec: int | None, hangup_cause: str,
-               answered_at: datetime | None = None, ended_at: datetime | None = None,
-               estimated: bool = False) -> Cdr | None:
+    def settle(
+        self,
+        b_uuid: uuidlib.UUID | str,
+        *,
+        billmsec: int | None,
+        hangup_cause: str,
+        answered_at: datetime | None = None,
+        ended_at: datetime | None = None,
+        estimated: bool = False,
+    ) -> Cdr | None:
         """Ledger.settle, or None when the database is unreachable and the
         settlement was journalled (durably) for replay."""
         # The end time is taken now, not at replay, so the CDR says when the
         # call really ended.
         ended = ended_at or _now()
         try:
-            return self.ledger.settle(b_uuid, billmsec=billmsec, hangup_cause=hangup_cause,
-                                      answered_at=answered_at, ended_at=ended, estimated=estimated)
+            return self.ledger.settle(
+                b_uuid,
+                billmsec=billmsec,
+                hangup_cause=hangup_cause,
+                answered_at=answered_at,
+                ended_at=ended,
+                estimated=estimated,
+            )
         except DatabaseUnavailable as exc:
-            entry = Entry(id=uuidlib.uuid4().hex, b_uuid=str(uuidlib.UUID(str(b_uuid))),
-                          billmsec=billmsec, hangup_cause=hangup_cause or "",
-                          answered_at=answered_at, ended_at=ended, estimated=estimated,
-                          journalled_at=_now())
+            entry = Entry(
+                id=uuidlib.uuid4().hex,
+                b_uuid=str(uuidlib.UUID(str(b_uuid))),
+                billmsec=billmsec,
+                hangup_cause=hangup_cause or "",
+                answered_at=answered_at,
+                ended_at=ended,
+                estimated=estimated,
+                journalled_at=_now(),
+            )
             try:
                 self._append(entry)
             except OSError as write_exc:
                 self._hold(entry, exc, write_exc)
                 return None
-            log.warning("settle b=%s: database unavailable (%s); journalled to %s",
-                        entry.b_uuid, exc, self.path)
+            log.warning("settle b=%s: database unavailable (%s); journalled to %s", entry.b_uuid, exc, self.path)
             if self._on_journalled is not None:
                 self._on_journalled()
             return None
@@ -171,10 +203,17 @@ class SettlementJournal:
             held = len(self._held)
         # The figures go into the log line: if cardd dies before the database or
         # the disk is back, this line is what is left of the call.
-        log.error("settle b=%s: database unavailable (%s) AND journal %s not writable (%s): "
-                  "settlement held in memory (%d held), new calls refused until the database "
-                  "or the journal takes it; entry %s", entry.b_uuid, db_exc, self.path,
-                  _why(write_exc), held, entry.to_json())
+        log.error(
+            "settle b=%s: database unavailable (%s) AND journal %s not writable (%s): "
+            "settlement held in memory (%d held), new calls refused until the database "
+            "or the journal takes it; entry %s",
+            entry.b_uuid,
+            db_exc,
+            self.path,
+            _why(write_exc),
+            held,
+            entry.to_json(),
+        )
         if self._on_write_error is not None:
             self._on_write_error(write_exc)
 
@@ -185,23 +224,31 @@ class SettlementJournal:
             return 0
         try:
             gone: set[str] = set()
-            db_down = False   # found down in this pass: the rest go straight to the journal
+            db_down = False  # found down in this pass: the rest go straight to the journal
             for entry in list(self._held):
                 try:
                     if db_down:
                         raise DatabaseUnavailable("database unavailable earlier in this pass")
-                    self.ledger.settle(entry.b_uuid, billmsec=entry.billmsec,
-                                       hangup_cause=entry.hangup_cause, answered_at=entry.answered_at,
-                                       ended_at=entry.ended_at, estimated=entry.estimated)
+                    self.ledger.settle(
+                        entry.b_uuid,
+                        billmsec=entry.billmsec,
+                        hangup_cause=entry.hangup_cause,
+                        answered_at=entry.answered_at,
+                        ended_at=entry.ended_at,
+                        estimated=entry.estimated,
+                    )
                     log.info("held settlement b=%s applied to the database", entry.b_uuid)
                 except DatabaseUnavailable:
                     db_down = True
                     try:
                         self._append(entry)
                     except OSError as write_exc:
-                        log.warning("%d settlement(s) still held in memory: database unavailable, "
-                                    "journal %s not writable (%s)", len(self._held) - len(gone),
-                                    self.path, _why(write_exc))
+                        log.warning(
+                            "%d settlement(s) still held in memory: database unavailable, journal %s not writable (%s)",
+                            len(self._held) - len(gone),
+                            self.path,
+                            _why(write_exc),
+                        )
                         if self._on_write_error is not None:
                             self._on_write_error(write_exc)
                         break
@@ -210,8 +257,12 @@ class SettlementJournal:
                         self._on_journalled()
                 except Exception:
                     # Not an outage: the reservation stays open for the orphan rule.
-                    log.exception("held settlement b=%s refused by the database; dropped from "
-                                  "memory, its reservation stays open: %s", entry.b_uuid, entry.to_json())
+                    log.exception(
+                        "held settlement b=%s refused by the database; dropped from "
+                        "memory, its reservation stays open: %s",
+                        entry.b_uuid,
+                        entry.to_json(),
+                    )
                 gone.add(entry.id)
             with self._glock, self._tlock:
                 self._held = [e for e in self._held if e.id not in gone]
@@ -293,7 +344,7 @@ class SettlementJournal:
         wait for the next replay). Entries whose reservation is unknown to this
         database are moved to `<journal>.rejected` for the operator."""
         if not self._replaying.acquire(blocking=False):
-            return 0   # a replay is already running; it will see every entry
+            return 0  # a replay is already running; it will see every entry
         try:
             snapshot = self.pending()
             if not snapshot:
@@ -302,10 +353,14 @@ class SettlementJournal:
             rejected: list[tuple[Entry, str]] = []
             for entry in snapshot:
                 try:
-                    self.ledger.settle(entry.b_uuid, billmsec=entry.billmsec,
-                                       hangup_cause=entry.hangup_cause,
-                                       answered_at=entry.answered_at, ended_at=entry.ended_at,
-                                       estimated=entry.estimated)
+                    self.ledger.settle(
+                        entry.b_uuid,
+                        billmsec=entry.billmsec,
+                        hangup_cause=entry.hangup_cause,
+                        answered_at=entry.answered_at,
+                        ended_at=entry.ended_at,
+                        estimated=entry.estimated,
+                    )
                 except DatabaseUnavailable as exc:
                     log.info("journal replay paused: database still unavailable (%s)", exc)
                     break
@@ -321,8 +376,7 @@ class SettlementJournal:
                 self._remove(done, rejected)
             settled = len(done) - len(rejected)
             if settled:
-                log.info("journal replay: %d settlement(s) applied, %d left", settled,
-                         len(snapshot) - len(done))
+                log.info("journal replay: %d settlement(s) applied, %d left", settled, len(snapshot) - len(done))
                 if self._on_replayed is not None:
                     self._on_replayed(settled)
             return settled
@@ -332,16 +386,16 @@ class SettlementJournal:
     def _remove(self, ids: set[str], rejected: list[tuple[Entry, str]]) -> None:
         with self._glock, self._tlock:
             for entry, why in rejected:
-                log.error("journal entry b=%s rejected: %s (kept in %s%s)", entry.b_uuid, why,
-                          self.path.name, REJECTED_SUFFIX)
+                log.error(
+                    "journal entry b=%s rejected: %s (kept in %s%s)", entry.b_uuid, why, self.path.name, REJECTED_SUFFIX
+                )
                 self._reject_raw(entry.to_json(), why)
             # Re-read under the lock: entries appended during the replay stay.
             entries, bad = self._read()
             for line in bad:
                 # Never silently dropped: a torn write (its settlement was not
                 # acknowledged, the orphan rule covers the call) or damage.
-                log.warning("journal %s: unreadable line moved to %s%s", self.path, self.path.name,
-                            REJECTED_SUFFIX)
+                log.warning("journal %s: unreadable line moved to %s%s", self.path, self.path.name, REJECTED_SUFFIX)
                 self._reject_raw(line, "unreadable line")
             keep = [e for e in entries if e.id not in ids]
             if not keep:
@@ -384,11 +438,15 @@ class SettlementJournal:
             self._loop.kill(block=True, timeout=5)
             self._loop = None
         if self._held:
-            self.retry_held()   # a last chance
+            self.retry_held()  # a last chance
         for entry in self._held:
-            log.error("stopping with settlement b=%s held in memory only (neither the database nor "
-                      "%s took it): settle it by hand from these figures: %s", entry.b_uuid, self.path,
-                      entry.to_json())
+            log.error(
+                "stopping with settlement b=%s held in memory only (neither the database nor "
+                "%s took it): settle it by hand from these figures: %s",
+                entry.b_uuid,
+                self.path,
+                entry.to_json(),
+            )
 
 
 def _why(exc: OSError) -> str:
@@ -399,4 +457,3 @@ def _why(exc: OSError) -> str:
 
 def journal_path(data_dir: str | os.PathLike[str]) -> Path:
     return Path(data_dir) / JOURNAL_NAME
-

@@ -82,13 +82,13 @@ class Grant:
     a_uuid: uuid.UUID
     card_id: int
     rate: Rate
-    duration_s: int        # the hard limit for sched_hangup, plan seconds included
-    plan_seconds: int      # of duration_s, how many are service-plan seconds
-    reserved: Decimal      # the most the call can cost
-    available: Decimal     # available credit before this reservation
+    duration_s: int  # the hard limit for sched_hangup, plan seconds included
+    plan_seconds: int  # of duration_s, how many are service-plan seconds
+    reserved: Decimal  # the most the call can cost
+    available: Decimal  # available credit before this reservation
     currency: str
     expires_at: datetime
-    route: Route | None = None   # the carrier and gateway; None: daemon.dial_string (no carriers)
+    route: Route | None = None  # the carrier and gateway; None: daemon.dial_string (no carriers)
 
 
 @dataclass(frozen=True)
@@ -195,8 +195,16 @@ def find_rate(conn: psycopg.Connection[Any], tariff_id: int, number: str) -> Rat
     if row is None:
         return None
     return Rate(
-        prefix=row[1], price_1=row[2], interval_1=row[3], price_n=row[4], interval_n=row[5],
-        connect_fee=row[6], free_seconds=row[7], grace=row[8], forbidden=row[9], rate_id=row[0],
+        prefix=row[1],
+        price_1=row[2],
+        interval_1=row[3],
+        price_n=row[4],
+        interval_n=row[5],
+        connect_fee=row[6],
+        free_seconds=row[7],
+        grace=row[8],
+        forbidden=row[9],
+        rate_id=row[0],
     )
 
 
@@ -215,8 +223,14 @@ class Ledger(Repository):
     `on_disagreement` is told about settlements that differ from the first;
     `observe` about each query's time (cardd.billing.repository: op=<method>)."""
 
-    def __init__(self, pool: ConnectionPool, *, node: str | None = None,
-                 on_disagreement: DisagreementHook | None = None, observe: QueryObserver | None = None):
+    def __init__(
+        self,
+        pool: ConnectionPool,
+        *,
+        node: str | None = None,
+        on_disagreement: DisagreementHook | None = None,
+        observe: QueryObserver | None = None,
+    ):
         super().__init__(pool, observe=observe)
         self.node = node
         self.on_disagreement = on_disagreement
@@ -227,17 +241,13 @@ class Ledger(Repository):
     def find_card(self, number: str, *, by_authname: bool = False) -> Card | None:
         column = "a.authname" if by_authname else "a.username"
         with self.pool.connection() as conn:
-            row = conn.cursor(row_factory=dict_row).execute(
-                f"{_CARD_SQL} WHERE {column} = %s", (number,)
-            ).fetchone()
+            row = conn.cursor(row_factory=dict_row).execute(f"{_CARD_SQL} WHERE {column} = %s", (number,)).fetchone()
         return _card(row) if row else None
 
     @query
     def get_card(self, card_id: int) -> Card:
         with self.pool.connection() as conn:
-            row = conn.cursor(row_factory=dict_row).execute(
-                f"{_CARD_SQL} WHERE a.id = %s", (card_id,)
-            ).fetchone()
+            row = conn.cursor(row_factory=dict_row).execute(f"{_CARD_SQL} WHERE a.id = %s", (card_id,)).fetchone()
         if row is None:
             raise CardNotFound(f"no card with id {card_id}")
         return _card(row)
@@ -333,7 +343,10 @@ class Ledger(Repository):
 
             available = money(acct["balance"] - held["amount"])
             duration = max_duration(
-                rate, available, ignore_connect_fee=ignore_connect_fee, plan_seconds=plan_left,
+                rate,
+                available,
+                ignore_connect_fee=ignore_connect_fee,
+                plan_seconds=plan_left,
                 max_call_duration=max_call_duration,
             )
             if duration < max(min_call_duration, 1):
@@ -343,8 +356,9 @@ class Ledger(Repository):
                 )
             plan_s = min(plan_left, duration)
             reserved = call_cost(rate, duration, plan_seconds=plan_s)
-            route = choose_route(conn, number, rate, acct["currency"].strip(), allow_loss=allow_loss,
-                                 tried=tried_routes)
+            route = choose_route(
+                conn, number, rate, acct["currency"].strip(), allow_loss=allow_loss, tried=tried_routes
+            )
             expires_at = now + timedelta(seconds=duration + margin_s)
 
             if acct["status"] == "new":
@@ -364,10 +378,31 @@ class Ledger(Repository):
                     " switchname, node)"
                     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
                     " %s, %s)",
-                    (b_id, a_id, card_id, reserved, duration, plan_s, plan_prefix, cli, destination, t_cli,
-                     number, rate.rate_id, rate.prefix, rate.price_1, rate.interval_1, rate.price_n,
-                     rate.interval_n, rate.connect_fee, rate.free_seconds, rate.grace, expires_at,
-                     switchname or None, self.node),
+                    (
+                        b_id,
+                        a_id,
+                        card_id,
+                        reserved,
+                        duration,
+                        plan_s,
+                        plan_prefix,
+                        cli,
+                        destination,
+                        t_cli,
+                        number,
+                        rate.rate_id,
+                        rate.prefix,
+                        rate.price_1,
+                        rate.interval_1,
+                        rate.price_n,
+                        rate.interval_n,
+                        rate.connect_fee,
+                        rate.free_seconds,
+                        rate.grace,
+                        expires_at,
+                        switchname or None,
+                        self.node,
+                    ),
                 )
             except errors.UniqueViolation:
                 raise DuplicateGrant(f"B-leg UUID {b_id} was already granted") from None
@@ -375,11 +410,26 @@ class Ledger(Repository):
                 record_route(conn, b_id, route)
         log.info(
             "grant b=%s card=%s dest=%s prefix=%s duration=%ss plan=%ss reserved=%s available=%s",
-            b_id, card_id, number, rate.prefix, duration, plan_s, reserved, available,
+            b_id,
+            card_id,
+            number,
+            rate.prefix,
+            duration,
+            plan_s,
+            reserved,
+            available,
         )
         return Grant(
-            b_uuid=b_id, a_uuid=a_id, card_id=card_id, rate=rate, duration_s=duration, plan_seconds=plan_s,
-            reserved=reserved, available=available, currency=acct["currency"].strip(), expires_at=expires_at,
+            b_uuid=b_id,
+            a_uuid=a_id,
+            card_id=card_id,
+            rate=rate,
+            duration_s=duration,
+            plan_seconds=plan_s,
+            reserved=reserved,
+            available=available,
+            currency=acct["currency"].strip(),
+            expires_at=expires_at,
             route=route,
         )
 
@@ -413,16 +463,24 @@ class Ledger(Repository):
         when the reservation is no longer open (another cardd took this process
         for dead and released it): then the bridge must not be sent."""
         with self.pool.connection() as conn:
-            return conn.execute("UPDATE reservations SET bridge_sent_at = now()"
-                                " WHERE b_uuid = %s AND status = 'open'", (_uuid(b_uuid),)).rowcount == 1
+            return (
+                conn.execute(
+                    "UPDATE reservations SET bridge_sent_at = now() WHERE b_uuid = %s AND status = 'open'",
+                    (_uuid(b_uuid),),
+                ).rowcount
+                == 1
+            )
 
     @query
     def mark_answered(self, b_uuid: UuidLike) -> None:
         """Record when the B leg answered (the database's clock, the one the
         orphan estimate reads): an orphan is billed at most the time since."""
         with self.pool.connection() as conn:
-            conn.execute("UPDATE reservations SET answered_at = coalesce(answered_at, now())"
-                         " WHERE b_uuid = %s AND status = 'open'", (_uuid(b_uuid),))
+            conn.execute(
+                "UPDATE reservations SET answered_at = coalesce(answered_at, now())"
+                " WHERE b_uuid = %s AND status = 'open'",
+                (_uuid(b_uuid),),
+            )
 
     # --- after the hangup --------------------------------------------------
 
@@ -462,9 +520,15 @@ class Ledger(Repository):
             res = cur.execute("SELECT * FROM reservations WHERE b_uuid = %s FOR UPDATE", (b_id,)).fetchone()
             assert res is not None
             rate = Rate(
-                prefix=res["rate_prefix"], price_1=res["price_1"], interval_1=res["interval_1"],
-                price_n=res["price_n"], interval_n=res["interval_n"], connect_fee=res["connect_fee"],
-                free_seconds=res["free_seconds"], grace=res["grace"], rate_id=res["rate_id"],
+                prefix=res["rate_prefix"],
+                price_1=res["price_1"],
+                interval_1=res["interval_1"],
+                price_n=res["price_n"],
+                interval_n=res["interval_n"],
+                connect_fee=res["connect_fee"],
+                free_seconds=res["free_seconds"],
+                grace=res["grace"],
+                rate_id=res["rate_id"],
             )
             ended = ended_at or acct["now"]
             guess = billmsec is None and estimated
@@ -491,16 +555,26 @@ class Ledger(Repository):
                 assert done is not None, "a settled reservation always has its CDR"
                 if done.estimated and not estimated:
                     return self._correct_estimate(
-                        cur, res, done, billed=billed, cost=cost, plan_used=plan_used,
-                        answered=answered, ended=ended, hangup_cause=hangup_cause,
+                        cur,
+                        res,
+                        done,
+                        billed=billed,
+                        cost=cost,
+                        plan_used=plan_used,
+                        answered=answered,
+                        ended=ended,
+                        hangup_cause=hangup_cause,
                     )
                 if not estimated and not done.estimated and billed != done.billed_seconds:
                     # Two real settlements of one call disagree (the call's own and a CDR,
                     # in either order). The first stands (README "Security"); the second
                     # is not dropped silently.
-                    self._disagree("repeat_differs", b_id,
-                                   f"{done.billed_seconds} s {done.cost} ({done.hangup_cause})",
-                                   f"{billed} s {cost} ({hangup_cause})")
+                    self._disagree(
+                        "repeat_differs",
+                        b_id,
+                        f"{done.billed_seconds} s {done.cost} ({done.hangup_cause})",
+                        f"{billed} s {cost} ({hangup_cause})",
+                    )
                 log.info("settle b=%s: already settled, nothing charged", b_id)
                 return done
 
@@ -513,22 +587,40 @@ class Ledger(Repository):
                 )
             if cost > 0:
                 cur.execute(
-                    "INSERT INTO ledger (account_id, amount, kind, b_uuid, reference)"
-                    " VALUES (%s, %s, 'call', %s, %s)",
+                    "INSERT INTO ledger (account_id, amount, kind, b_uuid, reference) VALUES (%s, %s, 'call', %s, %s)",
                     (res["account_id"], -cost, b_id, res["translated_cld"]),
                 )
-            cur.execute(
-                "UPDATE reservations SET status = 'settled', settled_at = now() WHERE b_uuid = %s", (b_id,)
-            )
+            cur.execute("UPDATE reservations SET status = 'settled', settled_at = now() WHERE b_uuid = %s", (b_id,))
             row = cur.execute(
                 f"INSERT INTO cdrs ({_CDR_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
                 " %s, %s, %s, %s, %s, %s, %s, %s, %s, (SELECT name FROM carriers WHERE id = %s), %s, %s, %s)"
                 f" RETURNING {_CDR_COLUMNS}",
-                (b_id, res["a_uuid"], res["account_id"], acct["username"], acct["currency"], res["cli"],
-                 res["cld"], res["translated_cli"], res["translated_cld"], res["rate_id"], res["rate_prefix"],
-                 res["created_at"], answered, ended, res["duration_s"], billed, plan_used, cost,
-                 hangup_cause or "", estimated, res["carrier_id"], res["carrier_id"], res["gateway"],
-                 *buy_and_margin(res, billed, cost)),
+                (
+                    b_id,
+                    res["a_uuid"],
+                    res["account_id"],
+                    acct["username"],
+                    acct["currency"],
+                    res["cli"],
+                    res["cld"],
+                    res["translated_cli"],
+                    res["translated_cld"],
+                    res["rate_id"],
+                    res["rate_prefix"],
+                    res["created_at"],
+                    answered,
+                    ended,
+                    res["duration_s"],
+                    billed,
+                    plan_used,
+                    cost,
+                    hangup_cause or "",
+                    estimated,
+                    res["carrier_id"],
+                    res["carrier_id"],
+                    res["gateway"],
+                    *buy_and_margin(res, billed, cost),
+                ),
             ).fetchone()
             assert row is not None
         log.info("settle b=%s billed=%ss cost=%s cause=%s", b_id, billed, cost, hangup_cause)
@@ -558,8 +650,17 @@ class Ledger(Repository):
             self.on_disagreement(kind, b_id, first, second)
 
     def _correct_estimate(
-        self, cur: psycopg.Cursor[Any], res: dict[str, Any], done: Cdr, *, billed: int, cost: Decimal,
-        plan_used: int, answered: datetime | None, ended: datetime, hangup_cause: str,
+        self,
+        cur: psycopg.Cursor[Any],
+        res: dict[str, Any],
+        done: Cdr,
+        *,
+        billed: int,
+        cost: Decimal,
+        plan_used: int,
+        answered: datetime | None,
+        ended: datetime,
+        hangup_cause: str,
     ) -> Cdr:
         """The real CDR of an orphan settled on an estimate arrived: refund the difference,
         or charge it when the estimate was lower (an answer cardd did not get to record).
@@ -571,8 +672,7 @@ class Ledger(Repository):
         refund = done.cost - cost
         if refund > 0:
             cur.execute(
-                "INSERT INTO ledger (account_id, amount, kind, b_uuid, reference)"
-                " VALUES (%s, %s, 'refund', %s, %s)",
+                "INSERT INTO ledger (account_id, amount, kind, b_uuid, reference) VALUES (%s, %s, 'refund', %s, %s)",
                 (res["account_id"], refund, res["b_uuid"], "estimated call corrected by its CDR"),
             )
         elif refund < 0:
@@ -580,22 +680,32 @@ class Ledger(Repository):
             account = cur.execute(
                 "SELECT a.balance - coalesce((SELECT sum(amount) FROM reservations r"
                 "   WHERE r.account_id = a.id AND r.status = 'open'), 0) AS avail"
-                "  FROM accounts a WHERE a.id = %s", (res["account_id"],)).fetchone()
+                "  FROM accounts a WHERE a.id = %s",
+                (res["account_id"],),
+            ).fetchone()
             assert account is not None  # a reservation always has its account (foreign key)
             avail = account["avail"]
             extra = min(owed, max(money(avail), Decimal(0)))
-            self._disagree("estimate_below_real", res["b_uuid"], f"{done.billed_seconds} s {done.cost}",
-                           f"{billed} s {cost} ({hangup_cause}), {extra} charged now")
+            self._disagree(
+                "estimate_below_real",
+                res["b_uuid"],
+                f"{done.billed_seconds} s {done.cost}",
+                f"{billed} s {cost} ({hangup_cause}), {extra} charged now",
+            )
             if extra < owed:
                 self._disagree("estimate_shortfall", res["b_uuid"], f"owed {owed}", f"charged {extra}")
             if extra > 0:
                 # One 'call' row per call (ledger_one_charge_per_call_idx): the estimate's
                 # row holds it when the estimate cost anything, the rest is an adjustment.
                 cur.execute(
-                    "INSERT INTO ledger (account_id, amount, kind, b_uuid, reference)"
-                    " VALUES (%s, %s, %s, %s, %s)",
-                    (res["account_id"], -extra, "adjustment" if done.cost > 0 else "call", res["b_uuid"],
-                     "estimated call corrected by its CDR"),
+                    "INSERT INTO ledger (account_id, amount, kind, b_uuid, reference) VALUES (%s, %s, %s, %s, %s)",
+                    (
+                        res["account_id"],
+                        -extra,
+                        "adjustment" if done.cost > 0 else "call",
+                        res["b_uuid"],
+                        "estimated call corrected by its CDR",
+                    ),
                 )
             cost = done.cost + extra
         if res["plan_prefix"] is not None and done.plan_seconds_used != plan_used:
@@ -608,12 +718,25 @@ class Ledger(Repository):
             "UPDATE cdrs SET billed_seconds = %s, plan_seconds_used = %s, cost = %s, answered_at = %s,"
             "       ended_at = %s, hangup_cause = %s, estimated = false, buy_cost = %s, margin = %s"
             f" WHERE b_uuid = %s RETURNING {_CDR_COLUMNS}",
-            (billed, plan_used, cost, answered, ended, hangup_cause or done.hangup_cause,
-             *buy_and_margin(res, billed, cost), res["b_uuid"]),
+            (
+                billed,
+                plan_used,
+                cost,
+                answered,
+                ended,
+                hangup_cause or done.hangup_cause,
+                *buy_and_margin(res, billed, cost),
+                res["b_uuid"],
+            ),
         ).fetchone()
         assert row is not None
-        log.info("settle b=%s: estimate %s corrected to %s, refunded %s", res["b_uuid"], done.cost, cost,
-                 max(refund, Decimal(0)))
+        log.info(
+            "settle b=%s: estimate %s corrected to %s, refunded %s",
+            res["b_uuid"],
+            done.cost,
+            cost,
+            max(refund, Decimal(0)),
+        )
         return _cdr(row)
 
     @staticmethod
@@ -627,10 +750,14 @@ class Ledger(Repository):
     def cdrs_for(self, card_id: int, *, limit: int = 20) -> list[Cdr]:
         """The card's CDRs, newest first."""
         with self.pool.connection() as conn:
-            rows = conn.cursor(row_factory=dict_row).execute(
-                f"SELECT {_CDR_COLUMNS} FROM cdrs WHERE account_id = %s ORDER BY id DESC LIMIT %s",
-                (card_id, limit),
-            ).fetchall()
+            rows = (
+                conn.cursor(row_factory=dict_row)
+                .execute(
+                    f"SELECT {_CDR_COLUMNS} FROM cdrs WHERE account_id = %s ORDER BY id DESC LIMIT %s",
+                    (card_id, limit),
+                )
+                .fetchall()
+            )
         return [_cdr(r) for r in rows]
 
     @query
@@ -649,22 +776,30 @@ class Ledger(Repository):
         if expired_only:
             where.append("expires_at <= now()")
         with self.pool.connection() as conn:
-            rows = conn.cursor(row_factory=dict_row).execute(
-                "SELECT b_uuid, a_uuid, account_id, amount, duration_s, cld, created_at, expires_at,"
-                "       switchname, node, bridge_sent_at, answered_at"
-                f"  FROM reservations WHERE {' AND '.join(where)} ORDER BY created_at",
-                params,
-            ).fetchall()
+            rows = (
+                conn.cursor(row_factory=dict_row)
+                .execute(
+                    "SELECT b_uuid, a_uuid, account_id, amount, duration_s, cld, created_at, expires_at,"
+                    "       switchname, node, bridge_sent_at, answered_at"
+                    f"  FROM reservations WHERE {' AND '.join(where)} ORDER BY created_at",
+                    params,
+                )
+                .fetchall()
+            )
         return [OpenReservation(**r) for r in rows]
 
     @query
     def ledger_entries(self, card_id: int) -> list[LedgerEntry]:
         with self.pool.connection() as conn:
-            rows = conn.cursor(row_factory=dict_row).execute(
-                "SELECT id, account_id, amount, kind, b_uuid, reference, balance_after, created_at"
-                "  FROM ledger WHERE account_id = %s ORDER BY id",
-                (card_id,),
-            ).fetchall()
+            rows = (
+                conn.cursor(row_factory=dict_row)
+                .execute(
+                    "SELECT id, account_id, amount, kind, b_uuid, reference, balance_after, created_at"
+                    "  FROM ledger WHERE account_id = %s ORDER BY id",
+                    (card_id,),
+                )
+                .fetchall()
+            )
         return [LedgerEntry(**r) for r in rows]
 
     # --- operator money ----------------------------------------------------

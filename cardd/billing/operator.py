@@ -59,14 +59,21 @@ def _in_transaction(conn: psycopg.Connection[Any]) -> ConnectionPool:
     return cast(ConnectionPool, _OneConnection(conn))
 
 
-def audit(conn: psycopg.Connection[Any], who: str, action: str, args: dict[str, Any], *,
-          account_id: int | None = None, b_uuid: uuid.UUID | None = None, detail: str = "") -> None:
+def audit(
+    conn: psycopg.Connection[Any],
+    who: str,
+    action: str,
+    args: dict[str, Any],
+    *,
+    account_id: int | None = None,
+    b_uuid: uuid.UUID | None = None,
+    detail: str = "",
+) -> None:
     """Append one audit line in the caller's transaction."""
     if not who:
         raise OperatorError("who did it must be known (--by NAME)")
     conn.execute(
-        "INSERT INTO operator_audit (who, action, args, account_id, b_uuid, detail)"
-        " VALUES (%s, %s, %s, %s, %s, %s)",
+        "INSERT INTO operator_audit (who, action, args, account_id, b_uuid, detail) VALUES (%s, %s, %s, %s, %s, %s)",
         (who, action, Jsonb({k: _jsonable(v) for k, v in args.items()}), account_id, b_uuid, detail),
     )
     log.info("operator %s: %s %s", who, action, detail)
@@ -84,6 +91,7 @@ def _utc(value: datetime) -> str:
 
 # --- closing a reservation by hand -------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Closure:
     card: str
@@ -93,8 +101,15 @@ class Closure:
 
 
 @database_errors
-def close_reservation(pool: ConnectionPool, b_uuid: uuid.UUID, *, billed_seconds: int | None, who: str,
-                      reason: str = "", force: bool = False) -> Closure:
+def close_reservation(
+    pool: ConnectionPool,
+    b_uuid: uuid.UUID,
+    *,
+    billed_seconds: int | None,
+    who: str,
+    reason: str = "",
+    force: bool = False,
+) -> Closure:
     """Settle an open reservation with the given billed seconds, or (billed_seconds None)
     release it at no charge. Refuses a reservation that is not open: never charged twice.
     Refuses one not yet expired unless force: its call may still be up, and closing it
@@ -110,8 +125,7 @@ def close_reservation(pool: ConnectionPool, b_uuid: uuid.UUID, *, billed_seconds
         if head is None:
             raise OperatorError(f"no reservation {b_uuid}")
         # The settlement's lock order: account, then reservation.
-        acct = conn.execute("SELECT username, currency FROM accounts WHERE id = %s FOR UPDATE",
-                            (head[0],)).fetchone()
+        acct = conn.execute("SELECT username, currency FROM accounts WHERE id = %s FOR UPDATE", (head[0],)).fetchone()
         assert acct is not None
         res = conn.execute(
             "SELECT status, settled_at, duration_s, coalesce(answered_at, created_at), expires_at, expires_at > now()"
@@ -123,23 +137,39 @@ def close_reservation(pool: ConnectionPool, b_uuid: uuid.UUID, *, billed_seconds
         ledger = Ledger(_in_transaction(conn))
         if status != "open":
             done = ledger.cdr(b_uuid)
-            what = (f": {done.billed_seconds} s, {format_money(done.cost, done.currency)}"
-                    + (" (estimated)" if done.estimated else "") + f", {done.hangup_cause}") if done else ""
-            raise OperatorError(f"reservation {b_uuid} was already settled at {_utc(settled_at)}{what};"
-                                " nothing charged")
+            what = (
+                (
+                    f": {done.billed_seconds} s, {format_money(done.cost, done.currency)}"
+                    + (" (estimated)" if done.estimated else "")
+                    + f", {done.hangup_cause}"
+                )
+                if done
+                else ""
+            )
+            raise OperatorError(
+                f"reservation {b_uuid} was already settled at {_utc(settled_at)}{what}; nothing charged"
+            )
         if live and not force:
-            raise OperatorError(f"reservation {b_uuid} has not expired (until {_utc(expires_at)}): its call may"
-                                " still be up; give --force if you know it has ended")
+            raise OperatorError(
+                f"reservation {b_uuid} has not expired (until {_utc(expires_at)}): its call may"
+                " still be up; give --force if you know it has ended"
+            )
         seconds = billed_seconds or 0
         if seconds > granted:
             raise OperatorError(f"reservation {b_uuid} granted {granted} s; cannot bill {seconds} s")
         cdr = ledger.settle(
-            b_uuid, billmsec=seconds * 1000, hangup_cause=SETTLED_CAUSE if billed_seconds is not None
-            else RELEASED_CAUSE, answered_at=answered_at if seconds else None,
-            ended_at=answered_at + timedelta(seconds=seconds), estimated=False,
+            b_uuid,
+            billmsec=seconds * 1000,
+            hangup_cause=SETTLED_CAUSE if billed_seconds is not None else RELEASED_CAUSE,
+            answered_at=answered_at if seconds else None,
+            ended_at=answered_at + timedelta(seconds=seconds),
+            estimated=False,
         )
-        detail = ("released: nothing charged" if billed_seconds is None
-                  else f"settled at {cdr.billed_seconds} s: {format_money(cdr.cost, cdr.currency)}")
+        detail = (
+            "released: nothing charged"
+            if billed_seconds is None
+            else f"settled at {cdr.billed_seconds} s: {format_money(cdr.cost, cdr.currency)}"
+        )
         if reason:
             detail += f" ({reason})"
         if cdr.cost == 0:
@@ -148,9 +178,15 @@ def close_reservation(pool: ConnectionPool, b_uuid: uuid.UUID, *, billed_seconds
                 "INSERT INTO ledger (account_id, amount, kind, b_uuid, reference) VALUES (%s, 0, 'release', %s, %s)",
                 (head[0], b_uuid, f"reservation {detail} by {who}"),
             )
-        audit(conn, who, action, {"b_uuid": b_uuid, "billed_seconds": billed_seconds, "reason": reason,
-                                  "force": force},
-              account_id=head[0], b_uuid=b_uuid, detail=detail)
+        audit(
+            conn,
+            who,
+            action,
+            {"b_uuid": b_uuid, "billed_seconds": billed_seconds, "reason": reason, "force": force},
+            account_id=head[0],
+            b_uuid=b_uuid,
+            detail=detail,
+        )
         balance = conn.execute("SELECT balance FROM accounts WHERE id = %s", (head[0],)).fetchone()
         assert balance is not None
     return Closure(card=acct[0], currency=acct[1].strip(), cdr=cdr, balance=money(balance[0]))
@@ -158,9 +194,11 @@ def close_reservation(pool: ConnectionPool, b_uuid: uuid.UUID, *, billed_seconds
 
 # --- guarded adjustments ---------------------------------------------------------------
 
+
 @database_errors
-def adjust_card(pool: ConnectionPool, number: str, amount: Decimal, *, who: str, reference: str,
-                allow_negative: bool = False) -> Decimal:
+def adjust_card(
+    pool: ConnectionPool, number: str, amount: Decimal, *, who: str, reference: str, allow_negative: bool = False
+) -> Decimal:
     """Credit or debit a card as an 'adjustment' ledger row; returns the new balance.
 
     A debit that would leave the balance, or the credit open calls may still
@@ -184,15 +222,22 @@ def adjust_card(pool: ConnectionPool, number: str, amount: Decimal, *, who: str,
             raise OperatorError(
                 f"card {number}: {format_money(value, currency)} would take the balance from"
                 f" {format_money(balance, currency)} to {format_money(after, currency)}{held};"
-                " give --allow-negative if that is meant")
+                " give --allow-negative if that is meant"
+            )
         new_balance = Ledger(_in_transaction(conn)).adjust(card_id, value, reference=reference)
-        audit(conn, who, "card adjust", {"card": number, "amount": value, "reference": reference,
-                                         "allow_negative": allow_negative},
-              account_id=card_id, detail=f"{format_money(value, currency)}: balance {format_money(new_balance)}")
+        audit(
+            conn,
+            who,
+            "card adjust",
+            {"card": number, "amount": value, "reference": reference, "allow_negative": allow_negative},
+            account_id=card_id,
+            detail=f"{format_money(value, currency)}: balance {format_money(new_balance)}",
+        )
     return new_balance
 
 
 # --- cards: every write audited -----------------------------------------------------------------
+
 
 @database_errors
 def add_card(pool: ConnectionPool, number: str, *, who: str, **card: Any) -> int:
@@ -200,19 +245,27 @@ def add_card(pool: ConnectionPool, number: str, *, who: str, **card: Any) -> int
     with pool.connection() as conn, conn.transaction():
         card_id = catalog.create_card(_in_transaction(conn), number, **card)
         shown = {k: v for k, v in card.items() if k != "pin" and v is not None}
-        audit(conn, who, "card add", {"card": number, **shown, "pin": "set" if card.get("pin") else "none"},
-              account_id=card_id, detail=f"card {number} created, balance {money(card.get('balance') or 0)}")
+        audit(
+            conn,
+            who,
+            "card add",
+            {"card": number, **shown, "pin": "set" if card.get("pin") else "none"},
+            account_id=card_id,
+            detail=f"card {number} created, balance {money(card.get('balance') or 0)}",
+        )
     return card_id
 
 
 @database_errors
-def transfer_credit(pool: ConnectionPool, from_number: str, to_number: str, amount: Decimal, *,
-                    who: str) -> vouchers.Transfer:
+def transfer_credit(
+    pool: ConnectionPool, from_number: str, to_number: str, amount: Decimal, *, who: str
+) -> vouchers.Transfer:
     """vouchers.transfer between two cards by number, audited on both cards."""
     with pool.connection() as conn, conn.transaction():
         ids = dict(_card_ids(conn, [from_number, to_number]))
-        done = vouchers.transfer(_in_transaction(conn), ids[from_number], ids[to_number], amount,
-                                 reference="operator transfer")
+        done = vouchers.transfer(
+            _in_transaction(conn), ids[from_number], ids[to_number], amount, reference="operator transfer"
+        )
         args = {"from": from_number, "to": to_number, "amount": money(amount)}
         moved = format_money(done.amount, done.currency)
         audit(conn, who, "card transfer", args, account_id=ids[from_number], detail=f"{moved} to card {to_number}")
@@ -225,8 +278,14 @@ def set_card_status(pool: ConnectionPool, number: str, status: str, *, who: str)
     with pool.connection() as conn, conn.transaction():
         [(_, card_id)] = _card_ids(conn, [number])
         identity.set_status(_in_transaction(conn), number, status)
-        audit(conn, who, f"card {'block' if status == 'blocked' else 'unblock'}", {"card": number},
-              account_id=card_id, detail=f"card {number}: {status}")
+        audit(
+            conn,
+            who,
+            f"card {'block' if status == 'blocked' else 'unblock'}",
+            {"card": number},
+            account_id=card_id,
+            detail=f"card {number}: {status}",
+        )
 
 
 @database_errors
@@ -235,18 +294,25 @@ def set_card_pin(pool: ConnectionPool, number: str, pin: str, *, who: str) -> No
     with pool.connection() as conn, conn.transaction():
         [(_, card_id)] = _card_ids(conn, [number])
         identity.set_pin(_in_transaction(conn), card_id, pin)
-        audit(conn, who, "card set-pin", {"card": number, "pin": "set" if pin else "cleared"},
-              account_id=card_id, detail=f"card {number}: PIN {'set' if pin else 'cleared'}")
+        audit(
+            conn,
+            who,
+            "card set-pin",
+            {"card": number, "pin": "set" if pin else "cleared"},
+            account_id=card_id,
+            detail=f"card {number}: PIN {'set' if pin else 'cleared'}",
+        )
 
 
 # --- customers -----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class CustomerRow:
     id: int
     name: str
     cards: int
-    balance: dict[str, Decimal]   # currency -> sum of the cards' balances
+    balance: dict[str, Decimal]  # currency -> sum of the cards' balances
     created_at: datetime
 
 
@@ -325,9 +391,14 @@ def assign_customer(pool: ConnectionPool, numbers: list[str], name: str | None, 
         cid = _customer_id(conn, name) if name is not None else None
         for number, card_id in _card_ids(conn, numbers):
             conn.execute("UPDATE accounts SET customer_id = %s WHERE id = %s", (cid, card_id))
-            audit(conn, who, "customer assign" if name is not None else "customer unassign",
-                  {"card": number, "customer": name}, account_id=card_id,
-                  detail=f"card {number} -> customer {name}" if name else f"card {number}: no customer")
+            audit(
+                conn,
+                who,
+                "customer assign" if name is not None else "customer unassign",
+                {"card": number, "customer": name},
+                account_id=card_id,
+                detail=f"card {number} -> customer {name}" if name else f"card {number}: no customer",
+            )
     return len(numbers)
 
 
@@ -341,13 +412,14 @@ def _card_ids(conn: psycopg.Connection[Any], numbers: list[str]) -> list[tuple[s
 
 # --- service plans ---------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Plan:
     id: int
     name: str
     suspended: bool
     minutes_plan: bool
-    minutes: dict[str, int]   # prefix -> free minutes
+    minutes: dict[str, int]  # prefix -> free minutes
     cards: int
 
 
@@ -359,20 +431,29 @@ def _plan_id(conn: psycopg.Connection[Any], name: str) -> int:
 
 
 @database_errors
-def add_plan(pool: ConnectionPool, name: str, *, who: str, minutes_plan: bool = False,
-             minutes: dict[str, int] | None = None) -> int:
+def add_plan(
+    pool: ConnectionPool, name: str, *, who: str, minutes_plan: bool = False, minutes: dict[str, int] | None = None
+) -> int:
     if not name.strip():
         raise OperatorError("a service plan needs a name")
     try:
         with pool.connection() as conn, conn.transaction():
-            row = conn.execute("INSERT INTO service_plans (name, minutes_plan) VALUES (%s, %s) RETURNING id",
-                               (name, minutes_plan)).fetchone()
+            row = conn.execute(
+                "INSERT INTO service_plans (name, minutes_plan) VALUES (%s, %s) RETURNING id", (name, minutes_plan)
+            ).fetchone()
             assert row is not None
             for prefix, count in (minutes or {}).items():
-                conn.execute("INSERT INTO service_plan_minutes (plan_id, prefix, minutes) VALUES (%s, %s, %s)",
-                             (row[0], prefix, count))
-            audit(conn, who, "plan add", {"name": name, "minutes_plan": minutes_plan, "minutes": minutes or {}},
-                  detail=f"plan {name} created")
+                conn.execute(
+                    "INSERT INTO service_plan_minutes (plan_id, prefix, minutes) VALUES (%s, %s, %s)",
+                    (row[0], prefix, count),
+                )
+            audit(
+                conn,
+                who,
+                "plan add",
+                {"name": name, "minutes_plan": minutes_plan, "minutes": minutes or {}},
+                detail=f"plan {name} created",
+            )
     except errors.UniqueViolation:
         raise OperatorError(f"service plan {name!r} already exists") from None
     return int(row[0])
@@ -398,12 +479,26 @@ def list_plans(pool: ConnectionPool, name: str | None = None) -> list[Plan]:
 
 
 @database_errors
-def update_plan(pool: ConnectionPool, name: str, *, who: str, new_name: str | None = None,
-                suspended: bool | None = None, minutes_plan: bool | None = None,
-                set_minutes: dict[str, int] | None = None, remove_prefixes: list[str] | None = None) -> None:
+def update_plan(
+    pool: ConnectionPool,
+    name: str,
+    *,
+    who: str,
+    new_name: str | None = None,
+    suspended: bool | None = None,
+    minutes_plan: bool | None = None,
+    set_minutes: dict[str, int] | None = None,
+    remove_prefixes: list[str] | None = None,
+) -> None:
     """Change a plan: rename, suspend/resume, minutes-plan flag, free minutes per prefix."""
-    args = {"name": name, "new_name": new_name, "suspended": suspended, "minutes_plan": minutes_plan,
-            "set_minutes": set_minutes or {}, "remove_prefixes": remove_prefixes or []}
+    args = {
+        "name": name,
+        "new_name": new_name,
+        "suspended": suspended,
+        "minutes_plan": minutes_plan,
+        "set_minutes": set_minutes or {},
+        "remove_prefixes": remove_prefixes or [],
+    }
     try:
         with pool.connection() as conn, conn.transaction():
             pid = _plan_id(conn, name)
@@ -417,10 +512,12 @@ def update_plan(pool: ConnectionPool, name: str, *, who: str, new_name: str | No
                 conn.execute(
                     "INSERT INTO service_plan_minutes (plan_id, prefix, minutes) VALUES (%s, %s, %s)"
                     " ON CONFLICT (plan_id, prefix) DO UPDATE SET minutes = EXCLUDED.minutes",
-                    (pid, prefix, count))
+                    (pid, prefix, count),
+                )
             for prefix in remove_prefixes or []:
-                gone = conn.execute("DELETE FROM service_plan_minutes WHERE plan_id = %s AND prefix = %s",
-                                    (pid, prefix)).rowcount
+                gone = conn.execute(
+                    "DELETE FROM service_plan_minutes WHERE plan_id = %s AND prefix = %s", (pid, prefix)
+                ).rowcount
                 if not gone:
                     raise OperatorError(f"service plan {name!r} has no minutes for prefix {prefix!r}")
             audit(conn, who, "plan update", args, detail=f"plan {name} changed")
@@ -449,13 +546,19 @@ def assign_plan(pool: ConnectionPool, numbers: list[str], name: str | None, *, w
         pid = _plan_id(conn, name) if name is not None else None
         for number, card_id in _card_ids(conn, numbers):
             conn.execute("UPDATE accounts SET service_plan_id = %s WHERE id = %s", (pid, card_id))
-            audit(conn, who, "plan assign" if name is not None else "plan unassign",
-                  {"card": number, "plan": name}, account_id=card_id,
-                  detail=f"card {number} -> plan {name}" if name else f"card {number}: no plan")
+            audit(
+                conn,
+                who,
+                "plan assign" if name is not None else "plan unassign",
+                {"card": number, "plan": name},
+                account_id=card_id,
+                detail=f"card {number} -> plan {name}" if name else f"card {number}: no plan",
+            )
     return len(numbers)
 
 
 # --- a card's details and history --------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class CardDetails:
@@ -464,13 +567,13 @@ class CardDetails:
     plan: str | None
     plan_suspended: bool
     minutes_plan: bool
-    pin_state: str            # unset | plain-imported | hashed
+    pin_state: str  # unset | plain-imported | hashed
     authname: str | None
     valid_days: int | None
     first_used_at: datetime | None
     language: str | None
     max_concurrent_calls: int | None
-    plan_usage: list[tuple[str, int, int]]   # (prefix, used seconds, plan minutes)
+    plan_usage: list[tuple[str, int, int]]  # (prefix, used seconds, plan minutes)
 
 
 def pin_state(pin_hash: str | None) -> str:
@@ -501,10 +604,20 @@ def card_details(pool: ConnectionPool, card_id: int) -> CardDetails:
             " WHERE m.plan_id = %s ORDER BY m.prefix",
             (card_id, row[11]),
         ).fetchall()
-    return CardDetails(tariff=row[0], customer=row[1], plan=row[2], plan_suspended=row[3], minutes_plan=row[4],
-                       pin_state=pin_state(row[5]), authname=row[6], valid_days=row[7], first_used_at=row[8],
-                       language=row[9], max_concurrent_calls=row[10],
-                       plan_usage=[(p, int(u), int(m)) for p, u, m in usage])
+    return CardDetails(
+        tariff=row[0],
+        customer=row[1],
+        plan=row[2],
+        plan_suspended=row[3],
+        minutes_plan=row[4],
+        pin_state=pin_state(row[5]),
+        authname=row[6],
+        valid_days=row[7],
+        first_used_at=row[8],
+        language=row[9],
+        max_concurrent_calls=row[10],
+        plan_usage=[(p, int(u), int(m)) for p, u, m in usage],
+    )
 
 
 @database_errors
@@ -557,10 +670,19 @@ def _card_header(first: list[str]) -> list[str]:
     if "number" not in names:
         shown = ",".join(first)[:60]
         if any(is_digits(n) for n in names):  # a card, not a header: importing it as one would lose it
-            raise CardImportRefused([(1, f"no header row: the first line must name the columns"
-                                         f" ({','.join(CARD_COLUMNS)}; number required), got {shown!r}")], 0)
-        raise CardImportRefused([(1, f"the header has no 'number' column (known: {', '.join(CARD_COLUMNS)}),"
-                                     f" got {shown!r}")], 0)
+            raise CardImportRefused(
+                [
+                    (
+                        1,
+                        f"no header row: the first line must name the columns"
+                        f" ({','.join(CARD_COLUMNS)}; number required), got {shown!r}",
+                    )
+                ],
+                0,
+            )
+        raise CardImportRefused(
+            [(1, f"the header has no 'number' column (known: {', '.join(CARD_COLUMNS)}), got {shown!r}")], 0
+        )
     unknown = [n for n in names if n not in CARD_COLUMNS]
     if unknown:
         raise CardImportRefused([(1, f"unknown column(s) {', '.join(unknown)}; known: {', '.join(CARD_COLUMNS)}")], 0)
@@ -570,8 +692,9 @@ def _card_header(first: list[str]) -> list[str]:
     return names
 
 
-def _card_row(line: int, names: list[str], cells: list[str], *, allow_negative: bool, allow_past_expiry: bool,
-              now: datetime) -> _CardRow:
+def _card_row(
+    line: int, names: list[str], cells: list[str], *, allow_negative: bool, allow_past_expiry: bool, now: datetime
+) -> _CardRow:
     if len(cells) != len(names):
         raise ValueError(f"{len(cells)} columns, expected {len(names)}")
     cell = {n: c.strip() for n, c in zip(names, cells)}
@@ -599,9 +722,19 @@ def _card_row(line: int, names: list[str], cells: list[str], *, allow_negative: 
 
 
 @database_errors
-def import_cards(pool: ConnectionPool, f: Any, *, tariff: str, currency: str, customer: str | None = None,
-                 plan: str | None = None, allow_negative: bool = False, allow_past_expiry: bool = False,
-                 who: str = "", source: str = "") -> int:
+def import_cards(
+    pool: ConnectionPool,
+    f: Any,
+    *,
+    tariff: str,
+    currency: str,
+    customer: str | None = None,
+    plan: str | None = None,
+    allow_negative: bool = False,
+    allow_past_expiry: bool = False,
+    who: str = "",
+    source: str = "",
+) -> int:
     """Import cards from CSV (a header naming number[,pin,balance,expires]), all or nothing.
 
     Every bad row is reported (CardImportRefused, with line numbers): a bad
@@ -623,8 +756,9 @@ def import_cards(pool: ConnectionPool, f: Any, *, tariff: str, currency: str, cu
             continue
         read += 1
         try:
-            row = _card_row(line, names, cells, allow_negative=allow_negative,
-                            allow_past_expiry=allow_past_expiry, now=now)
+            row = _card_row(
+                line, names, cells, allow_negative=allow_negative, allow_past_expiry=allow_past_expiry, now=now
+            )
         except ValueError as exc:
             errors_.append((line, str(exc)))
             continue
@@ -653,18 +787,39 @@ def import_cards(pool: ConnectionPool, f: Any, *, tariff: str, currency: str, cu
                 new = conn.execute(
                     "INSERT INTO accounts (username, pin_hash, currency, tariff_id, expires_at, customer_id,"
                     " service_plan_id) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                    (row.number, hash_pin(row.pin) if row.pin else None, currency, tid, row.expires, customer_id,
-                     plan_id),
+                    (
+                        row.number,
+                        hash_pin(row.pin) if row.pin else None,
+                        currency,
+                        tid,
+                        row.expires,
+                        customer_id,
+                        plan_id,
+                    ),
                 ).fetchone()
             except errors.UniqueViolation:  # created meanwhile by someone else
                 raise CardImportRefused([(row.line, f"card number {row.number} already exists")], read) from None
             assert new is not None
             if row.balance != 0:
-                conn.execute("INSERT INTO ledger (account_id, amount, kind, reference)"
-                             " VALUES (%s, %s, 'initial', 'card imported')", (new[0], row.balance))
+                conn.execute(
+                    "INSERT INTO ledger (account_id, amount, kind, reference)"
+                    " VALUES (%s, %s, 'initial', 'card imported')",
+                    (new[0], row.balance),
+                )
         total = sum((r.balance for r in rows), Decimal(0))
-        audit(conn, who, "card import", {"file": source, "tariff": tariff, "currency": currency, "customer": customer,
-                                         "plan": plan, "allow_negative": allow_negative,
-                                         "allow_past_expiry": allow_past_expiry},
-              detail=f"{len(rows)} cards {rows[0].number}..{rows[-1].number}, balances {format_money(total, currency)}")
+        audit(
+            conn,
+            who,
+            "card import",
+            {
+                "file": source,
+                "tariff": tariff,
+                "currency": currency,
+                "customer": customer,
+                "plan": plan,
+                "allow_negative": allow_negative,
+                "allow_past_expiry": allow_past_expiry,
+            },
+            detail=f"{len(rows)} cards {rows[0].number}..{rows[-1].number}, balances {format_money(total, currency)}",
+        )
     return len(rows)

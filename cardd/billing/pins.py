@@ -78,13 +78,15 @@ def load_key(path: str | os.PathLike[str], *, create: bool) -> PinKey:
         if not stat.S_ISREG(info.st_mode):
             raise PinKeyError(f"PIN key file {path} is not a regular file")
         if info.st_mode & 0o077:
-            raise PinKeyError(f"PIN key file {path} is readable by others (mode {info.st_mode & 0o777:o}):"
-                              f" chmod 600 {path}")
+            raise PinKeyError(
+                f"PIN key file {path} is readable by others (mode {info.st_mode & 0o777:o}): chmod 600 {path}"
+            )
         text = Path(path).read_text(encoding="ascii").strip()
     except FileNotFoundError:
         raise PinKeyError(
             f"PIN key file {path} is missing: `cardd serve` or `cardd db migrate` creates it on the first"
-            " cardd host; copy that file (mode 0600) to every other host") from None
+            " cardd host; copy that file (mode 0600) to every other host"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PinKeyError(f"PIN key file {path} cannot be read: {exc}") from None
     try:
@@ -130,14 +132,14 @@ def refuse_new_key_for_hashed_pins(pool: Any) -> None:
     if not key.created:
         return
     with pool.connection() as conn:
-        row = conn.execute("SELECT count(*) FROM accounts WHERE pin_hash LIKE %s",
-                           (HMAC_SCHEME + "$%",)).fetchone()
+        row = conn.execute("SELECT count(*) FROM accounts WHERE pin_hash LIKE %s", (HMAC_SCHEME + "$%",)).fetchone()
     if row and row[0]:
         os.unlink(key.path)
         key.created = False
         raise PinKeyError(
             f"PIN key file {key.path} was missing, but {row[0]} cards' PINs are hashed under a key: copy"
-            " pin.key (mode 0600) from a cardd host that has it; the new key was not kept")
+            " pin.key (mode 0600) from a cardd host that has it; the new key was not kept"
+        )
 
 
 def installed_key() -> PinKey:
@@ -159,7 +161,7 @@ def check_pin(pin: str, stored: str | None) -> bool:
     if stored is None:
         return hmac.compare_digest(pin.encode("utf-8"), b"")
     if stored.startswith(PLAIN_PREFIX):
-        return hmac.compare_digest(pin.encode("utf-8"), stored[len(PLAIN_PREFIX):].encode("utf-8"))
+        return hmac.compare_digest(pin.encode("utf-8"), stored[len(PLAIN_PREFIX) :].encode("utf-8"))
     try:
         scheme, _, _ = stored.partition("$")
         if scheme == HMAC_SCHEME:

@@ -35,21 +35,26 @@ class OperatorPrompt:
     id: int
     name: str
     description: str
-    default_path: str | None          # relative to sounds_dir (or absolute)
-    audio: dict[str, str]             # lang -> path
+    default_path: str | None  # relative to sounds_dir (or absolute)
+    audio: dict[str, str]  # lang -> path
 
 
 # --- lookups (the IVR and the commands) -------------------------------------------------------------------------
 
+
 def get_prompt(pool: Any, prompt_id: int) -> OperatorPrompt | None:
     """The prompt with its recordings, or None when no such id exists."""
     with pool.connection() as conn:
-        row = conn.execute("SELECT id, name, description, default_path FROM ivr_prompts WHERE id = %s",
-                           (prompt_id,)).fetchone()
+        row = conn.execute(
+            "SELECT id, name, description, default_path FROM ivr_prompts WHERE id = %s", (prompt_id,)
+        ).fetchone()
         if row is None:
             return None
-        audio = dict(conn.execute("SELECT lang, path FROM ivr_prompt_audio WHERE prompt_id = %s ORDER BY lang",
-                                  (prompt_id,)).fetchall())
+        audio = dict(
+            conn.execute(
+                "SELECT lang, path FROM ivr_prompt_audio WHERE prompt_id = %s ORDER BY lang", (prompt_id,)
+            ).fetchall()
+        )
     return OperatorPrompt(id=row[0], name=row[1], description=row[2], default_path=row[3], audio=audio)
 
 
@@ -58,10 +63,12 @@ def list_prompts(pool: Any) -> list[OperatorPrompt]:
         rows = conn.execute("SELECT id, name, description, default_path FROM ivr_prompts ORDER BY id").fetchall()
         audio: dict[int, dict[str, str]] = {}
         for prompt_id, lang, path in conn.execute(
-                "SELECT prompt_id, lang, path FROM ivr_prompt_audio ORDER BY prompt_id, lang"):
+            "SELECT prompt_id, lang, path FROM ivr_prompt_audio ORDER BY prompt_id, lang"
+        ):
             audio.setdefault(prompt_id, {})[lang] = path
-    return [OperatorPrompt(id=r[0], name=r[1], description=r[2], default_path=r[3], audio=audio.get(r[0], {}))
-            for r in rows]
+    return [
+        OperatorPrompt(id=r[0], name=r[1], description=r[2], default_path=r[3], audio=audio.get(r[0], {})) for r in rows
+    ]
 
 
 def resolve(sounds_dir: str, path: str) -> str:
@@ -71,13 +78,16 @@ def resolve(sounds_dir: str, path: str) -> str:
 
 # --- conversion -------------------------------------------------------------------------------------------------
 
+
 def convert(source: str, target: str) -> None:
     """Convert any audio sox reads to 8 kHz 16-bit mono wav at `target`, atomically: a call playing the old
     recording never reads a half-written file."""
     sox = shutil.which("sox")
     if sox is None:
-        raise PromptError("sox is not installed (Debian: apt-get install sox); cardd needs it to convert "
-                          "prompts to 8 kHz 16-bit mono wav")
+        raise PromptError(
+            "sox is not installed (Debian: apt-get install sox); cardd needs it to convert "
+            "prompts to 8 kHz 16-bit mono wav"
+        )
     if not os.path.isfile(source):
         raise PromptError(f"{source}: no such file")
     os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -85,8 +95,7 @@ def convert(source: str, target: str) -> None:
     os.close(fd)
     try:
         # -V1: errors only. --no-dither keeps the output reproducible.
-        cmd = [sox, "-V1", source, "-r", "8000", "-b", "16", "-c", "1", "-e", "signed-integer",
-               "--no-dither", tmp]
+        cmd = [sox, "-V1", source, "-r", "8000", "-b", "16", "-c", "1", "-e", "signed-integer", "--no-dither", tmp]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=SOX_TIMEOUT_S, check=False)
         except subprocess.TimeoutExpired:
@@ -109,6 +118,7 @@ def _relative_path(prompt_id: int, lang: str | None) -> str:
 
 # --- operations -------------------------------------------------------------------------------------------------
 
+
 def create_prompt(pool: Any, sounds_dir: str, source: str, name: str, description: str) -> int:
     """A new prompt whose default recording is `source`; its id. Nothing is stored when the audio is bad."""
     if not name.strip():
@@ -116,8 +126,9 @@ def create_prompt(pool: Any, sounds_dir: str, source: str, name: str, descriptio
     with pool.connection() as conn, conn.transaction():
         if conn.execute("SELECT 1 FROM ivr_prompts WHERE name = %s", (name,)).fetchone():
             raise PromptError(f"a prompt named {name!r} already exists")
-        (prompt_id,) = conn.execute("INSERT INTO ivr_prompts (name, description) VALUES (%s, %s) RETURNING id",
-                                    (name, description)).fetchone()
+        (prompt_id,) = conn.execute(
+            "INSERT INTO ivr_prompts (name, description) VALUES (%s, %s) RETURNING id", (name, description)
+        ).fetchone()
         rel = _relative_path(prompt_id, None)
         target = resolve(sounds_dir, rel)
         # Converted inside the transaction: a file sox cannot read leaves no row behind (nor a directory).
@@ -132,8 +143,16 @@ def create_prompt(pool: Any, sounds_dir: str, source: str, name: str, descriptio
     return int(prompt_id)
 
 
-def update_prompt(pool: Any, sounds_dir: str, prompt_id: int, *, audio: str | None = None,
-                  lang: str | None = None, name: str | None = None, description: str | None = None) -> None:
+def update_prompt(
+    pool: Any,
+    sounds_dir: str,
+    prompt_id: int,
+    *,
+    audio: str | None = None,
+    lang: str | None = None,
+    name: str | None = None,
+    description: str | None = None,
+) -> None:
     """Add or replace a recording (a language's, or the default one without `lang`), rename, re-describe."""
     if lang is not None and not _LANG.match(lang):
         raise PromptError(f"bad language {lang!r}: a two-letter code such as th")
@@ -145,8 +164,7 @@ def update_prompt(pool: Any, sounds_dir: str, prompt_id: int, *, audio: str | No
         if not conn.execute("SELECT 1 FROM ivr_prompts WHERE id = %s FOR UPDATE", (prompt_id,)).fetchone():
             raise PromptError(f"no prompt {prompt_id}")
         if name is not None:
-            if conn.execute("SELECT 1 FROM ivr_prompts WHERE name = %s AND id <> %s",
-                            (name, prompt_id)).fetchone():
+            if conn.execute("SELECT 1 FROM ivr_prompts WHERE name = %s AND id <> %s", (name, prompt_id)).fetchone():
                 raise PromptError(f"a prompt named {name!r} already exists")
             conn.execute("UPDATE ivr_prompts SET name = %s WHERE id = %s", (name, prompt_id))
         if description is not None:
@@ -160,7 +178,8 @@ def update_prompt(pool: Any, sounds_dir: str, prompt_id: int, *, audio: str | No
                 conn.execute(
                     "INSERT INTO ivr_prompt_audio (prompt_id, lang, path) VALUES (%s, %s, %s) "
                     "ON CONFLICT (prompt_id, lang) DO UPDATE SET path = EXCLUDED.path, updated_at = now()",
-                    (prompt_id, lang, rel))
+                    (prompt_id, lang, rel),
+                )
     log.info("prompt %s updated", prompt_id)
 
 

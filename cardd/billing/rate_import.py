@@ -26,8 +26,16 @@ from cardd.digits import is_digits
 from cardd.errors import ImportRefused
 from cardd.money import money
 
-__all__ = ["CARRIER_DECK", "Deck", "ImportProgress", "ImportRefused", "ImportResult", "RATE_COLUMNS",
-           "TARIFF_DECK", "import_rates"]
+__all__ = [
+    "CARRIER_DECK",
+    "Deck",
+    "ImportProgress",
+    "ImportRefused",
+    "ImportResult",
+    "RATE_COLUMNS",
+    "TARIFF_DECK",
+    "import_rates",
+]
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +52,18 @@ class ImportProgress(Protocol):
 
 # --- the CSV format -------------------------------------------------------------
 
-RATE_COLUMNS = ("prefix", "description", "price_1", "interval_1", "price_n", "interval_n",
-                "connect_fee", "free_seconds", "grace", "forbidden")
+RATE_COLUMNS = (
+    "prefix",
+    "description",
+    "price_1",
+    "interval_1",
+    "price_n",
+    "interval_n",
+    "connect_fee",
+    "free_seconds",
+    "grace",
+    "forbidden",
+)
 REQUIRED_COLUMNS = ("prefix", "price_1", "interval_1", "price_n", "interval_n")
 MONEY_COLUMNS = ("price_1", "price_n", "connect_fee")
 # column -> smallest allowed value (integer columns of the rates table)
@@ -68,9 +86,9 @@ COPY_CHUNK = 1 << 20  # characters per COPY write
 @dataclass(frozen=True)
 class ImportResult:
     rows: int
-    inserted: int     # prefixes new to the tariff
-    updated: int      # prefixes whose values changed
-    deleted: int      # prefixes not in the file (replace mode)
+    inserted: int  # prefixes new to the tariff
+    updated: int  # prefixes whose values changed
+    deleted: int  # prefixes not in the file (replace mode)
     seconds: float
 
     @property
@@ -81,8 +99,7 @@ class ImportResult:
 def _copy_text(value: str) -> str:
     """A value for COPY's text format (only the description can hold these)."""
     if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
-        value = (value.replace("\\", "\\\\").replace("\t", "\\t")
-                 .replace("\n", "\\n").replace("\r", "\\r"))
+        value = value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
     return value
 
 
@@ -145,9 +162,17 @@ def _header(first: list[str]) -> tuple[list[str], bool]:
             raise ImportRefused([(1, f"column(s) named twice: {', '.join(twice)}")], 0)
         return names, True
     if len(first) in (len(RATE_COLUMNS), len(RATE_COLUMNS) - 1):
-        return list(RATE_COLUMNS[:len(first)]), False
-    raise ImportRefused([(1, f"no header row (prefix,description,price_1,...) and {len(first)} columns"
-                             f" instead of {len(RATE_COLUMNS) - 1} or {len(RATE_COLUMNS)}")], 0)
+        return list(RATE_COLUMNS[: len(first)]), False
+    raise ImportRefused(
+        [
+            (
+                1,
+                f"no header row (prefix,description,price_1,...) and {len(first)} columns"
+                f" instead of {len(RATE_COLUMNS) - 1} or {len(RATE_COLUMNS)}",
+            )
+        ],
+        0,
+    )
 
 
 def _row_converter(names: list[str]) -> Callable[[list[str]], str]:
@@ -165,8 +190,11 @@ def _row_converter(names: list[str]) -> Callable[[list[str]], str]:
         if fast is not None and len(cells) == width:
             numbers = fast.pick(cells)
             if fast.exact.fullmatch("\t".join(numbers)):
-                return fast.line.format(*numbers, desc=_copy_text(cells[i_desc]) if i_desc is not None else "",
-                                        forbidden=_bool_cell(cells[i_forbidden]) if i_forbidden is not None else "f")
+                return fast.line.format(
+                    *numbers,
+                    desc=_copy_text(cells[i_desc]) if i_desc is not None else "",
+                    forbidden=_bool_cell(cells[i_forbidden]) if i_forbidden is not None else "f",
+                )
         if len(cells) != width:
             raise ValueError(f"{len(cells)} columns, expected {width}")
         prefix = cells[i_prefix].strip()
@@ -185,17 +213,21 @@ def _row_converter(names: list[str]) -> Callable[[list[str]], str]:
 
 @dataclass(frozen=True)
 class _FastPath:
-    pick: Callable[[list[str]], tuple[str, ...]]   # the prefix and the number cells of a row
-    exact: re.Pattern[str]                         # those cells, tab-joined, already in COPY form
-    line: str                                      # the COPY line, format()ted from them
+    pick: Callable[[list[str]], tuple[str, ...]]  # the prefix and the number cells of a row
+    exact: re.Pattern[str]  # those cells, tab-joined, already in COPY form
+    line: str  # the COPY line, format()ted from them
 
 
 # Per number cell, a spelling that convert() would pass through unchanged:
 # no spaces, no empty cell, no leading zero, at most 9 digits for integers
 # (always <= INT_MAX), no 0 where the minimum is 1. Any other spelling (or a bad one)
 # takes the cell-by-cell path, which says what is wrong.
-_FAST_CELL = {"prefix": "[0-9]{0,32}", "money": r"[0-9]{1,13}(?:\.[0-9]{1,5})?",
-              0: "0|[1-9][0-9]{0,8}", 1: "[1-9][0-9]{0,8}"}
+_FAST_CELL = {
+    "prefix": "[0-9]{0,32}",
+    "money": r"[0-9]{1,13}(?:\.[0-9]{1,5})?",
+    0: "0|[1-9][0-9]{0,8}",
+    1: "[1-9][0-9]{0,8}",
+}
 
 
 def _fast_path(index: dict[str, int]) -> _FastPath | None:
@@ -208,25 +240,31 @@ def _fast_path(index: dict[str, int]) -> _FastPath | None:
     names = ["prefix"] + [n for n in MONEY_COLUMNS if n in index] + [n for n in INT_COLUMNS if n in index]
     if len(names) < 2:
         return None
-    cells = [_FAST_CELL["prefix"]] + [_FAST_CELL["money"] if n in MONEY_COLUMNS else _FAST_CELL[INT_COLUMNS[n]]
-                                      for n in names[1:]]
+    cells = [_FAST_CELL["prefix"]] + [
+        _FAST_CELL["money"] if n in MONEY_COLUMNS else _FAST_CELL[INT_COLUMNS[n]] for n in names[1:]
+    ]
     cells = [f"(?:{c})" for c in cells]
     slot = {n: f"{{{i}}}" for i, n in enumerate(names)}
-    line = "\t".join([slot["prefix"], "{desc}"] + [slot.get(n, "0") for n in MONEY_COLUMNS]
-                     + [slot.get(n, "0") for n in INT_COLUMNS] + ["{forbidden}"])
+    line = "\t".join(
+        [slot["prefix"], "{desc}"]
+        + [slot.get(n, "0") for n in MONEY_COLUMNS]
+        + [slot.get(n, "0") for n in INT_COLUMNS]
+        + ["{forbidden}"]
+    )
     return _FastPath(itemgetter(*[index[n] for n in names]), re.compile("\t".join(cells)), line)
 
 
 # --- the import ---------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Deck:
     """Where rates are imported: a tariff's sell rates, or a carrier's buy deck
     (CARRIER_DECK): the same columns, keyed by `owner`."""
 
-    kind: str                                      # "tariff", "carrier": for messages
+    kind: str  # "tariff", "carrier": for messages
     table: str
-    owner: str                                     # the owner's column in `table`
+    owner: str  # the owner's column in `table`
     owner_id: Callable[[Any, str], tuple[int, str]]  # (connection, name) -> (id, currency)
 
 
@@ -240,11 +278,15 @@ _TEMP_TABLE = (
     " interval_1 integer NOT NULL, interval_n integer NOT NULL, free_seconds integer NOT NULL,"
     " grace integer NOT NULL, forbidden boolean NOT NULL) ON COMMIT DROP"
 )
-_COPY = ("COPY rate_import (line, prefix, description, price_1, price_n, connect_fee, interval_1, interval_n,"
-         " free_seconds, grace, forbidden) FROM STDIN")
+_COPY = (
+    "COPY rate_import (line, prefix, description, price_1, price_n, connect_fee, interval_1, interval_n,"
+    " free_seconds, grace, forbidden) FROM STDIN"
+)
 _RATE_FIELDS = "price_1, interval_1, price_n, interval_n, connect_fee, free_seconds, grace, forbidden"
-_ROW = ("({0}.price_1, {0}.interval_1, {0}.price_n, {0}.interval_n, {0}.connect_fee, {0}.free_seconds, {0}.grace,"
-        " {0}.forbidden)")
+_ROW = (
+    "({0}.price_1, {0}.interval_1, {0}.price_n, {0}.interval_n, {0}.connect_fee, {0}.free_seconds, {0}.grace,"
+    " {0}.forbidden)"
+)
 # Rows whose prefix is in the file with other values. They are deleted and
 # inserted again rather than UPDATEd: in PostgreSQL an UPDATE writes a new row
 # version and index entries too, and measured slower (26 s against 19 s for a
@@ -255,8 +297,7 @@ _DELETE_CHANGED = (
     f" AND {_ROW.format('r')} IS DISTINCT FROM {_ROW.format('i')}"
 )
 _DELETE_MISSING = (
-    "DELETE FROM {table} r WHERE r.{owner} = %s"
-    " AND NOT EXISTS (SELECT 1 FROM rate_import i WHERE i.prefix = r.prefix)"
+    "DELETE FROM {table} r WHERE r.{owner} = %s AND NOT EXISTS (SELECT 1 FROM rate_import i WHERE i.prefix = r.prefix)"
 )
 # Unchanged rows are left alone, so re-importing a mostly unchanged price list
 # writes little. No ON CONFLICT: the apply runs under _LOCK_DECK, so no `cardd
@@ -281,8 +322,15 @@ def _lines_counted(f: IO[str], counter: list[int]) -> Iterator[str]:
         yield line
 
 
-def import_rates(pool: Any, tariff: str, f: IO[str], *, mode: str = "merge",
-                 progress: ImportProgress | None = None, deck: Deck = TARIFF_DECK) -> ImportResult:
+def import_rates(
+    pool: Any,
+    tariff: str,
+    f: IO[str],
+    *,
+    mode: str = "merge",
+    progress: ImportProgress | None = None,
+    deck: Deck = TARIFF_DECK,
+) -> ImportResult:
     """Import a rates CSV into a tariff (or the `deck` named `tariff`: a carrier's),
     all or nothing. Raises ImportRefused (every bad row, with its line number) or
     catalog.CatalogError (unknown tariff or carrier)."""
@@ -375,5 +423,6 @@ def import_rates(pool: Any, tariff: str, f: IO[str], *, mode: str = "merge",
             conn.execute(f"ANALYZE {deck.table}")
     if progress is not None:
         progress.finish()
-    return ImportResult(rows=rows, inserted=inserted, updated=updated, deleted=deleted,
-                        seconds=time.monotonic() - started)
+    return ImportResult(
+        rows=rows, inserted=inserted, updated=updated, deleted=deleted, seconds=time.monotonic() - started
+    )

@@ -35,14 +35,31 @@ FIRST_MINUTE_S = 60
 # it) failed, not the callee: the next route may succeed. Anything else
 # (USER_BUSY, NO_ANSWER, CALL_REJECTED, UNALLOCATED_NUMBER, the caller's own
 # hangup or `##`) is the call's answer and is never retried elsewhere.
-CARRIER_FAILURES = frozenset({
-    "NORMAL_TEMPORARY_FAILURE", "DESTINATION_OUT_OF_ORDER", "NETWORK_OUT_OF_ORDER",
-    "RECOVERY_ON_TIMER_EXPIRE", "GATEWAY_DOWN", "INVALID_GATEWAY", "NO_ROUTE_DESTINATION",
-    "NO_ROUTE_TRANSIT_NET", "SWITCH_CONGESTION", "NORMAL_CIRCUIT_CONGESTION", "REQUESTED_CHAN_UNAVAIL",
-    "SERVICE_UNAVAILABLE", "BEARERCAPABILITY_NOTAVAIL", "FACILITY_REJECTED", "FACILITY_NOT_SUBSCRIBED",
-    "OUTGOING_CALL_BARRED", "INCOMPATIBLE_DESTINATION", "CHAN_NOT_IMPLEMENTED", "EXCHANGE_ROUTING_ERROR",
-    "INTERWORKING", "PROTOCOL_ERROR",
-})
+CARRIER_FAILURES = frozenset(
+    {
+        "NORMAL_TEMPORARY_FAILURE",
+        "DESTINATION_OUT_OF_ORDER",
+        "NETWORK_OUT_OF_ORDER",
+        "RECOVERY_ON_TIMER_EXPIRE",
+        "GATEWAY_DOWN",
+        "INVALID_GATEWAY",
+        "NO_ROUTE_DESTINATION",
+        "NO_ROUTE_TRANSIT_NET",
+        "SWITCH_CONGESTION",
+        "NORMAL_CIRCUIT_CONGESTION",
+        "REQUESTED_CHAN_UNAVAIL",
+        "SERVICE_UNAVAILABLE",
+        "BEARERCAPABILITY_NOTAVAIL",
+        "FACILITY_REJECTED",
+        "FACILITY_NOT_SUBSCRIBED",
+        "OUTGOING_CALL_BARRED",
+        "INCOMPATIBLE_DESTINATION",
+        "CHAN_NOT_IMPLEMENTED",
+        "EXCHANGE_ROUTING_ERROR",
+        "INTERWORKING",
+        "PROTOCOL_ERROR",
+    }
+)
 
 
 def may_fail_over(cause: str) -> bool:
@@ -54,11 +71,11 @@ def may_fail_over(cause: str) -> bool:
 class Route:
     carrier_id: int
     carrier: str
-    gateway: str             # the dial-string template, {number} not yet filled
+    gateway: str  # the dial-string template, {number} not yet filled
     gateway_index: int
-    buy: Rate                # the carrier's longest-prefix buy rate
-    first_minute: Decimal    # buy cost of a 60 s call: the sort key
-    alternatives: int        # routes after this one when it was chosen
+    buy: Rate  # the carrier's longest-prefix buy rate
+    first_minute: Decimal  # buy cost of a 60 s call: the sort key
+    alternatives: int  # routes after this one when it was chosen
 
     @property
     def key(self) -> tuple[int, int]:
@@ -100,15 +117,28 @@ def _prefixes(number: str) -> list[str]:
     return [number[:i] for i in range(len(number) + 1)]
 
 
-def choose_route(conn: psycopg.Connection[Any], number: str, sell: Rate, currency: str, *,
-                 allow_loss: bool = False, tried: Collection[tuple[int, int]] = ()) -> Route | None:
+def choose_route(
+    conn: psycopg.Connection[Any],
+    number: str,
+    sell: Rate,
+    currency: str,
+    *,
+    allow_loss: bool = False,
+    tried: Collection[tuple[int, int]] = (),
+) -> Route | None:
     """The first route for `number` not in `tried`, on the caller's transaction.
 
     None when no carrier is configured at all (cardd dials daemon.dial_string
     as before); NoRoute when carriers exist but none may carry this call."""
-    cur = conn.execute(_CANDIDATES, {
-        "prefixes": _prefixes(number), "currency": currency, "allow_loss": allow_loss,
-        "sell_minute": call_cost(sell, FIRST_MINUTE_S)})
+    cur = conn.execute(
+        _CANDIDATES,
+        {
+            "prefixes": _prefixes(number),
+            "currency": currency,
+            "allow_loss": allow_loss,
+            "sell_minute": call_cost(sell, FIRST_MINUTE_S),
+        },
+    )
     # Rows are converted as they are read, and most calls stop at the first: the
     # routes up to the first one on a carrier without a channel limit.
     ahead: list[tuple[tuple[Any, ...], int]] = []
@@ -126,16 +156,33 @@ def choose_route(conn: psycopg.Connection[Any], number: str, sell: Rate, currenc
             assert no_carriers is not None  # NOT EXISTS always returns its one row
             if no_carriers[0]:
                 return None
-        why = ("every route was tried or is at its channel limit" if read else
-               "no enabled carrier in this currency rates it at or under the sell price")
+        why = (
+            "every route was tried or is at its channel limit"
+            if read
+            else "no enabled carrier in this currency rates it at or under the sell price"
+        )
         raise NoRoute(f"no route for {number!r}: {why}")
     row, index = ahead[k]
     cid, name, _limit, gateways, prefix, p1, i1, pn, i_n, fee, free, grace, _minute = row
-    buy = Rate(prefix=prefix, price_1=p1, interval_1=i1, price_n=pn, interval_n=i_n, connect_fee=fee,
-               free_seconds=free, grace=grace)
-    return Route(carrier_id=cid, carrier=name, gateway=gateways[index], gateway_index=index, buy=buy,
-                 first_minute=call_cost(buy, FIRST_MINUTE_S),
-                 alternatives=len(ahead) - k - 1 + cur.rowcount - read)
+    buy = Rate(
+        prefix=prefix,
+        price_1=p1,
+        interval_1=i1,
+        price_n=pn,
+        interval_n=i_n,
+        connect_fee=fee,
+        free_seconds=free,
+        grace=grace,
+    )
+    return Route(
+        carrier_id=cid,
+        carrier=name,
+        gateway=gateways[index],
+        gateway_index=index,
+        buy=buy,
+        first_minute=call_cost(buy, FIRST_MINUTE_S),
+        alternatives=len(ahead) - k - 1 + cur.rowcount - read,
+    )
 
 
 def _carriers_at_limit(conn: psycopg.Connection[Any], ahead: list[tuple[tuple[Any, ...], int]]) -> set[int]:
@@ -149,9 +196,13 @@ def _carriers_at_limit(conn: psycopg.Connection[Any], ahead: list[tuple[tuple[An
         return set()
     ids = sorted(limited)
     conn.execute("SELECT id FROM carriers WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (ids,))
-    counts = dict(conn.execute(
-        "SELECT carrier_id, count(*) FROM reservations WHERE status = 'open' AND carrier_id = ANY(%s)"
-        " GROUP BY carrier_id", (ids,)).fetchall())
+    counts = dict(
+        conn.execute(
+            "SELECT carrier_id, count(*) FROM reservations WHERE status = 'open' AND carrier_id = ANY(%s)"
+            " GROUP BY carrier_id",
+            (ids,),
+        ).fetchall()
+    )
     return {cid for cid, limit in limited.items() if counts.get(cid, 0) >= limit}
 
 
@@ -164,21 +215,37 @@ def record_route(conn: psycopg.Connection[Any], b_uuid: Any, route: Route) -> No
         "UPDATE reservations SET carrier_id = %s, gateway = %s, buy_prefix = %s, buy_price_1 = %s,"
         " buy_interval_1 = %s, buy_price_n = %s, buy_interval_n = %s, buy_connect_fee = %s,"
         " buy_free_seconds = %s, buy_grace = %s WHERE b_uuid = %s",
-        (route.carrier_id, route.gateway, buy.prefix, buy.price_1, buy.interval_1, buy.price_n,
-         buy.interval_n, buy.connect_fee, buy.free_seconds, buy.grace, b_uuid),
+        (
+            route.carrier_id,
+            route.gateway,
+            buy.prefix,
+            buy.price_1,
+            buy.interval_1,
+            buy.price_n,
+            buy.interval_n,
+            buy.connect_fee,
+            buy.free_seconds,
+            buy.grace,
+            b_uuid,
+        ),
     )
 
 
-def buy_and_margin(reservation: Mapping[str, Any], billed: int,
-                   cost: Decimal) -> tuple[Decimal | None, Decimal | None]:
+def buy_and_margin(reservation: Mapping[str, Any], billed: int, cost: Decimal) -> tuple[Decimal | None, Decimal | None]:
     """(buy cost, margin) of `billed` seconds on the reservation's route, by the
     tariff arithmetic; (None, None) for a call without a carrier. The carrier
     bills every second: service-plan seconds are the card's, not the carrier's."""
     if reservation["carrier_id"] is None:
         return None, None
-    buy = Rate(prefix=reservation["buy_prefix"], price_1=reservation["buy_price_1"],
-               interval_1=reservation["buy_interval_1"], price_n=reservation["buy_price_n"],
-               interval_n=reservation["buy_interval_n"], connect_fee=reservation["buy_connect_fee"],
-               free_seconds=reservation["buy_free_seconds"], grace=reservation["buy_grace"])
+    buy = Rate(
+        prefix=reservation["buy_prefix"],
+        price_1=reservation["buy_price_1"],
+        interval_1=reservation["buy_interval_1"],
+        price_n=reservation["buy_price_n"],
+        interval_n=reservation["buy_interval_n"],
+        connect_fee=reservation["buy_connect_fee"],
+        free_seconds=reservation["buy_free_seconds"],
+        grace=reservation["buy_grace"],
+    )
     bought = call_cost(buy, billed)
     return bought, cost - bought

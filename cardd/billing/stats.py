@@ -49,15 +49,17 @@ class Dashboard:
     open_reservations: int
     expired_reservations: int
     today: list[Today]
-    hours: list[Hour]            # the last 24 hours, oldest first, every hour present
-    failures: list[tuple[str, int]]   # unanswered calls of the last 24 h by hangup cause, most first
+    hours: list[Hour]  # the last 24 hours, oldest first, every hour present
+    failures: list[tuple[str, int]]  # unanswered calls of the last 24 h by hangup cause, most first
 
 
 def _owner_filter(owner: str | None) -> tuple[str, tuple[Any, ...]]:
     if owner is None:
         return "", ()
-    return (" AND account_id IN (SELECT a.id FROM accounts a JOIN customers c ON c.id = a.customer_id"
-            " WHERE c.owner = %s)", (owner,))
+    return (
+        " AND account_id IN (SELECT a.id FROM accounts a JOIN customers c ON c.id = a.customer_id WHERE c.owner = %s)",
+        (owner,),
+    )
 
 
 #: How long the CDR figures are reused by default: the 24 h scan reads every CDR of the last day
@@ -66,8 +68,13 @@ CACHE_S = 20.0
 Figures = tuple[list[Today], list[Hour], list[tuple[str, int]]]
 
 
-def dashboard(pool: ConnectionPool, *, owner: str | None = None,
-              cache: dict[str | None, tuple[float, Figures]] | None = None, cache_s: float = CACHE_S) -> Dashboard:
+def dashboard(
+    pool: ConnectionPool,
+    *,
+    owner: str | None = None,
+    cache: dict[str | None, tuple[float, Figures]] | None = None,
+    cache_s: float = CACHE_S,
+) -> Dashboard:
     """The figures; the CDR ones are taken from `cache` (per owner) while younger than cache_s.
     A database that cannot be reached is DatabaseUnavailable, as for every service call."""
     try:
@@ -76,15 +83,18 @@ def dashboard(pool: ConnectionPool, *, owner: str | None = None,
         raise DatabaseUnavailable(f"the database is unavailable: {exc}") from None
 
 
-def _dashboard(pool: ConnectionPool, owner: str | None, cache: dict[str | None, tuple[float, Figures]],
-               cache_s: float) -> Dashboard:
+def _dashboard(
+    pool: ConnectionPool, owner: str | None, cache: dict[str | None, tuple[float, Figures]], cache_s: float
+) -> Dashboard:
     extra, params = _owner_filter(owner)
     with pool.connection() as conn:
         counts = conn.execute(
             "SELECT count(*) FILTER (WHERE answered_at IS NOT NULL AND expires_at > now()), count(*),"
             "       count(*) FILTER (WHERE expires_at <= now())"
-            f"  FROM reservations WHERE status = 'open'{extra}", params).fetchone()
-    assert counts is not None   # an aggregate always has its row
+            f"  FROM reservations WHERE status = 'open'{extra}",
+            params,
+        ).fetchone()
+    assert counts is not None  # an aggregate always has its row
     up, open_, expired = counts
     cached = cache.get(owner)
     if cached is None or time.monotonic() - cached[0] >= cache_s:
@@ -100,12 +110,14 @@ def _cdr_figures(pool: ConnectionPool, extra: str, params: tuple[Any, ...]) -> F
     with pool.connection() as conn:
         start, midnight = conn.execute(
             "SELECT date_trunc('hour', now()) - interval '23 hours',"
-            "       date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'").fetchone() or (None, None)
+            "       date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
+        ).fetchone() or (None, None)
         rows = conn.execute(
             "SELECT date_trunc('hour', ended_at), currency, coalesce(nullif(hangup_cause, ''), 'none recorded'),"
             "       answered_at IS NOT NULL, ended_at >= %s, count(*), sum(cost), sum(billed_seconds)"
             f"  FROM cdrs WHERE ended_at >= %s{extra} GROUP BY 1, 2, 3, 4, 5",
-            (midnight, start, *params)).fetchall()
+            (midnight, start, *params),
+        ).fetchall()
     buckets = {start + timedelta(hours=i): [0, 0, 0] for i in range(24)}
     today: dict[str, list[Any]] = {}
     failures: dict[str, int] = {}
@@ -121,6 +133,8 @@ def _cdr_figures(pool: ConnectionPool, extra: str, params: tuple[Any, ...]) -> F
             t = today.setdefault(currency.strip(), [0, Decimal(0)])
             t[0] += n
             t[1] += cost
-    return ([Today(c, int(n), money(r)) for c, (n, r) in sorted(today.items())],
-            [Hour(h, *b) for h, b in sorted(buckets.items()) if h >= start][-24:],
-            sorted(failures.items(), key=lambda kv: (-kv[1], kv[0]))[:10])
+    return (
+        [Today(c, int(n), money(r)) for c, (n, r) in sorted(today.items())],
+        [Hour(h, *b) for h, b in sorted(buckets.items()) if h >= start][-24:],
+        sorted(failures.items(), key=lambda kv: (-kv[1], kv[0]))[:10],
+    )

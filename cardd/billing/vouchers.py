@@ -39,7 +39,7 @@ WRONG_CURRENCY = "wrong_currency"
 
 @dataclass(frozen=True)
 class Redemption:
-    outcome: str                   # OK, UNKNOWN, USED, EXPIRED or WRONG_CURRENCY
+    outcome: str  # OK, UNKNOWN, USED, EXPIRED or WRONG_CURRENCY
     amount: Decimal | None = None  # credited (OK only)
     currency: str | None = None
     balance: Decimal | None = None  # the card's balance after the credit (OK only)
@@ -105,7 +105,7 @@ def _why_not(conn: Any, number: str, card_id: int) -> str:
     if status == "used":
         return USED
     if status != "unused":
-        return UNKNOWN       # voided by the operator: as good as never issued
+        return UNKNOWN  # voided by the operator: as good as never issued
     if expired:
         return EXPIRED
     if other_currency:
@@ -116,8 +116,9 @@ def _why_not(conn: Any, number: str, card_id: int) -> str:
 
 
 @database_errors
-def transfer(pool: ConnectionPool, from_card_id: int, to_card_id: int, amount: Decimal | str,
-             *, reference: str = "") -> Transfer:
+def transfer(
+    pool: ConnectionPool, from_card_id: int, to_card_id: int, amount: Decimal | str, *, reference: str = ""
+) -> Transfer:
     """Move `amount` from one card to another of the same currency, in one transaction.
 
     The source may spend only its available credit (balance minus open
@@ -171,7 +172,7 @@ def random_number(length: int) -> str:
     """A cryptographically random number of exactly `length` digits (leading zeros kept)."""
     if length < 1:
         raise ValueError("a number has at least one digit")
-    return f"{secrets.randbelow(10 ** length):0{length}d}"
+    return f"{secrets.randbelow(10**length):0{length}d}"
 
 
 #: The guessing bound: at most one valid voucher per NUMBERS_PER_VOUCHER numbers of
@@ -205,25 +206,38 @@ def _pick_length(conn: Any, count: int, length: int | None, max_length: int) -> 
     """The asked length, checked against the bound; or the shortest that meets it."""
     if length is not None:
         if length > max_length:
-            raise ValueError(f"vouchers of {length} digits are longer than callers may type"
-                             f" (topup_card_length {max_length})")
+            raise ValueError(
+                f"vouchers of {length} digits are longer than callers may type (topup_card_length {max_length})"
+            )
         existing = unused_of_length(conn, length)
         if existing + count > capacity(length):
             raise ValueError(
                 f"{count} more vouchers of {length} digits ({existing} unused already) would make numbers"
                 f" easy to guess: at most {capacity(length)} (one per {NUMBERS_PER_VOUCHER:,} numbers);"
-                " use more digits")
+                " use more digits"
+            )
         return length
     for candidate in range(min(DEFAULT_MIN_LENGTH, max_length), max_length + 1):
         if unused_of_length(conn, candidate) + count <= capacity(candidate):
             return candidate
-    raise ValueError(f"{count} vouchers do not fit the guessing bound within {max_length} digits"
-                     " (topup_card_length): raise topup_card_length or generate fewer")
+    raise ValueError(
+        f"{count} vouchers do not fit the guessing bound within {max_length} digits"
+        " (topup_card_length): raise topup_card_length or generate fewer"
+    )
 
 
 @database_errors
-def generate(pool: ConnectionPool, count: int, *, amount: Decimal | str, currency: str, length: int | None = None,
-             max_length: int = MAX_LENGTH, expires_at: datetime | None = None, batch: str = "") -> list[str]:
+def generate(
+    pool: ConnectionPool,
+    count: int,
+    *,
+    amount: Decimal | str,
+    currency: str,
+    length: int | None = None,
+    max_length: int = MAX_LENGTH,
+    expires_at: datetime | None = None,
+    batch: str = "",
+) -> list[str]:
     """Create `count` unused vouchers with random numbers; returns the numbers.
 
     `length` digits, or (None) the shortest length from DEFAULT_MIN_LENGTH up to
@@ -294,6 +308,7 @@ def void(pool: ConnectionPool, number: str) -> bool:
 
 
 # --- the repository the IVR holds -----------------------------------------------------------
+
 
 class Vouchers(Repository):
     """Vouchers, for a call: redemption timed as cardd_db_query_seconds{op=<method>}. Operator commands and the

@@ -38,9 +38,17 @@ log = logging.getLogger(__name__)
 
 # What a call keeps of the connect reply (~150 headers): what cardd reads, as a
 # bridged call may live for an hour.
-CHANNEL_DATA_KEPT = ("Unique-ID", "Channel-Name", "Caller-Caller-ID-Number",
-                     "Caller-Caller-ID-Name", "Caller-Destination-Number", "Caller-RDNIS",
-                     "Caller-Network-Addr", "variable_rdnis", "variable_sip_from_user")
+CHANNEL_DATA_KEPT = (
+    "Unique-ID",
+    "Channel-Name",
+    "Caller-Caller-ID-Number",
+    "Caller-Caller-ID-Name",
+    "Caller-Destination-Number",
+    "Caller-RDNIS",
+    "Caller-Network-Addr",
+    "variable_rdnis",
+    "variable_sip_from_user",
+)
 
 
 T = TypeVar("T", Frame, Event)
@@ -118,11 +126,12 @@ class EslConnection:
 
     def send_command(self, text: str) -> tuple[bytes, Ticket[Frame]]:
         """The bytes of a plain command and the ticket its reply completes."""
-        data = encode_command(text)      # refused line breaks leave no ticket behind
+        data = encode_command(text)  # refused line breaks leave no ticket behind
         return data, self._expect_reply(text.split(" ", 1)[0])
 
-    def send_execute(self, app: str, arg: str = "", *, event_lock: bool = True,
-                     app_uuid: str | None = None) -> tuple[bytes, Ticket[Frame], Ticket[Event]]:
+    def send_execute(
+        self, app: str, arg: str = "", *, event_lock: bool = True, app_uuid: str | None = None
+    ) -> tuple[bytes, Ticket[Frame], Ticket[Event]]:
         """A sendmsg execute on A: (bytes, reply ticket, completion ticket).
         Call forget_execution(completion) once no longer waiting for it."""
         if self.a_hungup:

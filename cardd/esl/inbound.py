@@ -56,8 +56,7 @@ class InboundEsl:
         try:
             self._sock = socket.create_connection(self.address, timeout=self.timeout)
         except OSError as exc:
-            raise InboundEslError(f"cannot reach FreeSWITCH at {self.address[0]}:{self.address[1]}: "
-                                  f"{exc}") from None
+            raise InboundEslError(f"cannot reach FreeSWITCH at {self.address[0]}:{self.address[1]}: {exc}") from None
         hello = self._read()
         if hello.content_type != "auth/request":
             raise InboundEslError(f"expected auth/request, got {hello.content_type!r}")

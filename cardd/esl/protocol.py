@@ -28,12 +28,9 @@ MAX_HEADER_BYTES = 256 * 1024
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
 # switch_utils.h SWITCH_URL_UNSAFE, plus every byte outside ' '..'~'.
-_URL_UNSAFE = frozenset(b"\r\n #%&+:;<=>?@[\\]^`{|}\"")
+_URL_UNSAFE = frozenset(b'\r\n #%&+:;<=>?@[\\]^`{|}"')
 _HEX = b"0123456789ABCDEF"
-_ENCODE_TABLE = [
-    (f"%{b:02X}" if (b < 0x20 or b > 0x7E or b in _URL_UNSAFE) else chr(b))
-    for b in range(256)
-]
+_ENCODE_TABLE = [(f"%{b:02X}" if (b < 0x20 or b > 0x7E or b in _URL_UNSAFE) else chr(b)) for b in range(256)]
 
 
 def url_decode(value: str) -> str:
@@ -262,8 +259,7 @@ class FrameParser:
     under the pseudo-header "Command"; the rest are headers.
     """
 
-    def __init__(self, *, commands: bool = False,
-                 max_header_bytes: int = MAX_HEADER_BYTES):
+    def __init__(self, *, commands: bool = False, max_header_bytes: int = MAX_HEADER_BYTES):
         self._buf = bytearray()
         self._commands = commands
         self._max_header = max_header_bytes
@@ -293,8 +289,7 @@ class FrameParser:
             end = buf.find(b"\n\n")
             if end < 0:
                 if len(buf) > self._max_header:
-                    raise RemoteProtocolError(
-                        f"header block longer than {self._max_header} bytes")
+                    raise RemoteProtocolError(f"header block longer than {self._max_header} bytes")
                 return None
             if end > self._max_header:
                 raise RemoteProtocolError(f"header block longer than {self._max_header} bytes")
@@ -328,14 +323,14 @@ class FrameParser:
 
 # --- encoding: daemon -> FreeSWITCH ------------------------------------------
 
+
 def _check_line(text: str, what: str) -> str:
     if "\n" in text or "\r" in text:
         raise LocalProtocolError(f"{what} contains a line break: {text[:80]!r}")
     return text
 
 
-def encode_command(command: str, headers: Mapping[str, str] | None = None,
-                   body: bytes | None = None) -> bytes:
+def encode_command(command: str, headers: Mapping[str, str] | None = None, body: bytes | None = None) -> bytes:
     """A command block. Line breaks in any part are refused: they would let a
     caller-supplied value forge headers or a second command."""
     lines = [_check_line(command, "command")]
@@ -347,8 +342,9 @@ def encode_command(command: str, headers: Mapping[str, str] | None = None,
     return ("\n".join(lines) + "\n\n").encode("utf-8")
 
 
-def encode_execute(app: str, arg: str = "", *, event_uuid: str,
-                   event_lock: bool = True, loops: int | None = None) -> bytes:
+def encode_execute(
+    app: str, arg: str = "", *, event_uuid: str, event_lock: bool = True, loops: int | None = None
+) -> bytes:
     headers = {"call-command": "execute", "execute-app-name": app}
     if arg:
         headers["execute-app-arg"] = arg
@@ -361,6 +357,7 @@ def encode_execute(app: str, arg: str = "", *, event_uuid: str,
 
 
 # --- encoding: FreeSWITCH -> daemon (used by the simulator) --------------------
+
 
 def encode_reply(reply_text: str, extra: Mapping[str, str] | None = None) -> bytes:
     out = f"Content-Type: command/reply\nReply-Text: {reply_text}\n"

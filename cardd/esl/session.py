@@ -47,8 +47,14 @@ T = TypeVar("T", Frame, Event)
 class EslSession:
     """The daemon side of one call's socket."""
 
-    def __init__(self, sock: Any, address: Any, *, reply_timeout: float = 10.0,
-                 on_protocol_error: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        sock: Any,
+        address: Any,
+        *,
+        reply_timeout: float = 10.0,
+        on_protocol_error: Callable[[], None] | None = None,
+    ):
         self.sock = sock
         self.address = address
         self._conn = EslConnection()
@@ -112,8 +118,7 @@ class EslSession:
         self._conn.add_leg(leg_uuid)
         self.command(f"filter Unique-ID {leg_uuid}")
 
-    def execute(self, app: str, arg: str = "", *, timeout: float,
-                event_lock: bool = True) -> Event:
+    def execute(self, app: str, arg: str = "", *, timeout: float, event_lock: bool = True) -> Event:
         """Run a dialplan application on A and wait for its completion."""
         data, reply, done = self._conn.send_execute(app, arg, event_lock=event_lock)
         deadline = time.monotonic() + timeout

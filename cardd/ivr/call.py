@@ -73,9 +73,16 @@ class Call:
             self.pending = []
             self.channel.play(sound)
 
-    def ask(self, *ids: str, min_digits: int, max_digits: int, regex: str,
-            timeout_ms: int = 5000, digit_timeout_ms: int = 3000,
-            terminators: str = "#") -> Collected:
+    def ask(
+        self,
+        *ids: str,
+        min_digits: int,
+        max_digits: int,
+        regex: str,
+        timeout_ms: int = 5000,
+        digit_timeout_ms: int = 3000,
+        terminators: str = "#",
+    ) -> Collected:
         """One play_and_get_digits whose prompt is the queued sentence + ids.
 
         It accepts one digit more than `max_digits` (the regex holds the real
@@ -86,10 +93,16 @@ class Call:
         sound = prompts.sentence(self.lang, self.pending + list(ids))
         self.pending = []
         entry = self.channel.collect(
-            sound, prompts.path("invalid_input", self.lang),
-            min_digits=min_digits, max_digits=max_digits + 1, tries=1,
-            timeout_ms=timeout_ms, terminators=terminators, regex=regex,
-            digit_timeout_ms=digit_timeout_ms)
+            sound,
+            prompts.path("invalid_input", self.lang),
+            min_digits=min_digits,
+            max_digits=max_digits + 1,
+            tries=1,
+            timeout_ms=timeout_ms,
+            terminators=terminators,
+            regex=regex,
+            digit_timeout_ms=digit_timeout_ms,
+        )
         if entry.digits is None and entry.keys_pressed:
             # The rest of a bad entry (a long number, a flood of * and #)
             # waits in FreeSWITCH's DTMF queue; it must not answer the retry.
@@ -105,6 +118,7 @@ class Call:
 @dataclass
 class Services:
     """Long-lived things every call uses (one set per daemon)."""
+
     settings: Settings
     prompts: Prompts
     # The repositories (cardd.billing.repository): each query timed into cardd_db_query_seconds{op}. The IVR

@@ -30,8 +30,9 @@ def offer_after_entry(call: Call, card: Card) -> None:
     if call.services.identity.card_id_for_cli(cli) is not None:
         return
     if not opts.silent_auto_cli_registration:
-        entry = call.ask("register_cli_offer", min_digits=1, max_digits=1, regex=r"^[0-9]$",
-                         timeout_ms=5000, terminators="#")
+        entry = call.ask(
+            "register_cli_offer", min_digits=1, max_digits=1, regex=r"^[0-9]$", timeout_ms=5000, terminators="#"
+        )
         if entry.digits != "1":
             return
     if _register(call, card) and not opts.silent_auto_cli_registration:
@@ -44,6 +45,5 @@ def _register(call: Call, card: Card) -> bool:
         call.log.info("CLI %r cannot be registered", cli)
         return False
     done = call.services.identity.map_cli(cli, card.id)
-    call.log.info("CLI %s %s card id %s", cli, "registered with" if done else "belongs to another card than",
-                  card.id)
+    call.log.info("CLI %s %s card id %s", cli, "registered with" if done else "belongs to another card than", card.id)
     return done

@@ -29,19 +29,22 @@ _CLI = re.compile(r"^\+?[0-9]{1,20}$")
 _DIALLABLE = re.compile(r"^\+?[0-9*#]{1,32}$")
 
 # Why a grant was refused, as the caller hears it.
-_REFUSALS = {ForbiddenDestination: "destination_forbidden", NoRate: "destination_unavailable",
-             NoRoute: "destination_unavailable", InsufficientFunds: "insufficient_funds",
-             TooManyCalls: "card_in_use"}
+_REFUSALS = {
+    ForbiddenDestination: "destination_forbidden",
+    NoRate: "destination_unavailable",
+    NoRoute: "destination_unavailable",
+    InsufficientFunds: "insufficient_funds",
+    TooManyCalls: "card_in_use",
+}
 
 # Outcomes that are the callee's doing, told apart for the caller.
-_FAILURE_PROMPTS = {"USER_BUSY": "destination_busy", "NO_ANSWER": "no_answer",
-                    "NO_USER_RESPONSE": "no_answer"}
+_FAILURE_PROMPTS = {"USER_BUSY": "destination_busy", "NO_ANSWER": "no_answer", "NO_USER_RESPONSE": "no_answer"}
 
 
 def place_call(call: Call, card, number: str) -> bool:
     """Dial `number` for `card`. True when the callee answered."""
     opts = call.options
-    started = time.monotonic()   # the `dial` IVR step: destination typed -> bridge sent
+    started = time.monotonic()  # the `dial` IVR step: destination typed -> bridge sent
     b_uuid = str(uuidlib.uuid4())
     caller_cli = call.channel.cli
     # Operators' number rules (national -> E.164 and the like) apply before
@@ -55,8 +58,14 @@ def place_call(call: Call, card, number: str) -> bool:
         call.queue("invalid_destination")
         return False
     if not call.services.hooks.destination_check(opts.destination_check_script).allowed(
-            call_uuid=call.channel.uuid, cli=caller_cli, translated_cli=translated_cli,
-            cld=number, translated_cld=dialled, username=card.username, original_cli=caller_cli):
+        call_uuid=call.channel.uuid,
+        cli=caller_cli,
+        translated_cli=translated_cli,
+        cld=number,
+        translated_cld=dialled,
+        username=card.username,
+        original_cli=caller_cli,
+    ):
         call.log.info("destination %s refused by the destination check", number)
         call.queue("destination_forbidden")
         return False
@@ -70,8 +79,12 @@ def place_call(call: Call, card, number: str) -> bool:
         if grant.route is None and _endpoint(call, dialled) is None:
             # No carrier and no proxy: `sofia/external/4420...@` would go
             # nowhere. Refused; `finally` settles the grant as not dialled.
-            call.log.error("no outbound proxy for instance %r (daemon.outbound_proxy or calling_card "
-                           "outbound_proxy): %s not dialled", call.instance, dialled)
+            call.log.error(
+                "no outbound proxy for instance %r (daemon.outbound_proxy or calling_card "
+                "outbound_proxy): %s not dialled",
+                call.instance,
+                dialled,
+            )
             call.queue("call_failed")
             return False
         _announce_rate(call, card, grant)
@@ -85,8 +98,9 @@ def place_call(call: Call, card, number: str) -> bool:
     tried: list[tuple[int, int]] = []
     # Carrier failover: one bridge (and one reservation, keyed by its own B leg)
     # per route, while the cause says the next carrier may succeed.
-    while grant.route is not None and not outcome.answered and not call.channel.hung_up \
-            and may_fail_over(outcome.cause):
+    while (
+        grant.route is not None and not outcome.answered and not call.channel.hung_up and may_fail_over(outcome.cause)
+    ):
         call.services.metrics.carrier_failovers.labels(grant.route.carrier).inc()
         tried.append(grant.route.key)
         b_uuid = str(uuidlib.uuid4())
@@ -115,22 +129,36 @@ def _observe_setup(call: Call, started: float) -> None:
     call.bridges_sent += 1
 
 
-def _reserve(call: Call, card, b_uuid: str, number: str, dialled: str, caller_cli: str,
-             translated_cli: str, tried: list[tuple[int, int]] | None = None):
+def _reserve(
+    call: Call,
+    card,
+    b_uuid: str,
+    number: str,
+    dialled: str,
+    caller_cli: str,
+    translated_cli: str,
+    tried: list[tuple[int, int]] | None = None,
+):
     """The grant (rate, duration, reservation, route), or None with the reason
     queued; None in silence when the routes not `tried` yet are used up."""
     opts = call.options
     try:
         return call.services.ledger.grant(
-            card.id, a_uuid=call.channel.uuid, b_uuid=b_uuid,
-            destination=number, translated_destination=dialled,
-            cli=caller_cli, translated_cli=translated_cli,
+            card.id,
+            a_uuid=call.channel.uuid,
+            b_uuid=b_uuid,
+            destination=number,
+            translated_destination=dialled,
+            cli=caller_cli,
+            translated_cli=translated_cli,
             ignore_connect_fee=opts.ignore_connect_fee,
             max_call_duration=opts.max_call_duration,
             min_call_duration=opts.min_call_duration,
             margin_s=call.services.settings.daemon.reservation_margin,
-            allow_loss=opts.route_at_a_loss, tried_routes=tried or (),
-            switchname=call.channel.switchname)
+            allow_loss=opts.route_at_a_loss,
+            tried_routes=tried or (),
+            switchname=call.channel.switchname,
+        )
     except (CardBlocked, CardExpired) as exc:
         # Blocked or expired by the operator since the caller identified.
         raise CardRefused("card_blocked" if isinstance(exc, CardBlocked) else "card_expired") from exc
@@ -145,8 +173,13 @@ def _bridge(call: Call, card, grant, b_uuid: str, endpoint: str | None, dialled:
     when no carrier is configured. The card's grant bounds it either way."""
     if grant.route is not None:
         endpoint = grant.route.gateway.format(number=dialled, proxy=call.options.outbound_proxy)
-        call.log.info("route: carrier %s gateway %d (%s), %s more", grant.route.carrier,
-                      grant.route.gateway_index + 1, endpoint, grant.route.alternatives)
+        call.log.info(
+            "route: carrier %s gateway %d (%s), %s more",
+            grant.route.carrier,
+            grant.route.gateway_index + 1,
+            endpoint,
+            grant.route.alternatives,
+        )
     # Without a route the dial string's endpoint was checked before the first
     # bridge, and a failover always has a route (carriers exist).
     assert endpoint is not None
@@ -159,10 +192,15 @@ def _bridge(call: Call, card, grant, b_uuid: str, endpoint: str | None, dialled:
         call.log.error("reservation %s was released before its bridge: not dialled", b_uuid)
         raise CardRefused("call_failed")
     return call.channel.bridge(
-        endpoint, leg_uuid=b_uuid, caller_id=_outgoing_cli(call, card),
-        hard_limit_s=grant.duration_s, warning=_disconnect_warning(call, grant.duration_s),
-        early_media=call.options.early_media, originate_timeout=ORIGINATE_TIMEOUT,
-        on_answer=lambda: _mark_answered(call, b_uuid))
+        endpoint,
+        leg_uuid=b_uuid,
+        caller_id=_outgoing_cli(call, card),
+        hard_limit_s=grant.duration_s,
+        warning=_disconnect_warning(call, grant.duration_s),
+        early_media=call.options.early_media,
+        originate_timeout=ORIGINATE_TIMEOUT,
+        on_answer=lambda: _mark_answered(call, b_uuid),
+    )
 
 
 def _mark_answered(call: Call, b_uuid: str) -> None:
@@ -190,19 +228,28 @@ def _announce_rate(call: Call, card, grant) -> None:
         call.queue(*speech.rate_ids(grant.rate.price_1, card.currency, call.lang))
 
 
-def _announce_duration(call: Call, card, grant, number: str, dialled: str,
-                       translated_cli: str) -> None:
+def _announce_duration(call: Call, card, grant, number: str, dialled: str, translated_cli: str) -> None:
     opts = call.options
     if not opts.announce_duration:
         return
     shown = grant.plan_seconds if opts.play_plan_minutes_only and grant.plan_seconds else grant.duration_s
     # The script changes only what is said; the hangup timer stays the grant.
     shown = call.services.hooks.duration_script(opts.duration_script).announced(
-        call_uuid=call.channel.uuid, username=card.username, balance=grant.available,
-        cli=call.channel.cli, cld=number, max_duration_s=shown, tariff_id=card.tariff_id,
-        translated_cli=translated_cli, translated_cld=dialled)
-    call.queue(*speech.talk_time_ids(shown, call.lang, no_seconds=opts.no_seconds_in_duration,
-                                     no_hours=opts.no_hours_in_duration))
+        call_uuid=call.channel.uuid,
+        username=card.username,
+        balance=grant.available,
+        cli=call.channel.cli,
+        cld=number,
+        max_duration_s=shown,
+        tariff_id=card.tariff_id,
+        translated_cli=translated_cli,
+        translated_cld=dialled,
+    )
+    call.queue(
+        *speech.talk_time_ids(
+            shown, call.lang, no_seconds=opts.no_seconds_in_duration, no_hours=opts.no_hours_in_duration
+        )
+    )
 
 
 def _settle(call: Call, b_uuid: str, outcome):
@@ -220,8 +267,13 @@ def _settle(call: Call, b_uuid: str, outcome):
     billmsec = outcome.billmsec if outcome.billmsec is not None else outcome.fallback_msec
     # B's answer and end as FreeSWITCH stamped them; absent, settle() falls
     # back to cardd's clock.
-    cdr = settle(b_uuid, billmsec=billmsec if outcome.answered else 0, hangup_cause=outcome.cause,
-                 answered_at=outcome.answered_at, ended_at=outcome.ended_at)
+    cdr = settle(
+        b_uuid,
+        billmsec=billmsec if outcome.answered else 0,
+        hangup_cause=outcome.cause,
+        answered_at=outcome.answered_at,
+        ended_at=outcome.ended_at,
+    )
     if cdr is not None:
         services.metrics.billed_seconds.labels(cdr.currency).inc(cdr.billed_seconds)
         services.metrics.revenue.labels(cdr.currency).inc(float(cdr.cost))
@@ -242,8 +294,11 @@ def _endpoint(call: Call, number: str) -> str | None:
     daemon = call.services.settings.daemon
     proxy = call.options.outbound_proxy  # already falls back to daemon.outbound_proxy
     # `|` in the template is FreeSWITCH's failover between gateways.
-    parts = [part.format(number=number, proxy=proxy) for part in daemon.dial_string.split("|")
-             if proxy or "{proxy}" not in part]
+    parts = [
+        part.format(number=number, proxy=proxy)
+        for part in daemon.dial_string.split("|")
+        if proxy or "{proxy}" not in part
+    ]
     return "|".join(parts) or None
 
 

@@ -79,14 +79,20 @@ def _language_menu(call: Call, menu: list[str], before: list[str]) -> str | None
     # The language heard before a choice is made: the default one, when the menu offers it.
     talk_in = default if default in menu else menu[0]
     menu_sound = prompts.language_menu(menu)
-    menu_files = menu_sound[len(FILE_STRING):].split("!")
+    menu_files = menu_sound[len(FILE_STRING) :].split("!")
     attempts = max(1, opts.card_entry_attempts)
     for attempt in range(attempts):
         files = (before if attempt == 0 else []) + menu_files
         entry = call.channel.collect(
-            FILE_STRING + "!".join(files), prompts.path("invalid_input", talk_in),
-            min_digits=1, max_digits=1, tries=1, timeout_ms=MENU_TIMEOUT_MS,
-            regex=f"^[1-{len(menu)}]$", digit_timeout_ms=MENU_TIMEOUT_MS)
+            FILE_STRING + "!".join(files),
+            prompts.path("invalid_input", talk_in),
+            min_digits=1,
+            max_digits=1,
+            tries=1,
+            timeout_ms=MENU_TIMEOUT_MS,
+            regex=f"^[1-{len(menu)}]$",
+            digit_timeout_ms=MENU_TIMEOUT_MS,
+        )
         if call.channel.hung_up:
             return None
         if entry.digits is not None:
@@ -94,8 +100,12 @@ def _language_menu(call: Call, menu: list[str], before: list[str]) -> str | None
             call.log.info("language %s chosen", lang)
             call.lang_chosen = True
             return lang
-        call.log.info("language menu: %s (attempt %d of %d)",
-                      "no key" if entry.timed_out else f"wrong key {entry.invalid!r}", attempt + 1, attempts)
+        call.log.info(
+            "language menu: %s (attempt %d of %d)",
+            "no key" if entry.timed_out else f"wrong key {entry.invalid!r}",
+            attempt + 1,
+            attempts,
+        )
     if opts.fallback_to_default_language:
         lang = default if call.services.prompts.has_language(default) else talk_in
         call.log.info("no language chosen: continuing in %s", lang)

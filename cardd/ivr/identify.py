@@ -145,8 +145,13 @@ def _by_entry(call: Call, timeouts: InputTimeouts):
     while failures < opts.card_entry_attempts:
         if ident.throttled(limits, cli=cli):
             return _throttled(call, "cli")
-        entry = call.ask(number_prompt, min_digits=min_len, max_digits=max_len,
-                         regex=rf"^[0-9]{{{min_len},{max_len}}}$", timeout_ms=7000)
+        entry = call.ask(
+            number_prompt,
+            min_digits=min_len,
+            max_digits=max_len,
+            regex=rf"^[0-9]{{{min_len},{max_len}}}$",
+            timeout_ms=7000,
+        )
         if entry.digits is None:
             if entry.timed_out:
                 if timeouts.silent():
@@ -163,8 +168,9 @@ def _by_entry(call: Call, timeouts: InputTimeouts):
             # The number alone is the secret: what it is, the caller learns only
             # through the gate, like a PIN's verdict.
             found = _find(call, entry.digits)
-            gated = ident.gate(identity.pin_buckets(limits, cli=cli, number=entry.digits),
-                               limits.window_s, _known(found))
+            gated = ident.gate(
+                identity.pin_buckets(limits, cli=cli, number=entry.digits), limits.window_s, _known(found)
+            )
             if not gated.allowed:
                 return _throttled(call, gated.refused_by)
             card = gated.value
@@ -218,8 +224,11 @@ def _wrong_card_number(call: Call, typed: str, *, counted: bool = False) -> bool
     # and only a real CLI can be blacklisted: anonymous callers would all share it.
     if len(digits) < FRAUD_MIN_DIGITS:
         return False
-    if (call.options.blacklist and identity.is_registrable_cli(cli, 1)
-            and ident.record_wrong_card(cli, call.options.blacklist_attempts)):
+    if (
+        call.options.blacklist
+        and identity.is_registrable_cli(cli, 1)
+        and ident.record_wrong_card(cli, call.options.blacklist_attempts)
+    ):
         call.services.metrics.auth_failures.labels("blacklisted").inc()
         call.goodbye("cli_blacklisted")
         return True
@@ -256,8 +265,11 @@ def refusal_of(call: Call, card: Card | None) -> str | None:
     if not card.has_pin and not call.options.allow_empty_pin and not call.options.use_word_pin:
         return "empty_pin"
     minimum = call.options.minimum_balance
-    if (minimum is not None and minimum.applies_to(card.currency)
-            and call.services.ledger.available_credit(card.id) < minimum.amount):
+    if (
+        minimum is not None
+        and minimum.applies_to(card.currency)
+        and call.services.ledger.available_credit(card.id) < minimum.amount
+    ):
         return "low_balance"
     return None
 
@@ -313,8 +325,13 @@ def _check_pin(call: Call, card: Card | None, timeouts: InputTimeouts, number: s
         _throttled(call, "card")
         return "throttled"
     while True:
-        entry = call.ask(call.services.prompts.pin_prompt(call.options),
-                         min_digits=1, max_digits=20, regex=r"^[0-9]{1,20}$", timeout_ms=7000)
+        entry = call.ask(
+            call.services.prompts.pin_prompt(call.options),
+            min_digits=1,
+            max_digits=20,
+            regex=r"^[0-9]{1,20}$",
+            timeout_ms=7000,
+        )
         if entry.digits is None and entry.timed_out:
             if timeouts.silent():
                 call.goodbye()
@@ -333,8 +350,7 @@ def _check_pin(call: Call, card: Card | None, timeouts: InputTimeouts, number: s
             return False, None
         return entry.digits is not None and pins.check_pin(typed, card.pin_hash), None
 
-    gated = ident.gate(identity.pin_buckets(limits, cli=cli, card_id=card_id, number=number),
-                       limits.window_s, check)
+    gated = ident.gate(identity.pin_buckets(limits, cli=cli, card_id=card_id, number=number), limits.window_s, check)
     if not gated.allowed:
         _throttled(call, gated.refused_by)
         return "throttled"
@@ -349,8 +365,9 @@ def _check_pin(call: Call, card: Card | None, timeouts: InputTimeouts, number: s
 def _refusal_prompt(call: Call, refusal: str) -> str:
     opts = call.options
     if refusal == "low_balance":
-        return prompts.low_balance_prompt(use_word_pin=opts.use_word_pin,
-                                          say_no_card_on_low_balance=opts.say_no_card_on_low_balance)
+        return prompts.low_balance_prompt(
+            use_word_pin=opts.use_word_pin, say_no_card_on_low_balance=opts.say_no_card_on_low_balance
+        )
     if refusal == "wrong_pin":
         return "wrong_pin"
     return prompts.invalid_card_prompt(use_word_pin=opts.use_word_pin)

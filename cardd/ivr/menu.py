@@ -21,8 +21,11 @@ __all__ = ["MenuResult", "dispatch", "extensions"]
 
 # The sub-applications by name; each takes (call, card, timeouts).
 _APPS: dict[str, Callable[[Call, Card, Silences], MenuResult]] = {
-    "topup": topup.run, "password": password.run, "cli_registration": cli_registration.run,
-    "hot_dial": hotdial.run_dial, "hot_dial_edit": hotdial.run_edit,
+    "topup": topup.run,
+    "password": password.run,
+    "cli_registration": cli_registration.run,
+    "hot_dial": hotdial.run_dial,
+    "hot_dial_edit": hotdial.run_edit,
 }
 
 

@@ -9,7 +9,7 @@ from cardd.billing.ledger import Card
 from cardd.ivr.call import Call
 from cardd.ivr.subapp import MenuResult, Silences
 
-MIN_PIN_LENGTH = 4   # the prompt invalid_new_pin says "four to twelve digits"
+MIN_PIN_LENGTH = 4  # the prompt invalid_new_pin says "four to twelve digits"
 MAX_PIN_LENGTH = 12
 
 
@@ -28,14 +28,18 @@ def run(call: Call, card: Card, timeouts: Silences) -> MenuResult:
         if ident.throttled(limits, cli=cli, card_id=card.id):
             call.services.metrics.auth_failures.labels("throttled").inc()
             return MenuResult(end="throttled", farewell=("too_many_attempts",))
-        old = call.ask(_prompt(call, "enter_old_pin"), min_digits=1, max_digits=20,
-                       regex=r"^[0-9]{1,20}$", timeout_ms=7000)
+        old = call.ask(
+            _prompt(call, "enter_old_pin"), min_digits=1, max_digits=20, regex=r"^[0-9]{1,20}$", timeout_ms=7000
+        )
         if old.timed_out:
             return MenuResult.timed_out(timeouts)
         # Checked inside the throttle's gate, like every PIN (cardd.ivr.identify).
         typed = old.digits or ""
-        gated = ident.gate(buckets, limits.window_s,
-                           lambda conn: (old.digits is not None and pins.check_pin(typed, current.pin_hash), None))
+        gated = ident.gate(
+            buckets,
+            limits.window_s,
+            lambda conn: (old.digits is not None and pins.check_pin(typed, current.pin_hash), None),
+        )
         if not gated.allowed:
             call.services.metrics.auth_failures.labels("throttled").inc()
             return MenuResult(end="throttled", farewell=("too_many_attempts",))
@@ -45,15 +49,13 @@ def run(call: Call, card: Card, timeouts: Silences) -> MenuResult:
             return MenuResult()
         ident.rehash_if_legacy(card.id, current.pin_hash, typed)
     pin_regex = rf"^[0-9]{{{MIN_PIN_LENGTH},{MAX_PIN_LENGTH}}}$"
-    new = call.ask(_prompt(call, "enter_new_pin"), min_digits=1, max_digits=20,
-                   regex=pin_regex, timeout_ms=7000)
+    new = call.ask(_prompt(call, "enter_new_pin"), min_digits=1, max_digits=20, regex=pin_regex, timeout_ms=7000)
     if new.timed_out:
         return MenuResult.timed_out(timeouts)
     if new.digits is None:
         call.queue("invalid_new_pin")
         return MenuResult()
-    again = call.ask(_prompt(call, "reenter_new_pin"), min_digits=1, max_digits=20,
-                     regex=pin_regex, timeout_ms=7000)
+    again = call.ask(_prompt(call, "reenter_new_pin"), min_digits=1, max_digits=20, regex=pin_regex, timeout_ms=7000)
     if again.timed_out:
         return MenuResult.timed_out(timeouts)
     if again.digits != new.digits:

@@ -26,7 +26,8 @@ def run(channel: Channel, services: Services) -> None:
     call, languages = _call_for(channel, services)
     outcome = "caller_hung_up"
     active = services.metrics.instance_calls_active.labels(
-        call.instance if call.instance in services.settings.instances else "other")
+        call.instance if call.instance in services.settings.instances else "other"
+    )
     active.inc()
     try:
         channel.answer()
@@ -82,10 +83,16 @@ def _call_for(channel: Channel, services: Services) -> tuple[Call, list[str]]:
     languages, skipped = call_options.pick_languages(services.prompts.has_language)
     for lang in skipped:
         log.warning("language %r has no prompts: skipped", lang)
-    return Call(channel=channel, options=call_options.options, lang=languages[0],
-                services=services, instance=call_options.instance, languages=tuple(languages),
-                # own_accounts_only: the instance's customer, else the instance name
-                customer=call_options.customer or call_options.instance), languages
+    return Call(
+        channel=channel,
+        options=call_options.options,
+        lang=languages[0],
+        services=services,
+        instance=call_options.instance,
+        languages=tuple(languages),
+        # own_accounts_only: the instance's customer, else the instance name
+        customer=call_options.customer or call_options.instance,
+    ), languages
 
 
 def _serve(call: Call) -> str:
@@ -207,5 +214,8 @@ def _announce_balance(call: Call, card: Card) -> None:
     available = call.services.ledger.available_credit(card.id)
     if available == 0:
         return
-    call.queue(*speech.balance_ids(available, card.currency, call.lang,
-                                   negative_as_zero=call.options.say_negative_balance_as_zero))
+    call.queue(
+        *speech.balance_ids(
+            available, card.currency, call.lang, negative_as_zero=call.options.say_negative_balance_as_zero
+        )
+    )

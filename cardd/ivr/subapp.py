@@ -24,9 +24,9 @@ class MenuResult:
     """Back to the destination prompt (the default), a destination to dial now
     (hot dial), or the end of the session."""
 
-    dial: str | None = None   # dial this destination now
-    end: str | None = None    # the session is over; the outcome to count
-    farewell: tuple[str, ...] = ()   # said before goodbye when the session ends
+    dial: str | None = None  # dial this destination now
+    end: str | None = None  # the session is over; the outcome to count
+    farewell: tuple[str, ...] = ()  # said before goodbye when the session ends
 
     @classmethod
     def timed_out(cls, timeouts: Silences) -> MenuResult:

@@ -32,20 +32,23 @@ def run(call: Call, card: Card, timeouts: Silences) -> MenuResult:
         # A courtesy: a caller already over a limit is not asked for a number.
         if ident.is_full(buckets, limits.window_s):
             return _throttled(call, "before the number")
-        entry = call.ask(ask_voucher, min_digits=1, max_digits=length, regex=rf"^[0-9]{{1,{length}}}$",
-                         timeout_ms=10000)
+        entry = call.ask(
+            ask_voucher, min_digits=1, max_digits=length, regex=rf"^[0-9]{{1,{length}}}$", timeout_ms=10000
+        )
         if entry.digits is None:
             if entry.timed_out:
                 return MenuResult.timed_out(timeouts)
             failures += 1
             call.queue("voucher_unknown")
             continue
+
         # The guarantee: the number is looked up inside the gate (a failure
         # recorded before the locks are released), so racing calls cannot try
         # more numbers than the limits allow.
         def redeem(conn, number=entry.digits):
             result = call.services.vouchers.redeem_in(conn, number, card.id)
             return result.ok, result
+
         gated = ident.gate(buckets, limits.window_s, redeem)
         if not gated.allowed:
             return _throttled(call, gated.refused_by)
@@ -53,9 +56,12 @@ def run(call: Call, card: Card, timeouts: Silences) -> MenuResult:
         if result.ok:
             call.log.info("top-up of %s %s", result.amount, result.currency)
             available = call.services.ledger.available_credit(card.id)
-            call.queue("topup_successful",
-                       *speech.balance_ids(available, card.currency, call.lang,
-                                           negative_as_zero=opts.say_negative_balance_as_zero))
+            call.queue(
+                "topup_successful",
+                *speech.balance_ids(
+                    available, card.currency, call.lang, negative_as_zero=opts.say_negative_balance_as_zero
+                ),
+            )
             return MenuResult()
         failures += 1
         call.log.info("voucher refused: %s", result.outcome)

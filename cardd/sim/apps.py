@@ -51,6 +51,7 @@ class BridgeState:
 
 # --- small helpers -----------------------------------------------------------
 
+
 def wait_until(call: SimCall, leg: Leg, seconds: float, cond: Callable[[], bool]) -> bool:
     """Block up to `seconds` of call time; True as soon as cond() holds."""
     deadline = call.now() + max(seconds, 0.0)
@@ -105,8 +106,9 @@ def play(call: SimCall, leg: Leg, path: str, *, barge: bool = False) -> tuple[st
         found = True
         call.transcript.add(call.rel(), _tag(call, leg), "prompt", path=part)
         start = call.now()
-        stopped = wait_until(call, leg, secs, lambda: (
-            not leg.alive or (barge and bool(leg.collector)) or leg.playback_stopped))
+        stopped = wait_until(
+            call, leg, secs, lambda: not leg.alive or (barge and bool(leg.collector)) or leg.playback_stopped
+        )
         part_played = call.now() - start
         played += part_played
         # switch_ivr_play_file, after each file it played
@@ -128,9 +130,10 @@ def _tag(call: SimCall, leg: Leg) -> str:
 
 # --- DTMF ------------------------------------------------------------------------
 
-def type_digits(call: SimCall, leg: Leg, digits: str, after: float,
-                interval: float) -> gevent.Greenlet:
+
+def type_digits(call: SimCall, leg: Leg, digits: str, after: float, interval: float) -> gevent.Greenlet:
     """The caller presses keys: first after `after` s, then every `interval` s."""
+
     def run() -> None:
         call.clock.sleep(after)
         if leg.alive:
@@ -141,6 +144,7 @@ def type_digits(call: SimCall, leg: Leg, digits: str, after: float,
             if not leg.alive:
                 return
             receive_dtmf(call, leg, d)
+
     return gevent.spawn(run)
 
 
@@ -165,8 +169,12 @@ def receive_dtmf(call: SimCall, leg: Leg, digit: str) -> None:
 
 def _deliver_dtmf(call: SimCall, leg: Leg, digit: str) -> None:
     leg.digits_dialed += digit
-    call.fire(leg, "DTMF", variables=False, post=[
-        ("DTMF-Digit", digit), ("DTMF-Duration", "2000"), ("DTMF-Source", call.dtmf_source)])
+    call.fire(
+        leg,
+        "DTMF",
+        variables=False,
+        post=[("DTMF-Digit", digit), ("DTMF-Duration", "2000"), ("DTMF-Source", call.dtmf_source)],
+    )
     if leg.collector is not None:
         leg.collector.append(digit)
         leg.wake.set()
@@ -201,8 +209,8 @@ def digit_action(call: SimCall, bind: tuple[str, str, str, str, str, str]) -> No
 
 # --- execution -------------------------------------------------------------------
 
-def execute(call: SimCall, leg: Leg, item: Pending, *, private: bool = False,
-            loops: bool = True) -> str:
+
+def execute(call: SimCall, leg: Leg, item: Pending, *, private: bool = False, loops: bool = True) -> str:
     """Run one app with CHANNEL_EXECUTE / CHANNEL_EXECUTE_COMPLETE around it.
 
     `loops`: the execute came through switch_ivr.c parse_execute (sendmsg,
@@ -243,8 +251,11 @@ def execute(call: SimCall, leg: Leg, item: Pending, *, private: bool = False,
         fn(call, leg, arg, running)
     response = leg.get_var("current_application_response") or "_none_"
     leg.last_app = (app, arg)
-    call.fire(leg, "CHANNEL_EXECUTE_COMPLETE", post=app_hdrs + [
-        ("Application-Response", response), ("Application-UUID", item.event_uuid)])
+    call.fire(
+        leg,
+        "CHANNEL_EXECUTE_COMPLETE",
+        post=app_hdrs + [("Application-Response", response), ("Application-UUID", item.event_uuid)],
+    )
     if loops:
         # switch_ivr.c parse_execute drops its loop counters after the app.
         leg.set_var("current_loop", None)
@@ -262,8 +273,9 @@ def execute(call: SimCall, leg: Leg, item: Pending, *, private: bool = False,
 def _arm_caller_hangup(call: SimCall, app: str, n: int) -> None:
     spec = call.caller.hangup_at
     if spec and spec[0] == app and spec[1] == n:
-        call.a_timers.append(call.clock.call_later(
-            call.caller.hangup_delay, lambda: call.hangup_a("NORMAL_CLEARING", remote=True)))
+        call.a_timers.append(
+            call.clock.call_later(call.caller.hangup_delay, lambda: call.hangup_a("NORMAL_CLEARING", remote=True))
+        )
 
 
 def run_on_b(call: SimCall, b: Leg, app: str, arg: str) -> None:
@@ -271,6 +283,7 @@ def run_on_b(call: SimCall, b: Leg, app: str, arg: str) -> None:
 
 
 # --- apps ------------------------------------------------------------------------
+
 
 def app_answer(call: SimCall, leg: Leg, arg: str, r: Running) -> str:
     mark_answered(call, leg)
@@ -302,15 +315,23 @@ def _sofia_answer_vars(call: SimCall, leg: Leg) -> None:
     ip = leg.get_var("sip_local_network_addr") or "127.0.0.1"
     sess = rnd.randrange(1_000_000_000, 2_000_000_000)
     port = rnd.randrange(16384, 32768, 2)
-    sdp = (f"v=0\r\no=FreeSWITCH {sess} {sess + 1} IN IP4 {ip}\r\ns=FreeSWITCH\r\n"
-           f"c=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 101\r\n"
-           f"a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
-           f"a=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n")
-    for k, v in (("rtp_local_sdp_str", sdp), ("local_media_ip", ip),
-                 ("local_media_port", str(port)), ("advertised_media_ip", ip),
-                 ("rtp_use_timer_name", "soft"), ("rtp_use_pt", "0"),
-                 ("rtp_use_ssrc", str(rnd.randrange(1, 2 ** 32))),
-                 ("rtp_2833_send_payload", "101"), ("rtp_2833_recv_payload", "101")):
+    sdp = (
+        f"v=0\r\no=FreeSWITCH {sess} {sess + 1} IN IP4 {ip}\r\ns=FreeSWITCH\r\n"
+        f"c=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 101\r\n"
+        f"a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+        f"a=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n"
+    )
+    for k, v in (
+        ("rtp_local_sdp_str", sdp),
+        ("local_media_ip", ip),
+        ("local_media_port", str(port)),
+        ("advertised_media_ip", ip),
+        ("rtp_use_timer_name", "soft"),
+        ("rtp_use_pt", "0"),
+        ("rtp_use_ssrc", str(rnd.randrange(1, 2**32))),
+        ("rtp_2833_send_payload", "101"),
+        ("rtp_2833_recv_payload", "101"),
+    ):
         leg.set_var(k, v)
     for k in ("remote_media_ip", "remote_media_port"):
         remote = leg.get_var(k)
@@ -323,11 +344,9 @@ def _sofia_ack_vars(call: SimCall, leg: Leg) -> None:
     if not leg.alive:
         return
     leg.set_var("endpoint_disposition", "ANSWER")
-    tag = "".join(call.random.choice("ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz0123456789")
-                  for _ in range(13))
+    tag = "".join(call.random.choice("ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz0123456789") for _ in range(13))
     leg.set_var("sip_to_tag", tag)
-    for k in ("sip_from_tag", "sip_cseq", "sip_call_id", "sip_full_via", "sip_full_from",
-              "sip_full_to"):
+    for k in ("sip_from_tag", "sip_cseq", "sip_call_id", "sip_full_via", "sip_full_from", "sip_full_to"):
         v = leg.get_var(k)
         if k == "sip_cseq":
             v = v or "1"
@@ -368,8 +387,17 @@ def _next(seq, call: SimCall, attr: str):
     return seq[i] if i < len(seq) else None
 
 
-def do_read(call: SimCall, leg: Leg, min_d: int, max_d: int, prompt: str, timeout_ms: int,
-            terminators: str, digit_timeout_ms: int, typed: str | None) -> tuple[str, str, str]:
+def do_read(
+    call: SimCall,
+    leg: Leg,
+    min_d: int,
+    max_d: int,
+    prompt: str,
+    timeout_ms: int,
+    terminators: str,
+    digit_timeout_ms: int,
+    typed: str | None,
+) -> tuple[str, str, str]:
     """switch_ivr_read: returns (status, digits, terminator)."""
     leg.collector, leg.dtmf_queue = leg.dtmf_queue, []
     buf, term = "", ""
@@ -437,8 +465,7 @@ def app_play_and_get_digits(call: SimCall, leg: Leg, arg: str, r: Running) -> st
             break
         typed = plan[attempt] if attempt < len(plan) else None
         leg.set_var("read_result", None)
-        status, digits, _term = do_read(call, leg, min_d, max_d, prompt, timeout,
-                                        terminators, digit_timeout, typed)
+        status, digits, _term = do_read(call, leg, min_d, max_d, prompt, timeout, terminators, digit_timeout, typed)
         if status == "timeout" and len(digits) >= min_d:
             status = "success"
         if status == "success" and digits:
@@ -480,8 +507,7 @@ def app_read(call: SimCall, leg: Leg, arg: str, r: Running) -> str:
     digit_timeout = _int(a[6], 0) or timeout
     entry = _next(call.caller.digits, call, "digits_index") if leg is call.a else None
     typed = entry[0] if isinstance(entry, tuple) else entry
-    status, digits, _ = do_read(call, leg, min_d, max_d, prompt, timeout, terminators,
-                                digit_timeout, typed)
+    status, digits, _ = do_read(call, leg, min_d, max_d, prompt, timeout, terminators, digit_timeout, typed)
     if var and digits:
         leg.set_var(var, digits)
     return "_none_"
@@ -507,7 +533,7 @@ def app_export(call: SimCall, leg: Leg, arg: str, r: Running) -> str:
     name = name.strip()
     local = True
     if name.startswith("nolocal:"):
-        name, local = name[len("nolocal:"):], False
+        name, local = name[len("nolocal:") :], False
     if local:
         leg.set_var(name, value or None)
     exported = [v for v in (leg.get_var("export_vars") or "").split(",") if v]
@@ -596,11 +622,11 @@ def app_sched_hangup(call: SimCall, leg: Leg, arg: str, r: Running) -> str:
             hangup_b(call, leg, cause)
         return "_none_"
     if leg is call.a:
-        call.a_timers.append(call.clock.call_later(
-            delay, lambda: call.hangup_a(cause, remote=False)))
+        call.a_timers.append(call.clock.call_later(delay, lambda: call.hangup_a(cause, remote=False)))
     else:
-        target.timers.append(call.clock.call_later(
-            delay, lambda: hangup_b(call, target, cause) if target.alive else None))
+        target.timers.append(
+            call.clock.call_later(delay, lambda: hangup_b(call, target, cause) if target.alive else None)
+        )
     return "_none_"
 
 
@@ -659,8 +685,7 @@ def app_bind_digit_action(call: SimCall, leg: Leg, arg: str, r: Running) -> str:
     if len(p) >= 3:
         p += [""] * (6 - len(p))
         realm, digits, action, value = p[0], p[1], p[2], p[3]
-        call.digit_bindings.setdefault(realm, []).append(
-            (realm, digits, action, value, p[4] or "self", p[5] or "self"))
+        call.digit_bindings.setdefault(realm, []).append((realm, digits, action, value, p[4] or "self", p[5] or "self"))
     return "_none_"
 
 
@@ -699,6 +724,7 @@ def app_noop(call: SimCall, leg: Leg, arg: str, r: Running) -> str:
 
 
 # --- B legs and CDR variables --------------------------------------------------------
+
 
 def hangup_b(call: SimCall, b: Leg, cause: str, *, events_only: bool = False) -> None:
     """B's CHANNEL_HANGUP; the rest of its teardown follows the bridge."""
@@ -759,9 +785,13 @@ def report_cdr(call: SimCall, leg: Leg) -> None:
     if not call.switch.cdr_reporters:
         return
     idn = leg.identity
-    headers = [("Core-UUID", idn.core_uuid), ("FreeSWITCH-Switchname", idn.hostname),
-               *leg.basic_data(), *leg.profile.headers("Caller-"),
-               *(("variable_" + k, v) for k, v in leg.vars.items())]
+    headers = [
+        ("Core-UUID", idn.core_uuid),
+        ("FreeSWITCH-Switchname", idn.hostname),
+        *leg.basic_data(),
+        *leg.profile.headers("Caller-"),
+        *(("variable_" + k, v) for k, v in leg.vars.items()),
+    ]
     for reporter in list(call.switch.cdr_reporters):
         reporter.report(call.clock, leg, headers)
 
@@ -806,10 +836,18 @@ def set_cdr_vars(call: SimCall, leg: Leg) -> None:
     if progress:
         sv("progress_stamp", _stamp(progress))
     sv("end_stamp", _stamp(end))
-    for name, us in (("start", created), ("profile_start", created), ("answer", answered),
-                     ("bridge", leg.bridged_us), ("last_hold", 0), ("hold_accum", None),
-                     ("resurrect", 0), ("progress", progress), ("progress_media", 0),
-                     ("end", end)):
+    for name, us in (
+        ("start", created),
+        ("profile_start", created),
+        ("answer", answered),
+        ("bridge", leg.bridged_us),
+        ("last_hold", 0),
+        ("hold_accum", None),
+        ("resurrect", 0),
+        ("progress", progress),
+        ("progress_media", 0),
+        ("end", end),
+    ):
         if us is None:
             sv("hold_accum_seconds", "0")
             sv("hold_accum_usec", "0")
@@ -858,13 +896,27 @@ App = Callable[["SimCall", Leg, str, Running], str]
 
 # bridge (cardd.sim.bridge) is added by the switch: it runs these apps on its B legs.
 APPS: dict[str, App] = {
-    "answer": app_answer, "pre_answer": app_noop, "playback": app_playback,
-    "play_and_get_digits": app_play_and_get_digits, "read": app_read, "say": app_say,
-    "set": app_set, "export": app_export, "unset": app_unset, "sleep": app_sleep,
-    "sched_hangup": app_sched_hangup, "sched_broadcast": app_sched_broadcast,
+    "answer": app_answer,
+    "pre_answer": app_noop,
+    "playback": app_playback,
+    "play_and_get_digits": app_play_and_get_digits,
+    "read": app_read,
+    "say": app_say,
+    "set": app_set,
+    "export": app_export,
+    "unset": app_unset,
+    "sleep": app_sleep,
+    "sched_hangup": app_sched_hangup,
+    "sched_broadcast": app_sched_broadcast,
     "bind_digit_action": app_bind_digit_action,
     "digit_action_set_realm": app_digit_action_set_realm,
-    "clear_digit_action": app_clear_digit_action, "hangup": app_hangup,
-    "ring_ready": app_noop, "log": app_noop, "info": app_noop,
-    "park": app_noop, "event": app_noop, "sched_cancel": app_noop, "flush_dtmf": app_flush_dtmf,
+    "clear_digit_action": app_clear_digit_action,
+    "hangup": app_hangup,
+    "ring_ready": app_noop,
+    "log": app_noop,
+    "info": app_noop,
+    "park": app_noop,
+    "event": app_noop,
+    "sched_cancel": app_noop,
+    "flush_dtmf": app_flush_dtmf,
 }

@@ -30,9 +30,15 @@ CALLEE_BYE_LAG = apps.RUNTIME_TICK
 
 # Causes for which a failed bridge does not hang A up without continue_on_fail.
 _NO_HANGUP = ("NO_ANSWER", "NO_USER_RESPONSE", "ORIGINATOR_CANCEL")
-_DIALSTATUS = {"USER_BUSY": "BUSY", "NO_ANSWER": "NOANSWER", "NO_USER_RESPONSE": "NOANSWER",
-               "NORMAL_TEMPORARY_FAILURE": "NORMAL_TEMPORARY_FAILURE", "SUCCESS": "SUCCESS",
-               "CALL_REJECTED": "BUSY", "UNALLOCATED_NUMBER": "INVALIDARGS"}
+_DIALSTATUS = {
+    "USER_BUSY": "BUSY",
+    "NO_ANSWER": "NOANSWER",
+    "NO_USER_RESPONSE": "NOANSWER",
+    "NORMAL_TEMPORARY_FAILURE": "NORMAL_TEMPORARY_FAILURE",
+    "SUCCESS": "SUCCESS",
+    "CALL_REJECTED": "BUSY",
+    "UNALLOCATED_NUMBER": "INVALIDARGS",
+}
 
 
 def split_vars(body: str) -> list[tuple[str, str]]:
@@ -92,7 +98,7 @@ def parse_dial_string(text: str) -> tuple[list[tuple[str, str]], list[list[DialL
     if text.startswith("{"):
         end = _closing(text, 0, "{", "}")
         gvars = split_vars(text[1:end])
-        text = text[end + 1:]
+        text = text[end + 1 :]
     groups = []
     for group in _split_top(text, "|"):
         legs = []
@@ -101,7 +107,7 @@ def parse_dial_string(text: str) -> tuple[list[tuple[str, str]], list[list[DialL
             while item.startswith("["):
                 end = _closing(item, 0, "[", "]")
                 lvars += split_vars(item[1:end])
-                item = item[end + 1:].strip()
+                item = item[end + 1 :].strip()
             legs.append(DialLeg(lvars, item))
         groups.append(legs)
     return gvars, groups
@@ -177,22 +183,30 @@ def _callee(call: SimCall, dl: DialLeg) -> Callee:
 
 def _new_b(call: SimCall, a: Leg, dl: DialLeg, lvars: list[tuple[str, str]]) -> Leg:
     v = dict(lvars)
-    b_uuid = v.get("origination_uuid") or (call.b_uuids.pop(0) if call.b_uuids
-                                           else apps.new_uuid())
+    b_uuid = v.get("origination_uuid") or (call.b_uuids.pop(0) if call.b_uuids else apps.new_uuid())
     name = dl.endpoint
     now = call.us()
     ap = a.profile
     cid_name, cid_number = sofia.caller_id(a.vars, {}, v, ap.cid_name, ap.cid_number)
-    prof = Profile(direction="outbound", username=ap.username,
-                   cid_name=cid_name, cid_number=cid_number,
-                   orig_cid_name=ap.cid_name, orig_cid_number=ap.cid_number,
-                   callee_name="Outbound Call", callee_number=dl.number,
-                   network_addr=ap.network_addr, ani=ap.ani, destination=dl.number,
-                   uuid=b_uuid, context=ap.context, channel_name=name)
+    prof = Profile(
+        direction="outbound",
+        username=ap.username,
+        cid_name=cid_name,
+        cid_number=cid_number,
+        orig_cid_name=ap.cid_name,
+        orig_cid_number=ap.cid_number,
+        callee_name="Outbound Call",
+        callee_number=dl.number,
+        network_addr=ap.network_addr,
+        ani=ap.ani,
+        destination=dl.number,
+        uuid=b_uuid,
+        context=ap.context,
+        channel_name=name,
+    )
     prof.times["Profile-Created-Time"] = now
     prof.times["Channel-Created-Time"] = now
-    b = Leg(call.identity, prof, name=name, direction="outbound", call_uuid=a.uuid,
-            hit_dialplan=False)
+    b = Leg(call.identity, prof, name=name, direction="outbound", call_uuid=a.uuid, hit_dialplan=False)
     b.created_us = now
     other = copy.copy(ap)
     other.callee_name = None
@@ -202,29 +216,53 @@ def _new_b(call: SimCall, a: Leg, dl: DialLeg, lvars: list[tuple[str, str]]) -> 
     call.legs[b_uuid] = b
     call.switch.register(call, b)
     sid = str(call.switch.next_session_id())
-    for k, val in (("direction", "outbound"), ("is_outbound", "true"), ("uuid", b_uuid),
-                   ("session_id", sid), ("channel_name", name),
-                   ("sip_destination_url", _sip_url(dl.endpoint)), ("max_forwards", "69"),
-                   ("originator", a.uuid), ("signal_bond", a.uuid), ("call_uuid", a.uuid)):
+    for k, val in (
+        ("direction", "outbound"),
+        ("is_outbound", "true"),
+        ("uuid", b_uuid),
+        ("session_id", sid),
+        ("channel_name", name),
+        ("sip_destination_url", _sip_url(dl.endpoint)),
+        ("max_forwards", "69"),
+        ("originator", a.uuid),
+        ("signal_bond", a.uuid),
+        ("call_uuid", a.uuid),
+    ):
         b.set_var(k, val)
     for k, val in lvars:
         b.set_var(k, val)
-    for k, val in (("originate_early_media", "true"), ("originating_leg_uuid", a.uuid),
-                   ("originate_endpoint", name.split("/")[0])):
+    for k, val in (
+        ("originate_early_media", "true"),
+        ("originating_leg_uuid", a.uuid),
+        ("originate_endpoint", name.split("/")[0]),
+    ):
         b.set_var(k, val)
     # What the callee's phone shows (sofia_glue_do_invite's From).
-    b.sip_from = sofia.outgoing_from(call.switch.sofia, dl.endpoint, cid_name, cid_number,
-                                     b.vars)
+    b.sip_from = sofia.outgoing_from(call.switch.sofia, dl.endpoint, cid_name, cid_number, b.vars)
     return b
 
 
-def originate(call: SimCall, a: Leg, state: apps.BridgeState, dl: DialLeg,
-              lvars: list[tuple[str, str]], callee: Callee, gdict: dict[str, str]
-              ) -> tuple[Leg, str]:
+def originate(
+    call: SimCall,
+    a: Leg,
+    state: apps.BridgeState,
+    dl: DialLeg,
+    lvars: list[tuple[str, str]],
+    callee: Callee,
+    gdict: dict[str, str],
+) -> tuple[Leg, str]:
     b = _new_b(call, a, dl, lvars)
     state.b = b
-    call.transcript.add(call.rel(), "B", "dial", number=dl.number, endpoint=dl.endpoint,
-                        uuid=b.uuid, outcome=callee.outcome, sip_from=str(b.sip_from))
+    call.transcript.add(
+        call.rel(),
+        "B",
+        "dial",
+        number=dl.number,
+        endpoint=dl.endpoint,
+        uuid=b.uuid,
+        outcome=callee.outcome,
+        sip_from=str(b.sip_from),
+    )
     _create_b(call, b)
     timeout = float(dict(lvars).get("originate_timeout") or gdict.get("originate_timeout") or 60)
     gone = lambda: not b.alive or not a.alive  # noqa: E731
@@ -275,15 +313,13 @@ def _answered(call: SimCall, state: apps.BridgeState, b: Leg, callee: Callee) ->
     for name, value in list(b.vars.items()):
         if name.startswith("execute_on_answer"):
             app, _, app_arg = value.partition(" ")
-            apps.execute(call, b, apps.Pending(app, app_arg, apps.new_uuid(), True),
-                         loops=False)
+            apps.execute(call, b, apps.Pending(app, app_arg, apps.new_uuid(), True), loops=False)
     if callee.talk is not None:
         # Timed from B's answer stamp (whole microseconds), not from the float
         # clock: stamped separately, the two ends of a 12.02 s talk could be
         # 12019.999 ms apart and billmsec read 12019 where the switch says 12020.
         bye_at = b.answered_us / 1_000_000 + callee.talk + CALLEE_BYE_LAG
-        b.timers.append(call.clock.call_later(bye_at - call.clock.now(),
-                                              lambda: _callee_bye(call, b)))
+        b.timers.append(call.clock.call_later(bye_at - call.clock.now(), lambda: _callee_bye(call, b)))
 
 
 def _create_b(call: SimCall, b: Leg) -> None:
@@ -298,9 +334,14 @@ def _create_b(call: SimCall, b: Leg) -> None:
     call.fire(b, "CHANNEL_STATE", variables=False)
 
 
-def originate_parallel(call: SimCall, a: Leg, state: apps.BridgeState, group: list[DialLeg],
-                       gvars: list[tuple[str, str]], gdict: dict[str, str]
-                       ) -> tuple[Leg | None, str, list[tuple[str, str]]]:
+def originate_parallel(
+    call: SimCall,
+    a: Leg,
+    state: apps.BridgeState,
+    group: list[DialLeg],
+    gvars: list[tuple[str, str]],
+    gdict: dict[str, str],
+) -> tuple[Leg | None, str, list[tuple[str, str]]]:
     """`a,b`: every leg rings at once; the first to answer wins and the
     others are hung up with LOSE_RACE (switch_ivr_originate.c). When none
     answers, the first leg's cause is reported (UNVERIFIED: no capture)."""
@@ -309,8 +350,16 @@ def originate_parallel(call: SimCall, a: Leg, state: apps.BridgeState, group: li
         lvars = gvars + dl.vars
         callee = _callee(call, dl)
         b = _new_b(call, a, dl, lvars)
-        call.transcript.add(call.rel(), "B", "dial", number=dl.number, endpoint=dl.endpoint,
-                            uuid=b.uuid, outcome=callee.outcome, sip_from=str(b.sip_from))
+        call.transcript.add(
+            call.rel(),
+            "B",
+            "dial",
+            number=dl.number,
+            endpoint=dl.endpoint,
+            uuid=b.uuid,
+            outcome=callee.outcome,
+            sip_from=str(b.sip_from),
+        )
         _create_b(call, b)
         legs.append((b, callee, lvars))
     state.b = legs[0][0]  # what a digit action's `peer` reaches while they ring
@@ -355,8 +404,9 @@ def originate_parallel(call: SimCall, a: Leg, state: apps.BridgeState, group: li
             b.sip_disposition = "send_cancel"
             if winner is not None:
                 b.set_var("group_dial_status", "loser")
-            apps.hangup_b(call, b, "LOSE_RACE" if winner is not None else
-                          ("ORIGINATOR_CANCEL" if not a.alive else "NO_ANSWER"))
+            apps.hangup_b(
+                call, b, "LOSE_RACE" if winner is not None else ("ORIGINATOR_CANCEL" if not a.alive else "NO_ANSWER")
+            )
         if not b.alive and b.finished is False:
             apps.finish_b(call, b)
             apps.destroy_b(call, b)
@@ -394,8 +444,7 @@ def _interrupted(call: SimCall, a: Leg, b: Leg) -> tuple[Leg, str]:
 
 
 # SIP response of a failed INVITE per cause (mod_sofia): status, phrase.
-_SIP_FAILURE = {"USER_BUSY": ("486", "Busy Here"),
-                "NORMAL_TEMPORARY_FAILURE": ("503", "Service Unavailable")}
+_SIP_FAILURE = {"USER_BUSY": ("486", "Busy Here"), "NORMAL_TEMPORARY_FAILURE": ("503", "Service Unavailable")}
 
 
 def _failed(call: SimCall, a: Leg, b: Leg | None, cause: str) -> str:
@@ -426,19 +475,26 @@ def _failed(call: SimCall, a: Leg, b: Leg | None, cause: str) -> str:
 
 def _outcome(call: SimCall, b: Leg | None, disposition: str, *, answered: bool):
     from cardd.sim.transcript import BridgeOutcome
+
     if b is None:
         return BridgeOutcome("", "", "", disposition, False)
     bill_us = (b.hangup_us - b.answered_us) if (answered and b.answered_us and b.hangup_us) else 0
     return BridgeOutcome(
-        b_uuid=b.uuid, number=b.profile.destination, dial_string=b.name,
-        disposition=disposition, answered=answered, b_hangup_cause=b.hangup_cause,
-        answer_epoch_us=b.answered_us, end_epoch_us=b.hangup_us,
+        b_uuid=b.uuid,
+        number=b.profile.destination,
+        dial_string=b.name,
+        disposition=disposition,
+        answered=answered,
+        b_hangup_cause=b.hangup_cause,
+        answer_epoch_us=b.answered_us,
+        end_epoch_us=b.hangup_us,
         billsec=(b.hangup_us // 1_000_000 - b.answered_us // 1_000_000) if bill_us else 0,
-        billmsec=bill_us // 1000, sip_from=b.sip_from)
+        billmsec=bill_us // 1000,
+        sip_from=b.sip_from,
+    )
 
 
-def talk(call: SimCall, a: Leg, b: Leg, state: apps.BridgeState, lvars: dict[str, str],
-         gdict: dict[str, str]) -> str:
+def talk(call: SimCall, a: Leg, b: Leg, state: apps.BridgeState, lvars: dict[str, str], gdict: dict[str, str]) -> str:
     now = call.us()
     # A's variables at the bridge, in FreeSWITCH's order (09, 14).
     a.push_var("originated_legs", f"{b.uuid};Outbound Call;{b.profile.destination}")
@@ -463,25 +519,36 @@ def talk(call: SimCall, a: Leg, b: Leg, state: apps.BridgeState, lvars: dict[str
     bridge_hdrs = [("Bridge-A-Unique-ID", a.uuid), ("Bridge-B-Unique-ID", b.uuid)]
     call.fire(a, "CHANNEL_BRIDGE", pre=bridge_hdrs)
     # Set by the bridge threads right after CHANNEL_BRIDGE (seen on the next events).
-    for k, v in (("bridge_to", b.uuid), ("last_bridge_to", b.uuid), ("bridge_channel", b.name),
-                 ("bridge_uuid", b.uuid), ("signal_bond", b.uuid),
-                 ("last_sent_callee_id_name", "Outbound Call"),
-                 ("last_sent_callee_id_number", b.profile.destination)):
+    for k, v in (
+        ("bridge_to", b.uuid),
+        ("last_bridge_to", b.uuid),
+        ("bridge_channel", b.name),
+        ("bridge_uuid", b.uuid),
+        ("signal_bond", b.uuid),
+        ("last_sent_callee_id_name", "Outbound Call"),
+        ("last_sent_callee_id_number", b.profile.destination),
+    ):
         a.set_var(k, v)
-    for k, v in (("call_uuid", a.uuid), ("bridge_to", a.uuid), ("last_bridge_to", a.uuid),
-                 ("bridge_channel", a.name), ("bridge_uuid", a.uuid), ("signal_bond", a.uuid),
-                 ("last_sent_callee_id_name", a.profile.cid_name),
-                 ("last_sent_callee_id_number", b.profile.cid_number)):
+    for k, v in (
+        ("call_uuid", a.uuid),
+        ("bridge_to", a.uuid),
+        ("last_bridge_to", a.uuid),
+        ("bridge_channel", a.name),
+        ("bridge_uuid", a.uuid),
+        ("signal_bond", a.uuid),
+        ("last_sent_callee_id_name", a.profile.cid_name),
+        ("last_sent_callee_id_number", b.profile.cid_number),
+    ):
         b.set_var(k, v)
     b.call_state = "ACTIVE"
     b.set_state("CS_EXCHANGE_MEDIA")
     call.fire(b, "CHANNEL_STATE", variables=False)
     call.transcript.add(call.rel(), "A", "bridged", uuid=b.uuid)
     if call.caller.hangup_after_talk is not None:
-        call.a_timers.append(call.clock.call_later(
-            call.caller.hangup_after_talk,
-            lambda: call.hangup_a("NORMAL_CLEARING", remote=True)))
-    apps.wait_until(call, a, 10 ** 9, lambda: not a.alive or not b.alive)
+        call.a_timers.append(
+            call.clock.call_later(call.caller.hangup_after_talk, lambda: call.hangup_a("NORMAL_CLEARING", remote=True))
+        )
+    apps.wait_until(call, a, 10**9, lambda: not a.alive or not b.alive)
     a_first = not a.alive and b.alive
     if a_first:
         # Fact 26: B goes down completely before A's UNBRIDGE (15, 20).
@@ -509,8 +576,9 @@ def talk(call: SimCall, a: Leg, b: Leg, state: apps.BridgeState, lvars: dict[str
     call.fire(a, "CHANNEL_UNBRIDGE", pre=bridge_hdrs)
     call.transcript.bridges.append(_outcome(call, b, "SUCCESS", answered=True))
     out = call.transcript.bridges[-1]
-    call.transcript.add(call.rel(), "A", "bridge", outcome="SUCCESS", b_cause=cause,
-                        billsec=out.billsec, billmsec=out.billmsec)
+    call.transcript.add(
+        call.rel(), "A", "bridge", outcome="SUCCESS", b_cause=cause, billsec=out.billsec, billmsec=out.billmsec
+    )
     if not a_first:
         # Fact 14: B's teardown comes after A's bridge completion; the
         # completion itself is emitted by apps.execute when we return.
@@ -518,6 +586,7 @@ def talk(call: SimCall, a: Leg, b: Leg, state: apps.BridgeState, lvars: dict[str
             b.set_var("call_uuid", b.uuid)
             apps.finish_b(call, b)
             apps.destroy_b(call, b)
+
         call.post_complete.append(b_done)
     hab = (a.get_var("hangup_after_bridge") or "").lower() in ("true", "yes", "1", "on")
     pab = (a.get_var("park_after_bridge") or "").lower() in ("true", "yes", "1", "on")

@@ -60,10 +60,21 @@ class JsonCdrPoster:
     rely on). `delay` is in seconds, on the call's clock when posting in
     the leg's thread, in real time from the background thread."""
 
-    def __init__(self, switch, url: str | list[str], *, retries: int = 2, delay: float = 0.5,
-                 encode: str = "false", encode_values: bool = False,
-                 legs: str = "ab", timeout: float | None = 5.0, cred: str | None = None,
-                 queue_capacity: int | None = 1000, disable_100_continue: bool = False):
+    def __init__(
+        self,
+        switch,
+        url: str | list[str],
+        *,
+        retries: int = 2,
+        delay: float = 0.5,
+        encode: str = "false",
+        encode_values: bool = False,
+        legs: str = "ab",
+        timeout: float | None = 5.0,
+        cred: str | None = None,
+        queue_capacity: int | None = 1000,
+        disable_100_continue: bool = False,
+    ):
         if encode not in ("false", "true", "base64"):
             raise ValueError("encode must be false, true or base64")
         self.switch = switch
@@ -79,9 +90,9 @@ class JsonCdrPoster:
         self.queue_capacity = queue_capacity
         self.disable_100_continue = disable_100_continue
         self.enabled = True
-        self.posted: list[dict] = []     # documents delivered (2xx)
-        self.failed: list[dict] = []     # documents given up on (the err-log-dir)
-        self.requests: list[dict] = []   # every try: url, headers, status
+        self.posted: list[dict] = []  # documents delivered (2xx)
+        self.failed: list[dict] = []  # documents given up on (the err-log-dir)
+        self.requests: list[dict] = []  # every try: url, headers, status
         self._greenlets: list[gevent.Greenlet] = []
         switch.inbound.append(self)
         switch.cdr_reporters.append(self)
@@ -91,8 +102,9 @@ class JsonCdrPoster:
         return self.urls[self.url_index]
 
     @classmethod
-    def from_conf(cls, switch, path: str | os.PathLike, *,
-                  variables: dict[str, str] | None = None, **override) -> JsonCdrPoster:
+    def from_conf(
+        cls, switch, path: str | os.PathLike, *, variables: dict[str, str] | None = None, **override
+    ) -> JsonCdrPoster:
         """A poster configured as mod_json_cdr_load reads `path` (a
         json_cdr.conf.xml): the file is read now, so it is whatever it says.
         `variables` stand for FreeSWITCH's global variables (vars.xml) in
@@ -121,18 +133,22 @@ class JsonCdrPoster:
         retries = _atoi(params.get("retries"))
         delay = _atoi(params.get("delay"))
         if retries and not delay:
-            delay = 5           # "Retries set but delay 0 setting to 5 seconds"
+            delay = 5  # "Retries set but delay 0 setting to 5 seconds"
         encode = params.get("encode", "false").strip().lower()
         encode = "base64" if encode == "base64" else ("true" if true("encode", False) else "false")
         capacity = _atoi(params.get("queue-capacity"))
-        kw: dict[str, Any] = dict(retries=retries, delay=delay, encode=encode,
-                  encode_values=true("encode-values", True),
-                  legs="ab" if true("log-b-leg", True) else "a",
-                  timeout=max(_atoi(params.get("timeout")), 0) or None,
-                  cred=params.get("cred") or None,
-                  queue_capacity=capacity if capacity > 0 else None,
-                  disable_100_continue=true("disable-100-continue", False))
-        if "url" in override:       # the file's settings, another endpoint (tests)
+        kw: dict[str, Any] = dict(
+            retries=retries,
+            delay=delay,
+            encode=encode,
+            encode_values=true("encode-values", True),
+            legs="ab" if true("log-b-leg", True) else "a",
+            timeout=max(_atoi(params.get("timeout")), 0) or None,
+            cred=params.get("cred") or None,
+            queue_capacity=capacity if capacity > 0 else None,
+            disable_100_continue=true("disable-100-continue", False),
+        )
+        if "url" in override:  # the file's settings, another endpoint (tests)
             urls = [override.pop("url")]
         kw.update(override)
         if not urls:
@@ -143,15 +159,13 @@ class JsonCdrPoster:
 
     def offer(self, name: str, headers: list[tuple[str, str]]) -> None:
         """The background mode: posted after CHANNEL_HANGUP_COMPLETE."""
-        if name != "CHANNEL_HANGUP_COMPLETE" or not self.enabled \
-                or self.queue_capacity is None:
+        if name != "CHANNEL_HANGUP_COMPLETE" or not self.enabled or self.queue_capacity is None:
             return
         hd = dict(headers)
         leg = "b" if hd.get("Call-Direction", "") == "outbound" else "a"
         if leg not in self.legs:
             return
-        if len(self._greenlets) - len([g for g in self._greenlets if g.ready()]) \
-                >= self.queue_capacity:
+        if len(self._greenlets) - len([g for g in self._greenlets if g.ready()]) >= self.queue_capacity:
             # switch_queue_trypush failed: "Unable to push cdr to queue", backed up
             self.failed.append(self.document(headers))
             return
@@ -175,10 +189,16 @@ class JsonCdrPoster:
         channel_data: dict[str, str] = {}
         for k, v in headers:
             if k.startswith("variable_"):
-                name = k[len("variable_"):]
+                name = k[len("variable_") :]
                 variables.setdefault(name, quote(v, safe="") if self.encode_values else v)
-        for k in ("Channel-State", "Channel-State-Number", "Channel-Name", "Unique-ID",
-                  "Call-Direction", "Answer-State"):
+        for k in (
+            "Channel-State",
+            "Channel-State-Number",
+            "Channel-Name",
+            "Unique-ID",
+            "Call-Direction",
+            "Answer-State",
+        ):
             if k in hd:
                 channel_data[k.lower().replace("-", "_")] = hd[k]
         variables.setdefault("uuid", hd.get("Unique-ID", ""))
@@ -187,10 +207,16 @@ class JsonCdrPoster:
             "switchname": hd.get("FreeSWITCH-Switchname", ""),
             "channel_data": channel_data,
             "variables": variables,
-            "callflow": [{"profile_index": "1", "caller_profile": {
-                "uuid": hd.get("Unique-ID", ""),
-                "caller_id_number": hd.get("Caller-Caller-ID-Number", ""),
-                "destination_number": hd.get("Caller-Destination-Number", "")}}],
+            "callflow": [
+                {
+                    "profile_index": "1",
+                    "caller_profile": {
+                        "uuid": hd.get("Unique-ID", ""),
+                        "caller_id_number": hd.get("Caller-Caller-ID-Number", ""),
+                        "destination_number": hd.get("Caller-Destination-Number", ""),
+                    },
+                }
+            ],
         }
 
     def body(self, doc: dict) -> tuple[bytes, str]:
@@ -198,8 +224,9 @@ class JsonCdrPoster:
         if self.encode == "true":
             return ("cdr=" + quote(data, safe="")).encode("ascii"), "application/x-www-form-urlencoded"
         if self.encode == "base64":
-            return ("cdr=" + base64.b64encode(data.encode()).decode("ascii")).encode("ascii"), \
-                "application/x-www-form-base64-encoded"
+            return ("cdr=" + base64.b64encode(data.encode()).decode("ascii")).encode(
+                "ascii"
+            ), "application/x-www-form-base64-encoded"
         return data.encode("utf-8"), "application/json"
 
     # -- delivery ------------------------------------------------------------------
@@ -217,15 +244,12 @@ class JsonCdrPoster:
             # first: curl's own POSTFIELDS type goes out.
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         if self.cred:
-            headers["Authorization"] = "Basic " + base64.b64encode(
-                self.cred.encode("utf-8")).decode("ascii")
-        conn_cls = http.client.HTTPSConnection if parts.scheme == "https" \
-            else http.client.HTTPConnection
+            headers["Authorization"] = "Basic " + base64.b64encode(self.cred.encode("utf-8")).decode("ascii")
+        conn_cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
         conn = conn_cls(parts.hostname, parts.port, timeout=self.timeout)
         status = 0
         try:
-            conn.request("POST", f"{parts.path or '/'}?{parts.query}", body=body,
-                         headers=headers)
+            conn.request("POST", f"{parts.path or '/'}?{parts.query}", body=body, headers=headers)
             resp = conn.getresponse()
             resp.read()
             status = resp.status
@@ -246,8 +270,7 @@ class JsonCdrPoster:
                 return
             # "Got error [%ld] posting to web server": the next try uses the next url.
             self.url_index = (self.url_index + 1) % len(self.urls)
-        log.info("json_cdr: giving up on %s after %d tries", doc["variables"].get("uuid"),
-                 self.retries + 1)
+        log.info("json_cdr: giving up on %s after %d tries", doc["variables"].get("uuid"), self.retries + 1)
         self.failed.append(doc)
 
     def resend_failed(self) -> int:
@@ -285,7 +308,9 @@ def _atoi(text: str | None) -> int:
 def _expand(value: str, variables: dict[str, str], where: str) -> str:
     def one(m: re.Match) -> str:
         if m.group(1) not in variables:
-            raise ValueError(f"{where}: $${{{m.group(1)}}} is a FreeSWITCH global variable; "
-                             f"pass its value in variables=")
+            raise ValueError(
+                f"{where}: $${{{m.group(1)}}} is a FreeSWITCH global variable; pass its value in variables="
+            )
         return variables[m.group(1)]
+
     return re.sub(r"\$\$\{([^}]+)\}", one, value)

@@ -24,9 +24,19 @@ if TYPE_CHECKING:  # sofia imports this module
 
 # switch_channel_state_t numbering (switch_types.h).
 STATE_NUMBER = {
-    "CS_NEW": 0, "CS_INIT": 1, "CS_ROUTING": 2, "CS_SOFT_EXECUTE": 3, "CS_EXECUTE": 4,
-    "CS_EXCHANGE_MEDIA": 5, "CS_PARK": 6, "CS_CONSUME_MEDIA": 7, "CS_HIBERNATE": 8,
-    "CS_RESET": 9, "CS_HANGUP": 10, "CS_REPORTING": 11, "CS_DESTROY": 12,
+    "CS_NEW": 0,
+    "CS_INIT": 1,
+    "CS_ROUTING": 2,
+    "CS_SOFT_EXECUTE": 3,
+    "CS_EXECUTE": 4,
+    "CS_EXCHANGE_MEDIA": 5,
+    "CS_PARK": 6,
+    "CS_CONSUME_MEDIA": 7,
+    "CS_HIBERNATE": 8,
+    "CS_RESET": 9,
+    "CS_HANGUP": 10,
+    "CS_REPORTING": 11,
+    "CS_DESTROY": 12,
 }
 
 # Where FreeSWITCH 1.10.12 raises each event (Event-Calling-* headers, captured).
@@ -39,11 +49,9 @@ CALLING = {
     "CHANNEL_ANSWER": ("switch_channel.c", "switch_channel_perform_mark_answered", "3846"),
     "CHANNEL_HANGUP": ("switch_channel.c", "switch_channel_perform_hangup", "3445"),
     "CHANNEL_STATE": ("switch_channel.c", "switch_channel_perform_set_running_state", "2408"),
-    "CHANNEL_HANGUP_COMPLETE": ("switch_core_state_machine.c",
-                                "switch_core_session_reporting_state", "943"),
+    "CHANNEL_HANGUP_COMPLETE": ("switch_core_state_machine.c", "switch_core_session_reporting_state", "943"),
     "CHANNEL_CREATE": ("switch_core_state_machine.c", "switch_core_session_run", "626"),
-    "CHANNEL_PROGRESS": ("switch_channel.c", "switch_channel_perform_mark_ring_ready_value",
-                         "3505"),
+    "CHANNEL_PROGRESS": ("switch_channel.c", "switch_channel_perform_mark_ring_ready_value", "3505"),
     "CHANNEL_BRIDGE": ("switch_ivr_bridge.c", "switch_ivr_multi_threaded_bridge", "1689"),
     "CHANNEL_UNBRIDGE": ("switch_ivr_bridge.c", "switch_ivr_multi_threaded_bridge", "1879"),
     "DTMF": ("switch_channel.c", "switch_channel_dequeue_dtmf", "677"),
@@ -51,18 +59,36 @@ CALLING = {
 
 # Q.850 codes of the causes the simulator produces (switch_channel.c table).
 Q850 = {
-    "NORMAL_CLEARING": 16, "USER_BUSY": 17, "NO_USER_RESPONSE": 18, "NO_ANSWER": 19,
-    "CALL_REJECTED": 21, "NORMAL_TEMPORARY_FAILURE": 41, "ORIGINATOR_CANCEL": 487,
-    "ALLOTTED_TIMEOUT": 602, "UNALLOCATED_NUMBER": 1, "NO_ROUTE_DESTINATION": 3,
-    "DESTINATION_OUT_OF_ORDER": 27, "RECOVERY_ON_TIMER_EXPIRE": 102, "LOSE_RACE": 502,
+    "NORMAL_CLEARING": 16,
+    "USER_BUSY": 17,
+    "NO_USER_RESPONSE": 18,
+    "NO_ANSWER": 19,
+    "CALL_REJECTED": 21,
+    "NORMAL_TEMPORARY_FAILURE": 41,
+    "ORIGINATOR_CANCEL": 487,
+    "ALLOTTED_TIMEOUT": 602,
+    "UNALLOCATED_NUMBER": 1,
+    "NO_ROUTE_DESTINATION": 3,
+    "DESTINATION_OUT_OF_ORDER": 27,
+    "RECOVERY_ON_TIMER_EXPIRE": 102,
+    "LOSE_RACE": 502,
 }
 
 # Caller-profile fields in switch_caller_profile_event_set_data order; the
 # Callee-ID pair appears once the profile has one (B legs, A after a bridge).
-_TIME_FIELDS = ("Profile-Created-Time", "Channel-Created-Time", "Channel-Answered-Time",
-                "Channel-Progress-Time", "Channel-Progress-Media-Time",
-                "Channel-Hangup-Time", "Channel-Transfer-Time", "Channel-Resurrect-Time",
-                "Channel-Bridged-Time", "Channel-Last-Hold", "Channel-Hold-Accum")
+_TIME_FIELDS = (
+    "Profile-Created-Time",
+    "Channel-Created-Time",
+    "Channel-Answered-Time",
+    "Channel-Progress-Time",
+    "Channel-Progress-Media-Time",
+    "Channel-Hangup-Time",
+    "Channel-Transfer-Time",
+    "Channel-Resurrect-Time",
+    "Channel-Bridged-Time",
+    "Channel-Last-Hold",
+    "Channel-Hold-Accum",
+)
 
 
 def new_uuid() -> str:
@@ -86,10 +112,29 @@ def hangup_cause_name(text: str | None) -> str:
 class Profile:
     """A caller profile (switch_caller_profile_t) with its timestamps (µs)."""
 
-    __slots__ = ("direction", "logical_direction", "username", "dialplan", "cid_name",
-                 "cid_number", "orig_cid_name", "orig_cid_number", "callee_name",
-                 "callee_number", "network_addr", "ani", "destination", "uuid", "source",
-                 "context", "channel_name", "times", "rdnis", "transfer_source", "index")
+    __slots__ = (
+        "direction",
+        "logical_direction",
+        "username",
+        "dialplan",
+        "cid_name",
+        "cid_number",
+        "orig_cid_name",
+        "orig_cid_number",
+        "callee_name",
+        "callee_number",
+        "network_addr",
+        "ani",
+        "destination",
+        "uuid",
+        "source",
+        "context",
+        "channel_name",
+        "times",
+        "rdnis",
+        "transfer_source",
+        "index",
+    )
 
     def __init__(self, **kw):
         self.direction = kw.get("direction", "inbound")
@@ -114,21 +159,28 @@ class Profile:
         self.index = kw.get("index", "1")
         self.times = dict.fromkeys(_TIME_FIELDS, 0)
 
-    def headers(self, prefix: str, *, index: bool = True,
-                times: dict[str, int] | None = None) -> list[tuple[str, str]]:
+    def headers(self, prefix: str, *, index: bool = True, times: dict[str, int] | None = None) -> list[tuple[str, str]]:
         p = prefix
-        out = [(p + "Direction", self.direction),
-               (p + "Logical-Direction", self.logical_direction),
-               (p + "Username", self.username), (p + "Dialplan", self.dialplan),
-               (p + "Caller-ID-Name", self.cid_name), (p + "Caller-ID-Number", self.cid_number),
-               (p + "Orig-Caller-ID-Name", self.orig_cid_name),
-               (p + "Orig-Caller-ID-Number", self.orig_cid_number)]
+        out = [
+            (p + "Direction", self.direction),
+            (p + "Logical-Direction", self.logical_direction),
+            (p + "Username", self.username),
+            (p + "Dialplan", self.dialplan),
+            (p + "Caller-ID-Name", self.cid_name),
+            (p + "Caller-ID-Number", self.cid_number),
+            (p + "Orig-Caller-ID-Name", self.orig_cid_name),
+            (p + "Orig-Caller-ID-Number", self.orig_cid_number),
+        ]
         if self.callee_name is not None:
             out.append((p + "Callee-ID-Name", self.callee_name))
             out.append((p + "Callee-ID-Number", self.callee_number or ""))
-        out += [(p + "Network-Addr", self.network_addr), (p + "ANI", self.ani),
-                (p + "Destination-Number", self.destination),
-                (p + "Unique-ID", self.uuid), (p + "Source", self.source)]
+        out += [
+            (p + "Network-Addr", self.network_addr),
+            (p + "ANI", self.ani),
+            (p + "Destination-Number", self.destination),
+            (p + "Unique-ID", self.uuid),
+            (p + "Source", self.source),
+        ]
         # switch_caller_profile_event_set_data order (switch_caller.c)
         if self.transfer_source:
             out.append((p + "Transfer-Source", self.transfer_source))
@@ -140,16 +192,21 @@ class Profile:
             out.append((p + "Profile-Index", self.index))
         t = self.times if times is None else times
         out += [(p + name, str(t[name])) for name in _TIME_FIELDS]
-        out += [(p + "Screen-Bit", "true"), (p + "Privacy-Hide-Name", "false"),
-                (p + "Privacy-Hide-Number", "false")]
+        out += [(p + "Screen-Bit", "true"), (p + "Privacy-Hide-Name", "false"), (p + "Privacy-Hide-Number", "false")]
         return out
 
 
 class Identity:
     """What every event of one switch carries (FreeSWITCH-* and Core-UUID)."""
 
-    def __init__(self, core_uuid: str, hostname: str = "fs1", ipv4: str = "192.0.2.2",
-                 ipv6: str = "2001:db8::2", sequence: int = 400):
+    def __init__(
+        self,
+        core_uuid: str,
+        hostname: str = "fs1",
+        ipv4: str = "192.0.2.2",
+        ipv6: str = "2001:db8::2",
+        sequence: int = 400,
+    ):
         self.core_uuid = core_uuid
         self.hostname = hostname
         self.ipv4 = ipv4
@@ -164,17 +221,27 @@ class Identity:
 def date_headers(epoch: float) -> list[tuple[str, str]]:
     us = int(round(epoch * 1_000_000))
     secs = us // 1_000_000
-    return [("Event-Date-Local", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(secs))),
-            ("Event-Date-GMT", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(secs))),
-            ("Event-Date-Timestamp", str(us))]
+    return [
+        ("Event-Date-Local", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(secs))),
+        ("Event-Date-GMT", time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(secs))),
+        ("Event-Date-Timestamp", str(us)),
+    ]
 
 
 class Leg:
     """One channel. Variables keep insertion order; setting one moves it to
     the end, as switch_channel_set_variable deletes then appends."""
 
-    def __init__(self, identity: Identity, profile: Profile, *, name: str, direction: str,
-                 call_uuid: str | None = None, hit_dialplan: bool = True):
+    def __init__(
+        self,
+        identity: Identity,
+        profile: Profile,
+        *,
+        name: str,
+        direction: str,
+        call_uuid: str | None = None,
+        hit_dialplan: bool = True,
+    ):
         self.identity = identity
         self.profile = profile
         self.uuid = profile.uuid
@@ -218,7 +285,7 @@ class Leg:
         self.sip_disposition: str | None = None
         self.digits_dialed = ""
         self.timers: list = []  # clock timers that die with this leg
-        self.finished = False     # CHANNEL_HANGUP_COMPLETE sent
+        self.finished = False  # CHANNEL_HANGUP_COMPLETE sent
 
     # --- variables ----------------------------------------------------------
     def set_var(self, name: str, value: str | None) -> None:
@@ -249,19 +316,34 @@ class Leg:
         self.state_number = STATE_NUMBER[running] if number is None else number
 
     # --- events -------------------------------------------------------------
-    def event(self, name: str, epoch: float, *, variables: bool = True,
-              pre: Iterable[tuple[str, str]] = (), post: Iterable[tuple[str, str]] = (),
-              calling: tuple[str, str, str] | None = None) -> list[tuple[str, str]]:
+    def event(
+        self,
+        name: str,
+        epoch: float,
+        *,
+        variables: bool = True,
+        pre: Iterable[tuple[str, str]] = (),
+        post: Iterable[tuple[str, str]] = (),
+        calling: tuple[str, str, str] | None = None,
+    ) -> list[tuple[str, str]]:
         """One event of this channel as (name, plain value) pairs."""
         idn = self.identity
         f, fn, line = calling or CALLING[name]
-        out = [("Event-Name", name), ("Core-UUID", idn.core_uuid),
-               ("FreeSWITCH-Hostname", idn.hostname), ("FreeSWITCH-Switchname", idn.hostname),
-               ("FreeSWITCH-IPv4", idn.ipv4), ("FreeSWITCH-IPv6", idn.ipv6)]
+        out = [
+            ("Event-Name", name),
+            ("Core-UUID", idn.core_uuid),
+            ("FreeSWITCH-Hostname", idn.hostname),
+            ("FreeSWITCH-Switchname", idn.hostname),
+            ("FreeSWITCH-IPv4", idn.ipv4),
+            ("FreeSWITCH-IPv6", idn.ipv6),
+        ]
         out += date_headers(epoch)
-        out += [("Event-Calling-File", f), ("Event-Calling-Function", fn),
-                ("Event-Calling-Line-Number", line),
-                ("Event-Sequence", str(idn.next_sequence()))]
+        out += [
+            ("Event-Calling-File", f),
+            ("Event-Calling-Function", fn),
+            ("Event-Calling-Line-Number", line),
+            ("Event-Sequence", str(idn.next_sequence())),
+        ]
         out += pre
         out += self.basic_data()
         out += self.profile.headers("Caller-")
@@ -272,23 +354,30 @@ class Leg:
         return out
 
     def basic_data(self) -> list[tuple[str, str]]:
-        out = [("Channel-State", self.running_state),
-               ("Channel-Call-State", self.call_state),
-               ("Channel-State-Number", str(self.state_number)),
-               ("Channel-Name", self.name), ("Unique-ID", self.uuid),
-               ("Call-Direction", self.direction),
-               ("Presence-Call-Direction", self.direction),
-               ("Channel-HIT-Dialplan", "true" if self.hit_dialplan else "false")]
+        out = [
+            ("Channel-State", self.running_state),
+            ("Channel-Call-State", self.call_state),
+            ("Channel-State-Number", str(self.state_number)),
+            ("Channel-Name", self.name),
+            ("Unique-ID", self.uuid),
+            ("Call-Direction", self.direction),
+            ("Presence-Call-Direction", self.direction),
+            ("Channel-HIT-Dialplan", "true" if self.hit_dialplan else "false"),
+        ]
         if self.presence_id:
             out.append(("Channel-Presence-ID", self.presence_id))
         out += [("Channel-Call-UUID", self.call_uuid), ("Answer-State", self.answer_state)]
         if self.hangup_cause:
             out.append(("Hangup-Cause", self.hangup_cause))
         if self.has_codec:
-            out += [("Channel-Read-Codec-Name", "PCMU"), ("Channel-Read-Codec-Rate", "8000"),
-                    ("Channel-Read-Codec-Bit-Rate", "64000"),
-                    ("Channel-Write-Codec-Name", "PCMU"), ("Channel-Write-Codec-Rate", "8000"),
-                    ("Channel-Write-Codec-Bit-Rate", "64000")]
+            out += [
+                ("Channel-Read-Codec-Name", "PCMU"),
+                ("Channel-Read-Codec-Rate", "8000"),
+                ("Channel-Read-Codec-Bit-Rate", "64000"),
+                ("Channel-Write-Codec-Name", "PCMU"),
+                ("Channel-Write-Codec-Rate", "8000"),
+                ("Channel-Write-Codec-Bit-Rate", "64000"),
+            ]
         return out
 
     def other_headers(self) -> list[tuple[str, str]]:
@@ -303,13 +392,21 @@ class Leg:
         first under the Channel- prefix, then the usual layout."""
         idn = self.identity
         f, fn, line = CALLING["CHANNEL_DATA"]
-        out = [("Event-Name", "CHANNEL_DATA"), ("Core-UUID", idn.core_uuid),
-               ("FreeSWITCH-Hostname", idn.hostname), ("FreeSWITCH-Switchname", idn.hostname),
-               ("FreeSWITCH-IPv4", idn.ipv4), ("FreeSWITCH-IPv6", idn.ipv6)]
+        out = [
+            ("Event-Name", "CHANNEL_DATA"),
+            ("Core-UUID", idn.core_uuid),
+            ("FreeSWITCH-Hostname", idn.hostname),
+            ("FreeSWITCH-Switchname", idn.hostname),
+            ("FreeSWITCH-IPv4", idn.ipv4),
+            ("FreeSWITCH-IPv6", idn.ipv6),
+        ]
         out += date_headers(epoch)
-        out += [("Event-Calling-File", f), ("Event-Calling-Function", fn),
-                ("Event-Calling-Line-Number", line),
-                ("Event-Sequence", str(idn.next_sequence()))]
+        out += [
+            ("Event-Calling-File", f),
+            ("Event-Calling-Function", fn),
+            ("Event-Calling-Line-Number", line),
+            ("Event-Sequence", str(idn.next_sequence())),
+        ]
         out += self.profile.headers("Channel-")
         out += self.basic_data()
         out += self.profile.headers("Caller-")

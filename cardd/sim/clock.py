@@ -94,8 +94,9 @@ class VirtualClock(Clock):
 
     virtual = True
 
-    def __init__(self, start: float | None = None, *, quiet: float = 0.003,
-                 idle_quiet: float = 0.05, idle_jumps: bool = False):
+    def __init__(
+        self, start: float | None = None, *, quiet: float = 0.003, idle_quiet: float = 0.05, idle_jumps: bool = False
+    ):
         self._now = _whole_us(time.time() if start is None else start)
         # Started from the wall clock: its stamps (answer_uepoch, ...) must
         # never fall behind it, or a CDR would be answered before cardd

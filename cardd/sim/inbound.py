@@ -55,8 +55,7 @@ class InboundListener:
 class InboundServer:
     """switch.listen_inbound(...) starts one; `.address` is (host, port)."""
 
-    def __init__(self, switch, host: str = "127.0.0.1", port: int = 0,
-                 password: str = "ClueCon"):
+    def __init__(self, switch, host: str = "127.0.0.1", port: int = 0, password: str = "ClueCon"):
         self.switch = switch
         self.password = password
         self.server = StreamServer((host, port), self._handle)
@@ -135,13 +134,20 @@ class InboundServer:
             body = self.switch.api(rest)
             if lst.all or "BACKGROUND_JOB" in lst.names:
                 cmd, _, arg = rest.partition(" ")
-                lst.send(encode_event([("Event-Name", "BACKGROUND_JOB"), ("Job-UUID", job),
-                                       ("Job-Command", cmd), ("Job-Command-Arg", arg)],
-                                      body.encode("utf-8")))
+                lst.send(
+                    encode_event(
+                        [
+                            ("Event-Name", "BACKGROUND_JOB"),
+                            ("Job-UUID", job),
+                            ("Job-Command", cmd),
+                            ("Job-Command-Arg", arg),
+                        ],
+                        body.encode("utf-8"),
+                    )
+                )
         elif verb == "event":
             parts = rest.split()
-            fmt = parts.pop(0).lower() if parts and parts[0].lower() in ("plain", "json",
-                                                                           "xml") else "plain"
+            fmt = parts.pop(0).lower() if parts and parts[0].lower() in ("plain", "json", "xml") else "plain"
             for name in parts:
                 if name.upper() == "ALL":
                     lst.all = True
@@ -154,8 +160,9 @@ class InboundServer:
             lst.send(encode_reply(f"+OK filter added. [{header}]=[{value}]"))
         elif verb == "exit":
             lst.send(encode_reply("+OK bye"))
-            lst.send(b"Content-Type: text/disconnect-notice\nContent-Length: %d\n\n"
-                     % len(DISCONNECT_BODY) + DISCONNECT_BODY)
+            lst.send(
+                b"Content-Type: text/disconnect-notice\nContent-Length: %d\n\n" % len(DISCONNECT_BODY) + DISCONNECT_BODY
+            )
             lst.open = False
         else:
             lst.send(encode_reply("-ERR command not found"))

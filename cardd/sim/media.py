@@ -18,7 +18,7 @@ _TONE = re.compile(r"%\(([\d.]+),([\d.]+)(?:,[^)]*)?\)")
 
 def split_file_string(path: str) -> list[str]:
     if path.startswith("file_string://"):
-        return [p for p in path[len("file_string://"):].split("!") if p]
+        return [p for p in path[len("file_string://") :].split("!") if p]
     return [path]
 
 
@@ -35,7 +35,7 @@ def _wav_seconds(path: str, mtime: float) -> float:
 def part_seconds(part: str, sound_prefix: str | None = None) -> float | None:
     """Seconds one (non file_string) part plays, or None when not found."""
     if part.startswith("tone_stream://"):
-        body = part[len("tone_stream://"):]
+        body = part[len("tone_stream://") :]
         loops = 1
         m = re.search(r";loops=(-?\d+)", body)
         if m:

@@ -49,13 +49,13 @@ def read_capture(path: str | Path) -> list[Record]:
         if not m:
             raise ValueError(f"{path}: bad record header at byte {pos}")
         n = int(m.group(4))
-        out.append(Record(m.group(1).decode(), int(m.group(2)), float(m.group(3)),
-                          raw[m.end():m.end() + n]))
+        out.append(Record(m.group(1).decode(), int(m.group(2)), float(m.group(3)), raw[m.end() : m.end() + n]))
         pos = m.end() + n + 1
     return out
 
 
 # --- seeding ---------------------------------------------------------------------
+
 
 def _pairs(block: bytes) -> list[tuple[str, str]]:
     out = []
@@ -70,24 +70,43 @@ def seed_from_connect(reply: bytes, t_reply: float) -> tuple[Identity, Leg, floa
     """-> (identity, A leg, epoch of t=0, socket app data) from a connect reply."""
     pairs = _pairs(reply)
     h = dict(pairs)
-    idn = Identity(h["Core-UUID"], h["FreeSWITCH-Hostname"], h["FreeSWITCH-IPv4"],
-                   h["FreeSWITCH-IPv6"], sequence=int(h["Event-Sequence"]) - 1)
-    c = {k[len("Channel-"):]: v for k, v in pairs if k.startswith("Channel-")}
-    prof = Profile(direction=c["Direction"], logical_direction=c["Logical-Direction"],
-                   username=c["Username"], dialplan=c["Dialplan"],
-                   cid_name=c["Caller-ID-Name"], cid_number=c["Caller-ID-Number"],
-                   orig_cid_name=c["Orig-Caller-ID-Name"],
-                   orig_cid_number=c["Orig-Caller-ID-Number"],
-                   network_addr=c["Network-Addr"], ani=c["ANI"],
-                   destination=c["Destination-Number"], uuid=c["Unique-ID"],
-                   source=c["Source"], context=c["Context"], channel_name=c["Channel-Name"],
-                   rdnis=c.get("RDNIS"))
+    idn = Identity(
+        h["Core-UUID"],
+        h["FreeSWITCH-Hostname"],
+        h["FreeSWITCH-IPv4"],
+        h["FreeSWITCH-IPv6"],
+        sequence=int(h["Event-Sequence"]) - 1,
+    )
+    c = {k[len("Channel-") :]: v for k, v in pairs if k.startswith("Channel-")}
+    prof = Profile(
+        direction=c["Direction"],
+        logical_direction=c["Logical-Direction"],
+        username=c["Username"],
+        dialplan=c["Dialplan"],
+        cid_name=c["Caller-ID-Name"],
+        cid_number=c["Caller-ID-Number"],
+        orig_cid_name=c["Orig-Caller-ID-Name"],
+        orig_cid_number=c["Orig-Caller-ID-Number"],
+        network_addr=c["Network-Addr"],
+        ani=c["ANI"],
+        destination=c["Destination-Number"],
+        uuid=c["Unique-ID"],
+        source=c["Source"],
+        context=c["Context"],
+        channel_name=c["Channel-Name"],
+        rdnis=c.get("RDNIS"),
+    )
     for name in prof.times:
         if name in c:
             prof.times[name] = int(c[name])
-    leg = Leg(idn, prof, name=h["Channel-Name"], direction=h["Call-Direction"],
-              call_uuid=h["Channel-Call-UUID"],
-              hit_dialplan=h["Channel-HIT-Dialplan"] == "true")
+    leg = Leg(
+        idn,
+        prof,
+        name=h["Channel-Name"],
+        direction=h["Call-Direction"],
+        call_uuid=h["Channel-Call-UUID"],
+        hit_dialplan=h["Channel-HIT-Dialplan"] == "true",
+    )
     leg.set_state(h["Channel-State"], int(h["Channel-State-Number"]))
     leg.call_state = h["Channel-Call-State"]
     leg.answer_state = h["Answer-State"]
@@ -95,30 +114,39 @@ def seed_from_connect(reply: bytes, t_reply: float) -> tuple[Identity, Leg, floa
     leg.created_us = prof.times["Channel-Created-Time"]
     for k, v in pairs:
         if k.startswith("variable_"):
-            leg.vars[k[len("variable_"):]] = v
+            leg.vars[k[len("variable_") :]] = v
     epoch0 = int(h["Event-Date-Timestamp"]) / 1e6 - t_reply
     return idn, leg, epoch0, leg.vars.get("current_application_data", "")
 
 
 # --- scenario ---------------------------------------------------------------------
 
+
 @dataclass
 class Scenario:
     """Outcome choices for one capture (what the humans and sipp did)."""
-    callees: list[Callee] = field(default_factory=list)   # one per bridge attempt
-    caller_bye_at: float | None = None    # t (s since accept) the caller hangs up
+
+    callees: list[Callee] = field(default_factory=list)  # one per bridge attempt
+    caller_bye_at: float | None = None  # t (s since accept) the caller hangs up
     b_bye_after_answer: float | None = None
-    close_at: float | None = None         # the daemon closes its socket (16)
+    close_at: float | None = None  # the daemon closes its socket (16)
     emit_park: bool = True
-    say_sound_prefix: str | None = None   # a `languages` section configured (06)
+    say_sound_prefix: str | None = None  # a `languages` section configured (06)
     b_uuids: list[str] = field(default_factory=list)  # B uuids FreeSWITCH picked
 
 
 # The captures' setup (README "Setup used"): sipp calls 8084 on the sofia
 # profile `lo`, whose dialplan runs `socket 127.0.0.1:8084 async full`.
-CAPTURE_SETUP = SofiaSetup(profile="lo", ip="127.0.0.1", port=5080, caller_ip="127.0.0.1",
-                           caller_port=5090, caller_media_port=6100, context="public",
-                           socket_data="127.0.0.1:8084 async full")
+CAPTURE_SETUP = SofiaSetup(
+    profile="lo",
+    ip="127.0.0.1",
+    port=5080,
+    caller_ip="127.0.0.1",
+    caller_port=5090,
+    caller_media_port=6100,
+    context="public",
+    socket_data="127.0.0.1:8084 async full",
+)
 CAPTURE_CALLER = ("15555550100", "8084")
 
 
@@ -146,22 +174,32 @@ class Replayer:
         # t=0 is pinned so that the connect command arrives at the very
         # microsecond of the captured reply's Event-Date-Timestamp.
         idn, leg, epoch0, sock_data = seed_from_connect(first_recv.data, first_sent.t)
-        switch = Switch(core_uuid=idn.core_uuid, hostname=idn.hostname, ipv4=idn.ipv4,
-                        ipv6=idn.ipv6, socket_data=sock_data,
-                        say_sound_prefix=self.scenario.say_sound_prefix)
+        switch = Switch(
+            core_uuid=idn.core_uuid,
+            hostname=idn.hostname,
+            ipv4=idn.ipv4,
+            ipv6=idn.ipv6,
+            socket_data=sock_data,
+            say_sound_prefix=self.scenario.say_sound_prefix,
+        )
         switch.identity = idn
         switch._session_id = int(leg.vars.get("session_id", "1"))
         if self.fresh:
             rnd = random.Random(leg.uuid)
             switch._session_id = rnd.randrange(1, 100)
-            leg = inbound_leg(idn, CAPTURE_SETUP, uuid=leg.uuid, cli=CAPTURE_CALLER[0],
-                              destination=CAPTURE_CALLER[1],
-                              now_us=int((epoch0 + first_sent.t) * 1e6) - 20_000,
-                              session_id=switch.next_session_id(), rnd=rnd)
+            leg = inbound_leg(
+                idn,
+                CAPTURE_SETUP,
+                uuid=leg.uuid,
+                cli=CAPTURE_CALLER[0],
+                destination=CAPTURE_CALLER[1],
+                now_us=int((epoch0 + first_sent.t) * 1e6) - 20_000,
+                session_id=switch.next_session_id(),
+                rnd=rnd,
+            )
         clock = VirtualClock(epoch0, quiet=0.002, idle_quiet=0.002, idle_jumps=True)
         callees = list(self.scenario.callees)
-        call = SimCall(switch, Caller(cli=leg.profile.cid_number), _CalleeQueue(callees),
-                       clock=clock, a_leg=leg)
+        call = SimCall(switch, Caller(cli=leg.profile.cid_number), _CalleeQueue(callees), clock=clock, a_leg=leg)
         call.dtmf_source = "APP"
         call.b_uuids = list(self.scenario.b_uuids)
         call.emit_park = self.scenario.emit_park
@@ -245,11 +283,12 @@ class Replayer:
                 continue
             m = re.search(r"api uuid_kill (\S+) ->", text)
             if m:
-                clock.call_later(epoch0 + r.t - clock.now(),
-                                 lambda: call.hangup_a("NORMAL_CLEARING", remote=False))
+                clock.call_later(epoch0 + r.t - clock.now(), lambda: call.hangup_a("NORMAL_CLEARING", remote=False))
         if self.scenario.caller_bye_at is not None:
-            clock.call_later(epoch0 + self.scenario.caller_bye_at - clock.now(),
-                             lambda: call.hangup_a("NORMAL_CLEARING", remote=True))
+            clock.call_later(
+                epoch0 + self.scenario.caller_bye_at - clock.now(),
+                lambda: call.hangup_a("NORMAL_CLEARING", remote=True),
+            )
 
 
 def fs_chosen_uuids(records: list[Record]) -> list[str]:
@@ -265,8 +304,13 @@ def fs_chosen_uuids(records: list[Record]) -> list[str]:
         if r.kind != "RECV" or b"text/event-plain" not in r.data[:60]:
             continue
         for k, v in _pairs(r.data.partition(b"\n\n")[2].partition(b"\n\n")[0]):
-            if k in ("Other-Leg-Unique-ID", "Unique-ID", "variable_originate_causes",
-                     "variable_originated_legs", "variable_originate_signal_bond"):
+            if k in (
+                "Other-Leg-Unique-ID",
+                "Unique-ID",
+                "variable_originate_causes",
+                "variable_originated_legs",
+                "variable_originate_signal_bond",
+            ):
                 for u in _UUID.findall(v):
                     if u != a_uuid and u not in sent and u not in seen:
                         seen.append(u)
@@ -291,6 +335,7 @@ def _inject_dtmf(call: SimCall, digits: str) -> None:
                 apps.receive_dtmf(call, call.a, d)
             else:
                 apps._deliver_dtmf(call, call.a, d)
+
     gevent.spawn(run)
 
 
@@ -321,9 +366,11 @@ def _position_free(frame: bytes) -> bool:
     CHANNEL_PARK (README fact 7), the linger notice (fact 17) and B's
     CS_DESTROY (fact 26)."""
     head = frame[:1200]
-    return (b"Event-Name: CHANNEL_PARK\n" in head
-            or b"Content-Disposition: linger" in head
-            or b"Channel-State: CS_DESTROY\n" in head)
+    return (
+        b"Event-Name: CHANNEL_PARK\n" in head
+        or b"Content-Disposition: linger" in head
+        or b"Channel-State: CS_DESTROY\n" in head
+    )
 
 
 def _floating(frames: list[bytes]) -> list[str]:
@@ -340,21 +387,26 @@ def _floating(frames: list[bytes]) -> list[str]:
 # --- comparison -------------------------------------------------------------------
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_MASK_ALWAYS = {"Event-Date-Local", "Event-Date-GMT", "Event-Date-Timestamp", "Event-Sequence",
-                "Content-Length"}
+_MASK_ALWAYS = {"Event-Date-Local", "Event-Date-GMT", "Event-Date-Timestamp", "Event-Sequence", "Content-Length"}
 # Values that are clocks: compared as zero / non-zero only.
-_TIMEISH = re.compile(r"(-Time$|-Last-Hold$|-Hold-Accum$|epoch$|_stamp$|"
-                      r"^variable_(bill|answer|flow_bill)[mu]sec$|"
-                      r"^variable_mduration$|^variable_uduration$|_ms$|"
-                      r"^variable_sip_invite_stamp$|^variable_playback_)")
+_TIMEISH = re.compile(
+    r"(-Time$|-Last-Hold$|-Hold-Accum$|epoch$|_stamp$|"
+    r"^variable_(bill|answer|flow_bill)[mu]sec$|"
+    r"^variable_mduration$|^variable_uduration$|_ms$|"
+    r"^variable_sip_invite_stamp$|^variable_playback_)"
+)
 # Whole-second differences: zero or not depends on where second boundaries fall.
-_SECONDS = re.compile(r"^variable_(duration|billsec|progresssec|answersec|waitsec|"
-                      r"progress_mediasec|flow_billsec|playback_seconds|"
-                      r"(progress|wait|progress_media)[mu]sec)$")
+_SECONDS = re.compile(
+    r"^variable_(duration|billsec|progresssec|answersec|waitsec|"
+    r"progress_mediasec|flow_billsec|playback_seconds|"
+    r"(progress|wait|progress_media)[mu]sec)$"
+)
 # SIP/RTP identities and negotiation results: random per call in FreeSWITCH.
-_VOLATILE = re.compile(r"^variable_(session_id|local_media_port|rtp_use_ssrc|rtp_local_sdp_str|"
-                       r"switch_m_sdp|switch_r_sdp|sip_call_id|sip_.*tag|sip_cseq|sip_full_.*|"
-                       r"sip_recover_.*|sip_via_.*|last_sched_id)$")
+_VOLATILE = re.compile(
+    r"^variable_(session_id|local_media_port|rtp_use_ssrc|rtp_local_sdp_str|"
+    r"switch_m_sdp|switch_r_sdp|sip_call_id|sip_.*tag|sip_cseq|sip_full_.*|"
+    r"sip_recover_.*|sip_via_.*|last_sched_id)$"
+)
 
 
 class Normalizer:
@@ -405,15 +457,17 @@ UNMODELLED = re.compile(
     r"remote_media_.*|remote_.*_media_flow|.*_media_flow|ep_codec_string|local_media_port|"
     r"originator_codec|sofia_profile_.*|recovery_profile_name|max_forwards|"
     r"endpoint_disposition|write_codec|write_rate|read_codec|read_rate|"
-    r"original_read_codec|original_read_rate|dtmf_type|DP_MATCH)$")
+    r"original_read_codec|original_read_rate|dtmf_type|DP_MATCH)$"
+)
 
 
 def _summary(ev: list[tuple[str, str]] | None) -> str:
     if not ev:
         return ""
     d = dict(ev)
-    return " ".join(x for x in (d.get("Event-Name"), d.get("Unique-ID"), d.get("Application"),
-                                d.get("Application-Response")) if x)
+    return " ".join(
+        x for x in (d.get("Event-Name"), d.get("Unique-ID"), d.get("Application"), d.get("Application-Response")) if x
+    )
 
 
 def compare(expected: list[bytes], actual: list[bytes]) -> list[str]:
@@ -422,17 +476,14 @@ def compare(expected: list[bytes], actual: list[bytes]) -> list[str]:
     exp = [f for f in expected if not _position_free(f)]
     act = [f for f in actual if not _position_free(f)]
     if _floating(expected) != _floating(actual):
-        problems.append(f"position-free frames: expected {_floating(expected)}, "
-                        f"got {_floating(actual)}")
+        problems.append(f"position-free frames: expected {_floating(expected)}, got {_floating(actual)}")
     ne, na = Normalizer(), Normalizer()
     for i in range(max(len(exp), len(act))):
         if i >= len(exp):
-            problems.append(f"frame {i}: extra frame {_summary(na.frame(act[i])['event'])} "
-                            f"{act[i][:80]!r}")
+            problems.append(f"frame {i}: extra frame {_summary(na.frame(act[i])['event'])} {act[i][:80]!r}")
             break
         if i >= len(act):
-            problems.append(f"frame {i}: missing frame {_summary(ne.frame(exp[i])['event'])} "
-                            f"{exp[i][:80]!r}")
+            problems.append(f"frame {i}: missing frame {_summary(ne.frame(exp[i])['event'])} {exp[i][:80]!r}")
             break
         e, a = ne.frame(exp[i]), na.frame(act[i])
         diff = _diff_frame(e, a)
@@ -457,8 +508,10 @@ def _diff_frame(e: dict, a: dict) -> str:
         for j, (x, y) in enumerate(zip(e_plain, a_plain)):
             if x != y:
                 return f"header {j}: expected {x}, got {y}"
-        return f"header count: expected {len(e_plain)}, got {len(a_plain)}: " \
-               f"{e_plain[len(a_plain):][:3]} / {a_plain[len(e_plain):][:3]}"
+        return (
+            f"header count: expected {len(e_plain)}, got {len(a_plain)}: "
+            f"{e_plain[len(a_plain) :][:3]} / {a_plain[len(e_plain) :][:3]}"
+        )
     e_vars = [(k, v) for k, v in ev if k.startswith("variable_")]
     a_vars = [(k, v) for k, v in av if k.startswith("variable_")]
     # every simulated variable must be in the capture with the same value, in order
@@ -481,8 +534,9 @@ def _diff_frame(e: dict, a: dict) -> str:
     return ""
 
 
-def replay(path: str | Path, scenario: Scenario, timeout: float = 20.0, *,
-           fresh: bool = False) -> tuple[list[bytes], list[bytes]]:
+def replay(
+    path: str | Path, scenario: Scenario, timeout: float = 20.0, *, fresh: bool = False
+) -> tuple[list[bytes], list[bytes]]:
     """-> (the capture's RECV frames, the simulator's frames)."""
     r = Replayer(path, scenario, fresh=fresh)
     actual = r.run(timeout)
@@ -490,5 +544,16 @@ def replay(path: str | Path, scenario: Scenario, timeout: float = 20.0, *,
     return expected, actual
 
 
-__all__ = ["Record", "read_capture", "seed_from_connect", "Scenario", "Replayer", "compare",
-           "replay", "Normalizer", "fs_chosen_uuids", "CAPTURE_SETUP", "UNMODELLED"]
+__all__ = [
+    "Record",
+    "read_capture",
+    "seed_from_connect",
+    "Scenario",
+    "Replayer",
+    "compare",
+    "replay",
+    "Normalizer",
+    "fs_chosen_uuids",
+    "CAPTURE_SETUP",
+    "UNMODELLED",
+]

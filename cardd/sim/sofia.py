@@ -19,6 +19,7 @@ from cardd.sim.channel import Identity, Leg, Profile
 @dataclass(frozen=True)
 class SofiaSetup:
     """The SIP side of the simulated switch and where callers come from."""
+
     profile: str = "external"
     ip: str = "127.0.0.1"
     port: int = 5080
@@ -32,11 +33,21 @@ class SofiaSetup:
     gateway_from: dict[str, str] = field(default_factory=dict)
 
 
-def inbound_leg(identity: Identity, setup: SofiaSetup, *, uuid: str, cli: str,
-                destination: str, now_us: int, session_id: int, rnd: random.Random,
-                cid_name: str | None = None, rdnis: str | None = None,
-                context: str | None = None, dialplan_vars: dict[str, str] | None = None
-                ) -> Leg:
+def inbound_leg(
+    identity: Identity,
+    setup: SofiaSetup,
+    *,
+    uuid: str,
+    cli: str,
+    destination: str,
+    now_us: int,
+    session_id: int,
+    rnd: random.Random,
+    cid_name: str | None = None,
+    rdnis: str | None = None,
+    context: str | None = None,
+    dialplan_vars: dict[str, str] | None = None,
+) -> Leg:
     """The A leg after the dialplan ran `socket` (CS_EXECUTE, ringing)."""
     s = setup
     caller_at = f"{s.caller_ip}:{s.caller_port}"
@@ -44,10 +55,18 @@ def inbound_leg(identity: Identity, setup: SofiaSetup, *, uuid: str, cli: str,
     # The SIP request went to the DID when the dialplan transferred the call
     # to its CLD string (switch_ivr_session_transfer: the DID becomes rdnis).
     req_user = rdnis or destination
-    prof = Profile(direction="inbound", username=cli, cid_name=cid_name or cli,
-                   cid_number=cli, destination=destination, uuid=uuid,
-                   context=context or s.context, channel_name=name, rdnis=rdnis,
-                   network_addr=s.caller_ip)
+    prof = Profile(
+        direction="inbound",
+        username=cli,
+        cid_name=cid_name or cli,
+        cid_number=cli,
+        destination=destination,
+        uuid=uuid,
+        context=context or s.context,
+        channel_name=name,
+        rdnis=rdnis,
+        network_addr=s.caller_ip,
+    )
     prof.times["Profile-Created-Time"] = now_us
     prof.times["Channel-Created-Time"] = now_us
     transfer = None
@@ -68,52 +87,86 @@ def inbound_leg(identity: Identity, setup: SofiaSetup, *, uuid: str, cli: str,
     call_id = f"{session_id}-{seq}@{s.caller_ip}"
     tag = f"{seq}SIPpTag00{session_id % 10}"
     sess = rnd.randrange(10_000_000, 99_999_999)
-    r_sdp = (f"v=0\r\no=user1 {sess} {sess * 43 % 4_000_000_000} IN IP4 {s.caller_ip}\r\n"
-             f"s=-\r\nc=IN IP4 {s.caller_ip}\r\nt=0 0\r\n"
-             f"m=audio {s.caller_media_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
-             f"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n")
+    r_sdp = (
+        f"v=0\r\no=user1 {sess} {sess * 43 % 4_000_000_000} IN IP4 {s.caller_ip}\r\n"
+        f"s=-\r\nc=IN IP4 {s.caller_ip}\r\nt=0 0\r\n"
+        f"m=audio {s.caller_media_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n"
+        f"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n"
+    )
     local = f"{s.ip}:{s.port}"
     for k, v in (
-            ("direction", "inbound"), ("uuid", uuid), ("session_id", str(session_id)),
-            ("sip_from_user", cli), ("sip_from_port", str(s.caller_port)),
-            ("sip_from_uri", f"{cli}@{caller_at}"), ("sip_from_host", s.caller_ip),
-            ("video_media_flow", "disabled"), ("text_media_flow", "disabled"),
-            ("channel_name", name), ("sip_call_id", call_id),
-            ("sip_local_network_addr", s.ip), ("sip_network_ip", s.caller_ip),
-            ("sip_network_port", str(s.caller_port)), ("sip_invite_stamp", str(now_us)),
-            ("sip_received_ip", s.caller_ip), ("sip_received_port", str(s.caller_port)),
-            ("sip_via_protocol", "udp"), ("sip_from_user_stripped", cli),
-            ("sip_from_tag", tag), ("sofia_profile_name", s.profile),
-            ("sofia_profile_url", f"sip:mod_sofia@{local}"),
-            ("recovery_profile_name", s.profile),
-            ("sip_full_via", f"SIP/2.0/UDP {caller_at};branch=z9hG4bK-{seq}-1-0"),
-            ("sip_full_from", f"<sip:{cli}@{caller_at}>;tag={tag}"),
-            ("sip_full_to", f"<sip:{req_user}@{local}>"),
-            ("sip_req_user", req_user), ("sip_req_port", str(s.port)),
-            ("sip_req_uri", f"{req_user}@{local}"), ("sip_req_host", s.ip),
-            ("sip_to_user", req_user), ("sip_to_port", str(s.port)),
-            ("sip_to_uri", f"{req_user}@{local}"), ("sip_to_host", s.ip),
-            ("sip_contact_user", cli), ("sip_contact_port", str(s.caller_port)),
-            ("sip_contact_uri", f"{cli}@{caller_at}"), ("sip_contact_host", s.caller_ip),
-            ("sip_via_host", s.caller_ip), ("sip_via_port", str(s.caller_port)),
-            ("max_forwards", "70"), ("switch_r_sdp", r_sdp),
-            ("ep_codec_string", "CORE_PCM_MODULE.PCMU@8000h@20i@64000b"),
-            ("rtp_use_codec_string", "PCMU,PCMA"), ("remote_video_media_flow", "inactive"),
-            ("remote_text_media_flow", "inactive"), ("remote_audio_media_flow", "sendrecv"),
-            ("audio_media_flow", "sendrecv"), ("remote_media_ip", s.caller_ip),
-            ("remote_media_port", str(s.caller_media_port)), ("rtp_audio_recv_pt", "0"),
-            ("rtp_use_codec_name", "PCMU"), ("rtp_use_codec_rate", "8000"),
-            ("rtp_use_codec_ptime", "20"), ("rtp_use_codec_channels", "1"),
-            ("rtp_last_audio_codec_string", "PCMU@8000h@20i@1c"), ("read_codec", "PCMU"),
-            ("original_read_codec", "PCMU"), ("read_rate", "8000"),
-            ("original_read_rate", "8000"), ("write_codec", "PCMU"), ("write_rate", "8000"),
-            ("dtmf_type", "rfc2833"), ("endpoint_disposition", "RECEIVED"),
-            *(dialplan_vars or {}).items(),
-            ("DP_MATCH", f"ARRAY::{req_user}|:{req_user}"),
-            *((("transfer_history", transfer), ("transfer_source", transfer)) if transfer else ()),
-            ("call_uuid", uuid),
-            ("current_application_data", s.socket_data), ("current_application", "socket"),
-            ("socket_host", s.socket_data.split(":", 1)[0])):
+        ("direction", "inbound"),
+        ("uuid", uuid),
+        ("session_id", str(session_id)),
+        ("sip_from_user", cli),
+        ("sip_from_port", str(s.caller_port)),
+        ("sip_from_uri", f"{cli}@{caller_at}"),
+        ("sip_from_host", s.caller_ip),
+        ("video_media_flow", "disabled"),
+        ("text_media_flow", "disabled"),
+        ("channel_name", name),
+        ("sip_call_id", call_id),
+        ("sip_local_network_addr", s.ip),
+        ("sip_network_ip", s.caller_ip),
+        ("sip_network_port", str(s.caller_port)),
+        ("sip_invite_stamp", str(now_us)),
+        ("sip_received_ip", s.caller_ip),
+        ("sip_received_port", str(s.caller_port)),
+        ("sip_via_protocol", "udp"),
+        ("sip_from_user_stripped", cli),
+        ("sip_from_tag", tag),
+        ("sofia_profile_name", s.profile),
+        ("sofia_profile_url", f"sip:mod_sofia@{local}"),
+        ("recovery_profile_name", s.profile),
+        ("sip_full_via", f"SIP/2.0/UDP {caller_at};branch=z9hG4bK-{seq}-1-0"),
+        ("sip_full_from", f"<sip:{cli}@{caller_at}>;tag={tag}"),
+        ("sip_full_to", f"<sip:{req_user}@{local}>"),
+        ("sip_req_user", req_user),
+        ("sip_req_port", str(s.port)),
+        ("sip_req_uri", f"{req_user}@{local}"),
+        ("sip_req_host", s.ip),
+        ("sip_to_user", req_user),
+        ("sip_to_port", str(s.port)),
+        ("sip_to_uri", f"{req_user}@{local}"),
+        ("sip_to_host", s.ip),
+        ("sip_contact_user", cli),
+        ("sip_contact_port", str(s.caller_port)),
+        ("sip_contact_uri", f"{cli}@{caller_at}"),
+        ("sip_contact_host", s.caller_ip),
+        ("sip_via_host", s.caller_ip),
+        ("sip_via_port", str(s.caller_port)),
+        ("max_forwards", "70"),
+        ("switch_r_sdp", r_sdp),
+        ("ep_codec_string", "CORE_PCM_MODULE.PCMU@8000h@20i@64000b"),
+        ("rtp_use_codec_string", "PCMU,PCMA"),
+        ("remote_video_media_flow", "inactive"),
+        ("remote_text_media_flow", "inactive"),
+        ("remote_audio_media_flow", "sendrecv"),
+        ("audio_media_flow", "sendrecv"),
+        ("remote_media_ip", s.caller_ip),
+        ("remote_media_port", str(s.caller_media_port)),
+        ("rtp_audio_recv_pt", "0"),
+        ("rtp_use_codec_name", "PCMU"),
+        ("rtp_use_codec_rate", "8000"),
+        ("rtp_use_codec_ptime", "20"),
+        ("rtp_use_codec_channels", "1"),
+        ("rtp_last_audio_codec_string", "PCMU@8000h@20i@1c"),
+        ("read_codec", "PCMU"),
+        ("original_read_codec", "PCMU"),
+        ("read_rate", "8000"),
+        ("original_read_rate", "8000"),
+        ("write_codec", "PCMU"),
+        ("write_rate", "8000"),
+        ("dtmf_type", "rfc2833"),
+        ("endpoint_disposition", "RECEIVED"),
+        *(dialplan_vars or {}).items(),
+        ("DP_MATCH", f"ARRAY::{req_user}|:{req_user}"),
+        *((("transfer_history", transfer), ("transfer_source", transfer)) if transfer else ()),
+        ("call_uuid", uuid),
+        ("current_application_data", s.socket_data),
+        ("current_application", "socket"),
+        ("socket_host", s.socket_data.split(":", 1)[0]),
+    ):
         leg.vars[k] = v
     return leg
 
@@ -121,18 +174,19 @@ def inbound_leg(identity: Identity, setup: SofiaSetup, *, uuid: str, cli: str,
 @dataclass(frozen=True)
 class SipFrom:
     """The From header of an outgoing INVITE: what the callee's phone shows."""
-    display: str | None     # None: no display name (`<sip:...>` alone)
-    user: str               # the number presented ("" when none)
+
+    display: str | None  # None: no display name (`<sip:...>` alone)
+    user: str  # the number presented ("" when none)
     host: str
 
     def __str__(self) -> str:
-        uri = f"<sip:{quote(self.user, safe='+')}@{self.host}>" if self.user \
-            else f"<sip:{self.host}>"
+        uri = f"<sip:{quote(self.user, safe='+')}@{self.host}>" if self.user else f"<sip:{self.host}>"
         return f'"{self.display}" {uri}' if self.display is not None else uri
 
 
-def caller_id(a_vars: dict[str, str], global_vars: dict[str, str], leg_vars: dict[str, str],
-              a_name: str, a_number: str) -> tuple[str, str]:
+def caller_id(
+    a_vars: dict[str, str], global_vars: dict[str, str], leg_vars: dict[str, str], a_name: str, a_number: str
+) -> tuple[str, str]:
     """(caller_id_name, caller_id_number) of a B leg, as switch_ivr_originate
     (1.10.12) builds its caller profile: a copy of the A leg's profile
         oglobals.caller_profile_override = switch_caller_profile_dup(oglobals.pool, cp);
@@ -142,8 +196,10 @@ def caller_id(a_vars: dict[str, str], global_vars: dict[str, str], leg_vars: dic
         if ((current_variable = switch_event_get_header(originate_var_event,
              "origination_caller_id_name"))) new_profile->caller_id_name = ...
     """
-    effective = {"origination_caller_id_name": a_vars.get("effective_caller_id_name"),
-                 "origination_caller_id_number": a_vars.get("effective_caller_id_number")}
+    effective = {
+        "origination_caller_id_name": a_vars.get("effective_caller_id_name"),
+        "origination_caller_id_number": a_vars.get("effective_caller_id_number"),
+    }
     name, number = a_name, a_number
     for source in (effective, global_vars, leg_vars):
         source_name = source.get("origination_caller_id_name")
@@ -155,8 +211,7 @@ def caller_id(a_vars: dict[str, str], global_vars: dict[str, str], leg_vars: dic
     return name, number
 
 
-def outgoing_from(setup: SofiaSetup, endpoint: str, cid_name: str, cid_number: str,
-                  b_vars: dict[str, str]) -> SipFrom:
+def outgoing_from(setup: SofiaSetup, endpoint: str, cid_name: str, cid_number: str, b_vars: dict[str, str]) -> SipFrom:
     """The From of the INVITE mod_sofia sends for `endpoint`, built as
     sofia_glue_do_invite (sofia_glue.c, 1.10.12) does:
         format = "\\"%s\\" <sip:%s%s%s>";

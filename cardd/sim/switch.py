@@ -42,22 +42,33 @@ APPLICATIONS: Mapping[str, apps.App] = {**apps.APPS, "bridge": bridge.app_bridge
 class Switch:
     """A FreeSWITCH box. `virtual_clock=True` makes timers jump (see clock.py)."""
 
-    def __init__(self, *, virtual_clock: bool = True, hostname: str = "fs1",
-                 core_uuid: str | None = None, ipv4: str = "192.0.2.2",
-                 ipv6: str = "2001:db8::2", sound_prefix: str | None = None,
-                 quiet: float = 0.003, idle_quiet: float = 0.05,
-                 start_epoch: float | None = None, socket_data: str | None = None,
-                 say_sound_prefix: str | None = None, early_linger_notice: bool = False,
-                 park_event: bool = True, sofia_setup: sofia.SofiaSetup | None = None,
-                 context: str | None = None, dialplan_vars: dict[str, str] | None = None):
+    def __init__(
+        self,
+        *,
+        virtual_clock: bool = True,
+        hostname: str = "fs1",
+        core_uuid: str | None = None,
+        ipv4: str = "192.0.2.2",
+        ipv6: str = "2001:db8::2",
+        sound_prefix: str | None = None,
+        quiet: float = 0.003,
+        idle_quiet: float = 0.05,
+        start_epoch: float | None = None,
+        socket_data: str | None = None,
+        say_sound_prefix: str | None = None,
+        early_linger_notice: bool = False,
+        park_event: bool = True,
+        sofia_setup: sofia.SofiaSetup | None = None,
+        context: str | None = None,
+        dialplan_vars: dict[str, str] | None = None,
+    ):
         self.virtual_clock = virtual_clock
         self.identity = Identity(core_uuid or new_uuid(), hostname, ipv4, ipv6, sequence=400)
         self.sound_prefix = sound_prefix
         self.quiet = quiet
         self.idle_quiet = idle_quiet
         self.start_epoch = start_epoch
-        self.sofia = sofia_setup or sofia.SofiaSetup(
-            socket_data=socket_data or "127.0.0.1:8084 async full")
+        self.sofia = sofia_setup or sofia.SofiaSetup(socket_data=socket_data or "127.0.0.1:8084 async full")
         self.socket_data = self.sofia.socket_data
         # A call transferred to its CLD string runs in cardd's context;
         # dialplan_vars: what the access number's extension `set` before that.
@@ -124,8 +135,7 @@ class Switch:
         if cmd == "uuid_dump":
             if call is None or leg is None:
                 return "-ERR No such channel!\n"
-            hdrs = leg.event("CHANNEL_DATA", call.now(),
-                             calling=("mod_commands.c", "uuid_dump_function", "6468"))
+            hdrs = leg.event("CHANNEL_DATA", call.now(), calling=("mod_commands.c", "uuid_dump_function", "6468"))
             return "".join(f"{k}: {wire.encode_value(v)}\n" for k, v in hdrs) + "\n"
         if cmd == "show" and argv[:1] == ["channels"] and argv[1:2] == ["count"]:
             n = sum(1 for _, lg in self._legs.values() if lg.alive)
@@ -138,10 +148,10 @@ class Switch:
             return "UP 0 years, 0 days\nFreeSWITCH (simulated) is ready\n"
         return f"-ERR {cmd} Command not found!\n"
 
-    def listen_inbound(self, host: str = "127.0.0.1", port: int = 0,
-                       password: str = "ClueCon"):
+    def listen_inbound(self, host: str = "127.0.0.1", port: int = 0, password: str = "ClueCon"):
         """Serve the inbound Event Socket (as FreeSWITCH's port 8021 does)."""
         from cardd.sim.inbound import InboundServer
+
         return InboundServer(self, host, port, password)
 
     def next_session_id(self) -> int:
@@ -154,9 +164,9 @@ class Switch:
             return VirtualClock(start, quiet=self.quiet, idle_quiet=self.idle_quiet)
         return Clock(start)
 
-    def call(self, host: str, port: int, caller: Caller | None = None,
-             callees: Callees = None, *,
-             a_uuid: str | None = None) -> SimCall:
+    def call(
+        self, host: str, port: int, caller: Caller | None = None, callees: Callees = None, *, a_uuid: str | None = None
+    ) -> SimCall:
         """Start a call: connect to the daemon and serve it (in a greenlet)."""
         # Connect first so an unreachable daemon raises OSError here.
         sock = socket.create_connection((host, port))
@@ -170,10 +180,16 @@ class Switch:
 class SimCall:
     """One outbound-socket session: the caller's A leg and its B legs."""
 
-    def __init__(self, switch: Switch, caller: Caller,
-                 callees: Callees, *,
-                 a_uuid: str | None = None, clock: Clock | None = None,
-                 a_leg: Leg | None = None):
+    def __init__(
+        self,
+        switch: Switch,
+        caller: Caller,
+        callees: Callees,
+        *,
+        a_uuid: str | None = None,
+        clock: Clock | None = None,
+        a_leg: Leg | None = None,
+    ):
         self.switch = switch
         self.identity = switch.identity
         self.caller = caller
@@ -244,10 +260,19 @@ class SimCall:
         sw = self.switch
         # The channel was created (INVITE) a moment before the socket app ran.
         return sofia.inbound_leg(
-            self.identity, sw.sofia, uuid=a_uuid, cli=c.cli, destination=c.destination,
+            self.identity,
+            sw.sofia,
+            uuid=a_uuid,
+            cli=c.cli,
+            destination=c.destination,
             now_us=int(self.clock.now() * 1_000_000) - 20_000,
-            session_id=sw.next_session_id(), rnd=random.Random(a_uuid), cid_name=c.name,
-            rdnis=c.rdnis, context=sw.context, dialplan_vars=sw.dialplan_vars)
+            session_id=sw.next_session_id(),
+            rnd=random.Random(a_uuid),
+            cid_name=c.name,
+            rdnis=c.rdnis,
+            context=sw.context,
+            dialplan_vars=sw.dialplan_vars,
+        )
 
     def now(self) -> float:
         return self.clock.now()
@@ -266,14 +291,16 @@ class SimCall:
         except OSError:
             pass
         self.connected = True
-        self.transcript.add(self.rel(), "A", "connect", uuid=self.a.uuid,
-                            cli=self.caller.cli, destination=self.caller.destination)
+        self.transcript.add(
+            self.rel(), "A", "connect", uuid=self.a.uuid, cli=self.caller.cli, destination=self.caller.destination
+        )
         writer = gevent.spawn(self._writer, sock)
         runner = gevent.spawn(self._runner)
         self._greenlets += [writer, runner]
         if self.caller.hangup_after is not None:
-            self.a_timers.append(self.clock.call_later(
-                self.caller.hangup_after, lambda: self.hangup_a("NORMAL_CLEARING", remote=True)))
+            self.a_timers.append(
+                self.clock.call_later(self.caller.hangup_after, lambda: self.hangup_a("NORMAL_CLEARING", remote=True))
+            )
         try:
             self._reader(sock)
         finally:
@@ -310,8 +337,7 @@ class SimCall:
                 break
         if self.myevents:
             # myevents: only the controlled channel's events (README fact 12).
-            return uid == self.a.uuid and (self.event_all or not self.event_names
-                                           or name in self.event_names or True)
+            return uid == self.a.uuid and (self.event_all or not self.event_names or name in self.event_names or True)
         if not (self.event_all or name in self.event_names):
             return False
         if self.filters:
@@ -353,8 +379,9 @@ class SimCall:
                 return
 
     # Commands mod_event_socket serves an outbound socket without `full`.
-    _SINGLE_CHANNEL = frozenset(("connect", "exit", "filter", "resume", "getvar", "myevents",
-                                 "divert_events", "sendmsg"))
+    _SINGLE_CHANNEL = frozenset(
+        ("connect", "exit", "filter", "resume", "getvar", "myevents", "divert_events", "sendmsg")
+    )
 
     def handle_command(self, raw: dict[str, str]) -> None:
         cmd = raw.get("Command", "")
@@ -372,9 +399,11 @@ class SimCall:
     def cmd_connect(self, rest: str, raw) -> None:
         headers = self.a.data_headers(self.now())
         text = "".join(f"{k}: {wire.encode_value(v)}\n" for k, v in headers)
-        text += ("Content-Type: command/reply\nReply-Text: %2BOK%0A\n"
-                 f"Socket-Mode: {'async' if self.async_mode else 'static'}\n"
-                 f"Control: {'full' if self.full_control else 'single-channel'}\n\n")
+        text += (
+            "Content-Type: command/reply\nReply-Text: %2BOK%0A\n"
+            f"Socket-Mode: {'async' if self.async_mode else 'static'}\n"
+            f"Control: {'full' if self.full_control else 'single-channel'}\n\n"
+        )
         self.send(text.encode("utf-8"))
 
     def cmd_myevents(self, rest: str, raw) -> None:
@@ -453,9 +482,12 @@ class SimCall:
             else:
                 call.clock.call_later(EXEC_LATENCY, lambda: apps.hangup_b(call, leg, cause))
         elif command == "execute":
-            item = apps.Pending(hd.get("execute-app-name", ""), hd.get("execute-app-arg", ""),
-                                raw.get("Event-UUID") or hd.get("event-uuid") or new_uuid(),
-                                hd.get("event-lock", "").lower() == "true")
+            item = apps.Pending(
+                hd.get("execute-app-name", ""),
+                hd.get("execute-app-arg", ""),
+                raw.get("Event-UUID") or hd.get("event-uuid") or new_uuid(),
+                hd.get("event-lock", "").lower() == "true",
+            )
             if leg is call.a:
                 call.queue.put(item)
             else:
@@ -492,9 +524,13 @@ class SimCall:
         self.send(encode_reply(f"+OK Job-UUID: {job}", {"Job-UUID": job}))
         body = self.api(rest)
         if self.event_all or "BACKGROUND_JOB" in self.event_names:
-            hdrs = [("Event-Name", "BACKGROUND_JOB"), ("Core-UUID", self.identity.core_uuid),
-                    ("Job-UUID", job), ("Job-Command", rest.partition(" ")[0]),
-                    ("Job-Command-Arg", rest.partition(" ")[2])]
+            hdrs = [
+                ("Event-Name", "BACKGROUND_JOB"),
+                ("Core-UUID", self.identity.core_uuid),
+                ("Job-UUID", job),
+                ("Job-Command", rest.partition(" ")[0]),
+                ("Job-Command-Arg", rest.partition(" ")[2]),
+            ]
             self.send(encode_event(hdrs, body.encode("utf-8")))
 
     def api(self, line: str) -> str:
@@ -549,8 +585,7 @@ class SimCall:
         a.state_number = 10
         a.hangup_us = self.us()
         self.transcript.hangup_cause = cause
-        self.transcript.add(self.rel(), "A", "hangup", cause=cause,
-                            by="caller" if remote else "switch")
+        self.transcript.add(self.rel(), "A", "hangup", cause=cause, by="caller" if remote else "switch")
         for t in self.a_timers:
             t.cancel()
         if remote:
@@ -558,8 +593,7 @@ class SimCall:
             a.set_var("sip_term_status", "200")
             a.set_var("proto_specific_hangup_cause", "sip:200")
             a.set_var("sip_term_cause", "16")
-        if self.bridge is not None and self.bridge.answered and self.bridge.b is not None \
-                and self.bridge.b.alive:
+        if self.bridge is not None and self.bridge.answered and self.bridge.b is not None and self.bridge.b.alive:
             a.set_var("last_bridge_role", "originator")
         self.fire(a, "CHANNEL_HANGUP")
         if remote:
@@ -625,9 +659,16 @@ class SimCall:
             return
         self.socket_app_done = True
         sock_data = self.switch.socket_data or "127.0.0.1:8084 async full"
-        self.fire(a, "CHANNEL_EXECUTE_COMPLETE", post=[
-            ("Application", "socket"), ("Application-Data", sock_data),
-            ("Application-Response", self.last_response), ("Application-UUID", new_uuid())])
+        self.fire(
+            a,
+            "CHANNEL_EXECUTE_COMPLETE",
+            post=[
+                ("Application", "socket"),
+                ("Application-Data", sock_data),
+                ("Application-Response", self.last_response),
+                ("Application-UUID", new_uuid()),
+            ],
+        )
 
     def _linger_expired(self) -> None:
         if self.connected:
@@ -638,14 +679,22 @@ class SimCall:
         if getattr(self, "_linger_sent", False):
             return
         self._linger_sent = True
-        self.send((f"Content-Type: text/disconnect-notice\nControlled-Session-UUID: {self.a.uuid}\n"
-                   f"Content-Disposition: linger\nChannel-Name: {self.a.name}\n"
-                   f"Linger-Time: {self.linger_time}\nContent-Length: 0\n\n").encode())
+        self.send(
+            (
+                f"Content-Type: text/disconnect-notice\nControlled-Session-UUID: {self.a.uuid}\n"
+                f"Content-Disposition: linger\nChannel-Name: {self.a.name}\n"
+                f"Linger-Time: {self.linger_time}\nContent-Length: 0\n\n"
+            ).encode()
+        )
 
     def send_disconnect(self) -> None:
-        self.send((f"Content-Type: text/disconnect-notice\nControlled-Session-UUID: {self.a.uuid}\n"
-                   f"Content-Disposition: disconnect\nContent-Length: {len(DISCONNECT_BODY)}\n\n"
-                   ).encode() + DISCONNECT_BODY)
+        self.send(
+            (
+                f"Content-Type: text/disconnect-notice\nControlled-Session-UUID: {self.a.uuid}\n"
+                f"Content-Disposition: disconnect\nContent-Length: {len(DISCONNECT_BODY)}\n\n"
+            ).encode()
+            + DISCONNECT_BODY
+        )
         self.connected = False
         self._out_ready.set()
         # FreeSWITCH closes the socket right after this notice.
@@ -709,4 +758,3 @@ class SimCall:
     @property
     def a_uuid(self) -> str:
         return self.a.uuid
-

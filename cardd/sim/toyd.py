@@ -23,8 +23,8 @@ class ToyConn:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.parser = FrameParser()
-        self.frames: list[Frame] = []      # everything received, in order
-        self.events: list = []             # parsed events, in order
+        self.frames: list[Frame] = []  # everything received, in order
+        self.events: list = []  # parsed events, in order
         self._replies: gevent.queue.Queue = gevent.queue.Queue()
         self._new = gevent.event.Event()
         self.closed = False
@@ -55,15 +55,15 @@ class ToyConn:
         self.sock.sendall(encode_command(text, headers))
         return self._replies.get(timeout=timeout)
 
-    def execute(self, app: str, arg: str = "", *, lock: bool = True, wait: bool = True,
-                timeout: float = 30):
+    def execute(self, app: str, arg: str = "", *, lock: bool = True, wait: bool = True, timeout: float = 30):
         ev_uuid = str(uuid.uuid4())
         self.sock.sendall(encode_execute(app, arg, event_uuid=ev_uuid, event_lock=lock))
         self._replies.get(timeout=timeout)
         if not wait:
             return ev_uuid
-        return self.wait_event(lambda e: e.name == "CHANNEL_EXECUTE_COMPLETE"
-                               and e.headers.raw.get("Application-UUID") == ev_uuid, timeout)
+        return self.wait_event(
+            lambda e: e.name == "CHANNEL_EXECUTE_COMPLETE" and e.headers.raw.get("Application-UUID") == ev_uuid, timeout
+        )
 
     def wait_event(self, pred: Callable, timeout: float = 30):
         seen = 0

@@ -10,9 +10,9 @@ from typing import Any
 
 @dataclass
 class Entry:
-    t: float          # virtual seconds since the daemon accepted the call
-    leg: str          # "A" or "B"
-    kind: str         # connect, command, execute, prompt, digits, dtmf, bridge, hangup, ...
+    t: float  # virtual seconds since the daemon accepted the call
+    leg: str  # "A" or "B"
+    kind: str  # connect, command, execute, prompt, digits, dtmf, bridge, hangup, ...
     data: dict[str, Any] = field(default_factory=dict)
 
 
@@ -21,7 +21,7 @@ class BridgeOutcome:
     b_uuid: str
     number: str
     dial_string: str
-    disposition: str              # SUCCESS, USER_BUSY, NO_ANSWER, ...
+    disposition: str  # SUCCESS, USER_BUSY, NO_ANSWER, ...
     answered: bool
     b_hangup_cause: str | None = None
     answer_epoch_us: int = 0
@@ -56,8 +56,7 @@ class Transcript:
 
     @property
     def apps(self) -> list[tuple[str, str]]:
-        return [(e.data["app"], e.data["arg"]) for e in self.entries
-                if e.kind == "execute" and e.leg == "A"]
+        return [(e.data["app"], e.data["arg"]) for e in self.entries if e.kind == "execute" and e.leg == "A"]
 
     @property
     def digits(self) -> list[str]:

@@ -21,8 +21,9 @@ from flask import Flask
 from flask_wtf.csrf import CSRFProtect
 
 #: No script at all, styles and images only from this origin, forms only to it, never framed.
-CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none';"
-       " base-uri 'none'")
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 def register(app: Flask) -> None:
@@ -31,15 +32,17 @@ def register(app: Flask) -> None:
 
     lifetime = app.extensions["cardd"]["config"].session_lifetime_s
     if not app.config.get("SECRET_KEY"):
-        app.config["SECRET_KEY"] = secrets.token_hex(32)   # per process: a restart signs everyone out
+        app.config["SECRET_KEY"] = secrets.token_hex(32)  # per process: a restart signs everyone out
     app.config.update(
-        SESSION_COOKIE_NAME="cardd_web", SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SECURE=True,
-        SESSION_COOKIE_SAMESITE="Strict", PERMANENT_SESSION_LIFETIME=timedelta(seconds=lifetime),
-        WTF_CSRF_CHECK_DEFAULT=False,          # the JSON API uses bearer tokens, not cookies: no CSRF there
+        SESSION_COOKIE_NAME="cardd_web",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=lifetime),
+        WTF_CSRF_CHECK_DEFAULT=False,  # the JSON API uses bearer tokens, not cookies: no CSRF there
         WTF_CSRF_TIME_LIMIT=lifetime,
     )
     csrf = CSRFProtect(app)
     app.extensions["cardd_web_csrf"] = csrf
     app.register_blueprint(views.bp)
     app.register_blueprint(holder.bp)
-

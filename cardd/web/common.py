@@ -22,8 +22,12 @@ log = logging.getLogger("cardd.web")
 
 #: Headers on every page: the CSP (see cardd.web), no sniffing, a referrer only to this site
 #: (Flask-WTF checks it over https), never cached.
-HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
-           "Cache-Control": "no-store", "X-Frame-Options": "DENY"}
+HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+}
 
 
 class Browsers:
@@ -85,20 +89,21 @@ def load_principal(kind: str) -> None:
     """g.principal from the session (as the API's bearer check sets it), or None; POSTs checked for CSRF."""
     g.principal = None
     if request.endpoint and request.endpoint.endswith(".static"):
-        return   # the stylesheet needs nobody signed in, and must not touch the session
+        return  # the stylesheet needs nobody signed in, and must not touch the session
     token = browsers().token(session.get("sid"))
     if token:
         principal = apiauth.authenticate(pool(), token)
         if principal is None:
-            sign_out_browser()   # a revoked key or an expired card session
+            sign_out_browser()  # a revoked key or an expired card session
         elif principal.kind == kind:
-            g.principal = principal   # (a card holder's session opens no console page, and the reverse)
+            g.principal = principal  # (a card holder's session opens no console page, and the reverse)
     if request.method == "POST":
         current_app.extensions["cardd_web_csrf"].protect()
 
 
 def secure_headers(response: Response) -> Response:
     from cardd.web import CSP
+
     response.headers["Content-Security-Policy"] = CSP
     for name, value in HEADERS.items():
         response.headers.setdefault(name, value)
@@ -111,18 +116,21 @@ def install(bp: Blueprint, kind: str, error_template: str) -> None:
     bp.after_request(secure_headers)
 
     def csrf_refused(exc: CSRFError) -> tuple[str, int]:
-        return render_template(error_template, status=400,
-                               message="The form had expired or was not sent by this site; open the page and"
-                                       " try again."), 400
+        return render_template(
+            error_template,
+            status=400,
+            message="The form had expired or was not sent by this site; open the page and try again.",
+        ), 400
 
     bp.register_error_handler(CSRFError, csrf_refused)
 
     def refused(exc: Exception) -> tuple[str, int]:
         # A refusal by the service layer (CarddError, ValueError...) as the API maps it, on a page.
         from cardd.api.app import problem_of
+
         try:
             p = problem_of(exc)
-        except Exception:   # not a refusal: a fault of ours
+        except Exception:  # not a refusal: a fault of ours
             log.exception("unexpected error in %s %s", request.method, request.path)
             return render_template(error_template, status=500, message="An internal error; it was logged."), 500
         return render_template(error_template, status=p.status, message=p.detail or p.title), p.status
@@ -139,5 +147,3 @@ def amount(value: Any, currency: str | None = None) -> str:
     """Money as the API writes it (5 places), with its currency."""
     text = f"{money(value if value is not None else Decimal(0)):.5f}"
     return f"{text} {currency}" if currency else text
-
-

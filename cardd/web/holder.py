@@ -41,6 +41,7 @@ def holder(view: Callable[..., Any]) -> Callable[..., Any]:
         if g.principal is None:
             return redirect(url_for("selfcare.login"))
         return view(*args, **kwargs)
+
     return checked
 
 
@@ -50,8 +51,14 @@ def login() -> Any:
     if request.method == "POST":
         number, pin = request.form.get("number", "").strip(), request.form.get("pin", "").strip()
         try:
-            signed = apiauth.sign_in(pool(), config().limits, number, pin, peer=request.remote_addr or "unknown",
-                                     lifetime_s=config().session_lifetime_s)
+            signed = apiauth.sign_in(
+                pool(),
+                config().limits,
+                number,
+                pin,
+                peer=request.remote_addr or "unknown",
+                lifetime_s=config().session_lifetime_s,
+            )
         except apiauth.SignInRefused as exc:
             error = "throttled" if exc.throttled else "wrong"
             return render_template("my_login.html", error=error, number=number), 429 if exc.throttled else 401
@@ -80,9 +87,16 @@ def _page(message: str | None = None, error: str | None = None, status: int = 20
     except ValueError:
         after = None
     calls = apistore.cdrs_page(pool(), card_id=card_id, after=after, limit=25)
-    return render_template("my_home.html", c=c, calls=calls, older=apistore.encode_cursor(calls.next_after),
-                           clis=[cli for cli, _ in identity.cli_map(pool(), card_id)], message=message,
-                           error=error, key=secrets.token_urlsafe(16)), status
+    return render_template(
+        "my_home.html",
+        c=c,
+        calls=calls,
+        older=apistore.encode_cursor(calls.next_after),
+        clis=[cli for cli, _ in identity.cli_map(pool(), card_id)],
+        message=message,
+        error=error,
+        key=secrets.token_urlsafe(16),
+    ), status
 
 
 @bp.route("")
@@ -97,16 +111,23 @@ def topup() -> Any:
     """The API's /me/topup, for a form: the voucher under the top-up throttle, once per form."""
     t = i18n.translator(g.lang)
     card_id = principal().card_id
-    assert card_id is not None   # a card holder's principal always names its card
+    assert card_id is not None  # a card holder's principal always names its card
     number = request.form.get("voucher", "").strip()
 
     def work(pool_like: Any) -> dict[str, Any]:
-        gated = apistore.redeem_voucher_throttled(pool_like, config().topup_limits, who=who(), card=principal().name,
-                                                  card_id=card_id, number=number, remote=request.remote_addr)
+        gated = apistore.redeem_voucher_throttled(
+            pool_like,
+            config().topup_limits,
+            who=who(),
+            card=principal().name,
+            card_id=card_id,
+            number=number,
+            remote=request.remote_addr,
+        )
         if not gated.allowed:
             return {"error": "topup_throttled"}
         if not gated.value.ok:
-            return {"error": "voucher_refused"}     # one answer whatever the reason: no voucher oracle
+            return {"error": "voucher_refused"}  # one answer whatever the reason: no voucher oracle
         r = gated.value
         return {"amount": common.amount(r.amount, r.currency), "balance": common.amount(r.balance, r.currency)}
 
@@ -127,20 +148,32 @@ def change_pin() -> Any:
         return _page(error=t("pin_mismatch"), status=422)
     number = principal().name
     try:
-        proof = apiauth.sign_in(pool(), config().limits, number, f.get("current_pin", "").strip(),
-                                peer=request.remote_addr or "unknown", lifetime_s=60)
+        proof = apiauth.sign_in(
+            pool(),
+            config().limits,
+            number,
+            f.get("current_pin", "").strip(),
+            peer=request.remote_addr or "unknown",
+            lifetime_s=60,
+        )
     except apiauth.SignInRefused as exc:
         return _page(error=t("throttled" if exc.throttled else "wrong"), status=429 if exc.throttled else 401)
     try:
         with apistore.transaction(pool()) as (conn, one):
             operator.set_card_pin(one, number, new, who=who())
-            apiauth.end_sessions(conn, proof.card_id)   # every session opened with the old PIN, elsewhere too
+            apiauth.end_sessions(conn, proof.card_id)  # every session opened with the old PIN, elsewhere too
     except CarddError as exc:
         apiauth.sign_out(pool(), proof.token)
         return _page(error=str(exc), status=422)
     # This browser goes on with a session of the new PIN.
-    fresh = apiauth.sign_in(pool(), config().limits, number, new, peer=request.remote_addr or "unknown",
-                            lifetime_s=config().session_lifetime_s)
+    fresh = apiauth.sign_in(
+        pool(),
+        config().limits,
+        number,
+        new,
+        peer=request.remote_addr or "unknown",
+        lifetime_s=config().session_lifetime_s,
+    )
     lang = session.get("lang")
     common.sign_in_browser(fresh.token)
     if lang:

@@ -39,9 +39,9 @@ class RateImportJob:
     who: str
     tariff: str
     mode: str
-    size: int                                  # bytes of the uploaded file
+    size: int  # bytes of the uploaded file
     checked_bytes: int = 0
-    rows: int = 0                              # rows read and checked so far
+    rows: int = 0  # rows read and checked so far
     stage: str = "waiting to start"
     result: ImportResult | None = None
     errors: list[tuple[int, str]] = field(default_factory=list)
@@ -50,7 +50,7 @@ class RateImportJob:
     # --- cardd.billing.rate_import.ImportProgress -----------------------------------------------
     def update(self, done: int, rows: int, *, force: bool = False) -> None:
         self.checked_bytes, self.rows = done, rows
-        gevent.sleep(0)   # between COPY chunks: let the progress pages (and everything else) be served
+        gevent.sleep(0)  # between COPY chunks: let the progress pages (and everything else) be served
 
     def phase(self, text: str) -> None:
         self.stage = text.rstrip(". ")
@@ -84,7 +84,7 @@ class RateImports:
         job = RateImportJob(id=secrets.token_urlsafe(12), who=who, tariff=tariff, mode=mode, size=size)
         with self._lock:
             done = [k for k, j in self._jobs.items() if j.finished]
-            for old in done[:max(0, len(self._jobs) - KEEP + 1)]:
+            for old in done[: max(0, len(self._jobs) - KEEP + 1)]:
                 del self._jobs[old]
             self._jobs[job.id] = job
         gevent.spawn(_run, pool, job, path)
@@ -100,15 +100,24 @@ def _run(pool: Any, job: RateImportJob, path: str) -> None:
     job.stage = "checking rows"
     try:
         with open(path, encoding="utf-8", newline="") as f:
-            result = apistore.import_rates_audited(pool, job.who, job.tariff, f, mode=job.mode, progress=job,
-                                                   statement_timeout_s=STATEMENT_TIMEOUT_S, via=" (web console)")
+            result = apistore.import_rates_audited(
+                pool,
+                job.who,
+                job.tariff,
+                f,
+                mode=job.mode,
+                progress=job,
+                statement_timeout_s=STATEMENT_TIMEOUT_S,
+                via=" (web console)",
+            )
         job.result = result
     except ImportRefused as exc:
         job.errors, job.rows = list(exc.errors), exc.rows
     except UnicodeDecodeError:
         job.errors = [(0, "the file is not UTF-8 text")]
-    except Exception as exc:   # a refusal of the service layer (an unknown tariff...) or a fault of ours
+    except Exception as exc:  # a refusal of the service layer (an unknown tariff...) or a fault of ours
         from cardd.api.app import problem_of
+
         try:
             job.errors = [(0, problem_of(exc).detail or str(exc))]
         except Exception:

@@ -24,8 +24,9 @@ from cardd.errors import CarddError
 from cardd.money import money
 from cardd.web import charts, common, imports
 
-bp = Blueprint("web", __name__, url_prefix="", template_folder="templates", static_folder="static",
-               static_url_path="/assets")
+bp = Blueprint(
+    "web", __name__, url_prefix="", template_folder="templates", static_folder="static", static_url_path="/assets"
+)
 common.install(bp, "key", "error.html")
 
 PAGE = 50
@@ -39,16 +40,20 @@ def _money_filter(value: Any, currency: str | None = None) -> str:
 
 def signed_in(roles: tuple[str, ...] = READ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The page needs an operator signed in with one of `roles` (else: the sign-in page, or 403)."""
+
     def wrap(view: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(view)
         def checked(*args: Any, **kwargs: Any) -> Any:
             if g.principal is None:
                 return redirect(url_for("web.login", next=request.path))
             if principal().role not in roles:
-                return render_template("error.html", status=403,
-                                       message=f"A {principal().role} key may not do this."), 403
+                return render_template(
+                    "error.html", status=403, message=f"A {principal().role} key may not do this."
+                ), 403
             return view(*args, **kwargs)
+
         return checked
+
     return wrap
 
 
@@ -62,6 +67,7 @@ def _globals() -> dict[str, Any]:
 
 
 # --- signing in ---------------------------------------------------------------------------
+
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Any:
@@ -91,11 +97,16 @@ def logout() -> Any:
 
 # --- dashboard ------------------------------------------------------------------------------
 
+
 @bp.route("/")
 @signed_in()
 def dashboard() -> str:
-    d = stats.dashboard(pool(), owner=owner_scope(), cache=current_app.extensions.setdefault("cardd_web_figures", {}),
-                        cache_s=current_app.config.get("CARDD_WEB_FIGURES_CACHE_S", stats.CACHE_S))
+    d = stats.dashboard(
+        pool(),
+        owner=owner_scope(),
+        cache=current_app.extensions.setdefault("cardd_web_figures", {}),
+        cache_s=current_app.config.get("CARDD_WEB_FIGURES_CACHE_S", stats.CACHE_S),
+    )
     labels = [h.start.strftime("%H:00") for h in d.hours]
     asr = charts.bars("ASR by hour, last 24 h", labels, [h.asr for h in d.hours], unit="%", top=100)
     acd = charts.bars("ACD by hour, last 24 h", labels, [h.acd for h in d.hours], unit=" s")
@@ -103,6 +114,7 @@ def dashboard() -> str:
 
 
 # --- cards ------------------------------------------------------------------------------------
+
 
 def _cursor(name: str = "cursor") -> int | None:
     try:
@@ -117,12 +129,26 @@ def cards() -> str:
     number = request.args.get("number", "").strip()
     customer = request.args.get("customer", "").strip()
     status = request.args.get("status", "")
-    page = apistore.cards_page(pool(), owner=owner_scope(), status=status if status in STATUSES else None,
-                               customer=customer or None, number_prefix=number or None, after=_cursor(),
-                               limit=PAGE)
+    page = apistore.cards_page(
+        pool(),
+        owner=owner_scope(),
+        status=status if status in STATUSES else None,
+        customer=customer or None,
+        number_prefix=number or None,
+        after=_cursor(),
+        limit=PAGE,
+    )
     tariffs = apistore.tariffs_page(pool(), limit=200).items
-    return render_template("cards.html", page=page, number=number, customer=customer, status=status,
-                           statuses=STATUSES, tariffs=tariffs, next=apistore.encode_cursor(page.next_after))
+    return render_template(
+        "cards.html",
+        page=page,
+        number=number,
+        customer=customer,
+        status=status,
+        statuses=STATUSES,
+        tariffs=tariffs,
+        next=apistore.encode_cursor(page.next_after),
+    )
 
 
 @bp.route("/cards/new", methods=["POST"])
@@ -140,8 +166,17 @@ def card_new() -> Any:
     cur = next((t.currency for t in currency.items if t.name == tariff), None)
     if cur is None:
         raise Problem(422, "Unprocessable Content", f"no tariff {tariff!r}")
-    operator.add_card(pool(), number, who=who(), allow_negative=False, tariff=tariff, currency=cur,
-                      balance=_decimal(f.get("balance", "0"), "balance"), pin=f.get("pin", ""), customer=customer)
+    operator.add_card(
+        pool(),
+        number,
+        who=who(),
+        allow_negative=False,
+        tariff=tariff,
+        currency=cur,
+        balance=_decimal(f.get("balance", "0"), "balance"),
+        pin=f.get("pin", ""),
+        customer=customer,
+    )
     return redirect(url_for("web.card", number=number))
 
 
@@ -164,10 +199,18 @@ def card(number: str) -> str:
     rows = list(reversed(history.items))
     forward = rows[0].balance_after - rows[0].amount if rows else row.summary.balance
     total = forward + sum((r.amount for r in rows), Decimal(0))
-    return render_template("card.html", c=row.summary, row=row, d=details, rows=rows, forward=forward,
-                           total=total, clis=identity.cli_map(pool(), card_id),
-                           hotkeys=identity.hot_dial_list(pool(), card_id),
-                           older=apistore.encode_cursor(history.next_after))
+    return render_template(
+        "card.html",
+        c=row.summary,
+        row=row,
+        d=details,
+        rows=rows,
+        forward=forward,
+        total=total,
+        clis=identity.cli_map(pool(), card_id),
+        hotkeys=identity.hot_dial_list(pool(), card_id),
+        older=apistore.encode_cursor(history.next_after),
+    )
 
 
 @bp.route("/cards/<number>/block", methods=["POST"])
@@ -185,13 +228,17 @@ def card_pin(number: str) -> Any:
     card_id = card_id_for(number)
     with apistore.transaction(pool()) as (conn, one):
         operator.set_card_pin(one, number, request.form.get("pin", "").strip(), who=who())
-        apiauth.end_sessions(conn, card_id)   # as the API does: whoever signed in with the old PIN signs in again
-    return render_template("done.html", title=f"Card {number}",
-                           message="The PIN was changed; the card holder's sessions have ended.",
-                           back=url_for("web.card", number=number))
+        apiauth.end_sessions(conn, card_id)  # as the API does: whoever signed in with the old PIN signs in again
+    return render_template(
+        "done.html",
+        title=f"Card {number}",
+        message="The PIN was changed; the card holder's sessions have ended.",
+        back=url_for("web.card", number=number),
+    )
 
 
 # --- money actions: a confirmation step, then once per form (idempotent), then the ledger row ---
+
 
 def once(work: Callable[[Any], dict[str, Any]]) -> tuple[dict[str, Any] | None, str | None, bool]:
     """Run `work(pool_like)` once per confirmation form (its hidden key is the Idempotency-Key the API
@@ -210,8 +257,9 @@ def once(work: Callable[[Any], dict[str, Any]]) -> tuple[dict[str, Any] | None, 
             p = problem_of(exc)
             return apistore.StoredAnswer(p.status, json.dumps({"refused": p.detail or p.title}), "application/json")
 
-    answer, replayed = apistore.idempotent(pool(), principal().ident, "web:" + key, "POST", request.path,
-                                           body_hash, run)
+    answer, replayed = apistore.idempotent(
+        pool(), principal().ident, "web:" + key, "POST", request.path, body_hash, run
+    )
     body = json.loads(answer.body)
     return (None, body["refused"], replayed) if "refused" in body else (body, None, replayed)
 
@@ -230,27 +278,33 @@ def card_adjust(number: str) -> Any:
     reference = request.form.get("reference", "").strip() or "web console adjustment"
     allow_negative = request.form.get("allow_negative") == "yes"
     if request.form.get("step") != "confirm":
-        return render_template("confirm.html", title=f"Adjust card {number}",
-                               what=f"{common.amount(value, c.currency)} to card {number}"
-                                    f" (balance now {common.amount(c.balance, c.currency)})",
-                               action=url_for("web.card_adjust", number=number),
-                               fields={"amount": str(value), "reference": reference,
-                                       "allow_negative": "yes" if allow_negative else ""},
-                               key=secrets.token_urlsafe(16), back=url_for("web.card", number=number))
+        return render_template(
+            "confirm.html",
+            title=f"Adjust card {number}",
+            what=f"{common.amount(value, c.currency)} to card {number}"
+            f" (balance now {common.amount(c.balance, c.currency)})",
+            action=url_for("web.card_adjust", number=number),
+            fields={"amount": str(value), "reference": reference, "allow_negative": "yes" if allow_negative else ""},
+            key=secrets.token_urlsafe(16),
+            back=url_for("web.card", number=number),
+        )
 
     def work(pool_like: Any) -> dict[str, Any]:
-        balance = operator.adjust_card(pool_like, number, value, who=who(), reference=reference,
-                                       allow_negative=allow_negative)
+        balance = operator.adjust_card(
+            pool_like, number, value, who=who(), reference=reference, allow_negative=allow_negative
+        )
         newest = apistore.ledger_page(pool_like, card_id, limit=1).items[0]
         return {"ledger_id": newest.id, "balance": str(balance)}
 
     result, refused, replayed = once(work)
     entry = _ledger_row(card_id, result["ledger_id"]) if result else None
-    return render_template("ledger_row.html", number=number, currency=c.currency, entry=entry, refused=refused,
-                           replayed=replayed), 422 if refused else 200
+    return render_template(
+        "ledger_row.html", number=number, currency=c.currency, entry=entry, refused=refused, replayed=replayed
+    ), 422 if refused else 200
 
 
 # --- rates --------------------------------------------------------------------------------------
+
 
 @bp.route("/rates", methods=["GET", "POST"])
 @signed_in()
@@ -263,8 +317,9 @@ def rates() -> Any:
         if upload is None or not upload.filename:
             return _rates_page({"errors": [(0, "choose a CSV file")], "rows": 0}, 422, tariff)
         mode = request.form.get("mode", "merge")
-        job = rate_imports().start(pool(), who(), tariff, mode if mode in ("merge", "replace") else "merge",
-                                   upload.stream)
+        job = rate_imports().start(
+            pool(), who(), tariff, mode if mode in ("merge", "replace") else "merge", upload.stream
+        )
         return redirect(url_for("web.rate_import", job_id=job.id), 303)
     return _rates_page(None, 200, request.values.get("tariff"))
 
@@ -287,7 +342,7 @@ def rate_import(job_id: str) -> Any:
         report = {"errors": job.errors, "rows": job.rows}
         try:
             return _rates_page(report, 422, job.tariff)
-        except CarddError:   # the tariff named in the form does not exist: the report, beside the first tariff
+        except CarddError:  # the tariff named in the form does not exist: the report, beside the first tariff
             return _rates_page(report, 422, None)
     return _rates_page({"imported": job.result, "tariff": job.tariff}, 200, job.tariff)
 
@@ -295,10 +350,19 @@ def rate_import(job_id: str) -> Any:
 def _rates_page(report: dict[str, Any] | None, status: int, chosen: str | None) -> Any:
     tariffs = apistore.tariffs_page(pool(), limit=200).items
     chosen = chosen or (tariffs[0].name if tariffs else "")
-    listing = apistore.rates_page(pool(), chosen, prefix=request.args.get("prefix") or None, after=_cursor(),
-                                  limit=PAGE) if chosen else None
-    return render_template("rates.html", tariffs=tariffs, chosen=chosen, report=report, listing=listing,
-                           next=apistore.encode_cursor(listing.next_after) if listing else None), status
+    listing = (
+        apistore.rates_page(pool(), chosen, prefix=request.args.get("prefix") or None, after=_cursor(), limit=PAGE)
+        if chosen
+        else None
+    )
+    return render_template(
+        "rates.html",
+        tariffs=tariffs,
+        chosen=chosen,
+        report=report,
+        listing=listing,
+        next=apistore.encode_cursor(listing.next_after) if listing else None,
+    ), status
 
 
 @bp.route("/tariffs/new", methods=["POST"])
@@ -308,19 +372,31 @@ def tariff_new() -> Any:
     name, currency = request.form.get("name", "").strip(), request.form.get("currency", "").strip().upper()
     with apistore.transaction(pool()) as (conn, one):
         catalog.create_tariff(one, name, currency)
-        apistore.audit(conn, who(), "tariff add", {"name": name, "currency": currency},
-                       detail=f"tariff {name} ({currency}) (web console)")
+        apistore.audit(
+            conn,
+            who(),
+            "tariff add",
+            {"name": name, "currency": currency},
+            detail=f"tariff {name} ({currency}) (web console)",
+        )
     return redirect(url_for("web.rates", tariff=name))
 
 
 # --- CDRs -----------------------------------------------------------------------------------------
 
+
 def _cdr_page(limit: int) -> tuple[apistore.Page[Any], dict[str, str]]:
     filters = {k: request.args.get(k, "").strip() for k in ("card", "destination", "cause")}
     card_id = card_id_for(filters["card"]) if filters["card"] else None
-    page = apistore.cdrs_page(pool(), owner=owner_scope(), card_id=card_id,
-                              destination_prefix=filters["destination"] or None, cause=filters["cause"] or None,
-                              after=_cursor(), limit=limit)
+    page = apistore.cdrs_page(
+        pool(),
+        owner=owner_scope(),
+        card_id=card_id,
+        destination_prefix=filters["destination"] or None,
+        cause=filters["cause"] or None,
+        after=_cursor(),
+        limit=limit,
+    )
     return page, filters
 
 
@@ -331,8 +407,23 @@ def cdrs() -> str:
     return render_template("cdrs.html", page=page, f=filters, next=apistore.encode_cursor(page.next_after))
 
 
-CSV_FIELDS = ("id", "b_uuid", "card", "currency", "cli", "cld", "translated_cld", "rate_prefix", "started_at",
-              "answered_at", "ended_at", "billed_seconds", "cost", "hangup_cause", "estimated")
+CSV_FIELDS = (
+    "id",
+    "b_uuid",
+    "card",
+    "currency",
+    "cli",
+    "cld",
+    "translated_cld",
+    "rate_prefix",
+    "started_at",
+    "answered_at",
+    "ended_at",
+    "billed_seconds",
+    "cost",
+    "hangup_cause",
+    "estimated",
+)
 
 
 @bp.route("/cdrs.csv")
@@ -343,10 +434,25 @@ def cdrs_csv() -> Response:
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_FIELDS)
     for cdr_id, c in page.items:
-        writer.writerow([cdr_id, c.b_uuid, c.username, c.currency, c.cli, c.cld, c.translated_cld, c.rate_prefix,
-                         c.started_at.isoformat(), c.answered_at.isoformat() if c.answered_at else "",
-                         c.ended_at.isoformat(), c.billed_seconds, f"{c.cost:.5f}", c.hangup_cause,
-                         str(c.estimated).lower()])
+        writer.writerow(
+            [
+                cdr_id,
+                c.b_uuid,
+                c.username,
+                c.currency,
+                c.cli,
+                c.cld,
+                c.translated_cld,
+                c.rate_prefix,
+                c.started_at.isoformat(),
+                c.answered_at.isoformat() if c.answered_at else "",
+                c.ended_at.isoformat(),
+                c.billed_seconds,
+                f"{c.cost:.5f}",
+                c.hangup_cause,
+                str(c.estimated).lower(),
+            ]
+        )
     response = Response(out.getvalue(), content_type="text/csv; charset=utf-8")
     response.headers["Content-Disposition"] = "attachment; filename=cdrs.csv"
     if page.next_after is not None:
@@ -356,14 +462,15 @@ def cdrs_csv() -> Response:
 
 # --- reservations ------------------------------------------------------------------------------
 
+
 @bp.route("/reservations")
 @signed_in()
 def reservations() -> str:
     expired = request.args.get("expired") == "1"
-    page = apistore.reservations_page(pool(), owner=owner_scope(), expired_only=expired, after=_cursor(),
-                                      limit=PAGE)
-    return render_template("reservations.html", page=page, expired=expired,
-                           next=apistore.encode_cursor(page.next_after))
+    page = apistore.reservations_page(pool(), owner=owner_scope(), expired_only=expired, after=_cursor(), limit=PAGE)
+    return render_template(
+        "reservations.html", page=page, expired=expired, next=apistore.encode_cursor(page.next_after)
+    )
 
 
 @bp.route("/reservations/<uuid:b_uuid>/<any(settle, release):action>", methods=["POST"])
@@ -378,28 +485,48 @@ def reservation_close(b_uuid: uuid.UUID, action: str) -> Any:
         billed = int(text)
     reason = request.form.get("reason", "").strip() or f"web console {action}"
     if request.form.get("step") != "confirm":
-        what = (f"settle reservation {b_uuid} at {billed} billed seconds" if billed is not None
-                else f"release reservation {b_uuid} at no charge")
-        return render_template("confirm.html", title=f"{action.capitalize()} a reservation", what=what,
-                               action=request.path, key=secrets.token_urlsafe(16), back=url_for("web.reservations"),
-                               fields={"billed_seconds": "" if billed is None else str(billed), "reason": reason})
+        what = (
+            f"settle reservation {b_uuid} at {billed} billed seconds"
+            if billed is not None
+            else f"release reservation {b_uuid} at no charge"
+        )
+        return render_template(
+            "confirm.html",
+            title=f"{action.capitalize()} a reservation",
+            what=what,
+            action=request.path,
+            key=secrets.token_urlsafe(16),
+            back=url_for("web.reservations"),
+            fields={"billed_seconds": "" if billed is None else str(billed), "reason": reason},
+        )
 
     def work(pool_like: Any) -> dict[str, Any]:
-        done = operator.close_reservation(pool_like, b_uuid, billed_seconds=billed, who=who(), reason=reason,
-                                          force=False)
+        done = operator.close_reservation(
+            pool_like, b_uuid, billed_seconds=billed, who=who(), reason=reason, force=False
+        )
         card_id = apistore.card_id_visible(pool_like, done.card, None)
         newest = apistore.ledger_page(pool_like, card_id, limit=1).items
-        return {"card": done.card, "card_id": card_id, "ledger_id": newest[0].id if newest else None,
-                "currency": done.currency}
+        return {
+            "card": done.card,
+            "card_id": card_id,
+            "ledger_id": newest[0].id if newest else None,
+            "currency": done.currency,
+        }
 
     result, refused, replayed = once(work)
     entry = _ledger_row(result["card_id"], result["ledger_id"]) if result and result["ledger_id"] else None
-    return render_template("ledger_row.html", number=result["card"] if result else "", entry=entry,
-                           currency=result["currency"] if result else "", refused=refused,
-                           replayed=replayed), 422 if refused else 200
+    return render_template(
+        "ledger_row.html",
+        number=result["card"] if result else "",
+        entry=entry,
+        currency=result["currency"] if result else "",
+        refused=refused,
+        replayed=replayed,
+    ), 422 if refused else 200
 
 
 # --- card batches: a CSV with the PINs, downloaded once ---------------------------------------
+
 
 @bp.route("/cards/batch", methods=["POST"])
 @signed_in(ADMIN)
@@ -416,13 +543,16 @@ def card_batch() -> Any:
     value = _decimal(f.get("balance", "0"), "balance")
     customer = f.get("customer", "").strip() or None
     if f.get("step") != "confirm":
-        return render_template("confirm.html", title="Generate a batch of cards",
-                               what=f"{count_text} cards on tariff {tariff}, each with"
-                                    f" {common.amount(value, currency)}; their PINs are shown in this download only",
-                               action=url_for("web.card_batch"), key=secrets.token_urlsafe(16),
-                               back=url_for("web.cards"),
-                               fields={"count": count_text, "tariff": tariff, "balance": str(value),
-                                       "customer": customer or ""})
+        return render_template(
+            "confirm.html",
+            title="Generate a batch of cards",
+            what=f"{count_text} cards on tariff {tariff}, each with"
+            f" {common.amount(value, currency)}; their PINs are shown in this download only",
+            action=url_for("web.card_batch"),
+            key=secrets.token_urlsafe(16),
+            back=url_for("web.cards"),
+            fields={"count": count_text, "tariff": tariff, "balance": str(value), "customer": customer or ""},
+        )
     key = f.get("confirm_key", "")
     if not key or len(key) > 64:
         raise Problem(400, "Bad Request", "the confirmation form is incomplete; start again")
@@ -440,16 +570,24 @@ def card_batch() -> Any:
 
     def run(pool_like: Any) -> apistore.StoredAnswer:
         try:
-            made = cardadmin.generate_cards(pool_like, int(count_text), who=who(), tariff=tariff, currency=currency,
-                                            balance=value, customer=customer)
+            made = cardadmin.generate_cards(
+                pool_like,
+                int(count_text),
+                who=who(),
+                tariff=tariff,
+                currency=currency,
+                balance=value,
+                customer=customer,
+            )
         except (CarddError, ValueError) as exc:
             p = problem_of(exc)
             return apistore.StoredAnswer(p.status, p.detail or p.title, "text/plain")
         shown.append(as_csv(made, pins=True))
         return apistore.StoredAnswer(201, as_csv(made, pins=False), "text/csv")
 
-    answer, _ = apistore.idempotent(pool(), principal().ident, "web:" + key, "POST", request.path,
-                                    body_hash.hexdigest(), run)
+    answer, _ = apistore.idempotent(
+        pool(), principal().ident, "web:" + key, "POST", request.path, body_hash.hexdigest(), run
+    )
     if answer.status >= 400:
         raise Problem(answer.status, "Unprocessable Content", answer.body)
     response = Response(shown[0] if shown else answer.body, content_type="text/csv; charset=utf-8")
@@ -459,7 +597,7 @@ def card_batch() -> Any:
 
 # --- vouchers --------------------------------------------------------------------------------------
 
-VOUCHER_READ = ("admin", "readonly")   # the catalogue is the operator's, not a reseller's (as in the API)
+VOUCHER_READ = ("admin", "readonly")  # the catalogue is the operator's, not a reseller's (as in the API)
 
 
 @bp.route("/vouchers")
@@ -467,11 +605,16 @@ VOUCHER_READ = ("admin", "readonly")   # the catalogue is the operator's, not a 
 def vouchers_list() -> str:
     batch = request.args.get("batch", "").strip()
     status = request.args.get("status", "")
-    page = apistore.vouchers_page(pool(), batch=batch or None,
-                                  status=status if status in ("unused", "used", "void") else None,
-                                  after=_cursor(), limit=PAGE)
-    return render_template("vouchers.html", page=page, batch=batch, status=status, made=None,
-                           next=apistore.encode_cursor(page.next_after))
+    page = apistore.vouchers_page(
+        pool(),
+        batch=batch or None,
+        status=status if status in ("unused", "used", "void") else None,
+        after=_cursor(),
+        limit=PAGE,
+    )
+    return render_template(
+        "vouchers.html", page=page, batch=batch, status=status, made=None, next=apistore.encode_cursor(page.next_after)
+    )
 
 
 @bp.route("/vouchers/generate", methods=["POST"])
@@ -485,12 +628,17 @@ def vouchers_generate() -> Any:
     currency, batch = f.get("currency", "").strip().upper(), f.get("batch", "").strip()
     with apistore.transaction(pool()) as (conn, one):
         numbers = voucher_service.generate(one, int(count_text), amount=value, currency=currency, batch=batch)
-        apistore.audit(conn, who(), "voucher generate", {"count": int(count_text), "amount": value,
-                                                         "currency": currency, "batch": batch},
-                       detail=f"{len(numbers)} vouchers of {value} {currency} (web console)")
+        apistore.audit(
+            conn,
+            who(),
+            "voucher generate",
+            {"count": int(count_text), "amount": value, "currency": currency, "batch": batch},
+            detail=f"{len(numbers)} vouchers of {value} {currency} (web console)",
+        )
     page = apistore.vouchers_page(pool(), batch=batch or None, limit=PAGE)
-    return render_template("vouchers.html", page=page, batch=batch, status="", made=numbers,
-                           next=apistore.encode_cursor(page.next_after)), 201
+    return render_template(
+        "vouchers.html", page=page, batch=batch, status="", made=numbers, next=apistore.encode_cursor(page.next_after)
+    ), 201
 
 
 @bp.route("/vouchers/void", methods=["POST"])
@@ -506,6 +654,7 @@ def voucher_void() -> Any:
 
 
 # --- customers, plans, API keys ------------------------------------------------------------------
+
 
 @bp.route("/customers")
 @signed_in()
@@ -531,7 +680,12 @@ def keys() -> Any:
         if f.get("revoke"):
             apiauth.revoke_key(pool(), f["revoke"], who=who())
         else:
-            made = apiauth.create_key(pool(), f.get("name", "").strip(), f.get("role", ""), who=who(),
-                                      owner=f.get("owner", "").strip() or None)
+            made = apiauth.create_key(
+                pool(),
+                f.get("name", "").strip(),
+                f.get("role", ""),
+                who=who(),
+                owner=f.get("owner", "").strip() or None,
+            )
             status = 201
     return render_template("keys.html", keys=apiauth.list_keys(pool()), made=made), status
