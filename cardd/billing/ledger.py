@@ -66,6 +66,9 @@ class Card:
     expires_at: datetime | None
     max_concurrent_calls: int | None
     language: str | None
+    # Available credit (balance minus open reservations) when the card was read
+    # with it (the PIN verdict, cardd.billing.identity); None when not read.
+    available: Decimal | None = None
 
     @property
     def has_pin(self) -> bool:
