@@ -15,12 +15,15 @@ from datetime import datetime
 from typing import Any
 
 from psycopg import errors
+from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from cardd.billing.ledger import _CARD_SQL, Card, _card
 from cardd.billing.pins import HMAC_SCHEME, PLAIN_PREFIX, hash_pin, needs_rehash
 from cardd.billing.repository import Repository, database_errors, query
 from cardd.digits import is_digits
 from cardd.errors import CardNotFound, IdentityError
+from cardd.money import money
 
 log = logging.getLogger(__name__)
 
@@ -172,14 +175,25 @@ def blacklist_remove(pool: ConnectionPool, cli: str) -> bool:
 # --- throttling --------------------------------------------------------------------
 #
 # Every attempt at a secret (a PIN, a card number under use_word_pin, a voucher
-# number) is evaluated INSIDE the throttle's gate, `gate`: one transaction takes
-# an advisory lock per bucket (scope, key), counts the bucket's failures inside
-# the window, refuses without evaluating when a bucket is full, else evaluates
-# and records a failure in every bucket before the locks are released. So however
+# number) passes the throttle's buckets (scope, key: per CLI, per card, ...)
+# under an advisory lock per bucket: the bucket's failures inside the window are
+# counted AFTER the locks are taken, a full bucket refuses the attempt, and a
+# failure is recorded in every bucket before the locks are released. So however
 # many calls race on one card or CLI, at most `limit` wrong attempts per window
-# are ever evaluated, and a right one never counts. Counting after the check and
-# outside any lock let 60 parallel calls evaluate 53 PINs against a limit of 5
-# (issue 12). A PIN check is one HMAC (microseconds), so the lock is held briefly.
+# are ever acted upon (answered, or let through), and a right one never counts.
+# Counting after the check and outside any lock let 60 parallel calls try 53 PINs
+# against a limit of 5 (issue 12).
+#
+# Two ways through the same locks (they exclude each other, and take the locks in
+# one order, so they never deadlock):
+# - `verdict`, when the evaluation is pure (a PIN: one HMAC against a hash already
+#   read, constant time, microseconds): the caller evaluates first and sends the
+#   result; one statement (schema/012, cardd_throttle_verdict) locks, counts, and
+#   refuses or records, in one round trip. A refused attempt's result is discarded
+#   unread: a throttled caller learns nothing from it, the right PIN included.
+# - `gate`, when the evaluation needs the database (a voucher's redeem, an API key's
+#   row): it runs inside the gate's transaction, under the locks, only when no
+#   bucket is full. BEGIN, the locks, the counts, COMMIT (+ the failure's insert).
 
 #: Rows older than this can never count again (the longest window allowed).
 PRUNE_AFTER_S = 86400
@@ -212,7 +226,9 @@ def topup_limits(daemon: Any) -> Limits:
 
 @dataclass(frozen=True)
 class Gated:
-    """What the gate said: refused by a full bucket (nothing evaluated), or the evaluation's result."""
+    """What the throttle said: refused by a full bucket (the attempt not acted upon: gate did not
+    evaluate it, verdict discarded its result), or the evaluation's result (and gate's value, or
+    verdict's card)."""
 
     refused_by: str | None = None
     ok: bool = False
@@ -287,6 +303,66 @@ def gate(
     return Gated(ok=ok, value=value)
 
 
+@database_errors
+def verdict(
+    pool: ConnectionPool,
+    buckets: list[tuple[str, str, int]],
+    window_s: int,
+    ok: bool,
+    *,
+    card_id: int | None = None,
+) -> Gated:
+    """The throttle's verdict on an attempt already evaluated (`ok`) by a pure function
+    (a PIN's HMAC: constant time, no database): refused when a bucket is full (the
+    result must then be discarded, nothing is recorded), else a failure is recorded in
+    every bucket when not ok. The same locks and counts as gate, in one statement in
+    autocommit (schema/012, cardd_throttle_verdict): one round trip, atomic.
+
+    With card_id, an allowed right attempt also gets that card back as `value`, read by
+    the same statement with its available credit (Card.available), so the caller need
+    not read it again; None when the card is gone."""
+    ordered = sorted(set(buckets))  # the function sorts too; the same order as gate's
+    args = (
+        [b[0] for b in ordered],
+        [b[1] for b in ordered],
+        [b[2] for b in ordered],
+        window_s,
+        ok,
+        _LOCK_CLASS,
+        PRUNE_AFTER_S,
+    )
+    with pool.connection() as conn:
+        if card_id is None:
+            row = conn.execute(
+                "SELECT cardd_throttle_verdict(%s::text[], %s::text[], %s::int[], %s, %s, %s, %s)", args
+            ).fetchone()
+            assert row is not None
+            return Gated(refused_by=row[0], ok=ok) if row[0] is not None else Gated(ok=ok)
+        # The card is read after the function returned, in the statement's snapshot (taken
+        # as it began): as fresh as a read of its own just before it would be.
+        found = (
+            conn.cursor(row_factory=dict_row)
+            .execute(
+                "SELECT v.refused_by, card.*,"
+                "       card.balance - coalesce((SELECT sum(r.amount) FROM reservations r"
+                "                                 WHERE r.account_id = card.id AND r.status = 'open'), 0)"
+                "         AS available"
+                "  FROM cardd_throttle_verdict(%s::text[], %s::text[], %s::int[], %s, %s, %s, %s) AS v(refused_by)"
+                f" LEFT JOIN LATERAL ({_CARD_SQL} WHERE a.id = %s AND %s) AS card"
+                "        ON v.refused_by IS NULL",
+                (*args, card_id, ok),
+            )
+            .fetchone()
+        )
+    assert found is not None
+    refused_by = found.pop("refused_by")
+    if refused_by is not None:
+        return Gated(refused_by=refused_by, ok=ok)
+    if found["id"] is None:
+        return Gated(ok=ok)
+    return Gated(ok=ok, value=_card({**found, "available": money(found["available"])}))
+
+
 def _counts(conn: Any, scopes: list[str], keys: list[str], window_s: int) -> list[int]:
     """Each bucket's rows inside the window, in the buckets' order, in one statement."""
     rows = conn.execute(
@@ -342,6 +418,57 @@ def throttled(
     cli=None leaves the CLI's bucket out."""
     buckets = pin_buckets(limits, cli=cli, card_id=card_id, number=number)
     return is_full(pool, buckets if cli is not None else buckets[1:], limits.window_s)
+
+
+@database_errors
+def card_for_pin(
+    pool: ConnectionPool, number: str, limits: Limits, *, cli: str | None, by_authname: bool = False
+) -> tuple[Card | None, bool]:
+    """The card a number names (by card number, or by VoIP login with by_authname) and
+    whether its PIN buckets are full, in one statement: `throttled` for the CLI and the
+    card, the courtesy before the PIN is asked, riding on the look-up. The card comes
+    with its available credit (Card.available) as read then. The card's bucket
+    is the card's own when it has a PIN, else the number's (`number:<digits>`): a number
+    that is no card, or a card without a PIN, is asked for a PIN as if no card
+    (cardd.ivr.identify._number_and_pin), and locks exactly like one. cli=None leaves
+    the CLI's bucket out, as with throttled."""
+    column = "a.authname" if by_authname else "a.username"
+    with pool.connection() as conn:
+        row = (
+            conn.cursor(row_factory=dict_row)
+            .execute(
+                f"WITH card AS ({_CARD_SQL} WHERE {column} = %(number)s),"
+                "     buckets AS ("
+                "       SELECT 'cli' AS scope, %(cli_key)s::text AS key, %(per_cli)s::int AS lim WHERE %(with_cli)s"
+                "       UNION ALL"
+                "       SELECT 'card', coalesce((SELECT c.id::text FROM card c WHERE c.pin_hash IS NOT NULL),"
+                "                               'number:' || %(number)s), %(per_card)s::int)"
+                " SELECT card.*,"
+                "        card.balance - coalesce((SELECT sum(r.amount) FROM reservations r"
+                "                                  WHERE r.account_id = card.id AND r.status = 'open'), 0)"
+                "          AS available,"
+                "        EXISTS (SELECT 1 FROM buckets b"
+                "                         WHERE (SELECT count(*) FROM auth_failures f"
+                "                                 WHERE f.scope = b.scope AND f.key = b.key"
+                "                                   AND f.at > clock_timestamp() - make_interval(secs => %(window)s))"
+                "                               >= b.lim) AS pin_throttled"
+                "   FROM (SELECT) AS one LEFT JOIN card ON true",
+                {
+                    "number": number,
+                    "cli_key": throttle_key_for_cli(cli),
+                    "per_cli": limits.per_cli,
+                    "with_cli": cli is not None,
+                    "per_card": limits.per_card,
+                    "window": limits.window_s,
+                },
+            )
+            .fetchone()
+        )
+    assert row is not None
+    full = bool(row.pop("pin_throttled"))
+    if row["id"] is None:
+        return None, full
+    return _card({**row, "available": money(row["available"])}), full
 
 
 # --- PINs and card status ------------------------------------------------------------
@@ -567,6 +694,18 @@ class Identity(Repository):
         self, buckets: list[tuple[str, str, int]], window_s: int, evaluate: Callable[[Any], tuple[bool, Any]]
     ) -> Gated:
         return gate(self.pool, buckets, window_s, evaluate)
+
+    @query
+    def verdict(
+        self, buckets: list[tuple[str, str, int]], window_s: int, ok: bool, *, card_id: int | None = None
+    ) -> Gated:
+        return verdict(self.pool, buckets, window_s, ok, card_id=card_id)
+
+    @query
+    def card_for_pin(
+        self, number: str, limits: Limits, *, cli: str | None, by_authname: bool = False
+    ) -> tuple[Card | None, bool]:
+        return card_for_pin(self.pool, number, limits, cli=cli, by_authname=by_authname)
 
     @query
     def record_failure(self, *, cli: str | None, card_id: int | None = None) -> None:
