@@ -74,7 +74,7 @@ def test_a_call_moves_every_documented_metric(database):
         # connect -> bridge sent holds the identification and the dial step
         assert setup >= m("cardd_ivr_step_seconds_sum", step="identify") + m("cardd_ivr_step_seconds_sum", step="dial")
         assert m("cardd_call_setup_seconds_count") == 1  # once per call, at its first bridge
-        for op in ("find_card", "grant", "settle"):
+        for op in ("card_for_pin", "verdict", "grant", "settle"):
             assert m("cardd_db_query_seconds_count", op=op) >= 1, op
         assert m("cardd_db_errors_total", step="call") == 0
         ledger = cardd.daemon.journal.ledger

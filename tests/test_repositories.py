@@ -42,8 +42,9 @@ def test_a_calls_identification_blacklist_and_voucher_queries_are_timed(cardd_wi
         for s in running.metrics.db_query_seconds.collect()[0].samples
         if s.name == "cardd_db_query_seconds_count" and s.value > 0
     }
-    # blacklist, identification (the PIN throttle and its gate), the card, the top-up's throttle and voucher
-    assert {"is_blacklisted", "throttled", "gate", "find_card", "is_full", "redeem_in"} <= timed, timed
+    # blacklist, identification (the CLI's throttle, the card with its PIN buckets, the PIN's verdict),
+    # the top-up's throttle, gate and voucher
+    assert {"is_blacklisted", "throttled", "card_for_pin", "verdict", "is_full", "gate", "redeem_in"} <= timed, timed
 
 
 def test_the_ivr_never_reaches_for_a_pool():

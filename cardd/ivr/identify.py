@@ -1,19 +1,25 @@
 """Identify the card: by the caller's CLI when enabled, else card number (and
 PIN), up to the allowed attempts.
 
-Every PIN (and, under use_word_pin, every card number) is checked inside the
-throttle's gate (cardd.billing.identity.gate: per CLI and per card, locked,
-counted and recorded in PostgreSQL), so however many calls race, at most the
-limit of wrong attempts per window is ever evaluated, across calls and cardd
-processes. Wrong card numbers in a row blacklist the CLI when the
-black list is on.
+Every PIN (and, under use_word_pin, every card number) passes the throttle
+(cardd.billing.identity.verdict: per CLI and per card, locked, counted and
+recorded in PostgreSQL in one statement), so however many calls race, at most
+the limit of wrong attempts per window is ever acted upon, across calls and
+cardd processes. The PIN's check itself is pure (an HMAC, constant time) and
+runs before that statement; when a bucket is full its result is discarded
+unread, so a throttled caller learns nothing, the right PIN included. Wrong
+card numbers in a row blacklist the CLI when the black list is on.
+
+Round trips of a card number and PIN, right: the CLI's bucket before the number
+is asked; the card and its PIN buckets (identity.card_for_pin); the verdict,
+which brings the card back fresh with its available credit (Card.available),
+so neither the minimum-balance check nor the balance said next reads it again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from decimal import Decimal
 
 from cardd import prompts
 from cardd.billing import identity, pins
@@ -117,10 +123,10 @@ def _by_cli(call: Call, timeouts: InputTimeouts):
         return _ASK_NUMBER
     failures = 0
     while failures < opts.card_entry_attempts:
-        result = _check_pin(call, card, timeouts)
+        result, fresh = _check_pin(call, card, timeouts)
         if result is None:
             call.log.info("card %s identified by CLI and PIN", _masked(card.username))
-            return card
+            return fresh
         if result in ("timeout", "throttled"):
             return None
         failures += 1
@@ -166,18 +172,22 @@ def _by_entry(call: Call, timeouts: InputTimeouts):
             continue
         if opts.use_word_pin:
             # The number alone is the secret: what it is, the caller learns only
-            # through the gate, like a PIN's verdict.
+            # through the throttle's verdict, like a PIN's.
             found = _find(call, entry.digits)
-            gated = ident.gate(
-                identity.pin_buckets(limits, cli=cli, number=entry.digits), limits.window_s, _known(found)
+            gated = ident.verdict(
+                identity.pin_buckets(limits, cli=cli, number=entry.digits),
+                limits.window_s,
+                found is not None,
+                card_id=found.id if found is not None else None,
             )
             if not gated.allowed:
                 return _throttled(call, gated.refused_by)
-            card = gated.value
+            card = gated.value  # read afresh by the verdict, with its available credit
             refusal = refusal_of(call, card)
         else:
-            card = _find(call, entry.digits)
-            refusal = _number_and_pin(call, card, timeouts, entry.digits)
+            # The card and the courtesy check of its PIN buckets, in one look-up.
+            found, full = ident.card_for_pin(entry.digits, limits, cli=cli, by_authname=opts.voip_login_as_card_number)
+            refusal, card = _number_and_pin(call, found, timeouts, entry.digits, full=full)
         if refusal is None:
             call.log.info("card %s identified", _masked(entry.digits))
             if opts.blacklist and cli:
@@ -192,8 +202,8 @@ def _by_entry(call: Call, timeouts: InputTimeouts):
         if refusal in ("blocked", "expired"):
             call.goodbye("card_blocked" if refusal == "blocked" else "card_expired")
             return None
-        # A number that is no card was counted against the CLI by the gate already.
-        if refusal == "unknown" and _wrong_card_number(call, entry.digits, counted=card is None):
+        # A number that is no card was counted against the CLI by the verdict already.
+        if refusal == "unknown" and _wrong_card_number(call, entry.digits, counted=found is None):
             return None
         if not opts.use_word_pin and refusal in ("unknown", "wrong_pin"):
             call.queue("invalid_card_or_pin")  # the same words for both: see _number_and_pin
@@ -209,7 +219,7 @@ def _find(call: Call, number: str):
 
 
 def _wrong_card_number(call: Call, typed: str, *, counted: bool = False) -> bool:
-    """Count a wrong card number against the CLI (throttle, unless the gate
+    """Count a wrong card number against the CLI (throttle, unless the verdict
     counted it already; black list). True when this one blacklisted the CLI
     and the call was ended."""
     ident = call.services.identity
@@ -233,11 +243,6 @@ def _wrong_card_number(call: Call, typed: str, *, counted: bool = False) -> bool
         call.goodbye("cli_blacklisted")
         return True
     return False
-
-
-def _known(found: Card | None) -> Callable[[Any], tuple[bool, Card | None]]:
-    """The gate's verdict on a word PIN: the number alone is the secret."""
-    return lambda conn: (found is not None, found)
 
 
 def _limits(call: Call) -> identity.Limits:
@@ -265,13 +270,17 @@ def refusal_of(call: Call, card: Card | None) -> str | None:
     if not card.has_pin and not call.options.allow_empty_pin and not call.options.use_word_pin:
         return "empty_pin"
     minimum = call.options.minimum_balance
-    if (
-        minimum is not None
-        and minimum.applies_to(card.currency)
-        and call.services.ledger.available_credit(card.id) < minimum.amount
-    ):
+    if minimum is not None and minimum.applies_to(card.currency) and available_credit(call, card) < minimum.amount:
         return "low_balance"
     return None
+
+
+def available_credit(call: Call, card: Card) -> Decimal:
+    """The card's available credit: as read with the card when it was (Card.available:
+    identification reads it with the card), else read now."""
+    if card.available is not None:
+        return card.available
+    return call.services.ledger.available_credit(card.id)
 
 
 def _own_account(call: Call, card: Card) -> bool:
@@ -290,40 +299,50 @@ def _below_threshold(call: Call, card: Card) -> bool:
     threshold = call.options.balance_threshold
     if threshold is None or not threshold.applies_to(card.currency):
         return False
-    return call.services.ledger.available_credit(card.id) < threshold.amount
+    return available_credit(call, card) < threshold.amount
 
 
-def _number_and_pin(call: Call, card: Card | None, timeouts: InputTimeouts, number: str) -> str | None:
-    """Card number then PIN. The PIN is asked whether or not the number is a
-    card, checked at the same cost, and a wrong number sounds like a wrong
-    PIN: neither the prompts nor their timing tell a guesser which numbers
-    are real. Only a caller who typed the right PIN hears why a card cannot
-    be used (blocked, expired, low balance)."""
+def _number_and_pin(
+    call: Call, card: Card | None, timeouts: InputTimeouts, number: str, *, full: bool | None = None
+) -> tuple[str | None, Card | None]:
+    """Card number then PIN: (None, the card) or (why not, None). The PIN is
+    asked whether or not the number is a card, checked at the same cost, and
+    a wrong number sounds like a wrong PIN: neither the prompts nor their
+    timing tell a guesser which numbers are real. Only a caller who typed the
+    right PIN hears why a card cannot be used (blocked, expired, low balance).
+    `full`: whether the PIN buckets were full when the card was looked up
+    (identity.card_for_pin), None when not known."""
     if card is not None and not card.has_pin:
         if call.options.allow_empty_pin:
-            return refusal_of(call, card)  # the number alone is the card
+            return refusal_of(call, card), card  # the number alone is the card
         card = None  # unusable without a PIN: it sounds like any wrong number
-    result = _check_pin(call, card, timeouts, number)
+    result, fresh = _check_pin(call, card, timeouts, number, full=full)
     if result is not None:
-        return result
-    return refusal_of(call, card)
+        return result, None
+    return refusal_of(call, fresh), fresh
 
 
-def _check_pin(call: Call, card: Card | None, timeouts: InputTimeouts, number: str | None = None) -> str | None:
-    """None when the caller typed the card's PIN; else why not ("unknown" for
-    no card, "wrong_pin", "timeout", "throttled" — the last two have ended
-    the call or will). `number` is what the caller typed as the card number
-    (the throttle's bucket when it is no card)."""
+def _check_pin(
+    call: Call, card: Card | None, timeouts: InputTimeouts, number: str | None = None, *, full: bool | None = None
+) -> tuple[str | None, Card | None]:
+    """(None, the card read afresh with its available credit) when the caller
+    typed the card's PIN; else (why not, None): "unknown" for no card,
+    "wrong_pin", "timeout", "throttled" (the last two have ended the call or
+    will). `number` is what the caller typed as the card number (the
+    throttle's bucket when it is no card); `full` whether the PIN buckets
+    were full when the card was looked up (None: asked here)."""
     if card is not None and not card.has_pin:
-        return None  # allowed by allow_empty_pin, checked above
+        return None, card  # allowed by allow_empty_pin, checked above
     ident = call.services.identity
     cli = call.cli
     limits = _limits(call)
     card_id = card.id if card else None
     # A courtesy before the PIN is asked: a locked-out caller is not made to type it.
-    if ident.throttled(limits, cli=cli, card_id=card_id, number=number):
+    if full is None:
+        full = ident.throttled(limits, cli=cli, card_id=card_id, number=number)
+    if full:
         _throttled(call, "card")
-        return "throttled"
+        return "throttled", None
     while True:
         entry = call.ask(
             call.services.prompts.pin_prompt(call.options),
@@ -335,31 +354,35 @@ def _check_pin(call: Call, card: Card | None, timeouts: InputTimeouts, number: s
         if entry.digits is None and entry.timed_out:
             if timeouts.silent():
                 call.goodbye()
-                return "timeout"
+                return "timeout", None
             continue
         break
-    # The guarantee: checked inside the gate (under the card's and the CLI's
-    # locks, failure recorded before they are released), so racing calls cannot
-    # evaluate more than the limit. During a lock-out even the right PIN fails,
-    # or the lock-out would still let a guesser find it.
+    # The PIN is checked here (an HMAC against the hash read with the card: pure,
+    # constant time), then the throttle's verdict decides whether that result may be
+    # acted upon, under the card's and the CLI's locks, a failure recorded before they
+    # are released: racing calls cannot act on more than the limit. During a lock-out
+    # even the right PIN is refused, or the lock-out would still let a guesser find it.
     typed = entry.digits or ""
-
-    def check(conn) -> tuple[bool, None]:
-        if card is None:
-            pins.decoy_check(typed)  # as costly as a PIN check
-            return False, None
-        return entry.digits is not None and pins.check_pin(typed, card.pin_hash), None
-
-    gated = ident.gate(identity.pin_buckets(limits, cli=cli, card_id=card_id, number=number), limits.window_s, check)
+    if card is None:
+        pins.decoy_check(typed)  # as costly as a PIN check
+        ok = False
+    else:
+        ok = entry.digits is not None and pins.check_pin(typed, card.pin_hash)
+    gated = ident.verdict(
+        identity.pin_buckets(limits, cli=cli, card_id=card_id, number=number), limits.window_s, ok, card_id=card_id
+    )
     if not gated.allowed:
         _throttled(call, gated.refused_by)
-        return "throttled"
+        return "throttled", None
     if card is None:
-        return "unknown"  # counted by the gate against the CLI and the number
-    if gated.ok:
-        ident.rehash_if_legacy(card.id, card.pin_hash, typed)
-        return None
-    return "wrong_pin"
+        return "unknown", None  # counted by the verdict against the CLI and the number
+    if not gated.ok:
+        return "wrong_pin", None
+    fresh = gated.value
+    if fresh is None:
+        return "unknown", None  # the card was deleted while the PIN was typed
+    ident.rehash_if_legacy(card.id, card.pin_hash, typed)
+    return None, fresh
 
 
 def _refusal_prompt(call: Call, refusal: str) -> str:

@@ -33,13 +33,11 @@ def run(call: Call, card: Card, timeouts: Silences) -> MenuResult:
         )
         if old.timed_out:
             return MenuResult.timed_out(timeouts)
-        # Checked inside the throttle's gate, like every PIN (cardd.ivr.identify).
+        # Checked (an HMAC: pure, constant time), then acted upon only when the throttle's
+        # verdict allows, like every PIN (cardd.ivr.identify): refused, the result is discarded.
         typed = old.digits or ""
-        gated = ident.gate(
-            buckets,
-            limits.window_s,
-            lambda conn: (old.digits is not None and pins.check_pin(typed, current.pin_hash), None),
-        )
+        ok = old.digits is not None and pins.check_pin(typed, current.pin_hash)
+        gated = ident.verdict(buckets, limits.window_s, ok)
         if not gated.allowed:
             call.services.metrics.auth_failures.labels("throttled").inc()
             return MenuResult(end="throttled", farewell=("too_many_attempts",))

@@ -16,7 +16,7 @@ from cardd.ivr.call import Call, Services
 from cardd.ivr.destination import ask_destination
 from cardd.ivr.dial import CardRefused, place_call
 from cardd.ivr.greeting import greet
-from cardd.ivr.identify import InputTimeouts, card_language_by_cli, identify
+from cardd.ivr.identify import InputTimeouts, available_credit, card_language_by_cli, identify
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,8 @@ def _serve(call: Call) -> str:
         return done.end or "topup"
     if first_number is None and opts.announce_balance:
         with call.services.metrics.step("balance"):
-            _announce_balance(call, card)
+            # The credit identification read with the card, when it did (Card.available).
+            _announce_balance(call, card, just_identified=True)
     failures = 0
     answered_any = False
     entry: _Entered | Collected
@@ -204,14 +205,19 @@ def _speak_the_cards_language(call: Call, card: Card) -> None:
         call.lang = lang
 
 
-def _announce_balance(call: Call, card: Card) -> None:
+def _announce_balance(call: Call, card: Card, *, just_identified: bool = False) -> None:
     """The balance sentence (after identification, and after a call with
     announce_balance_after_call). Not with a minutes plan or a suspended
     plan: the money balance is not what the caller is spending then; not
-    when it is zero (the reference's rule)."""
+    when it is zero (the reference's rule). Right after identification, the
+    available credit read with the card (the PIN's verdict reads it) when it
+    was; after a call, always read afresh (the card's is from before it)."""
     if card.minutes_plan or card.plan_suspended:
         return
-    available = call.services.ledger.available_credit(card.id)
+    if just_identified:
+        available = available_credit(call, card)
+    else:
+        available = call.services.ledger.available_credit(card.id)
     if available == 0:
         return
     call.queue(
