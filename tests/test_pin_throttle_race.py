@@ -3,9 +3,12 @@
 The attack: 60 simultaneous calls on one card from 60 caller IDs, one wrong
 PIN each. Checked before the PIN and recorded after, 53 wrong PINs were
 evaluated inside one window (limit 5) and a right PIN got in. Now every
-attempt is evaluated inside the gate (cardd.billing.identity.gate), so at most
-the limit is evaluated however many race, and the right PIN typed
-after them is refused. Money is checked after each attack.
+attempt passes the throttle's locks: inside the gate (cardd.billing.identity.gate)
+when its evaluation needs the database, or, for the IVR's PINs (issue 14), checked
+first and then judged by the one-statement verdict (identity.verdict) whose refusal
+discards the result. So at most the limit is acted upon however many race, and the
+right PIN typed after them is refused. Money is checked after each attack. The
+verdict's own races: tests/test_throttle_verdict.py.
 
 Demo card (tests/dbfixtures.py): 1234567890, PIN 4321, 10.00 USD."""
 
@@ -75,6 +78,9 @@ def test_sixty_simultaneous_wrong_pin_calls_evaluate_at_most_five_and_the_right_
     assert card_rows(database.pool) == evaluated
     assert sum(h[-2:] == ["too_many_attempts", "goodbye"] for h in heard) >= len(calls) - 5
     assert not any("you_have" in h for h in heard)
+    # The IVR's PINs race through the verdict, not the gate.
+    assert cardd.metric("cardd_db_query_seconds_count", op="verdict") > 0
+    assert cardd.metric("cardd_db_query_seconds_count", op="gate") == 0
     # The card's owner, from a fresh CLI, with the right PIN: still locked out.
     t = cardd.call(Caller(cli="15551009999", digits=[demo_data.card_number + "#", demo_data.pin + "#"], type_after=6))
     assert "you_have" not in cardd.heard(t) and cardd.heard(t)[-2:] == ["too_many_attempts", "goodbye"]
@@ -95,8 +101,9 @@ def test_a_number_that_is_no_card_locks_out_exactly_like_a_card(cardd_with, data
 
 
 def test_racing_old_pin_guesses_in_the_password_change_evaluate_at_most_the_card_limit(cardd_with, database, demo_data):
-    """The old PIN of the password change passes the same gate: 20 trusted-CLI
-    callers guessing the old PIN at once evaluate at most 2, and the PIN stays."""
+    """The old PIN of the password change passes the same throttle (its verdict):
+    20 trusted-CLI callers guessing the old PIN at once have at most 2 acted upon,
+    and the PIN stays."""
     cardd = cardd_with(database, pin_failures_per_card=2, pin_failures_per_cli=100)
     clis = [f"1555300{i:04d}" for i in range(20)]
     for cli in clis:
@@ -118,13 +125,15 @@ def test_racing_old_pin_guesses_in_the_password_change_evaluate_at_most_the_card
     assert card_rows(database.pool) <= 2
     assert sum("too_many_attempts" in h for h in heard) >= 18
     assert not any("pin_changed" in h for h in heard)
+    assert cardd.metric("cardd_db_query_seconds_count", op="verdict") > 0
+    assert cardd.metric("cardd_db_query_seconds_count", op="gate") == 0
     assert_money_holds(database.pool, before)
 
 
 def test_under_use_word_pin_racing_number_guesses_from_one_cli_evaluate_at_most_its_limit(
     cardd_with, database, demo_data, tmp_path
 ):
-    """use_word_pin: the card number alone is the secret, so it passes the same gate."""
+    """use_word_pin: the card number alone is the secret, so it passes the same throttle (its verdict)."""
     cardd = cardd_with(database, "calling_card:\n  use_word_pin: true\n", tmp_path=tmp_path, pin_failures_per_cli=3)
     before = snapshot_balances(database.pool)
     calls = [cardd.dial(Caller(cli="15557000001", digits=[f"99999{i:05d}#"], type_after=6)) for i in range(20)]
@@ -134,4 +143,5 @@ def test_under_use_word_pin_racing_number_guesses_from_one_cli_evaluate_at_most_
     # the real number from that CLI is refused while the bucket is full
     t = cardd.call(Caller(cli="15557000001", digits=[demo_data.card_number + "#"], type_after=6))
     assert "you_have" not in cardd.heard(t) and "too_many_attempts" in cardd.heard(t)
+    assert cardd.metric("cardd_db_query_seconds_count", op="gate") == 0
     assert_money_holds(database.pool, before)
