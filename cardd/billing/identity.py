@@ -400,7 +400,8 @@ def _prune(conn: Any) -> None:
 def is_full(pool: ConnectionPool, buckets: list[tuple[str, str, int]], window_s: int) -> bool:
     """True when one of the buckets is at its limit (one round trip). A courtesy
     before asking for a secret (a locked-out caller is not made to type it);
-    the guarantee is gate's."""
+    the guarantee is gate's or verdict's (card_for_pin: the same, riding on a
+    card's look-up)."""
     with pool.connection() as conn:
         counts = _counts(conn, [b[0] for b in buckets], [b[1] for b in buckets], window_s)
     return any(count >= limit for (_, _, limit), count in zip(buckets, counts))
