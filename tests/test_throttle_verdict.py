@@ -26,7 +26,7 @@ from cardd.billing.identity import Identity
 from cardd.billing.ledger import Ledger
 from cardd.db import Database
 from cardd.metrics import Metrics
-from cardd.sim import Caller
+from cardd.sim import Callee, Caller
 
 LIMITS = identity.Limits(window_s=900, per_cli=10, per_card=5)
 UK_MOBILE = "447700900123"
@@ -306,3 +306,21 @@ def test_a_card_number_and_pin_are_identified_in_three_round_trips_and_the_balan
     t = cardd.call(Caller(cli="15551005000", digits=[demo_data.card_number + "#", demo_data.pin + "#"], type_after=6))
     assert "you_have" in cardd.heard(t)
     assert trips.of_the_call_that_ran("verdict") == {"throttled": 1, "card_for_pin": 1, "verdict": 1}
+
+
+def test_the_balance_said_after_a_call_is_read_afresh_not_the_one_read_at_identification(cardd, demo_data):
+    """announce_balance_after_call: the credit after the call's settlement (10 - 0.136), while the card
+    still carries the credit its identification read (10)."""
+    caller = Caller(
+        destination="cc.playbalanceaftercall",
+        digits=[demo_data.card_number + "#", demo_data.pin + "#", UK_MOBILE + "#"],
+        type_after=6,
+    )
+    t = cardd.call(caller, Callee(talk=30))  # 31 billed seconds: 0.13600
+    heard = cardd.heard(t)
+    first, after = speech.balance_ids(demo_data.balance, "USD", "en"), speech.balance_ids(Decimal("9.864"), "USD", "en")
+    starts = [i for i, pid in enumerate(heard) if pid == "you_have"]
+    assert len(starts) == 2 and len(t.bridges) == 1
+    assert heard[starts[0] : starts[0] + len(first)] == first
+    assert heard[starts[1] : starts[1] + len(after)] == after
+    assert cardd.metric("cardd_db_query_seconds_count", op="available_credit") == 1
