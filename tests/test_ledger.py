@@ -304,3 +304,111 @@ def test_a_lost_database_is_database_unavailable(private_pg_server):
         assert cdr.cost == D("0.13600")
     finally:
         db.close()
+
+
+def _statements_sent(monkeypatch):
+    """Every statement and transaction command psycopg sends from now on: the pool's
+    connections are in autocommit, so each one is one round trip."""
+    import psycopg
+
+    sent: list[str] = []
+    execute, command = psycopg.Cursor.execute, psycopg.Connection._exec_command
+
+    def counted_execute(self, query, *args, **kwargs):
+        sent.append(str(query)[:60])
+        return execute(self, query, *args, **kwargs)
+
+    def counted_command(self, command_, *args, **kwargs):
+        sent.append(str(command_)[:60])
+        return command(self, command_, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", counted_execute)
+    monkeypatch.setattr(psycopg.Connection, "_exec_command", counted_command)
+    return sent
+
+
+def test_grant_is_two_round_trips_and_its_own_settlement_one(ledger, demo_data, monkeypatch):
+    sent = _statements_sent(monkeypatch)
+    g = grant(ledger, demo_data.card_id, "442071234567")
+    assert len(sent) == 2, sent  # the snapshot, then cardd_reserve
+    sent.clear()
+    cdr = ledger.settle(g.b_uuid, billmsec=31_000, hangup_cause="NORMAL_CLEARING")
+    assert len(sent) == 1, sent  # cardd_settle_granted
+    assert (cdr.billed_seconds, cdr.cost) == (31, D("0.03000"))  # 4420: 0.03 per started minute
+
+
+def test_grant_prices_again_when_another_call_took_the_credit_meanwhile(ledger, database, demo_data, monkeypatch):
+    from cardd.billing import ledger as ledger_module
+
+    ledger.adjust(demo_data.card_id, "-9.00", reference="test: leave 1.00")
+    other = Ledger(database.pool)
+    priced = []
+    real_price = ledger_module._price
+
+    def racing_price(*args, **kwargs):
+        price = real_price(*args, **kwargs)
+        priced.append(price.available)
+        if len(priced) == 1:
+            # Between this grant's snapshot and its write, another call on the card takes 300 s.
+            grant(other, demo_data.card_id, "4412345678", max_call_duration=300)
+        return price
+
+    monkeypatch.setattr(ledger_module, "_price", racing_price)
+    g = grant(ledger, demo_data.card_id, "4412345678")
+    taken = [r.amount for r in ledger.open_reservations(demo_data.card_id) if r.b_uuid != g.b_uuid]
+    assert priced[0] == D("1.00000") and priced[-1] == D("1.00000") - taken[0]
+    # priced again on what was left: never more than the card has
+    assert g.available == D("1.00000") - taken[0] and g.reserved <= g.available
+    assert sum(taken) + g.reserved <= D("1.00000")
+
+
+def test_a_call_settled_by_another_process_is_not_charged_again_by_its_own_settlement(ledger, database, demo_data):
+    g = grant(ledger, demo_data.card_id)
+    first = Ledger(database.pool).settle(g.b_uuid, billmsec=61_000, hangup_cause="NORMAL_CLEARING")
+    again = ledger.settle(g.b_uuid, billmsec=61_000, hangup_cause="NORMAL_CLEARING")
+    assert again == first
+    calls = [e for e in ledger.ledger_entries(demo_data.card_id) if e.kind == "call"]
+    assert len(calls) == 1 and calls[0].amount == -first.cost
+
+
+@pytest.mark.parametrize(
+    "billmsec, cause, answered",
+    [
+        (30_400, "NORMAL_CLEARING", None),
+        (900_700, "ALLOTTED_TIMEOUT", None),
+        (0, "NO_ANSWER", None),
+        (None, "USER_BUSY", None),
+        (151_000, "NORMAL_CLEARING", "given"),
+    ],
+)
+def test_a_calls_own_settlement_writes_what_the_general_path_writes(
+    ledger, database, demo_data, billmsec, cause, answered
+):
+    """The one-statement settlement of a call this process granted and the general path
+    (a CDR arriving at another process) write the same CDR and charge the same."""
+    from datetime import UTC, datetime, timedelta
+
+    ledger.adjust(demo_data.card_id, "-8.00")
+    twin_id = catalog.create_card(database.pool, "555", tariff="demo", currency="USD", pin="1", balance="2")
+    with database.pool.connection() as conn:
+        plan_id = conn.execute("INSERT INTO service_plans (name) VALUES ('p') RETURNING id").fetchone()[0]
+        conn.execute("INSERT INTO service_plan_minutes VALUES (%s, '44', 2)", (plan_id,))
+        conn.execute("UPDATE accounts SET service_plan_id = %s", (plan_id,))
+    ended = datetime(2026, 12, 7, 12, 0, 0, tzinfo=UTC)
+    answered_at = ended - timedelta(seconds=200) if answered else None
+    cdrs = []
+    # Two cards alike: one settled by the process that granted it, one by another.
+    for card_id, settler in ((demo_data.card_id, ledger), (twin_id, Ledger(database.pool))):
+        g = grant(ledger, card_id, "4412345678", max_call_duration=900)
+        cdrs.append(
+            settler.settle(g.b_uuid, billmsec=billmsec, hangup_cause=cause, answered_at=answered_at, ended_at=ended)
+        )
+    fields = (
+        "billed_seconds", "plan_seconds_used", "cost", "hangup_cause", "estimated", "granted_seconds",
+        "rate_prefix", "answered_at", "ended_at", "buy_cost", "margin", "currency",
+    )  # fmt: skip
+    own, general = ({f: getattr(c, f) for f in fields} for c in cdrs)
+    assert own == general
+    for card_id in (demo_data.card_id, twin_id):
+        balance, total = ledger_sum(database, card_id)
+        assert balance == total == D("2.00000") - cdrs[0].cost

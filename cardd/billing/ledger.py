@@ -30,7 +30,7 @@ from psycopg_pool import ConnectionPool
 from cardd.billing.pins import check_pin
 from cardd.billing.rating import Rate, billed_seconds, call_cost, max_duration, plan_seconds_used
 from cardd.billing.repository import QueryObserver, Repository, query
-from cardd.billing.routing import Route, buy_and_margin, choose_route, record_route
+from cardd.billing.routing import Route, buy_and_margin, buy_rate, no_route, route_at, route_candidates
 from cardd.errors import (
     CardBlocked,
     CardExpired,
@@ -169,6 +169,13 @@ _CDR_COLUMNS = (
 )
 
 
+# The longest-prefix rate of a tariff (the (tariff_id, prefix) index probed once per prefix
+# length): find_rate's and the grant's one lookup.
+_RATE_SQL = (
+    "SELECT * FROM rates WHERE tariff_id = {tariff} AND prefix = ANY({prefixes}) ORDER BY length(prefix) DESC LIMIT 1"
+)
+
+
 def number_prefixes(number: str) -> list[str]:
     """Every prefix of a number, '' included: the keys the longest-prefix lookup probes."""
     return [number[:i] for i in range(len(number) + 1)]
@@ -189,10 +196,8 @@ def _uuid(value: UuidLike) -> uuid.UUID:
 def find_rate(conn: psycopg.Connection[Any], tariff_id: int, number: str) -> Rate | None:
     """The longest-prefix rate of a tariff for a number (one index probe per prefix length)."""
     row = conn.execute(
-        "SELECT id, prefix, price_1, interval_1, price_n, interval_n, connect_fee, free_seconds, grace,"
-        "       forbidden"
-        "  FROM rates WHERE tariff_id = %s AND prefix = ANY(%s)"
-        " ORDER BY length(prefix) DESC LIMIT 1",
+        "SELECT id, prefix, price_1, interval_1, price_n, interval_n, connect_fee, free_seconds, grace, forbidden"
+        " FROM (" + _RATE_SQL.format(tariff="%s", prefixes="%s") + ") r",
         (tariff_id, number_prefixes(number)),
     ).fetchone()
     if row is None:
@@ -209,6 +214,203 @@ def find_rate(conn: psycopg.Connection[Any], tariff_id: int, number: str) -> Rat
         forbidden=row[9],
         rate_id=row[0],
     )
+
+
+#: Grants a Ledger keeps for their settlement (a held call's grant is held by its call anyway).
+MAX_GRANTS_HELD = 100_000
+
+#: How often a grant prices again when the card's credit moved between its read and its write.
+GRANT_ATTEMPTS = 8
+
+# The grant's snapshot, one statement: the card, its open calls, the longest-prefix rate, the
+# service plan's longest prefix for the number and its seconds used or held, whether any
+# carrier exists (then the route candidates are read too). No lock: cardd_reserve checks.
+_GRANT_FACTS_SQL = (
+    "SELECT a.balance, a.currency, a.status, a.tariff_id, a.expires_at, a.max_concurrent_calls,"
+    "       a.service_plan_id, now() AS now, h.n AS calls_up, h.amount AS held,"
+    "       r.id AS rate_id, r.prefix AS rate_prefix, r.price_1, r.interval_1, r.price_n, r.interval_n,"
+    "       r.connect_fee, r.free_seconds, r.grace, r.forbidden, pm.prefix AS plan_prefix,"
+    "       pm.minutes AS plan_minutes,"
+    "       CASE WHEN pm.prefix IS NULL THEN 0"
+    "            ELSE coalesce((SELECT used_seconds FROM account_plan_usage u"
+    "                            WHERE u.account_id = a.id AND u.prefix = pm.prefix), 0)"
+    "               + coalesce((SELECT sum(plan_seconds) FROM reservations p"
+    "                            WHERE p.account_id = a.id AND p.plan_prefix = pm.prefix AND p.status = 'open'), 0)"
+    "       END AS plan_used,"
+    "       EXISTS (SELECT 1 FROM carriers) AS any_carrier"
+    "  FROM accounts a"
+    "  LEFT JOIN service_plans sp ON sp.id = a.service_plan_id"
+    " CROSS JOIN LATERAL (SELECT count(*) AS n, coalesce(sum(amount), 0) AS amount FROM reservations"
+    "                      WHERE account_id = a.id AND status = 'open') h"
+    "  LEFT JOIN LATERAL (" + _RATE_SQL.format(tariff="a.tariff_id", prefixes="%(prefixes)s") + ") r ON true"
+    "  LEFT JOIN LATERAL (SELECT m.prefix, m.minutes FROM service_plan_minutes m"
+    "                      WHERE m.plan_id = a.service_plan_id AND NOT coalesce(sp.suspended, true)"
+    "                        AND m.prefix = ANY(%(prefixes)s)"
+    "                      ORDER BY length(m.prefix) DESC LIMIT 1) pm ON true"
+    " WHERE a.id = %(card)s"
+)
+
+_RESERVE_ARGS = ", ".join(["%s"] * 37)
+
+
+@dataclass(frozen=True)
+class _Price:
+    """What a grant prices from its snapshot (Ledger.grant)."""
+
+    rate: Rate
+    currency: str
+    available: Decimal
+    duration: int
+    plan_id: int | None
+    plan_prefix: str | None
+    plan_minutes: int
+    plan_seconds: int
+    reserved: Decimal
+    needed: Decimal  # the credit the paid seconds need: reserved, less an ignored connect fee
+
+
+def _price(
+    facts: dict[str, Any] | None,
+    card_id: int,
+    number: str,
+    *,
+    ignore_connect_fee: bool,
+    max_call_duration: int | None,
+    min_call_duration: int,
+) -> _Price:
+    """The grant's arithmetic on its snapshot, or the refusal it leads to."""
+    if facts is None:
+        raise CardNotFound(f"no card with id {card_id}")
+    if facts["status"] in ("blocked", "closed"):
+        raise CardBlocked(f"card {card_id} is {facts['status']}")
+    if facts["expires_at"] is not None and facts["expires_at"] <= facts["now"]:
+        raise CardExpired(f"card {card_id} expired at {facts['expires_at']}")
+    _refuse_calls(card_id, facts["calls_up"], facts["max_concurrent_calls"])
+    if facts["rate_id"] is None:
+        raise NoRate(f"no rate for {number!r} in tariff {facts['tariff_id']}")
+    rate = Rate(
+        prefix=facts["rate_prefix"],
+        price_1=facts["price_1"],
+        interval_1=facts["interval_1"],
+        price_n=facts["price_n"],
+        interval_n=facts["interval_n"],
+        connect_fee=facts["connect_fee"],
+        free_seconds=facts["free_seconds"],
+        grace=facts["grace"],
+        forbidden=facts["forbidden"],
+        rate_id=facts["rate_id"],
+    )
+    if rate.forbidden:
+        raise ForbiddenDestination(f"{number!r} matches forbidden prefix {rate.prefix!r}")
+    plan_minutes = facts["plan_minutes"] or 0
+    plan_left = max(0, plan_minutes * 60 - int(facts["plan_used"])) if facts["plan_prefix"] is not None else 0
+    available = money(facts["balance"] - facts["held"])
+    duration = max_duration(
+        rate,
+        available,
+        ignore_connect_fee=ignore_connect_fee,
+        plan_seconds=plan_left,
+        max_call_duration=max_call_duration,
+    )
+    currency = facts["currency"].strip()
+    if duration < max(min_call_duration, 1):
+        raise InsufficientFunds(
+            f"card {card_id}: {available} {currency} buys {duration} s to {number!r}, minimum {min_call_duration} s"
+        )
+    plan_s = min(plan_left, duration)
+    reserved = call_cost(rate, duration, plan_seconds=plan_s)
+    ignored_fee = rate.connect_fee if ignore_connect_fee and reserved > 0 else Decimal(0)
+    return _Price(
+        rate=rate,
+        currency=currency,
+        available=available,
+        duration=duration,
+        plan_id=facts["service_plan_id"],
+        plan_prefix=facts["plan_prefix"],
+        plan_minutes=plan_minutes,
+        plan_seconds=plan_s,
+        reserved=reserved,
+        needed=reserved - ignored_fee,
+    )
+
+
+def _reserve_params(
+    price: _Price,
+    a_id: uuid.UUID,
+    b_id: uuid.UUID,
+    card_id: int,
+    cli: str,
+    destination: str,
+    t_cli: str,
+    number: str,
+    margin_s: int,
+    switchname: str | None,
+    node: str | None,
+    route: Route | None,
+) -> tuple[Any, ...]:
+    """cardd_reserve's arguments, in its order."""
+    rate = price.rate
+    buy = route.buy if route is not None else None
+    return (
+        b_id,
+        a_id,
+        card_id,
+        price.reserved,
+        price.duration,
+        price.duration - price.plan_seconds,
+        price.needed,
+        price.plan_id,
+        price.plan_seconds,
+        price.plan_prefix,
+        price.plan_minutes,
+        cli,
+        destination,
+        t_cli,
+        number,
+        rate.rate_id,
+        rate.prefix,
+        rate.price_1,
+        rate.interval_1,
+        rate.price_n,
+        rate.interval_n,
+        rate.connect_fee,
+        rate.free_seconds,
+        rate.grace,
+        margin_s,
+        switchname or None,
+        node,
+        route.carrier_id if route else None,
+        route.gateway if route else None,
+        buy.prefix if buy else None,
+        buy.price_1 if buy else None,
+        buy.interval_1 if buy else None,
+        buy.price_n if buy else None,
+        buy.interval_n if buy else None,
+        buy.connect_fee if buy else None,
+        buy.free_seconds if buy else None,
+        buy.grace if buy else None,
+    )
+
+
+def _refuse_calls(card_id: int, calls_up: int, limit: int | None) -> None:
+    if limit is not None and calls_up >= limit:
+        raise TooManyCalls(f"card {card_id} already has {calls_up} of {limit} calls up")
+
+
+def _refuse(outcome: str, card_id: int, calls_up: int | None, calls_limit: int | None) -> None:
+    """cardd_reserve's refusals (the card changed since the snapshot) as cardd's errors."""
+    if outcome == "ok":
+        return
+    if outcome == "not_found":
+        raise CardNotFound(f"no card with id {card_id}")
+    if outcome == "blocked":
+        raise CardBlocked(f"card {card_id} was blocked or closed")
+    if outcome == "expired":
+        raise CardExpired(f"card {card_id} has expired")
+    if outcome == "too_many_calls":
+        assert calls_up is not None
+        _refuse_calls(card_id, calls_up, calls_limit)
+    raise AssertionError(f"cardd_reserve said {outcome!r}")
 
 
 # on_disagreement(kind, b_uuid, first, second): a settlement that differs from
@@ -237,6 +439,9 @@ class Ledger(Repository):
         super().__init__(pool, observe=observe)
         self.node = node
         self.on_disagreement = on_disagreement
+        # The grants this process made and has not settled yet, by B-leg UUID: a call's own
+        # settlement is priced from its grant and written in one statement (_settle_granted).
+        self._granted: dict[uuid.UUID, Grant] = {}
 
     # --- cards -------------------------------------------------------------
 
@@ -295,167 +500,115 @@ class Ledger(Repository):
         allow_loss: bool = False,
         tried_routes: Collection[tuple[int, int]] = (),
     ) -> Grant:
-        """Reserve the most a call to `destination` can cost, in one transaction.
+        """Reserve the most a call to `destination` can cost.
 
-        Rating uses the translated destination when given. Raises CardNotFound,
-        CardBlocked, CardExpired, TooManyCalls, NoRate, ForbiddenDestination,
+        Two round trips without carriers, three with: one snapshot of the card,
+        its open calls, the rate, the plan seconds (and the route candidates),
+        priced here (cardd.billing.rating); then cardd_reserve (schema 011)
+        writes the reservation under the account's row lock after checking the
+        price still holds, else the grant reads and prices again. Rating uses
+        the translated destination when given. Raises CardNotFound, CardBlocked,
+        CardExpired, TooManyCalls, NoRate, ForbiddenDestination,
         InsufficientFunds (granted duration below max(min_call_duration, 1)),
         NoRoute (carriers are configured and none may carry it, or all in
-        tried_routes). The route is chosen in this transaction (cardd.billing.routing).
+        tried_routes), DuplicateGrant.
         """
         a_id, b_id = _uuid(a_uuid), _uuid(b_uuid)
         number = translated_destination if translated_destination is not None else destination
         t_cli = translated_cli if translated_cli is not None else cli
-        with self.pool.connection() as conn, conn.transaction():
-            cur = conn.cursor(row_factory=dict_row)
-            acct = cur.execute(
-                "SELECT a.id, a.balance, a.currency, a.status, a.tariff_id, a.expires_at, a.valid_days,"
-                "       a.max_concurrent_calls, a.service_plan_id, coalesce(sp.suspended, true) AS plan_off,"
-                "       now() AS now"
-                "  FROM accounts a LEFT JOIN service_plans sp ON sp.id = a.service_plan_id"
-                " WHERE a.id = %s FOR UPDATE OF a",
-                (card_id,),
-            ).fetchone()
-            if acct is None:
-                raise CardNotFound(f"no card with id {card_id}")
-            now: datetime = acct["now"]
-            if acct["status"] in ("blocked", "closed"):
-                raise CardBlocked(f"card {card_id} is {acct['status']}")
-            if acct["expires_at"] is not None and acct["expires_at"] <= now:
-                raise CardExpired(f"card {card_id} expired at {acct['expires_at']}")
-
-            held = cur.execute(
-                "SELECT count(*) AS n, coalesce(sum(amount), 0) AS amount FROM reservations"
-                " WHERE account_id = %s AND status = 'open'",
-                (card_id,),
-            ).fetchone()
-            assert held is not None
-            limit = acct["max_concurrent_calls"]
-            if limit is not None and held["n"] >= limit:
-                raise TooManyCalls(f"card {card_id} already has {held['n']} of {limit} calls up")
-
-            rate = find_rate(conn, acct["tariff_id"], number)
-            if rate is None:
-                raise NoRate(f"no rate for {number!r} in tariff {acct['tariff_id']}")
-            if rate.forbidden:
-                raise ForbiddenDestination(f"{number!r} matches forbidden prefix {rate.prefix!r}")
-
-            plan_prefix, plan_left = None, 0
-            if acct["service_plan_id"] is not None and not acct["plan_off"]:
-                plan_prefix, plan_left = self._plan_seconds_left(conn, card_id, acct["service_plan_id"], number)
-
-            available = money(acct["balance"] - held["amount"])
-            duration = max_duration(
-                rate,
-                available,
-                ignore_connect_fee=ignore_connect_fee,
-                plan_seconds=plan_left,
-                max_call_duration=max_call_duration,
-            )
-            if duration < max(min_call_duration, 1):
-                raise InsufficientFunds(
-                    f"card {card_id}: {available} {acct['currency']} buys {duration} s to {number!r},"
-                    f" minimum {min_call_duration} s"
+        with self.pool.connection() as conn:
+            for _ in range(GRANT_ATTEMPTS):
+                facts = (
+                    conn.cursor(row_factory=dict_row)
+                    .execute(_GRANT_FACTS_SQL, {"card": card_id, "prefixes": number_prefixes(number)})
+                    .fetchone()
                 )
-            plan_s = min(plan_left, duration)
-            reserved = call_cost(rate, duration, plan_seconds=plan_s)
-            route = choose_route(
-                conn, number, rate, acct["currency"].strip(), allow_loss=allow_loss, tried=tried_routes
-            )
-            expires_at = now + timedelta(seconds=duration + margin_s)
-
-            if acct["status"] == "new":
-                # Activation on first use: the validity period starts now.
-                cur.execute(
-                    "UPDATE accounts SET status = 'active', first_used_at = now(),"
-                    "       expires_at = CASE WHEN valid_days IS NULL THEN expires_at"
-                    "                         ELSE now() + valid_days * interval '1 day' END"
-                    " WHERE id = %s",
-                    (card_id,),
+                price = _price(
+                    facts,
+                    card_id,
+                    number,
+                    ignore_connect_fee=ignore_connect_fee,
+                    max_call_duration=max_call_duration,
+                    min_call_duration=min_call_duration,
                 )
-            try:
-                cur.execute(
-                    "INSERT INTO reservations (b_uuid, a_uuid, account_id, amount, duration_s, plan_seconds,"
-                    " plan_prefix, cli, cld, translated_cli, translated_cld, rate_id, rate_prefix, price_1,"
-                    " interval_1, price_n, interval_n, connect_fee, free_seconds, grace, expires_at,"
-                    " switchname, node)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-                    " %s, %s)",
-                    (
-                        b_id,
-                        a_id,
-                        card_id,
-                        reserved,
-                        duration,
-                        plan_s,
-                        plan_prefix,
-                        cli,
-                        destination,
-                        t_cli,
-                        number,
-                        rate.rate_id,
-                        rate.prefix,
-                        rate.price_1,
-                        rate.interval_1,
-                        rate.price_n,
-                        rate.interval_n,
-                        rate.connect_fee,
-                        rate.free_seconds,
-                        rate.grace,
-                        expires_at,
-                        switchname or None,
-                        self.node,
-                    ),
+                routes: list[tuple[tuple[Any, ...], int]] = []
+                if facts is not None and facts["any_carrier"]:
+                    routes = route_candidates(
+                        conn, number, price.rate, price.currency, allow_loss=allow_loss, tried=tried_routes
+                    )
+                    if not routes:
+                        raise no_route(number, any_candidate=False)
+                outcome, until, calls_up, calls_limit, route = self._reserve(
+                    conn, price, routes, number, (b_id, a_id, card_id, cli, destination, t_cli, margin_s, switchname)
                 )
-            except errors.UniqueViolation:
-                raise DuplicateGrant(f"B-leg UUID {b_id} was already granted") from None
-            if route is not None:
-                record_route(conn, b_id, route)
+                if outcome != "moved":
+                    break
+            else:
+                raise InsufficientFunds(f"card {card_id}: its credit kept moving during {GRANT_ATTEMPTS} grants")
+        _refuse(outcome, card_id, calls_up, calls_limit)
         log.info(
             "grant b=%s card=%s dest=%s prefix=%s duration=%ss plan=%ss reserved=%s available=%s",
             b_id,
             card_id,
             number,
-            rate.prefix,
-            duration,
-            plan_s,
-            reserved,
-            available,
+            price.rate.prefix,
+            price.duration,
+            price.plan_seconds,
+            price.reserved,
+            price.available,
         )
-        return Grant(
+        grant = Grant(
             b_uuid=b_id,
             a_uuid=a_id,
             card_id=card_id,
-            rate=rate,
-            duration_s=duration,
-            plan_seconds=plan_s,
-            reserved=reserved,
-            available=available,
-            currency=acct["currency"].strip(),
-            expires_at=expires_at,
+            rate=price.rate,
+            duration_s=price.duration,
+            plan_seconds=price.plan_seconds,
+            reserved=price.reserved,
+            available=price.available,
+            currency=price.currency,
+            expires_at=until,
             route=route,
         )
+        if len(self._granted) >= MAX_GRANTS_HELD:
+            # Grants settled elsewhere (another process's orphan check, an operator) are
+            # never popped here: drop the oldest, whose settlement takes the general path.
+            self._granted.pop(next(iter(self._granted)))
+        self._granted[b_id] = grant
+        return grant
 
-    def _plan_seconds_left(
-        self, conn: psycopg.Connection[Any], card_id: int, plan_id: int, number: str
-    ) -> tuple[str | None, int]:
-        """Plan seconds still free for this destination: plan minutes − used − held by open calls."""
-        row = conn.execute(
-            "SELECT prefix, minutes FROM service_plan_minutes WHERE plan_id = %s AND prefix = ANY(%s)"
-            " ORDER BY length(prefix) DESC LIMIT 1",
-            (plan_id, number_prefixes(number)),
-        ).fetchone()
-        if row is None:
-            return None, 0
-        prefix, minutes = row
-        used = conn.execute(
-            "SELECT coalesce((SELECT used_seconds FROM account_plan_usage WHERE account_id = %s AND prefix = %s), 0)"
-            "     + coalesce((SELECT sum(plan_seconds) FROM reservations"
-            "                  WHERE account_id = %s AND plan_prefix = %s AND status = 'open'), 0)",
-            (card_id, prefix, card_id, prefix),
-        ).fetchone()
-        assert used is not None
-        return prefix, max(0, minutes * 60 - int(used[0]))
+    def _reserve(
+        self,
+        conn: psycopg.Connection[Any],
+        price: _Price,
+        routes: list[tuple[tuple[Any, ...], int]],
+        number: str,
+        call: tuple[uuid.UUID, uuid.UUID, int, str, str, str, int, str | None],
+    ) -> tuple[str, datetime, int, int | None, Route | None]:
+        """cardd_reserve on the first route whose carrier has a channel free (no route
+        without carriers): (outcome, expiry, calls up, call limit, route)."""
+        b_id, a_id, card_id, cli, destination, t_cli, margin_s, switchname = call
+        full: set[int] = set()
+        for k in range(len(routes)) if routes else [None]:
+            route = None if k is None else route_at(routes, k)
+            if route is not None and route.carrier_id in full:
+                continue
+            params = _reserve_params(
+                price, a_id, b_id, card_id, cli, destination, t_cli, number, margin_s, switchname, self.node, route
+            )
+            try:
+                row = conn.execute(
+                    "SELECT outcome, until, calls_up, calls_limit FROM cardd_reserve(" + _RESERVE_ARGS + ")", params
+                ).fetchone()
+            except errors.UniqueViolation:
+                raise DuplicateGrant(f"B-leg UUID {b_id} was already granted") from None
+            assert row is not None  # a function with OUT parameters returns one row
+            if row[0] == "carrier_full":
+                assert route is not None
+                full.add(route.carrier_id)
+                continue
+            return row[0], row[1], row[2], row[3], route
+        raise no_route(number, any_candidate=True)
 
     # --- during the call ---------------------------------------------------
 
@@ -507,6 +660,11 @@ class Ledger(Repository):
         (estimated=False) corrects that CDR, once.
         """
         b_id = _uuid(b_uuid)
+        grant = self._granted.pop(b_id, None)
+        if grant is not None and not estimated:
+            done = self._settle_granted(grant, billmsec, hangup_cause, answered_at, ended_at)
+            if done is not None:
+                return done
         with self.pool.connection() as conn, conn.transaction():
             cur = conn.cursor(row_factory=dict_row)
             head = cur.execute("SELECT account_id FROM reservations WHERE b_uuid = %s", (b_id,)).fetchone()
@@ -622,11 +780,53 @@ class Ledger(Repository):
                     res["carrier_id"],
                     res["carrier_id"],
                     res["gateway"],
-                    *buy_and_margin(res, billed, cost),
+                    *buy_and_margin(buy_rate(res), billed, cost),
                 ),
             ).fetchone()
             assert row is not None
         log.info("settle b=%s billed=%ss cost=%s cause=%s", b_id, billed, cost, hangup_cause)
+        return _cdr(row)
+
+    def _settle_granted(
+        self,
+        grant: Grant,
+        billmsec: int | None,
+        hangup_cause: str,
+        answered_at: datetime | None,
+        ended_at: datetime | None,
+    ) -> Cdr | None:
+        """A call's own settlement, priced from its grant and written by cardd_settle_granted
+        (schema 011) in one statement; None when the reservation is no longer open (settle's
+        general path then applies the rules for repeats)."""
+        # sched_hangup fires on whole seconds and may overshoot: never bill past the grant.
+        billed = min(billed_seconds(billmsec), grant.duration_s)
+        cost = call_cost(grant.rate, billed, plan_seconds=grant.plan_seconds)
+        plan_used = plan_seconds_used(billed, grant.plan_seconds)
+        buy = grant.route.buy if grant.route is not None else None
+        with self.pool.connection() as conn:
+            row = (
+                conn.cursor(row_factory=dict_row)
+                .execute(
+                    f"SELECT {_CDR_COLUMNS} FROM cardd_settle_granted(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        grant.b_uuid,
+                        grant.card_id,
+                        grant.duration_s,
+                        billed,
+                        cost,
+                        plan_used,
+                        answered_at,
+                        billmsec if billmsec else billed * 1000,
+                        ended_at,
+                        hangup_cause or "",
+                        *buy_and_margin(buy, billed, cost),
+                    ),
+                )
+                .fetchone()
+            )
+        if row is None:
+            return None
+        log.info("settle b=%s billed=%ss cost=%s cause=%s", grant.b_uuid, billed, cost, hangup_cause)
         return _cdr(row)
 
     @staticmethod
@@ -728,7 +928,7 @@ class Ledger(Repository):
                 answered,
                 ended,
                 hangup_cause or done.hangup_cause,
-                *buy_and_margin(res, billed, cost),
+                *buy_and_margin(buy_rate(res), billed, cost),
                 res["b_uuid"],
             ),
         ).fetchone()

@@ -1,10 +1,12 @@
 """Least-cost routing: which carrier and gateway a call attempt goes out on.
 
-choose_route() runs inside the grant's transaction (cardd.billing.ledger), on
-the same connection and snapshot that rates the card and writes the
-reservation, so the route, the sell rate, the channel counts and the
-reservation that records the route cannot disagree: a carrier disabled or a
-deck replaced after that snapshot is seen by the next grant, never half-way.
+The grant (cardd.billing.ledger) reads the route candidates in the same
+snapshot that rates the card, and writes the route on the reservation with
+cardd_reserve (schema 011), which counts the carrier's open reservations under
+a row lock on the carrier, so two cardd processes cannot both take its last
+channel: a full carrier sends the grant to the next candidate. A carrier
+disabled or a deck replaced after that snapshot is seen by the next grant,
+never half-way.
 
 The order: every carrier whose deck has a prefix of the number (its longest
 prefix), by the buy price of the first minute (the cost of a 60 s call under
@@ -13,8 +15,7 @@ name; each carrier's gateways in their order. Left out: disabled carriers,
 carriers in another currency than the card (no exchange rates: margin would
 mean nothing), a longest prefix marked forbidden, carriers dearer for the
 first minute than the sell rate (unless allow_loss), and carriers at their
-channel limit (open reservations counted under a row lock on the carrier, so
-two cardd processes cannot both take its last channel).
+channel limit.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def _prefixes(number: str) -> list[str]:
     return [number[:i] for i in range(len(number) + 1)]
 
 
-def choose_route(
+def route_candidates(
     conn: psycopg.Connection[Any],
     number: str,
     sell: Rate,
@@ -125,12 +126,12 @@ def choose_route(
     *,
     allow_loss: bool = False,
     tried: Collection[tuple[int, int]] = (),
-) -> Route | None:
-    """The first route for `number` not in `tried`, on the caller's transaction.
-
-    None when no carrier is configured at all (cardd dials daemon.dial_string
-    as before); NoRoute when carriers exist but none may carry this call."""
-    cur = conn.execute(
+) -> list[tuple[tuple[Any, ...], int]]:
+    """Every (carrier row, gateway index) that may carry `number`, in route order,
+    without those in `tried`; channel limits not checked (choose_route and the
+    grant's cardd_reserve do, under the carrier's row lock). Raw rows: only the
+    route taken is converted (route_at)."""
+    rows = conn.execute(
         _CANDIDATES,
         {
             "prefixes": _prefixes(number),
@@ -138,31 +139,13 @@ def choose_route(
             "allow_loss": allow_loss,
             "sell_minute": call_cost(sell, FIRST_MINUTE_S),
         },
-    )
-    # Rows are converted as they are read, and most calls stop at the first: the
-    # routes up to the first one on a carrier without a channel limit.
-    ahead: list[tuple[tuple[Any, ...], int]] = []
-    read = 0
-    for row in cur:
-        read += 1
-        ahead.extend((row, i) for i in range(len(row[3])) if (row[0], i) not in tried)
-        if ahead and ahead[-1][0][2] is None:
-            break
-    full = _carriers_at_limit(conn, ahead)
-    k = next((k for k, (row, _) in enumerate(ahead) if row[0] not in full), None)
-    if k is None:
-        if not read:
-            no_carriers = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM carriers)").fetchone()
-            assert no_carriers is not None  # NOT EXISTS always returns its one row
-            if no_carriers[0]:
-                return None
-        why = (
-            "every route was tried or is at its channel limit"
-            if read
-            else "no enabled carrier in this currency rates it at or under the sell price"
-        )
-        raise NoRoute(f"no route for {number!r}: {why}")
-    row, index = ahead[k]
+    ).fetchall()
+    return [(row, i) for row in rows for i in range(len(row[3])) if (row[0], i) not in tried]
+
+
+def route_at(candidates: list[tuple[tuple[Any, ...], int]], k: int) -> Route:
+    """The k-th of route_candidates as a Route."""
+    row, index = candidates[k]
     cid, name, _limit, gateways, prefix, p1, i1, pn, i_n, fee, free, grace, _minute = row
     buy = Rate(
         prefix=prefix,
@@ -181,8 +164,44 @@ def choose_route(
         gateway_index=index,
         buy=buy,
         first_minute=call_cost(buy, FIRST_MINUTE_S),
-        alternatives=len(ahead) - k - 1 + cur.rowcount - read,
+        alternatives=len(candidates) - k - 1,
     )
+
+
+def no_route(number: str, *, any_candidate: bool) -> NoRoute:
+    why = (
+        "every route was tried or is at its channel limit"
+        if any_candidate
+        else "no enabled carrier in this currency rates it at or under the sell price"
+    )
+    return NoRoute(f"no route for {number!r}: {why}")
+
+
+def choose_route(
+    conn: psycopg.Connection[Any],
+    number: str,
+    sell: Rate,
+    currency: str,
+    *,
+    allow_loss: bool = False,
+    tried: Collection[tuple[int, int]] = (),
+) -> Route | None:
+    """The first route for `number` not in `tried` whose carrier has a channel
+    free, on the caller's transaction (the route plan a call would follow:
+    cardd.billing.carrier_plan). None when no carrier is configured at all
+    (cardd dials daemon.dial_string as before); NoRoute when carriers exist but
+    none may carry this call."""
+    ahead = route_candidates(conn, number, sell, currency, allow_loss=allow_loss, tried=tried)
+    full = _carriers_at_limit(conn, ahead)
+    k = next((k for k, (row, _) in enumerate(ahead) if row[0] not in full), None)
+    if k is None:
+        if not ahead:
+            no_carriers = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM carriers)").fetchone()
+            assert no_carriers is not None  # NOT EXISTS always returns its one row
+            if no_carriers[0]:
+                return None
+        raise no_route(number, any_candidate=bool(ahead))
+    return route_at(ahead, k)
 
 
 def _carriers_at_limit(conn: psycopg.Connection[Any], ahead: list[tuple[tuple[Any, ...], int]]) -> set[int]:
@@ -206,38 +225,11 @@ def _carriers_at_limit(conn: psycopg.Connection[Any], ahead: list[tuple[tuple[An
     return {cid for cid, limit in limited.items() if counts.get(cid, 0) >= limit}
 
 
-def record_route(conn: psycopg.Connection[Any], b_uuid: Any, route: Route) -> None:
-    """Write the route and its buy rate on the reservation just granted (same
-    transaction): a deck edited mid-call cannot change what the call costs, and
-    the open reservation is what counts against the carrier's channel limit."""
-    buy = route.buy
-    conn.execute(
-        "UPDATE reservations SET carrier_id = %s, gateway = %s, buy_prefix = %s, buy_price_1 = %s,"
-        " buy_interval_1 = %s, buy_price_n = %s, buy_interval_n = %s, buy_connect_fee = %s,"
-        " buy_free_seconds = %s, buy_grace = %s WHERE b_uuid = %s",
-        (
-            route.carrier_id,
-            route.gateway,
-            buy.prefix,
-            buy.price_1,
-            buy.interval_1,
-            buy.price_n,
-            buy.interval_n,
-            buy.connect_fee,
-            buy.free_seconds,
-            buy.grace,
-            b_uuid,
-        ),
-    )
-
-
-def buy_and_margin(reservation: Mapping[str, Any], billed: int, cost: Decimal) -> tuple[Decimal | None, Decimal | None]:
-    """(buy cost, margin) of `billed` seconds on the reservation's route, by the
-    tariff arithmetic; (None, None) for a call without a carrier. The carrier
-    bills every second: service-plan seconds are the card's, not the carrier's."""
+def buy_rate(reservation: Mapping[str, Any]) -> Rate | None:
+    """The buy rate a reservation recorded with its route; None without a carrier."""
     if reservation["carrier_id"] is None:
-        return None, None
-    buy = Rate(
+        return None
+    return Rate(
         prefix=reservation["buy_prefix"],
         price_1=reservation["buy_price_1"],
         interval_1=reservation["buy_interval_1"],
@@ -247,5 +239,13 @@ def buy_and_margin(reservation: Mapping[str, Any], billed: int, cost: Decimal) -
         free_seconds=reservation["buy_free_seconds"],
         grace=reservation["buy_grace"],
     )
+
+
+def buy_and_margin(buy: Rate | None, billed: int, cost: Decimal) -> tuple[Decimal | None, Decimal | None]:
+    """(buy cost, margin) of `billed` seconds at the route's buy rate, by the
+    tariff arithmetic; (None, None) for a call without a carrier. The carrier
+    bills every second: service-plan seconds are the card's, not the carrier's."""
+    if buy is None:
+        return None, None
     bought = call_cost(buy, billed)
     return bought, cost - bought
