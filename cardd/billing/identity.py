@@ -313,10 +313,11 @@ def verdict(
     card_id: int | None = None,
 ) -> Gated:
     """The throttle's verdict on an attempt already evaluated (`ok`) by a pure function
-    (a PIN's HMAC: constant time, no database): refused when a bucket is full (the
-    result must then be discarded, nothing is recorded), else a failure is recorded in
-    every bucket when not ok. The same locks and counts as gate, in one statement in
-    autocommit (schema/012, cardd_throttle_verdict): one round trip, atomic.
+    (a PIN's HMAC: constant time, no database): refused when a bucket is full (nothing is
+    recorded, and the result is discarded: a refused Gated says ok=False and carries no
+    card, whatever `ok` was), else a failure is recorded in every bucket when not ok. The
+    same locks and counts as gate, in one statement in autocommit (schema/012,
+    cardd_throttle_verdict): one round trip, atomic.
 
     With card_id, an allowed right attempt also gets that card back as `value`, read by
     the same statement with its available credit (Card.available), so the caller need
@@ -337,7 +338,8 @@ def verdict(
                 "SELECT cardd_throttle_verdict(%s::text[], %s::text[], %s::int[], %s, %s, %s, %s)", args
             ).fetchone()
             assert row is not None
-            return Gated(refused_by=row[0], ok=ok) if row[0] is not None else Gated(ok=ok)
+            # Refused: the attempt's result is discarded here already (ok=False, as gate's refusal).
+            return Gated(refused_by=row[0]) if row[0] is not None else Gated(ok=ok)
         # The card is read after the function returned, in the statement's snapshot (taken
         # as it began): as fresh as a read of its own just before it would be.
         found = (
@@ -357,7 +359,7 @@ def verdict(
     assert found is not None
     refused_by = found.pop("refused_by")
     if refused_by is not None:
-        return Gated(refused_by=refused_by, ok=ok)
+        return Gated(refused_by=refused_by)
     if found["id"] is None:
         return Gated(ok=ok)
     return Gated(ok=ok, value=_card({**found, "available": money(found["available"])}))
