@@ -29,6 +29,7 @@ import logging  # noqa: E402
 import os  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -187,8 +188,18 @@ class CarddServer:
         from cardd.daemon import Daemon
         from cardd.metrics import Metrics
 
-        settings = load_settings(None).with_daemon(
-            listen="127.0.0.1:0", outbound_proxy=PROXY, dsn=dsn, log_level=log_level, shutdown_grace=5
+        # The bench's calls dial instance `cc`, configured as an operator would (the shipped
+        # cardd.yaml has it): an unknown instance logs a warning on every call.
+        config = Path(tempfile.mkdtemp(prefix="cardd-bench-config-")) / "cardd.yaml"
+        config.write_text("instances:\n  cc:\n    languages: [en]\n")
+        # data_dir as without a config (the working directory's): the bench cards' PIN key is there.
+        settings = load_settings(str(config)).with_daemon(
+            data_dir=load_settings(None).daemon.data_dir,
+            listen="127.0.0.1:0",
+            outbound_proxy=PROXY,
+            dsn=dsn,
+            log_level=log_level,
+            shutdown_grace=5,
         )
         self.daemon = Daemon(settings, metrics=Metrics(), serve_metrics=False)
         self.daemon.start()
