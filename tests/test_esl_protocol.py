@@ -234,6 +234,19 @@ def test_event_with_its_own_body():
     assert event.body == b"+OK\n"
 
 
+def test_event_body_is_cut_at_the_first_blank_line_and_its_own_length_is_checked():
+    # The block ends at the first blank line, wherever more follows.
+    event = parse_event(b"Event-Name: X\n\nA: 1\n\n")
+    assert event.name == "X" and event.get("A") is None and event.body == b""
+    assert parse_event(b"Event-Name: X\nContent-Length: 2\n\nabcd").body == b"ab"
+    with pytest.raises(RemoteProtocolError):
+        parse_event(b"Event-Name: X\nContent-Length: lots\n\nabcd")
+    with pytest.raises(RemoteProtocolError):
+        parse_event(b"Event-Name: X\nContent-Length: 999999999999\n\nabcd")
+    # Nothing after the block: no body to bound, whatever the block says.
+    assert parse_event(b"Event-Name: X\nContent-Length: 4\n\n").body == b""
+
+
 def _capture_events() -> list:
     events = []
     for path in CAPTURES:
