@@ -1,8 +1,14 @@
 """Money-moving SQL transactions: cards, reservations (grant), settlement, CDRs.
 
-Every method is one short transaction on a pooled connection: lock the account
-row, compute, write, commit. Lock order is always account, then reservation,
-so grant and settle never deadlock each other. Balances move only through
+Every money step is one short transaction on a pooled connection, one statement
+on the call's path (schema 011): the grant reads a snapshot, prices it here
+(cardd.billing.rating, the one tariff arithmetic) and writes the reservation
+with cardd_reserve, which locks the account row and checks the price still
+holds (else the grant prices again); a call's own settlement is priced from its
+grant and written by cardd_settle_granted; any other settlement (a CDR for
+another process's call, an estimate, a repeat) locks and reads the reservation
+first. Lock order is always account, then reservation or carrier, so grant and
+settle never deadlock each other. Balances move only through
 ledger rows (the schema's trigger applies them), so the balance always equals
 the sum of its ledger.
 
