@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -294,18 +294,7 @@ def _price(
     _refuse_calls(card_id, facts["calls_up"], facts["max_concurrent_calls"])
     if facts["rate_id"] is None:
         raise NoRate(f"no rate for {number!r} in tariff {facts['tariff_id']}")
-    rate = Rate(
-        prefix=facts["rate_prefix"],
-        price_1=facts["price_1"],
-        interval_1=facts["interval_1"],
-        price_n=facts["price_n"],
-        interval_n=facts["interval_n"],
-        connect_fee=facts["connect_fee"],
-        free_seconds=facts["free_seconds"],
-        grace=facts["grace"],
-        forbidden=facts["forbidden"],
-        rate_id=facts["rate_id"],
-    )
+    rate = _rate(facts)
     if rate.forbidden:
         raise ForbiddenDestination(f"{number!r} matches forbidden prefix {rate.prefix!r}")
     plan_minutes = facts["plan_minutes"] or 0
@@ -337,6 +326,22 @@ def _price(
         plan_seconds=plan_s,
         reserved=reserved,
         needed=reserved - ignored_fee,
+    )
+
+
+def _rate(row: Mapping[str, Any]) -> Rate:
+    """The sell rate of a grant's snapshot or of a reservation (columns rate_id, rate_prefix, price_1, ...)."""
+    return Rate(
+        prefix=row["rate_prefix"],
+        price_1=row["price_1"],
+        interval_1=row["interval_1"],
+        price_n=row["price_n"],
+        interval_n=row["interval_n"],
+        connect_fee=row["connect_fee"],
+        free_seconds=row["free_seconds"],
+        grace=row["grace"],
+        forbidden=row.get("forbidden", False),
+        rate_id=row["rate_id"],
     )
 
 
@@ -686,17 +691,7 @@ class Ledger(Repository):
             assert acct is not None
             res = cur.execute("SELECT * FROM reservations WHERE b_uuid = %s FOR UPDATE", (b_id,)).fetchone()
             assert res is not None
-            rate = Rate(
-                prefix=res["rate_prefix"],
-                price_1=res["price_1"],
-                interval_1=res["interval_1"],
-                price_n=res["price_n"],
-                interval_n=res["interval_n"],
-                connect_fee=res["connect_fee"],
-                free_seconds=res["free_seconds"],
-                grace=res["grace"],
-                rate_id=res["rate_id"],
-            )
+            rate = _rate(res)
             ended = ended_at or acct["now"]
             guess = billmsec is None and estimated
             if guess and res["status"] == "settled":
