@@ -412,3 +412,18 @@ def test_a_calls_own_settlement_writes_what_the_general_path_writes(
     for card_id in (demo_data.card_id, twin_id):
         balance, total = ledger_sum(database, card_id)
         assert balance == total == D("2.00000") - cdrs[0].cost
+
+
+def test_grants_kept_for_their_settlement_are_bounded_and_the_oldest_settle_by_the_general_path(
+    ledger, database, demo_data, monkeypatch
+):
+    from cardd.billing import ledger as ledger_module
+
+    monkeypatch.setattr(ledger_module, "MAX_GRANTS_HELD", 2)
+    grants = [grant(ledger, demo_data.card_id) for _ in range(3)]
+    assert len(ledger._granted) == 2 and grants[0].b_uuid not in ledger._granted
+    # The one forgotten is settled all the same, once, by the general path.
+    cdrs = [ledger.settle(g.b_uuid, billmsec=61_000, hangup_cause="NORMAL_CLEARING") for g in grants]
+    assert len({c.cost for c in cdrs}) == 1 and not ledger._granted
+    balance, total = ledger_sum(database, demo_data.card_id)
+    assert balance == total == D("10.00000") - 3 * cdrs[0].cost
