@@ -5,12 +5,13 @@ against the 2 ms target.
                                                [--lookups 5000]
 
 Without --dsn it runs an embedded PostgreSQL in a temporary directory. Figures are
-printed, never asserted. What is timed is cardd's own selection,
-cardd.billing.routing.choose_route, as the grant runs it: inside a transaction, every
+printed, never asserted. What is timed is cardd's own selection as the grant runs it
+(cardd.billing.ledger.Ledger.grant): cardd.billing.routing.route_candidates, every
 carrier's longest prefix for the number (`prefix = ANY(<every prefix>)` on
 carrier_rates' prefix index, DISTINCT ON carrier), the first-minute buy price of each
-by the tariff arithmetic, the sort, and for carriers with a channel limit ahead of the
-first unlimited one the row lock and the count of their open reservations.
+in SQL, the sort; then route_at, the first route as a Route. A carrier's channel limit
+is checked by the grant's write (cardd_reserve, schema/011, under the carrier's row
+lock), timed with the grant in bench_settle and bench_flows, not here.
 
 The decks: a pool of prefixes shaped like real price lists (bench_rating.make_prefixes:
 2 to 9 digits, so short country codes sit under longer ranges), each carrier taking
@@ -39,9 +40,8 @@ import psycopg
 from bench_rating import make_prefixes, percentile
 
 from cardd.billing.rating import Rate
-from cardd.billing.routing import choose_route
+from cardd.billing.routing import route_at, route_candidates
 from cardd.db import EmbeddedServer, migrate_conn
-from cardd.errors import NoRoute
 
 TARGET_S = 0.002
 # A sell rate no buy price reaches: every candidate stays in the route.
@@ -80,18 +80,14 @@ def load(conn: psycopg.Connection, carriers: int, pool: list[str]) -> tuple[int,
 
 def time_routes(conn: psycopg.Connection, numbers: list[str]) -> tuple[list[float], list[float], int, int]:
     """(wall seconds per selection, this process's CPU seconds per selection, routed,
-    alternatives summed): each in a transaction of its own, as in a grant; BEGIN and
-    COMMIT are the grant's, not timed."""
+    alternatives summed), on an autocommit connection as the grant's."""
     samples, cpu, routed, alternatives = [], [], 0, 0
     for number in numbers:
-        with conn.transaction():
-            c0, t0 = time.thread_time(), time.perf_counter()
-            try:
-                route = choose_route(conn, number, SELL, "USD")
-            except NoRoute:  # a number no deck has a prefix for
-                route = None
-            samples.append(time.perf_counter() - t0)
-            cpu.append(time.thread_time() - c0)
+        c0, t0 = time.thread_time(), time.perf_counter()
+        ahead = route_candidates(conn, number, SELL, "USD")
+        route = route_at(ahead, 0) if ahead else None  # none: no deck has a prefix for it
+        samples.append(time.perf_counter() - t0)
+        cpu.append(time.thread_time() - c0)
         if route is not None:
             routed += 1
             alternatives += route.alternatives

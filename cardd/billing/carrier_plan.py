@@ -1,9 +1,10 @@
 """Carriers as the operator reads them one at a time, and the route plan of a number: what
 `cardd carrier route` prints and the API's /carriers answer, on the service layer.
 
-routes_in_order() asks choose_route (cardd.billing.routing) for one route after the
-other, as a call's failover would, inside a transaction the caller rolls back: the
-channel-limit row locks it takes are released at once and nothing is reserved.
+routes_in_order() reads the route candidates as the grant does (cardd.billing.routing)
+and leaves out the carriers at their channel limit, inside a transaction the caller
+rolls back: the channel-limit row locks it takes are released at once and nothing is
+reserved.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from cardd.billing import catalog
 from cardd.billing.carriers import CarrierSummary
 from cardd.billing.ledger import find_rate
 from cardd.billing.rating import Rate
-from cardd.billing.routing import Route, choose_route
-from cardd.errors import CatalogError, NoRoute
+from cardd.billing.routing import Route, carriers_at_limit, route_at, route_candidates
+from cardd.errors import CatalogError
 
 _SUMMARY = (
     "SELECT c.id, c.name, c.currency, c.gateways, c.enabled, c.priority, c.channel_limit,"
@@ -63,21 +64,16 @@ class RoutePlan:
 def routes_in_order(
     conn: psycopg.Connection[Any], number: str, tariff: str, *, allow_loss: bool
 ) -> tuple[Rate | None, str, list[Route]]:
-    """(sell rate, currency, every route a call would try, in order), as choose_route picks
-    them one after the other; in the caller's transaction, to be rolled back."""
+    """(sell rate, currency, every route a call would try, in order: a full carrier's are
+    left out, as the grant's cardd_reserve skips them); in the caller's transaction, to be
+    rolled back."""
     tid, currency = catalog.tariff_id(conn, tariff)
     sell = find_rate(conn, tid, number)
     if sell is None or sell.forbidden:
         return sell, currency, []
-    routes: list[Route] = []
-    while True:
-        try:
-            route = choose_route(conn, number, sell, currency, allow_loss=allow_loss, tried=[r.key for r in routes])
-        except NoRoute:
-            return sell, currency, routes
-        if route is None:
-            return sell, currency, routes
-        routes.append(route)
+    ahead = route_candidates(conn, number, sell, currency, allow_loss=allow_loss)
+    full = carriers_at_limit(conn, ahead)
+    return sell, currency, [route_at(ahead, k) for k, (row, _) in enumerate(ahead) if row[0] not in full]
 
 
 def route_plan(pool: ConnectionPool, number: str, tariff: str, *, allow_loss: bool = False) -> RoutePlan:

@@ -128,7 +128,7 @@ def route_candidates(
     tried: Collection[tuple[int, int]] = (),
 ) -> list[tuple[tuple[Any, ...], int]]:
     """Every (carrier row, gateway index) that may carry `number`, in route order,
-    without those in `tried`; channel limits not checked (choose_route and the
+    without those in `tried`; channel limits not checked (carriers_at_limit and the
     grant's cardd_reserve do, under the carrier's row lock). Raw rows: only the
     route taken is converted (route_at)."""
     rows = conn.execute(
@@ -177,34 +177,7 @@ def no_route(number: str, *, any_candidate: bool) -> NoRoute:
     return NoRoute(f"no route for {number!r}: {why}")
 
 
-def choose_route(
-    conn: psycopg.Connection[Any],
-    number: str,
-    sell: Rate,
-    currency: str,
-    *,
-    allow_loss: bool = False,
-    tried: Collection[tuple[int, int]] = (),
-) -> Route | None:
-    """The first route for `number` not in `tried` whose carrier has a channel
-    free, on the caller's transaction (the route plan a call would follow:
-    cardd.billing.carrier_plan). None when no carrier is configured at all
-    (cardd dials daemon.dial_string as before); NoRoute when carriers exist but
-    none may carry this call."""
-    ahead = route_candidates(conn, number, sell, currency, allow_loss=allow_loss, tried=tried)
-    full = _carriers_at_limit(conn, ahead)
-    k = next((k for k, (row, _) in enumerate(ahead) if row[0] not in full), None)
-    if k is None:
-        if not ahead:
-            no_carriers = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM carriers)").fetchone()
-            assert no_carriers is not None  # NOT EXISTS always returns its one row
-            if no_carriers[0]:
-                return None
-        raise no_route(number, any_candidate=bool(ahead))
-    return route_at(ahead, k)
-
-
-def _carriers_at_limit(conn: psycopg.Connection[Any], ahead: list[tuple[tuple[Any, ...], int]]) -> set[int]:
+def carriers_at_limit(conn: psycopg.Connection[Any], ahead: list[tuple[tuple[Any, ...], int]]) -> set[int]:
     """Which of the carriers with a channel limit in `ahead` are full.
 
     Their rows are locked (in id order, so two grants never deadlock) before the
