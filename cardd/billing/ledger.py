@@ -347,27 +347,29 @@ def _rate(row: Mapping[str, Any]) -> Rate:
     )
 
 
-def _reserve_params(
-    price: _Price,
-    a_id: uuid.UUID,
-    b_id: uuid.UUID,
-    card_id: int,
-    cli: str,
-    destination: str,
-    t_cli: str,
-    number: str,
-    margin_s: int,
-    switchname: str | None,
-    node: str | None,
-    route: Route | None,
-) -> tuple[Any, ...]:
+@dataclass(frozen=True)
+class _Attempt:
+    """The call attempt a grant reserves for, as the caller named it (Ledger.grant)."""
+
+    b_id: uuid.UUID
+    a_id: uuid.UUID
+    card_id: int
+    cli: str
+    destination: str
+    translated_cli: str
+    number: str  # the translated destination: what is rated and dialled
+    margin_s: int
+    switchname: str | None
+
+
+def _reserve_params(price: _Price, attempt: _Attempt, node: str | None, route: Route | None) -> tuple[Any, ...]:
     """cardd_reserve's arguments, in its order."""
     rate = price.rate
     buy = route.buy if route is not None else None
     return (
-        b_id,
-        a_id,
-        card_id,
+        attempt.b_id,
+        attempt.a_id,
+        attempt.card_id,
         price.reserved,
         price.duration,
         price.duration - price.plan_seconds,
@@ -376,10 +378,10 @@ def _reserve_params(
         price.plan_seconds,
         price.plan_prefix,
         price.plan_minutes,
-        cli,
-        destination,
-        t_cli,
-        number,
+        attempt.cli,
+        attempt.destination,
+        attempt.translated_cli,
+        attempt.number,
         rate.rate_id,
         rate.prefix,
         rate.price_1,
@@ -389,8 +391,8 @@ def _reserve_params(
         rate.connect_fee,
         rate.free_seconds,
         rate.grace,
-        margin_s,
-        switchname or None,
+        attempt.margin_s,
+        attempt.switchname or None,
         node,
         route.carrier_id if route else None,
         route.gateway if route else None,
@@ -529,6 +531,7 @@ class Ledger(Repository):
         a_id, b_id = _uuid(a_uuid), _uuid(b_uuid)
         number = translated_destination if translated_destination is not None else destination
         t_cli = translated_cli if translated_cli is not None else cli
+        attempt = _Attempt(b_id, a_id, card_id, cli, destination, t_cli, number, margin_s, switchname)
         with self.pool.connection() as conn:
             for _ in range(GRANT_ATTEMPTS):
                 facts = (
@@ -551,9 +554,7 @@ class Ledger(Repository):
                     )
                     if not routes:
                         raise no_route(number, any_candidate=False)
-                outcome, until, calls_up, calls_limit, route = self._reserve(
-                    conn, price, routes, number, (b_id, a_id, card_id, cli, destination, t_cli, margin_s, switchname)
-                )
+                outcome, until, calls_up, calls_limit, route = self._reserve(conn, price, routes, attempt)
                 if outcome != "moved":
                     break
             else:
@@ -595,33 +596,29 @@ class Ledger(Repository):
         conn: psycopg.Connection[Any],
         price: _Price,
         routes: list[tuple[tuple[Any, ...], int]],
-        number: str,
-        call: tuple[uuid.UUID, uuid.UUID, int, str, str, str, int, str | None],
+        attempt: _Attempt,
     ) -> tuple[str, datetime, int, int | None, Route | None]:
         """cardd_reserve on the first route whose carrier has a channel free (no route
         without carriers): (outcome, expiry, calls up, call limit, route)."""
-        b_id, a_id, card_id, cli, destination, t_cli, margin_s, switchname = call
         full: set[int] = set()
         for k in range(len(routes)) if routes else [None]:
             route = None if k is None else route_at(routes, k)
             if route is not None and route.carrier_id in full:
                 continue
-            params = _reserve_params(
-                price, a_id, b_id, card_id, cli, destination, t_cli, number, margin_s, switchname, self.node, route
-            )
+            params = _reserve_params(price, attempt, self.node, route)
             try:
                 row = conn.execute(
                     "SELECT outcome, until, calls_up, calls_limit FROM cardd_reserve(" + _RESERVE_ARGS + ")", params
                 ).fetchone()
             except errors.UniqueViolation:
-                raise DuplicateGrant(f"B-leg UUID {b_id} was already granted") from None
+                raise DuplicateGrant(f"B-leg UUID {attempt.b_id} was already granted") from None
             assert row is not None  # a function with OUT parameters returns one row
             if row[0] == "carrier_full":
                 assert route is not None
                 full.add(route.carrier_id)
                 continue
             return row[0], row[1], row[2], row[3], route
-        raise no_route(number, any_candidate=True)
+        raise no_route(attempt.number, any_candidate=True)
 
     # --- during the call ---------------------------------------------------
 
